@@ -1,0 +1,29 @@
+# corrdiff — the two set-up commands are `make demo` and `make test`; each builds .venv itself.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: venv test demo bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# torch first, by exact pin, so pip takes the local CPU wheel rather than a multi-GB CUDA build
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[test,demo,tensorboard]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -q tests
+
+demo: $(STAMP)
+	$(VENV)/bin/corrdiff demo --out demo-out
+
+bench:
+	bash benchmarks/run.sh
+
+clean:
+	rm -rf $(VENV) .pytest_cache demo-out

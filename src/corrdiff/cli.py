@@ -1,5 +1,10 @@
 """The `corrdiff` command line: one command per user task, each a thin layer over the library."""
 
+import functools
+import sys
+from pathlib import Path
+from typing import Annotated
+
 import typer
 
 from corrdiff.data.cli import app as data_app
@@ -9,9 +14,113 @@ app = typer.Typer(
     help="Generative km-scale downscaling with residual corrective diffusion (CorrDiff).",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
+train_app = typer.Typer(help="Train the regression (mean) or the diffusion (residual) model.", no_args_is_help=True)
+app.add_typer(train_app, name="train")
 app.add_typer(data_app, name="data")
 app.add_typer(baseline_app, name="baseline")
+
+ConfigArg = Annotated[Path, typer.Argument(help="Run config (YAML): data spec, model, training, sampler, generation.")]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="Override a config value, e.g. --set regression.lr=2e-4 (repeatable)."),
+]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+
+
+def user_errors(func):
+    """Turn the errors a user can fix (bad config, data, checkpoint) into one clear line and exit code 2."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        from corrdiff.config import ConfigError
+        from corrdiff.inference.writer import OutputError
+        from corrdiff.training import CheckpointError, TrainingError
+
+        errors = [ConfigError, CheckpointError, TrainingError, OutputError]
+        try:
+            from corrdiff.data import DataError
+
+            errors.append(DataError)
+        except ImportError:
+            pass
+        try:
+            return func(*args, **kwargs)
+        except tuple(errors) as err:
+            typer.secho(f"error: {err}", fg="red", err=True)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+def _train(kind: str, config: Path, overrides, resume: bool, quiet: bool) -> None:
+    from corrdiff.config import load_config
+    from corrdiff.training import train
+
+    run_dir, status = train(kind, load_config(config, overrides), resume=resume, progress=not quiet)
+    if status == "interrupted":
+        typer.echo(f"stopped by SIGTERM; checkpoint saved in {run_dir / 'checkpoints'}; continue with --resume")
+        raise typer.Exit(143)
+    typer.echo(f"{kind} model trained: {run_dir / 'checkpoints'}")
+
+
+@train_app.command("regression")
+@user_errors
+def train_regression(
+    config: ConfigArg,
+    set_: SetOpt = None,
+    resume: Annotated[bool, typer.Option(help="Continue from the run's latest checkpoint.")] = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Train the UNet that predicts the mean μ(y) of the fine fields from the coarse input."""
+    _train("regression", config, set_, resume, quiet)
+
+
+@train_app.command("diffusion")
+@user_errors
+def train_diffusion(
+    config: ConfigArg,
+    set_: SetOpt = None,
+    resume: Annotated[bool, typer.Option(help="Continue from the run's latest checkpoint.")] = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Train the EDM diffusion model of the residual x − μ(y), against the frozen regression checkpoint
+    (diffusion.regression_checkpoint, or the run's regression folder)."""
+    _train("diffusion", config, set_, resume, quiet)
+
+
+@app.command()
+@user_errors
+def generate(
+    config: ConfigArg,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output file: NetCDF (.nc) or Zarr store (with --format zarr).")],
+    checkpoint_regression: Annotated[Path | None, typer.Option(help="Regression checkpoint or run folder; default: <run_dir>/regression.")] = None,
+    checkpoint_diffusion: Annotated[Path | None, typer.Option(help="Diffusion checkpoint or run folder; default: <run_dir>/diffusion.")] = None,
+    times: Annotated[list[str] | None, typer.Option("--times", help="ISO time to downscale (repeatable); default: every time of generate.split.")] = None,
+    members: Annotated[int | None, typer.Option(help="Ensemble members per time (default: generate.members).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed; member m of time t depends on (seed, t, m) only.")] = None,
+    split: Annotated[str | None, typer.Option(help="Dataset split to downscale: train, validation, test or all.")] = None,
+    format_: Annotated[str | None, typer.Option("--format", help="netcdf or zarr (default: generate.format).")] = None,
+    set_: SetOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Downscale coarse inputs into an ensemble of fine fields, written as CF NetCDF or Zarr.
+
+    Resumable: run the same command again after an interruption and it finishes the missing times.
+    """
+    from corrdiff.config import load_config
+    from corrdiff.inference import generate as run_generate
+
+    overrides = list(set_ or [])
+    for key, value in (("members", members), ("seed", seed), ("split", split), ("format", format_)):
+        if value is not None:
+            overrides.append(f"generate.{key}={value}")
+    cfg = load_config(config, overrides)
+    run_dir = Path(cfg.run_dir)
+    path = run_generate(cfg, checkpoint_regression or run_dir / "regression", checkpoint_diffusion or run_dir / "diffusion",
+                        out, times=times, progress=not quiet)
+    typer.echo(f"ensemble written: {path}")
 
 
 @app.command()
@@ -20,3 +129,11 @@ def version() -> None:
     from corrdiff import __version__
 
     typer.echo(__version__)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

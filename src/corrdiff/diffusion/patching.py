@@ -87,6 +87,7 @@ class PatchedDenoiser:
         x_patches = crop(x.repeat_interleave(n_patches, 0), positions, self.patch_shape)
         c_patches = crop(condition.repeat_interleave(n_patches, 0), positions, self.patch_shape)
         if self.global_context:
+            # Every patch of a batch element gets that element's whole-domain context.
             context = global_context(condition, self.patch_shape).repeat_interleave(n_patches, 0)
             c_patches = torch.cat([c_patches, context], dim=1)
         sigma_patches = sigma.reshape(-1).expand(batch).repeat_interleave(n_patches)

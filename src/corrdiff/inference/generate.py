@@ -1,0 +1,182 @@
+"""Generation: load both checkpoints, downscale each requested time into an ensemble, write it."""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import xarray as xr
+from tqdm import tqdm
+
+from corrdiff import __version__
+from corrdiff.config import ConfigError, dump_config, RunConfig
+from corrdiff.diffusion import EDMPrecond, PatchedDenoiser, SamplerConfig, sample_ensemble
+from corrdiff.diffusion.conditioning import diffusion_condition, with_global_context
+from corrdiff.inference.writer import EnsembleWriter, FLAG
+from corrdiff.models import UNetConfig
+from corrdiff.training import checkpoint as ckpt
+from corrdiff.training.distributed import barrier, DistInfo, init_distributed, shutdown
+from corrdiff.training.loop import derive_seed
+from corrdiff.training.run import load_regression
+from corrdiff.training.trainer import file_sha256
+
+
+@dataclass
+class Models:
+    """The two networks of a CorrDiff run, ready to sample, with what the checkpoints say about them."""
+
+    regression: torch.nn.Module
+    denoiser: EDMPrecond
+    unet: UNetConfig
+    meta: dict
+    provenance: dict
+
+
+def load_models(regression_path, diffusion_path, device) -> Models:
+    """Frozen EMA networks from a regression and a diffusion checkpoint (folders or run folders)."""
+    regression, reg_ckpt = load_regression(regression_path, device)
+    dif_ckpt = ckpt.load_model(diffusion_path)
+    if dif_ckpt.meta.get("kind") != "diffusion":
+        raise ConfigError(f"{dif_ckpt.path} is a {dif_ckpt.meta.get('kind')!r} checkpoint, not a diffusion one")
+    for key in ("input_channels", "target_channels"):
+        if reg_ckpt.meta[key] != dif_ckpt.meta[key]:
+            raise ConfigError(f"{key} differ: regression {reg_ckpt.path} has {reg_ckpt.meta[key]}, "
+                              f"diffusion {dif_ckpt.path} has {dif_ckpt.meta[key]}")
+    unet = UNetConfig.from_dict(dif_ckpt.meta["unet"])
+    denoiser = EDMPrecond(unet.build_diffusion(), sigma_data=dif_ckpt.meta["sigma_data"])
+    denoiser.load_state_dict(dif_ckpt.weights)
+    provenance = {
+        "regression_checkpoint": str(reg_ckpt.path),
+        "regression_checkpoint_sha256": file_sha256(reg_ckpt.path / "model.safetensors"),
+        "diffusion_checkpoint": str(dif_ckpt.path),
+        "diffusion_checkpoint_sha256": file_sha256(dif_ckpt.path / "model.safetensors"),
+    }
+    dif_ckpt.meta["lat"], dif_ckpt.meta["lon"] = dif_ckpt.lat, dif_ckpt.lon
+    return Models(regression, denoiser.to(device).eval().requires_grad_(False), unet, dif_ckpt.meta, provenance)
+
+
+def select_times(dataset_times: np.ndarray, requested: list[str] | None) -> list[int]:
+    """Dataset indices of the requested ISO times (all when None); an error lists the missing ones."""
+    times = np.asarray(dataset_times, dtype="datetime64[ns]")
+    if not requested:
+        return list(range(len(times)))
+    wanted = np.array([np.datetime64(t, "ns") for t in requested])
+    missing = [str(t) for t in wanted if t not in times]
+    if missing:
+        raise ConfigError(f"times not in the dataset: {', '.join(missing[:5])}"
+                          f"{' …' if len(missing) > 5 else ''} (it has {times[0]} … {times[-1]})")
+    return [int(np.flatnonzero(times == t)[0]) for t in wanted]
+
+
+@torch.no_grad()
+def downscale(models: Models, condition: torch.Tensor, members: int, seed: int, sampler: SamplerConfig,
+              member_batch: int | None = None, patcher: PatchedDenoiser | None = None):
+    """Regression mean (1, C, H, W) and ensemble (members, C, H, W), normalised, for one condition (1, C_in, H, W)."""
+    mean = models.regression(condition).to(torch.float32)
+    cond = diffusion_condition(condition, mean, models.unet.condition_on_mean)
+    if models.unet.global_context and patcher is None:
+        cond = with_global_context(cond, cond)
+    ensemble = sample_ensemble(models.denoiser, mean, cond, range(members), seed, sampler, member_batch, patcher)
+    return mean, ensemble
+
+
+def open_inference_dataset(config: RunConfig, stats, split: str):
+    """The dataset to downscale: the run's data spec, without targets, normalised with the checkpoint's stats."""
+    from corrdiff.data import DownscalingDataset, load_spec
+
+    return DownscalingDataset(load_spec(config.data), split=split, stats=stats, with_target=False)
+
+
+def generate(config: RunConfig, regression_path, diffusion_path, out, times: list[str] | None = None,
+             dataset=None, progress: bool = True) -> Path:
+    """Write an ensemble file for the chosen times (all times of the split by default); resumable.
+
+    Under torchrun, ranks take every world_size-th time; NetCDF ranks write part files that rank 0
+    merges into `out`, Zarr ranks write their regions of `out` directly.
+    """
+    info = init_distributed(config.device)
+    try:
+        return _generate(config, regression_path, diffusion_path, Path(out), times, dataset, progress, info)
+    finally:
+        shutdown(info)
+
+
+def _generate(config, regression_path, diffusion_path, out, times, dataset, progress, info: DistInfo) -> Path:
+    gen = config.generate
+    models = load_models(regression_path, diffusion_path, info.device)
+    if dataset is None:
+        from corrdiff.data import Normalization
+
+        dataset = open_inference_dataset(config, Normalization.from_dict(models.meta["stats"]), gen.split)
+    if list(dataset.input_channels) != models.meta["input_channels"]:
+        raise ConfigError(f"the data gives input channels {list(dataset.input_channels)}, the checkpoints were "
+                          f"trained on {models.meta['input_channels']}")
+    indices = select_times(dataset.times, times)
+    chosen_times = np.asarray(dataset.times, dtype="datetime64[ns]")[indices]
+    channels = models.meta["target_channels"]
+    attrs = {"title": "CorrDiff downscaled ensemble", "source": f"corrdiff {__version__}",
+             "corrdiff_seed": gen.seed, "corrdiff_members": gen.members,
+             "corrdiff_config": dump_config(config), **models.provenance,
+             **{f"sampler_{k}": str(v) for k, v in config.sampler.model_dump().items()}}
+    # Ranks take every world_size-th time. NetCDF cannot take concurrent writers: each rank fills a part
+    # file of its own times; a Zarr store is shared, each rank writing its own time chunks.
+    mine = list(range(len(indices)))[info.rank :: info.world_size]
+    parts = info.world_size > 1 and gen.format == "netcdf"
+    if parts:
+        path, slot_times = out.with_name(f"{out.name}.part-{info.rank:03d}-of-{info.world_size:03d}"), chosen_times[mine]
+    else:
+        path, slot_times = out, chosen_times
+    slots = list(range(len(mine))) if parts else mine
+    open_writer = lambda: EnsembleWriter(path, slot_times, gen.members, dataset.lat, dataset.lon, channels,
+                                         models.meta.get("target_attrs", {}), attrs, gen.format)
+    if not parts and info.world_size > 1:
+        if info.is_main:
+            open_writer().close()  # rank 0 lays out the shared store before anyone writes to it
+        barrier(info)
+    writer = open_writer()
+    done = writer.written()
+    sampler = SamplerConfig(**config.sampler.model_dump())
+    patcher = None
+    if gen.patch_shape:
+        patcher = PatchedDenoiser(tuple(dataset.lat.shape), tuple(gen.patch_shape), tuple(gen.patch_overlap),
+                                  global_context=models.unet.global_context)
+    todo = [(slot, k) for slot, k in zip(slots, mine) if not done[slot]]
+    bar = tqdm(todo, desc="generate", unit="time", disable=not (progress and info.is_main))
+    try:
+        for slot, k in bar:
+            sample = dataset[indices[k]]
+            condition = sample.input[None].to(info.device)
+            # Member m of a time depends on (seed, time, m) only: any selection of times gives the same fields.
+            seconds = int(chosen_times[k].astype("datetime64[s]").astype("int64")) % 2**64
+            time_seed = derive_seed(gen.seed, seconds)
+            mean, ensemble = downscale(models, condition, gen.members, time_seed, sampler, gen.member_batch, patcher)
+            stats = dataset.stats
+            writer.write(slot, stats.denormalize_target(ensemble).cpu().numpy(),
+                         stats.denormalize_target(mean)[0].cpu().numpy())
+    finally:
+        writer.close()
+    barrier(info)
+    if parts and info.is_main:
+        merge_parts(out, info.world_size)
+    barrier(info)
+    return out
+
+
+def merge_parts(out: Path, world_size: int) -> None:
+    """Concatenate the ranks' NetCDF part files in time order into `out`, then remove them."""
+    part_paths = [out.with_name(f"{out.name}.part-{r:03d}-of-{world_size:03d}") for r in range(world_size)]
+    parts = [xr.open_dataset(p, engine="netcdf4") for p in part_paths if p.exists()]
+    try:
+        merged = xr.concat([p for p in parts if p.sizes["time"]], dim="time", data_vars="all",
+                           coords="minimal", compat="override", combine_attrs="override").sortby("time")
+        if not bool(merged[FLAG].all()):
+            raise RuntimeError(f"some times were not written; rerun the same command to finish them")
+        tmp = out.with_name(f".{out.name}.tmp")
+        encoding = {v: {"zlib": True, "complevel": 1} for v in merged.data_vars if v != FLAG}
+        merged.to_netcdf(tmp, engine="netcdf4", encoding=encoding)
+    finally:
+        for p in parts:
+            p.close()
+    tmp.rename(out)
+    for p in part_paths:
+        p.unlink(missing_ok=True)

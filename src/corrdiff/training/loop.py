@@ -1,0 +1,131 @@
+"""The training loop shared by both steps: data order, micro-batches, DDP, AMP, EMA, logging, checkpoints.
+
+Determinism: the samples of global step s, and every random draw made while computing micro-batch m of
+step s (noise levels, noise, patches, dropout), are functions of (seed, s, m) alone. A resumed run, or
+one split over another number of processes with the same global batch, therefore repeats the same
+computation; resuming only needs the weights, optimizer, EMA and scheduler state, and the step.
+"""
+
+import contextlib
+import csv
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from corrdiff.config import ConfigError, TrainSection
+from corrdiff.training.distributed import DistInfo
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (non-finite loss, out of memory); the message says what to do."""
+
+
+def derive_seed(*parts: int) -> int:
+    """A 63-bit seed that depends only on the given integers."""
+    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+def step_indices(step: int, global_batch: int, num_samples: int, seed: int) -> list[int]:
+    """Dataset indices of global step `step`: consecutive slices of a fresh permutation per epoch."""
+    out = []
+    for position in range(step * global_batch, (step + 1) * global_batch):
+        epoch, offset = divmod(position, num_samples)
+        perm = torch.randperm(num_samples, generator=torch.Generator().manual_seed(derive_seed(seed, epoch)))
+        out.append(int(perm[offset]))
+    return out
+
+
+class MicroBatches(torch.utils.data.Sampler):
+    """Index lists of this rank's micro-batches, step after step, from `start_step` on."""
+
+    def __init__(self, start_step, steps, global_batch, micro, accum, info: DistInfo, num_samples, seed):
+        self.start_step, self.steps = start_step, steps
+        self.global_batch, self.micro, self.accum = global_batch, micro, accum
+        self.info, self.num_samples, self.seed = info, num_samples, seed
+
+    def __len__(self):
+        return (self.steps - self.start_step) * self.accum
+
+    def __iter__(self):
+        for step in range(self.start_step, self.steps):
+            indices = step_indices(step, self.global_batch, self.num_samples, self.seed)
+            for a in range(self.accum):
+                m = self.info.rank * self.accum + a
+                yield indices[m * self.micro : (m + 1) * self.micro]
+
+
+def collate(samples) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack samples into (condition (batch, C_in, H, W), target (batch, C_out, H, W))."""
+    return torch.stack([s.input for s in samples]), torch.stack([s.target for s in samples])
+
+
+def lr_factor(step: int, section: TrainSection) -> float:
+    """Linear warm-up, then constant or cosine decay to 0 at the last step."""
+    if step < section.warmup_steps:
+        return (step + 1) / section.warmup_steps
+    if section.schedule == "constant":
+        return 1.0
+    progress = (step - section.warmup_steps) / max(section.steps - section.warmup_steps, 1)
+    return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+
+def micro_batching(section: TrainSection, world_size: int) -> tuple[int, int]:
+    """(micro-batch size, accumulation steps) that give the global batch on `world_size` processes."""
+    per_rank, rest = divmod(section.batch_size, world_size)
+    if rest:
+        raise ConfigError(f"batch_size {section.batch_size} is not divisible by the {world_size} processes")
+    micro = section.batch_per_device or per_rank
+    if per_rank % micro:
+        raise ConfigError(
+            f"batch_per_device {micro} does not divide the per-process batch {per_rank} "
+            f"(batch_size {section.batch_size} over {world_size} processes)"
+        )
+    return micro, per_rank // micro
+
+
+def autocast(section: TrainSection, device: torch.device):
+    """bf16 autocast on CUDA by default ("auto"), float32 on CPU unless bf16 is asked for."""
+    use_bf16 = section.precision == "bf16" or (section.precision == "auto" and device.type == "cuda")
+    if use_bf16:
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+class MetricsLog:
+    """metrics.csv (and TensorBoard events when tensorboard is installed) in the run folder."""
+
+    FIELDS = ["step", "loss", "val_loss", "lr", "samples_per_s", "elapsed_s"]
+
+    def __init__(self, run_dir: Path, resume_step: int | None):
+        self.path = run_dir / "metrics.csv"
+        rows = []
+        if resume_step is not None and self.path.exists():
+            # Drop rows logged after the checkpoint we resume from: they are about to be recomputed.
+            with open(self.path) as f:
+                rows = [r for r in csv.DictReader(f) if int(r["step"]) <= resume_step]
+        with open(self.path, "w", newline="") as f:
+            writer = csv.DictWriter(f, self.FIELDS)
+            writer.writeheader()
+            writer.writerows(rows)
+        self.tb = None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(str(run_dir / "tensorboard"))
+        except ImportError:
+            pass
+
+    def write(self, **row) -> None:
+        with open(self.path, "a", newline="") as f:
+            csv.DictWriter(f, self.FIELDS).writerow(row)
+        if self.tb is not None:
+            for key in ("loss", "val_loss", "lr", "samples_per_s"):
+                if row.get(key) not in (None, ""):
+                    self.tb.add_scalar(key, row[key], row["step"])
+            self.tb.flush()
+
+    def close(self):
+        if self.tb is not None:
+            self.tb.close()

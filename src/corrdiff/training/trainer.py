@@ -1,0 +1,250 @@
+"""Trainer: runs one CorrDiff training step (regression or diffusion) to the end, resumably."""
+
+import contextlib
+import hashlib
+import math
+import signal
+import time
+from pathlib import Path
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from corrdiff import __version__
+from corrdiff.config import dump_config, RunConfig, TrainSection
+from corrdiff.training import checkpoint as ckpt
+from corrdiff.training.distributed import all_reduce_mean, barrier, broadcast_flag, DistInfo
+from corrdiff.training.ema import EMA
+from corrdiff.training.loop import (
+    autocast,
+    collate,
+    derive_seed,
+    lr_factor,
+    MetricsLog,
+    micro_batching,
+    MicroBatches,
+    TrainingError,
+)
+
+VALIDATION_STREAM = 2**31 - 1  # seed component reserved for validation draws
+
+
+def file_sha256(path: Path) -> str:
+    """Hex SHA-256 of a file (checkpoint provenance)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class Trainer:
+    """Owns the network, its EMA, the optimizer and schedule; `fit()` trains to `section.steps`."""
+
+    def __init__(self, task, config: RunConfig, section: TrainSection, train_set, val_set, info: DistInfo,
+                 run_dir: Path, model_meta: dict, progress: bool = True):
+        self.task, self.config, self.section = task, config, section
+        self.train_set, self.val_set, self.info = train_set, val_set, info
+        self.run_dir, self.model_meta, self.progress = run_dir, model_meta, progress
+        self.device = info.device
+        self.net = task.net.to(self.device)
+        if getattr(task, "regression", None) is not None:
+            task.regression.to(self.device)
+        self.ema = EMA(self.net, section.ema_halflife_samples, section.ema_rampup)
+        self.module = self.net
+        if info.world_size > 1:
+            device_ids = [self.device.index] if self.device.type == "cuda" else None
+            self.module = DistributedDataParallel(self.net, device_ids=device_ids)
+        if section.compile:
+            self.module = compile_or_fallback(self.module)
+        self.optimizer = torch.optim.AdamW(
+            self.net.parameters(), lr=section.lr, betas=section.betas, weight_decay=section.weight_decay
+        )
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: lr_factor(s, section))
+        self.micro, self.accum = micro_batching(section, info.world_size)
+        self.channel_weights = (
+            torch.tensor(section.channel_weights, device=self.device) if section.channel_weights else None
+        )
+        self.step, self.samples_seen, self.best_val = 0, 0, math.inf
+        self.stop_requested = False
+
+    # ----------------------------------------------------------------- state
+    def resume(self) -> bool:
+        """Load the latest checkpoint of this run, if there is one; True if resumed."""
+        root = self.run_dir / "checkpoints"
+        if ckpt.read_pointer(root, "latest") is None:
+            return False
+        folder = ckpt.resolve(root, "latest")
+        tensors, meta = ckpt.load_state(folder)
+        self.net.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
+        self.ema.module.load_state_dict(ckpt.load_model(folder).weights)
+        self.optimizer.load_state_dict(ckpt.optimizer_from_tensors(tensors, meta["optimizer"]))
+        self.scheduler.load_state_dict(meta["scheduler"])
+        self.step, self.samples_seen = meta["step"], meta["samples_seen"]
+        self.best_val = meta["best_val"] if meta["best_val"] is not None else math.inf
+        return True
+
+    def save(self, val_loss: float | None) -> Path | None:
+        """Checkpoint (rank 0 writes; all ranks wait)."""
+        folder = None
+        if self.info.is_main:
+            is_best = val_loss is not None and val_loss <= self.best_val
+            if is_best:
+                self.best_val = val_loss
+            model_tensors = {f"net.{k}": v for k, v in self.ema.module.state_dict().items()}
+            model_tensors["grid.lat"] = torch.as_tensor(self.train_set.lat, dtype=torch.float64)
+            model_tensors["grid.lon"] = torch.as_tensor(self.train_set.lon, dtype=torch.float64)
+            opt_tensors, opt_meta = ckpt.optimizer_to_tensors(self.optimizer)
+            state_tensors = {f"model.{k}": v for k, v in self.net.state_dict().items()} | opt_tensors
+            scheduler_state = {k: v for k, v in self.scheduler.state_dict().items() if k != "lr_lambdas"}
+            state_meta = {
+                "step": self.step,
+                "samples_seen": self.samples_seen,
+                "best_val": None if math.isinf(self.best_val) else self.best_val,
+                "optimizer": opt_meta,
+                "scheduler": scheduler_state,
+            }
+            meta = self.model_meta | {"step": self.step, "val_loss": val_loss}
+            folder = ckpt.save_checkpoint(
+                self.run_dir / "checkpoints", self.step, model_tensors, meta, state_tensors, state_meta,
+                self.section.keep_last, is_best,
+            )
+        barrier(self.info)
+        return folder
+
+    # ------------------------------------------------------------- the loop
+    def loader(self):
+        sampler = MicroBatches(
+            self.step, self.section.steps, self.section.batch_size, self.micro, self.accum, self.info,
+            len(self.train_set), self.section.seed,
+        )
+        return torch.utils.data.DataLoader(
+            self.train_set, batch_sampler=sampler, num_workers=self.section.num_workers, collate_fn=collate,
+            pin_memory=self.device.type == "cuda",
+        )
+
+    def train_step(self, batches) -> float:
+        """One optimizer step over this rank's micro-batches; returns the loss averaged over all ranks."""
+        self.module.train()
+        total = torch.zeros((), device=self.device)
+        for a in range(self.accum):
+            condition, target = (t.to(self.device, non_blocking=True) for t in next(batches))
+            torch.manual_seed(derive_seed(self.section.seed, self.step, self.info.rank * self.accum + a))
+            last = a == self.accum - 1
+            no_sync = self.module.no_sync() if isinstance(self.module, DistributedDataParallel) and not last \
+                else contextlib.nullcontext()
+            with no_sync:
+                with autocast(self.section, self.device):
+                    loss = self.task.loss(self.module, condition, target, self.channel_weights)
+                (loss / self.accum).backward()
+            total += loss.detach()
+        loss = all_reduce_mean(total / self.accum, self.info).item()
+        if not math.isfinite(loss):
+            self.optimizer.zero_grad(set_to_none=True)
+            latest = ckpt.read_pointer(self.run_dir / "checkpoints", "latest")
+            kept = f"the last good checkpoint ({latest}) is kept" if latest else "no checkpoint had been written yet"
+            raise TrainingError(
+                f"{self.task.kind} training stopped: the loss is {loss} at step {self.step}; {kept}. "
+                f"Try a lower learning rate (now {self.section.lr}), gradient clipping, or check the data for NaNs."
+            )
+        if self.section.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.section.grad_clip)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        self.samples_seen += self.section.batch_size
+        self.ema.update(self.net, self.section.batch_size, self.samples_seen)
+        self.step += 1
+        return loss
+
+    @torch.no_grad()
+    def validate(self) -> float | None:
+        """Loss of the EMA network on a fixed validation subset with fixed noise (split over ranks)."""
+        if self.val_set is None or len(self.val_set) == 0:
+            return None
+        count = min(self.section.validation_samples, len(self.val_set))
+        indices = torch.linspace(0, len(self.val_set) - 1, count).round().long().tolist()
+        chunks = [indices[i : i + self.micro] for i in range(0, count, self.micro)]
+        total = torch.zeros(2, device=self.device)
+        for c in range(self.info.rank, len(chunks), self.info.world_size):
+            condition, target = (t.to(self.device) for t in collate([self.val_set[i] for i in chunks[c]]))
+            torch.manual_seed(derive_seed(self.section.seed, VALIDATION_STREAM, c))
+            with autocast(self.section, self.device):
+                loss = self.task.loss(self.ema.module, condition, target, self.channel_weights)
+            total += torch.stack([loss.float() * len(chunks[c]), torch.tensor(float(len(chunks[c])), device=self.device)])
+        total = all_reduce_mean(total, self.info)
+        return (total[0] / total[1]).item()
+
+    def fit(self) -> str:
+        """Train to the configured number of steps; returns "finished" or "interrupted" (SIGTERM)."""
+        log = MetricsLog(self.run_dir, self.step) if self.info.is_main else None
+        previous = signal.signal(signal.SIGTERM, self._on_sigterm) if _main_thread() else None
+        bar = tqdm(total=self.section.steps, initial=self.step, desc=f"train {self.task.kind}",
+                   disable=not (self.progress and self.info.is_main), dynamic_ncols=True)
+        batches = iter(self.loader())
+        status = "finished"
+        try:
+            tick, tick_step = time.perf_counter(), self.step
+            start = tick
+            while self.step < self.section.steps:
+                try:
+                    loss = self.train_step(batches)
+                except torch.OutOfMemoryError as err:
+                    raise TrainingError(self._oom_advice()) from err
+                val_loss = None
+                due_ckpt = self.step % self.section.checkpoint_every == 0 or self.step == self.section.steps
+                if self.step % self.section.validate_every == 0 or due_ckpt:
+                    val_loss = self.validate()
+                if self.step % self.section.log_every == 0 or val_loss is not None:
+                    now = time.perf_counter()
+                    rate = (self.step - tick_step) * self.section.batch_size / max(now - tick, 1e-9)
+                    tick, tick_step = now, self.step
+                    if log:
+                        log.write(step=self.step, loss=loss, val_loss="" if val_loss is None else val_loss,
+                                  lr=self.scheduler.get_last_lr()[0], samples_per_s=rate, elapsed_s=now - start)
+                    bar.set_postfix(loss=f"{loss:.4g}", samples_s=f"{rate:.1f}")
+                bar.update(1)
+                stop = broadcast_flag(self.stop_requested, self.info)
+                if due_ckpt or stop:
+                    self.save(val_loss if val_loss is not None else self.validate())
+                if stop:
+                    status = "interrupted"
+                    break
+        finally:
+            bar.close()
+            if log:
+                log.close()
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
+        return status
+
+    def _on_sigterm(self, signum, frame):
+        self.stop_requested = True
+
+    def _oom_advice(self) -> str:
+        height, width = self.section.patch_shape or self.task.unet.img_shape
+        advice = [f"batch_per_device={self.micro // 2} (gradient accumulation keeps batch_size {self.section.batch_size})"] \
+            if self.micro > 1 else []
+        if min(height, width) >= 32:
+            advice.append(f"patch_shape=[{height // 2}, {width // 2}]")
+        return (f"out of GPU memory in {self.task.kind} training with micro-batches of {self.micro} at "
+                f"{height}×{width}; try " + " or ".join(advice or ["a smaller model"]) + " (use --set "
+                f"{self.task.kind}.KEY=VALUE)")
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def compile_or_fallback(module):
+    """torch.compile the module; if the compiler is unavailable, warn and use it uncompiled."""
+    try:
+        return torch.compile(module)
+    except Exception as err:  # the compiler's absence shows up as many exception types
+        import warnings
+
+        warnings.warn(f"torch.compile unavailable ({err}); training uncompiled", stacklevel=2)
+        return module

@@ -2,6 +2,8 @@
 
 from pathlib import Path
 
+import torch
+
 from corrdiff import __version__
 from corrdiff.config import ConfigError, dump_config, RunConfig
 from corrdiff.models import UNetConfig
@@ -51,6 +53,13 @@ def run_training(kind: str, config: RunConfig, train_set, val_set, info: DistInf
         "stats": train_set.stats.to_dict(),
         "config": dump_config(config),
     }
+    existing = ckpt.read_pointer(run_dir / "checkpoints", "latest")
+    if existing and not resume:
+        raise ConfigError(
+            f"{run_dir} already holds checkpoints (latest: {existing}); pass --resume to continue that run, "
+            "or set another run_dir, so that nothing is overwritten"
+        )
+    torch.manual_seed(section.seed)  # initial weights, identical on every rank and every rerun
     if kind == "regression":
         task = RegressionTask(unet, section)
     else:

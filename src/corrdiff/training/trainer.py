@@ -80,7 +80,7 @@ class Trainer:
         self.net.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
         self.ema.module.load_state_dict(ckpt.load_model(folder).weights)
         self.optimizer.load_state_dict(ckpt.optimizer_from_tensors(tensors, meta["optimizer"]))
-        self.scheduler.load_state_dict(meta["scheduler"])
+        self.scheduler.load_state_dict(meta["scheduler"] | {"lr_lambdas": [None]})
         self.step, self.samples_seen = meta["step"], meta["samples_seen"]
         self.best_val = meta["best_val"] if meta["best_val"] is not None else math.inf
         return True
@@ -145,7 +145,7 @@ class Trainer:
             latest = ckpt.read_pointer(self.run_dir / "checkpoints", "latest")
             kept = f"the last good checkpoint ({latest}) is kept" if latest else "no checkpoint had been written yet"
             raise TrainingError(
-                f"{self.task.kind} training stopped: the loss is {loss} at step {self.step}; {kept}. "
+                f"{self.task.kind} training stopped: the loss is {loss} at step {self.step + 1}; {kept}. "
                 f"Try a lower learning rate (now {self.section.lr}), gradient clipping, or check the data for NaNs."
             )
         if self.section.grad_clip:

@@ -1,0 +1,117 @@
+"""Checkpoints: safetensors + JSON only, atomic under write failures, pruned, and failure behaviour of training."""
+
+import errno
+import json
+import pickle
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from run_synthetic import synthetic_config  # noqa: E402
+from synthetic import SyntheticDataset  # noqa: E402
+
+from corrdiff.training import checkpoint as ckpt  # noqa: E402
+from corrdiff.training import CheckpointError, run_training, TrainingError  # noqa: E402
+from corrdiff.training.distributed import init_distributed  # noqa: E402
+from corrdiff.training.tasks import RegressionTask  # noqa: E402
+
+INFO = init_distributed("cpu")
+
+
+def train(run_dir, steps, resume=False, **overrides):
+    config = synthetic_config(str(run_dir), steps, [f"regression.{k}={v}" for k, v in overrides.items()])
+    return run_training("regression", config, SyntheticDataset(), SyntheticDataset(8, seed=1), INFO,
+                        resume=resume, progress=False)
+
+
+def test_checkpoint_holds_only_safetensors_and_json_and_loads_without_pickle(tmp_path, monkeypatch):
+    train(tmp_path, 10)
+    root = tmp_path / "regression" / "checkpoints"
+    files = {p.suffix for p in root.rglob("*") if p.is_file() and p.parent != root}
+    assert files == {".safetensors", ".json"}
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("checkpoint loading must not unpickle")
+
+    monkeypatch.setattr(torch, "load", forbidden)
+    monkeypatch.setattr(pickle, "load", forbidden)
+    monkeypatch.setattr(pickle, "loads", forbidden)
+    loaded = ckpt.load_model(tmp_path / "regression")
+    assert loaded.meta["kind"] == "regression" and loaded.meta["step"] == 10
+    assert loaded.meta["target_channels"] == ["u", "v"]
+    assert loaded.lat.shape == (16, 16)
+    # Resuming reads the training state the same way.
+    train(tmp_path, 12, resume=True)
+    assert json.loads((root / "step-000012" / "state.json").read_text())["step"] == 12
+
+
+def test_existing_run_is_not_overwritten_without_resume(tmp_path):
+    from corrdiff.config import ConfigError
+
+    train(tmp_path, 5)
+    with pytest.raises(ConfigError, match=r"already holds checkpoints \(latest: step-000005\).*--resume"):
+        train(tmp_path, 10)
+
+
+def test_keeps_last_k_and_best(tmp_path):
+    train(tmp_path, 20, keep_last=2, checkpoint_every=5, validate_every=5)
+    root = tmp_path / "regression" / "checkpoints"
+    steps = sorted(p.name for p in root.glob("step-*"))
+    best = ckpt.read_pointer(root, "best")
+    assert steps[-2:] == ["step-000015", "step-000020"]
+    assert set(steps) == {"step-000015", "step-000020", best}
+    assert ckpt.read_pointer(root, "latest") == "step-000020"
+
+
+def test_failed_write_leaves_previous_checkpoint_intact(tmp_path, monkeypatch):
+    train(tmp_path, 5)
+    root = tmp_path / "regression" / "checkpoints"
+    before = {p: p.read_bytes() for p in (root / "step-000005").iterdir()}
+    real_save = ckpt.save_file
+    calls = []
+
+    def disk_full(tensors, filename, *args, **kwargs):
+        calls.append(filename)
+        if len(calls) == 2:  # the model file is written, then the disk fills up
+            Path(filename).write_bytes(b"partial")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(tensors, filename, *args, **kwargs)
+
+    monkeypatch.setattr(ckpt, "save_file", disk_full)
+    with pytest.raises(CheckpointError, match=r"step-000010.*No space left.*step-000005 is intact"):
+        train(tmp_path, 10, resume=True)
+    assert ckpt.read_pointer(root, "latest") == "step-000005"
+    assert sorted(p.name for p in root.iterdir()) == ["best", "latest", "step-000005"]  # no temp debris
+    assert {p: p.read_bytes() for p in (root / "step-000005").iterdir()} == before
+    monkeypatch.setattr(ckpt, "save_file", real_save)
+    assert ckpt.load_model(root).meta["step"] == 5
+
+
+def test_nonfinite_loss_stops_with_message_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
+    real_loss = RegressionTask.loss
+    state = {"calls": 0}
+
+    def loss_turning_nan(self, *args, **kwargs):
+        state["calls"] += 1
+        value = real_loss(self, *args, **kwargs)
+        return value * float("nan") if state["calls"] > 7 else value
+
+    monkeypatch.setattr(RegressionTask, "loss", loss_turning_nan)
+    with pytest.raises(TrainingError, match=r"loss is nan at step 7.*last good checkpoint \(step-000005\)"):
+        train(tmp_path, 20)
+    root = tmp_path / "regression" / "checkpoints"
+    assert ckpt.read_pointer(root, "latest") == "step-000005"
+    weights = ckpt.load_model(root, "latest").weights
+    assert all(torch.isfinite(w).all() for w in weights.values())
+
+
+def test_out_of_memory_suggests_smaller_micro_batch(tmp_path, monkeypatch):
+    def oom(self, *args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(RegressionTask, "loss", oom)
+    with pytest.raises(TrainingError, match=r"out of GPU memory.*batch_per_device=4"):
+        train(tmp_path, 3)

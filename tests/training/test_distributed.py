@@ -1,0 +1,52 @@
+"""Two CPU processes under torchrun (gloo) train like one process with the same global batch."""
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from test_resume import losses
+
+HERE = Path(__file__).parent
+STEPS = 6
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def final_weights(run_dir: Path, kind: str) -> dict[str, torch.Tensor]:
+    folder = run_dir / kind / "checkpoints" / f"step-{STEPS:06d}"
+    return {k: v for k, v in load_file(str(folder / "state.safetensors")).items() if k.startswith("model.")}
+
+
+@pytest.mark.parametrize("kind", ["regression", "diffusion"])
+def test_torchrun_two_processes_equal_single_process(tmp_path, kind):
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    # The same 8-sample global batch: one process does two micro-batches of 4, two processes one each.
+    micro = "regression.batch_per_device=4" if kind == "regression" else "diffusion.batch_per_device=4"
+    single, double = tmp_path / "single", tmp_path / "double"
+    script = str(HERE / "run_synthetic.py")
+    for run_dir in (single, double):
+        if kind == "diffusion":  # both start from the same frozen regression model
+            subprocess.run([sys.executable, script, "regression", str(run_dir), str(STEPS)], env=env, check=True)
+    subprocess.run([sys.executable, script, kind, str(single), str(STEPS), micro], env=env, check=True)
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", "--nproc_per_node=2",
+                f"--master_port={free_port()}", "--master_addr=127.0.0.1"]
+    result = subprocess.run(torchrun + [script, kind, str(double), str(STEPS), micro], env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    one, two = losses(single, kind), losses(double, kind)
+    assert sorted(one) == sorted(two) == list(range(1, STEPS + 1))
+    for step in one:
+        assert two[step] == pytest.approx(one[step], rel=1e-4), f"step {step}"
+    w1, w2 = final_weights(single, kind), final_weights(double, kind)
+    for name in w1:
+        torch.testing.assert_close(w2[name], w1[name], rtol=1e-4, atol=1e-5, msg=name)

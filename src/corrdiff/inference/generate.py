@@ -158,6 +158,10 @@ def _generate(config, regression_path, diffusion_path, out, times, dataset, prog
     barrier(info)
     if parts and info.is_main:
         merge_parts(out, info.world_size)
+    if gen.format == "zarr" and info.is_main:
+        import zarr
+
+        zarr.consolidate_metadata(str(out))  # readers then open the store with one metadata read
     barrier(info)
     return out
 

@@ -1,0 +1,155 @@
+"""Ensemble generation: CF layout read back with xarray, resume after a crash, Zarr, torchrun ranks."""
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+
+TRAINING = Path(__file__).parents[1] / "training"
+sys.path.insert(0, str(TRAINING))
+from run_synthetic import main as train_main, synthetic_config  # noqa: E402
+from synthetic import SyntheticDataset  # noqa: E402
+
+from corrdiff.inference import generate  # noqa: E402
+from corrdiff.inference import writer as writer_module  # noqa: E402
+
+MEMBERS, TIMES = 3, 5
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    """Both models trained for a few steps on the synthetic data."""
+    run = tmp_path_factory.mktemp("run")
+    assert train_main(["regression", str(run), "10"]) == 0
+    assert train_main(["diffusion", str(run), "10"]) == 0
+    return run
+
+
+def config_for(run_dir, **generate_options):
+    overrides = ["sampler.num_steps=4", f"generate.members={MEMBERS}"]
+    overrides += [f"generate.{k}={v}" for k, v in generate_options.items()]
+    return synthetic_config(str(run_dir), 10, overrides)
+
+
+def run_generate(run_dir, out, **options):
+    return generate(config_for(run_dir, **options), run_dir / "regression", run_dir / "diffusion", out,
+                    dataset=SyntheticDataset(TIMES, seed=3), progress=False)
+
+
+@pytest.fixture(scope="module")
+def ensemble(run_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("out") / "ens.nc"
+    run_generate(run_dir, out)
+    return out
+
+
+def test_netcdf_layout_is_cf_with_provenance(ensemble):
+    ds = xr.open_dataset(ensemble)
+    assert ds["u"].dims == ("time", "member", "y", "x")
+    assert ds.sizes == {"time": TIMES, "member": MEMBERS, "y": 16, "x": 16}
+    assert ds["u_regression"].dims == ("time", "y", "x")
+    assert ds["lat"].dims == ("y", "x") and ds["lat"].attrs["units"] == "degrees_north"
+    assert ds["lon"].attrs["standard_name"] == "longitude"
+    assert ds["u"].attrs["units"] == "m s-1" and ds["u"].attrs["long_name"] == "u wind"
+    assert ds.attrs["Conventions"].startswith("CF-")
+    assert len(ds.attrs["regression_checkpoint_sha256"]) == 64 and len(ds.attrs["diffusion_checkpoint_sha256"]) == 64
+    assert "regression:" in ds.attrs["corrdiff_config"] and ds.attrs["corrdiff_seed"] == 0
+    np.testing.assert_array_equal(ds["time"].values, SyntheticDataset(TIMES, seed=3).times.astype("datetime64[ns]"))
+    assert ds["generation_complete"].values.all()
+    assert np.isfinite(ds["u"].values).all()
+    # Members differ from one another; the mean of a CorrDiff ensemble is near the regression mean.
+    assert float(ds["u"].std("member").mean()) > 0
+    with xr.open_dataset(ensemble, decode_times=False) as raw:
+        assert "since" in raw["time"].attrs["units"]
+
+
+def test_interrupted_generation_resumes_to_the_same_file(run_dir, ensemble, tmp_path, monkeypatch):
+    out = tmp_path / "resumed.nc"
+    real_write = writer_module.EnsembleWriter.write
+    count = {"n": 0}
+
+    def crash_on_third(self, index, *args):
+        count["n"] += 1
+        if count["n"] == 3:
+            raise KeyboardInterrupt("simulated crash")
+        return real_write(self, index, *args)
+
+    monkeypatch.setattr(writer_module.EnsembleWriter, "write", crash_on_third)
+    with pytest.raises(KeyboardInterrupt):
+        run_generate(run_dir, out)
+    with xr.open_dataset(out) as partial:
+        assert partial["generation_complete"].values.tolist() == [1, 1, 0, 0, 0]  # at most the crashed time lost
+    monkeypatch.setattr(writer_module.EnsembleWriter, "write", real_write)
+    run_generate(run_dir, out)
+    with xr.open_dataset(out) as resumed, xr.open_dataset(ensemble) as whole:
+        xr.testing.assert_identical(resumed[["u", "v", "u_regression"]], whole[["u", "v", "u_regression"]])
+
+
+def test_existing_output_for_other_members_is_refused(run_dir, ensemble):
+    from corrdiff.inference import OutputError
+
+    with pytest.raises(OutputError, match="ens.nc exists but holds other"):
+        generate(config_for(run_dir, members=MEMBERS + 1), run_dir / "regression", run_dir / "diffusion",
+                 ensemble, dataset=SyntheticDataset(TIMES, seed=3), progress=False)
+
+
+def test_zarr_output_equals_netcdf(run_dir, ensemble, tmp_path):
+    out = run_generate(run_dir, tmp_path / "ens.zarr", format="zarr")
+    with xr.open_zarr(out, consolidated=False) as z, xr.open_dataset(ensemble) as nc:
+        np.testing.assert_array_equal(z["u"].values, nc["u"].values)
+        np.testing.assert_array_equal(z["lat"].values, nc["lat"].values)
+
+
+def test_member_depends_only_on_seed_time_and_index(run_dir, ensemble, tmp_path):
+    cfg = config_for(run_dir)
+    times = [str(SyntheticDataset(TIMES, seed=3).times[3])]
+    out = generate(cfg, run_dir / "regression", run_dir / "diffusion", tmp_path / "one.nc", times=times,
+                   dataset=SyntheticDataset(TIMES, seed=3), progress=False)
+    with xr.open_dataset(out) as one, xr.open_dataset(ensemble) as whole:
+        np.testing.assert_allclose(one["u"].values[0], whole["u"].values[3], rtol=1e-5, atol=1e-5)
+
+
+def test_unknown_time_is_a_clear_error(run_dir, tmp_path):
+    from corrdiff.config import ConfigError
+
+    with pytest.raises(ConfigError, match="times not in the dataset: 1999-01-01"):
+        generate(config_for(run_dir), run_dir / "regression", run_dir / "diffusion", tmp_path / "x.nc",
+                 times=["1999-01-01T00"], dataset=SyntheticDataset(TIMES, seed=3), progress=False)
+
+
+GENERATE_SCRIPT = """
+import sys
+sys.path.insert(0, {training!r})
+from run_synthetic import synthetic_config
+from synthetic import SyntheticDataset
+from corrdiff.inference import generate
+cfg = synthetic_config({run!r}, 10, ["sampler.num_steps=4", "generate.members={members}", "generate.format={fmt}"])
+generate(cfg, {run!r} + "/regression", {run!r} + "/diffusion", {out!r}, dataset=SyntheticDataset({times}, seed=3),
+         progress=False)
+"""
+
+
+@pytest.mark.parametrize("fmt", ["netcdf", "zarr"])
+def test_torchrun_generation_writes_one_consistent_file(run_dir, ensemble, tmp_path, fmt):
+    out = tmp_path / ("ens.nc" if fmt == "netcdf" else "ens.zarr")
+    script = tmp_path / "gen.py"
+    script.write_text(GENERATE_SCRIPT.format(training=str(TRAINING), run=str(run_dir), members=MEMBERS,
+                                             out=str(out), times=TIMES, fmt=fmt))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}",
+         "--master_addr=127.0.0.1", str(script)],
+        env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["gen.py", out.name])  # no part files left
+    engine = "netcdf4" if fmt == "netcdf" else "zarr"
+    with xr.open_dataset(out, engine=engine) as two, xr.open_dataset(ensemble) as one:
+        np.testing.assert_array_equal(two["time"].values, one["time"].values)
+        np.testing.assert_allclose(two["u"].values, one["u"].values, rtol=1e-5, atol=1e-5)

@@ -29,6 +29,15 @@ def test_unsupported_size_names_size_and_divisor():
         net(torch.randn(1, net.in_channels, 32, 18), positions=torch.zeros(1, 2, dtype=torch.long))
 
 
+@pytest.mark.parametrize("width", [24, 48, 40])
+def test_widths_that_are_not_multiples_of_32_build(width):
+    net = TINY.replace(model_channels=width, channel_mult=(1, 2, 3)).build_regression()
+    for module in net.modules():
+        if isinstance(module, torch.nn.GroupNorm):
+            assert module.num_channels % module.num_groups == 0
+    assert net(torch.randn(1, net.in_channels, 32, 32)).shape == (1, TINY.out_channels, 32, 32)
+
+
 def test_regression_net_has_no_noise_input_and_diffusion_net_needs_one():
     reg, dif = TINY.build_regression(), TINY.build_diffusion()
     assert not any("affine" in name or "map_layer" in name for name, _ in reg.named_parameters())

@@ -8,8 +8,14 @@ from torch import nn
 
 
 def group_norm(channels: int, eps: float = 1e-6) -> nn.GroupNorm:
-    """GroupNorm with up to 32 groups of at least 4 channels each (as in DDPM++)."""
-    return nn.GroupNorm(num_groups=max(1, min(32, channels // 4)), num_channels=channels, eps=eps)
+    """GroupNorm with up to 32 groups of at least 4 channels each (as in DDPM++).
+
+    The group count is the largest such number that divides `channels` (32 for the paper's widths).
+    """
+    groups = max(1, min(32, channels // 4))
+    while channels % groups:
+        groups -= 1
+    return nn.GroupNorm(num_groups=groups, num_channels=channels, eps=eps)
 
 
 def init_(module: nn.Module, scale: float = 1.0) -> nn.Module:

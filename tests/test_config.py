@@ -1,0 +1,48 @@
+from pathlib import Path
+
+import pytest
+
+from corrdiff.config import ConfigError, load_config
+
+EXAMPLE = Path(__file__).parents[1] / "configs" / "example.yaml"
+
+
+def test_documented_example_config_is_valid_and_complete():
+    config = load_config(EXAMPLE)
+    assert config.model.preset == "paper" and config.regression.lr == 2.0e-4
+    assert config.sampler.num_steps == 18 and config.generate.members == 8
+    assert config.data.endswith("data/spec.yaml") and Path(config.data).is_absolute()
+    text = EXAMPLE.read_text()
+    # Every field of every section appears in the documented example (shared keys once).
+    for section in ("model", "regression", "diffusion", "sampler", "generate"):
+        for name in type(getattr(config, section)).model_fields:
+            assert f"{name}:" in text, f"{section}.{name} undocumented"
+
+
+def test_unknown_key_and_wrong_type_name_the_key(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("data: spec.yaml\nregression:\n  lr: fast\n  stpes: 3\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert "regression.lr" in str(err.value) and "regression.stpes" in str(err.value) and str(path) in str(err.value)
+
+
+def test_overrides_apply_before_validation(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("data: spec.yaml\n")
+    config = load_config(path, ["regression.lr=1e-3", "model.channel_mult=[1, 2]", "generate.patch_shape=[32, 32]"])
+    assert config.regression.lr == 1e-3 and config.model.channel_mult == [1, 2]
+    assert config.generate.patch_shape == (32, 32)
+    with pytest.raises(ConfigError, match="regression.steps"):
+        load_config(path, ["regression.steps=-1"])
+    with pytest.raises(ConfigError, match="expected KEY=VALUE"):
+        load_config(path, ["regression.lr"])
+
+
+def test_missing_file_and_data_key(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.yaml")
+    path = tmp_path / "run.yaml"
+    path.write_text("run_dir: x\n")
+    with pytest.raises(ConfigError, match="data"):
+        load_config(path)

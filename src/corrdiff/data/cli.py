@@ -1,5 +1,82 @@
-"""`corrdiff data ...` commands: dataset statistics and the demo dataset."""
+"""`corrdiff data ...` commands: check a dataset spec, compute its statistics, build the demo dataset."""
+
+from pathlib import Path
+from typing import Annotated
 
 import typer
 
-app = typer.Typer(help="Prepare datasets: normalisation statistics and the embedded demo dataset.", no_args_is_help=True)
+app = typer.Typer(help="Prepare datasets: check a spec, normalisation statistics, the embedded demo dataset.",
+                  no_args_is_help=True)
+
+SpecArg = Annotated[Path, typer.Argument(help="Dataset spec (YAML): inputs, targets, static fields, splits.")]
+
+
+def _user_errors(func):
+    import functools
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        from corrdiff.data.errors import DataError
+
+        try:
+            return func(*args, **kwargs)
+        except DataError as err:
+            typer.secho(f"error: {err}", fg="red", err=True)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+@app.command("stats")
+@_user_errors
+def stats(
+    spec: SpecArg,
+    split: Annotated[str, typer.Option(help="Split the statistics are computed on.")] = "train",
+    chunk: Annotated[int, typer.Option(help="Times read at once (memory is bounded by one chunk).")] = 32,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Compute per-channel mean/std of a split, streamed over time, and save them beside the spec."""
+    from corrdiff.data import compute_stats, load_spec
+
+    loaded = load_spec(spec)
+    result = compute_stats(loaded, split, chunk_times=chunk, progress=not quiet)
+    typer.echo(f"statistics of {result.info['times']} times written to {loaded.stats_path}")
+    for kind, channels in (("input", result.input), ("target", result.target)):
+        for name, mean, std, transform in zip(channels.names, channels.mean, channels.std, channels.transforms):
+            extra = f"  ({transform})" if transform else ""
+            typer.echo(f"  {kind:<6} {name:<20} mean {mean:12.5g}  std {std:12.5g}{extra}")
+
+
+@app.command("check")
+@_user_errors
+def check(spec: SpecArg) -> None:
+    """Open a spec's data, match times, read one sample of each split and print a summary."""
+    from corrdiff.data import PairedFields
+
+    fields = PairedFields(spec)
+    typer.echo(f"fine grid {fields.lat.shape[0]}×{fields.lat.shape[1]}, lat {fields.lat.min():.3f}..{fields.lat.max():.3f}, "
+               f"lon {fields.lon.min():.3f}..{fields.lon.max():.3f}")
+    typer.echo(f"inputs  ({len(fields.input_channels)}): {', '.join(fields.input_channels)}")
+    typer.echo(f"targets ({len(fields.target_channels)}): {', '.join(fields.target_channels)}")
+    for name in fields.spec.splits or {"all": None}:
+        times = fields.times(name)
+        fields.read_inputs(times[:1])
+        fields.read_targets(times[:1])
+        typer.echo(f"split {name:<10} {len(times):6d} times  {str(times[0])[:16]} … {str(times[-1])[:16]}")
+    stats_path = fields.spec.stats_path
+    typer.echo(f"statistics: {stats_path}" if stats_path.exists() else
+               f"statistics: none yet (run `corrdiff data stats {spec}`)")
+
+
+@app.command("demo")
+@_user_errors
+def demo(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the demo dataset.")] = Path("demo-data"),
+    force: Annotated[bool, typer.Option(help="Rebuild even if a complete dataset is there.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Build the embedded demo dataset (quasi-geostrophic turbulence, coarse-grained ×8) and its spec."""
+    from corrdiff.data import build_demo
+
+    spec = build_demo(out, progress=not quiet, force=force)
+    typer.echo(f"demo dataset ready: {spec}")

@@ -1,0 +1,149 @@
+"""The paired fields of a spec on the fine grid: inputs (interpolated), static fields and targets, by time.
+
+`PairedFields` opens the stores once and reads any set of times as numpy arrays in physical units,
+(time, channel, y, x) on the fine grid. It knows nothing of normalisation or torch.
+"""
+
+import numpy as np
+import pandas as pd
+
+from corrdiff.data.errors import DataError
+from corrdiff.data.readers import fine_grid, open_fields, time_axis
+from corrdiff.data.regrid import regridder
+from corrdiff.data.spec import DatasetSpec, load_spec
+
+
+class PairedFields:
+    """Lazy access to a spec's inputs, static fields and (optionally) targets on the fine grid."""
+
+    def __init__(self, spec: DatasetSpec | str, with_target: bool = True):
+        self.spec = spec = load_spec(spec)
+        if with_target and spec.targets is None:
+            raise DataError(f"{spec.where}: no `targets` in the spec; training and scoring need them")
+        self.inputs = open_fields(spec, spec.inputs, "inputs")
+        self.targets = open_fields(spec, spec.targets, "targets") if with_target else []
+        self.static = open_fields(spec, spec.static, "static", static=True) if spec.static else []
+        grid_targets = self.targets or (open_fields(spec, spec.targets, "targets")
+                                        if spec.targets is not None and spec.grid is None and not self.static else [])
+        self.lat, self.lon = fine_grid(spec, grid_targets, self.static)
+        shape = self.lat.shape
+        for field in self.targets + self.static:
+            if field.array.shape[-2:] != shape:
+                raise DataError(f"{field.file}: {field.name!r} has grid shape {field.array.shape[-2:]}, "
+                                f"the fine grid is {shape}")
+        self._regrid = {}
+        for field in self.inputs:
+            key = (field.lat.tobytes(), field.lon.tobytes())
+            if key not in self._regrid:
+                self._regrid[key] = regridder(field.lat, field.lon, self.lat, self.lon, f"{field.file}: {field.name!r}")
+        self._index = {f.name: pd.Index(time_axis(f)) for f in self.inputs + self.targets}
+        self._static_values = None
+
+    # --- channels -------------------------------------------------------------------------------------
+    @property
+    def input_channels(self) -> list[str]:
+        return [f.name for f in self.inputs] + [f.name for f in self.static]
+
+    @property
+    def target_channels(self) -> list[str]:
+        return [f.name for f in self.targets] if self.targets else list(self.spec.targets.variables) \
+            if self.spec.targets else []
+
+    @property
+    def target_attrs(self) -> dict[str, dict]:
+        return {f.name: f.attrs for f in self.targets}
+
+    @property
+    def input_attrs(self) -> dict[str, dict]:
+        return {f.name: f.attrs for f in self.inputs + self.static}
+
+    # --- times ----------------------------------------------------------------------------------------
+    def times(self, split: str | None = None) -> np.ndarray:
+        """The times of a split (all times for None/'all') where every input and target exists, sorted.
+
+        Targets define the times when there are any; an input missing at one of them is an error that
+        lists the first such times (timestamps are matched exactly).
+        """
+        rule = self.spec.split(split)
+        reference = self.targets or self.inputs
+        times = np.unique(np.concatenate([self._index[f.name].values for f in reference[:1]]))
+        for field in reference[1:]:
+            times = times[np.isin(times, self._index[field.name].values)]
+        if rule is not None:
+            times = times[rule.select(times)]
+        if self.targets:
+            for field in self.inputs:
+                missing = times[~np.isin(times, self._index[field.name].values)]
+                if missing.size:
+                    shown = ", ".join(str(t)[:19] for t in missing[:5])
+                    raise DataError(f"{field.file}: input {field.name!r} has no data at {missing.size} target "
+                                    f"time(s) of split {split or 'all'!r}: {shown}{' …' if missing.size > 5 else ''} "
+                                    "(times are matched exactly)")
+        if not times.size:
+            spans = "; ".join(f"{f.name}: {str(self._index[f.name].min())[:19]} … {str(self._index[f.name].max())[:19]}"
+                              for f in (self.inputs + self.targets)[:4] if len(self._index[f.name]))
+            where = f" within {rule.start} … {rule.end}" if rule is not None else ""
+            raise DataError(f"{self.spec.where}: no time{where} where inputs and targets all exist "
+                            f"(split {split or 'all'!r}); the data covers {spans}")
+        return times
+
+    # --- reading --------------------------------------------------------------------------------------
+    def _positions(self, field, times: np.ndarray) -> np.ndarray:
+        positions = self._index[field.name].get_indexer(times)
+        if (positions < 0).any():
+            missing = times[positions < 0][0]
+            raise DataError(f"{field.file}: {field.name!r} has no data at {str(missing)[:19]}")
+        return positions
+
+    @staticmethod
+    def _read(field, positions: np.ndarray) -> np.ndarray:
+        if positions.size > 1 and (np.diff(positions) == 1).all():
+            selection = slice(int(positions[0]), int(positions[-1]) + 1)  # one contiguous read
+        else:
+            selection = positions
+        try:
+            return np.asarray(field.array.isel(time=selection).values, dtype=np.float32)
+        except (OSError, RuntimeError, ValueError) as err:
+            raise DataError(f"{field.file}: reading {field.name!r} failed: {err}") from None
+
+    def read_inputs(self, times: np.ndarray) -> np.ndarray:
+        """Interpolated inputs and static fields (time, C_in, H, W), float32, physical units."""
+        out = np.empty((len(times), len(self.input_channels), *self.lat.shape), dtype=np.float32)
+        for c, field in enumerate(self.inputs):
+            coarse = self._read(field, self._positions(field, times))
+            out[:, c] = self._regrid[(field.lat.tobytes(), field.lon.tobytes())](coarse)
+        if self.static:
+            out[:, len(self.inputs):] = self.static_values()[None]
+        return out
+
+    def read_targets(self, times: np.ndarray) -> np.ndarray:
+        """Targets (time, C_out, H, W), float32, physical units."""
+        out = np.empty((len(times), len(self.targets), *self.lat.shape), dtype=np.float32)
+        for c, field in enumerate(self.targets):
+            out[:, c] = self._read(field, self._positions(field, times))
+        return out
+
+    def static_values(self) -> np.ndarray:
+        """Static fields (C_static, H, W), read once."""
+        if self._static_values is None:
+            self._static_values = np.stack([np.asarray(f.array.values, np.float32) for f in self.static]) \
+                if self.static else np.zeros((0, *self.lat.shape), np.float32)
+            for field, values in zip(self.static, self._static_values):
+                if not np.isfinite(values).all():
+                    raise DataError(f"{field.file}: static field {field.name!r} has "
+                                    f"{int((~np.isfinite(values)).sum())} NaN/inf values; static fields must be complete")
+        return self._static_values
+
+    def input_field(self, name: str):
+        """The named input Field (coarse grid) and its regridder."""
+        for field in self.inputs:
+            if field.name == name:
+                return field, self._regrid[(field.lat.tobytes(), field.lon.tobytes())]
+        raise KeyError(name)
+
+
+def first_nan(values: np.ndarray, lat: np.ndarray, lon: np.ndarray) -> str:
+    """'N NaN values, first at y=…, x=… (lat …, lon …)' for a (y, x) field."""
+    bad = ~np.isfinite(values)
+    y, x = np.unravel_index(int(np.flatnonzero(bad.ravel())[0]), bad.shape)
+    return f"{int(bad.sum())} NaN/inf values, first at y={y}, x={x} (lat {lat[y, x]:.3f}, lon {lon[y, x]:.3f})"

@@ -1,0 +1,240 @@
+"""Opening the user's stores with xarray and picking variables, levels, grids and times out of them.
+
+Every store is opened read-only and lazily (nothing is loaded until a time is asked for); GRIB index
+files are not written beside the user's data. Two layouts are understood:
+
+- generic: any NetCDF / Zarr / GRIB files, one variable per field, optionally with a vertical dimension;
+- cwa: the single Zarr store of the CorrDiff Taiwan dataset, with channel-stacked arrays (`era5`, `cwb`)
+  of dims (time, channel, south_north, west_east), channel names in `<array>_variable`, pressure levels in
+  `<array>_pressure`, and 2-D `XLAT` / `XLONG`.
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from corrdiff.data.errors import DataError
+from corrdiff.data.spec import DatasetSpec, parse_variable, Source
+
+LAT_NAMES = ("lat", "latitude", "XLAT", "nav_lat")
+LON_NAMES = ("lon", "longitude", "XLONG", "nav_lon")
+LEVEL_NAMES = ("level", "isobaricInhPa", "pressure_level", "plev", "lev", "pressure")
+GRIB_SUFFIXES = (".grib", ".grb", ".grib2", ".grb2")
+# Spellings of the same CF unit that should not be reported as a mismatch.
+UNIT_ALIASES = {"m/s": "m s-1", "m s**-1": "m s-1", "ms-1": "m s-1", "kelvin": "K", "degk": "K",
+                "1/s": "s-1", "s**-1": "s-1", "dimensionless": "1", "": "1", "degrees_c": "degC",
+                "celsius": "degC", "pa": "Pa", "mm/h": "mm h-1", "kg m**-2 s**-1": "kg m-2 s-1"}
+
+
+@dataclass
+class Field:
+    """One channel: a lazy (time, y, x) array (or (y, x) for static fields) with where it came from."""
+
+    name: str
+    array: xr.DataArray
+    file: str
+    lat: np.ndarray  # 1-D (y,) on a rectilinear grid, else 2-D (y, x)
+    lon: np.ndarray
+
+    @property
+    def attrs(self) -> dict:
+        return {k: str(v) for k, v in self.array.attrs.items() if k in ("units", "long_name", "standard_name")}
+
+
+def engine_for(path: Path) -> str | None:
+    if path.suffix.lower() == ".zarr" or (path.is_dir() and (path / "zarr.json").exists()) \
+            or (path.is_dir() and (path / ".zgroup").exists()):
+        return "zarr"
+    if path.suffix.lower() in GRIB_SUFFIXES:
+        return "cfgrib"
+    return None  # NetCDF and friends: xarray picks netCDF4 or h5netcdf
+
+
+def open_store(files: list[Path], what: str) -> xr.Dataset:
+    """The files of one source as one lazy dataset (time concatenated / variables merged)."""
+    engines = {engine_for(f) for f in files}
+    if len(engines) > 1:
+        raise DataError(f"{what}: mixes file formats ({', '.join(str(f) for f in files[:3])} …); use one format")
+    engine = engines.pop()
+    kwargs = {"engine": engine, "decode_timedelta": False}
+    if engine == "cfgrib":
+        kwargs["backend_kwargs"] = {"indexpath": ""}  # cfgrib would otherwise write .idx files beside the data
+    try:
+        if len(files) == 1:
+            ds = xr.open_dataset(files[0], chunks=None, **kwargs)
+        else:
+            ds = xr.open_mfdataset(files, combine="by_coords", data_vars="minimal", coords="minimal",
+                                   compat="override", join="outer", **kwargs)
+    except (OSError, ValueError, KeyError, ImportError) as err:
+        raise DataError(f"{what}: cannot open {files[0]}{' …' if len(files) > 1 else ''}: {err}") from None
+    ds.encoding["corrdiff_files"] = ", ".join(str(f) for f in files[:3]) + (" …" if len(files) > 3 else "")
+    return _valid_time_axis(ds)
+
+
+def _valid_time_axis(ds: xr.Dataset) -> xr.Dataset:
+    """Use GRIB's `valid_time` (reference time + step) as the time axis, as analyses and forecasts need."""
+    if "valid_time" in ds.coords and "time" in ds.dims and ds["valid_time"].dims == ("time",):
+        return ds.assign_coords(time=ds["valid_time"].values).drop_vars("valid_time")
+    if "valid_time" in ds.coords and "step" in ds.dims and ds["valid_time"].dims == ("step",):
+        ds = ds.swap_dims({"step": "valid_time"}).drop_vars(["time", "step"], errors="ignore")
+        return ds.rename({"valid_time": "time"})
+    if "time" not in ds.dims and "time" in ds.coords and ds["time"].ndim == 0:
+        return ds.expand_dims("time")
+    return ds
+
+
+def _find(names, candidates, what: str, file: str, required: bool = True):
+    for name in candidates:
+        if name in names:
+            return name
+    if required:
+        raise DataError(f"{file}: {what}: expected a coordinate named one of {list(candidates)}")
+    return None
+
+
+def horizontal_coords(ds: xr.Dataset, array: xr.DataArray, file: str, what: str):
+    """(lat, lon, y_dim, x_dim) of a field; lat/lon 1-D for rectilinear grids, 2-D otherwise."""
+    names = set(ds.coords) | set(ds.data_vars)
+    lat_name = _find(names, LAT_NAMES, f"{what} latitude", file)
+    lon_name = _find(names, LON_NAMES, f"{what} longitude", file)
+    lat, lon = ds[lat_name], ds[lon_name]
+    if "time" in lat.dims:  # WRF writes XLAT per time; the grid does not move
+        lat, lon = lat.isel(time=0), lon.isel(time=0)
+    if lat.ndim == 1 and lon.ndim == 1:
+        y_dim, x_dim = lat.dims[0], lon.dims[0]
+    elif lat.ndim == 2 and lon.shape == lat.shape:
+        y_dim, x_dim = lat.dims
+    else:
+        raise DataError(f"{file}: {what}: latitude {lat_name}{lat.dims} and longitude {lon_name}{lon.dims} "
+                        "must be both 1-D or both 2-D on the same dims")
+    missing = {y_dim, x_dim} - set(array.dims)
+    if missing:
+        raise DataError(f"{file}: {what} {array.name!r} has dims {array.dims}, expected the grid dims "
+                        f"({y_dim}, {x_dim}) of its {lat_name}/{lon_name} coordinates")
+    return np.asarray(lat.values, dtype=np.float64), np.asarray(lon.values, dtype=np.float64), y_dim, x_dim
+
+
+def check_units(spec: DatasetSpec, name: str, array: xr.DataArray, file: str, what: str) -> None:
+    expected = spec.units.get(name, spec.units.get(parse_variable(name)[0]))
+    found = array.attrs.get("units")
+    if expected is None or found is None:
+        return
+    canon = lambda u: UNIT_ALIASES.get(str(u).strip().lower(), str(u).strip())
+    if canon(found) != canon(expected):
+        raise DataError(f"{file}: {what} variable {name!r} has units {found!r}, but the spec expects {expected!r}; "
+                        "convert the data or correct `units` in the spec")
+
+
+def select_level(array: xr.DataArray, name: str, level: float | None, level_dim: str | None, file: str, what: str):
+    """The array at the requested level (or the only one); errors list the levels there are."""
+    dims = [d for d in array.dims if d == level_dim or (level_dim is None and d in LEVEL_NAMES)]
+    scalar = [c for c in array.coords if array[c].ndim == 0 and (c == level_dim or c in LEVEL_NAMES)]
+    if not dims:
+        if level is not None and not (scalar and np.isclose(float(array[scalar[0]]), level)):
+            raise DataError(f"{file}: {what} variable {name!r}: no vertical dimension to take level {level:g} from "
+                            f"(dims {array.dims})")
+        return array
+    dim = dims[0]
+    levels = np.asarray(array[dim].values, dtype=np.float64) if dim in array.coords else np.arange(array.sizes[dim])
+    if level is None:
+        if array.sizes[dim] == 1:
+            return array.isel({dim: 0})
+        raise DataError(f"{file}: {what} variable {name!r} has {array.sizes[dim]} levels "
+                        f"({', '.join(f'{v:g}' for v in levels)}); name one, e.g. {name}@{levels[0]:g}")
+    match = np.flatnonzero(np.isclose(levels, level))
+    if not match.size:
+        raise DataError(f"{file}: {what} variable {name!r}: level {level:g} not found; {dim} has "
+                        f"{', '.join(f'{v:g}' for v in levels)}")
+    return array.isel({dim: int(match[0])})
+
+
+def generic_field(spec: DatasetSpec, ds: xr.Dataset, name: str, what: str, static: bool = False) -> Field:
+    file = ds.encoding.get("corrdiff_files", "?")
+    base, level = parse_variable(name)
+    if base not in ds.data_vars:
+        raise DataError(f"{file}: {what} variable {base!r} not found; the file has "
+                        f"{', '.join(sorted(map(str, ds.data_vars))) or 'no variables'}")
+    array = select_level(ds[base], name, level, spec.level_dim, file, what)
+    lat, lon, y_dim, x_dim = horizontal_coords(ds, array, file, what)
+    if static and "time" in array.dims:
+        array = array.isel(time=0)
+    wanted = (y_dim, x_dim) if static else ("time", y_dim, x_dim)
+    if "time" not in array.dims and not static:
+        raise DataError(f"{file}: {what} variable {name!r} has no time dimension (dims {array.dims})")
+    extra = [d for d in array.dims if d not in wanted]
+    if extra:
+        raise DataError(f"{file}: {what} variable {name!r} has extra dims {extra}; expected {wanted} "
+                        "(select a level with name@level)")
+    check_units(spec, name, array, file, what)
+    return Field(name, array.transpose(*wanted), file, lat, lon)
+
+
+def cwa_field(spec: DatasetSpec, ds: xr.Dataset, name: str, group: str, what: str) -> Field:
+    """One channel of a CWA-layout array, picked by `<group>_variable` (and `<group>_pressure` for name@level)."""
+    file = ds.encoding.get("corrdiff_files", "?")
+    if group not in ds:
+        raise DataError(f"{file}: cwa layout: no array {group!r}; the store has {sorted(map(str, ds.data_vars))}")
+    array = ds[group]
+    channel_dim = array.dims[1]
+    names = np.asarray(ds[f"{group}_variable"].values).astype(str)
+    pressure_name = f"{group}_pressure"
+    pressures = np.asarray(ds[pressure_name].values, dtype=np.float64) if pressure_name in ds else \
+        np.full(len(names), np.nan)
+    base, level = parse_variable(name)
+    hits = np.flatnonzero(names == base)
+    if level is not None:
+        hits = [i for i in hits if np.isclose(pressures[i], level)]
+    elif len(hits) > 1:
+        plain = [i for i in hits if not np.isfinite(pressures[i]) or pressures[i] == 0]
+        hits = plain if len(plain) == 1 else hits
+    if len(hits) != 1:
+        listed = ", ".join(n if not np.isfinite(p) or p == 0 else f"{n}@{p:g}" for n, p in zip(names, pressures))
+        problem = "is ambiguous" if len(hits) > 1 else "not found"
+        raise DataError(f"{file}: {what} channel {name!r} {problem} in {group!r}; it has {listed}")
+    channel = array.isel({channel_dim: int(hits[0])}, drop=True)
+    lat, lon, y_dim, x_dim = horizontal_coords(ds, channel, file, what)
+    channel = channel.transpose("time", y_dim, x_dim)
+    channel.attrs = {k: v for k, v in channel.attrs.items() if k in ("units", "long_name")}
+    return Field(name, channel.rename(name), file, lat, lon)
+
+
+def open_fields(spec: DatasetSpec, source: Source, what: str, static: bool = False) -> list[Field]:
+    """The fields (channels) a source names, in the spec's order."""
+    ds = open_store(spec.files(source, what), what)
+    if spec.layout == "cwa" and not static:
+        return [cwa_field(spec, ds, name, source.group, what) for name in source.variables]
+    return [generic_field(spec, ds, name, what, static) for name in source.variables]
+
+
+def fine_grid(spec: DatasetSpec, targets: list[Field] | None, static: list[Field] | None):
+    """2-D (lat, lon) of the fine grid: from the targets, the static fields or the spec's `grid` file."""
+    if spec.grid:
+        ds = open_store(spec.files(Source(paths=spec.grid, variables=["grid"]), "grid"), "grid")
+        names = set(ds.coords) | set(ds.data_vars)
+        file = str(spec.resolve(spec.grid))
+        lat, lon = ds[_find(names, LAT_NAMES, "grid latitude", file)], ds[_find(names, LON_NAMES, "grid longitude", file)]
+        lat, lon = np.asarray(lat.values, np.float64), np.asarray(lon.values, np.float64)
+    elif targets:
+        lat, lon = targets[0].lat, targets[0].lon
+    elif static:
+        lat, lon = static[0].lat, static[0].lon
+    else:
+        raise DataError(f"{spec.where}: the fine grid is unknown: give `targets`, `static` or `grid` in the spec")
+    if lat.ndim == 1:
+        lat, lon = np.meshgrid(lat, lon, indexing="ij")
+    return lat, lon
+
+
+def time_axis(field: Field) -> np.ndarray:
+    times = np.asarray(field.array["time"].values)
+    if not np.issubdtype(times.dtype, np.datetime64):
+        raise DataError(f"{field.file}: time of {field.name!r} is not decoded as dates (dtype {times.dtype}); "
+                        "it needs CF `units` such as 'hours since 2000-01-01'")
+    times = times.astype("datetime64[ns]")
+    unique, counts = np.unique(times, return_counts=True)
+    if (counts > 1).any():
+        raise DataError(f"{field.file}: time of {field.name!r} repeats {unique[counts > 1][0]} "
+                        f"({int((counts > 1).sum())} repeated times); each time must appear once")
+    return times

@@ -1,0 +1,205 @@
+"""The dataset spec: which files, variables, levels, static fields and time splits make a training pair.
+
+A spec is a small YAML file; paths in it are relative to the file. Example:
+
+    inputs:                      # coarse fields (≈25 km), interpolated to the fine grid
+      paths: era5/*.nc           # a path, a glob, or a list of them (NetCDF, Zarr, GRIB)
+      variables: [t2m, u10, v10, t@850, z@500]
+    targets:                     # fine fields (≈2 km)
+      paths: wrf.zarr
+      variables: [t2m, u10, v10, refl]
+    static: {paths: static.nc, variables: [orography, land_sea_mask]}
+    splits:                      # inclusive bounds
+      train: {start: 2018-01-01, end: 2020-12-31T23}
+      validation: {start: 2021-01-01, end: 2021-06-30T23}
+      test: {start: 2021-07-01, end: 2021-12-31T23}
+    transforms: {refl: "power:0.5"}   # optional, for skewed non-negative channels
+    units: {t2m: K}                   # optional: checked against each variable's CF `units`
+"""
+
+import datetime as dt
+import glob
+from pathlib import Path
+from typing import Annotated, Literal
+
+import numpy as np
+import pandas as pd
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator, ValidationError
+
+from corrdiff.data.errors import DataError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Source(_Section):
+    """One kind of data (inputs, targets or static fields): where it is and which variables to take."""
+
+    paths: str | list[str] = Field(description="file, folder (Zarr) or glob; several may be listed")
+    variables: list[str] = Field(min_length=1, description="`name` or `name@level`, e.g. `t@850`")
+    group: str | None = Field(None, description="cwa layout: the array holding the channels (era5 / cwb)")
+
+    @field_validator("variables")
+    @classmethod
+    def _unique(cls, names: list[str]) -> list[str]:
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"variables listed twice: {repeated}")
+        for name in names:
+            base, _, level = name.partition("@")
+            if not base or ("@" in name and not _is_number(level)):
+                raise ValueError(f"{name!r}: expected `name` or `name@level` with a numeric level, e.g. t@850")
+        return names
+
+
+def _timestamp(value) -> dt.datetime:
+    """Any ISO-like time (`2021-01-01`, `2021-01-01T06`, a YAML date) as a datetime."""
+    try:
+        return pd.Timestamp(value).to_pydatetime()
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"{value!r} is not a time such as 2021-01-01T06 ({err})") from None
+
+
+Timestamp = Annotated[dt.datetime, BeforeValidator(_timestamp)]
+
+
+class Split(_Section):
+    """An inclusive time range."""
+
+    start: Timestamp
+    end: Timestamp
+
+    @model_validator(mode="after")
+    def _ordered(self):
+        if self.end < self.start:
+            raise ValueError(f"end {self.end} is before start {self.start}")
+        return self
+
+    def select(self, times: np.ndarray) -> np.ndarray:
+        """Boolean mask of the times (datetime64) inside the range."""
+        start, end = np.datetime64(self.start, "ns"), np.datetime64(self.end, "ns")
+        return (times >= start) & (times <= end)
+
+
+class DatasetSpec(_Section):
+    """A validated dataset spec; `root` is the folder of the YAML file that paths are relative to."""
+
+    layout: Literal["generic", "cwa"] = "generic"
+    inputs: Source
+    targets: Source | None = None
+    static: Source | None = None
+    grid: str | None = Field(None, description="file with the fine grid's lat/lon; default: targets, then static")
+    splits: dict[str, Split] = Field(default_factory=dict)
+    transforms: dict[str, str] = Field(default_factory=dict, description="variable: log1p | power:P")
+    units: dict[str, str] = Field(default_factory=dict, description="variable: expected CF units")
+    nan_policy: Literal["error", "fill", "drop"] = Field(
+        "error", description="NaN in inputs: error, fill with the channel mean, or drop the time")
+    level_dim: str | None = Field(None, description="name of the vertical dimension; default: detected")
+    stats: str = Field("stats.json", description="normalisation statistics, relative to the spec")
+    load_into_memory: bool | None = Field(None, description="cache a split in memory; default: when < 1 GiB")
+    root: Path = Field(Path("."), exclude=True)
+    source_file: Path | None = Field(None, exclude=True)
+
+    @field_validator("transforms")
+    @classmethod
+    def _known_transforms(cls, transforms: dict[str, str]) -> dict[str, str]:
+        from corrdiff.data.stats import parse_transform
+
+        for name, text in transforms.items():
+            parse_transform(text, name)
+        return transforms
+
+    @property
+    def where(self) -> str:
+        return str(self.source_file) if self.source_file else "dataset spec"
+
+    def resolve(self, pattern: str) -> Path:
+        return (self.root / pattern).resolve() if not Path(pattern).is_absolute() else Path(pattern)
+
+    def files(self, source: Source, what: str) -> list[Path]:
+        """The files (or Zarr folders) a source names, globs expanded, in sorted order."""
+        patterns = [source.paths] if isinstance(source.paths, str) else source.paths
+        found: list[Path] = []
+        for pattern in patterns:
+            full = self.resolve(pattern)
+            if any(ch in pattern for ch in "*?["):
+                matches = sorted(Path(p) for p in glob.glob(str(full)))
+                if not matches:
+                    raise DataError(f"{self.where}: {what}.paths: no file matches {full}")
+                found.extend(matches)
+            elif full.exists():
+                found.append(full)
+            else:
+                raise DataError(f"{self.where}: {what}.paths: {full} does not exist")
+        return found
+
+    @property
+    def stats_path(self) -> Path:
+        return self.resolve(self.stats)
+
+    def split(self, name: str) -> Split | None:
+        """The named split; None for `all`. Unknown names are an error listing the spec's splits."""
+        if name in (None, "all"):
+            return None
+        if name not in self.splits:
+            raise DataError(f"{self.where}: no split {name!r}; the spec has {sorted(self.splits) or 'none'} "
+                            "(or use 'all')")
+        return self.splits[name]
+
+    def with_inputs(self, paths: str | list[str]) -> "DatasetSpec":
+        """The same spec reading its inputs from other files (e.g. a new forecast), with no targets needed."""
+        return self.model_copy(update={"inputs": self.inputs.model_copy(update={"paths": paths})})
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
+
+
+def parse_variable(name: str) -> tuple[str, float | None]:
+    """`t@850` → ("t", 850.0); `t2m` → ("t2m", None)."""
+    base, sep, level = name.partition("@")
+    return base, (float(level) if sep else None)
+
+
+def load_spec(path: str | Path | DatasetSpec) -> DatasetSpec:
+    """Read and validate a dataset spec YAML; errors name the file and the key."""
+    if isinstance(path, DatasetSpec):
+        return path
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"dataset spec {path} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise DataError(f"{path}: not valid YAML ({err})") from None
+    if not isinstance(raw, dict):
+        raise DataError(f"{path}: expected a mapping of keys (inputs, targets, splits, ...)")
+    try:
+        spec = DatasetSpec.model_validate(raw)
+    except ValidationError as err:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or '(top)'}: {e['msg']}" for e in err.errors())
+        raise DataError(f"{path}: {problems}") from None
+    spec = spec.model_copy(update={"root": path.resolve().parent, "source_file": path.resolve()})
+    if spec.layout == "cwa":
+        spec = _cwa_defaults(spec)
+    return spec
+
+
+def _cwa_defaults(spec: DatasetSpec) -> DatasetSpec:
+    """In the CWA layout inputs and targets live in one Zarr store: `era5` and `cwb` arrays by default."""
+    updates = {"inputs": spec.inputs.model_copy(update={"group": spec.inputs.group or "era5"})}
+    if spec.targets is not None:
+        updates["targets"] = spec.targets.model_copy(update={"group": spec.targets.group or "cwb"})
+    return spec.model_copy(update=updates)
+
+
+def dump_spec(spec: DatasetSpec) -> str:
+    """The spec as YAML (paths as written)."""
+    return yaml.safe_dump(spec.model_dump(mode="json", exclude_none=True), sort_keys=False)

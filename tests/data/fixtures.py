@@ -132,3 +132,30 @@ def write_cwa(folder: Path) -> Path:
     path = folder / "spec.yaml"
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
     return path
+
+
+def write_grib(path: Path, field: xr.DataArray, short_name: str = "2t") -> None:
+    """A GRIB2 file of a (time, latitude, longitude) field on a regular lat/lon grid, one message per time."""
+    import eccodes
+
+    lat, lon = field["latitude"].values, field["longitude"].values
+    with open(path, "wb") as out:
+        for t, time in enumerate(pd.to_datetime(field["time"].values)):
+            gid = eccodes.codes_grib_new_from_samples("regular_ll_sfc_grib2")
+            try:
+                keys = {"Ni": lon.size, "Nj": lat.size,
+                        "latitudeOfFirstGridPointInDegrees": float(lat[0]),
+                        "latitudeOfLastGridPointInDegrees": float(lat[-1]),
+                        "longitudeOfFirstGridPointInDegrees": float(lon[0]),
+                        "longitudeOfLastGridPointInDegrees": float(lon[-1]),
+                        "iDirectionIncrementInDegrees": float(abs(lon[1] - lon[0])),
+                        "jDirectionIncrementInDegrees": float(abs(lat[1] - lat[0])),
+                        "jScansPositively": int(lat[1] > lat[0]),
+                        "dataDate": int(time.strftime("%Y%m%d")), "dataTime": int(time.strftime("%H%M")),
+                        "shortName": short_name, "bitsPerValue": 24}
+                for key, value in keys.items():
+                    eccodes.codes_set(gid, key, value)
+                eccodes.codes_set_values(gid, field.values[t].astype(np.float64).ravel())
+                eccodes.codes_write(gid, out)
+            finally:
+                eccodes.codes_release(gid)

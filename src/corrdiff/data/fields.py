@@ -36,7 +36,8 @@ class PairedFields:
             key = (field.lat.tobytes(), field.lon.tobytes())
             if key not in self._regrid:
                 self._regrid[key] = regridder(field.lat, field.lon, self.lat, self.lon, f"{field.file}: {field.name!r}")
-        self._index = {f.name: pd.Index(time_axis(f)) for f in self.inputs + self.targets}
+        for field in self.inputs + self.targets:  # an input and a target often share a name (t2m): keep apart
+            field.times = pd.Index(time_axis(field))
         self._static_values = None
 
     # --- channels -------------------------------------------------------------------------------------
@@ -66,30 +67,32 @@ class PairedFields:
         """
         rule = self.spec.split(split)
         reference = self.targets or self.inputs
-        times = np.unique(np.concatenate([self._index[f.name].values for f in reference[:1]]))
+        times = np.unique(np.concatenate([f.times.values for f in reference[:1]]))
         for field in reference[1:]:
-            times = times[np.isin(times, self._index[field.name].values)]
+            times = times[np.isin(times, field.times.values)]
         if rule is not None:
             times = times[rule.select(times)]
         if self.targets:
             for field in self.inputs:
-                missing = times[~np.isin(times, self._index[field.name].values)]
+                missing = times[~np.isin(times, field.times.values)]
                 if missing.size:
                     shown = ", ".join(str(t)[:19] for t in missing[:5])
                     raise DataError(f"{field.file}: input {field.name!r} has no data at {missing.size} target "
                                     f"time(s) of split {split or 'all'!r}: {shown}{' …' if missing.size > 5 else ''} "
                                     "(times are matched exactly)")
         if not times.size:
-            spans = "; ".join(f"{f.name}: {str(self._index[f.name].min())[:19]} … {str(self._index[f.name].max())[:19]}"
-                              for f in (self.inputs + self.targets)[:4] if len(self._index[f.name]))
-            where = f" within {rule.start} … {rule.end}" if rule is not None else ""
+            iso = lambda t: str(np.datetime64(t, "s"))
+            spans = "; ".join(f"{kind} ({f.name}) {iso(f.times.min())} … {iso(f.times.max())}"
+                              for kind, group in (("inputs", self.inputs), ("targets", self.targets))
+                              for f in group[:1] if len(f.times))
+            where = f" within {rule.start:%Y-%m-%dT%H:%M} … {rule.end:%Y-%m-%dT%H:%M}" if rule is not None else ""
             raise DataError(f"{self.spec.where}: no time{where} where inputs and targets all exist "
                             f"(split {split or 'all'!r}); the data covers {spans}")
         return times
 
     # --- reading --------------------------------------------------------------------------------------
     def _positions(self, field, times: np.ndarray) -> np.ndarray:
-        positions = self._index[field.name].get_indexer(times)
+        positions = field.times.get_indexer(times)
         if (positions < 0).any():
             missing = times[positions < 0][0]
             raise DataError(f"{field.file}: {field.name!r} has no data at {str(missing)[:19]}")

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import xarray as xr
 
 from corrdiff.data.errors import DataError
@@ -37,6 +38,7 @@ class Field:
     file: str
     lat: np.ndarray  # 1-D (y,) on a rectilinear grid, else 2-D (y, x)
     lon: np.ndarray
+    times: "pd.Index | None" = None  # set by PairedFields: the time axis, for exact matching
 
     @property
     def attrs(self) -> dict:

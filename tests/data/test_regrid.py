@@ -1,0 +1,79 @@
+import numpy as np
+import pytest
+import xarray as xr
+
+from corrdiff.data import DataError
+from corrdiff.data.regrid import Bilinear, Identity, regridder
+
+
+def smooth(lat, lon):
+    return np.sin(np.radians(3 * lat)) * np.cos(np.radians(2 * lon)) + 0.01 * lat
+
+
+def test_bilinear_equals_xarray_interp_on_a_curvilinear_grid():
+    lat = np.arange(10.0, 40.0, 1.5)
+    lon = np.arange(100.0, 140.0, 2.0)
+    field = smooth(*np.meshgrid(lat, lon, indexing="ij"))
+    rng = np.random.default_rng(1)
+    dst_lat, dst_lon = rng.uniform(11, 38, (7, 9)), rng.uniform(101, 137, (7, 9))
+    ours = Bilinear(lat, lon, dst_lat, dst_lon, "test")(field)
+    source = xr.DataArray(field, coords={"lat": lat, "lon": lon}, dims=("lat", "lon"))
+    reference = source.interp(lat=xr.DataArray(dst_lat, dims=("y", "x")), lon=xr.DataArray(dst_lon, dims=("y", "x")))
+    np.testing.assert_allclose(ours, reference.values, atol=1e-6)  # weights are stored as float32
+
+
+def test_linear_fields_are_reproduced_exactly_and_source_points_are_kept():
+    lat, lon = np.arange(0.0, 10.0), np.arange(20.0, 32.0)
+    grid_lat, grid_lon = np.meshgrid(lat, lon, indexing="ij")
+    dst_lat, dst_lon = np.meshgrid(np.linspace(0, 9, 13), np.linspace(20, 31, 17), indexing="ij")
+    regrid = Bilinear(lat, lon, dst_lat, dst_lon, "test")
+    np.testing.assert_allclose(regrid(2 * grid_lat - grid_lon), 2 * dst_lat - dst_lon, atol=1e-6)
+    at_nodes = Bilinear(lat, lon, grid_lat, grid_lon, "test")
+    field = np.random.default_rng(0).normal(size=grid_lat.shape)
+    np.testing.assert_allclose(at_nodes(field), field, atol=1e-6)
+
+
+def test_descending_latitude_and_either_longitude_convention_agree():
+    lat, lon = np.arange(0.0, 20.0, 2.0), np.arange(-20.0, 20.0, 2.5)  # −180..180 convention
+    field = smooth(*np.meshgrid(lat, lon, indexing="ij"))
+    dst_lat, dst_lon = np.meshgrid(np.linspace(3, 15, 5), np.linspace(-15, 15, 6), indexing="ij")
+    expected = Bilinear(lat, lon, dst_lat, dst_lon, "t")(field)
+    flipped = Bilinear(lat[::-1], lon, dst_lat, dst_lon, "t")(field[::-1])
+    shifted = Bilinear(lat, lon, dst_lat, dst_lon % 360, "t")(field)  # targets given in 0..360
+    np.testing.assert_allclose(flipped, expected, atol=1e-6)
+    np.testing.assert_allclose(shifted, expected, atol=1e-6)
+
+
+def test_a_global_grid_wraps_around_the_date_line():
+    lat, lon = np.arange(-90.0, 91.0, 10.0), np.arange(0.0, 360.0, 10.0)
+    grid_lat, grid_lon = np.meshgrid(lat, lon, indexing="ij")
+    field = np.cos(np.radians(grid_lon))  # periodic in longitude
+    dst_lat, dst_lon = np.full((1, 3), 5.0), np.array([[355.0, -2.5, 359.9]])
+    values = Bilinear(lat, lon, dst_lat, dst_lon, "t")(field)
+    # Between 350° and 360°(=0°) the interpolant blends cos(350°) and cos(0°).
+    w = np.array([0.5, 0.75, 0.99])
+    np.testing.assert_allclose(values[0], (1 - w) * np.cos(np.radians(350)) + w * 1.0, atol=1e-6)
+
+
+def test_grids_that_do_not_overlap_or_only_partly_are_errors():
+    lat, lon = np.arange(0.0, 10.0), np.arange(0.0, 10.0)
+    far = np.meshgrid(np.linspace(50, 55, 3), np.linspace(0, 5, 3), indexing="ij")
+    with pytest.raises(DataError, match="do not overlap"):
+        Bilinear(lat, lon, *far, "coarse.nc: 't2m'")
+    partly = np.meshgrid(np.linspace(5, 12, 4), np.linspace(0, 5, 3), indexing="ij")
+    with pytest.raises(DataError, match=r"coarse.nc.*6 of 12 fine-grid points lie outside"):
+        Bilinear(lat, lon, *partly, "coarse.nc: 't2m'")
+
+
+def test_non_monotonic_coordinates_are_errors():
+    lat = np.array([0.0, 1.0, 3.0, 2.0, 4.0])
+    with pytest.raises(DataError, match=r"latitude is not monotonic \(at index 2"):
+        Bilinear(lat, np.arange(5.0), np.ones((2, 2)), np.ones((2, 2)), "coarse.nc")
+
+
+def test_identity_when_the_inputs_are_already_on_the_fine_grid():
+    lat, lon = np.meshgrid(np.arange(4.0), np.arange(5.0), indexing="ij")
+    assert isinstance(regridder(lat, lon, lat, lon, "t"), Identity)
+    assert isinstance(regridder(np.arange(4.0), np.arange(5.0), lat, lon, "t"), Identity)
+    with pytest.raises(DataError, match="curvilinear"):
+        regridder(lat + 0.5, lon, lat, lon, "t")

@@ -102,6 +102,7 @@ def generate(
     seed: Annotated[int | None, typer.Option(help="Seed; member m of time t depends on (seed, t, m) only.")] = None,
     split: Annotated[str | None, typer.Option(help="Dataset split to downscale: train, validation, test or all.")] = None,
     format_: Annotated[str | None, typer.Option("--format", help="netcdf or zarr (default: generate.format).")] = None,
+    input_: Annotated[list[str] | None, typer.Option("--input", help="Coarse input file or glob to downscale instead of the spec's inputs (e.g. a new forecast; no targets needed); every time it holds, unless --times. Repeatable.")] = None,
     set_: SetOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
@@ -119,7 +120,7 @@ def generate(
     cfg = load_config(config, overrides)
     run_dir = Path(cfg.run_dir)
     path = run_generate(cfg, checkpoint_regression or run_dir / "regression", checkpoint_diffusion or run_dir / "diffusion",
-                        out, times=times, progress=not quiet)
+                        out, times=times, progress=not quiet, inputs=input_)
     typer.echo(f"ensemble written: {path}")
 
 

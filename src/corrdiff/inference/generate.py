@@ -80,15 +80,23 @@ def downscale(models: Models, condition: torch.Tensor, members: int, seed: int, 
     return mean, ensemble
 
 
-def open_inference_dataset(config: RunConfig, stats, split: str):
-    """The dataset to downscale: the run's data spec, without targets, normalised with the checkpoint's stats."""
+def open_inference_dataset(config: RunConfig, stats, split: str, inputs: list[str] | None = None):
+    """The dataset to downscale: the run's data spec, without targets, normalised with the checkpoint's stats.
+
+    With `inputs` (files or globs, e.g. a new forecast), those replace the spec's input stores and every
+    time they hold is downscaled; the spec still gives the variables, static fields and the fine grid.
+    """
     from corrdiff.data import DownscalingDataset, load_spec
 
-    return DownscalingDataset(load_spec(config.data), split=split, stats=stats, with_target=False)
+    spec = load_spec(config.data)
+    if inputs:
+        spec = spec.with_inputs([str(Path(p).expanduser().absolute()) for p in inputs])
+        split = "all"
+    return DownscalingDataset(spec, split=split, stats=stats, with_target=False)
 
 
 def generate(config: RunConfig, regression_path, diffusion_path, out, times: list[str] | None = None,
-             dataset=None, progress: bool = True) -> Path:
+             dataset=None, progress: bool = True, inputs: list[str] | None = None) -> Path:
     """Write an ensemble file for the chosen times (all times of the split by default); resumable.
 
     Under torchrun, ranks take every world_size-th time; NetCDF ranks write part files that rank 0
@@ -96,18 +104,19 @@ def generate(config: RunConfig, regression_path, diffusion_path, out, times: lis
     """
     info = init_distributed(config.device)
     try:
-        return _generate(config, regression_path, diffusion_path, Path(out), times, dataset, progress, info)
+        return _generate(config, regression_path, diffusion_path, Path(out), times, dataset, progress, info, inputs)
     finally:
         shutdown(info)
 
 
-def _generate(config, regression_path, diffusion_path, out, times, dataset, progress, info: DistInfo) -> Path:
+def _generate(config, regression_path, diffusion_path, out, times, dataset, progress, info: DistInfo,
+              inputs=None) -> Path:
     gen = config.generate
     models = load_models(regression_path, diffusion_path, info.device)
     if dataset is None:
         from corrdiff.data import Normalization
 
-        dataset = open_inference_dataset(config, Normalization.from_dict(models.meta["stats"]), gen.split)
+        dataset = open_inference_dataset(config, Normalization.from_dict(models.meta["stats"]), gen.split, inputs)
     if list(dataset.input_channels) != models.meta["input_channels"]:
         raise ConfigError(f"the data gives input channels {list(dataset.input_channels)}, the checkpoints were "
                           f"trained on {models.meta['input_channels']}")

@@ -23,13 +23,15 @@ def load_regression(path: str | Path, device="cpu"):
     return net.to(device).eval().requires_grad_(False), checkpoint
 
 
-def open_datasets(config: RunConfig):
+def open_datasets(config: RunConfig, progress: bool = False):
     """Training and validation datasets of the run's data spec (validation may be empty)."""
     from corrdiff.data import DownscalingDataset, load_spec
 
     spec = load_spec(config.data)
-    train_set = DownscalingDataset(spec, split="train")
-    val_set = DownscalingDataset(spec, split="validation", stats=train_set.stats)
+    train_set = DownscalingDataset(spec, split="train", progress=progress)
+    val_set = None
+    if "validation" in spec.splits:
+        val_set = DownscalingDataset(spec, split="validation", stats=train_set.stats)
     return train_set, val_set
 
 
@@ -91,7 +93,7 @@ def train(kind: str, config: RunConfig, resume: bool = False, progress: bool = T
     """Train a step from the run config's data spec, in this process or as one rank of torchrun."""
     info = init_distributed(config.device)
     try:
-        train_set, val_set = open_datasets(config)
+        train_set, val_set = open_datasets(config, progress and info.is_main)
         return run_training(kind, config, train_set, val_set, info, resume, progress)
     finally:
         from corrdiff.training.distributed import shutdown

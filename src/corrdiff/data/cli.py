@@ -32,7 +32,7 @@ def _user_errors(func):
 def stats(
     spec: SpecArg,
     split: Annotated[str, typer.Option(help="Split the statistics are computed on.")] = "train",
-    chunk: Annotated[int, typer.Option(help="Times read at once (memory is bounded by one chunk).")] = 32,
+    chunk: Annotated[int, typer.Option(help="Times read at once (memory is bounded by one chunk).")] = 16,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Compute per-channel mean/std of a split, streamed over time, and save them beside the spec."""

@@ -160,26 +160,27 @@ class _Moments:
         self.m2 = np.zeros(channels)
 
     def add(self, values: np.ndarray) -> None:
-        """values (time, C, H, W)."""
-        flat = np.moveaxis(values, 1, 0).reshape(values.shape[1], -1).astype(np.float64)
-        valid = np.isfinite(flat)
-        n = valid.sum(axis=1)
-        safe = np.where(valid, flat, 0.0)
-        mean = np.divide(safe.sum(axis=1), n, out=np.zeros_like(self.mean), where=n > 0)
-        m2 = (np.where(valid, flat - mean[:, None], 0.0) ** 2).sum(axis=1)
-        total = self.count + n
-        delta = mean - self.mean
-        with np.errstate(invalid="ignore", divide="ignore"):
-            self.mean = np.where(total > 0, self.mean + delta * n / np.maximum(total, 1), 0.0)
-            self.m2 = self.m2 + m2 + delta**2 * self.count * n / np.maximum(total, 1)
-        self.count = total
+        """values (time, C, H, W); one channel at a time, so the float64 copies stay small."""
+        for c in range(values.shape[1]):
+            flat = values[:, c].astype(np.float64).ravel()
+            flat = flat[np.isfinite(flat)]
+            n = flat.size
+            if n == 0:
+                continue
+            mean = flat.mean()
+            m2 = np.square(flat - mean).sum()
+            total = self.count[c] + n
+            delta = mean - self.mean[c]
+            self.mean[c] += delta * n / total
+            self.m2[c] += m2 + delta**2 * self.count[c] * n / total
+            self.count[c] = total
 
     def std(self) -> np.ndarray:
         std = np.sqrt(self.m2 / np.maximum(self.count - 1, 1))
         return np.where(std > 0, std, 1.0)  # a constant channel (e.g. an all-land mask) is left unscaled
 
 
-def compute_stats(spec, split: str = "train", chunk_times: int = 32, progress: bool = True,
+def compute_stats(spec, split: str = "train", chunk_times: int = 16, progress: bool = True,
                   save: bool = True) -> Normalization:
     """Statistics of the spec's split, streamed `chunk_times` times at a time; saved to `spec.stats`."""
     from corrdiff.data.fields import PairedFields

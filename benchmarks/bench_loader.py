@@ -1,7 +1,7 @@
-"""Data loader throughput at the paper's scale: 12 coarse channels → 448×448 fine grid, 4 targets.
+"""Data loader throughput at the paper's scale: 12 coarse channels on 36×36 → 448×448 fine grid, 4 targets.
 
 Writes a synthetic ERA5-like coarse store (0.25°) and a 2 km-like fine store, then measures samples/s of
-`DownscalingDataset` reading from disk (not cached in memory) with 0 and 2 workers, and the time and peak
+`DownscalingDataset` reading from disk (not cached in memory) with 0, 2 and 4 workers, and the time and peak
 memory of `corrdiff data stats` (streamed). Prints a table and writes benchmarks/results/loader.json.
 
 usage: python benchmarks/bench_loader.py [--quick] [--times N]
@@ -33,7 +33,7 @@ TARGETS = ["t2m", "u10", "v10", "refl"]
 def write_data(folder: Path, times: int, size: int) -> Path:
     stamps = pd.date_range("2020-01-01", periods=times, freq="h")
     rng = np.random.default_rng(0)
-    lat, lon = np.arange(30.0, 15.0, -0.25), np.arange(110.0, 130.0, 0.25)
+    lat, lon = 28.75 - 0.25 * np.arange(36), 117.5 + 0.25 * np.arange(36)  # 36×36 at 0.25°, north to south
     levels = [500.0, 850.0]
     surface = [v for v in INPUTS if "@" not in v]
     upper = sorted({v.split("@")[0] for v in INPUTS if "@" in v})
@@ -44,7 +44,7 @@ def write_data(folder: Path, times: int, size: int) -> Path:
     xr.Dataset(coarse, coords={"time": stamps, "level": levels, "latitude": lat, "longitude": lon}).to_netcdf(
         folder / "coarse.nc")
     j, i = np.meshgrid(np.arange(size), np.arange(size), indexing="ij")
-    fine_lat, fine_lon = 20.0 + 0.018 * j, 118.0 + 0.02 * i
+    fine_lat, fine_lon = 20.1 + 0.0185 * j, 117.6 + 0.0185 * i  # ≈ 2 km, inside the coarse grid
     dims = ("time", "y", "x")
     fine = {name: (dims, rng.normal(size=(times, size, size)).astype(np.float32)) for name in TARGETS}
     xr.Dataset(fine, coords={"time": stamps, "lat": (("y", "x"), fine_lat), "lon": (("y", "x"), fine_lon)}).to_netcdf(
@@ -95,13 +95,13 @@ def main(argv=None) -> int:
         child.start()
         seconds, rss = queue.get()
         child.join()
-        data_mib = times * (len(INPUTS) * 60 * 80 + len(TARGETS) * args.size**2) * 4 / 2**20
+        data_mib = times * (len(INPUTS) * 36 * 36 + len(TARGETS) * args.size**2) * 4 / 2**20
         rows.append(("corrdiff data stats (streamed)", f"{seconds:.2f} s", f"{times / seconds:.1f} times/s"))
         rows.append(("  peak RSS of the stats process", f"{rss:.0f} MiB", f"data on disk: {data_mib:.0f} MiB"))
         stats = Normalization.load(spec.stats_path)
         dataset = DownscalingDataset(spec, "train", stats=stats)
         batches = 3 if args.quick else 8
-        for workers in (0, 2):
+        for workers in (0, 2, 4):
             rate = loader_rate(dataset, workers, batches, 4)
             rows.append((f"DownscalingDataset, {workers} workers", f"{rate:.1f} samples/s",
                          f"{len(INPUTS)} inputs → {args.size}² × {len(TARGETS)}"))

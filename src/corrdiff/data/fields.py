@@ -112,9 +112,12 @@ class PairedFields:
     def read_inputs(self, times: np.ndarray) -> np.ndarray:
         """Interpolated inputs and static fields (time, C_in, H, W), float32, physical units."""
         out = np.empty((len(times), len(self.input_channels), *self.lat.shape), dtype=np.float32)
+        groups: dict[bytes, list[int]] = {}  # channels on the same grid are interpolated together
         for c, field in enumerate(self.inputs):
-            coarse = self._read(field, self._positions(field, times))
-            out[:, c] = self._regrid[(field.lat.tobytes(), field.lon.tobytes())](coarse)
+            groups.setdefault((field.lat.tobytes(), field.lon.tobytes()), []).append(c)
+        for key, channels in groups.items():
+            coarse = np.stack([self._read(self.inputs[c], self._positions(self.inputs[c], times)) for c in channels], 1)
+            out[:, channels] = self._regrid[key](coarse)
         if self.static:
             out[:, len(self.inputs):] = self.static_values()[None]
         return out

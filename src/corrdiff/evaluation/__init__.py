@@ -1,0 +1,21 @@
+"""Evaluation of downscaled ensembles against truth: scores, baselines, spectra, distributions and reports.
+
+    collect(predictions, truth, ...) -> Evaluation      open and align forecasts and truth (stores.py)
+    score_models(evaluation) -> xr.Dataset              MAE, RMSE, bias, CRPS, spread-skill, ranks (metrics.py)
+    compare_distributions(evaluation) -> Distributions  spectra, histograms, summary numbers (spectra.py)
+    evaluate(predictions, truth, ...) -> Result         all of the above in one call (evaluate.py)
+    write_report(evaluation, scores, distributions, out_dir) -> index.html  (report.py, plots.py)
+    interpolation_baseline / random_forest_baseline     baselines in generate's layout (baselines.py)
+"""
+
+from corrdiff.evaluation.baselines import interpolation_baseline, random_forest_baseline
+from corrdiff.evaluation.evaluate import demo_evaluation, evaluate, Result, write_scores
+from corrdiff.evaluation.metrics import crps_ensemble, score_models
+from corrdiff.evaluation.report import write_report
+from corrdiff.evaluation.spectra import compare_distributions, Distributions, isotropic_power
+from corrdiff.evaluation.stores import collect, Evaluation, EvaluationError
+from corrdiff.evaluation.tables import rich_table, text_table
+
+__all__ = ["collect", "compare_distributions", "crps_ensemble", "demo_evaluation", "Distributions", "evaluate",
+           "Evaluation", "EvaluationError", "interpolation_baseline", "isotropic_power", "random_forest_baseline",
+           "Result", "rich_table", "score_models", "text_table", "write_report", "write_scores"]

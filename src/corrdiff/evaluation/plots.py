@@ -1,0 +1,324 @@
+"""The report's figures, one function per figure, each writing a modest-sized PNG (matplotlib, Agg).
+
+Every axis carries its units. Maps use cartopy with coastlines only when cartopy and a Natural Earth
+coastline shapefile are already on disk (nothing is ever downloaded); plain lat/lon axes otherwise.
+"""
+
+import importlib.util
+import math
+import os
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display; before pyplot is imported
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import xarray as xr  # noqa: E402
+from matplotlib.colors import BoundaryNorm, ListedColormap, Normalize  # noqa: E402
+
+DPI = 100
+PANEL = (3.4, 2.8)  # inches per panel: 3 panels across stay near 1000 px
+MODEL_COLOURS = {"truth": "black", "interp": "tab:orange", "regression": "tab:green", "rf": "tab:purple"}
+CORRDIFF = "tab:blue"
+# NWS-like reflectivity scale, 5 dBZ steps from 5 to 75 dBZ
+REFLECTIVITY_COLOURS = ["#04e9e7", "#019ff4", "#0300f4", "#02fd02", "#01c501", "#008e00", "#fdf802", "#e5bc00",
+                        "#fd9500", "#fd0000", "#d40000", "#bc0000", "#f800fd", "#9854c6"]
+
+
+def colour_of(model: str, index: int) -> str:
+    if model == "corrdiff":
+        return CORRDIFF
+    return MODEL_COLOURS.get(model, f"C{(index + 4) % 10}")
+
+
+def units_of(field: xr.DataArray) -> str:
+    return str(field.attrs.get("units", "1"))
+
+
+def label_of(name: str, field: xr.DataArray) -> str:
+    return f"{field.attrs.get('long_name', name)} [{units_of(field)}]"
+
+
+def colour_scale(name: str, field: xr.DataArray, values: np.ndarray):
+    """(colour map, norm) for a variable: reflectivity scale in dBZ, diverging for signed fields
+    (winds, vorticity) symmetric about 0, a temperature map for K/degC, viridis otherwise."""
+    units, lower = units_of(field), name.lower()
+    finite = values[np.isfinite(values)]
+    lo, hi = (np.percentile(finite, [0.5, 99.5]) if finite.size else (0.0, 1.0))
+    if units.lower() == "dbz" or "refl" in lower:
+        levels = np.arange(5, 80, 5)
+        cmap = ListedColormap(REFLECTIVITY_COLOURS, name="reflectivity").with_extremes(under="white", over="#6a0080")
+        return cmap, BoundaryNorm(levels, cmap.N)
+    if lo < 0 < hi and min(-lo, hi) > 0.2 * max(-lo, hi):
+        bound = max(-lo, hi)
+        cmap = "PuOr_r" if "vort" in lower or units == "s-1" else "RdBu_r"
+        return plt.get_cmap(cmap), Normalize(-bound, bound)
+    if units in ("K", "degC", "°C") or lower.startswith("t2") or "temp" in lower:
+        return plt.get_cmap("RdYlBu_r"), Normalize(lo, hi)
+    if "precip" in lower or units in ("mm", "mm h-1", "kg m-2", "kg m-2 s-1"):
+        return plt.get_cmap("Blues"), Normalize(max(lo, 0.0), hi)
+    return plt.get_cmap("viridis"), Normalize(lo, hi if hi > lo else lo + 1)
+
+
+def coastline_file() -> Path | None:
+    """A Natural Earth coastline shapefile already on disk in cartopy's data folders, or None.
+
+    Looks where cartopy looks ($CARTOPY_DATA_DIR, then $XDG_DATA_HOME/cartopy or ~/.local/share/cartopy)
+    without importing cartopy: see `_import_cartopy_early`.
+    """
+    if importlib.util.find_spec("cartopy") is None:
+        return None
+    home = Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share")) / "cartopy"
+    folders = [Path(os.environ["CARTOPY_DATA_DIR"])] if os.environ.get("CARTOPY_DATA_DIR") else []
+    for folder in folders + [home]:
+        for scale in ("10m", "50m", "110m"):
+            path = folder / "shapefiles" / "natural_earth" / "physical" / f"ne_{scale}_coastline.shp"
+            if path.exists():
+                return path
+    return None
+
+
+def _import_cartopy_early() -> None:
+    """Import cartopy now, when maps will use it: importing pyproj (under cartopy) after netCDF4 has opened
+    a file crashes the process at exit with the wheels of this environment, importing it first does not."""
+    if coastline_file() is not None:
+        import cartopy.crs  # noqa: F401
+
+
+_import_cartopy_early()
+
+
+def _grid(ncols_max: int, n: int) -> tuple[int, int]:
+    ncols = min(ncols_max, n)
+    return math.ceil(n / ncols), ncols
+
+
+def _tidy_numbers(ax, axis: str = "x") -> None:
+    """At most 5 ticks, large or small numbers as ×10ⁿ: labels of fields like vorticity (1e-4) stay apart."""
+    from matplotlib.ticker import MaxNLocator
+
+    getattr(ax, f"{axis}axis").set_major_locator(MaxNLocator(5))
+    ax.ticklabel_format(axis=axis, style="sci", scilimits=(-3, 4), useMathText=True)
+
+
+def _log_wavelength_axis(ax) -> None:
+    """Log wavelength axis labelled with plain numbers (10, 20, 50, 100 ...), minor labels off."""
+    from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
+
+    ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
+def _save(fig, path: Path) -> Path:
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return path
+
+
+def map_panels(path: Path, name: str, panels: dict[str, np.ndarray], std: np.ndarray | None,
+               lat: np.ndarray, lon: np.ndarray, field: xr.DataArray, when: str) -> Path:
+    """Maps of one variable at one time: the panels on one colour scale, the ensemble std on its own."""
+    coastlines = coastline_file()
+    n = len(panels) + (std is not None)
+    nrows, ncols = _grid(3, n)
+    projection = {}
+    if coastlines is not None:
+        import cartopy.crs as ccrs
+
+        projection = {"projection": ccrs.PlateCarree()}
+    fig = plt.figure(figsize=(PANEL[0] * ncols, PANEL[1] * nrows + 0.4), layout="constrained")
+    cmap, norm = colour_scale(name, field, panels["truth"])
+    fig.suptitle(f"{field.attrs.get('long_name', name)} at {when}")
+    items = [(title, values, cmap, norm, label_of(name, field)) for title, values in panels.items()]
+    if std is not None:
+        finite = std[np.isfinite(std)]
+        top = float(np.percentile(finite, 99.5)) if finite.size else 1.0
+        items.append(("ensemble std", std, plt.get_cmap("magma_r"), Normalize(0, top if top > 0 else 1.0),
+                      f"std of {name} [{units_of(field)}]"))
+    value_axes, meshes = [], []
+    for k, (title, values, panel_cmap, panel_norm, label) in enumerate(items):
+        ax = fig.add_subplot(nrows, ncols, k + 1, **projection)
+        kwargs = {"transform": projection["projection"]} if projection else {}
+        meshes.append(ax.pcolormesh(lon, lat, values, cmap=panel_cmap, norm=panel_norm, shading="auto", **kwargs))
+        ax.set_title(title, fontsize=10)
+        if projection:
+            _draw_coastlines(ax, coastlines)
+            grid = ax.gridlines(draw_labels=True, linewidth=0.3, alpha=0.5)
+            grid.top_labels = grid.right_labels = False
+        else:
+            ax.set_xlabel("longitude [°E]")
+            ax.set_ylabel("latitude [°N]")
+            ax.set_aspect(1.0 / max(np.cos(np.radians(np.nanmean(lat))), 0.1))
+        value_axes.append(ax)
+    extend = "both" if isinstance(norm, BoundaryNorm) else "neither"
+    shared = value_axes[: len(panels)]
+    fig.colorbar(meshes[0], ax=shared, shrink=0.8, label=items[0][4], extend=extend)
+    if std is not None:
+        fig.colorbar(meshes[-1], ax=value_axes[-1], shrink=0.8, label=items[-1][4])
+    return _save(fig, path)
+
+
+def _draw_coastlines(ax, shapefile: Path) -> None:
+    """Coastlines from a local shapefile (ax.coastlines() would download when the data are missing)."""
+    import cartopy.crs as ccrs
+    from cartopy.io.shapereader import Reader
+
+    ax.add_geometries(Reader(str(shapefile)).geometries(), ccrs.PlateCarree(), facecolor="none",
+                      edgecolor="black", linewidth=0.6)
+
+
+def spectra_figure(path: Path, spectra: xr.Dataset, fields: xr.Dataset, spacing_km: float) -> Path:
+    """Isotropic power spectra per variable against wavelength (km): truth, models, every CorrDiff member."""
+    variables = [v for v in fields.data_vars if v in spectra]
+    nrows, ncols = _grid(3, len(variables))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(PANEL[0] * ncols, PANEL[1] * nrows + 0.3),
+                             layout="constrained", squeeze=False)
+    wavelength = spectra["wavelength"].values
+    keep = (spectra["wavenumber"].values > 0) & (wavelength >= 2 * spacing_km * (1 - 1e-9))
+    for ax, v in zip(axes.ravel(), variables):
+        for i, source in enumerate(spectra["source"].values):
+            power = spectra[v].sel(source=source).values  # (member, wavenumber)
+            members = power[np.isfinite(power).all(axis=1)]
+            if members.size == 0:
+                continue
+            colour = colour_of(str(source), i)
+            if members.shape[0] > 1:
+                for member in members:
+                    ax.loglog(wavelength[keep], member[keep], color=colour, alpha=0.25, linewidth=0.6)
+                label = f"{source} (mean of {members.shape[0]} members)"
+            else:
+                label = str(source)
+            ax.loglog(wavelength[keep], members.mean(axis=0)[keep], color=colour, label=label,
+                      linewidth=2.0 if source == "truth" else 1.3)
+        ax.axvspan(2 * spacing_km, 4 * spacing_km, color="grey", alpha=0.12, linewidth=0)
+        ax.invert_xaxis()  # large scales left, small scales right
+        _log_wavelength_axis(ax)
+        ax.set_xlabel("wavelength [km]")
+        ax.set_ylabel(f"power per bin [({units_of(fields[v])})²]")
+        ax.set_title(v, fontsize=10)
+    axes.ravel()[0].legend(fontsize=7)
+    for ax in axes.ravel()[len(variables):]:
+        ax.set_visible(False)
+    fig.suptitle("isotropic power spectra (mean removed, Hann window); shaded: 2-4 grid spacings", fontsize=10)
+    return _save(fig, path)
+
+
+def pdf_figure(path: Path, histograms: xr.Dataset, fields: xr.Dataset, display_bins: int = 80) -> Path:
+    """Value distributions (probability density, log scale) per variable: truth and every model."""
+    variables = [v for v in fields.data_vars if v in histograms]
+    nrows, ncols = _grid(3, len(variables))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(PANEL[0] * ncols, PANEL[1] * nrows + 0.3),
+                             layout="constrained", squeeze=False)
+    for ax, v in zip(axes.ravel(), variables):
+        edges = histograms[f"{v}_edges"].values
+        group = max(1, (edges.size - 1) // display_bins)  # coarser bins for display: fine ones are noisy
+        coarse_edges = edges[::group]
+        for i, source in enumerate(histograms["source"].values):
+            counts = histograms[v].sel(source=source).values
+            if not np.isfinite(counts).all() or counts.sum() == 0:
+                continue
+            usable = (coarse_edges.size - 1) * group
+            coarse = counts[:usable].reshape(-1, group).sum(axis=1)
+            density = coarse / (counts.sum() * np.diff(coarse_edges))
+            ax.stairs(np.where(density > 0, density, np.nan), coarse_edges, color=colour_of(str(source), i),
+                      label=str(source), linewidth=2.0 if source == "truth" else 1.2)
+        ax.set_yscale("log")
+        _tidy_numbers(ax, "x")
+        ax.set_xlabel(label_of(v, fields[v]))
+        ax.set_ylabel(f"probability density [({units_of(fields[v])})⁻¹]")
+        ax.set_title(v, fontsize=10)
+    axes.ravel()[0].legend(fontsize=7)
+    for ax in axes.ravel()[len(variables):]:
+        ax.set_visible(False)
+    fig.suptitle("distributions of values (log density shows the tails)", fontsize=10)
+    return _save(fig, path)
+
+
+def rank_histogram_figure(path: Path, scores: xr.Dataset) -> Path:
+    """Rank histograms of every ensemble model (more than one member), normalised so that flat = 1."""
+    ensembles = [m for m in scores["model"].values if int(scores["members"].sel(model=m)) > 1]
+    variables = list(scores["variable"].values)
+    nrows, ncols = _grid(3, len(variables))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(PANEL[0] * ncols, PANEL[1] * nrows + 0.3),
+                             layout="constrained", squeeze=False)
+    for ax, v in zip(axes.ravel(), variables):
+        width = 0.8 / max(len(ensembles), 1)
+        for i, model in enumerate(ensembles):
+            members = int(scores["members"].sel(model=model))
+            counts = scores["rank_histogram"].sel(model=model, variable=v).values[: members + 1]
+            if not np.isfinite(counts).all() or counts.sum() == 0:
+                continue
+            ranks = np.arange(members + 1)
+            ax.bar(ranks + (i - (len(ensembles) - 1) / 2) * width, counts / counts.sum() * (members + 1),
+                   width=width, color=colour_of(str(model), i), label=f"{model} ({members} members)")
+        ax.axhline(1.0, color="black", linewidth=0.8, linestyle="--")
+        ax.set_xlabel("rank of truth among the members [1]")
+        ax.set_ylabel("frequency × (M + 1) [1]")
+        ax.set_title(str(v), fontsize=10)
+    if ensembles:
+        axes.ravel()[0].legend(fontsize=7)
+    for ax in axes.ravel()[len(variables):]:
+        ax.set_visible(False)
+    fig.suptitle("rank histograms: flat (= 1) when calibrated; U-shaped when over-confident", fontsize=10)
+    return _save(fig, path)
+
+
+def spread_skill_figure(path: Path, scores: xr.Dataset) -> Path:
+    """Per-time corrected spread against RMSE of the ensemble mean, with the 1:1 line."""
+    ensembles = [m for m in scores["model"].values if int(scores["members"].sel(model=m)) > 1]
+    variables = list(scores["variable"].values)
+    nrows, ncols = _grid(3, len(variables))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(PANEL[0] * ncols, PANEL[1] * nrows + 0.3),
+                             layout="constrained", squeeze=False)
+    for ax, v in zip(axes.ravel(), variables):
+        units = str(scores["units"].sel(variable=v).values)
+        top = 0.0
+        for i, model in enumerate(ensembles):
+            members = int(scores["members"].sel(model=model))
+            rmse = scores["rmse_by_time"].sel(model=model, variable=v).values
+            spread = scores["spread_by_time"].sel(model=model, variable=v).values * np.sqrt((members + 1) / members)
+            ratio = float(scores["spread_skill"].sel(model=model, variable=v))
+            ax.scatter(rmse, spread, s=10, color=colour_of(str(model), i), label=f"{model}: ratio {ratio:.3g}")
+            top = max(top, np.nanmax(rmse, initial=0.0), np.nanmax(spread, initial=0.0))
+        top = top * 1.05 if top > 0 else 1.0
+        ax.plot([0, top], [0, top], color="black", linewidth=0.8, linestyle="--")
+        ax.set_xlim(0, top)
+        ax.set_ylim(0, top)
+        _tidy_numbers(ax, "x")
+        _tidy_numbers(ax, "y")
+        ax.set_xlabel(f"RMSE of ensemble mean [{units}]")
+        ax.set_ylabel(f"spread · √((M+1)/M) [{units}]")
+        ax.set_title(str(v), fontsize=10)
+        if ensembles:
+            ax.legend(fontsize=7)
+    for ax in axes.ravel()[len(variables):]:
+        ax.set_visible(False)
+    fig.suptitle("spread–skill, one point per time: on the 1:1 line when calibrated", fontsize=10)
+    return _save(fig, path)
+
+
+def scores_by_time_figure(path: Path, scores: xr.Dataset) -> Path:
+    """CRPS per time of every model (for one member the CRPS is the MAE)."""
+    variables = list(scores["variable"].values)
+    nrows, ncols = _grid(3, len(variables))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(PANEL[0] * ncols, PANEL[1] * nrows + 0.3),
+                             layout="constrained", squeeze=False)
+    times = scores["time"].values
+    for ax, v in zip(axes.ravel(), variables):
+        for i, model in enumerate(scores["model"].values):
+            crps = scores["crps_by_time"].sel(model=model, variable=v).values
+            if np.isfinite(crps).any():
+                ax.plot(times, crps, marker=".", markersize=3, linewidth=1, color=colour_of(str(model), i),
+                        label=str(model))
+        ax.set_xlabel("time [UTC]")
+        ax.set_ylabel(f"CRPS [{scores['units'].sel(variable=v).values}]")
+        ax.set_title(str(v), fontsize=10)
+        ax.tick_params(axis="x", labelrotation=30, labelsize=7)
+        _tidy_numbers(ax, "y")
+    axes.ravel()[0].legend(fontsize=7)
+    for ax in axes.ravel()[len(variables):]:
+        ax.set_visible(False)
+    fig.suptitle("CRPS per time (equals the MAE for one-member forecasts)", fontsize=10)
+    return _save(fig, path)

@@ -1,0 +1,121 @@
+"""The report: PNG figures and one `index.html` that shows them beside the score tables."""
+
+import datetime as dt
+import html
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from corrdiff.evaluation import plots
+from corrdiff.evaluation.spectra import Distributions
+from corrdiff.evaluation.stores import Evaluation, EvaluationError, source_of
+from corrdiff.evaluation.tables import EXPLANATIONS, html_table
+
+CAPTIONS = {
+    "spectra": "Isotropic power spectra (time mean over the sampled times): the field's mean is removed and a "
+               "2-D Hann window applied before the FFT; power is summed over rings of wavenumber. Shaded: "
+               "wavelengths of 2-4 grid spacings, the octave of the 'power 2-4Δ' ratio.",
+    "pdfs": "Distributions of values over the sampled times (all members), log density to show the tails.",
+    "rank_histograms": "Rank of the truth among the members at every pixel and time; flat when calibrated.",
+    "spread_skill": "Spread (corrected for the finite ensemble) against the RMSE of the ensemble mean, per time.",
+    "scores_by_time": "CRPS of every model per time.",
+}
+
+
+def choose_time(truth: xr.Dataset, when: str | None) -> np.datetime64:
+    """The scored time nearest `when` (ISO string), or the middle scored time; errors name the range."""
+    times = truth["time"].values
+    if when is None:
+        return times[len(times) // 2]
+    try:
+        wanted = np.datetime64(when, "ns")
+    except ValueError:
+        raise EvaluationError(f"--time {when!r}: not an ISO time such as 2022-07-01T06") from None
+    nearest = times[np.argmin(np.abs(times - wanted))]
+    if abs(nearest - wanted) > np.timedelta64(1, "D"):
+        raise EvaluationError(f"--time {when}: no scored time within a day; scored times are "
+                              f"{str(times.min())[:16]}..{str(times.max())[:16]}")
+    return nearest
+
+
+def map_figures(evaluation: Evaluation, out_dir: Path, when: np.datetime64) -> list[Path]:
+    """One map figure per variable at `when`: truth, each one-member model, two members, ensemble std."""
+    ensemble = evaluation.models["corrdiff"].sel(time=when).compute()
+    truth = evaluation.truth.sel(time=when).compute()
+    deterministic = {name: ds.sel(time=when).isel(member=0).compute()
+                     for name, ds in evaluation.models.items() if name != "corrdiff" and ds.sizes["member"] == 1}
+    coords = evaluation.predictions if "lat" in evaluation.predictions.coords else evaluation.truth
+    lat, lon = np.asarray(coords["lat"].values), np.asarray(coords["lon"].values)
+    label = f"{str(when)[:16].replace('T', ' ')} UTC"
+    paths = []
+    for v in evaluation.variables:
+        panels = {"truth": truth[v].values}
+        panels.update({name: ds[v].values for name, ds in deterministic.items() if v in ds})
+        members = ensemble[v].transpose("member", "y", "x").values
+        for m in range(min(2, members.shape[0])):
+            panels[f"CorrDiff member {m}"] = members[m]
+        std = members.std(axis=0, ddof=1) if members.shape[0] > 1 else None
+        paths.append(plots.map_panels(out_dir / f"map_{v}.png", v, panels, std, lat, lon, evaluation.truth[v], label))
+    return paths
+
+
+def write_report(evaluation: Evaluation, scores: xr.Dataset, distributions: Distributions, out_dir,
+                 when: str | None = None, title: str = "corrdiff evaluation") -> Path:
+    """Write the figures and `index.html` into out_dir; returns the HTML path."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    time = choose_time(evaluation.truth, when)
+    figures = {"maps": map_figures(evaluation, out_dir, time)}
+    figures["spectra"] = [plots.spectra_figure(out_dir / "spectra.png", distributions.spectra, evaluation.truth,
+                                               evaluation.spacing_km)]
+    figures["pdfs"] = [plots.pdf_figure(out_dir / "pdfs.png", distributions.histograms, evaluation.truth)]
+    figures["rank_histograms"] = [plots.rank_histogram_figure(out_dir / "rank_histograms.png", scores)]
+    figures["spread_skill"] = [plots.spread_skill_figure(out_dir / "spread_skill.png", scores)]
+    figures["scores_by_time"] = [plots.scores_by_time_figure(out_dir / "scores_by_time.png", scores)]
+    page = render_html(evaluation, scores, figures, title, time)
+    path = out_dir / "index.html"
+    path.write_text(page, encoding="utf-8")
+    return path
+
+
+def render_html(evaluation: Evaluation, scores: xr.Dataset, figures: dict[str, list[Path]], title: str,
+                time: np.datetime64) -> str:
+    """The report page: inputs, score table with the meaning of each column, notes, then the figures."""
+    sources = [f"<li><b>{html.escape(name)}</b>: {html.escape(source_of(ds))} ({ds.sizes['member']} member"
+               f"{'s' if ds.sizes['member'] > 1 else ''})</li>" for name, ds in evaluation.models.items()]
+    sources.append(f"<li><b>truth</b>: {html.escape(source_of(evaluation.truth))}</li>")
+    times = evaluation.truth["time"].values
+    legend = "".join(f"<dt>{html.escape(k)}</dt><dd>{html.escape(v)}</dd>" for k, v in EXPLANATIONS.items())
+    notes = "".join(f"<li>{html.escape(n)}</li>" for n in evaluation.notes)
+    body = [f"<h1>{html.escape(title)}</h1>",
+            f"<p>{len(times)} times scored, {str(times.min())[:16]} to {str(times.max())[:16]}; grid spacing "
+            f"{evaluation.spacing_km:.3g} km. Written {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC.</p>",
+            f"<ul>{''.join(sources)}</ul>",
+            "<h2>Scores over all times</h2>", html_table(scores),
+            f"<p class='small'>Spectra and distributions from {scores.attrs.get('summary_times', '?')} sampled "
+            "times. Units: those of the variable, except the two ratios.</p>",
+            f"<dl class='small'>{legend}</dl>"]
+    if notes:
+        body.append(f"<h3>Notes</h3><ul>{notes}</ul>")
+    body.append(f"<h2>Maps at {str(time)[:16].replace('T', ' ')} UTC</h2>")
+    body += [_img(p, f"{p.stem[4:]}: truth, baselines, two CorrDiff members and the ensemble standard deviation")
+             for p in figures["maps"]]
+    for key, heading in (("spectra", "Power spectra"), ("pdfs", "Distributions"),
+                         ("rank_histograms", "Rank histograms"), ("spread_skill", "Spread–skill"),
+                         ("scores_by_time", "Scores over time")):
+        body.append(f"<h2>{heading}</h2>")
+        body += [_img(p, CAPTIONS[key]) for p in figures[key]]
+    style = ("body{font-family:sans-serif;max-width:1150px;margin:auto;padding:1em}"
+             "table.scores{border-collapse:collapse;font-size:0.9em}"
+             "table.scores td,table.scores th{padding:2px 8px;text-align:right;border-bottom:1px solid #ddd}"
+             "table.scores td:nth-child(-n+2){text-align:left}tr.first td{border-top:2px solid #888}"
+             "figure{margin:1em 0}img{max-width:100%}.small{font-size:0.85em;color:#444}dt{font-weight:bold}")
+    return ("<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
+            f"<title>{html.escape(title)}</title><style>{style}</style></head><body>\n"
+            + "\n".join(body) + "\n</body></html>\n")
+
+
+def _img(path: Path, caption: str) -> str:
+    return (f"<figure><img src='{html.escape(path.name)}' alt='{html.escape(path.stem)}'>"
+            f"<figcaption class='small'>{html.escape(caption)}</figcaption></figure>")

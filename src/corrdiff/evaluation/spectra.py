@@ -1,0 +1,224 @@
+"""Isotropic power spectra and value distributions of fine fields, and the numbers that summarise them.
+
+Spectrum of one field f (y, x) on a grid of spacing d km:
+
+1. detrend: remove the field's mean (missing values, NaN, are then set to 0, the mean);
+2. window (optional, default Hann): multiply by the separable 2-D Hann window w and divide by sqrt(mean(w²)),
+   so that edge discontinuities of a non-periodic regional field do not leak power to small scales while the
+   total power still estimates the variance;
+3. P(kx, ky) = |FFT(f)|² / (ny·nx)², so that Σ P = mean(f²) (Parseval);
+4. radial sum: each mode goes to the bin n = round(|k| / Δk), Δk = the coarser of 1/(nx·d), 1/(ny·d), and
+   the spectrum is the power summed per bin (not averaged), in units². Without a window, Σ over all bins is
+   exactly the field's variance. Bins beyond the Nyquist wavenumber 1/(2d) hold the grid's corner modes.
+
+Wavenumbers are in cycles per km; wavelength = 1/k km.
+"""
+
+from typing import NamedTuple
+
+import dask
+import dask.array as da
+import numpy as np
+import xarray as xr
+from scipy.stats import wasserstein_distance
+
+from corrdiff.evaluation.stores import Evaluation
+
+HISTOGRAM_BINS = 2000  # fine bins: W1 and percentiles from histograms are within one bin width of exact
+
+
+class Distributions(NamedTuple):
+    """What `compare_distributions` gives back; see there."""
+
+    spectra: xr.Dataset
+    histograms: xr.Dataset
+    summary: xr.Dataset
+
+
+def radial_bins(shape: tuple[int, int], spacing_km: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(bin index per rfft2 mode (ny, nx//2+1), mode multiplicity (same shape), bin wavenumbers in cycles/km)."""
+    ny, nx = shape
+    ky = np.fft.fftfreq(ny, d=spacing_km)
+    kx = np.fft.rfftfreq(nx, d=spacing_km)
+    dk = max(1.0 / (nx * spacing_km), 1.0 / (ny * spacing_km))
+    index = np.rint(np.hypot(ky[:, None], kx[None, :]) / dk).astype(np.int64)
+    # rfft2 keeps half the x-modes: every column but x-frequency 0 (and nx/2 for even nx) stands for two
+    multiplicity = np.full(kx.shape, 2.0)
+    multiplicity[0] = 1.0
+    if nx % 2 == 0:
+        multiplicity[-1] = 1.0
+    return index, np.broadcast_to(multiplicity, index.shape), np.arange(index.max() + 1) * dk
+
+
+def hann_window(shape: tuple[int, int]) -> np.ndarray:
+    """Separable 2-D Hann window (y, x), scaled so mean(w²) = 1."""
+    window = np.outer(np.hanning(shape[0]), np.hanning(shape[1]))
+    return window / np.sqrt(np.mean(window**2))
+
+
+def isotropic_power(fields: np.ndarray, spacing_km: float, window: str | None = "hann") -> np.ndarray:
+    """Radially summed power (..., wavenumber) of fields (..., y, x); see the module docstring."""
+    fields = np.asarray(fields)
+    shape = fields.shape[-2:]
+    anomaly = fields - np.nanmean(fields, axis=(-2, -1), keepdims=True)
+    if not np.isfinite(anomaly).all():
+        anomaly = np.nan_to_num(anomaly, nan=0.0, posinf=0.0, neginf=0.0)
+    if window == "hann":
+        anomaly = anomaly * hann_window(shape).astype(anomaly.dtype)
+    elif window is not None:
+        raise ValueError(f"window must be 'hann' or None, not {window!r}")
+    index, multiplicity, wavenumber = radial_bins(shape, spacing_km)
+    power = np.abs(np.fft.rfft2(anomaly)) ** 2 * (multiplicity / float(shape[0] * shape[1]) ** 2)
+    flat = power.reshape(-1, index.size).astype(np.float64)
+    nbins = wavenumber.size
+    offsets = (np.arange(flat.shape[0])[:, None] * nbins + index.ravel()[None, :]).ravel()
+    binned = np.bincount(offsets, weights=flat.ravel(), minlength=flat.shape[0] * nbins)
+    return binned.reshape(fields.shape[:-2] + (nbins,))
+
+
+def spectrum(field: xr.DataArray, spacing_km: float, window: str | None = "hann") -> xr.DataArray:
+    """Lazy isotropic spectrum of a DataArray (..., y, x): dims (..., wavenumber), coord wavelength (km)."""
+    _, _, wavenumber = radial_bins((field.sizes["y"], field.sizes["x"]), spacing_km)
+    power = xr.apply_ufunc(isotropic_power, field, input_core_dims=[["y", "x"]],
+                           output_core_dims=[["wavenumber"]], dask="parallelized", output_dtypes=[np.float64],
+                           dask_gufunc_kwargs={"output_sizes": {"wavenumber": wavenumber.size}},
+                           kwargs={"spacing_km": spacing_km, "window": window})
+    with np.errstate(divide="ignore"):
+        wavelength = 1.0 / wavenumber
+    units = field.attrs.get("units", "")
+    return power.assign_coords(wavenumber=("wavenumber", wavenumber, {"units": "km-1"}),
+                               wavelength=("wavenumber", wavelength, {"units": "km"})).assign_attrs(
+        long_name=f"power per wavenumber bin of {field.name}", units=f"({units})2" if units else "1")
+
+
+def smallest_octave_power_ratio(power: np.ndarray, true_power: np.ndarray, wavenumber: np.ndarray,
+                                spacing_km: float) -> float:
+    """Predicted over true power in the smallest-scale octave, wavelengths 2d–4d (k in (k_nyq/2, k_nyq])."""
+    nyquist = 1.0 / (2.0 * spacing_km)
+    octave = (wavenumber > nyquist / 2) & (wavenumber <= nyquist * (1 + 1e-9))
+    return float(np.sum(power[..., octave]) / np.sum(true_power[..., octave]))
+
+
+def wasserstein_from_histograms(edges: np.ndarray, counts: np.ndarray, true_counts: np.ndarray) -> float:
+    """Wasserstein-1 distance between two histograms on the same edges (each bin's mass at its centre)."""
+    centres = 0.5 * (edges[1:] + edges[:-1])
+    if counts.sum() == 0 or true_counts.sum() == 0:
+        return float("nan")
+    return float(wasserstein_distance(centres, centres, counts, true_counts))
+
+
+def quantile_from_histogram(edges: np.ndarray, counts: np.ndarray, q: float) -> float:
+    """The q-quantile of a histogram, interpolating linearly within the bin where the CDF crosses q."""
+    cdf = np.concatenate([[0.0], np.cumsum(counts, dtype=np.float64)])
+    if cdf[-1] == 0:
+        return float("nan")
+    return float(np.interp(q * cdf[-1], cdf, edges))
+
+
+def sample_times(times: np.ndarray, max_times: int) -> np.ndarray:
+    """At most max_times times, evenly spaced over `times` (all when max_times <= 0 or enough)."""
+    if max_times <= 0 or len(times) <= max_times:
+        return np.asarray(times)
+    return np.asarray(times)[np.unique(np.linspace(0, len(times) - 1, max_times).round().astype(int))]
+
+
+def compare_distributions(evaluation: Evaluation, max_times: int = 16, window: str | None = "hann",
+                          bins: int = HISTOGRAM_BINS) -> Distributions:
+    """Spectra, histograms and their summary numbers for truth and every model, over up to max_times times.
+
+    Returns (spectra, histograms, summary):
+      spectra    `<var>` (source, member, wavenumber): time-mean spectrum of each member; source "truth"
+                 and the models; NaN beyond a source's members.
+      histograms `<var>` (source, bin) counts over the sampled times (and members), edges `<var>_edges`.
+      summary    (model, variable): power_ratio_smallest_octave, wasserstein, p999_difference, and
+                 truth_p999 (variable).
+    """
+    times = sample_times(evaluation.truth["time"].values, max_times)
+    sources = {"truth": evaluation.truth.sel(time=times).expand_dims(member=[0], axis=1)}
+    sources.update({name: ds.sel(time=times) for name, ds in evaluation.models.items()})
+    variables = evaluation.variables
+    ranges = _value_ranges(sources, variables)
+    lazy_spectra, lazy_counts, edges = {}, {}, {}
+    for v in variables:
+        lo, hi = ranges[v]
+        edges[v] = np.linspace(lo, hi if hi > lo else lo + 1.0, bins + 1)
+        for s, ds in sources.items():
+            if v in ds:
+                lazy_spectra[s, v] = spectrum(ds[v], evaluation.spacing_km, window).mean("time").data
+                lazy_counts[s, v] = da.histogram(ds[v].data, bins=edges[v])[0]
+    spectra_values, counts = dask.compute(lazy_spectra, lazy_counts)
+    return _assemble(evaluation, sources, times, spectra_values, counts, edges)
+
+
+def _value_ranges(sources: dict[str, xr.Dataset], variables) -> dict[str, tuple[float, float]]:
+    """(min, max) of each variable over all sources, ignoring NaN: the common histogram range."""
+    lazy = {(s, v): (da.nanmin(ds[v].data), da.nanmax(ds[v].data)) for s, ds in sources.items()
+            for v in variables if v in ds}
+    (values,) = dask.compute(lazy)
+    ranges = {}
+    for v in variables:
+        lows = [float(lo) for (s, var), (lo, _) in values.items() if var == v and np.isfinite(lo)]
+        highs = [float(hi) for (s, var), (_, hi) in values.items() if var == v and np.isfinite(hi)]
+        ranges[v] = (min(lows, default=0.0), max(highs, default=1.0))
+    return ranges
+
+
+def _assemble(evaluation, sources, times, spectra_values, counts, edges) -> Distributions:
+    """The computed spectra and counts as Datasets (NaN where a source lacks a variable or members)."""
+    names, variables = list(sources), evaluation.variables
+    max_members = max(int(ds.sizes["member"]) for ds in sources.values())
+    _, _, wavenumber = radial_bins((evaluation.truth.sizes["y"], evaluation.truth.sizes["x"]), evaluation.spacing_km)
+    spectra, histograms = {}, {}
+    for v in variables:
+        power = np.full((len(names), max_members, wavenumber.size), np.nan)
+        hist = np.full((len(names), len(edges[v]) - 1), np.nan)
+        for i, s in enumerate(names):
+            if (s, v) in spectra_values:
+                power[i, : spectra_values[s, v].shape[0]] = spectra_values[s, v]
+                hist[i] = counts[s, v]
+        units = evaluation.truth[v].attrs.get("units", "")
+        spectra[v] = (("source", "member", "wavenumber"), power,
+                      {"long_name": f"time-mean power per wavenumber bin of {v}", "units": f"({units})2"})
+        histograms[v] = (("source", "bin"), hist, {"long_name": f"counts of {v} per bin", "units": "1"})
+        histograms[f"{v}_edges"] = ((f"{v}_bin_edge",), edges[v], {"units": units})
+    with np.errstate(divide="ignore"):
+        wavelength = 1.0 / wavenumber
+    coords = {"source": names, "member": np.arange(max_members),
+              "wavenumber": ("wavenumber", wavenumber, {"units": "km-1"}),
+              "wavelength": ("wavenumber", wavelength, {"units": "km"})}
+    spectra_ds = xr.Dataset(spectra, coords, {"grid_spacing_km": evaluation.spacing_km, "times_used": len(times)})
+    hist_ds = xr.Dataset(histograms, {"source": names}, {"times_used": len(times)})
+    return Distributions(spectra_ds, hist_ds, summarise(spectra_ds, hist_ds, evaluation))
+
+
+def summarise(spectra: xr.Dataset, histograms: xr.Dataset, evaluation: Evaluation) -> xr.Dataset:
+    """Summary numbers (model, variable) comparing each model's spectra and histograms with truth's."""
+    models, variables = list(evaluation.models), evaluation.variables
+    ratio, w1, p999 = (np.full((len(models), len(variables)), np.nan) for _ in range(3))
+    truth_p999 = np.full(len(variables), np.nan)
+    wavenumber = spectra["wavenumber"].values
+    for j, v in enumerate(variables):
+        edges = histograms[f"{v}_edges"].values
+        true_counts = histograms[v].sel(source="truth").values
+        true_power = np.nanmean(spectra[v].sel(source="truth").values[:1], axis=0)
+        truth_p999[j] = quantile_from_histogram(edges, true_counts, 0.999)
+        for i, m in enumerate(models):
+            if v not in evaluation.models[m]:
+                continue
+            counts = histograms[v].sel(source=m).values
+            power = np.nanmean(spectra[v].sel(source=m).values, axis=0)  # mean over members
+            ratio[i, j] = smallest_octave_power_ratio(power, true_power, wavenumber, evaluation.spacing_km)
+            w1[i, j] = wasserstein_from_histograms(edges, counts, true_counts)
+            p999[i, j] = quantile_from_histogram(edges, counts, 0.999) - truth_p999[j]
+    dims = ("model", "variable")
+    return xr.Dataset({
+        "power_ratio_smallest_octave": (dims, ratio, {"long_name": "predicted / true spectral power at "
+                                                      "wavelengths 2-4 grid spacings", "units": "1"}),
+        "wasserstein": (dims, w1, {"long_name": "Wasserstein-1 distance between predicted and true value "
+                                   "distributions", "units": "units of the variable"}),
+        "p999_difference": (dims, p999, {"long_name": "99.9th percentile of predictions minus that of truth",
+                                         "units": "units of the variable"}),
+        "truth_p999": (("variable",), truth_p999, {"long_name": "99.9th percentile of truth",
+                                                   "units": "units of the variable"}),
+    }, {"model": models, "variable": variables},
+        {"summary_times": int(histograms.attrs["times_used"])})

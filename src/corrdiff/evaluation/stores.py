@@ -1,0 +1,286 @@
+"""Opening what evaluation reads — ensembles, baselines, truth — and aligning them on common times.
+
+Every forecast is held in the ensemble layout of `corrdiff generate`: one variable per channel with dims
+(time, member, y, x) in physical units, 2-D `lat(y, x)`, `lon(y, x)` coordinates. Deterministic forecasts
+(baselines, the regression mean) are ensembles of one member. Truth is a Dataset with dims (time, y, x).
+Everything stays lazy (dask), chunked over time.
+"""
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+REGRESSION_SUFFIX = "_regression"
+FLAG = "generation_complete"  # per-time flag of `corrdiff generate`: 1 once the time is written
+ENSEMBLE_DIMS = ("time", "member", "y", "x")
+FIELD_DIMS = ("time", "y", "x")
+CHUNK_BYTES = 64 * 2**20  # dask blocks of about this size: big enough to amortise overhead, small for memory
+
+
+class EvaluationError(RuntimeError):
+    """Inputs that cannot be evaluated together; the message names the file and variable."""
+
+
+def is_zarr(path: Path) -> bool:
+    return path.suffix == ".zarr" or (path.is_dir() and any((path / n).exists() for n in ("zarr.json", ".zgroup")))
+
+
+def open_store(path) -> xr.Dataset:
+    """A NetCDF file or Zarr store, opened lazily with dask chunks over time."""
+    path = Path(path)
+    if not path.exists():
+        raise EvaluationError(f"{path}: no such file or store")
+    try:
+        if is_zarr(path):
+            ds = xr.open_zarr(path, consolidated=None, chunks={})
+        else:
+            ds = xr.open_dataset(path, chunks={})
+    except (OSError, ValueError) as err:
+        raise EvaluationError(f"{path}: cannot be opened as NetCDF or Zarr ({err})") from None
+    ds.encoding["source"] = str(path)
+    return rechunk_over_time(ds)
+
+
+def rechunk_over_time(ds: xr.Dataset) -> xr.Dataset:
+    """Chunks of whole fields, several times per chunk, so that the largest variable's chunk is ~CHUNK_BYTES."""
+    if "time" not in ds.dims:
+        return ds
+    per_time = max((v.nbytes // max(v.sizes["time"], 1) for v in ds.data_vars.values() if "time" in v.dims),
+                   default=1)
+    times = int(max(1, min(ds.sizes["time"], CHUNK_BYTES // max(per_time, 1))))
+    whole = {d: -1 for d in ds.dims if d != "time"}
+    return ds.chunk({"time": times, **whole})
+
+
+def source_of(ds: xr.Dataset) -> str:
+    return ds.encoding.get("source", "<in memory>")
+
+
+def forecast_variables(ds: xr.Dataset) -> list[str]:
+    """Names of the variables with the ensemble layout (time, member, y, x)."""
+    return [name for name, v in ds.data_vars.items() if set(v.dims) == set(ENSEMBLE_DIMS)]
+
+
+def only_complete_times(ds: xr.Dataset) -> xr.Dataset:
+    """The times `corrdiff generate` has finished (all times when the file has no completion flag)."""
+    if FLAG not in ds:
+        return ds
+    done = np.asarray(ds[FLAG].values, dtype=bool)
+    return ds.isel(time=np.flatnonzero(done)).drop_vars(FLAG)
+
+
+def as_ensemble(fields: xr.Dataset, variables=None) -> xr.Dataset:
+    """A (time, y, x) Dataset turned into a one-member ensemble (time, member, y, x), attributes kept."""
+    names = variables or [n for n, v in fields.data_vars.items() if set(v.dims) == set(FIELD_DIMS)]
+    ens = xr.Dataset({n: fields[n].transpose(*FIELD_DIMS).expand_dims(member=[0], axis=1) for n in names},
+                     attrs=dict(fields.attrs))
+    ens.encoding["source"] = source_of(fields)
+    return ens
+
+
+def regression_forecast(predictions: xr.Dataset, variables=None) -> xr.Dataset | None:
+    """The regression mean `<name>_regression` of an ensemble file as a one-member forecast, or None."""
+    names = [n for n in variables or forecast_variables(predictions) if n + REGRESSION_SUFFIX in predictions]
+    if not names:
+        return None
+    fields = xr.Dataset({n: predictions[n + REGRESSION_SUFFIX] for n in names}, attrs=dict(predictions.attrs))
+    for n in names:
+        fields[n].attrs.update(predictions[n].attrs)  # units and long_name of the channel itself
+    fields.encoding["source"] = f"{source_of(predictions)} (regression mean)"
+    return as_ensemble(fields, names)
+
+
+def is_spec(path: Path) -> bool:
+    return Path(path).suffix.lower() in (".yaml", ".yml")
+
+
+def open_truth(source, split: str | None = None) -> xr.Dataset:
+    """Truth (time, y, x): from a NetCDF/Zarr store, or a dataset spec YAML through `corrdiff.data`."""
+    source = Path(source)
+    if not is_spec(source):
+        return open_store(source)
+    from corrdiff.data import load_spec, open_targets
+
+    truth = open_targets(load_spec(source), split=split)
+    truth.encoding["source"] = str(source)
+    return rechunk_over_time(truth)
+
+
+def open_interpolation(spec, split: str | None = None) -> xr.Dataset:
+    """The bilinear-interpolation baseline: coarse inputs on the fine grid, as a one-member ensemble."""
+    from corrdiff.data import load_spec, open_coarse_on_fine
+
+    fields = open_coarse_on_fine(load_spec(spec), split=split)
+    fields.encoding["source"] = f"{spec} (bilinear interpolation)"
+    return rechunk_over_time(as_ensemble(fields))
+
+
+def open_forecast(path, name: str) -> xr.Dataset:
+    """A baseline or other forecast file: generate's layout, or plain (time, y, x) fields (one member)."""
+    ds = only_complete_times(open_store(path))
+    if forecast_variables(ds):
+        return ds[forecast_variables(ds)]
+    fields = [n for n, v in ds.data_vars.items() if set(v.dims) == set(FIELD_DIMS)]
+    if not fields:
+        raise EvaluationError(f"{path} ({name}): no variable with dims {ENSEMBLE_DIMS} or {FIELD_DIMS}")
+    return as_ensemble(ds, fields)
+
+
+def parse_baselines(items) -> dict[str, Path]:
+    """{name: path} from `NAME=FILE` strings; errors name the malformed item."""
+    baselines = {}
+    for item in items or []:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise EvaluationError(f"--baseline {item!r}: expected NAME=FILE, e.g. interp=interp.nc")
+        if name in baselines or name in ("corrdiff", "regression"):
+            raise EvaluationError(f"--baseline {item!r}: the name {name!r} is already taken")
+        baselines[name] = Path(path)
+    return baselines
+
+
+def grid_spacing_km(*datasets: xr.Dataset) -> float:
+    """Grid spacing: the first `grid_spacing_km` attribute found, else estimated from 2-D lat/lon."""
+    for ds in datasets:
+        if "grid_spacing_km" in ds.attrs:
+            return float(ds.attrs["grid_spacing_km"])
+    for ds in datasets:
+        if "lat" in ds.coords and "lon" in ds.coords and ds["lat"].ndim == 2:
+            from corrdiff.inference.writer import grid_spacing_km as estimate
+
+            return estimate(np.asarray(ds["lat"].values), np.asarray(ds["lon"].values))
+    raise EvaluationError(f"{source_of(datasets[0])}: no grid_spacing_km attribute and no 2-D lat/lon to estimate it")
+
+
+@dataclass
+class Evaluation:
+    """Forecasts and truth on the same times and grid, with what was left out and why."""
+
+    truth: xr.Dataset  # (time, y, x) per variable, physical units
+    models: dict[str, xr.Dataset]  # name -> (time, member, y, x) per variable; "corrdiff" first
+    variables: list[str]  # scored variables: in the predictions and in truth
+    spacing_km: float
+    notes: list[str] = field(default_factory=list)
+
+    def members(self, model: str) -> int:
+        return int(self.models[model].sizes["member"])
+
+    @property
+    def predictions(self) -> xr.Dataset:
+        return next(iter(self.models.values()))
+
+
+def collect(predictions, truth_source, baselines=None, split: str | None = None, interp: bool | None = None,
+            variables: list[str] | None = None) -> Evaluation:
+    """Open and align the prediction file, truth, the regression mean and baselines.
+
+    `baselines`: {name: path} or `NAME=FILE` strings. `interp`: add the bilinear-interpolation baseline
+    (needs truth given as a dataset spec); None adds it when truth is a spec, it has the coarse variables
+    and no baseline is named "interp". `variables`: score only these (default: every predicted one, each
+    of which truth must have). Times are cut to those every source has.
+    """
+    pred = only_complete_times(open_store(predictions))
+    predicted = forecast_variables(pred)
+    if not predicted:
+        raise EvaluationError(f"{predictions}: no variable with dims {ENSEMBLE_DIMS}; is it a file written "
+                              "by `corrdiff generate` or `corrdiff baseline`?")
+    if pred.sizes["time"] == 0:
+        raise EvaluationError(f"{predictions}: no time is complete ({FLAG} is 0 everywhere); "
+                              "finish it by rerunning the same `corrdiff generate` command")
+    variables = list(variables or predicted)
+    unknown = [v for v in variables if v not in predicted]
+    if unknown:
+        raise EvaluationError(f"{predictions}: no forecast variable {unknown}; it has {predicted}")
+    truth = open_truth(truth_source, split)
+    check_truth(truth, truth_source, variables, predictions)
+    models = {"corrdiff": pred[variables]}
+    regression = regression_forecast(pred, variables)
+    if regression is not None:
+        models["regression"] = regression
+    named = parse_baselines(baselines) if not isinstance(baselines, dict) else dict(baselines)
+    notes = []
+    if interp or (interp is None and is_spec(truth_source) and "interp" not in named):
+        models["interp"], note = _interpolation_or_note(truth_source, split, required=bool(interp))
+        if models["interp"] is None:
+            del models["interp"]
+            notes.append(note)
+    for name, path in named.items():
+        models[name] = open_forecast(path, name)
+    return align(truth, models, variables, notes)
+
+
+def check_truth(truth: xr.Dataset, source, variables, predictions) -> None:
+    """Every scored variable in truth with dims (time, y, x); errors name the files and the variable."""
+    for v in variables:
+        if v not in truth:
+            have = [n for n in truth.data_vars]
+            raise EvaluationError(f"{source}: truth has no variable {v!r}, which {predictions} predicts "
+                                  f"(truth has {have}); score a subset with --variable")
+        if set(truth[v].dims) != set(FIELD_DIMS):
+            raise EvaluationError(f"{source}: truth variable {v!r} has dims {truth[v].dims}; "
+                                  f"expected {FIELD_DIMS}")
+
+
+def _interpolation_or_note(truth_source, split, required: bool):
+    """(interpolation baseline, None), or (None, why not) when it cannot be made and was not asked for."""
+    if not is_spec(truth_source):
+        raise EvaluationError(f"--truth {truth_source}: the interpolation baseline needs truth given as a "
+                              "dataset spec (.yaml); or write it with `corrdiff baseline interp` and pass --baseline")
+    from corrdiff.data import DataError
+
+    try:
+        return open_interpolation(truth_source, split), None
+    except DataError as err:
+        if required:
+            raise
+        return None, f"no interpolation baseline: {err}"
+
+
+def align(truth: xr.Dataset, models: dict[str, xr.Dataset], variables, notes=None) -> Evaluation:
+    """Restrict every model and truth to the times they all have; check that the grids match."""
+    notes = list(notes or [])
+    for name, ds in models.items():
+        check_grid(ds, name, truth)
+        absent = [v for v in variables if v not in ds]
+        if absent and name != "corrdiff":
+            notes.append(f"{name} has no {', '.join(absent)}: left blank in its rows")
+    times = np.asarray(truth["time"].values)
+    for ds in models.values():
+        times = np.intersect1d(times, ds["time"].values)
+    if times.size == 0:
+        ranges = "; ".join(f"{n} {time_range(ds)} ({source_of(ds)})" for n, ds in [("truth", truth), *models.items()])
+        raise EvaluationError(f"the predictions, truth and baselines have no time in common: {ranges}")
+    for name, ds in [("truth", truth), *models.items()]:
+        dropped = ds.sizes["time"] - times.size
+        if dropped:
+            notes.append(f"{name}: {dropped} time(s) not shared by all inputs, left out")
+    truth = rechunk_over_time(truth[variables].sel(time=times))
+    models = {name: rechunk_over_time(ds[[v for v in variables if v in ds]].sel(time=times))
+              for name, ds in models.items()}
+    return Evaluation(truth, models, list(variables), grid_spacing_km(models["corrdiff"], truth), notes)
+
+
+def check_grid(ds: xr.Dataset, name: str, truth: xr.Dataset) -> None:
+    """Same grid size as truth, and the same lat/lon (to 0.01°) where both have them."""
+    missing = [d for d in ENSEMBLE_DIMS if d not in ds.dims]
+    if missing:
+        raise EvaluationError(f"{source_of(ds)} ({name}): no dims {missing}; expected {ENSEMBLE_DIMS}")
+    shape = (truth.sizes.get("y"), truth.sizes.get("x"))
+    if (ds.sizes["y"], ds.sizes["x"]) != shape:
+        raise EvaluationError(f"{source_of(ds)} ({name}): grid {ds.sizes['y']}×{ds.sizes['x']} differs from "
+                              f"truth's {shape[0]}×{shape[1]} ({source_of(truth)})")
+    for c in ("lat", "lon"):
+        if c in ds.coords and c in truth.coords and ds[c].shape == truth[c].shape:
+            worst = float(np.nanmax(np.abs(np.asarray(ds[c].values) - np.asarray(truth[c].values))))
+            if worst > 0.01:
+                raise EvaluationError(f"{source_of(ds)} ({name}): {c} differs from truth's ({source_of(truth)}) "
+                                      f"by up to {worst:.3g}°; the grids must be the same")
+
+
+def time_range(ds: xr.Dataset) -> str:
+    times = ds["time"].values
+    if times.size == 0:
+        return "no times"
+    return f"{str(times.min())[:16]}..{str(times.max())[:16]}"

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from corrdiff.data.cli import app as data_app
-from corrdiff.evaluation.cli import baseline_app
+from corrdiff.evaluation.cli import baseline_app, report_command, score_command
 
 app = typer.Typer(
     help="Generative km-scale downscaling with residual corrective diffusion (CorrDiff).",
@@ -20,6 +20,8 @@ train_app = typer.Typer(help="Train the regression (mean) or the diffusion (resi
 app.add_typer(train_app, name="train")
 app.add_typer(data_app, name="data")
 app.add_typer(baseline_app, name="baseline")
+app.command("score")(score_command)
+app.command("report")(report_command)
 
 ConfigArg = Annotated[Path, typer.Argument(help="Run config (YAML): data spec, model, training, sampler, generation.")]
 SetOpt = Annotated[
@@ -131,8 +133,7 @@ def demo(
     set_: SetOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
-    """Run the whole method on the embedded demo data: build it, train both models briefly, generate an
-    ensemble for held-out times, score it against interpolation and the regression mean, write a report.
+    """Run the whole method on the embedded demo data: build it, train both models briefly, generate an ensemble for held-out times, score it against interpolation and the regression mean, write a report.
 
     Takes about 10 minutes on 2 CPU cores. Rerunning continues where a previous run stopped.
     """

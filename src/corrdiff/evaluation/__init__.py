@@ -14,8 +14,8 @@ from corrdiff.evaluation.metrics import crps_ensemble, score_models
 from corrdiff.evaluation.report import write_report
 from corrdiff.evaluation.spectra import compare_distributions, Distributions, isotropic_power
 from corrdiff.evaluation.stores import collect, Evaluation, EvaluationError
-from corrdiff.evaluation.tables import rich_table, text_table
+from corrdiff.evaluation.tables import rich_tables, text_table
 
 __all__ = ["collect", "compare_distributions", "crps_ensemble", "demo_evaluation", "Distributions", "evaluate",
            "Evaluation", "EvaluationError", "interpolation_baseline", "isotropic_power", "random_forest_baseline",
-           "Result", "rich_table", "score_models", "text_table", "write_report", "write_scores"]
+           "Result", "rich_tables", "score_models", "text_table", "write_report", "write_scores"]

@@ -57,11 +57,12 @@ def user_errors(func):
 def _print_scores(result) -> None:
     from rich.console import Console
 
-    from corrdiff.evaluation.tables import rich_table
+    from corrdiff.evaluation.tables import rich_tables
 
     console = Console()
     times = result.scores.sizes["time"]
-    console.print(rich_table(result.scores, title=f"scores over {times} time{'s' if times != 1 else ''}"))
+    for table in rich_tables(result.scores, title=f"scores over {times} time{'s' if times != 1 else ''}"):
+        console.print(table)
     for note in result.evaluation.notes:
         console.print(f"note: {note}", style="yellow")
 

@@ -152,11 +152,10 @@ def map_panels(path: Path, name: str, panels: dict[str, np.ndarray], std: np.nda
             ax.set_ylabel("latitude [°N]")
             ax.set_aspect(1.0 / max(np.cos(np.radians(np.nanmean(lat))), 0.1))
         value_axes.append(ax)
-    extend = "both" if isinstance(norm, BoundaryNorm) else "neither"
-    shared = value_axes[: len(panels)]
-    fig.colorbar(meshes[0], ax=shared, shrink=0.8, label=items[0][4], extend=extend)
-    if std is not None:
-        fig.colorbar(meshes[-1], ax=value_axes[-1], shrink=0.8, label=items[-1][4])
+    for (_, _, _, panel_norm, label), ax, mesh in zip(items, value_axes, meshes):
+        # a colour bar per panel: shared ones upset the grid layout; the value panels share one scale
+        fig.colorbar(mesh, ax=ax, shrink=0.85, label=label,
+                     extend="both" if isinstance(panel_norm, BoundaryNorm) else "neither")
     return _save(fig, path)
 
 

@@ -43,8 +43,9 @@ def map_figures(evaluation: Evaluation, out_dir: Path, when: np.datetime64) -> l
     """One map figure per variable at `when`: truth, each one-member model, two members, ensemble std."""
     ensemble = evaluation.models["corrdiff"].sel(time=when).compute()
     truth = evaluation.truth.sel(time=when).compute()
-    deterministic = {name: ds.sel(time=when).isel(member=0).compute()
-                     for name, ds in evaluation.models.items() if name != "corrdiff" and ds.sizes["member"] == 1}
+    order = sorted(evaluation.models, key=lambda name: {"interp": 0, "regression": 1}.get(name, 2))
+    deterministic = {name: evaluation.models[name].sel(time=when).isel(member=0).compute() for name in order
+                     if name != "corrdiff" and evaluation.models[name].sizes["member"] == 1}
     coords = evaluation.predictions if "lat" in evaluation.predictions.coords else evaluation.truth
     lat, lon = np.asarray(coords["lat"].values), np.asarray(coords["lon"].values)
     label = f"{str(when)[:16].replace('T', ' ')} UTC"

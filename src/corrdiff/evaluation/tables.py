@@ -52,28 +52,59 @@ def rows(scores: xr.Dataset) -> tuple[list[str], list[list[str]]]:
 
 
 def _format(value: float) -> str:
-    return "–" if not np.isfinite(value) else f"{value:.4g}"
+    """4 significant digits, exponents without padding zeros (2.5e-5, not 2.500e-05): narrow columns."""
+    if not np.isfinite(value):
+        return "–"
+    text = f"{value:.4g}"
+    if "e" in text:
+        mantissa, exponent = text.split("e")
+        text = f"{mantissa}e{int(exponent)}"
+    return text
 
 
-def rich_table(scores: xr.Dataset, title: str = "scores over all times"):
-    """A rich Table of the scores."""
+def rich_tables(scores: xr.Dataset, title: str = "scores over all times") -> list:
+    """The scores as rich Tables: skill (MAE … spread/skill) and, when computed, spectra and distributions;
+    two narrow tables rather than one wide one, so that they fit an 80-column terminal."""
+    from rich import box
     from rich.table import Table
+    from rich.text import Text
 
     header, body = rows(scores)
-    table = Table(title=title, caption="units: those of the variable, except spread/skill and power (ratios)")
-    for i, name in enumerate(header):
-        table.add_column(name, justify="left" if i < 2 else "right", no_wrap=True)
-    for row in body:
-        table.add_row(*row, end_section=False)
-    return table
+    groups = [("skill", header[3:8]), ("spectra and distributions", header[8:])]
+    units = {str(v): str(u) for v, u in zip(scores["variable"].values, scores["units"].values)} \
+        if "units" in scores.coords else {}
+    tables = []
+    for name, columns in groups:
+        if not columns:
+            continue
+        table = Table(title=f"{title}: {name}", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True,
+                      caption="(members); units: the variable's, except ratios (spread/skill, power)")
+        table.add_column("variable", no_wrap=True)
+        table.add_column("model", no_wrap=True)
+        for column in columns:
+            table.add_column(column, justify="right", no_wrap=True)
+        previous = None
+        for k, row in enumerate(body):
+            variable = row[0].split(" [")[0] if row[0] else previous
+            first = variable != previous
+            label = variable if first else (f"[{units[variable]}]" if units.get(variable) and
+                                             body[k - 1][0] else "")
+            model = f"{row[1]} ({row[2]})" if row[2] not in ("", "1") else row[1]  # (members) of ensembles
+            cells = [label, model] + [row[header.index(c)] for c in columns]
+            table.add_row(*(Text(c) for c in cells), end_section=False)  # Text: "[m s-1]" is no markup
+            previous = variable
+        tables.append(table)
+    return tables
 
 
-def text_table(scores: xr.Dataset, title: str = "scores over all times", width: int = 140) -> str:
-    """The rich table rendered as plain text (no colours), for logs and `echo`."""
+def text_table(scores: xr.Dataset, title: str = "scores over all times", width: int = 100) -> str:
+    """The rich tables rendered as plain text (no colours), for logs and `echo`."""
     from rich.console import Console
 
     buffer = io.StringIO()
-    Console(file=buffer, width=width, color_system=None, force_terminal=False).print(rich_table(scores, title))
+    console = Console(file=buffer, width=width, color_system=None, force_terminal=False)
+    for table in rich_tables(scores, title):
+        console.print(table)
     return buffer.getvalue().rstrip()
 
 

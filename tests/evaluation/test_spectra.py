@@ -1,0 +1,94 @@
+"""Spectra and distributions against known answers: Parseval, a power law's slope, wavelengths in km."""
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from corrdiff.evaluation import collect, compare_distributions, isotropic_power
+from corrdiff.evaluation.spectra import (quantile_from_histogram, radial_bins, smallest_octave_power_ratio, spectrum,
+                                         wasserstein_from_histograms)
+
+sys.path.insert(0, str(Path(__file__).parent))
+import evaluation_fixtures as fx  # noqa: E402
+
+
+def power_law_field(shape, beta, spacing_km, rng):
+    """A periodic random field whose isotropic (ring-summed) spectrum goes as k^-beta.
+
+    Ring sums gather ~k modes, so each mode's power goes as k^-(beta + 1), its amplitude as k^-(beta + 1)/2.
+    """
+    ky = np.fft.fftfreq(shape[0], d=spacing_km)[:, None]
+    kx = np.fft.fftfreq(shape[1], d=spacing_km)[None, :]
+    k = np.hypot(ky, kx)
+    amplitude = np.where(k > 0, k, np.inf) ** (-(beta + 1) / 2)
+    noise = np.fft.fft2(rng.normal(size=shape))
+    return np.real(np.fft.ifft2(noise * amplitude))
+
+
+def fitted_slope(power, wavenumber, spacing_km, lowest_bin=4):
+    """Least-squares slope of log power against log k between bin `lowest_bin` and half the Nyquist."""
+    use = (np.arange(wavenumber.size) >= lowest_bin) & (wavenumber <= 0.25 / spacing_km)
+    return np.polyfit(np.log(wavenumber[use]), np.log(power[use]), 1)[0]
+
+
+@pytest.mark.parametrize("shape", [(64, 64), (48, 80), (33, 50)])
+def test_parseval_total_power_is_the_variance(shape):
+    field = np.random.default_rng(0).normal(3.0, 2.0, shape)
+    power = isotropic_power(field, spacing_km=2.0, window=None)
+    np.testing.assert_allclose(power.sum(), field.var(), rtol=1e-10)
+    # the Hann window is normalised so that white noise keeps its variance
+    hann = isotropic_power(np.random.default_rng(1).normal(0, 2.0, (20, *shape)), 2.0, "hann").sum(axis=-1)
+    np.testing.assert_allclose(hann.mean(), 4.0, rtol=0.05)
+
+
+@pytest.mark.parametrize("beta", [2.0, 3.0])
+@pytest.mark.parametrize("window", [None, "hann"])
+def test_power_law_slope_is_recovered(beta, window):
+    spacing = 2.0
+    rng = np.random.default_rng(int(beta * 10))
+    fields = np.stack([power_law_field((128, 128), beta, spacing, rng) for _ in range(8)])
+    power = isotropic_power(fields, spacing, window).mean(axis=0)
+    _, _, wavenumber = radial_bins((128, 128), spacing)
+    assert abs(fitted_slope(power, wavenumber, spacing) + beta) < 0.1
+
+
+def test_wavelength_axis_is_in_km_from_the_grid_spacing():
+    spacing, wavelength = 2.5, 40.0  # km: 16 grid points per wave on a 160-point domain
+    x = np.arange(160) * spacing
+    wave = xr.DataArray(np.sin(2 * np.pi * x / wavelength)[None, :].repeat(96, 0), dims=("y", "x"),
+                        attrs={"units": "K"})
+    result = spectrum(wave, spacing, window=None)
+    peak = int(result.argmax("wavenumber"))
+    np.testing.assert_allclose(float(result["wavelength"][peak]), wavelength, rtol=0.05)
+    assert result["wavelength"].attrs["units"] == "km" and result.attrs["units"] == "(K)2"
+    np.testing.assert_allclose(float(result.sum()), 0.5, rtol=1e-6)  # variance of a unit sine
+
+
+def test_summary_numbers_of_simple_distributions():
+    edges = np.linspace(0, 10, 1001)
+    centres = 0.5 * (edges[1:] + edges[:-1])
+    counts = np.exp(-0.5 * ((centres - 4) / 0.7) ** 2)
+    shifted = np.exp(-0.5 * ((centres - 4.5) / 0.7) ** 2)
+    np.testing.assert_allclose(wasserstein_from_histograms(edges, shifted, counts), 0.5, atol=0.01)
+    np.testing.assert_allclose(quantile_from_histogram(edges, counts, 0.999), 4 + 3.090 * 0.7, atol=0.02)
+    wavenumber = np.arange(33) / 64.0
+    power = np.ones(33)
+    assert smallest_octave_power_ratio(0.5 * power, power, wavenumber, spacing_km=1.0) == pytest.approx(0.5)
+
+
+def test_compare_distributions_of_a_calibrated_case(tmp_path):
+    ens, truth, _ = fx.write_case(tmp_path, times=6, members=4, shape=(32, 32))
+    spectra, histograms, summary = compare_distributions(collect(ens, truth), max_times=4)
+    assert spectra["u"].dims == ("source", "member", "wavenumber")
+    assert list(spectra["source"].values) == ["truth", "corrdiff", "regression"]
+    assert np.isnan(spectra["u"].sel(source="truth").values[1:]).all()  # truth has one member
+    assert histograms["u"].sel(source="corrdiff").sum() == 4 * 4 * 32 * 32
+    # members are truth-like: small-scale power within a few percent; the mean field lacks the noise's power
+    ratio = summary["power_ratio_smallest_octave"]
+    np.testing.assert_allclose(ratio.sel(model="corrdiff").values, 1.0, atol=0.08)
+    assert (ratio.sel(model="regression") < ratio.sel(model="corrdiff")).all()
+    assert (summary["wasserstein"].sel(model="corrdiff") < summary["wasserstein"].sel(model="regression")).all()
+    assert summary.attrs["summary_times"] == 4

@@ -58,10 +58,11 @@ def sorted_anomaly(ensemble: np.ndarray, obs: np.ndarray, member_axis: int = 0) 
 
 def _crps_of_sorted_anomaly(anomaly: np.ndarray) -> np.ndarray:
     """CRPS from sorted (..., member) anomalies: E|X − y| − ½E|X − X'|, with
-    ½E|X − X'| = Σ_i (2i − M − 1) x_(i) / M² for members sorted x_(1) ≤ … ≤ x_(M)."""
+    ½E|X − X'| = Σ_i (2i − M − 1) x_(i) / M² for members sorted x_(1) ≤ … ≤ x_(M).
+    Sums over members as matrix-vector products: several times faster than numpy's reductions."""
     m = anomaly.shape[-1]
     weights = (2.0 * np.arange(1, m + 1) - m - 1).astype(anomaly.dtype) / m**2
-    return np.abs(anomaly).mean(axis=-1) - anomaly @ weights
+    return np.abs(anomaly) @ np.full(m, 1.0 / m, dtype=anomaly.dtype) - anomaly @ weights
 
 
 def crps_scoringrules(obs: np.ndarray, ensemble: np.ndarray, member_axis: int = 0) -> np.ndarray:
@@ -79,7 +80,8 @@ def field_sums(ensemble: np.ndarray, obs: np.ndarray, rng: np.random.Generator, 
     """
     m = ensemble.shape[0]
     anomaly = sorted_anomaly(ensemble, obs)  # (y, x, member)
-    error = anomaly.mean(axis=-1)
+    ones = np.ones(m, dtype=anomaly.dtype)
+    error = anomaly @ (ones / m)  # ensemble mean minus truth
     if crps == "sorted":
         crps_map = _crps_of_sorted_anomaly(anomaly)
     elif crps == "scoringrules":
@@ -89,10 +91,14 @@ def field_sums(ensemble: np.ndarray, obs: np.ndarray, rng: np.random.Generator, 
     valid = np.isfinite(error) & np.isfinite(crps_map)  # NaN truth or member: pixel left out
     pick = (lambda a: a) if bool(valid.all()) else (lambda a: a[valid])
     error_v = pick(error).astype(np.float64)
-    variance = pick(anomaly.var(axis=-1, ddof=1)).sum(dtype=np.float64) if m > 1 else np.nan
-    below = pick(np.count_nonzero(anomaly < 0, axis=-1))
-    ties = pick(np.count_nonzero(anomaly == 0, axis=-1))
-    rank = below + rng.integers(0, ties + 1) if ties.any() else below  # ties: uniform among tied slots
+    variance = np.nan
+    if m > 1:
+        centred = anomaly - error[..., None]
+        variance = pick(np.einsum("...m,...m->...", centred, centred) / (m - 1)).sum(dtype=np.float64)
+    rank = pick(((anomaly < 0) @ ones).astype(np.int64))  # members below the truth
+    if np.count_nonzero(anomaly == 0):  # ties with the truth (e.g. zero rain): uniform among the tied ranks
+        ties = pick(((anomaly == 0) @ ones).astype(np.int64))
+        rank = rank + rng.integers(0, ties + 1)
     sums = [error_v.size, np.abs(error_v).sum(), (error_v**2).sum(), error_v.sum(),
             pick(crps_map).sum(dtype=np.float64), variance]
     return np.concatenate([np.asarray(sums, dtype=np.float64),

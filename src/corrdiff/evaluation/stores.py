@@ -6,6 +6,7 @@ Every forecast is held in the ensemble layout of `corrdiff generate`: one variab
 Everything stays lazy (dask), chunked over time.
 """
 
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,7 +35,9 @@ def open_store(path) -> xr.Dataset:
         raise EvaluationError(f"{path}: no such file or store")
     try:
         if is_zarr(path):
-            ds = xr.open_zarr(path, consolidated=None, chunks={})
+            with warnings.catch_warnings():  # unconsolidated stores (written by several processes) are fine
+                warnings.filterwarnings("ignore", "Failed to open Zarr store with consolidated", RuntimeWarning)
+                ds = xr.open_zarr(path, consolidated=None, chunks={})
         else:
             ds = xr.open_dataset(path, chunks={})
     except (OSError, ValueError) as err:

@@ -131,7 +131,7 @@ def map_panels(path: Path, name: str, panels: dict[str, np.ndarray], std: np.nda
     fig = plt.figure(figsize=(PANEL[0] * ncols, PANEL[1] * nrows + 0.4), layout="constrained")
     cmap, norm = colour_scale(name, field, panels["truth"])
     fig.suptitle(f"{field.attrs.get('long_name', name)} at {when}")
-    items = [(title, values, cmap, norm, label_of(name, field)) for title, values in panels.items()]
+    items = [(title, values, cmap, norm, f"{name} [{units_of(field)}]") for title, values in panels.items()]
     if std is not None:
         finite = std[np.isfinite(std)]
         top = float(np.percentile(finite, 99.5)) if finite.size else 1.0

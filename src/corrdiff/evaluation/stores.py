@@ -211,7 +211,7 @@ def collect(predictions, truth_source, baselines=None, split: str | None = None,
             notes.append(note)
     for name, path in named.items():
         models[name] = open_forecast(path, name)
-    return align(truth, models, variables, notes)
+    return align(truth, models, variables, notes, quiet={"interp"} - set(named))
 
 
 def check_truth(truth: xr.Dataset, source, variables, predictions) -> None:
@@ -241,8 +241,10 @@ def _interpolation_or_note(truth_source, split, required: bool):
         return None, f"no interpolation baseline: {err}"
 
 
-def align(truth: xr.Dataset, models: dict[str, xr.Dataset], variables, notes=None) -> Evaluation:
-    """Restrict every model and truth to the times they all have; check that the grids match."""
+def align(truth: xr.Dataset, models: dict[str, xr.Dataset], variables, notes=None, quiet=()) -> Evaluation:
+    """Restrict every model and truth to the times they all have; check that the grids match.
+
+    Times a model loses are noted, except for models in `quiet` (derived from truth, which spans more)."""
     notes = list(notes or [])
     for name, ds in models.items():
         check_grid(ds, name, truth)
@@ -255,10 +257,10 @@ def align(truth: xr.Dataset, models: dict[str, xr.Dataset], variables, notes=Non
     if times.size == 0:
         ranges = "; ".join(f"{n} {time_range(ds)} ({source_of(ds)})" for n, ds in [("truth", truth), *models.items()])
         raise EvaluationError(f"the predictions, truth and baselines have no time in common: {ranges}")
-    for name, ds in [("truth", truth), *models.items()]:
+    for name, ds in models.items():
         dropped = ds.sizes["time"] - times.size
-        if dropped:
-            notes.append(f"{name}: {dropped} time(s) not shared by all inputs, left out")
+        if dropped and name not in quiet:
+            notes.append(f"{name}: {dropped} of its {ds.sizes['time']} times not shared by all inputs, left out")
     truth = rechunk_over_time(truth[variables].sel(time=times))
     models = {name: rechunk_over_time(ds[[v for v in variables if v in ds]].sel(time=times))
               for name, ds in models.items()}

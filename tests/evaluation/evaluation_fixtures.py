@@ -38,8 +38,8 @@ def time_axis(n: int, start: str = "2022-07-01") -> np.ndarray:
     return pd.date_range(start, periods=n, freq="6h").values.astype("datetime64[ns]")
 
 
-def coords(times, shape):
-    lat, lon = grid(shape)
+def coords(times, shape, lat_lon=None):
+    lat, lon = grid(shape) if lat_lon is None else lat_lon
     return {"time": times, "lat": (("y", "x"), lat, {"units": "degrees_north", "standard_name": "latitude"}),
             "lon": (("y", "x"), lon, {"units": "degrees_east", "standard_name": "longitude"})}
 
@@ -60,16 +60,17 @@ def write_truth(path: Path, truth: dict, times=None) -> Path:
 
 
 def write_ensemble(path: Path, ensemble: dict, regression: dict | None = None, times=None, complete=None,
-                   fmt: str = "netcdf") -> Path:
+                   fmt: str = "netcdf", lat_lon=None, attrs: dict | None = None) -> Path:
     """An ensemble file as `corrdiff generate` writes it: (time, member, y, x), `<name>_regression`, flag."""
     first = next(iter(ensemble.values()))
     times = time_axis(first.shape[0]) if times is None else times
-    data = {n: (("time", "member", "y", "x"), a, attrs_of(n)) for n, a in ensemble.items()}
+    attrs = attrs or {n: attrs_of(n) for n in ensemble}
+    data = {n: (("time", "member", "y", "x"), a, attrs[n]) for n, a in ensemble.items()}
     for n, a in (regression or {}).items():
-        data[f"{n}_regression"] = (("time", "y", "x"), a, dict(attrs_of(n), long_name=f"regression mean of {n}"))
+        data[f"{n}_regression"] = (("time", "y", "x"), a, dict(attrs[n], long_name=f"regression mean of {n}"))
     flag = np.ones(first.shape[0], np.int8) if complete is None else np.asarray(complete, np.int8)
     data["generation_complete"] = (("time",), flag)
-    ds = xr.Dataset(data, {**coords(times, first.shape[-2:]), "member": np.arange(first.shape[1])},
+    ds = xr.Dataset(data, {**coords(times, first.shape[-2:], lat_lon), "member": np.arange(first.shape[1])},
                     {"Conventions": "CF-1.10", "grid_spacing_km": 10.0})
     if fmt == "zarr":
         ds.to_zarr(path, zarr_format=3, consolidated=False)

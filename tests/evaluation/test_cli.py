@@ -50,13 +50,9 @@ def spec_case(tmp_path_factory):
         truth = test[v].values
         regression[v] = truth + rng.normal(0, 0.3, truth.shape).astype(np.float32)
         ensemble[v] = (regression[v][:, None] + rng.normal(0, 0.3, (truth.shape[0], 4, *truth.shape[1:]))).astype(np.float32)
-    path = fx.write_ensemble(folder / "ens.nc", ensemble, regression, times=test["time"].values)
-    with xr.open_dataset(path) as ds:  # the fine grid's own lat/lon and units, as generate writes them
-        ds = ds.load().assign_coords(lat=(("y", "x"), fine["XLAT"].values), lon=(("y", "x"), fine["XLONG"].values))
-    for v in ("t2m", "u10", "refl"):
-        ds[v].attrs.update(fine[v].attrs)
-    path.unlink()
-    ds.to_netcdf(path)
+    path = fx.write_ensemble(folder / "ens.nc", ensemble, regression, times=test["time"].values,
+                             lat_lon=(fine["XLAT"].values, fine["XLONG"].values),
+                             attrs={v: fine[v].attrs for v in ensemble})
     return folder, spec, path
 
 

@@ -92,3 +92,18 @@ def test_compare_distributions_of_a_calibrated_case(tmp_path):
     assert (ratio.sel(model="regression") < ratio.sel(model="corrdiff")).all()
     assert (summary["wasserstein"].sel(model="corrdiff") < summary["wasserstein"].sel(model="regression")).all()
     assert summary.attrs["summary_times"] == 4
+
+
+def test_histogram_range_from_the_scores_gives_the_same_summary(tmp_path):
+    from corrdiff.evaluation import score_models
+
+    ens, truth, arrays = fx.write_case(tmp_path, times=4, members=3, shape=(16, 16))
+    evaluation = collect(ens, truth)
+    scores = score_models(evaluation)
+    np.testing.assert_allclose(scores["truth_max"].sel(variable="u"), arrays["truth"]["u"].max(), rtol=1e-6)
+    np.testing.assert_allclose(scores["forecast_min"].sel(model="corrdiff", variable="v"),
+                               arrays["ensemble"]["v"].min(), rtol=1e-6)
+    separate = compare_distributions(evaluation, max_times=0)
+    shared = compare_distributions(evaluation, max_times=0, scores=scores)
+    xr.testing.assert_allclose(separate.summary, shared.summary)
+    xr.testing.assert_allclose(separate.histograms, shared.histograms)

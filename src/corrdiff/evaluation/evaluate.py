@@ -38,7 +38,7 @@ def evaluate(predictions, truth, baselines=None, split: str | None = None, varia
     evaluation = collect(predictions, truth, baselines, split=split, interp=interp, variables=variables)
     with dask.config.set(scheduler="threads", num_workers=workers):
         scores = score_models(evaluation, seed=seed)
-        found = compare_distributions(evaluation, max_times=spectra_times) if distributions else None
+        found = compare_distributions(evaluation, spectra_times, scores=scores) if distributions else None
     if found is not None:
         scores = scores.merge(found.summary)
         scores.attrs["summary_times"] = found.summary.attrs["summary_times"]

@@ -14,6 +14,8 @@ The rank histogram counts, over valid pixels, how many members lie below the tru
 at random with a generator seeded by (seed, time index), so results do not depend on the chunking.
 """
 
+import warnings
+
 import dask
 import dask.array as da
 import numpy as np
@@ -22,6 +24,8 @@ import xarray as xr
 from corrdiff.evaluation.stores import Evaluation
 
 SUMS = ("count", "abs_error", "squared_error", "error", "crps", "variance")
+EXTREMES = ("forecast_min", "forecast_max", "truth_min", "truth_max")  # ranges for the histograms, same pass
+STATS = len(SUMS) + len(EXTREMES)  # then the rank counts 0..M
 METRICS = {
     "mae": "mean absolute error of the ensemble mean",
     "rmse": "root-mean-square error of the ensemble mean",
@@ -73,10 +77,10 @@ def crps_scoringrules(obs: np.ndarray, ensemble: np.ndarray, member_axis: int = 
 
 
 def field_sums(ensemble: np.ndarray, obs: np.ndarray, rng: np.random.Generator, crps: str = "sorted") -> np.ndarray:
-    """Sums over the valid pixels of one time: SUMS, then the rank counts 0..M.
+    """Sums over the valid pixels of one time: SUMS, EXTREMES (over all finite values), rank counts 0..M.
 
     ensemble (member, y, x) and obs (y, x) in the variable's units; `crps` "sorted" (ours) or
-    "scoringrules" (the reference, slower); returns float64 (len(SUMS) + M + 1,).
+    "scoringrules" (the reference, slower); returns float64 (STATS + M + 1,).
     """
     m = ensemble.shape[0]
     anomaly = sorted_anomaly(ensemble, obs)  # (y, x, member)
@@ -101,7 +105,9 @@ def field_sums(ensemble: np.ndarray, obs: np.ndarray, rng: np.random.Generator, 
         rank = rank + rng.integers(0, ties + 1)
     sums = [error_v.size, np.abs(error_v).sum(), (error_v**2).sum(), error_v.sum(),
             pick(crps_map).sum(dtype=np.float64), variance]
-    return np.concatenate([np.asarray(sums, dtype=np.float64),
+    extremes = [np.fmin.reduce(ensemble, axis=None), np.fmax.reduce(ensemble, axis=None),
+                np.fmin.reduce(obs, axis=None), np.fmax.reduce(obs, axis=None)]  # fmin/fmax: NaN ignored
+    return np.concatenate([np.asarray(sums + extremes, dtype=np.float64),
                            np.bincount(rank.ravel(), minlength=m + 1).astype(np.float64)])
 
 
@@ -109,7 +115,7 @@ def _block_sums(ensemble, obs, time_index, seed, crps):
     """field_sums for each time of a block: ensemble (t, member, y, x), obs (t, y, x) → (t, stat)."""
     rows = [field_sums(ensemble[i], obs[i], np.random.default_rng([seed, int(time_index[i])]), crps)
             for i in range(ensemble.shape[0])]
-    return np.stack(rows) if rows else np.zeros((0, len(SUMS) + ensemble.shape[1] + 1))
+    return np.stack(rows) if rows else np.zeros((0, STATS + ensemble.shape[1] + 1))
 
 
 def forecast_sums(forecast: xr.DataArray, truth: xr.DataArray, seed: int = 0, crps: str = "sorted") -> xr.DataArray:
@@ -121,9 +127,9 @@ def forecast_sums(forecast: xr.DataArray, truth: xr.DataArray, seed: int = 0, cr
     index = da.arange(ens.shape[0], chunks=(ens.chunks[0],))
     members = ens.shape[1]
     sums = da.blockwise(_block_sums, "ts", ens, "tmyx", obs, "tyx", index, "t",
-                        new_axes={"s": len(SUMS) + members + 1}, concatenate=True, dtype=np.float64,
+                        new_axes={"s": STATS + members + 1}, concatenate=True, dtype=np.float64,
                         seed=seed, crps=crps)
-    stat = list(SUMS) + [f"rank_{r}" for r in range(members + 1)]
+    stat = list(SUMS) + list(EXTREMES) + [f"rank_{r}" for r in range(members + 1)]
     return xr.DataArray(sums, dims=("time", "stat"), coords={"time": forecast["time"].values, "stat": stat})
 
 
@@ -140,46 +146,58 @@ def scores_from_sums(sums: np.ndarray, members: int) -> dict[str, np.ndarray]:
 
 def score_models(evaluation: Evaluation, seed: int = 0, crps: str = "sorted") -> xr.Dataset:
     """Tidy scores of every model and variable: totals (model, variable), per time (model, variable, time),
-    rank histograms (model, variable, rank), computed in one dask pass over the data."""
+    rank histograms (model, variable, rank), value ranges; computed in one dask pass over the data."""
     models, variables = list(evaluation.models), evaluation.variables
     keys = [(m, v) for m in models for v in variables if v in evaluation.models[m]]
     lazy = [forecast_sums(evaluation.models[m][v], evaluation.truth[v], seed, crps) for m, v in keys]
     computed = dict(zip(keys, dask.compute(*[s.data for s in lazy])))
-    times = evaluation.truth["time"].values
     members = {m: evaluation.members(m) for m in models}
     shape = (len(models), len(variables))
-    total = {k: np.full(shape, np.nan) for k in METRICS}
-    by_time = {k: np.full(shape + (len(times),), np.nan) for k in METRICS}
-    ranks = np.full(shape + (max(members.values()) + 1,), np.nan)
-    count = np.zeros(shape, dtype=np.int64)
+    out = {k: np.full(shape, np.nan) for k in METRICS}
+    out |= {f"{k}_by_time": np.full(shape + (evaluation.truth.sizes["time"],), np.nan) for k in METRICS}
+    out |= {k: np.full(shape, np.nan) for k in EXTREMES}
+    out["rank_histogram"] = np.full(shape + (max(members.values()) + 1,), np.nan)
+    out["count"] = np.zeros(shape, dtype=np.int64)
     for (m, v), sums in computed.items():
         i, j = models.index(m), variables.index(v)
         for k, value in scores_from_sums(sums.sum(axis=0), members[m]).items():
-            total[k][i, j] = value
+            out[k][i, j] = value
         for k, value in scores_from_sums(sums, members[m]).items():
-            by_time[k][i, j] = value
-        ranks[i, j, : members[m] + 1] = sums[:, len(SUMS):].sum(axis=0)
-        count[i, j] = sums[:, 0].sum()
-    return _scores_dataset(evaluation, models, members, total, by_time, ranks, count)
+            out[f"{k}_by_time"][i, j] = value
+        for n, k in enumerate(EXTREMES):
+            column = sums[:, len(SUMS) + n]
+            out[k][i, j] = np.fmin.reduce(column) if k.endswith("min") else np.fmax.reduce(column)
+        out["rank_histogram"][i, j, : members[m] + 1] = sums[:, STATS:].sum(axis=0)
+        out["count"][i, j] = sums[:, 0].sum()
+    return _scores_dataset(evaluation, models, members, out)
 
 
-def _scores_dataset(evaluation, models, members, total, by_time, ranks, count) -> xr.Dataset:
+def _scores_dataset(evaluation, models, members, out) -> xr.Dataset:
     variables = evaluation.variables
     units = [str(evaluation.truth[v].attrs.get("units", evaluation.predictions[v].attrs.get("units", "")))
              for v in variables]
     data = {}
     for k, desc in METRICS.items():
         unit = "1" if k == "spread_skill" else "units of the variable"
-        data[k] = (("model", "variable"), total[k], {"long_name": f"{desc}, over all times", "units": unit})
-        data[f"{k}_by_time"] = (("model", "variable", "time"), by_time[k],
+        data[k] = (("model", "variable"), out[k], {"long_name": f"{desc}, over all times", "units": unit})
+        data[f"{k}_by_time"] = (("model", "variable", "time"), out[f"{k}_by_time"],
                                 {"long_name": f"{desc}, per time", "units": unit})
-    data["rank_histogram"] = (("model", "variable", "rank"), ranks,
+    data["rank_histogram"] = (("model", "variable", "rank"), out["rank_histogram"],
                               {"long_name": "count of valid pixels where `rank` members lie below the truth",
                                "comment": "NaN for ranks above the model's member count"})
-    data["count"] = (("model", "variable"), count, {"long_name": "valid pixels scored, all times"})
+    data["count"] = (("model", "variable"), out["count"], {"long_name": "valid pixels scored, all times"})
     data["members"] = (("model",), np.array([members[m] for m in models]), {"long_name": "ensemble members"})
+    for k in ("forecast_min", "forecast_max"):
+        data[k] = (("model", "variable"), out[k], {"long_name": f"{k.split('_')[1]}imum forecast value, all times",
+                                                   "units": "units of the variable"})
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns: a variable no model has
+        data["truth_min"] = (("variable",), np.nanmin(out["truth_min"], axis=0),
+                             {"long_name": "minimum true value, all times", "units": "units of the variable"})
+        data["truth_max"] = (("variable",), np.nanmax(out["truth_max"], axis=0),
+                             {"long_name": "maximum true value, all times", "units": "units of the variable"})
     coords = {"model": models, "variable": variables, "units": ("variable", units),
-              "time": evaluation.truth["time"].values, "rank": np.arange(ranks.shape[-1])}
+              "time": evaluation.truth["time"].values, "rank": np.arange(out["rank_histogram"].shape[-1])}
     attrs = {"title": "corrdiff scores", "Conventions": "CF-1.10", "grid_spacing_km": evaluation.spacing_km,
              "comment": "scores over all times pool every valid pixel of every time (see corrdiff.evaluation.metrics)"}
     return xr.Dataset(data, coords, attrs)

@@ -123,8 +123,11 @@ def sample_times(times: np.ndarray, max_times: int) -> np.ndarray:
 
 
 def compare_distributions(evaluation: Evaluation, max_times: int = 16, window: str | None = "hann",
-                          bins: int = HISTOGRAM_BINS) -> Distributions:
+                          bins: int = HISTOGRAM_BINS, scores: xr.Dataset | None = None) -> Distributions:
     """Spectra, histograms and their summary numbers for truth and every model, over up to max_times times.
+
+    `scores` (of `score_models`, same evaluation): its value ranges set the histograms' common range,
+    which saves a pass over the data; without it the range is found first.
 
     Returns (spectra, histograms, summary):
       spectra    `<var>` (source, member, wavenumber): time-mean spectrum of each member; source "truth"
@@ -137,7 +140,7 @@ def compare_distributions(evaluation: Evaluation, max_times: int = 16, window: s
     sources = {"truth": evaluation.truth.sel(time=times).expand_dims(member=[0], axis=1)}
     sources.update({name: ds.sel(time=times) for name, ds in evaluation.models.items()})
     variables = evaluation.variables
-    ranges = _value_ranges(sources, variables)
+    ranges = _ranges_of(scores) if scores is not None else _value_ranges(sources, variables)
     lazy_spectra, lazy_counts, edges = {}, {}, {}
     for v in variables:
         lo, hi = ranges[v]
@@ -148,6 +151,14 @@ def compare_distributions(evaluation: Evaluation, max_times: int = 16, window: s
                 lazy_counts[s, v] = da.histogram(ds[v].data, bins=edges[v])[0]
     spectra_values, counts = dask.compute(lazy_spectra, lazy_counts)
     return _assemble(evaluation, sources, times, spectra_values, counts, edges)
+
+
+def _ranges_of(scores: xr.Dataset) -> dict[str, tuple[float, float]]:
+    """(min, max) of each variable over truth and every model, from the scores' value ranges."""
+    lows = np.fmin(scores["truth_min"].values, np.fmin.reduce(scores["forecast_min"].values, axis=0))
+    highs = np.fmax(scores["truth_max"].values, np.fmax.reduce(scores["forecast_max"].values, axis=0))
+    return {str(v): (float(lo) if np.isfinite(lo) else 0.0, float(hi) if np.isfinite(hi) else 1.0)
+            for v, lo, hi in zip(scores["variable"].values, lows, highs)}
 
 
 def _value_ranges(sources: dict[str, xr.Dataset], variables) -> dict[str, tuple[float, float]]:

@@ -145,6 +145,7 @@ def _as_dataset(values: dict[str, xr.DataArray], fields: PairedFields, times) ->
     ds = xr.Dataset(values, coords={"time": times, "lat": (("y", "x"), fields.lat), "lon": (("y", "x"), fields.lon)})
     ds["lat"].attrs = {"units": "degrees_north", "standard_name": "latitude"}
     ds["lon"].attrs = {"units": "degrees_east", "standard_name": "longitude"}
+    ds.set_close(fields.close)  # closing the view closes the stores it reads from
     return ds
 
 

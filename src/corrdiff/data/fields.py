@@ -20,10 +20,11 @@ class PairedFields:
         self.spec = spec = load_spec(spec)
         if with_target and spec.targets is None:
             raise DataError(f"{spec.where}: no `targets` in the spec; training and scoring need them")
-        self.inputs = open_fields(spec, spec.inputs, "inputs")
-        self.targets = open_fields(spec, spec.targets, "targets") if with_target else []
-        self.static = open_fields(spec, spec.static, "static", static=True) if spec.static else []
-        grid_targets = self.targets or (open_fields(spec, spec.targets, "targets")
+        self._stores = []  # the opened xarray datasets, for close()
+        self.inputs = open_fields(spec, spec.inputs, "inputs", opened=self._stores)
+        self.targets = open_fields(spec, spec.targets, "targets", opened=self._stores) if with_target else []
+        self.static = open_fields(spec, spec.static, "static", static=True, opened=self._stores) if spec.static else []
+        grid_targets = self.targets or (open_fields(spec, spec.targets, "targets", opened=self._stores)
                                         if spec.targets is not None and spec.grid is None and not self.static else [])
         self.lat, self.lon = fine_grid(spec, grid_targets, self.static)
         shape = self.lat.shape
@@ -39,6 +40,11 @@ class PairedFields:
         for field in self.inputs + self.targets:  # an input and a target often share a name (t2m): keep apart
             field.times = pd.Index(time_axis(field))
         self._static_values = None
+
+    def close(self) -> None:
+        """Close the files this object opened (xarray keeps them open otherwise)."""
+        for store in self._stores:
+            store.close()
 
     # --- channels -------------------------------------------------------------------------------------
     @property

@@ -202,9 +202,12 @@ def cwa_field(spec: DatasetSpec, ds: xr.Dataset, name: str, group: str, what: st
     return Field(name, channel.rename(name), file, lat, lon)
 
 
-def open_fields(spec: DatasetSpec, source: Source, what: str, static: bool = False) -> list[Field]:
-    """The fields (channels) a source names, in the spec's order."""
+def open_fields(spec: DatasetSpec, source: Source, what: str, static: bool = False,
+                opened: list | None = None) -> list[Field]:
+    """The fields (channels) a source names, in the spec's order; the opened store is appended to `opened`."""
     ds = open_store(spec.files(source, what), what)
+    if opened is not None:
+        opened.append(ds)
     if spec.layout == "cwa" and not static:
         return [cwa_field(spec, ds, name, source.group, what) for name in source.variables]
     return [generic_field(spec, ds, name, what, static) for name in source.variables]

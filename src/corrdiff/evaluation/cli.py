@@ -89,9 +89,12 @@ def score_command(
 
     result = evaluate(predictions, truth, baseline, split=split, variables=variable, interp=interp,
                       distributions=spectra, spectra_times=spectra_times)
-    _print_scores(result)
-    if out is not None:
-        typer.echo(f"scores written: {write_scores(result.scores, out)}")
+    try:
+        _print_scores(result)
+        if out is not None:
+            typer.echo(f"scores written: {write_scores(result.scores, out)}")
+    finally:
+        result.evaluation.close()
     typer.echo(f"scored in {result.seconds:.1f} s")
 
 
@@ -115,9 +118,12 @@ def report_command(
 
     result = evaluate(predictions, truth, baseline, split=split, variables=variable, interp=interp,
                       spectra_times=spectra_times)
-    _print_scores(result)
-    write_scores(result.scores, Path(out) / "scores.nc")
-    page = write_report(result.evaluation, result.scores, result.distributions, out, when=time)
+    try:
+        _print_scores(result)
+        write_scores(result.scores, Path(out) / "scores.nc")
+        page = write_report(result.evaluation, result.scores, result.distributions, out, when=time)
+    finally:
+        result.evaluation.close()
     typer.echo(f"report written: {page}")
 
 

@@ -67,10 +67,13 @@ def demo_evaluation(spec_path, ensemble_path, out_dir, echo=print) -> dict[str, 
 
     out_dir = Path(out_dir)
     result = evaluate(ensemble_path, spec_path, spectra_times=32)
-    echo(text_table(result.scores, title=f"demo scores over {result.scores.sizes['time']} test times"))
-    for note in result.evaluation.notes:
-        echo(f"note: {note}")
-    scores = write_scores(result.scores, out_dir / "scores.nc")
-    report = write_report(result.evaluation, result.scores, result.distributions, out_dir / "report",
-                          title="corrdiff demo: evaluation")
+    try:
+        echo(text_table(result.scores, title=f"demo scores over {result.scores.sizes['time']} test times"))
+        for note in result.evaluation.notes:
+            echo(f"note: {note}")
+        scores = write_scores(result.scores, out_dir / "scores.nc")
+        report = write_report(result.evaluation, result.scores, result.distributions, out_dir / "report",
+                              title="corrdiff demo: evaluation")
+    finally:
+        result.evaluation.close()  # a rerun of the demo in this process appends to the same ensemble file
     return {"scores": scores, "report": report}

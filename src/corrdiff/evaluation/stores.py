@@ -46,6 +46,13 @@ def open_store(path) -> xr.Dataset:
     return rechunk_over_time(ds)
 
 
+def linked(derived: xr.Dataset, source: xr.Dataset) -> xr.Dataset:
+    """`derived` with `close()` closing the files of `source` (xarray does not pass it on through every
+    operation, and an open file blocks a later writer in the same process)."""
+    derived.set_close(source.close)
+    return derived
+
+
 def rechunk_over_time(ds: xr.Dataset) -> xr.Dataset:
     """Chunks of whole fields, several times per chunk, so that the largest variable's chunk is ~CHUNK_BYTES."""
     if "time" not in ds.dims:
@@ -54,7 +61,7 @@ def rechunk_over_time(ds: xr.Dataset) -> xr.Dataset:
                    default=1)
     times = int(max(1, min(ds.sizes["time"], CHUNK_BYTES // max(per_time, 1))))
     whole = {d: -1 for d in ds.dims if d != "time"}
-    return ds.chunk({"time": times, **whole})
+    return linked(ds.chunk({"time": times, **whole}), ds)
 
 
 def source_of(ds: xr.Dataset) -> str:
@@ -71,7 +78,7 @@ def only_complete_times(ds: xr.Dataset) -> xr.Dataset:
     if FLAG not in ds:
         return ds
     done = np.asarray(ds[FLAG].values, dtype=bool)
-    return ds.isel(time=np.flatnonzero(done)).drop_vars(FLAG)
+    return linked(ds.isel(time=np.flatnonzero(done)).drop_vars(FLAG), ds)
 
 
 def as_ensemble(fields: xr.Dataset, variables=None) -> xr.Dataset:
@@ -117,18 +124,18 @@ def open_interpolation(spec, split: str | None = None) -> xr.Dataset:
 
     fields = open_coarse_on_fine(load_spec(spec), split=split)
     fields.encoding["source"] = f"{spec} (bilinear interpolation)"
-    return rechunk_over_time(as_ensemble(fields))
+    return rechunk_over_time(linked(as_ensemble(fields), fields))
 
 
 def open_forecast(path, name: str) -> xr.Dataset:
     """A baseline or other forecast file: generate's layout, or plain (time, y, x) fields (one member)."""
     ds = only_complete_times(open_store(path))
     if forecast_variables(ds):
-        return ds[forecast_variables(ds)]
+        return linked(ds[forecast_variables(ds)], ds)
     fields = [n for n, v in ds.data_vars.items() if set(v.dims) == set(FIELD_DIMS)]
     if not fields:
         raise EvaluationError(f"{path} ({name}): no variable with dims {ENSEMBLE_DIMS} or {FIELD_DIMS}")
-    return as_ensemble(ds, fields)
+    return linked(as_ensemble(ds, fields), ds)
 
 
 def parse_baselines(items) -> dict[str, Path]:
@@ -174,6 +181,11 @@ class Evaluation:
     def predictions(self) -> xr.Dataset:
         return next(iter(self.models.values()))
 
+    def close(self) -> None:
+        """Close the files behind truth and the forecasts."""
+        for ds in (self.truth, *self.models.values()):
+            ds.close()
+
 
 def collect(predictions, truth_source, baselines=None, split: str | None = None, interp: bool | None = None,
             variables: list[str] | None = None) -> Evaluation:
@@ -198,7 +210,7 @@ def collect(predictions, truth_source, baselines=None, split: str | None = None,
         raise EvaluationError(f"{predictions}: no forecast variable {unknown}; it has {predicted}")
     truth = open_truth(truth_source, split)
     check_truth(truth, truth_source, variables, predictions)
-    models = {"corrdiff": pred[variables]}
+    models = {"corrdiff": linked(pred[variables], pred)}
     regression = regression_forecast(pred, variables)
     if regression is not None:
         models["regression"] = regression
@@ -261,8 +273,8 @@ def align(truth: xr.Dataset, models: dict[str, xr.Dataset], variables, notes=Non
         dropped = ds.sizes["time"] - times.size
         if dropped and name not in quiet:
             notes.append(f"{name}: {dropped} of its {ds.sizes['time']} times not shared by all inputs, left out")
-    truth = rechunk_over_time(truth[variables].sel(time=times))
-    models = {name: rechunk_over_time(ds[[v for v in variables if v in ds]].sel(time=times))
+    truth = linked(rechunk_over_time(truth[variables].sel(time=times)), truth)
+    models = {name: linked(rechunk_over_time(ds[[v for v in variables if v in ds]].sel(time=times)), ds)
               for name, ds in models.items()}
     return Evaluation(truth, models, list(variables), grid_spacing_km(models["corrdiff"], truth), notes)
 

@@ -1,12 +1,12 @@
 """The `corrdiff` command line: one command per user task, each a thin layer over the library."""
 
-import functools
 import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from corrdiff.cli_errors import user_errors
 from corrdiff.data.cli import app as data_app
 from corrdiff.evaluation.cli import baseline_app, report_command, score_command
 
@@ -31,29 +31,6 @@ SetOpt = Annotated[
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
 
 
-def user_errors(func):
-    """Turn the errors a user can fix (bad config, data, checkpoint) into one clear line and exit code 2."""
-
-    @functools.wraps(func)
-    def wrapper(*args, **kwargs):
-        from corrdiff.config import ConfigError
-        from corrdiff.inference.writer import OutputError
-        from corrdiff.training import CheckpointError, TrainingError
-
-        errors = [ConfigError, CheckpointError, TrainingError, OutputError]
-        try:
-            from corrdiff.data import DataError
-
-            errors.append(DataError)
-        except ImportError:
-            pass
-        try:
-            return func(*args, **kwargs)
-        except tuple(errors) as err:
-            typer.secho(f"error: {err}", fg="red", err=True)
-            raise typer.Exit(2) from None
-
-    return wrapper
 
 
 def _train(kind: str, config: Path, overrides, resume: bool, quiet: bool) -> None:

@@ -5,30 +5,18 @@ from typing import Annotated
 
 import typer
 
+from corrdiff.cli_errors import user_errors
+
 app = typer.Typer(help="Prepare datasets: check a spec, normalisation statistics, the embedded demo dataset.",
                   no_args_is_help=True)
 
 SpecArg = Annotated[Path, typer.Argument(help="Dataset spec (YAML): inputs, targets, static fields, splits.")]
 
 
-def _user_errors(func):
-    import functools
-
-    @functools.wraps(func)
-    def wrapper(*args, **kwargs):
-        from corrdiff.data.errors import DataError
-
-        try:
-            return func(*args, **kwargs)
-        except DataError as err:
-            typer.secho(f"error: {err}", fg="red", err=True)
-            raise typer.Exit(2) from None
-
-    return wrapper
 
 
 @app.command("stats")
-@_user_errors
+@user_errors
 def stats(
     spec: SpecArg,
     split: Annotated[str, typer.Option(help="Split the statistics are computed on.")] = "train",
@@ -48,7 +36,7 @@ def stats(
 
 
 @app.command("check")
-@_user_errors
+@user_errors
 def check(spec: SpecArg) -> None:
     """Open a spec's data, match times, read one sample of each split and print a summary."""
     from corrdiff.data import PairedFields
@@ -69,7 +57,7 @@ def check(spec: SpecArg) -> None:
 
 
 @app.command("demo")
-@_user_errors
+@user_errors
 def demo(
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the demo dataset.")] = Path("demo-data"),
     force: Annotated[bool, typer.Option(help="Rebuild even if a complete dataset is there.")] = False,

@@ -4,11 +4,12 @@ The main CLI registers `score_command` and `report_command` as `score` and `repo
 `baseline_app` as `baseline`.
 """
 
-import functools
 from pathlib import Path
 from typing import Annotated
 
 import typer
+
+from corrdiff.cli_errors import user_errors
 
 baseline_app = typer.Typer(help="Baselines written in the same NetCDF layout as `corrdiff generate`.",
                            no_args_is_help=True)
@@ -31,27 +32,6 @@ OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Output file: NetCDF (
 BaselineSplitOpt = Annotated[str, typer.Option(help="Split whose times are predicted.")]
 
 
-def user_errors(func):
-    """Errors a user can fix (inputs that do not fit together, bad data) as one red line and exit code 2."""
-
-    @functools.wraps(func)
-    def wrapper(*args, **kwargs):
-        from corrdiff.evaluation.stores import EvaluationError
-
-        errors = [EvaluationError]
-        try:
-            from corrdiff.data import DataError
-
-            errors.append(DataError)
-        except ImportError:
-            pass
-        try:
-            return func(*args, **kwargs)
-        except tuple(errors) as err:
-            typer.secho(f"error: {err}", fg="red", err=True)
-            raise typer.Exit(2) from None
-
-    return wrapper
 
 
 def _print_scores(result) -> None:

@@ -89,6 +89,13 @@ def _import_cartopy_early() -> None:
 _import_cartopy_early()
 
 
+def _panels(n: int):
+    """A figure with one panel per variable, at most three per row; unused panels hidden by the caller."""
+    nrows, ncols = _grid(3, n)
+    return plt.subplots(nrows, ncols, figsize=(PANEL[0] * ncols, PANEL[1] * nrows + 0.3),
+                        layout="constrained", squeeze=False)
+
+
 def _grid(ncols_max: int, n: int) -> tuple[int, int]:
     ncols = min(ncols_max, n)
     return math.ceil(n / ncols), ncols
@@ -171,9 +178,7 @@ def _draw_coastlines(ax, shapefile: Path) -> None:
 def spectra_figure(path: Path, spectra: xr.Dataset, fields: xr.Dataset, spacing_km: float) -> Path:
     """Isotropic power spectra per variable against wavelength (km): truth, models, every CorrDiff member."""
     variables = [v for v in fields.data_vars if v in spectra]
-    nrows, ncols = _grid(3, len(variables))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(PANEL[0] * ncols, PANEL[1] * nrows + 0.3),
-                             layout="constrained", squeeze=False)
+    fig, axes = _panels(len(variables))
     wavelength = spectra["wavelength"].values
     keep = (spectra["wavenumber"].values > 0) & (wavelength >= 2 * spacing_km * (1 - 1e-9))
     for ax, v in zip(axes.ravel(), variables):
@@ -207,9 +212,7 @@ def spectra_figure(path: Path, spectra: xr.Dataset, fields: xr.Dataset, spacing_
 def pdf_figure(path: Path, histograms: xr.Dataset, fields: xr.Dataset, display_bins: int = 80) -> Path:
     """Value distributions (probability density, log scale) per variable: truth and every model."""
     variables = [v for v in fields.data_vars if v in histograms]
-    nrows, ncols = _grid(3, len(variables))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(PANEL[0] * ncols, PANEL[1] * nrows + 0.3),
-                             layout="constrained", squeeze=False)
+    fig, axes = _panels(len(variables))
     for ax, v in zip(axes.ravel(), variables):
         edges = histograms[f"{v}_edges"].values
         group = max(1, (edges.size - 1) // display_bins)  # coarser bins for display: fine ones are noisy
@@ -239,9 +242,7 @@ def rank_histogram_figure(path: Path, scores: xr.Dataset) -> Path:
     """Rank histograms of every ensemble model (more than one member), normalised so that flat = 1."""
     ensembles = [m for m in scores["model"].values if int(scores["members"].sel(model=m)) > 1]
     variables = list(scores["variable"].values)
-    nrows, ncols = _grid(3, len(variables))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(PANEL[0] * ncols, PANEL[1] * nrows + 0.3),
-                             layout="constrained", squeeze=False)
+    fig, axes = _panels(len(variables))
     for ax, v in zip(axes.ravel(), variables):
         width = 0.8 / max(len(ensembles), 1)
         for i, model in enumerate(ensembles):
@@ -268,9 +269,7 @@ def spread_skill_figure(path: Path, scores: xr.Dataset) -> Path:
     """Per-time corrected spread against RMSE of the ensemble mean, with the 1:1 line."""
     ensembles = [m for m in scores["model"].values if int(scores["members"].sel(model=m)) > 1]
     variables = list(scores["variable"].values)
-    nrows, ncols = _grid(3, len(variables))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(PANEL[0] * ncols, PANEL[1] * nrows + 0.3),
-                             layout="constrained", squeeze=False)
+    fig, axes = _panels(len(variables))
     for ax, v in zip(axes.ravel(), variables):
         units = str(scores["units"].sel(variable=v).values)
         top = 0.0
@@ -301,9 +300,7 @@ def spread_skill_figure(path: Path, scores: xr.Dataset) -> Path:
 def scores_by_time_figure(path: Path, scores: xr.Dataset) -> Path:
     """CRPS per time of every model (for one member the CRPS is the MAE)."""
     variables = list(scores["variable"].values)
-    nrows, ncols = _grid(3, len(variables))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(PANEL[0] * ncols, PANEL[1] * nrows + 0.3),
-                             layout="constrained", squeeze=False)
+    fig, axes = _panels(len(variables))
     times = scores["time"].values
     for ax, v in zip(axes.ravel(), variables):
         for i, model in enumerate(scores["model"].values):

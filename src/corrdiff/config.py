@@ -65,7 +65,8 @@ class TrainSection(Section):
     ema_halflife_samples: float = Field(2000.0, gt=0, description="EMA half-life, in training samples")
     ema_rampup: float | None = Field(0.05, description="half-life ≤ rampup × samples seen so far")
     precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 autocast on CUDA, fp32 on CPU")
-    compile: bool = False
+    compile: bool = Field(False, description="torch.compile the network (eager, with a warning, if unavailable)")
+    channels_last: Literal["auto"] | bool = Field("auto", description="NHWC memory format; auto: on CUDA only")
     seed: int = 0
     num_workers: int = Field(0, ge=0)
     patch_shape: tuple[int, int] | None = Field(None, description="train on random patches of this (h, w)")
@@ -109,6 +110,10 @@ class GenerateSection(Section):
     format: Literal["netcdf", "zarr"] = "netcdf"
     patch_shape: tuple[int, int] | None = None
     patch_overlap: tuple[int, int] = (8, 8)
+    precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 autocast on CUDA, fp32 on CPU")
+    channels_last: Literal["auto"] | bool = Field("auto", description="NHWC memory format; auto: on CUDA only")
+    compile: bool = Field(False, description="torch.compile the denoiser (eager, with a warning, if unavailable)")
+    cuda_graphs: Literal["auto"] | bool = Field("auto", description="replay the denoiser from a CUDA graph; auto: on CUDA")
 
 
 class RunConfig(Section):

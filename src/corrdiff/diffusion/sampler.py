@@ -11,6 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from corrdiff.perf import FastDenoiser, prepare_denoiser
+
 Denoise = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 """D(x, sigma) -> denoised x; x (batch, C, H, W), sigma (batch,). Conditioning is closed over."""
 
@@ -73,8 +75,7 @@ def edm_sample(
     device = torch.device(device) if device is not None else torch.device("cpu")
     if generators is None:
         generators = [member_generator(seed, k, device) for k in members]
-    sigmas = karras_sigmas(config, device)
-    sigma_list = sigmas.tolist()  # host copies: the step logic branches on them without device syncs
+    sigma_list = karras_sigmas(config).tolist()  # on the host: the step logic branches on them, no device syncs
     batch = len(generators)
     if latents is None:
         latents = _randn(shape, generators, device)
@@ -109,13 +110,18 @@ def sample_ensemble(
     config: SamplerConfig = SamplerConfig(),
     batch_size: int | None = None,
     patcher=None,
+    fast=None,
 ) -> torch.Tensor:
     """CorrDiff ensemble μ + r for one time: (len(members), C, H, W).
 
     `mean` (1, C, H, W) is the regression prediction μ, `condition` (1, C_cond, H, W) the diffusion
     condition; members are generated `batch_size` at a time (all at once by default). With a
     `patcher` (corrdiff.diffusion.patching.PatchedDenoiser), the denoiser runs on stitched patches.
+    `fast` (corrdiff.perf.FastPath) runs the denoiser on the fast path; to keep compiled code and CUDA
+    graphs across calls, wrap the denoiser once with `corrdiff.perf.prepare_denoiser` instead.
     """
+    if fast is not None and not isinstance(denoiser, FastDenoiser):
+        denoiser = prepare_denoiser(denoiser, fast)
     device = mean.device
     members = list(members)
     batch_size = batch_size or len(members)

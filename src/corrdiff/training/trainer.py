@@ -13,6 +13,7 @@ from tqdm import tqdm
 
 from corrdiff import __version__
 from corrdiff.config import dump_config, RunConfig, TrainSection
+from corrdiff.perf import compile_module, FastPath, to_channels_last
 from corrdiff.training import checkpoint as ckpt
 from corrdiff.training.distributed import all_reduce_mean, barrier, broadcast_flag, DistInfo
 from corrdiff.training.ema import EMA
@@ -48,16 +49,22 @@ class Trainer:
         self.train_set, self.val_set, self.info = train_set, val_set, info
         self.run_dir, self.model_meta, self.progress = run_dir, model_meta, progress
         self.device = info.device
+        self.fast = FastPath.resolve(self.device, section.precision, section.channels_last, section.compile,
+                                     cuda_graphs=False)
         self.net = task.net.to(self.device)
         if getattr(task, "regression", None) is not None:
             task.regression.to(self.device)
+            if self.fast.channels_last:
+                to_channels_last(task.regression)
+        if self.fast.channels_last:  # before the EMA copy and the optimizer, which follow the weights' layout
+            to_channels_last(self.net)
         self.ema = EMA(self.net, section.ema_halflife_samples, section.ema_rampup)
         self.module = self.net
         if info.world_size > 1:
             device_ids = [self.device.index] if self.device.type == "cuda" else None
             self.module = DistributedDataParallel(self.net, device_ids=device_ids)
-        if section.compile:
-            self.module = compile_or_fallback(self.module)
+        if self.fast.compile:
+            self.module = compile_module(self.module)
         self.optimizer = torch.optim.AdamW(
             self.net.parameters(), lr=section.lr, betas=section.betas, weight_decay=section.weight_decay
         )
@@ -238,13 +245,3 @@ def _main_thread() -> bool:
 
     return threading.current_thread() is threading.main_thread()
 
-
-def compile_or_fallback(module):
-    """torch.compile the module; if the compiler is unavailable, warn and use it uncompiled."""
-    try:
-        return torch.compile(module)
-    except Exception as err:  # the compiler's absence shows up as many exception types
-        import warnings
-
-        warnings.warn(f"torch.compile unavailable ({err}); training uncompiled", stacklevel=2)
-        return module

@@ -1,0 +1,185 @@
+"""The fast path: switches that make training and sampling faster without changing the method.
+
+Each switch is independent and off in `FastPath()` (the plain path: float32, NCHW, eager, no graphs):
+
+- `bf16`: autocast to bfloat16 (matrix products and convolutions; norms and the EDM boundary stay
+  float32). Results differ from float32 by bf16 rounding (about 1e-2 relative), see tests/test_perf.py.
+- `channels_last`: NHWC memory format for the UNet's weights and activations; the same arithmetic in
+  another order (about 1e-6 relative in float32). Faster convolutions on CUDA tensor cores and in oneDNN
+  on CPU (training, see docs/benchmarks.md).
+- `compile`: `torch.compile` of the network; when the compiler is unavailable or fails on the first call,
+  a warning is given and the network runs eagerly (`CompiledOrEager`).
+- `cuda_graphs`: the sampler's denoiser call, whose shapes are fixed for a whole ensemble, is captured once
+  in a CUDA graph and replayed (`GraphedDenoiser`); CUDA only.
+
+Members are batched by the sampler itself (`sample_ensemble(batch_size=...)`), and its loop makes no
+host-device synchronisation: noise levels are host floats, every tensor op is queued asynchronously.
+"""
+
+import contextlib
+import warnings
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import nn
+
+Auto = Literal["auto"] | bool
+
+
+@dataclass(frozen=True)
+class FastPath:
+    """Which optimisations to apply; `FastPath()` is the plain path."""
+
+    bf16: bool = False
+    channels_last: bool = False
+    compile: bool = False
+    cuda_graphs: bool = False
+
+    @classmethod
+    def resolve(cls, device, precision: str = "auto", channels_last: Auto = "auto", compile: bool = False,
+                cuda_graphs: Auto = "auto") -> "FastPath":
+        """Switches for `device` from config values; "auto" turns bf16, channels_last and graphs on for CUDA.
+
+        `precision` is "auto", "fp32" or "bf16". CUDA graphs asked for on another device are dropped with
+        a warning (a config may be shared between a GPU cluster and a laptop).
+        """
+        on_cuda = torch.device(device).type == "cuda"
+        if precision not in ("auto", "fp32", "bf16"):
+            raise ValueError(f"precision must be 'auto', 'fp32' or 'bf16', got {precision!r}")
+        graphs = on_cuda if cuda_graphs == "auto" else bool(cuda_graphs)
+        if graphs and not on_cuda:
+            warnings.warn(f"cuda_graphs needs a CUDA device, not {device}; running without graphs", stacklevel=2)
+            graphs = False
+        return cls(
+            bf16=precision == "bf16" or (precision == "auto" and on_cuda),
+            channels_last=on_cuda if channels_last == "auto" else bool(channels_last),
+            compile=bool(compile),
+            cuda_graphs=graphs,
+        )
+
+
+def autocast(enabled: bool, device, cache_enabled: bool = True):
+    """bf16 autocast on `device` when enabled, else a no-op context."""
+    if not enabled:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16, cache_enabled=cache_enabled)
+
+
+def to_channels_last(module: nn.Module) -> nn.Module:
+    """Store the module's 4-D weights as NHWC, in place; convolutions then produce NHWC activations."""
+    return module.to(memory_format=torch.channels_last)
+
+
+class CompiledOrEager(nn.Module):
+    """`torch.compile(module)`, falling back to the eager module (with a warning) if compiling fails.
+
+    torch.compile is lazy: a missing C++ compiler or Triton shows only at the first call, so the fallback
+    wraps the calls, not just the construction. Once it has fallen back it stays eager. Attribute access
+    and state dicts go to the wrapped module (`.module`).
+    """
+
+    def __init__(self, module: nn.Module, **compile_kwargs):
+        super().__init__()
+        self.module = module
+        self.compiled = None
+        self.failed = False
+        try:
+            self.compiled = torch.compile(module, **compile_kwargs)
+        except Exception as err:  # the compiler's absence shows up as many exception types
+            self._fall_back(err)
+
+    def _fall_back(self, err: Exception) -> None:
+        self.failed = True
+        self.compiled = None
+        warnings.warn(f"torch.compile unavailable ({type(err).__name__}: {err}); running eagerly", stacklevel=3)
+
+    def forward(self, *args, **kwargs):
+        if self.compiled is None:
+            return self.module(*args, **kwargs)
+        try:
+            return self.compiled(*args, **kwargs)
+        except torch.OutOfMemoryError:
+            raise  # not the compiler's fault: eager would run out too
+        except Exception as err:
+            self._fall_back(err)
+            return self.module(*args, **kwargs)
+
+
+def compile_module(module: nn.Module, **compile_kwargs) -> nn.Module:
+    """`module` compiled with torch.compile, or eager if the compiler is unavailable (see CompiledOrEager)."""
+    return CompiledOrEager(module, **compile_kwargs)
+
+
+class FastDenoiser(nn.Module):
+    """A denoiser D(x, sigma, condition, positions) run on the fast path; same call, float32 out.
+
+    Built once per process by `prepare_denoiser`, it owns the channels-last conversion, the compiled
+    network and the CUDA graphs (one per input shape, kept across calls).
+    """
+
+    def __init__(self, denoiser: nn.Module, fast: FastPath):
+        super().__init__()
+        self.fast = fast
+        self.denoiser = denoiser
+        if fast.channels_last:
+            to_channels_last(denoiser)
+        self.net = compile_module(denoiser) if fast.compile else denoiser
+        self.graphs: dict[tuple, GraphedDenoiser] = {}
+
+    def forward(self, x, sigma, condition=None, positions=None):
+        if self.fast.cuda_graphs and x.is_cuda and positions is None:
+            key = (tuple(x.shape), tuple(sigma.shape), None if condition is None else tuple(condition.shape))
+            if key not in self.graphs:
+                self.graphs[key] = GraphedDenoiser(self._eager_call)
+            return self.graphs[key](x, sigma, condition)
+        return self._eager_call(x, sigma, condition, positions)
+
+    def _eager_call(self, x, sigma, condition=None, positions=None):
+        # The autocast cache must be off inside a CUDA graph capture (cast weights would be captured stale).
+        with autocast(self.fast.bf16, x.device, cache_enabled=not self.fast.cuda_graphs):
+            return self.net(x, sigma, condition, positions).to(torch.float32)
+
+
+def prepare_denoiser(denoiser: nn.Module, fast: FastPath | None) -> nn.Module:
+    """The denoiser to sample with: unchanged on the plain path, else wrapped in a FastDenoiser."""
+    if fast is None or fast == FastPath():
+        return denoiser
+    return FastDenoiser(denoiser, fast)
+
+
+class GraphedDenoiser:
+    """A denoiser call replayed from one CUDA graph; the inputs are copied into static buffers each call.
+
+    The first call runs eagerly on a side stream (which also warms up cuDNN and the compiler) and returns
+    that result, then captures the graph; later calls with inputs of the same shapes replay it. The
+    returned tensor is a copy: the graph's output buffer is overwritten by the next replay.
+    """
+
+    def __init__(self, call):
+        self.call = call
+        self.graph = None
+
+    def __call__(self, x: torch.Tensor, sigma: torch.Tensor, condition: torch.Tensor | None) -> torch.Tensor:
+        if self.graph is None:
+            return self._capture(x, sigma, condition)
+        self.static_x.copy_(x)
+        self.static_sigma.copy_(sigma)
+        if condition is not None:
+            self.static_condition.copy_(condition)
+        self.graph.replay()
+        return self.static_out.clone()
+
+    def _capture(self, x, sigma, condition):
+        self.static_x, self.static_sigma = x.clone(), sigma.clone()
+        self.static_condition = None if condition is None else condition.clone()
+        side = torch.cuda.Stream(device=x.device)
+        side.wait_stream(torch.cuda.current_stream(x.device))
+        with torch.cuda.stream(side):
+            first = self.call(self.static_x, self.static_sigma, self.static_condition)
+        torch.cuda.current_stream(x.device).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            self.static_out = self.call(self.static_x, self.static_sigma, self.static_condition)
+        self.graph = graph
+        return first

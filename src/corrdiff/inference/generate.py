@@ -14,6 +14,7 @@ from corrdiff.diffusion import EDMPrecond, PatchedDenoiser, SamplerConfig, sampl
 from corrdiff.diffusion.conditioning import diffusion_condition, with_global_context
 from corrdiff.inference.writer import EnsembleWriter, FLAG
 from corrdiff.models import UNetConfig
+from corrdiff.perf import autocast, FastPath, prepare_denoiser, to_channels_last
 from corrdiff.training import checkpoint as ckpt
 from corrdiff.training.distributed import barrier, DistInfo, init_distributed, shutdown
 from corrdiff.training.loop import derive_seed
@@ -26,10 +27,11 @@ class Models:
     """The two networks of a CorrDiff run, ready to sample, with what the checkpoints say about them."""
 
     regression: torch.nn.Module
-    denoiser: EDMPrecond
+    denoiser: torch.nn.Module  # EDMPrecond, or a corrdiff.perf.FastDenoiser around it
     unet: UNetConfig
     meta: dict
     provenance: dict
+    fast: FastPath = FastPath()
 
 
 def load_models(regression_path, diffusion_path, device) -> Models:
@@ -72,7 +74,8 @@ def select_times(dataset_times: np.ndarray, requested: list[str] | None) -> list
 def downscale(models: Models, condition: torch.Tensor, members: int, seed: int, sampler: SamplerConfig,
               member_batch: int | None = None, patcher: PatchedDenoiser | None = None):
     """Regression mean (1, C, H, W) and ensemble (members, C, H, W), normalised, for one condition (1, C_in, H, W)."""
-    mean = models.regression(condition).to(torch.float32)
+    with autocast(models.fast.bf16, condition.device):
+        mean = models.regression(condition).to(torch.float32)
     cond = diffusion_condition(condition, mean, models.unet.condition_on_mean)
     if models.unet.global_context and patcher is None:
         cond = with_global_context(cond, cond)
@@ -113,6 +116,10 @@ def _generate(config, regression_path, diffusion_path, out, times, dataset, prog
               inputs=None) -> Path:
     gen = config.generate
     models = load_models(regression_path, diffusion_path, info.device)
+    models.fast = FastPath.resolve(info.device, gen.precision, gen.channels_last, gen.compile, gen.cuda_graphs)
+    models.denoiser = prepare_denoiser(models.denoiser, models.fast)  # once: compiled code and graphs are kept
+    if models.fast.channels_last:
+        to_channels_last(models.regression)
     if dataset is None:
         from corrdiff.data import Normalization
 

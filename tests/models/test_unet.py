@@ -97,3 +97,25 @@ def test_paper_preset_matches_reference_size():
         diffusion = config.build_diffusion()
     assert abs(count_parameters(diffusion) - 80.0e6) / 80.0e6 < 0.05
     assert diffusion.input_conv.in_channels == 12 + 4 + 4  # condition + noisy residual + grid channels
+
+
+def test_dropout_acts_in_training_only_and_in_place_updates_keep_gradients():
+    config = presets["tiny"].replace(dropout=0.5)
+    torch.manual_seed(0)
+    net = config.build_regression()
+    with torch.no_grad():  # make the zero-initialised output layers matter
+        for p in net.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    x = torch.randn(2, config.in_channels, *config.img_shape, requires_grad=True)
+    net.eval()
+    assert torch.equal(net(x), net(x))  # no dropout at evaluation
+    net.train()
+    assert not torch.allclose(net(x), net(x))  # a fresh mask each call
+    # The blocks update convolution outputs in place; autograd must still give the true gradient.
+    net.eval()
+    net(x).square().sum().backward()
+    direction = torch.randn_like(x)
+    eps = 1e-3
+    with torch.no_grad():
+        numeric = (net(x + eps * direction).square().sum() - net(x - eps * direction).square().sum()) / (2 * eps)
+    assert torch.allclose((x.grad * direction).sum(), numeric, rtol=2e-2)

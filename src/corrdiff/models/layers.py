@@ -58,7 +58,7 @@ class SelfAttention(nn.Module):
         q, k, v = (t.transpose(-1, -2) for t in qkv.unbind(1))  # each (batch, heads, pixels, head_dim)
         attended = F.scaled_dot_product_attention(q, k, v)
         attended = attended.transpose(-1, -2).reshape(batch, channels, height, width)
-        return self.proj(attended) + x
+        return self.proj(attended).add_(x)
 
 
 class UNetBlock(nn.Module):
@@ -96,15 +96,21 @@ class UNetBlock(nn.Module):
         self.attn = SelfAttention(out_channels, num_heads, eps) if attention else None
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor | None = None) -> torch.Tensor:
+        # In-place updates of convolution outputs are safe for autograd (a convolution's backward needs its
+        # input, not its output) and save one full-size tensor allocation each: on CPU, where every large
+        # allocation is a fresh mmap whose pages fault on first touch, that is several per cent of the time.
         orig = x
         x = self.conv0(resample(F.silu(self.norm0(x)), self.up, self.down))
         if self.affine is not None:
-            x = x + self.affine(emb).to(x.dtype)[:, :, None, None]
-        x = self.conv1(F.dropout(F.silu(self.norm1(x)), p=self.dropout, training=self.training))
+            x = x.add_(self.affine(emb).to(x.dtype)[:, :, None, None])
+        x = F.silu(self.norm1(x))
+        if self.dropout and self.training:  # F.dropout with p=0 still draws a mask and multiplies
+            x = F.dropout(x, p=self.dropout, training=True)
+        x = self.conv1(x)
         shortcut = resample(orig, self.up, self.down)
         if self.skip is not None:
             shortcut = self.skip(shortcut)
-        x = (x + shortcut) * self.skip_scale
+        x = x.add_(shortcut).mul_(self.skip_scale)
         if self.attn is not None:
-            x = self.attn(x) * self.skip_scale
+            x = self.attn(x).mul_(self.skip_scale)
         return x

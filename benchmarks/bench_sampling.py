@@ -1,0 +1,97 @@
+"""Sampling: seconds per ensemble member with the EDM Heun sampler, corrdiff against PhysicsNeMo's reference.
+
+One call draws a batch of members for one time (regression mean + sampled residual, 18 steps by default:
+35 denoiser evaluations per member). Contenders take turns (A B A B …) in one process; the table gives
+the median seconds per member and the ratio corrdiff / reference. On CUDA corrdiff also runs its fast path
+(bf16 autocast, channels-last, CUDA graphs), and the fast path's ensemble is compared with the plain one.
+
+usage: python benchmarks/bench_sampling.py [--quick] [--device cpu|cuda] [--size 448] [--batches 1 16]
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import environment, fmt_s, interleaved, pick_device, print_table, ratio, write_results  # noqa: E402
+from contenders import config_for, ours, reference, reference_available  # noqa: E402
+
+from corrdiff.diffusion import SamplerConfig, sample_ensemble  # noqa: E402
+from corrdiff.perf import FastPath, prepare_denoiser  # noqa: E402
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--size", type=int, default=None, help="square grid side (default 448 on CUDA, 32 on CPU)")
+    parser.add_argument("--batches", type=int, nargs="+", default=None, help="members per sampler call")
+    parser.add_argument("--steps", type=int, default=18)
+    parser.add_argument("--repeats", type=int, default=None)
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args(argv)
+    device = pick_device(args.device)
+    on_cuda = device.type == "cuda"
+    size = args.size or (448 if on_cuda else 32)
+    batches = args.batches or ([1] if args.quick else [1, 16] if on_cuda else [1, 4])
+    steps = 4 if args.quick and args.steps == 18 else args.steps
+    repeats = args.repeats or (1 if args.quick or not on_cuda else 3)
+    sampler = SamplerConfig(num_steps=steps)
+    why_not = reference_available()
+    if why_not:
+        print(f"reference not importable ({why_not}); timing corrdiff alone. Run `make bench` for the comparison.")
+    env = environment(device)
+    config = config_for((size, size))
+    torch.manual_seed(0)
+    contenders = {"corrdiff": ours(config, device, sampler)}
+    if not why_not:
+        contenders["reference"] = reference(config, device, sampler)
+    for c in contenders.values():
+        c.regression.eval(), c.denoiser.eval()
+    condition = torch.randn(1, config.in_channels, size, size, generator=torch.Generator().manual_seed(1)).to(device)
+    fast_error = None
+    if on_cuda:
+        plain = contenders["corrdiff"]
+        fast = prepare_denoiser(plain.denoiser, FastPath.resolve(device))
+
+        @torch.no_grad()
+        def fast_sample(cond, members, seed):
+            with torch.autocast("cuda", torch.bfloat16):
+                mean = plain.regression(cond).float()
+            return sample_ensemble(fast, mean, cond, range(members), seed, sampler)
+
+        contenders["corrdiff fast"] = ours(config, device, sampler)
+        contenders["corrdiff fast"].sample = fast_sample
+        a, b = plain.sample(condition, 2, 0), fast_sample(condition, 2, 0)
+        fast_error = float((a - b).norm() / a.norm())
+    rows, records = [], []
+    for batch in batches:
+        calls = {name: (lambda c=c, b=batch: c.sample(condition, b, 0)) for name, c in contenders.items()}
+        timed = interleaved(calls, repeats, device)
+        record = {"size": size, "steps": steps, "batch": batch}
+        for name in contenders:
+            record[name] = {**timed[name], "per_member_s": timed[name]["median_s"] / batch}
+        ref = record.get("reference", {}).get("per_member_s")
+        record["ratio_ours_over_reference"] = ref and record["corrdiff"]["per_member_s"] / ref
+        records.append(record)
+        row = [f"{size}² ×{batch} members", fmt_s(record["corrdiff"]["per_member_s"])]
+        row += [fmt_s(record["corrdiff fast"]["per_member_s"])] if on_cuda else []
+        row += [fmt_s(ref), ratio(record["corrdiff"]["per_member_s"], ref)]
+        if on_cuda:
+            row += [ratio(record["corrdiff fast"]["per_member_s"], ref)]
+        rows.append(row)
+        print(" | ".join(row), flush=True)
+    header = ["case", "corrdiff / member"] + (["fast / member"] if on_cuda else []) + ["reference / member",
+                                                                                   "ours/ref"]
+    header += ["fast/ref"] if on_cuda else []
+    note = f"; fast vs plain ensemble relative L2 {fast_error:.3g}" if fast_error is not None else ""
+    print_table(f"Sampling ({steps} Heun steps, paper preset) on {env['device']}, torch {env['torch']}, "
+                f"{env['date']}; median of {repeats} interleaved turns{note}", header, rows)
+    write_results("sampling", {"benchmark": "sampling", **env, "reference_missing": why_not, "repeats": repeats,
+                               "fast_vs_plain_relative_l2": fast_error, "records": records})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,124 @@
+"""Shared pieces of the benchmarks: device facts, interleaved timing, peak memory, tables and JSON results."""
+
+import datetime as dt
+import json
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def device_name(device: torch.device) -> str:
+    """The GPU's name, or the CPU's model name from /proc/cpuinfo."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def environment(device: torch.device) -> dict:
+    """What a result needs beside it to be compared with another: device, threads, versions, date."""
+    facts = {"date": dt.date.today().isoformat(), "device": device_name(device), "device_type": device.type,
+             "torch": torch.__version__, "python": sys.version.split()[0], "cpu_threads": torch.get_num_threads()}
+    try:
+        import physicsnemo
+
+        facts["physicsnemo"] = physicsnemo.__version__
+    except ImportError:
+        facts["physicsnemo"] = None
+    return facts
+
+
+def pick_device(requested: str | None) -> torch.device:
+    if requested:
+        return torch.device(requested)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def interleaved(calls: dict, repeats: int, device: torch.device, warmup: int = 1) -> dict[str, dict]:
+    """Time each call `repeats` times in turns (A B A B …) after `warmup` untimed turns.
+
+    Interleaving puts slow drifts of the machine (clock, other load) on every contender alike.
+    Returns per name the median and all times in seconds.
+    """
+    times = {name: [] for name in calls}
+    for turn in range(warmup + repeats):
+        for name, call in calls.items():
+            synchronize(device)
+            start = time.perf_counter()
+            call()
+            synchronize(device)
+            if turn >= warmup:
+                times[name].append(time.perf_counter() - start)
+    return {name: {"median_s": statistics.median(t), "times_s": t} for name, t in times.items()}
+
+
+def cuda_peak_mib(call, device: torch.device) -> float | None:
+    """Peak CUDA memory allocated by one call, MiB above what was allocated before it; None off CUDA."""
+    if device.type != "cuda":
+        return None
+    synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    before = torch.cuda.memory_allocated(device)
+    call()
+    synchronize(device)
+    return (torch.cuda.max_memory_allocated(device) - before) / 2**20
+
+
+def matmul_peak_tflops(device: torch.device, dtype: torch.dtype, size: int | None = None, repeats: int = 5) -> float:
+    """Measured dense matrix-multiply throughput (TFLOP/s): the yardstick for a network's achieved fraction."""
+    size = size or (8192 if device.type == "cuda" else 2048)
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+    best = float("inf")
+    for _ in range(repeats + 1):
+        synchronize(device)
+        start = time.perf_counter()
+        a @ b
+        synchronize(device)
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best / 1e12
+
+
+def print_table(title: str, header: list[str], rows: list[list]) -> None:
+    """A plain aligned table (numbers right-aligned)."""
+    cells = [[str(c) for c in header]] + [["" if c is None else str(c) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    print(f"\n{title}")
+    for k, row in enumerate(cells):
+        print("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))))
+        if k == 0:
+            print("  ".join("-" * w for w in widths))
+
+
+def write_results(name: str, payload: dict) -> Path:
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(payload, indent=1))
+    print(f"\nwritten {path}")
+    return path
+
+
+def fmt_s(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    return f"{seconds * 1e3:.1f} ms" if seconds < 1 else f"{seconds:.2f} s"
+
+
+def ratio(ours: float | None, reference: float | None) -> str:
+    return "-" if not ours or not reference else f"{ours / reference:.2f}"

@@ -2,6 +2,7 @@
 
 import datetime as dt
 import json
+import os
 import platform
 import statistics
 import sys
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-RESULTS = Path(__file__).parent / "results"
+RESULTS = Path(os.environ.get("CORRDIFF_BENCH_RESULTS", Path(__file__).parent / "results"))
 
 
 def device_name(device: torch.device) -> str:
@@ -80,19 +81,33 @@ def cuda_peak_mib(call, device: torch.device) -> float | None:
     return (torch.cuda.max_memory_allocated(device) - before) / 2**20
 
 
-def matmul_peak_tflops(device: torch.device, dtype: torch.dtype, size: int | None = None, repeats: int = 5) -> float:
-    """Measured dense matrix-multiply throughput (TFLOP/s): the yardstick for a network's achieved fraction."""
-    size = size or (8192 if device.type == "cuda" else 2048)
-    a = torch.randn(size, size, device=device, dtype=dtype)
-    b = torch.randn(size, size, device=device, dtype=dtype)
+def _best_rate(call, flops: float, device: torch.device, repeats: int) -> float:
     best = float("inf")
     for _ in range(repeats + 1):
         synchronize(device)
         start = time.perf_counter()
-        a @ b
+        call()
         synchronize(device)
         best = min(best, time.perf_counter() - start)
-    return 2 * size**3 / best / 1e12
+    return flops / best / 1e12
+
+
+def dense_peak_tflops(device: torch.device, dtype: torch.dtype, repeats: int = 5) -> dict[str, float]:
+    """Measured throughput (TFLOP/s) of a large matrix product and of a large 3×3 convolution, and the best.
+
+    The best is the yardstick for a network's achieved fraction. Both are measured because on some CPUs
+    the convolution library (oneDNN) runs far closer to the hardware's peak than the BLAS matrix product.
+    """
+    size = 8192 if device.type == "cuda" else 2048
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+    with torch.no_grad():
+        matmul = _best_rate(lambda: a @ b, 2 * size**3, device, repeats)
+        batch, channels, side = (8, 512, 64) if device.type == "cuda" else (1, 256, 64)
+        x = torch.randn(batch, channels, side, side, device=device, dtype=dtype)
+        conv = torch.nn.Conv2d(channels, channels, 3, padding=1, bias=False).to(device, dtype)
+        conv_rate = _best_rate(lambda: conv(x), 2 * batch * side * side * channels * channels * 9, device, repeats)
+    return {"matmul": matmul, "conv3x3": conv_rate, "best": max(matmul, conv_rate)}
 
 
 def print_table(title: str, header: list[str], rows: list[list]) -> None:
@@ -107,7 +122,8 @@ def print_table(title: str, header: list[str], rows: list[list]) -> None:
 
 
 def write_results(name: str, payload: dict) -> Path:
-    RESULTS.mkdir(exist_ok=True)
+    """benchmarks/results/<name>.json, or under $CORRDIFF_BENCH_RESULTS."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps(payload, indent=1))
     print(f"\nwritten {path}")

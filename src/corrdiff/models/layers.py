@@ -96,14 +96,14 @@ class UNetBlock(nn.Module):
         self.attn = SelfAttention(out_channels, num_heads, eps) if attention else None
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor | None = None) -> torch.Tensor:
-        # In-place updates of convolution outputs are safe for autograd (a convolution's backward needs its
-        # input, not its output) and save one full-size tensor allocation each: on CPU, where every large
+        # In-place updates of convolution and normalisation outputs are safe for autograd (neither op's
+        # backward needs its output) and save one full-size tensor allocation each: on CPU, where every large
         # allocation is a fresh mmap whose pages fault on first touch, that is several per cent of the time.
         orig = x
-        x = self.conv0(resample(F.silu(self.norm0(x)), self.up, self.down))
+        x = self.conv0(resample(F.silu(self.norm0(x), inplace=True), self.up, self.down))
         if self.affine is not None:
             x = x.add_(self.affine(emb).to(x.dtype)[:, :, None, None])
-        x = F.silu(self.norm1(x))
+        x = F.silu(self.norm1(x), inplace=True)
         if self.dropout and self.training:  # F.dropout with p=0 still draws a mask and multiplies
             x = F.dropout(x, p=self.dropout, training=True)
         x = self.conv1(x)

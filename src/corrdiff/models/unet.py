@@ -126,7 +126,7 @@ class SongUNet(nn.Module):
             if getattr(block, "takes_skip", False):
                 x = torch.cat([x, skips.pop()], dim=1)
             x = block(x, emb)
-        return self.out_conv(F.silu(self.out_norm(x)))
+        return self.out_conv(F.silu(self.out_norm(x), inplace=True))
 
 
 def check_size(size: tuple[int, int], divisor: int) -> None:

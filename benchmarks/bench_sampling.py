@@ -30,6 +30,7 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=18)
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--compile", action="store_true", help="CUDA: torch.compile in corrdiff's fast path")
     args = parser.parse_args(argv)
     device = pick_device(args.device)
     on_cuda = device.type == "cuda"
@@ -53,16 +54,19 @@ def main(argv=None) -> int:
     fast_error = None
     if on_cuda:
         plain = contenders["corrdiff"]
-        fast = prepare_denoiser(plain.denoiser, FastPath.resolve(device))
+        torch.manual_seed(0)  # the same weights as the plain contender; the fast path converts them in place
+        fast_contender = ours(config, device, sampler)
+        fast_contender.regression.eval(), fast_contender.denoiser.eval()
+        fast = prepare_denoiser(fast_contender.denoiser, FastPath.resolve(device, compile=args.compile))
 
         @torch.no_grad()
         def fast_sample(cond, members, seed):
             with torch.autocast("cuda", torch.bfloat16):
-                mean = plain.regression(cond).float()
+                mean = fast_contender.regression(cond).float()
             return sample_ensemble(fast, mean, cond, range(members), seed, sampler)
 
-        contenders["corrdiff fast"] = ours(config, device, sampler)
-        contenders["corrdiff fast"].sample = fast_sample
+        fast_contender.sample = fast_sample
+        contenders["corrdiff fast"] = fast_contender
         a, b = plain.sample(condition, 2, 0), fast_sample(condition, 2, 0)
         fast_error = float((a - b).norm() / a.norm())
     rows, records = [], []

@@ -69,6 +69,7 @@ def main(argv=None) -> int:
     parser.add_argument("--batches", type=int, nargs="+", default=None)
     parser.add_argument("--repeats", type=int, default=None, help="timed turns per contender")
     parser.add_argument("--quick", action="store_true", help="one small case, for a smoke run")
+    parser.add_argument("--compile", action="store_true", help="CUDA: torch.compile in corrdiff's fast path")
     args = parser.parse_args(argv)
     device = pick_device(args.device)
     on_cuda = device.type == "cuda"
@@ -81,8 +82,6 @@ def main(argv=None) -> int:
         print(f"reference not importable ({why_not}); timing corrdiff alone. Run `make bench` for the comparison.")
 
     env = environment(device)
-    dense = {p: dense_peak_tflops(device, torch.float32 if p == "fp32" else torch.bfloat16) for p in precisions}
-    peaks = {p: d["best"] for p, d in dense.items()}
     rows, records = [], []
     for size in sizes:
         config = config_for((size, size))
@@ -95,8 +94,10 @@ def main(argv=None) -> int:
                 torch.manual_seed(0)
                 contenders = {"corrdiff": ours(config, device, SamplerConfig())}
                 if on_cuda:  # the fast path as generation uses it: channels-last (bf16 from the autocast here)
-                    fast = prepare_denoiser(contenders["corrdiff"].denoiser, FastPath(channels_last=True))
+                    torch.manual_seed(0)
                     contenders["corrdiff fast"] = ours(config, device, SamplerConfig())
+                    fast = prepare_denoiser(contenders["corrdiff fast"].denoiser,
+                                            FastPath(channels_last=True, compile=args.compile))
                     contenders["corrdiff fast"].denoise = lambda x, s, c, f=fast: f(x, s, c)
                 if not why_not:
                     contenders["reference"] = reference(config, device, SamplerConfig())
@@ -111,24 +112,32 @@ def main(argv=None) -> int:
                               "parameters": contenders["corrdiff"].parameters()}
                     for name in contenders:
                         seconds = timed[name]["median_s"]
-                        record[name] = {**timed[name], "peak_mib": memory[name],
-                                        "tflops": flops / seconds / 1e12,
-                                        "fraction_of_dense_peak": flops / seconds / 1e12 / peaks[precision]}
+                        record[name] = {**timed[name], "peak_mib": memory[name], "tflops": flops / seconds / 1e12}
                     ref_s = record.get("reference", {}).get("median_s")
                     record["ratio_ours_over_reference"] = ref_s and record["corrdiff"]["median_s"] / ref_s
                     records.append(record)
                     row = [f"{size}² b{batch} {precision}", kind, fmt_s(record["corrdiff"]["median_s"])]
                     row += [fmt_s(record.get("corrdiff fast", {}).get("median_s"))] if on_cuda else []
                     row += [fmt_s(ref_s), ratio(record["corrdiff"]["median_s"], ref_s)]
-                    row += [f"{record['corrdiff']['fraction_of_dense_peak']:.0%}"]
+                    row += [f"{record['corrdiff']['tflops']:.3g}"]
                     if on_cuda:
                         row += [f"{record['corrdiff']['peak_mib']:.0f}",
                                 f"{record.get('reference', {}).get('peak_mib') or 0:.0f}"]
                     rows.append(row)
                     print(" | ".join(row), flush=True)
                 del contenders
+    # The yardstick is measured after the networks, on a machine as warm as they had it (measured first, a
+    # CPU gave half the rate it reaches later).
+    dense = {p: dense_peak_tflops(device, torch.float32 if p == "fp32" else torch.bfloat16) for p in precisions}
+    peaks = {p: d["best"] for p, d in dense.items()}
+    fastest = "corrdiff fast" if on_cuda else "corrdiff"
+    for record, row in zip(records, rows):
+        for name in ("corrdiff", "corrdiff fast", "reference"):
+            if name in record:
+                record[name]["fraction_of_dense_peak"] = record[name]["tflops"] / peaks[record["precision"]]
+        row.insert(len(row) - (2 if on_cuda else 0), f"{record[fastest]['fraction_of_dense_peak']:.0%}")
     header = ["case", "pass", "corrdiff"] + (["corrdiff fast"] if on_cuda else []) + ["reference", "ours/ref",
-                                                                                       "of dense peak"]
+                                                                                       "TFLOP/s", "of dense peak" + (" (fast)" if on_cuda else "")]
     header += ["peak MiB ours", "peak MiB ref"] if on_cuda else []
     gflops = {s: count_forward_flops((s, s)) / 1e9 for s in sizes}
     print_table(f"UNet (paper preset, denoiser) on {env['device']}, torch {env['torch']}, {env['date']}; "

@@ -162,7 +162,8 @@ def test_dynamo_traces_the_denoiser_without_graph_breaks():
 
 
 def test_resolve_auto_switches_by_device():
-    assert FastPath.resolve("cpu") == FastPath()
+    assert FastPath.resolve("cpu") == FastPath(channels_last=True)
+    assert FastPath.resolve("cpu", channels_last=False) == FastPath()
     assert FastPath.resolve("cuda") == FastPath(bf16=True, channels_last=True, cuda_graphs=True)
     assert FastPath.resolve("cpu", precision="bf16", channels_last=True, compile=True) == FastPath(
         bf16=True, channels_last=True, compile=True)

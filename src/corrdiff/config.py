@@ -66,7 +66,7 @@ class TrainSection(Section):
     ema_rampup: float | None = Field(0.05, description="half-life ≤ rampup × samples seen so far")
     precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 autocast on CUDA, fp32 on CPU")
     compile: bool = Field(False, description="torch.compile the network (eager, with a warning, if unavailable)")
-    channels_last: Literal["auto"] | bool = Field("auto", description="NHWC memory format; auto: on CUDA only")
+    channels_last: Literal["auto"] | bool = Field("auto", description="NHWC memory format; auto: on (faster on CUDA and CPU)")
     seed: int = 0
     num_workers: int = Field(0, ge=0)
     patch_shape: tuple[int, int] | None = Field(None, description="train on random patches of this (h, w)")
@@ -111,7 +111,7 @@ class GenerateSection(Section):
     patch_shape: tuple[int, int] | None = None
     patch_overlap: tuple[int, int] = (8, 8)
     precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 autocast on CUDA, fp32 on CPU")
-    channels_last: Literal["auto"] | bool = Field("auto", description="NHWC memory format; auto: on CUDA only")
+    channels_last: Literal["auto"] | bool = Field("auto", description="NHWC memory format; auto: on (faster on CUDA and CPU)")
     compile: bool = Field(False, description="torch.compile the denoiser (eager, with a warning, if unavailable)")
     cuda_graphs: Literal["auto"] | bool = Field("auto", description="replay the denoiser from a CUDA graph; auto: on CUDA")
 

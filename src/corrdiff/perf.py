@@ -1,12 +1,14 @@
 """The fast path: switches that make training and sampling faster without changing the method.
 
-Each switch is independent and off in `FastPath()` (the plain path: float32, NCHW, eager, no graphs):
+Each switch is independent and off in `FastPath()` (the plain path: float32, NCHW, eager, no graphs).
+`FastPath.resolve` gives what a config's "auto" values mean: channels-last everywhere, bf16 and CUDA graphs
+on CUDA.
 
 - `bf16`: autocast to bfloat16 (matrix products and convolutions; norms and the EDM boundary stay
   float32). Results differ from float32 by bf16 rounding (about 1e-2 relative), see tests/test_perf.py.
 - `channels_last`: NHWC memory format for the UNet's weights and activations; the same arithmetic in
-  another order (about 1e-6 relative in float32). Faster convolutions on CUDA tensor cores and in oneDNN
-  on CPU (training, see docs/benchmarks.md).
+  another order (about 1e-6 relative in float32). Faster convolutions on CUDA tensor cores, and with
+  oneDNN on CPU: 10-25% on the paper and demo networks (docs/benchmarks.md).
 - `compile`: `torch.compile` of the network; when the compiler is unavailable or fails on the first call,
   a warning is given and the network runs eagerly (`CompiledOrEager`).
 - `cuda_graphs`: the sampler's denoiser call, whose shapes are fixed for a whole ensemble, is captured once
@@ -39,7 +41,7 @@ class FastPath:
     @classmethod
     def resolve(cls, device, precision: str = "auto", channels_last: Auto = "auto", compile: bool = False,
                 cuda_graphs: Auto = "auto") -> "FastPath":
-        """Switches for `device` from config values; "auto" turns bf16, channels_last and graphs on for CUDA.
+        """Switches for `device` from config values; "auto" turns channels_last on, and bf16 and graphs on CUDA.
 
         `precision` is "auto", "fp32" or "bf16". CUDA graphs asked for on another device are dropped with
         a warning (a config may be shared between a GPU cluster and a laptop).
@@ -53,7 +55,7 @@ class FastPath:
             graphs = False
         return cls(
             bf16=precision == "bf16" or (precision == "auto" and on_cuda),
-            channels_last=on_cuda if channels_last == "auto" else bool(channels_last),
+            channels_last=True if channels_last == "auto" else bool(channels_last),
             compile=bool(compile),
             cuda_graphs=graphs,
         )

@@ -124,6 +124,20 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
+def _finish(fig, axes, used: int, title: str, path: Path) -> Path:
+    """Hide the panels after the first `used`, title the figure, save it."""
+    for ax in axes.ravel()[used:]:
+        ax.set_visible(False)
+    fig.suptitle(title, fontsize=10)
+    return _save(fig, path)
+
+
+def _ensembles(scores: xr.Dataset) -> list[tuple[str, int]]:
+    """(model, members) of every model with more than one member."""
+    members = {str(m): int(scores["members"].sel(model=m)) for m in scores["model"].values}
+    return [(model, m) for model, m in members.items() if m > 1]
+
+
 def map_panels(path: Path, name: str, panels: dict[str, np.ndarray], std: np.ndarray | None,
                lat: np.ndarray, lon: np.ndarray, field: xr.DataArray, when: str) -> Path:
     """Maps of one variable at one time: the panels on one colour scale, the ensemble std on its own."""
@@ -203,10 +217,8 @@ def spectra_figure(path: Path, spectra: xr.Dataset, fields: xr.Dataset, spacing_
         ax.set_ylabel(f"power per bin [({units_of(fields[v])})²]")
         ax.set_title(v, fontsize=10)
     axes.ravel()[0].legend(fontsize=7)
-    for ax in axes.ravel()[len(variables):]:
-        ax.set_visible(False)
-    fig.suptitle("isotropic power spectra (mean removed, Hann window); shaded: 2-4 grid spacings", fontsize=10)
-    return _save(fig, path)
+    return _finish(fig, axes, len(variables),
+                   "isotropic power spectra (mean removed, Hann window); shaded: 2-4 grid spacings", path)
 
 
 def pdf_figure(path: Path, histograms: xr.Dataset, fields: xr.Dataset, display_bins: int = 80) -> Path:
@@ -232,21 +244,17 @@ def pdf_figure(path: Path, histograms: xr.Dataset, fields: xr.Dataset, display_b
         ax.set_ylabel(f"probability density [({units_of(fields[v])})⁻¹]")
         ax.set_title(v, fontsize=10)
     axes.ravel()[0].legend(fontsize=7)
-    for ax in axes.ravel()[len(variables):]:
-        ax.set_visible(False)
-    fig.suptitle("distributions of values (log density shows the tails)", fontsize=10)
-    return _save(fig, path)
+    return _finish(fig, axes, len(variables), "distributions of values (log density shows the tails)", path)
 
 
 def rank_histogram_figure(path: Path, scores: xr.Dataset) -> Path:
     """Rank histograms of every ensemble model (more than one member), normalised so that flat = 1."""
-    ensembles = [m for m in scores["model"].values if int(scores["members"].sel(model=m)) > 1]
+    ensembles = _ensembles(scores)
     variables = list(scores["variable"].values)
     fig, axes = _panels(len(variables))
     for ax, v in zip(axes.ravel(), variables):
         width = 0.8 / max(len(ensembles), 1)
-        for i, model in enumerate(ensembles):
-            members = int(scores["members"].sel(model=model))
+        for i, (model, members) in enumerate(ensembles):
             counts = scores["rank_histogram"].sel(model=model, variable=v).values[: members + 1]
             if not np.isfinite(counts).all() or counts.sum() == 0:
                 continue
@@ -259,22 +267,19 @@ def rank_histogram_figure(path: Path, scores: xr.Dataset) -> Path:
         ax.set_title(str(v), fontsize=10)
     if ensembles:
         axes.ravel()[0].legend(fontsize=7)
-    for ax in axes.ravel()[len(variables):]:
-        ax.set_visible(False)
-    fig.suptitle("rank histograms: flat (= 1) when calibrated; U-shaped when over-confident", fontsize=10)
-    return _save(fig, path)
+    return _finish(fig, axes, len(variables),
+                   "rank histograms: flat (= 1) when calibrated; U-shaped when over-confident", path)
 
 
 def spread_skill_figure(path: Path, scores: xr.Dataset) -> Path:
     """Per-time corrected spread against RMSE of the ensemble mean, with the 1:1 line."""
-    ensembles = [m for m in scores["model"].values if int(scores["members"].sel(model=m)) > 1]
+    ensembles = _ensembles(scores)
     variables = list(scores["variable"].values)
     fig, axes = _panels(len(variables))
     for ax, v in zip(axes.ravel(), variables):
         units = str(scores["units"].sel(variable=v).values)
         top = 0.0
-        for i, model in enumerate(ensembles):
-            members = int(scores["members"].sel(model=model))
+        for i, (model, members) in enumerate(ensembles):
             rmse = scores["rmse_by_time"].sel(model=model, variable=v).values
             spread = scores["spread_by_time"].sel(model=model, variable=v).values * np.sqrt((members + 1) / members)
             ratio = float(scores["spread_skill"].sel(model=model, variable=v))
@@ -291,10 +296,8 @@ def spread_skill_figure(path: Path, scores: xr.Dataset) -> Path:
         ax.set_title(str(v), fontsize=10)
         if ensembles:
             ax.legend(fontsize=7)
-    for ax in axes.ravel()[len(variables):]:
-        ax.set_visible(False)
-    fig.suptitle("spread–skill, one point per time: on the 1:1 line when calibrated", fontsize=10)
-    return _save(fig, path)
+    return _finish(fig, axes, len(variables),
+                   "spread–skill, one point per time: on the 1:1 line when calibrated", path)
 
 
 def scores_by_time_figure(path: Path, scores: xr.Dataset) -> Path:
@@ -314,7 +317,4 @@ def scores_by_time_figure(path: Path, scores: xr.Dataset) -> Path:
         ax.tick_params(axis="x", labelrotation=30, labelsize=7)
         _tidy_numbers(ax, "y")
     axes.ravel()[0].legend(fontsize=7)
-    for ax in axes.ravel()[len(variables):]:
-        ax.set_visible(False)
-    fig.suptitle("CRPS per time (equals the MAE for one-member forecasts)", fontsize=10)
-    return _save(fig, path)
+    return _finish(fig, axes, len(variables), "CRPS per time (equals the MAE for one-member forecasts)", path)

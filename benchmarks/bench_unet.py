@@ -3,8 +3,8 @@
 The network is the diffusion denoiser of the `paper` preset (12 condition + 4 noisy channels, 4 grid
 channels, 128 base channels, [1, 2, 2, 2, 2], 4 blocks, attention at 28×28) with dropout off, at each grid
 size and batch size asked for. Both contenders get the same inputs; turns alternate (A B A B …) and the
-median of each is reported, with the ratio corrdiff / reference (below 1: corrdiff faster). Peak memory is
-measured on CUDA. The FLOPs of one forward are counted with torch's FlopCounterMode, and the achieved
+median of each is reported, with the ratio corrdiff / reference (below 1: corrdiff faster). Peak memory of
+one call is measured after the timing: allocated CUDA memory on a GPU, the resident-set high-water mark on CPU. The FLOPs of one forward are counted with torch's FlopCounterMode, and the achieved
 TFLOP/s are given as a fraction of a measured dense peak in the same precision (the best of a large matrix
 product and a large 3×3 convolution).
 
@@ -12,14 +12,18 @@ usage: python benchmarks/bench_unet.py [--quick] [--device cpu|cuda] [--sizes 64
 """
 
 import argparse
+import json
+import os
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import (cuda_peak_mib, environment, fmt_s, interleaved, dense_peak_tflops, pick_device,  # noqa: E402
+from common import (peak_mib, environment, fmt_s, interleaved, dense_peak_tflops, pick_device,  # noqa: E402
                     print_table, ratio, write_results)
 from contenders import config_for, ours, reference, reference_available  # noqa: E402
 
@@ -62,6 +66,90 @@ def cases_for(denoise, x, sigma, condition, bf16, device):
     return {"forward": forward, "forward+backward": forward_backward}
 
 
+def build_contenders(config, device, with_reference: bool, compile: bool) -> dict:
+    torch.manual_seed(0)
+    contenders = {"corrdiff": ours(config, device, SamplerConfig())}
+    # The fast path: channels-last (bf16 comes from the autocast of the bf16 rows), compiled if asked.
+    torch.manual_seed(0)
+    contenders["corrdiff fast"] = ours(config, device, SamplerConfig())
+    fast = prepare_denoiser(contenders["corrdiff fast"].denoiser, FastPath(channels_last=True, compile=compile))
+    contenders["corrdiff fast"].denoise = lambda x, s, c, f=fast: f(x, s, c)
+    if with_reference:
+        contenders["reference"] = reference(config, device, SamplerConfig())
+    return contenders
+
+
+def cases(args, on_cuda: bool):
+    """(size, batch, precision) of every measured case."""
+    sizes = args.sizes or ([64] if args.quick else [448, 128] if on_cuda else [128, 64])
+    batches = args.batches or ([1] if args.quick else [1, 8])
+    for size in sizes:
+        for batch in batches:
+            if not on_cuda and size >= 128 and batch > 1 and not args.batches:
+                continue  # a CPU forward+backward of 8 × 128² takes minutes per turn
+            for precision in ["fp32", "bf16"] if on_cuda else ["fp32"]:
+                yield size, batch, precision
+
+
+def measure_memory(contenders, x, sigma, condition, bf16, device, kind) -> dict:
+    """Peak memory of one call per contender, gradients released first (the call allocates its own)."""
+    memory = {}
+    for name, contender in contenders.items():
+        contender.denoiser.zero_grad(set_to_none=True)
+        memory[name] = peak_mib(cases_for(contender.denoise, x, sigma, condition, bf16, device)[kind], device)
+    return memory
+
+
+def cpu_memory_in_child(args, why_not) -> dict:
+    """CPU peak memory of every case, measured in a child process whose allocator returns freed blocks.
+
+    With glibc's mmap threshold fixed at 64 KiB, every large tensor is its own mapping, unmapped when freed,
+    so the resident-set high-water mark follows the live tensors (as CUDA's allocated-memory peak does)
+    instead of what the allocator kept from earlier calls.
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "memory.json"
+        command = [sys.executable, __file__, "--memory-only", str(out), "--device", "cpu"]
+        command += ["--sizes", *map(str, args.sizes)] if args.sizes else []
+        command += ["--batches", *map(str, args.batches)] if args.batches else []
+        command += ["--quick"] if args.quick else []
+        env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536")
+        result = subprocess.run(command, env=env, capture_output=True, text=True)
+        if result.returncode != 0:
+            print(f"memory measurement failed: {result.stderr[-2000:]}")
+            return {}
+        return json.loads(out.read_text())
+
+
+def memory_only(args, device, why_not) -> int:
+    results = {}
+    for size, batch, precision in cases(args, device.type == "cuda"):
+        config = config_for((size, size))
+        contenders = build_contenders(config, device, not why_not, args.compile)
+        x, sigma, condition = inputs(config, batch, device)
+        for kind in ("forward", "forward+backward"):
+            memory = measure_memory(contenders, x, sigma, condition, precision == "bf16", device, kind)
+            for name, mib in memory.items():
+                results[f"{size}/{batch}/{precision}/{kind}/{name}"] = mib
+        del contenders
+    Path(args.memory_only).write_text(json.dumps(results))
+    return 0
+
+
+def row_of(record: dict) -> list[str]:
+    ref_s = record.get("reference", {}).get("median_s")
+    row = [f"{record['size']}² b{record['batch']} {record['precision']}", record["kind"],
+           fmt_s(record["corrdiff"]["median_s"]), fmt_s(record["corrdiff fast"]["median_s"]), fmt_s(ref_s),
+           ratio(record["corrdiff"]["median_s"], ref_s), ratio(record["corrdiff fast"]["median_s"], ref_s),
+           f"{record['corrdiff fast']['tflops']:.3g}"]
+    if "fraction_of_dense_peak" in record["corrdiff fast"]:
+        row.append(f"{record['corrdiff fast']['fraction_of_dense_peak']:.0%}")
+    for name in ("corrdiff", "corrdiff fast", "reference"):
+        mib = record.get(name, {}).get("peak_mib")
+        row.append("-" if mib is None else f"{mib:.0f}")
+    return row
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
@@ -70,82 +158,68 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=None, help="timed turns per contender")
     parser.add_argument("--quick", action="store_true", help="one small case, for a smoke run")
     parser.add_argument("--compile", action="store_true", help="CUDA: torch.compile in corrdiff's fast path")
+    parser.add_argument("--memory-only", metavar="JSON", help=argparse.SUPPRESS)  # the CPU memory child
     args = parser.parse_args(argv)
     device = pick_device(args.device)
     on_cuda = device.type == "cuda"
-    sizes = args.sizes or ([64] if args.quick else [448, 128] if on_cuda else [128, 64])
-    batches = args.batches or ([1] if args.quick else [1, 8])
     repeats = args.repeats or (2 if args.quick else 10 if on_cuda else 3)
-    precisions = ["fp32", "bf16"] if on_cuda else ["fp32"]
     why_not = reference_available()
+    if args.memory_only:
+        return memory_only(args, device, why_not)
     if why_not:
         print(f"reference not importable ({why_not}); timing corrdiff alone. Run `make bench` for the comparison.")
 
     env = environment(device)
-    rows, records = [], []
-    for size in sizes:
+    records = []
+    for size, batch, precision in cases(args, on_cuda):
         config = config_for((size, size))
         flops_per_sample = count_forward_flops((size, size))
-        for batch in batches:
-            if not on_cuda and size >= 128 and batch > 1 and not args.batches:
-                continue  # a CPU forward+backward of 8 × 128² takes minutes per turn
-            for precision in precisions:
-                bf16 = precision == "bf16"
-                torch.manual_seed(0)
-                contenders = {"corrdiff": ours(config, device, SamplerConfig())}
-                # The fast path: channels-last (bf16 comes from the autocast of the bf16 rows), compiled if asked.
-                torch.manual_seed(0)
-                contenders["corrdiff fast"] = ours(config, device, SamplerConfig())
-                fast = prepare_denoiser(contenders["corrdiff fast"].denoiser,
-                                        FastPath(channels_last=True, compile=args.compile))
-                contenders["corrdiff fast"].denoise = lambda x, s, c, f=fast: f(x, s, c)
-                if not why_not:
-                    contenders["reference"] = reference(config, device, SamplerConfig())
-                x, sigma, condition = inputs(config, batch, device)
-                for kind in ("forward", "forward+backward"):
-                    calls = {name: cases_for(c.denoise, x, sigma, condition, bf16, device)[kind]
-                             for name, c in contenders.items()}
-                    timed = interleaved(calls, repeats, device)
-                    memory = {name: cuda_peak_mib(call, device) for name, call in calls.items()}
-                    flops = flops_per_sample * batch * (3 if kind == "forward+backward" else 1)
-                    record = {"size": size, "batch": batch, "precision": precision, "kind": kind, "flops": flops,
-                              "parameters": contenders["corrdiff"].parameters()}
-                    for name in contenders:
-                        seconds = timed[name]["median_s"]
-                        record[name] = {**timed[name], "peak_mib": memory[name], "tflops": flops / seconds / 1e12}
-                    ref_s = record.get("reference", {}).get("median_s")
-                    record["ratio_ours_over_reference"] = ref_s and record["corrdiff"]["median_s"] / ref_s
-                    record["ratio_fast_over_reference"] = ref_s and record["corrdiff fast"]["median_s"] / ref_s
-                    records.append(record)
-                    row = [f"{size}² b{batch} {precision}", kind, fmt_s(record["corrdiff"]["median_s"])]
-                    row += [fmt_s(record["corrdiff fast"]["median_s"]), fmt_s(ref_s),
-                            ratio(record["corrdiff"]["median_s"], ref_s), ratio(record["corrdiff fast"]["median_s"], ref_s)]
-                    row += [f"{record['corrdiff fast']['tflops']:.3g}"]
-                    if on_cuda:
-                        row += [f"{record['corrdiff']['peak_mib']:.0f}",
-                                f"{record.get('reference', {}).get('peak_mib') or 0:.0f}"]
-                    rows.append(row)
-                    print(" | ".join(row), flush=True)
-                del contenders
+        bf16 = precision == "bf16"
+        contenders = build_contenders(config, device, not why_not, args.compile)
+        x, sigma, condition = inputs(config, batch, device)
+        for kind in ("forward", "forward+backward"):
+            calls = {name: cases_for(c.denoise, x, sigma, condition, bf16, device)[kind]
+                     for name, c in contenders.items()}
+            timed = interleaved(calls, repeats, device)
+            memory = measure_memory(contenders, x, sigma, condition, bf16, device, kind) if on_cuda else {}
+            flops = flops_per_sample * batch * (3 if kind == "forward+backward" else 1)
+            record = {"size": size, "batch": batch, "precision": precision, "kind": kind, "flops": flops,
+                      "parameters": contenders["corrdiff"].parameters()}
+            for name in contenders:
+                record[name] = {**timed[name], "peak_mib": memory.get(name),
+                                "tflops": flops / timed[name]["median_s"] / 1e12}
+            ref_s = record.get("reference", {}).get("median_s")
+            record["ratio_ours_over_reference"] = ref_s and record["corrdiff"]["median_s"] / ref_s
+            record["ratio_fast_over_reference"] = ref_s and record["corrdiff fast"]["median_s"] / ref_s
+            records.append(record)
+            print(" | ".join(row_of(record)), flush=True)
+        del contenders
+    if not on_cuda:
+        memory = cpu_memory_in_child(args, why_not)
+        for record in records:
+            for name in ("corrdiff", "corrdiff fast", "reference"):
+                key = f"{record['size']}/{record['batch']}/{record['precision']}/{record['kind']}/{name}"
+                if name in record:
+                    record[name]["peak_mib"] = memory.get(key)
     # The yardstick is measured after the networks, on a machine as warm as they had it (measured first, a
     # CPU gave half the rate it reaches later).
+    precisions = sorted({r["precision"] for r in records}, reverse=True)
     dense = {p: dense_peak_tflops(device, torch.float32 if p == "fp32" else torch.bfloat16) for p in precisions}
     peaks = {p: d["best"] for p, d in dense.items()}
-    for record, row in zip(records, rows):
+    for record in records:
         for name in ("corrdiff", "corrdiff fast", "reference"):
             if name in record:
                 record[name]["fraction_of_dense_peak"] = record[name]["tflops"] / peaks[record["precision"]]
-        row.insert(len(row) - (2 if on_cuda else 0), f"{record['corrdiff fast']['fraction_of_dense_peak']:.0%}")
     header = ["case", "pass", "corrdiff", "corrdiff fast", "reference", "ours/ref", "fast/ref", "TFLOP/s (fast)",
-              "of dense peak (fast)"]
-    header += ["peak MiB ours", "peak MiB ref"] if on_cuda else []
+              "of dense peak (fast)", "peak MiB ours", "peak MiB fast", "peak MiB ref"]
+    sizes = sorted({r["size"] for r in records}, reverse=True)
     gflops = {s: count_forward_flops((s, s)) / 1e9 for s in sizes}
     print_table(f"UNet (paper preset, denoiser) on {env['device']}, torch {env['torch']}, {env['date']}; "
                 f"median of {repeats} interleaved turns; forward GFLOPs per sample: "
                 + ", ".join(f"{s}²: {g:.0f}" for s, g in gflops.items())
                 + "; dense peak (best of matmul, 3×3 conv) " + ", ".join(f"{p}: {t:.2f} TFLOP/s" for p, t in peaks.items()),
-                header, rows)
-    write_results("unet", {"benchmark": "unet", **env, "dense_peak_tflops": peaks, "reference_missing": why_not,
+                header, [row_of(r) for r in records])
+    write_results("unet", {"benchmark": "unet", **env, "dense_peak_tflops": dense, "reference_missing": why_not,
                            "forward_gflops_per_sample": gflops, "repeats": repeats, "records": records})
     return 0
 

@@ -40,6 +40,10 @@ def test_unet_benchmark_counts_flops_and_times_both_passes(results):
     assert forward["flops"] > 2 * 16 * 16 * 128 * 128 * 9
     assert kinds["forward+backward"]["flops"] == 3 * forward["flops"]
     assert forward["corrdiff"]["median_s"] > 0
+    # Peak memory (the CPU child process): a forward+backward holds activations and the gradients of ~80 M
+    # float32 parameters (over 250 MiB), far more than a forward.
+    both = kinds["forward+backward"]["corrdiff"]["peak_mib"]
+    assert both > 250 and both > 2 * forward["corrdiff"]["peak_mib"]
     assert (forward["ratio_ours_over_reference"] is None) == (data["reference_missing"] is not None)
 
 

@@ -35,6 +35,7 @@ for dep in deps:
         print(dep)
 PYEOF
 )
+echo "   (pip may report that corrdiff wants torch==2.13.0: expected here, both contenders run on $TORCH_PIN)"
 "$PY" -m pip install -q "$TORCH_PIN" "${deps[@]}"
 "$PY" -c "import torch, physicsnemo, corrdiff; print('torch', torch.__version__, '| physicsnemo', physicsnemo.__version__)"
 touch "$STAMP"

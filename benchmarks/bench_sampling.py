@@ -72,7 +72,12 @@ def main(argv=None) -> int:
     rows, records = [], []
     for batch in batches:
         calls = {name: (lambda c=c, b=batch: c.sample(condition, b, 0)) for name, c in contenders.items()}
-        timed = interleaved(calls, repeats, device)
+        try:
+            timed = interleaved(calls, repeats, device)
+        except torch.OutOfMemoryError:
+            torch.cuda.empty_cache()
+            print(f"{batch} members per call: out of memory, skipped", flush=True)
+            continue
         record = {"size": size, "steps": steps, "batch": batch}
         for name in contenders:
             record[name] = {**timed[name], "per_member_s": timed[name]["median_s"] / batch}

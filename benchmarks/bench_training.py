@@ -89,7 +89,12 @@ def main(argv=None) -> int:
                     optimizer.step()
                 return step
 
-            timed = interleaved({name: step_of(c) for name, c in contenders.items()}, repeats, device)
+            try:
+                timed = interleaved({name: step_of(c) for name, c in contenders.items()}, repeats, device)
+            except torch.OutOfMemoryError:
+                torch.cuda.empty_cache()
+                print(f"{kind} step at batch {batch}: out of memory, skipped (try --batch 4)", flush=True)
+                continue
             record = {"kind": kind, "size": size, "batch": batch, "precision": "bf16" if bf16 else "fp32",
                       "workers": args.workers}
             for name in contenders:

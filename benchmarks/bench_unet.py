@@ -170,7 +170,7 @@ def main(argv=None) -> int:
         print(f"reference not importable ({why_not}); timing corrdiff alone. Run `make bench` for the comparison.")
 
     env = environment(device)
-    records = []
+    records, skipped = [], []
     for size, batch, precision in cases(args, on_cuda):
         config = config_for((size, size))
         flops_per_sample = count_forward_flops((size, size))
@@ -180,8 +180,16 @@ def main(argv=None) -> int:
         for kind in ("forward", "forward+backward"):
             calls = {name: cases_for(c.denoise, x, sigma, condition, bf16, device)[kind]
                      for name, c in contenders.items()}
-            timed = interleaved(calls, repeats, device)
-            memory = measure_memory(contenders, x, sigma, condition, bf16, device, kind) if on_cuda else {}
+            try:
+                timed = interleaved(calls, repeats, device)
+                memory = measure_memory(contenders, x, sigma, condition, bf16, device, kind) if on_cuda else {}
+            except torch.OutOfMemoryError:  # e.g. float32 forward+backward of 8 × 448² (~80 GiB of activations)
+                for contender in contenders.values():
+                    contender.denoiser.zero_grad(set_to_none=True)
+                torch.cuda.empty_cache()
+                skipped.append(f"{size}² b{batch} {precision} {kind}")
+                print(f"{skipped[-1]}: out of memory, skipped", flush=True)
+                continue
             flops = flops_per_sample * batch * (3 if kind == "forward+backward" else 1)
             record = {"size": size, "batch": batch, "precision": precision, "kind": kind, "flops": flops,
                       "parameters": contenders["corrdiff"].parameters()}
@@ -219,8 +227,11 @@ def main(argv=None) -> int:
                 + ", ".join(f"{s}²: {g:.0f}" for s, g in gflops.items())
                 + "; dense peak (best of matmul, 3×3 conv) " + ", ".join(f"{p}: {t:.2f} TFLOP/s" for p, t in peaks.items()),
                 header, [row_of(r) for r in records])
+    if skipped:
+        print("out of memory (for at least one contender), not measured: " + "; ".join(skipped))
     write_results("unet", {"benchmark": "unet", **env, "dense_peak_tflops": dense, "reference_missing": why_not,
-                           "forward_gflops_per_sample": gflops, "repeats": repeats, "records": records})
+                           "forward_gflops_per_sample": gflops, "repeats": repeats, "records": records,
+                           "out_of_memory": skipped})
     return 0
 
 

@@ -6,7 +6,6 @@ one split over another number of processes with the same global batch, therefore
 computation; resuming only needs the weights, optimizer, EMA and scheduler state, and the step.
 """
 
-import contextlib
 import csv
 import math
 from pathlib import Path
@@ -83,14 +82,6 @@ def micro_batching(section: TrainSection, world_size: int) -> tuple[int, int]:
             f"(batch_size {section.batch_size} over {world_size} processes)"
         )
     return micro, per_rank // micro
-
-
-def autocast(section: TrainSection, device: torch.device):
-    """bf16 autocast on CUDA by default ("auto"), float32 on CPU unless bf16 is asked for."""
-    use_bf16 = section.precision == "bf16" or (section.precision == "auto" and device.type == "cuda")
-    if use_bf16:
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 class MetricsLog:

@@ -13,12 +13,11 @@ from tqdm import tqdm
 
 from corrdiff import __version__
 from corrdiff.config import dump_config, RunConfig, TrainSection
-from corrdiff.perf import compile_module, FastPath, to_channels_last
+from corrdiff.perf import autocast, compile_module, FastPath, to_channels_last
 from corrdiff.training import checkpoint as ckpt
 from corrdiff.training.distributed import all_reduce_mean, barrier, broadcast_flag, DistInfo
 from corrdiff.training.ema import EMA
 from corrdiff.training.loop import (
-    autocast,
     collate,
     derive_seed,
     lr_factor,
@@ -142,7 +141,7 @@ class Trainer:
             no_sync = self.module.no_sync() if isinstance(self.module, DistributedDataParallel) and not last \
                 else contextlib.nullcontext()
             with no_sync:
-                with autocast(self.section, self.device):
+                with autocast(self.fast.bf16, self.device):
                     loss = self.task.loss(self.module, condition, target, self.channel_weights)
                 (loss / self.accum).backward()
             total += loss.detach()
@@ -177,7 +176,7 @@ class Trainer:
         for c in range(self.info.rank, len(chunks), self.info.world_size):
             condition, target = (t.to(self.device) for t in collate([self.val_set[i] for i in chunks[c]]))
             torch.manual_seed(derive_seed(self.section.seed, VALIDATION_STREAM, c))
-            with autocast(self.section, self.device):
+            with autocast(self.fast.bf16, self.device):
                 loss = self.task.loss(self.ema.module, condition, target, self.channel_weights)
             total += torch.stack([loss.float() * len(chunks[c]), torch.tensor(float(len(chunks[c])), device=self.device)])
         total = all_reduce_mean(total, self.info)

@@ -19,12 +19,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_loader import INPUTS, TARGETS, write_data  # noqa: E402
-from common import environment, fmt_s, interleaved, pick_device, print_table, write_results  # noqa: E402
+from common import environment, interleaved, pick_device, print_table, write_results  # noqa: E402
 from contenders import config_for, ours, reference, reference_available  # noqa: E402
 
 from corrdiff.data import compute_stats, DownscalingDataset, load_spec  # noqa: E402
 from corrdiff.diffusion import SamplerConfig  # noqa: E402
-from corrdiff.perf import autocast, to_channels_last  # noqa: E402
+from corrdiff.perf import autocast, FastPath  # noqa: E402
 
 
 def batches(dataset, batch_size, workers, device):
@@ -63,12 +63,9 @@ def main(argv=None) -> int:
         spec = load_spec(write_data(Path(tmp), times=max(64, batch * (repeats + 2) * 2), size=size))
         stats = compute_stats(spec, progress=False)
         data = batches(DownscalingDataset(spec, "train", stats=stats), batch, args.workers, device)
-        torch.manual_seed(0)
         contenders = {"corrdiff": ours(config, device, SamplerConfig())}
-        # corrdiff's fast path for training (what `channels_last: auto` gives on CUDA; bf16 autocast there too)
-        torch.manual_seed(0)
-        contenders["corrdiff fast"] = ours(config, device, SamplerConfig())
-        to_channels_last(contenders["corrdiff fast"].regression), to_channels_last(contenders["corrdiff fast"].denoiser)
+        # corrdiff's fast path for training, as `channels_last: auto` gives it (bf16 from the step's autocast)
+        contenders["corrdiff fast"] = ours(config, device, SamplerConfig(), FastPath(channels_last=True))
         if not why_not:
             contenders["reference"] = reference(config, device, SamplerConfig())
         for kind in ("regression", "diffusion"):

@@ -12,6 +12,7 @@ usage: python benchmarks/bench_unet.py [--quick] [--device cpu|cuda] [--sizes 64
 """
 
 import argparse
+import functools
 import json
 import os
 import subprocess
@@ -28,9 +29,10 @@ from common import (peak_mib, environment, fmt_s, interleaved, dense_peak_tflops
 from contenders import config_for, ours, reference, reference_available  # noqa: E402
 
 from corrdiff.diffusion import SamplerConfig  # noqa: E402
-from corrdiff.perf import autocast, FastPath, prepare_denoiser  # noqa: E402
+from corrdiff.perf import autocast, FastPath  # noqa: E402
 
 
+@functools.cache  # asked for every case of a size, and again for the table
 def count_forward_flops(shape: tuple[int, int], batch: int = 1) -> int:
     """FLOPs of one denoiser forward (a multiply-add counts 2), counted on the meta device: no arithmetic."""
     config = config_for(shape)
@@ -67,13 +69,9 @@ def cases_for(denoise, x, sigma, condition, bf16, device):
 
 
 def build_contenders(config, device, with_reference: bool, compile: bool) -> dict:
-    torch.manual_seed(0)
     contenders = {"corrdiff": ours(config, device, SamplerConfig())}
     # The fast path: channels-last (bf16 comes from the autocast of the bf16 rows), compiled if asked.
-    torch.manual_seed(0)
-    contenders["corrdiff fast"] = ours(config, device, SamplerConfig())
-    fast = prepare_denoiser(contenders["corrdiff fast"].denoiser, FastPath(channels_last=True, compile=compile))
-    contenders["corrdiff fast"].denoise = lambda x, s, c, f=fast: f(x, s, c)
+    contenders["corrdiff fast"] = ours(config, device, SamplerConfig(), FastPath(channels_last=True, compile=compile))
     if with_reference:
         contenders["reference"] = reference(config, device, SamplerConfig())
     return contenders

@@ -16,6 +16,7 @@ import torch
 from corrdiff.diffusion import EDMLoss, EDMPrecond, SamplerConfig, sample_ensemble
 from corrdiff.diffusion.losses import regression_loss
 from corrdiff.models import presets, UNetConfig
+from corrdiff.perf import autocast, FastPath, prepare_denoiser, to_channels_last
 
 
 def reference_available() -> str | None:
@@ -47,23 +48,36 @@ def config_for(shape: tuple[int, int], preset: str = "paper") -> UNetConfig:
     return presets[preset].replace(img_shape=tuple(shape), dropout=0.0)
 
 
-def ours(config: UNetConfig, device, sampler: SamplerConfig) -> Contender:
+def ours(config: UNetConfig, device, sampler: SamplerConfig, fast: FastPath | None = None, seed: int = 0) -> Contender:
+    """corrdiff's networks, weights drawn from `seed` (so the plain and the fast contender hold the same ones).
+
+    With `fast`, the networks run on that fast path as generation runs them: the regression in channels-last
+    and bf16 autocast as asked, the denoiser wrapped once by `prepare_denoiser` (compiled code and CUDA graphs
+    are kept across calls). `Contender.denoiser` stays the bare EDMPrecond (its parameters, modes, gradients).
+    """
+    torch.manual_seed(seed)
     regression = config.build_regression().to(device)
     denoiser = EDMPrecond(config.build_diffusion()).to(device)
+    fast = fast or FastPath()
+    if fast.channels_last:
+        to_channels_last(regression)
+    net = prepare_denoiser(denoiser, fast)
     edm = EDMLoss()
 
     def diffusion_loss(condition, target):
         with torch.no_grad():
             mean = regression(condition)
-        return edm(denoiser, target - mean, condition)
+        return edm(net, target - mean, condition)
 
     @torch.no_grad()
     def sample(condition, members, seed):
-        mean = regression(condition)
-        return sample_ensemble(denoiser, mean, condition, range(members), seed, sampler)
+        with autocast(fast.bf16, condition.device):
+            mean = regression(condition).float()
+        return sample_ensemble(net, mean, condition, range(members), seed, sampler)
 
-    return Contender("corrdiff", regression, denoiser, lambda c, t: regression_loss(regression, c, t),
-                     diffusion_loss, sample, lambda x, s, c: denoiser(x, s, c))
+    name = "corrdiff" if fast == FastPath() else "corrdiff fast"
+    return Contender(name, regression, denoiser, lambda c, t: regression_loss(regression, c, t),
+                     diffusion_loss, sample, lambda x, s, c: net(x, s, c))
 
 
 def reference(config: UNetConfig, device, sampler: SamplerConfig) -> Contender:

@@ -11,8 +11,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from corrdiff import __version__
-from corrdiff.config import dump_config, RunConfig, TrainSection
+from corrdiff.config import RunConfig, TrainSection
 from corrdiff.perf import autocast, compile_module, FastPath, to_channels_last
 from corrdiff.training import checkpoint as ckpt
 from corrdiff.training.distributed import all_reduce_mean, barrier, broadcast_flag, DistInfo

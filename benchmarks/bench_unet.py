@@ -4,8 +4,9 @@ The network is the diffusion denoiser of the `paper` preset (12 condition + 4 no
 channels, 128 base channels, [1, 2, 2, 2, 2], 4 blocks, attention at 28×28) with dropout off, at each grid
 size and batch size asked for. Both contenders get the same inputs; turns alternate (A B A B …) and the
 median of each is reported, with the ratio corrdiff / reference (below 1: corrdiff faster). Peak memory of
-one call is measured after the timing: allocated CUDA memory on a GPU, the resident-set high-water mark on CPU. The FLOPs of one forward are counted with torch's FlopCounterMode, and the achieved
-TFLOP/s are given as a fraction of a measured dense peak in the same precision (the best of a large matrix
+one call is measured after the timing: allocated CUDA memory on a GPU; on CPU, the resident-set high-water
+mark in a child process (see cpu_memory_in_child). The FLOPs of one forward are counted with torch's
+FlopCounterMode, and the achieved TFLOP/s are given as a fraction of a measured dense peak in the same precision (the best of a large matrix
 product and a large 3×3 convolution).
 
 usage: python benchmarks/bench_unet.py [--quick] [--device cpu|cuda] [--sizes 64 128] [--batches 1 8]
@@ -223,7 +224,8 @@ def main(argv=None) -> int:
     print_table(f"UNet (paper preset, denoiser) on {env['device']}, torch {env['torch']}, {env['date']}; "
                 f"median of {repeats} interleaved turns; forward GFLOPs per sample: "
                 + ", ".join(f"{s}²: {g:.0f}" for s, g in gflops.items())
-                + "; dense peak (best of matmul, 3×3 conv) " + ", ".join(f"{p}: {t:.2f} TFLOP/s" for p, t in peaks.items()),
+                + "; dense peak (best of matmul, 3×3 conv) "
+                + ", ".join(f"{p}: {t:.2f} TFLOP/s" for p, t in peaks.items()),
                 header, [row_of(r) for r in records])
     if skipped:
         print("out of memory (for at least one contender), not measured: " + "; ".join(skipped))

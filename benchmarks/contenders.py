@@ -4,8 +4,8 @@ Each contender gives a regression network (condition → mean), a diffusion deno
 condition → denoised residual), a regression loss, a residual-diffusion loss and an ensemble sampler, all
 with one calling convention so that the benchmarks can run them turn about. The reference is PhysicsNeMo's
 CorrDiff (2.2): `SongUNetPosEmbd` (sinusoidal grid embedding, 4 channels) wrapped in `CorrDiffRegressionUNet`
-for the regression step and in `EDMPrecondSuperResolution` for the diffusion step, its `RegressionLoss` and `ResidualLoss`, and
-its `stochastic_sampler`. It is only importable in .venv-bench (see benchmarks/setup_venv.sh).
+for the regression step and in `EDMPrecondSuperResolution` for the diffusion step, its `RegressionLoss` and
+`ResidualLoss`, and its `stochastic_sampler`. It is only importable in .venv-bench (see benchmarks/setup_venv.sh).
 """
 
 from dataclasses import dataclass
@@ -96,8 +96,8 @@ def reference(config: UNetConfig, device, sampler: SamplerConfig) -> Contender:
                   attn_resolutions=list(config.attn_resolutions), dropout=config.dropout,
                   gridtype=config.grid_embedding, N_grid_channels=config.grid_channels)
     regression = CorrDiffRegressionUNet(img_resolution=[height, width], img_in_channels=in_channels,
-                      img_out_channels=config.out_channels, model_type="SongUNetPosEmbd",
-                      embedding_type="zero", **common).to(device)
+                                        img_out_channels=config.out_channels, model_type="SongUNetPosEmbd",
+                                        embedding_type="zero", **common).to(device)
     denoiser = EDMPrecondSuperResolution(img_resolution=[height, width], img_in_channels=in_channels,
                                          img_out_channels=config.out_channels, model_type="SongUNetPosEmbd",
                                          **common).to(device)

@@ -9,11 +9,8 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from corrdiff.errors import ConfigError
 from corrdiff.models.presets import presets, UNetConfig
-
-
-class ConfigError(ValueError):
-    """A run configuration that cannot be used; the message names the file and the key."""
 
 
 class Section(BaseModel):

@@ -9,7 +9,7 @@ import typer
 import xarray as xr
 from typer.testing import CliRunner
 
-from corrdiff.evaluation.cli import baseline_app, report_command, score_command
+from corrdiff.cli.evaluation import baseline_app, report_command, score_command
 
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parents[1] / "data"))

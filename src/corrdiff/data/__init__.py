@@ -1,7 +1,7 @@
 """Paired coarse/fine datasets: dataset specs, readers, regridding, normalisation and the demo dataset."""
 
 from corrdiff.data.dataset import DownscalingDataset, open_coarse_on_fine, open_targets, Sample
-from corrdiff.data.errors import DataError
+from corrdiff.errors import DataError
 from corrdiff.data.fields import PairedFields
 from corrdiff.data.spec import DatasetSpec, load_spec
 from corrdiff.data.stats import compute_stats, load_or_compute_stats, Normalization

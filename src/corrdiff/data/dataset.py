@@ -5,17 +5,19 @@ bilinearly interpolated to the fine grid, then static fields — the normalised 
 None, and the time. Position embeddings are added by the network, not here.
 """
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 import xarray as xr
 
-from corrdiff.data.errors import DataError
+from corrdiff.errors import DataError
 from corrdiff.data.fields import first_nan, PairedFields
 from corrdiff.data.spec import load_spec
 from corrdiff.data.stats import load_or_compute_stats, Normalization
 
+log = logging.getLogger(__name__)
 MEMORY_LIMIT = 1 << 30  # splits smaller than this are read once and kept in memory
 
 
@@ -137,7 +139,7 @@ class DownscalingDataset(torch.utils.data.Dataset):
         if not keep.any():
             raise DataError(f"{self.spec.where}: every time of split {self.split!r} has NaNs; nothing left to use")
         if not keep.all() and progress:
-            print(f"nan_policy drop: {int((~keep).sum())} of {len(keep)} times of split {self.split!r} left out")
+            log.info(f"nan_policy drop: {int((~keep).sum())} of {len(keep)} times of split {self.split!r} left out")
         self.times = self.times[keep]
 
 

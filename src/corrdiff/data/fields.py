@@ -7,7 +7,7 @@
 import numpy as np
 import pandas as pd
 
-from corrdiff.data.errors import DataError
+from corrdiff.errors import DataError
 from corrdiff.data.readers import fine_grid, open_fields, time_axis
 from corrdiff.data.regrid import regridder
 from corrdiff.data.spec import DatasetSpec, load_spec

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from corrdiff.data.errors import DataError
+from corrdiff.errors import DataError
 from corrdiff.data.spec import DatasetSpec, parse_variable, Source
 
 LAT_NAMES = ("lat", "latitude", "XLAT", "nav_lat")

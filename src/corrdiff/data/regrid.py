@@ -10,7 +10,7 @@ around in longitude.
 import numpy as np
 import scipy.sparse
 
-from corrdiff.data.errors import DataError
+from corrdiff.errors import DataError
 
 
 def _monotonic(values: np.ndarray, name: str, where: str) -> bool:

@@ -27,7 +27,7 @@ import pandas as pd
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator, ValidationError
 
-from corrdiff.data.errors import DataError
+from corrdiff.errors import DataError
 
 
 class _Section(BaseModel):

@@ -9,6 +9,7 @@ memory is bounded by one chunk of times.
 
 import datetime as dt
 import json
+import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +18,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from corrdiff.data.errors import DataError
+from corrdiff.errors import DataError
+
+log = logging.getLogger(__name__)
 
 
 def parse_transform(text: str | None, name: str = "?"):
@@ -226,5 +229,5 @@ def load_or_compute_stats(spec, progress: bool = True) -> Normalization:
         raise DataError(f"{spec.where}: no statistics at {path} and no `train` split to compute them from; "
                         "run `corrdiff data stats SPEC --split ...`")
     if progress:
-        print(f"no normalisation statistics at {path}: computing them from the train split (once)")
+        log.info(f"no normalisation statistics at {path}: computing them from the train split (once)")
     return compute_stats(spec, "train", progress=progress)

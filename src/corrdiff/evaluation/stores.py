@@ -13,15 +13,13 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
+from corrdiff.errors import DataError, EvaluationError
+
 REGRESSION_SUFFIX = "_regression"
 FLAG = "generation_complete"  # per-time flag of `corrdiff generate`: 1 once the time is written
 ENSEMBLE_DIMS = ("time", "member", "y", "x")
 FIELD_DIMS = ("time", "y", "x")
 CHUNK_BYTES = 64 * 2**20  # dask blocks of about this size: big enough to amortise overhead, small for memory
-
-
-class EvaluationError(RuntimeError):
-    """Inputs that cannot be evaluated together; the message names the file and variable."""
 
 
 def is_zarr(path: Path) -> bool:
@@ -243,7 +241,6 @@ def _interpolation_or_note(truth_source, split, required: bool):
     if not is_spec(truth_source):
         raise EvaluationError(f"--truth {truth_source}: the interpolation baseline needs truth given as a "
                               "dataset spec (.yaml); or write it with `corrdiff baseline interp` and pass --baseline")
-    from corrdiff.data import DataError
 
     try:
         return open_interpolation(truth_source, split), None

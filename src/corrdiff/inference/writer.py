@@ -12,12 +12,10 @@ import netCDF4
 import numpy as np
 import xarray as xr
 
+from corrdiff.errors import OutputError
+
 TIME_UNITS = "hours since 1970-01-01 00:00:00"
 FLAG = "generation_complete"
-
-
-class OutputError(RuntimeError):
-    """An output file that cannot be written or resumed; the message names it."""
 
 
 def grid_spacing_km(lat: np.ndarray, lon: np.ndarray) -> float:

@@ -19,11 +19,9 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from corrdiff.errors import CheckpointError
+
 STEP_PREFIX = "step-"
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint that cannot be written or read; the message names the path."""
 
 
 @dataclass

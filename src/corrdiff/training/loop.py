@@ -13,12 +13,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from corrdiff.config import ConfigError, TrainSection
+from corrdiff.config import TrainSection
+from corrdiff.errors import ConfigError, TrainingError
 from corrdiff.training.distributed import DistInfo
-
-
-class TrainingError(RuntimeError):
-    """Training cannot go on (non-finite loss, out of memory); the message says what to do."""
 
 
 def derive_seed(*parts: int) -> int:

@@ -1,5 +1,6 @@
 """Entry points: train the regression or the diffusion step of a run config, on one process or many."""
 
+import logging
 from pathlib import Path
 
 import torch
@@ -11,6 +12,8 @@ from corrdiff.training import checkpoint as ckpt
 from corrdiff.training.distributed import DistInfo, init_distributed
 from corrdiff.training.tasks import DiffusionTask, RegressionTask
 from corrdiff.training.trainer import file_sha256, Trainer
+
+log = logging.getLogger(__name__)
 
 
 def load_regression(path: str | Path, device="cpu"):
@@ -85,7 +88,7 @@ def run_training(kind: str, config: RunConfig, train_set, val_set, info: DistInf
         (run_dir / "config.yaml").write_text(dump_config(config))
     trainer = Trainer(task, config, section, train_set, val_set, info, run_dir, meta, progress)
     if resume and not trainer.resume() and info.is_main:
-        print(f"--resume: no checkpoint in {run_dir / 'checkpoints'} yet; starting from step 0")
+        log.info(f"--resume: no checkpoint in {run_dir / 'checkpoints'} yet; starting from step 0")
     return run_dir, trainer.fit()
 
 

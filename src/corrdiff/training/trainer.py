@@ -12,6 +12,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from corrdiff.config import RunConfig, TrainSection
+from corrdiff.errors import TrainingError
 from corrdiff.perf import autocast, compile_module, FastPath, to_channels_last
 from corrdiff.training import checkpoint as ckpt
 from corrdiff.training.distributed import all_reduce_mean, barrier, broadcast_flag, DistInfo
@@ -23,7 +24,6 @@ from corrdiff.training.loop import (
     MetricsLog,
     micro_batching,
     MicroBatches,
-    TrainingError,
 )
 
 VALIDATION_STREAM = 2**31 - 1  # seed component reserved for validation draws

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from corrdiff.cli_errors import user_errors
+from corrdiff.cli.errors import user_errors
 
 baseline_app = typer.Typer(help="Baselines written in the same NetCDF layout as `corrdiff generate`.",
                            no_args_is_help=True)
@@ -30,8 +30,6 @@ SpectraTimesOpt = Annotated[int, typer.Option(help="Times (evenly spaced) used f
 SpecArg = Annotated[Path, typer.Argument(help="Dataset spec (YAML).")]
 OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Output file: NetCDF (.nc) or Zarr (.zarr).")]
 BaselineSplitOpt = Annotated[str, typer.Option(help="Split whose times are predicted.")]
-
-
 
 
 def _print_scores(result) -> None:

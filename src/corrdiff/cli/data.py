@@ -5,14 +5,12 @@ from typing import Annotated
 
 import typer
 
-from corrdiff.cli_errors import user_errors
+from corrdiff.cli.errors import user_errors
 
 app = typer.Typer(help="Prepare datasets: check a spec, normalisation statistics, the embedded demo dataset.",
                   no_args_is_help=True)
 
 SpecArg = Annotated[Path, typer.Argument(help="Dataset spec (YAML): inputs, targets, static fields, splits.")]
-
-
 
 
 @app.command("stats")

@@ -1,14 +1,15 @@
-"""The `corrdiff` command line: one command per user task, each a thin layer over the library."""
+"""The `corrdiff` app: train, generate, demo and version here; data, score, report and baseline from beside it."""
 
+import logging
 import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from corrdiff.cli_errors import user_errors
-from corrdiff.data.cli import app as data_app
-from corrdiff.evaluation.cli import baseline_app, report_command, score_command
+from corrdiff.cli.data import app as data_app
+from corrdiff.cli.errors import user_errors
+from corrdiff.cli.evaluation import baseline_app, report_command, score_command
 
 app = typer.Typer(
     help="Generative km-scale downscaling with residual corrective diffusion (CorrDiff).",
@@ -31,6 +32,16 @@ SetOpt = Annotated[
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
 
 
+@app.callback()
+def _show_library_notes() -> None:
+    """The library reports through the `corrdiff` logger; the command line shows its notes on stderr."""
+    logger = logging.getLogger("corrdiff")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
 
 
 def _train(kind: str, config: Path, overrides, resume: bool, quiet: bool) -> None:

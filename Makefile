@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test demo bench clean
+.PHONY: venv test test-fast demo bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +18,10 @@ venv: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests
+
+# the inner loop: everything but the end-to-end tests marked slow (training runs, torchrun, demo, benchmarks)
+test-fast: $(STAMP)
+	$(PY) -m pytest -q tests -m "not slow"
 
 demo: $(STAMP)
 	$(VENV)/bin/corrdiff demo --out demo-out

@@ -97,9 +97,9 @@ def score_in_child(ensemble: str, truth: str, queue) -> None:
 def crps_speed(ensemble: Path, truth: Path, repeats: int = 3) -> dict:
     """Seconds per (32, 448, 448) field for the sorted CRPS and scoringrules, and their largest difference."""
     from corrdiff.evaluation.metrics import crps_ensemble, crps_scoringrules
-    from corrdiff.evaluation.stores import open_store
+    from corrdiff import ensemble_file
 
-    ens, tru = open_store(ensemble), open_store(truth)
+    ens, tru = ensemble_file.open(ensemble), ensemble_file.open(truth)
     timings = {"sorted": [], "scoringrules": []}
     worst = 0.0
     for name in VARIABLES:

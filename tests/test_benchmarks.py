@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # two benchmark scripts in subprocesses, the paper-size network: about a minute
+
 BENCH = Path(__file__).parents[1] / "benchmarks"
 
 

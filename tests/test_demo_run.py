@@ -14,6 +14,7 @@ TOY_RUN = ["regression.steps=3", "diffusion.steps=3", "regression.checkpoint_eve
            "model.model_channels=8", "generate.members=2", "sampler.num_steps=3"]
 
 
+@pytest.mark.slow
 def test_demo_runs_end_to_end_and_resumes(tmp_path):
     lines = []
     paths = run_demo(tmp_path, TOY_RUN, progress=False, echo=lines.append, times=3, data_options=TOY_DATA)

@@ -1,19 +1,14 @@
 """From files to ensemble through the command line: data spec → train both steps → generate (also from a
 new coarse forecast with no targets)."""
 
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 import xarray as xr
 import yaml
 from typer.testing import CliRunner
 
-sys.path.insert(0, str(Path(__file__).parent / "data"))
-import fixtures  # noqa: E402
-
-from corrdiff.cli import app  # noqa: E402
+from corrdiff.cli import app
+from tests.data import fixtures
 
 STEPS = ["--set", "regression.steps=4", "--set", "diffusion.steps=4"]
 

@@ -8,7 +8,14 @@ where a previous run stopped: training resumes from its checkpoints and generati
 import time
 from pathlib import Path
 
+import numpy as np
 import yaml
+
+from corrdiff.config import apply_overrides, load_config
+from corrdiff.data import build_demo_dataset, PairedFields
+from corrdiff.evaluation import evaluate, text_table, write_report, write_scores
+from corrdiff.inference import generate
+from corrdiff.training import train
 
 # Sized for ~10 minutes on 2 CPU cores, venv and data included; the networks are small versions of the
 # paper's (same blocks, fewer channels and levels).
@@ -27,8 +34,6 @@ DEMO_TIMES = 24  # held-out times downscaled and scored, evenly spaced over the 
 
 def write_config(out_dir: Path, spec: Path, overrides: list[str]) -> Path:
     """The demo's run config, written to `out_dir/config.yaml`."""
-    from corrdiff.config import apply_overrides
-
     raw = {"data": str(spec.resolve()), "run_dir": "run", **DEMO_CONFIG}
     raw = apply_overrides(yaml.safe_load(yaml.safe_dump(raw)), overrides)
     path = out_dir / "config.yaml"
@@ -38,31 +43,38 @@ def write_config(out_dir: Path, spec: Path, overrides: list[str]) -> Path:
 
 def held_out_times(spec: Path, count: int) -> list[str]:
     """`count` evenly spaced times of the spec's test split (ISO strings)."""
-    import numpy as np
-
-    from corrdiff.data import PairedFields
-
     times = PairedFields(spec).times("test")
     picked = times[np.unique(np.linspace(0, len(times) - 1, min(count, len(times))).round().astype(int))]
     return [str(np.datetime64(t, "s")) for t in picked]
 
 
+def evaluate_demo(spec_path, ensemble_path, out_dir, echo=print) -> dict[str, Path]:
+    """Score the demo ensemble against truth beside interpolation and the regression mean; print the table
+    with `echo`, write `out_dir/scores.nc` and the report in `out_dir/report/`; returns their paths."""
+    out_dir = Path(out_dir)
+    result = evaluate(ensemble_path, spec_path, spectra_times=32)
+    try:
+        echo(text_table(result.scores, title=f"demo scores over {result.scores.sizes['time']} test times"))
+        for note in result.evaluation.notes:
+            echo(f"note: {note}")
+        scores = write_scores(result.scores, out_dir / "scores.nc")
+        report = write_report(result.evaluation, result.scores, result.distributions, out_dir / "report",
+                              title="corrdiff demo: evaluation")
+    finally:
+        result.evaluation.close()  # a rerun of the demo in this process appends to the same ensemble file
+    return {"scores": scores, "report": report}
+
+
 def run_demo(out_dir: Path, overrides: list[str] | None = None, progress: bool = True, echo=print,
              times: int = DEMO_TIMES, data_options: dict | None = None) -> dict:
     """Run the demo end to end; returns the paths of what it wrote."""
-    from corrdiff.config import load_config
-    from corrdiff.data import build_demo
-    from corrdiff.evaluation import demo_evaluation
-    from corrdiff.inference import generate
-    from corrdiff.training import train
-
     start = time.perf_counter()
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     stamp = lambda what: echo(f"[{time.perf_counter() - start:6.1f} s] {what}")
 
     stamp("building the demo dataset (cached after the first run)")
-    spec = build_demo(out_dir / "data", progress=progress, **(data_options or {}))
+    spec = build_demo_dataset(out_dir / "data", progress=progress, **(data_options or {}))
     config_path = write_config(out_dir, spec, overrides or [])
     config = load_config(config_path)
     for kind in ("regression", "diffusion"):
@@ -74,7 +86,7 @@ def run_demo(out_dir: Path, overrides: list[str] | None = None, progress: bool =
     generate(config, run_dir / "regression", run_dir / "diffusion", ensemble, progress=progress,
              times=held_out_times(spec, times))
     stamp("scoring against interpolation and the regression mean; writing the report")
-    results = demo_evaluation(spec, ensemble, out_dir, echo=echo)
+    results = evaluate_demo(spec, ensemble, out_dir, echo=echo)
     stamp("done")
     paths = {"config": config_path, "data": spec.parent, "run": run_dir, "ensemble": ensemble, **results}
     echo("\nOutputs:")

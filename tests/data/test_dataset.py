@@ -1,4 +1,3 @@
-import sys
 import hashlib
 import json
 from pathlib import Path
@@ -10,11 +9,9 @@ import xarray as xr
 import yaml
 
 from corrdiff.data import (compute_stats, DataError, DownscalingDataset, load_spec, Normalization,
-                           open_coarse_on_fine, open_targets, PairedFields)
-from corrdiff.data.stats import ChannelStats
-
-sys.path.insert(0, str(Path(__file__).parent))
-import fixtures  # noqa: E402
+                           open_coarse_on_fine, open_targets, PairedDataset, PairedFields)
+from corrdiff.data.normalization import ChannelStats
+from tests.data import fixtures
 
 
 @pytest.fixture(scope="module")
@@ -46,6 +43,16 @@ def test_samples_interpolate_stack_and_normalise(generic):
     assert sample.input.dtype == torch.float32 and sample.time == times[1]
     restored = dataset.stats.denormalize_target(sample.target)
     np.testing.assert_allclose(restored.numpy(), fields.read_targets(times[1:2])[0], rtol=1e-5, atol=1e-4)
+
+
+def test_the_dataset_gives_what_paired_dataset_states(generic):
+    dataset = DownscalingDataset(generic, "train")
+    members = [name for name in vars(PairedDataset) if not name.startswith("_")] + ["__len__", "__getitem__"]
+    assert all(hasattr(dataset, name) for name in members)
+    assert dataset.lat.shape == dataset.lon.shape == (16, 24) and dataset.lat.dtype == np.float64
+    assert dataset.times.dtype == np.dtype("datetime64[ns]") and len(dataset.times) == len(dataset)
+    assert (np.diff(dataset.times) > np.timedelta64(0)).all() and dataset[0].time == dataset.times[0]
+    assert isinstance(dataset.stats, Normalization) and set(dataset.target_attrs) == set(dataset.target_channels)
 
 
 def test_streamed_statistics_equal_the_whole_split_at_once(generic):

@@ -10,8 +10,8 @@ import xarray as xr
 import yaml
 
 pytest.importorskip("pyqg_jax")
-from corrdiff.data import demo  # noqa: E402
-from corrdiff.data.demo import build_demo  # noqa: E402
+from corrdiff.data import qg_dataset  # noqa: E402
+from corrdiff.data.qg_dataset import build_qg_dataset  # noqa: E402
 
 # A short run, far from spun up but QG dynamics all the same: seconds, not minutes.
 SMALL = {"times": 40, "held_out": 6, "gap": 2, "spinup_steps": 600, "steps_per_snapshot": 6, "chunk": 10}
@@ -21,7 +21,7 @@ NC_FILES = ["static.nc", "coarse.nc", "fine.nc"]
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     """The small demo dataset, built once for the module; returns its spec path."""
-    return build_demo(tmp_path_factory.mktemp("demo"), progress=False, **SMALL)
+    return build_qg_dataset(tmp_path_factory.mktemp("demo"), progress=False, **SMALL)
 
 
 def open_all(folder):
@@ -97,7 +97,7 @@ def test_coarse_grid_covers_fine_grid_for_bilinear_interpolation(built):
 
 def test_second_call_reuses_the_complete_dataset(built):
     before = mtimes(built.parent)
-    assert build_demo(built.parent, progress=False, **SMALL) == built
+    assert build_qg_dataset(built.parent, progress=False, **SMALL) == built
     assert mtimes(built.parent) == before
 
 
@@ -107,7 +107,7 @@ def test_missing_marker_rebuilds_identically(built, tmp_path):
     shutil.copytree(built.parent, folder)
     (folder / "demo.json").unlink()
     (folder / "fine.nc").write_bytes(b"half a file")
-    build_demo(folder, progress=False, **SMALL)
+    build_qg_dataset(folder, progress=False, **SMALL)
     assert (folder / "demo.json").is_file()
     original, rebuilt = open_all(built.parent), open_all(folder)
     for name in NC_FILES:
@@ -121,13 +121,13 @@ def test_mismatched_marker_or_force_rebuilds(built, tmp_path):
     marker["version"] = -1
     (folder / "demo.json").write_text(json.dumps(marker))
     before = mtimes(folder)
-    build_demo(folder, progress=False, **SMALL)
+    build_qg_dataset(folder, progress=False, **SMALL)
     assert all(mtimes(folder)[name] != before[name] for name in NC_FILES + ["demo.json"])
     before = mtimes(folder)
-    build_demo(folder, progress=False, force=True, **SMALL)
+    build_qg_dataset(folder, progress=False, force=True, **SMALL)
     assert all(mtimes(folder)[name] != before[name] for name in NC_FILES)
     # Other parameters, other dataset: a different seed is not the cached one.
-    build_demo(folder, progress=False, **{**SMALL, "seed": 1})
+    build_qg_dataset(folder, progress=False, **{**SMALL, "seed": 1})
     assert json.loads((folder / "demo.json").read_text())["parameters"]["seed"] == 1
     assert not np.array_equal(xr.load_dataset(folder / "fine.nc").u, xr.load_dataset(built.parent / "fine.nc").u)
 
@@ -139,12 +139,12 @@ def test_interrupted_rebuild_does_not_look_complete(built, tmp_path, monkeypatch
     def crash(*args):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(demo, "_fine_dataset", crash)
+    monkeypatch.setattr(qg_dataset, "_fine_dataset", crash)
     with pytest.raises(KeyboardInterrupt):
-        build_demo(folder, progress=False, force=True, **SMALL)
+        build_qg_dataset(folder, progress=False, force=True, **SMALL)
     assert not (folder / "demo.json").exists()
     monkeypatch.undo()
-    build_demo(folder, progress=False, **SMALL)
+    build_qg_dataset(folder, progress=False, **SMALL)
     assert (folder / "demo.json").is_file()
 
 
@@ -180,12 +180,12 @@ def test_vorticity_is_the_curl_of_the_winds(built):
 
 def test_impossible_splits_are_refused(tmp_path):
     with pytest.raises(ValueError, match="times=10"):
-        build_demo(tmp_path, progress=False, times=10, held_out=6, gap=2)
+        build_qg_dataset(tmp_path, progress=False, times=10, held_out=6, gap=2)
 
 
 def test_chunk_size_does_not_change_the_simulation():
-    run = lambda chunk: demo.simulate(times=10, spinup_steps=12, steps_per_snapshot=6, chunk=chunk, seed=0,
-                                      progress=False)
+    run = lambda chunk: qg_dataset.simulate(times=10, spinup_steps=12, steps_per_snapshot=6, chunk=chunk, seed=0,
+                                            progress=False)
     by_four, whole = run(4), run(10)
     for name in ["u", "v", "u2", "v2", "vorticity"]:
         assert by_four[name].shape == (10, 64, 64)

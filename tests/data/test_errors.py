@@ -1,7 +1,5 @@
 """Bad input gets an error that names the file, the variable and what was expected."""
 
-import sys
-from pathlib import Path
 import numpy as np
 import pytest
 import xarray as xr
@@ -9,9 +7,7 @@ import yaml
 from typer.testing import CliRunner
 
 from corrdiff.data import DataError, DownscalingDataset, load_spec, PairedFields
-
-sys.path.insert(0, str(Path(__file__).parent))
-import fixtures  # noqa: E402
+from tests.data import fixtures
 
 
 def edit_spec(path, change):

@@ -1,5 +1,6 @@
 """A few hundred CPU steps on a tiny synthetic downscaling problem must reduce both losses substantially."""
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -45,6 +46,7 @@ def train(params, loss_fn, steps, lr=2e-3):
         optimizer.step()
 
 
+@pytest.mark.slow
 def test_regression_then_residual_diffusion_learn():
     torch.manual_seed(0)
     config = presets["tiny"].replace(img_shape=(SIZE, SIZE), attn_resolutions=())

@@ -11,6 +11,8 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from corrdiff import ensemble_file
+
 UNITS = {"u": ("m s-1", "eastward wind"), "v": ("m s-1", "northward wind"), "vorticity": ("s-1", "relative vorticity")}
 SCALE = {"u": 5.0, "v": 5.0, "vorticity": 1e-4}
 
@@ -61,22 +63,19 @@ def write_truth(path: Path, truth: dict, times=None) -> Path:
 
 def write_ensemble(path: Path, ensemble: dict, regression: dict | None = None, times=None, complete=None,
                    fmt: str = "netcdf", lat_lon=None, attrs: dict | None = None) -> Path:
-    """An ensemble file as `corrdiff generate` writes it: (time, member, y, x), `<name>_regression`, flag."""
+    """An ensemble file as `corrdiff generate` writes it (`ensemble_file.template`), filled with the arrays."""
     first = next(iter(ensemble.values()))
     times = time_axis(first.shape[0]) if times is None else times
+    lat, lon = grid(first.shape[-2:]) if lat_lon is None else lat_lon
     attrs = attrs or {n: attrs_of(n) for n in ensemble}
-    data = {n: (("time", "member", "y", "x"), a, attrs[n]) for n, a in ensemble.items()}
+    ds = ensemble_file.template(times, first.shape[1], lat, lon, list(ensemble), attrs, regression=bool(regression))
+    for n, a in ensemble.items():
+        ds[n] = ds[n].copy(data=np.asarray(a, np.float32))
     for n, a in (regression or {}).items():
-        data[f"{n}_regression"] = (("time", "y", "x"), a, dict(attrs[n], long_name=f"regression mean of {n}"))
+        ds[ensemble_file.regression_name(n)] = ds[ensemble_file.regression_name(n)].copy(data=np.asarray(a, np.float32))
     flag = np.ones(first.shape[0], np.int8) if complete is None else np.asarray(complete, np.int8)
-    data["generation_complete"] = (("time",), flag)
-    ds = xr.Dataset(data, {**coords(times, first.shape[-2:], lat_lon), "member": np.arange(first.shape[1])},
-                    {"Conventions": "CF-1.10", "grid_spacing_km": 10.0})
-    if fmt == "zarr":
-        ds.to_zarr(path, zarr_format=3, consolidated=False)
-    else:
-        ds.to_netcdf(path)
-    return Path(path)
+    ds[ensemble_file.FLAG] = ds[ensemble_file.FLAG].copy(data=flag)
+    return ensemble_file.write(ds, path, fmt)
 
 
 def write_case(folder: Path, **options) -> tuple[Path, Path, dict]:

@@ -1,8 +1,5 @@
 """`score` and `baseline` commands through typer, and the errors a user can fix: each names file and variable."""
 
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 import typer
@@ -10,11 +7,8 @@ import xarray as xr
 from typer.testing import CliRunner
 
 from corrdiff.cli.evaluation import baseline_app, report_command, score_command
-
-sys.path.insert(0, str(Path(__file__).parent))
-sys.path.insert(0, str(Path(__file__).parents[1] / "data"))
-import evaluation_fixtures as fx  # noqa: E402
-import fixtures as data_fixtures  # noqa: E402  (tests/data: a tiny dataset spec with coarse and fine stores)
+from tests.data import fixtures as data_fixtures  # a tiny dataset spec with coarse and fine stores
+from tests.evaluation import evaluation_fixtures as fx
 
 
 def make_app() -> typer.Typer:

@@ -1,6 +1,5 @@
 """Point scores against known answers: CRPS identities and closed forms, calibration, chunking invariance."""
 
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,9 +10,7 @@ from scipy import stats
 
 from corrdiff.evaluation import collect, crps_ensemble, score_models
 from corrdiff.evaluation import metrics, stores
-
-sys.path.insert(0, str(Path(__file__).parent))
-import evaluation_fixtures as fx  # noqa: E402
+from tests.evaluation import evaluation_fixtures as fx
 
 
 def gaussian_crps(mu, sigma, y):

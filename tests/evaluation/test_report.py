@@ -14,13 +14,10 @@ import xarray as xr
 from matplotlib.colors import BoundaryNorm
 from PIL import Image
 
-from corrdiff.evaluation import demo_evaluation
+from corrdiff.demo import evaluate_demo
 from corrdiff.evaluation.plots import colour_scale
-
-sys.path.insert(0, str(Path(__file__).parent))
-from test_cli import invoke, spec_case  # noqa: E402, F401  (spec_case: a fixture)
-
-import evaluation_fixtures as fx  # noqa: E402
+from tests.evaluation import evaluation_fixtures as fx
+from tests.evaluation.test_cli import invoke, spec_case  # noqa: F401  (spec_case: a fixture)
 
 FIGURES = ["spectra.png", "pdfs.png", "rank_histograms.png", "spread_skill.png", "scores_by_time.png"]
 
@@ -50,14 +47,14 @@ def test_report_command_writes_every_figure_and_the_page(spec_case, tmp_path):
     assert xr.open_dataset(out / "scores.nc")["crps"].dims == ("model", "variable")
 
 
-def test_demo_evaluation_is_fast_and_returns_its_outputs(tmp_path):
+def test_evaluate_demo_is_fast_and_returns_its_outputs(tmp_path):
     """The demo's size: 100 times × 8 members × 64×64 × 3 variables, truth as a store."""
     truth, ensemble, regression = fx.case(times=100, members=8, shape=(64, 64))
     ens = fx.write_ensemble(tmp_path / "ensemble.nc", ensemble, regression)
     truth_path = fx.write_truth(tmp_path / "truth.nc", truth)
     lines = []
     start = time.perf_counter()
-    paths = demo_evaluation(truth_path, ens, tmp_path / "out", echo=lines.append)
+    paths = evaluate_demo(truth_path, ens, tmp_path / "out", echo=lines.append)
     seconds = time.perf_counter() - start
     assert seconds < 30, seconds
     assert paths["scores"] == tmp_path / "out" / "scores.nc" and paths["scores"].exists()
@@ -111,13 +108,14 @@ def test_maps_draw_local_coastlines_with_cartopy(tmp_path):
         assert image.size[0] <= 1600
 
 
-def test_demo_evaluation_on_the_demo_dataset(tmp_path):
+@pytest.mark.slow
+def test_evaluate_demo_on_the_demo_dataset(tmp_path):
     """The real demo data path: truth and the interpolation baseline from the demo's spec."""
     pytest.importorskip("pyqg_jax")
-    from corrdiff.data import build_demo, load_spec, open_targets
+    from corrdiff.data import build_demo_dataset, load_spec, open_targets
 
-    spec = build_demo(tmp_path / "data", progress=False, times=60, held_out=12, gap=2, spinup_steps=96,
-                      steps_per_snapshot=8)
+    spec = build_demo_dataset(tmp_path / "data", progress=False, times=60, held_out=12, gap=2, spinup_steps=96,
+                              steps_per_snapshot=8)
     truth = open_targets(load_spec(spec), split="test").load()
     rng = np.random.default_rng(0)
     fields = {v: truth[v].values for v in truth.data_vars}
@@ -127,7 +125,7 @@ def test_demo_evaluation_on_the_demo_dataset(tmp_path):
                              lat_lon=(truth["lat"].values, truth["lon"].values),
                              attrs={v: truth[v].attrs for v in fields})
     lines = []
-    paths = demo_evaluation(spec, path, tmp_path / "out", echo=lines.append)
+    paths = evaluate_demo(spec, path, tmp_path / "out", echo=lines.append)
     page = check_report(paths["report"].parent, ["u", "v", "vorticity"])
     assert "interp" in page and "interp" in "\n".join(lines)
     scores = xr.open_dataset(paths["scores"])

@@ -1,8 +1,5 @@
 """Spectra and distributions against known answers: Parseval, a power law's slope, wavelengths in km."""
 
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 import xarray as xr
@@ -10,9 +7,7 @@ import xarray as xr
 from corrdiff.evaluation import collect, compare_distributions, isotropic_power
 from corrdiff.evaluation.spectra import (quantile_from_histogram, radial_bins, smallest_octave_power_ratio, spectrum,
                                          wasserstein_from_histograms)
-
-sys.path.insert(0, str(Path(__file__).parent))
-import evaluation_fixtures as fx  # noqa: E402
+from tests.evaluation import evaluation_fixtures as fx
 
 
 def power_law_field(shape, beta, spacing_km, rng):

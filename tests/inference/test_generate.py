@@ -4,19 +4,15 @@ import os
 import socket
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import xarray as xr
 
-TRAINING = Path(__file__).parents[1] / "training"
-sys.path.insert(0, str(TRAINING))
-from run_synthetic import main as train_main, synthetic_config  # noqa: E402
-from synthetic import SyntheticDataset  # noqa: E402
-
-from corrdiff.inference import generate  # noqa: E402
-from corrdiff.inference import writer as writer_module  # noqa: E402
+from corrdiff.inference import generate
+from corrdiff.inference import writer as writer_module
+from tests.training.run_synthetic import main as train_main, REPO_ROOT, synthetic_config
+from tests.training.synthetic import SyntheticDataset
 
 MEMBERS, TIMES = 3, 5
 
@@ -139,30 +135,30 @@ def test_unknown_time_is_a_clear_error(run_dir, tmp_path):
 
 
 GENERATE_SCRIPT = """
-import sys
-sys.path.insert(0, {training!r})
-from run_synthetic import synthetic_config
-from synthetic import SyntheticDataset
 from corrdiff.inference import generate
+from tests.training.run_synthetic import synthetic_config
+from tests.training.synthetic import SyntheticDataset
 cfg = synthetic_config({run!r}, 10, ["sampler.num_steps=4", "generate.members={members}", "generate.format={fmt}"])
 generate(cfg, {run!r} + "/regression", {run!r} + "/diffusion", {out!r}, dataset=SyntheticDataset({times}, seed=3),
          progress=False)
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["netcdf", "zarr"])
 def test_torchrun_generation_writes_one_consistent_file(run_dir, ensemble, tmp_path, fmt):
     out = tmp_path / ("ens.nc" if fmt == "netcdf" else "ens.zarr")
     script = tmp_path / "gen.py"
-    script.write_text(GENERATE_SCRIPT.format(training=str(TRAINING), run=str(run_dir), members=MEMBERS,
-                                             out=str(out), times=TIMES, fmt=fmt))
+    script.write_text(GENERATE_SCRIPT.format(run=str(run_dir), members=MEMBERS, out=str(out), times=TIMES, fmt=fmt))
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
+    # The script imports tests.training's helpers: the repository root goes first on its path.
+    pythonpath = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
     result = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}",
          "--master_addr=127.0.0.1", str(script)],
-        env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True, timeout=300)
+        env=dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=pythonpath), capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["gen.py", out.name])  # no part files left
     engine = "netcdf4" if fmt == "netcdf" else "zarr"

@@ -1,19 +1,22 @@
 """Train on the synthetic dataset from a command line, for tests that kill or torchrun a training process.
 
-usage: python run_synthetic.py KIND RUN_DIR STEPS [--resume] [--set key=value ...]
+usage, from the repository root: python -m tests.training.run_synthetic KIND RUN_DIR STEPS [--resume] [key=value ...]
+(under torchrun: torchrun ... -m tests.training.run_synthetic ...)
 """
 
+import csv
 import sys
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-from synthetic import SyntheticDataset  # noqa: E402
+from corrdiff.config import apply_overrides, RunConfig
+from corrdiff.training import run_training
+from corrdiff.training.distributed import init_distributed, shutdown
+from tests.training.synthetic import SyntheticDataset
 
-from corrdiff.config import apply_overrides, RunConfig  # noqa: E402
-from corrdiff.training import run_training  # noqa: E402
-from corrdiff.training.distributed import init_distributed, shutdown  # noqa: E402
+MODULE = "tests.training.run_synthetic"  # for `python -m` and `torchrun -m`, run with cwd = the repository root
+REPO_ROOT = Path(__file__).parents[2]
 
 
 def synthetic_config(run_dir: str, steps: int, overrides=()) -> RunConfig:
@@ -24,6 +27,12 @@ def synthetic_config(run_dir: str, steps: int, overrides=()) -> RunConfig:
            "model": {"preset": "tiny", "attn_resolutions": []},
            "regression": dict(train), "diffusion": dict(train)}
     return RunConfig(**apply_overrides(raw, list(overrides)))
+
+
+def losses(run_dir: Path, kind="regression") -> dict[int, float]:
+    """The training loss logged at each step of a run: {step: loss}, read from its metrics.csv."""
+    with open(run_dir / kind / "metrics.csv") as f:
+        return {int(r["step"]): float(r["loss"]) for r in csv.DictReader(f)}
 
 
 def main(argv):

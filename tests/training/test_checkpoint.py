@@ -3,20 +3,17 @@
 import errno
 import json
 import pickle
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-from run_synthetic import synthetic_config  # noqa: E402
-from synthetic import SyntheticDataset  # noqa: E402
-
-from corrdiff.training import checkpoint as ckpt  # noqa: E402
-from corrdiff.training import CheckpointError, run_training, TrainingError  # noqa: E402
-from corrdiff.training.distributed import init_distributed  # noqa: E402
-from corrdiff.training.tasks import RegressionTask  # noqa: E402
+from corrdiff.training import checkpoint as ckpt
+from corrdiff.training import CheckpointError, run_training, TrainingError
+from corrdiff.training.distributed import init_distributed
+from corrdiff.training.tasks import RegressionTask
+from tests.training.run_synthetic import synthetic_config
+from tests.training.synthetic import SyntheticDataset
 
 INFO = init_distributed("cpu")
 

@@ -10,9 +10,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from test_resume import losses
+from tests.training.run_synthetic import losses, MODULE, REPO_ROOT
 
-HERE = Path(__file__).parent
+pytestmark = pytest.mark.slow  # torchrun launches and trains in subprocesses
+
 STEPS = 6
 
 
@@ -33,14 +34,15 @@ def test_torchrun_two_processes_equal_single_process(tmp_path, kind):
     # The same 8-sample global batch: one process does two micro-batches of 4, two processes one each.
     micro = "regression.batch_per_device=4" if kind == "regression" else "diffusion.batch_per_device=4"
     single, double = tmp_path / "single", tmp_path / "double"
-    script = str(HERE / "run_synthetic.py")
     for run_dir in (single, double):
         if kind == "diffusion":  # both start from the same frozen regression model
-            subprocess.run([sys.executable, script, "regression", str(run_dir), str(STEPS)], env=env, check=True)
-    subprocess.run([sys.executable, script, kind, str(single), str(STEPS), micro], env=env, check=True)
+            subprocess.run([sys.executable, "-m", MODULE, "regression", str(run_dir), str(STEPS)], cwd=REPO_ROOT,
+                           env=env, check=True)
+    subprocess.run([sys.executable, "-m", MODULE, kind, str(single), str(STEPS), micro], cwd=REPO_ROOT, env=env,
+                   check=True)
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", "--nproc_per_node=2",
                 f"--master_port={free_port()}", "--master_addr=127.0.0.1"]
-    result = subprocess.run(torchrun + [script, kind, str(double), str(STEPS), micro], env=env,
+    result = subprocess.run(torchrun + ["-m", MODULE, kind, str(double), str(STEPS), micro], cwd=REPO_ROOT, env=env,
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     one, two = losses(single, kind), losses(double, kind)

@@ -1,6 +1,5 @@
 """An interrupted run (SIGTERM or SIGKILL), resumed, repeats the uninterrupted run's losses step for step."""
 
-import csv
 import os
 import signal
 import subprocess
@@ -11,16 +10,11 @@ from pathlib import Path
 import pytest
 import torch
 
-HERE = Path(__file__).parent
-sys.path.insert(0, str(HERE))
-from run_synthetic import main as run_main  # noqa: E402
+from tests.training.run_synthetic import losses, main as run_main, MODULE, REPO_ROOT
+
+pytestmark = pytest.mark.slow  # trains in a subprocess, kills it and resumes
 
 STEPS = 40
-
-
-def losses(run_dir: Path, kind="regression") -> dict[int, float]:
-    with open(run_dir / kind / "metrics.csv") as f:
-        return {int(r["step"]): float(r["loss"]) for r in csv.DictReader(f)}
 
 
 def wait_for_step(run_dir: Path, step: int, proc, timeout=120.0):
@@ -44,8 +38,8 @@ def uninterrupted(tmp_path_factory):
 
 def start(run_dir: Path):
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    return subprocess.Popen([sys.executable, str(HERE / "run_synthetic.py"), "regression", str(run_dir), str(STEPS)],
-                            env=env, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen([sys.executable, "-m", MODULE, "regression", str(run_dir), str(STEPS)],
+                            cwd=REPO_ROOT, env=env, stderr=subprocess.PIPE, text=True)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])

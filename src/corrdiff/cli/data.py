@@ -62,7 +62,7 @@ def demo(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Build the embedded demo dataset (quasi-geostrophic turbulence, coarse-grained ×8) and its spec."""
-    from corrdiff.data import build_demo
+    from corrdiff.data import build_demo_dataset
 
-    spec = build_demo(out, progress=not quiet, force=force)
+    spec = build_demo_dataset(out, progress=not quiet, force=force)
     typer.echo(f"demo dataset ready: {spec}")

@@ -2,20 +2,24 @@
 
 `DownscalingDataset(spec, split)[i]` gives a `Sample`: the normalised input (C_in, H, W) — coarse inputs
 bilinearly interpolated to the fine grid, then static fields — the normalised target (C_out, H, W) or
-None, and the time. Position embeddings are added by the network, not here.
+None, and the time. Position embeddings are added by the network, not here. `PairedDataset` states what
+training and generation may rely on.
 """
 
 import logging
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import torch
 import xarray as xr
+from tqdm.auto import tqdm
 
-from corrdiff.errors import DataError
 from corrdiff.data.fields import first_nan, PairedFields
+from corrdiff.data.normalization import Normalization
 from corrdiff.data.spec import load_spec
-from corrdiff.data.stats import load_or_compute_stats, Normalization
+from corrdiff.data.stats import load_or_compute_stats
+from corrdiff.errors import DataError
 
 log = logging.getLogger(__name__)
 MEMORY_LIMIT = 1 << 30  # splits smaller than this are read once and kept in memory
@@ -28,6 +32,59 @@ class Sample:
     input: torch.Tensor
     target: torch.Tensor | None
     time: np.datetime64
+
+
+class PairedDataset(Protocol):
+    """What training and generation use from a dataset; `DownscalingDataset` is the implementation.
+
+    Channels are in tensor order: `input_channels` are the coarse inputs (interpolated to the fine grid)
+    followed by the static fields, C_in in all; `target_channels` are the C_out targets, as the spec names
+    them. The fine grid is H × W, (y, x), in the order of the fine grid's files. Members are read-only
+    (properties, so a plain attribute satisfies them too).
+    """
+
+    @property
+    def input_channels(self) -> list[str]:
+        """Names of the C_in input channels, e.g. `t2m`, `t@850`, `orography`."""
+        ...
+
+    @property
+    def target_channels(self) -> list[str]:
+        """Names of the C_out target channels."""
+        ...
+
+    @property
+    def target_attrs(self) -> dict[str, dict]:
+        """CF `units`, `long_name`, `standard_name` (those the files give, as str) per target; {} without targets."""
+        ...
+
+    @property
+    def lat(self) -> np.ndarray:
+        """Latitude of each fine grid point, (H, W) float64, degrees north."""
+        ...
+
+    @property
+    def lon(self) -> np.ndarray:
+        """Longitude of each fine grid point, (H, W) float64, degrees east."""
+        ...
+
+    @property
+    def times(self) -> np.ndarray:
+        """The times of the samples, (len,) datetime64[ns], ascending: `self[i]` is at `times[i]`."""
+        ...
+
+    @property
+    def stats(self) -> Normalization:
+        """The normalisation between physical units and the normalised tensors of a `Sample`."""
+        ...
+
+    def __len__(self) -> int:
+        """The number of samples (times)."""
+        ...
+
+    def __getitem__(self, index: int) -> Sample:
+        """The sample at `times[index]`: normalised input (C_in, H, W), target (C_out, H, W) or None, float32."""
+        ...
 
 
 class DownscalingDataset(torch.utils.data.Dataset):
@@ -50,7 +107,7 @@ class DownscalingDataset(torch.utils.data.Dataset):
         if self.spec.nan_policy == "drop":
             self._drop_nan_times(progress)
 
-    # --- the interface training and generation use -----------------------------------------------------
+    # --- PairedDataset: the interface training and generation use --------------------------------------
     @property
     def input_channels(self) -> list[str]:
         return self.fields.input_channels
@@ -78,8 +135,6 @@ class DownscalingDataset(torch.utils.data.Dataset):
         return len(self.times) * channels * self.lat.size * 4 < MEMORY_LIMIT
 
     def _load_all(self, progress: bool) -> None:
-        from tqdm.auto import tqdm
-
         inputs, targets = [], []
         chunk = 64
         for start in tqdm(range(0, len(self.times), chunk), desc=f"loading {self.split or 'all'}", unit="chunk",
@@ -126,8 +181,6 @@ class DownscalingDataset(torch.utils.data.Dataset):
 
     def _drop_nan_times(self, progress: bool) -> None:
         """Keep only times whose inputs and targets are all finite (reads the split once if not in memory)."""
-        from tqdm.auto import tqdm
-
         keep = np.ones(len(self.times), bool)
         chunk = 64
         for start in tqdm(range(0, len(self.times), chunk), desc="checking for NaNs", disable=not progress):

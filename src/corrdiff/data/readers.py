@@ -54,8 +54,9 @@ def engine_for(path: Path) -> str | None:
     return None  # NetCDF and friends: xarray picks netCDF4 or h5netcdf
 
 
-def open_store(files: list[Path], what: str) -> xr.Dataset:
-    """The files of one source as one lazy dataset (time concatenated / variables merged)."""
+def open_files(files: list[Path], what: str) -> xr.Dataset:
+    """The files of one source opened as one lazy dataset (times concatenated, variables merged); `what` names
+    the source in errors."""
     engines = {engine_for(f) for f in files}
     if len(engines) > 1:
         raise DataError(f"{what}: mixes file formats ({', '.join(str(f) for f in files[:3])} …); use one format")
@@ -205,7 +206,7 @@ def cwa_field(spec: DatasetSpec, ds: xr.Dataset, name: str, group: str, what: st
 def open_fields(spec: DatasetSpec, source: Source, what: str, static: bool = False,
                 opened: list | None = None) -> list[Field]:
     """The fields (channels) a source names, in the spec's order; the opened store is appended to `opened`."""
-    ds = open_store(spec.files(source, what), what)
+    ds = open_files(spec.files(source, what), what)
     if opened is not None:
         opened.append(ds)
     if spec.layout == "cwa" and not static:
@@ -216,7 +217,7 @@ def open_fields(spec: DatasetSpec, source: Source, what: str, static: bool = Fal
 def fine_grid(spec: DatasetSpec, targets: list[Field] | None, static: list[Field] | None):
     """2-D (lat, lon) of the fine grid: from the targets, the static fields or the spec's `grid` file."""
     if spec.grid:
-        ds = open_store(spec.files(Source(paths=spec.grid, variables=["grid"]), "grid"), "grid")
+        ds = open_files(spec.files(Source(paths=spec.grid, variables=["grid"]), "grid"), "grid")
         names = set(ds.coords) | set(ds.data_vars)
         file = str(spec.resolve(spec.grid))
         lat, lon = ds[_find(names, LAT_NAMES, "grid latitude", file)], ds[_find(names, LON_NAMES, "grid longitude", file)]

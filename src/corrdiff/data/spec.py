@@ -27,6 +27,7 @@ import pandas as pd
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator, ValidationError
 
+from corrdiff.data.transforms import parse_transform
 from corrdiff.errors import DataError
 
 
@@ -105,8 +106,6 @@ class DatasetSpec(_Section):
     @field_validator("transforms")
     @classmethod
     def _known_transforms(cls, transforms: dict[str, str]) -> dict[str, str]:
-        from corrdiff.data.stats import parse_transform
-
         for name, text in transforms.items():
             parse_transform(text, name)
         return transforms

@@ -6,16 +6,19 @@
     evaluate(predictions, truth, ...) -> Result         all of the above in one call (evaluate.py)
     write_report(evaluation, scores, distributions, out_dir) -> index.html  (report.py, plots.py)
     interpolation_baseline / random_forest_baseline     baselines in generate's layout (baselines.py)
+
+The file layout they read and write is `corrdiff.ensemble_file`'s.
 """
 
+from corrdiff.errors import EvaluationError
 from corrdiff.evaluation.baselines import interpolation_baseline, random_forest_baseline
-from corrdiff.evaluation.evaluate import demo_evaluation, evaluate, Result, write_scores
+from corrdiff.evaluation.evaluate import evaluate, Result, write_scores
 from corrdiff.evaluation.metrics import crps_ensemble, score_models
 from corrdiff.evaluation.report import write_report
 from corrdiff.evaluation.spectra import compare_distributions, Distributions, isotropic_power
-from corrdiff.evaluation.stores import collect, Evaluation, EvaluationError
+from corrdiff.evaluation.stores import collect, Evaluation
 from corrdiff.evaluation.tables import rich_tables, text_table
 
-__all__ = ["collect", "compare_distributions", "crps_ensemble", "demo_evaluation", "Distributions", "evaluate",
-           "Evaluation", "EvaluationError", "interpolation_baseline", "isotropic_power", "random_forest_baseline",
-           "Result", "rich_tables", "score_models", "text_table", "write_report", "write_scores"]
+__all__ = ["collect", "compare_distributions", "crps_ensemble", "Distributions", "evaluate", "Evaluation",
+           "EvaluationError", "interpolation_baseline", "isotropic_power", "random_forest_baseline", "Result",
+           "rich_tables", "score_models", "text_table", "write_report", "write_scores"]

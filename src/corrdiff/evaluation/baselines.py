@@ -7,11 +7,10 @@
   normalised targets there. It is fitted on a random subsample of (time, pixel) points of the train split,
   then predicts every pixel of every time of the chosen split, denormalised to physical units.
 
-Both are deterministic: one member, dims (time, member=1, y, x), 2-D lat/lon, units and long names, and a
-`generation_complete` flag of ones.
+Both are deterministic: files in the layout of `corrdiff.ensemble_file` with one member, no regression
+mean, and the flag set for every time.
 """
 
-import datetime as dt
 from pathlib import Path
 
 import dask
@@ -19,48 +18,32 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
-from corrdiff.evaluation.stores import EvaluationError, FLAG, is_zarr
-
-TIME_UNITS = "hours since 1970-01-01 00:00:00"  # as corrdiff.inference.writer
+from corrdiff import ensemble_file
+from corrdiff.data import DownscalingDataset, load_spec, open_coarse_on_fine
+from corrdiff.ensemble_file import FIELD_DIMS
+from corrdiff.errors import EvaluationError
 
 
 def write_forecast(fields: xr.Dataset, out, title: str, extra_attrs: dict | None = None) -> Path:
-    """Write (time, y, x) fields as a one-member forecast in generate's layout (NetCDF, or Zarr for .zarr).
+    """Write (time, y, x) fields with 2-D lat/lon as a one-member, complete ensemble file (NetCDF, or Zarr
+    for .zarr); returns the path.
 
     `fields` may be lazy (dask): it is written chunk by chunk, so memory stays bounded.
     """
     out = Path(out)
     if out.exists():
         raise EvaluationError(f"{out} exists; choose another --out or delete it")
-    from corrdiff.inference.writer import grid_spacing_km
-
-    lat, lon = np.asarray(fields["lat"].values), np.asarray(fields["lon"].values)
-    data = {name: fields[name].transpose("time", "y", "x").astype(np.float32).expand_dims(member=[0], axis=1)
-            .assign_attrs({**fields[name].attrs, "coordinates": "lat lon"}) for name in fields.data_vars}
-    data[FLAG] = xr.DataArray(np.ones(fields.sizes["time"], np.int8), dims="time",
-                              attrs={"flag_values": np.array([0, 1], np.int8), "flag_meanings": "pending written"})
-    ds = xr.Dataset(data, attrs={
-        "Conventions": "CF-1.10", "title": title, "grid_spacing_km": grid_spacing_km(lat, lon),
-        "history": f"{dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')} corrdiff baseline",
-        **(extra_attrs or {})})
-    ds["member"].attrs["long_name"] = "ensemble member"
-    ds["lat"].attrs.update(standard_name="latitude", units="degrees_north")
-    ds["lon"].attrs.update(standard_name="longitude", units="degrees_east")
-    time_encoding = {"units": TIME_UNITS, "calendar": "proleptic_gregorian", "dtype": "float64"}
-    tmp = out.with_name(f".{out.name}.tmp")
-    if is_zarr(out):
-        ds.to_zarr(tmp, mode="w", encoding={"time": time_encoding}, zarr_format=3, consolidated=False)
-    else:
-        encoding = {name: {"zlib": True, "complevel": 1} for name in fields.data_vars}
-        ds.to_netcdf(tmp, engine="netcdf4", encoding={**encoding, "time": time_encoding})
-    tmp.rename(out)  # the file appears whole or not at all
-    return out
+    names = list(fields.data_vars)
+    ds = ensemble_file.template(fields["time"].values, 1, fields["lat"].values, fields["lon"].values, names,
+                                {name: fields[name].attrs for name in names}, {"title": title, **(extra_attrs or {})},
+                                regression=False, complete=True, command="corrdiff baseline")
+    for name in names:  # the template's lazy NaNs replaced by the fields, still lazy
+        ds[name] = ds[name].copy(data=fields[name].transpose(*FIELD_DIMS).astype(np.float32).data[:, None])
+    return ensemble_file.write(ds, out, ensemble_file.format_of(out))
 
 
 def interpolation_baseline(spec, out, split: str | None = "test") -> Path:
     """Write the bilinear interpolation of the coarse inputs for the split's times; returns the path."""
-    from corrdiff.data import load_spec, open_coarse_on_fine
-
     fields = open_coarse_on_fine(load_spec(spec), split=split)
     return write_forecast(fields, out, "corrdiff baseline: bilinear interpolation of the coarse input",
                           {"baseline": "interp", "dataset_spec": str(spec), "split": str(split)})
@@ -101,8 +84,6 @@ def fit_random_forest(dataset, samples: int = 50_000, trees: int = 32, seed: int
 def random_forest_baseline(spec, out, split: str | None = "test", samples: int = 50_000, trees: int = 32,
                            seed: int = 0, jobs: int = 1) -> Path:
     """Fit the per-pixel random forest on the train split, predict `split`, write it; returns the path."""
-    from corrdiff.data import DownscalingDataset, load_spec
-
     spec = load_spec(spec)
     train = DownscalingDataset(spec, "train")
     forest = fit_random_forest(train, samples, trees, seed, jobs)

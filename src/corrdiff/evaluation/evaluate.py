@@ -1,7 +1,7 @@
 """The evaluation as one call: open and align, score, compare spectra and distributions, write.
 
-`corrdiff score`, `corrdiff report` and `corrdiff demo` are thin layers over `evaluate`, `write_scores`
-and `write_report`.
+`corrdiff score`, `corrdiff report` and `corrdiff demo` (`corrdiff.demo.evaluate_demo`) are thin layers
+over `evaluate`, `write_scores` and `write_report`.
 """
 
 import time
@@ -11,9 +11,10 @@ from pathlib import Path
 import dask
 import xarray as xr
 
+from corrdiff.errors import EvaluationError
 from corrdiff.evaluation.metrics import score_models
 from corrdiff.evaluation.spectra import compare_distributions, Distributions
-from corrdiff.evaluation.stores import collect, Evaluation, EvaluationError
+from corrdiff.evaluation.stores import collect, Evaluation
 
 SPECTRA_TIMES = 16  # spectra and histograms from this many evenly spaced times: enough for smooth curves
 
@@ -57,23 +58,3 @@ def write_scores(scores: xr.Dataset, out) -> Path:
         raise EvaluationError(f"{out}: cannot write the scores ({err})") from None
     tmp.replace(out)
     return out
-
-
-def demo_evaluation(spec_path, ensemble_path, out_dir, echo=print) -> dict[str, Path]:
-    """Score the demo ensemble against truth beside interpolation and the regression mean; print the table
-    with `echo`, write `out_dir/scores.nc` and the report in `out_dir/report/`; returns their paths."""
-    from corrdiff.evaluation.report import write_report
-    from corrdiff.evaluation.tables import text_table
-
-    out_dir = Path(out_dir)
-    result = evaluate(ensemble_path, spec_path, spectra_times=32)
-    try:
-        echo(text_table(result.scores, title=f"demo scores over {result.scores.sizes['time']} test times"))
-        for note in result.evaluation.notes:
-            echo(f"note: {note}")
-        scores = write_scores(result.scores, out_dir / "scores.nc")
-        report = write_report(result.evaluation, result.scores, result.distributions, out_dir / "report",
-                              title="corrdiff demo: evaluation")
-    finally:
-        result.evaluation.close()  # a rerun of the demo in this process appends to the same ensemble file
-    return {"scores": scores, "report": report}

@@ -7,9 +7,10 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
+from corrdiff.errors import EvaluationError
 from corrdiff.evaluation import plots
 from corrdiff.evaluation.spectra import Distributions
-from corrdiff.evaluation.stores import Evaluation, EvaluationError, source_of
+from corrdiff.evaluation.stores import Evaluation, source_of
 from corrdiff.evaluation.tables import EXPLANATIONS, html_table
 
 CAPTIONS = {

@@ -1,47 +1,28 @@
 """Opening what evaluation reads — ensembles, baselines, truth — and aligning them on common times.
 
-Every forecast is held in the ensemble layout of `corrdiff generate`: one variable per channel with dims
+Every forecast is held in the layout of `corrdiff.ensemble_file`: one variable per channel with dims
 (time, member, y, x) in physical units, 2-D `lat(y, x)`, `lon(y, x)` coordinates. Deterministic forecasts
 (baselines, the regression mean) are ensembles of one member. Truth is a Dataset with dims (time, y, x).
 Everything stays lazy (dask), chunked over time.
 """
 
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import xarray as xr
 
+from corrdiff import ensemble_file
+from corrdiff.data import load_spec, open_coarse_on_fine, open_targets
+from corrdiff.ensemble_file import ENSEMBLE_DIMS, ensemble_variables, FIELD_DIMS, FLAG, regression_name
 from corrdiff.errors import DataError, EvaluationError
 
-REGRESSION_SUFFIX = "_regression"
-FLAG = "generation_complete"  # per-time flag of `corrdiff generate`: 1 once the time is written
-ENSEMBLE_DIMS = ("time", "member", "y", "x")
-FIELD_DIMS = ("time", "y", "x")
 CHUNK_BYTES = 64 * 2**20  # dask blocks of about this size: big enough to amortise overhead, small for memory
 
 
-def is_zarr(path: Path) -> bool:
-    return path.suffix == ".zarr" or (path.is_dir() and any((path / n).exists() for n in ("zarr.json", ".zgroup")))
-
-
-def open_store(path) -> xr.Dataset:
-    """A NetCDF file or Zarr store, opened lazily with dask chunks over time."""
-    path = Path(path)
-    if not path.exists():
-        raise EvaluationError(f"{path}: no such file or store")
-    try:
-        if is_zarr(path):
-            with warnings.catch_warnings():  # unconsolidated stores (written by several processes) are fine
-                warnings.filterwarnings("ignore", "Failed to open Zarr store with consolidated", RuntimeWarning)
-                ds = xr.open_zarr(path, consolidated=None, chunks={})
-        else:
-            ds = xr.open_dataset(path, chunks={})
-    except (OSError, ValueError) as err:
-        raise EvaluationError(f"{path}: cannot be opened as NetCDF or Zarr ({err})") from None
-    ds.encoding["source"] = str(path)
-    return rechunk_over_time(ds)
+def open_rechunked(path) -> xr.Dataset:
+    """A NetCDF file or Zarr store (`ensemble_file.open`), rechunked over time for scoring."""
+    return rechunk_over_time(ensemble_file.open(path))
 
 
 def linked(derived: xr.Dataset, source: xr.Dataset) -> xr.Dataset:
@@ -66,19 +47,6 @@ def source_of(ds: xr.Dataset) -> str:
     return ds.encoding.get("source", "<in memory>")
 
 
-def forecast_variables(ds: xr.Dataset) -> list[str]:
-    """Names of the variables with the ensemble layout (time, member, y, x)."""
-    return [name for name, v in ds.data_vars.items() if set(v.dims) == set(ENSEMBLE_DIMS)]
-
-
-def only_complete_times(ds: xr.Dataset) -> xr.Dataset:
-    """The times `corrdiff generate` has finished (all times when the file has no completion flag)."""
-    if FLAG not in ds:
-        return ds
-    done = np.asarray(ds[FLAG].values, dtype=bool)
-    return linked(ds.isel(time=np.flatnonzero(done)).drop_vars(FLAG), ds)
-
-
 def as_ensemble(fields: xr.Dataset, variables=None) -> xr.Dataset:
     """A (time, y, x) Dataset turned into a one-member ensemble (time, member, y, x), attributes kept."""
     names = variables or [n for n, v in fields.data_vars.items() if set(v.dims) == set(FIELD_DIMS)]
@@ -90,10 +58,10 @@ def as_ensemble(fields: xr.Dataset, variables=None) -> xr.Dataset:
 
 def regression_forecast(predictions: xr.Dataset, variables=None) -> xr.Dataset | None:
     """The regression mean `<name>_regression` of an ensemble file as a one-member forecast, or None."""
-    names = [n for n in variables or forecast_variables(predictions) if n + REGRESSION_SUFFIX in predictions]
+    names = [n for n in variables or ensemble_variables(predictions) if regression_name(n) in predictions]
     if not names:
         return None
-    fields = xr.Dataset({n: predictions[n + REGRESSION_SUFFIX] for n in names}, attrs=dict(predictions.attrs))
+    fields = xr.Dataset({n: predictions[regression_name(n)] for n in names}, attrs=dict(predictions.attrs))
     for n in names:
         fields[n].attrs.update(predictions[n].attrs)  # units and long_name of the channel itself
     fields.encoding["source"] = f"{source_of(predictions)} (regression mean)"
@@ -108,9 +76,7 @@ def open_truth(source, split: str | None = None) -> xr.Dataset:
     """Truth (time, y, x): from a NetCDF/Zarr store, or a dataset spec YAML through `corrdiff.data`."""
     source = Path(source)
     if not is_spec(source):
-        return open_store(source)
-    from corrdiff.data import load_spec, open_targets
-
+        return open_rechunked(source)
     truth = open_targets(load_spec(source), split=split)
     truth.encoding["source"] = str(source)
     return rechunk_over_time(truth)
@@ -118,8 +84,6 @@ def open_truth(source, split: str | None = None) -> xr.Dataset:
 
 def open_interpolation(spec, split: str | None = None) -> xr.Dataset:
     """The bilinear-interpolation baseline: coarse inputs on the fine grid, as a one-member ensemble."""
-    from corrdiff.data import load_spec, open_coarse_on_fine
-
     fields = open_coarse_on_fine(load_spec(spec), split=split)
     fields.encoding["source"] = f"{spec} (bilinear interpolation)"
     return rechunk_over_time(linked(as_ensemble(fields), fields))
@@ -127,9 +91,13 @@ def open_interpolation(spec, split: str | None = None) -> xr.Dataset:
 
 def open_forecast(path, name: str) -> xr.Dataset:
     """A baseline or other forecast file: generate's layout, or plain (time, y, x) fields (one member)."""
-    ds = only_complete_times(open_store(path))
-    if forecast_variables(ds):
-        return linked(ds[forecast_variables(ds)], ds)
+    ds = open_rechunked(path)
+    forecast = ensemble_variables(ds)
+    if forecast:
+        ensemble_file.validate(ds, path)
+    ds = ensemble_file.complete_times(ds)
+    if forecast:
+        return linked(ds[forecast], ds)
     fields = [n for n, v in ds.data_vars.items() if set(v.dims) == set(FIELD_DIMS)]
     if not fields:
         raise EvaluationError(f"{path} ({name}): no variable with dims {ENSEMBLE_DIMS} or {FIELD_DIMS}")
@@ -149,16 +117,14 @@ def parse_baselines(items) -> dict[str, Path]:
     return baselines
 
 
-def grid_spacing_km(*datasets: xr.Dataset) -> float:
+def spacing_km(*datasets: xr.Dataset) -> float:
     """Grid spacing: the first `grid_spacing_km` attribute found, else estimated from 2-D lat/lon."""
     for ds in datasets:
         if "grid_spacing_km" in ds.attrs:
             return float(ds.attrs["grid_spacing_km"])
     for ds in datasets:
         if "lat" in ds.coords and "lon" in ds.coords and ds["lat"].ndim == 2:
-            from corrdiff.inference.writer import grid_spacing_km as estimate
-
-            return estimate(np.asarray(ds["lat"].values), np.asarray(ds["lon"].values))
+            return ensemble_file.grid_spacing_km(np.asarray(ds["lat"].values), np.asarray(ds["lon"].values))
     raise EvaluationError(f"{source_of(datasets[0])}: no grid_spacing_km attribute and no 2-D lat/lon to estimate it")
 
 
@@ -194,11 +160,10 @@ def collect(predictions, truth_source, baselines=None, split: str | None = None,
     and no baseline is named "interp". `variables`: score only these (default: every predicted one, each
     of which truth must have). Times are cut to those every source has.
     """
-    pred = only_complete_times(open_store(predictions))
-    predicted = forecast_variables(pred)
-    if not predicted:
-        raise EvaluationError(f"{predictions}: no variable with dims {ENSEMBLE_DIMS}; is it a file written "
-                              "by `corrdiff generate` or `corrdiff baseline`?")
+    opened = open_rechunked(predictions)
+    ensemble_file.validate(opened, predictions)
+    pred = ensemble_file.complete_times(opened)
+    predicted = ensemble_variables(pred)
     if pred.sizes["time"] == 0:
         raise EvaluationError(f"{predictions}: no time is complete ({FLAG} is 0 everywhere); "
                               "finish it by rerunning the same `corrdiff generate` command")
@@ -241,7 +206,6 @@ def _interpolation_or_note(truth_source, split, required: bool):
     if not is_spec(truth_source):
         raise EvaluationError(f"--truth {truth_source}: the interpolation baseline needs truth given as a "
                               "dataset spec (.yaml); or write it with `corrdiff baseline interp` and pass --baseline")
-
     try:
         return open_interpolation(truth_source, split), None
     except DataError as err:
@@ -273,7 +237,7 @@ def align(truth: xr.Dataset, models: dict[str, xr.Dataset], variables, notes=Non
     truth = linked(rechunk_over_time(truth[variables].sel(time=times)), truth)
     models = {name: linked(rechunk_over_time(ds[[v for v in variables if v in ds]].sel(time=times)), ds)
               for name, ds in models.items()}
-    return Evaluation(truth, models, list(variables), grid_spacing_km(models["corrdiff"], truth), notes)
+    return Evaluation(truth, models, list(variables), spacing_km(models["corrdiff"], truth), notes)
 
 
 def check_grid(ds: xr.Dataset, name: str, truth: xr.Dataset) -> None:

@@ -1,6 +1,7 @@
-"""Inference: ensemble generation and the CF NetCDF/Zarr writer."""
+"""Inference: ensemble generation and the writer of the ensemble file (layout: `corrdiff.ensemble_file`)."""
 
+from corrdiff.errors import OutputError
 from corrdiff.inference.generate import downscale, generate, load_models
-from corrdiff.inference.writer import EnsembleWriter, OutputError
+from corrdiff.inference.writer import EnsembleWriter
 
 __all__ = ["EnsembleWriter", "OutputError", "downscale", "generate", "load_models"]

@@ -12,7 +12,8 @@ from corrdiff import __version__
 from corrdiff.config import ConfigError, dump_config, RunConfig
 from corrdiff.diffusion import EDMPrecond, PatchedDenoiser, SamplerConfig, sample_ensemble
 from corrdiff.diffusion.conditioning import diffusion_condition, with_global_context
-from corrdiff.inference.writer import EnsembleWriter, FLAG
+from corrdiff.ensemble_file import FLAG
+from corrdiff.inference.writer import EnsembleWriter
 from corrdiff.models import UNetConfig
 from corrdiff.perf import autocast, FastPath, prepare_denoiser, to_channels_last
 from corrdiff.training import checkpoint as ckpt

@@ -1,6 +1,6 @@
 """The embedded demo dataset: two-layer quasi-geostrophic turbulence, coarse-grained ×8, as a downscaling problem.
 
-`build_demo` runs pyqg-jax's two-layer QG model (Phillips' baroclinic instability on a doubly periodic 64 × 64
+`build_qg_dataset` runs pyqg-jax's two-layer QG model (Phillips' baroclinic instability on a doubly periodic 64 × 64
 grid) to a statistically steady eddying state, saves ~1,400 snapshots and writes, beside a dataset spec:
 
 - `fine.nc`    targets, dims (time, y, x), 2-D lat/lon: upper-layer `u`, `v` (m s-1) and `vorticity` (s-1);
@@ -71,7 +71,7 @@ FILES = ["static.nc", "coarse.nc", "fine.nc", "spec.yaml"]
 MARKER = "demo.json"
 
 
-def build_demo(out_dir: Path | str, progress: bool = True, force: bool = False, *, times: int = 1400,
+def build_qg_dataset(out_dir: Path | str, progress: bool = True, force: bool = False, *, times: int = 1400,
                held_out: int = 96, gap: int = 4, spinup_steps: int = 28_800, steps_per_snapshot: int = 96,
                chunk: int = 50, seed: int = 0) -> Path:
     """The path of the demo dataset's spec YAML in `out_dir`, building the dataset unless a complete one is there.
@@ -109,7 +109,7 @@ def build_demo(out_dir: Path | str, progress: bool = True, force: bool = False, 
     _write_netcdf(_coarse_dataset(fields, time_axis, lat, lon, attrs), out_dir / "coarse.nc")
     _write_netcdf(_fine_dataset(fields, time_axis, lat, lon, attrs), out_dir / "fine.nc")
     _write_atomic(out_dir / "spec.yaml", _spec_text(time_axis, held_out, gap))
-    marker = {"generator": "corrdiff.data.demo", "version": DEMO_VERSION, "parameters": params,
+    marker = {"generator": "corrdiff.data.qg_dataset", "version": DEMO_VERSION, "parameters": params,
               "grid_spacing_km": GRID_KM, "coarse_grid_spacing_km": GRID_KM * COARSEN,
               "pyqg_jax": version("pyqg-jax"), "jax": jax.__version__,
               "build_seconds": round(time.perf_counter() - start, 1)}
@@ -252,8 +252,8 @@ def _global_attrs(params: dict) -> dict:
     return {
         "Conventions": "CF-1.8",
         "source": f"pyqg-jax {version('pyqg-jax')} two-layer QGModel, AB3 time stepping, float32",
-        "history": (f"corrdiff.data.demo.build_demo (version {DEMO_VERSION}): pyqg-jax QGModel({qg}), dt={DT} s, "
-                    f"seed={params['seed']}, spin-up {params['spinup_steps']} steps, a snapshot every "
+        "history": (f"corrdiff.data.qg_dataset.build_qg_dataset (version {DEMO_VERSION}): pyqg-jax QGModel({qg}), "
+                    f"dt={DT} s, seed={params['seed']}, spin-up {params['spinup_steps']} steps, a snapshot every "
                     f"{params['steps_per_snapshot']} steps; velocities x{VELOCITY_SCALE:g}, "
                     f"vorticity x{VORTICITY_SCALE:g} (10 km cells, {TIME_SCALE:g} model h per hour)"),
         "grid_spacing_km": GRID_KM,

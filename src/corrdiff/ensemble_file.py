@@ -1,0 +1,181 @@
+"""The ensemble file: the one layout that `corrdiff generate` writes and the baselines and evaluation read.
+
+CF-1.10 NetCDF, or a Zarr v3 store (a path ending in .zarr):
+
+    <name>(time, member, y, x)     float32, physical units   one variable per channel
+    <name>_regression(time, y, x)  float32, physical units   the regression mean (generate's files only)
+    generation_complete(time)      int8, 0 pending, 1 written  set once every field of the time is written
+    lat(y, x), lon(y, x)           float64, degrees_north / degrees_east
+    time                           encoded as hours since 1970-01-01 00:00:00 (proleptic Gregorian)
+
+Global attributes: Conventions, grid_spacing_km (mean neighbour distance) and history, then the writer's own.
+This module imports nothing from corrdiff but its errors, so that inference and evaluation can both use it.
+"""
+
+import datetime as dt
+import warnings
+from pathlib import Path
+
+import dask.array as da
+import numpy as np
+import xarray as xr
+
+from corrdiff.errors import EvaluationError
+
+ENSEMBLE_DIMS = ("time", "member", "y", "x")
+FIELD_DIMS = ("time", "y", "x")  # a regression mean; also truth and plain forecast fields
+REGRESSION_SUFFIX = "_regression"
+FLAG = "generation_complete"
+FLAG_ATTRS = {"flag_values": np.array([0, 1], dtype="int8"), "flag_meanings": "pending written"}
+TIME_UNITS = "hours since 1970-01-01 00:00:00"
+TIME_ENCODING = {"units": TIME_UNITS, "calendar": "proleptic_gregorian", "dtype": "float64"}
+CONVENTIONS = "CF-1.10"
+ENGINES = {"netcdf": "netcdf4", "zarr": "zarr"}  # format name (as in the run config) -> xarray engine
+
+
+def regression_name(name: str) -> str:
+    """The name of the regression-mean variable of channel `name`."""
+    return f"{name}{REGRESSION_SUFFIX}"
+
+
+def grid_spacing_km(lat: np.ndarray, lon: np.ndarray) -> float:
+    """Mean distance between neighbouring grid points (haversine, Earth radius 6371 km) of 2-D lat/lon."""
+    def dist(lat1, lon1, lat2, lon2):
+        p1, p2, dl = np.radians(lat1), np.radians(lat2), np.radians(lon2 - lon1)
+        h = np.sin((p2 - p1) / 2) ** 2 + np.cos(p1) * np.cos(p2) * np.sin(dl / 2) ** 2
+        return 2 * 6371.0 * np.arcsin(np.sqrt(h))
+
+    dx = dist(lat[:, :-1], lon[:, :-1], lat[:, 1:], lon[:, 1:]) if lat.shape[1] > 1 else np.array([np.nan])
+    dy = dist(lat[:-1], lon[:-1], lat[1:], lon[1:]) if lat.shape[0] > 1 else np.array([np.nan])
+    return float(np.nanmean(np.concatenate([dx.ravel(), dy.ravel()])))
+
+
+def is_zarr(path: Path) -> bool:
+    """Whether `path` names a Zarr store (by suffix, or by the metadata of an existing folder)."""
+    path = Path(path)
+    return path.suffix == ".zarr" or (path.is_dir() and any((path / n).exists() for n in ("zarr.json", ".zgroup")))
+
+
+def format_of(path: Path) -> str:
+    """"zarr" for a Zarr store, else "netcdf"."""
+    return "zarr" if is_zarr(path) else "netcdf"
+
+
+def template(times, members: int, lat, lon, channels, channel_attrs: dict | None = None,
+             global_attrs: dict | None = None, *, regression: bool = True, complete: bool = False,
+             command: str = "corrdiff generate") -> xr.Dataset:
+    """An all-NaN dataset with the file's layout: lazy (dask), one time per chunk.
+
+    `channel_attrs`: {name: attrs} (units, long_name). `regression`: add `<name>_regression`.
+    `complete`: the flag is 1 everywhere (a file written whole, as the baselines are); else 0.
+    `command` goes into the history attribute; `global_attrs` are added last and win.
+    """
+    n_time, (height, width) = len(times), np.shape(lat)
+    channel_attrs = channel_attrs or {}
+    data_vars = {}
+    for name in channels:
+        attrs = {"coordinates": "lat lon", **channel_attrs.get(name, {})}
+        data_vars[name] = (ENSEMBLE_DIMS, da.full((n_time, members, height, width), np.nan, dtype="float32",
+                                                  chunks=(1, members, height, width)), attrs)
+        if regression:
+            reg_attrs = dict(attrs, long_name=f"regression mean of {attrs.get('long_name', name)}")
+            data_vars[regression_name(name)] = (FIELD_DIMS, da.full((n_time, height, width), np.nan, dtype="float32",
+                                                                    chunks=(1, height, width)), reg_attrs)
+    flag = da.ones(n_time, dtype="int8", chunks=1) if complete else da.zeros(n_time, dtype="int8", chunks=1)
+    data_vars[FLAG] = (("time",), flag, dict(FLAG_ATTRS))
+    coords = {
+        "time": ("time", np.asarray(times, dtype="datetime64[ns]"), {"standard_name": "time", "axis": "T"}),
+        "member": ("member", np.arange(members, dtype="int32"), {"long_name": "ensemble member"}),
+        "y": ("y", np.arange(height, dtype="int32"), {"long_name": "grid row index", "axis": "Y"}),
+        "x": ("x", np.arange(width, dtype="int32"), {"long_name": "grid column index", "axis": "X"}),
+        "lat": (("y", "x"), np.asarray(lat, dtype="float64"),
+                {"standard_name": "latitude", "units": "degrees_north", "long_name": "latitude"}),
+        "lon": (("y", "x"), np.asarray(lon, dtype="float64"),
+                {"standard_name": "longitude", "units": "degrees_east", "long_name": "longitude"}),
+    }
+    attrs = {"Conventions": CONVENTIONS, "grid_spacing_km": grid_spacing_km(np.asarray(lat), np.asarray(lon)),
+             "history": f"{dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')} {command}",
+             **(global_attrs or {})}
+    return xr.Dataset(data_vars, coords, attrs)
+
+
+def encoding(ds: xr.Dataset, fmt: str) -> dict:
+    """The encoding to write `ds` with: time in TIME_UNITS; in NetCDF also zlib level 1 and a NaN fill."""
+    encoded = {"time": dict(TIME_ENCODING)}
+    if fmt == "netcdf":
+        encoded.update({v: {"zlib": True, "complevel": 1, "_FillValue": np.float32(np.nan)}
+                        for v in ds.data_vars if v != FLAG})
+    return encoded
+
+
+def write(ds: xr.Dataset, path, fmt: str) -> Path:
+    """Write `ds` whole ("netcdf" or "zarr"; dask arrays chunk by chunk); returns the path.
+
+    Written to a hidden temporary name and renamed: the file appears complete, or not at all.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    if fmt == "zarr":
+        ds.to_zarr(tmp, mode="w", encoding=encoding(ds, fmt), zarr_format=3, consolidated=False)
+    else:
+        ds.to_netcdf(tmp, engine=ENGINES["netcdf"], encoding=encoding(ds, fmt))
+    tmp.rename(path)
+    return path
+
+
+def open(path) -> xr.Dataset:  # noqa: A001  (used as ensemble_file.open)
+    """A NetCDF file or Zarr store, opened lazily (dask, the store's own chunks); `encoding["source"]` is the path.
+
+    Raises EvaluationError naming the path when it is missing or neither NetCDF nor Zarr.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise EvaluationError(f"{path}: no such file or store")
+    try:
+        if is_zarr(path):
+            with warnings.catch_warnings():  # unconsolidated stores (written by several processes) are fine
+                warnings.filterwarnings("ignore", "Failed to open Zarr store with consolidated", RuntimeWarning)
+                ds = xr.open_zarr(path, consolidated=None, chunks={})
+        else:
+            ds = xr.open_dataset(path, chunks={})
+    except (OSError, ValueError) as err:
+        raise EvaluationError(f"{path}: cannot be opened as NetCDF or Zarr ({err})") from None
+    ds.encoding["source"] = str(path)
+    return ds
+
+
+def ensemble_variables(ds: xr.Dataset) -> list[str]:
+    """Names of the variables with dims ENSEMBLE_DIMS (in any order)."""
+    return [name for name, v in ds.data_vars.items() if set(v.dims) == set(ENSEMBLE_DIMS)]
+
+
+def validate(ds: xr.Dataset, path) -> None:
+    """Check that `ds` (read from `path`) has the layout; raises EvaluationError naming the file and the fault.
+
+    The flag and lat/lon may be absent (every time then counts as written; the grid spacing comes from the
+    attribute), but when present they must have their dims.
+    """
+    names = ensemble_variables(ds)
+    if not names:
+        raise EvaluationError(f"{path}: no variable with dims {ENSEMBLE_DIMS}; is it a file written "
+                              "by `corrdiff generate` or `corrdiff baseline`?")
+    for name in names:
+        mean = regression_name(name)
+        if mean in ds and set(ds[mean].dims) != set(FIELD_DIMS):
+            raise EvaluationError(f"{path}: the regression mean {mean!r} has dims {ds[mean].dims}; "
+                                  f"expected {FIELD_DIMS}")
+    if FLAG in ds and ds[FLAG].dims != ("time",):
+        raise EvaluationError(f"{path}: the flag {FLAG!r} has dims {ds[FLAG].dims}; expected ('time',)")
+    for coord in ("lat", "lon"):
+        if coord in ds.variables and set(ds[coord].dims) != {"y", "x"}:
+            raise EvaluationError(f"{path}: {coord} has dims {ds[coord].dims}; expected 2-D ('y', 'x')")
+
+
+def complete_times(ds: xr.Dataset) -> xr.Dataset:
+    """`ds` at the times whose flag is set, without the flag (all times when it has no flag)."""
+    if FLAG not in ds:
+        return ds
+    done = np.asarray(ds[FLAG].values, dtype=bool)
+    complete = ds.isel(time=np.flatnonzero(done)).drop_vars(FLAG)
+    complete.set_close(ds.close)  # xarray does not pass close() on, and an open file blocks a later writer
+    return complete

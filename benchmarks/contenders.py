@@ -13,7 +13,8 @@ from typing import Callable
 
 import torch
 
-from corrdiff.diffusion import EDMLoss, EDMPrecond, SamplerConfig, sample_ensemble
+from corrdiff.config import DiffusionSection
+from corrdiff.diffusion import diffusion_network, EDMPrecond, SamplerConfig, sample_ensemble
 from corrdiff.diffusion.losses import regression_loss
 from corrdiff.models import presets, UNetConfig
 from corrdiff.perf import autocast, FastPath, prepare_denoiser, to_channels_last
@@ -57,12 +58,12 @@ def ours(config: UNetConfig, device, sampler: SamplerConfig, fast: FastPath | No
     """
     torch.manual_seed(seed)
     regression = config.build_regression().to(device)
-    denoiser = EDMPrecond(config.build_diffusion()).to(device)
+    denoiser = EDMPrecond(diffusion_network(config), sigma_data=DiffusionSection().sigma_data).to(device)
     fast = fast or FastPath()
     if fast.channels_last:
         to_channels_last(regression)
     net = prepare_denoiser(denoiser, fast)
-    edm = EDMLoss()
+    edm = DiffusionSection().edm_loss()
 
     def diffusion_loss(condition, target):
         with torch.no_grad():

@@ -1,3 +1,4 @@
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,9 @@ def test_documented_example_config_is_valid_and_complete():
     text = EXAMPLE.read_text()
     # Every field of every section appears in the documented example (shared keys once).
     for section in ("model", "regression", "diffusion", "sampler", "generate"):
-        for name in type(getattr(config, section)).model_fields:
+        value = getattr(config, section)
+        names = [f.name for f in dataclasses.fields(value)] if dataclasses.is_dataclass(value) else type(value).model_fields
+        for name in names:
             assert f"{name}:" in text, f"{section}.{name} undocumented"
 
 
@@ -31,7 +34,7 @@ def test_overrides_apply_before_validation(tmp_path):
     path = tmp_path / "run.yaml"
     path.write_text("data: spec.yaml\n")
     config = load_config(path, ["regression.lr=1e-3", "model.channel_mult=[1, 2]", "generate.patch_shape=[32, 32]"])
-    assert config.regression.lr == 1e-3 and config.model.channel_mult == [1, 2]
+    assert config.regression.lr == 1e-3 and config.model.channel_mult == (1, 2)
     assert config.generate.patch_shape == (32, 32)
     with pytest.raises(ConfigError, match="regression.steps"):
         load_config(path, ["regression.steps=-1"])
@@ -45,4 +48,27 @@ def test_missing_file_and_data_key(tmp_path):
     path = tmp_path / "run.yaml"
     path.write_text("run_dir: x\n")
     with pytest.raises(ConfigError, match="data"):
+        load_config(path)
+
+
+def test_sampler_section_is_the_sampler_config_and_checks_its_values(tmp_path):
+    from corrdiff.diffusion import SamplerConfig
+
+    path = tmp_path / "run.yaml"
+    path.write_text("data: spec.yaml\nsampler:\n  num_steps: 4\n  S_churn: 2\n")
+    assert load_config(path).sampler == SamplerConfig(num_steps=4, S_churn=2.0)
+    for bad, message in (("num_steps: 0", "num_steps must be at least 1"), ("stpes: 3", "sampler.stpes")):
+        path.write_text(f"data: spec.yaml\nsampler:\n  {bad}\n")
+        with pytest.raises(ConfigError, match=message):
+            load_config(path)
+
+
+def test_model_section_overrides_any_architecture_field_of_the_preset(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("data: spec.yaml\nmodel:\n  preset: paper\n  dropout: 0.2\n  channel_mult: [1, 2]\n")
+    unet = load_config(path).model.unet_config((64, 64), 5, 3)
+    assert unet.dropout == 0.2 and unet.channel_mult == (1, 2) and unet.model_channels == 128
+    assert (unet.img_shape, unet.in_channels, unet.out_channels) == ((64, 64), 5, 3)
+    path.write_text("data: spec.yaml\nmodel:\n  in_channels: 3\n")  # the data gives the problem shape
+    with pytest.raises(ConfigError, match="model.in_channels"):
         load_config(path)

@@ -10,7 +10,7 @@ import warnings
 import pytest
 import torch
 
-from corrdiff.diffusion import EDMPrecond, SamplerConfig, sample_ensemble
+from corrdiff.diffusion import diffusion_network, EDMPrecond, SamplerConfig, sample_ensemble
 from corrdiff.models import presets
 from corrdiff.perf import CompiledOrEager, FastDenoiser, FastPath, prepare_denoiser
 
@@ -26,7 +26,7 @@ def relative_error(result: torch.Tensor, reference: torch.Tensor) -> float:
 def perturbed_denoiser(seed: int = 0) -> EDMPrecond:
     """A tiny denoiser whose near-zero output layers are perturbed, so the network's output matters."""
     torch.manual_seed(seed)
-    denoiser = EDMPrecond(TINY.build_diffusion())
+    denoiser = EDMPrecond(diffusion_network(TINY), sigma_data=0.5)
     with torch.no_grad():
         for p in denoiser.parameters():
             p.add_(0.05 * torch.randn_like(p))
@@ -88,11 +88,11 @@ def test_sampler_on_fast_path_matches_plain():
     mean = torch.zeros(1, TINY.out_channels, *TINY.img_shape)
     _, _, condition = inputs(batch=1)
     plain = sample_ensemble(perturbed_denoiser(), mean, condition, [0, 1, 2], seed=5, config=config)
-    fast = sample_ensemble(perturbed_denoiser(), mean, condition, [0, 1, 2], seed=5, config=config,
-                           fast=FastPath(channels_last=True))
+    fast = sample_ensemble(prepare_denoiser(perturbed_denoiser(), FastPath(channels_last=True)), mean, condition,
+                           [0, 1, 2], seed=5, config=config)
     assert relative_error(fast, plain) < 1e-4
-    bf16 = sample_ensemble(perturbed_denoiser(), mean, condition, [0, 1, 2], seed=5, config=config,
-                           fast=FastPath(bf16=True))
+    bf16 = sample_ensemble(prepare_denoiser(perturbed_denoiser(), FastPath(bf16=True)), mean, condition,
+                           [0, 1, 2], seed=5, config=config)
     assert relative_error(bf16, plain) < BF16_RTOL
 
 

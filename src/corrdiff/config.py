@@ -3,51 +3,63 @@
 Unknown keys and wrong types are errors naming the key; any value can be overridden with `section.key=value`.
 """
 
+import dataclasses
 from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, create_model, Field, ValidationError
 
+from corrdiff.diffusion import EDMLoss, SamplerConfig
 from corrdiff.errors import ConfigError
-from corrdiff.models.presets import presets, UNetConfig
+from corrdiff.models import presets, UNetConfig
+from corrdiff.perf import FastPath
 
 
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
-class ModelSection(Section):
-    """Network architecture: a named preset, with any of its fields overridden."""
+# The problem shape comes from the data spec, not from the config.
+_FROM_DATA = ("img_shape", "in_channels", "out_channels")
 
-    preset: str = "tiny"
-    model_channels: int | None = None
-    channel_mult: list[int] | None = None
-    channel_mult_emb: int | None = None
-    num_blocks: int | None = None
-    attn_resolutions: list[int] | None = None
-    dropout: float | None = None
-    noise_embedding: Literal["positional", "fourier"] | None = None
-    grid_embedding: Literal["sinusoidal", "learned", "none"] | None = None
-    grid_channels: int | None = None
-    num_heads: int | None = None
-    condition_on_mean: bool | None = None
-    global_context: bool | None = None
+
+class _ModelBase(Section):
+    preset: str = Field("tiny", description=f"named architecture: one of {sorted(presets)}")
 
     def unet_config(self, img_shape, in_channels: int, out_channels: int) -> UNetConfig:
         """The UNetConfig for a dataset's grid and channel counts."""
         if self.preset not in presets:
             raise ConfigError(f"model.preset: unknown preset {self.preset!r}; choose from {sorted(presets)}")
         changes = {k: v for k, v in self.model_dump(exclude={"preset"}).items() if v is not None}
-        for key in ("channel_mult", "attn_resolutions"):
-            if key in changes:
-                changes[key] = tuple(changes[key])
         return presets[self.preset].replace(
             img_shape=tuple(img_shape), in_channels=in_channels, out_channels=out_channels, **changes
         )
 
 
-class TrainSection(Section):
+# Every architecture field of UNetConfig (its type and meaning are described there) may override the preset.
+ModelSection = create_model(
+    "ModelSection",
+    __base__=_ModelBase,
+    __doc__="Network architecture: a named preset, with any field of corrdiff.models.UNetConfig overridden.",
+    **{f.name: (f.type | None, None) for f in dataclasses.fields(UNetConfig) if f.name not in _FROM_DATA},
+)
+
+
+class FastPathSection(Section):
+    """Switches that make a step faster without changing the method (corrdiff.perf)."""
+
+    precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 autocast on CUDA, fp32 on CPU")
+    compile: bool = Field(False, description="torch.compile the network (eager, with a warning, if unavailable)")
+    channels_last: Literal["auto"] | bool = Field("auto", description="NHWC memory format; auto: on (faster on CUDA and CPU)")
+
+    def fast_path(self, device) -> FastPath:
+        """What these switches mean on `device`."""
+        return FastPath.resolve(device, self.precision, self.channels_last, self.compile,
+                                getattr(self, "cuda_graphs", False))
+
+
+class TrainSection(FastPathSection):
     """Optimisation settings of one training step (regression or diffusion)."""
 
     steps: int = Field(1000, gt=0, description="optimizer steps")
@@ -61,9 +73,6 @@ class TrainSection(Section):
     grad_clip: float | None = Field(1.0, gt=0)
     ema_halflife_samples: float = Field(2000.0, gt=0, description="EMA half-life, in training samples")
     ema_rampup: float | None = Field(0.05, description="half-life ≤ rampup × samples seen so far")
-    precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 autocast on CUDA, fp32 on CPU")
-    compile: bool = Field(False, description="torch.compile the network (eager, with a warning, if unavailable)")
-    channels_last: Literal["auto"] | bool = Field("auto", description="NHWC memory format; auto: on (faster on CUDA and CPU)")
     seed: int = 0
     num_workers: int = Field(0, ge=0)
     patch_shape: tuple[int, int] | None = Field(None, description="train on random patches of this (h, w)")
@@ -76,28 +85,18 @@ class TrainSection(Section):
 
 
 class DiffusionSection(TrainSection):
-    """Training settings of the residual diffusion step, with EDM's noise distribution."""
+    """Training settings of the residual diffusion step, with EDM's noise distribution (the one place of its defaults)."""
 
-    P_mean: float = -1.2
-    P_std: float = Field(1.2, gt=0)
-    sigma_data: float = Field(0.5, gt=0)
+    P_mean: float = Field(-1.2, description="mean of ln σ of the training noise levels")
+    P_std: float = Field(1.2, gt=0, description="standard deviation of ln σ")
+    sigma_data: float = Field(0.5, gt=0, description="σ_data of EDM's preconditioning and loss weight")
     regression_checkpoint: str | None = Field(None, description="default: the regression run's best checkpoint")
 
-
-class SamplerSection(Section):
-    """EDM sampler settings (Karras et al. 2022); S_churn = 0 is the deterministic sampler."""
-
-    num_steps: int = Field(18, gt=0)
-    sigma_min: float = Field(0.002, gt=0)
-    sigma_max: float = Field(800.0, gt=0)
-    rho: float = 7.0
-    S_churn: float = Field(0.0, ge=0)
-    S_min: float = 0.0
-    S_max: float = float("inf")
-    S_noise: float = 1.0
+    def edm_loss(self) -> EDMLoss:
+        return EDMLoss(P_mean=self.P_mean, P_std=self.P_std, sigma_data=self.sigma_data)
 
 
-class GenerateSection(Section):
+class GenerateSection(FastPathSection):
     """Ensemble generation settings."""
 
     members: int = Field(8, gt=0)
@@ -107,9 +106,6 @@ class GenerateSection(Section):
     format: Literal["netcdf", "zarr"] = "netcdf"
     patch_shape: tuple[int, int] | None = None
     patch_overlap: tuple[int, int] = (8, 8)
-    precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 autocast on CUDA, fp32 on CPU")
-    channels_last: Literal["auto"] | bool = Field("auto", description="NHWC memory format; auto: on (faster on CUDA and CPU)")
-    compile: bool = Field(False, description="torch.compile the denoiser (eager, with a warning, if unavailable)")
     cuda_graphs: Literal["auto"] | bool = Field("auto", description="replay the denoiser from a CUDA graph; auto: on CUDA")
 
 
@@ -122,7 +118,7 @@ class RunConfig(Section):
     model: ModelSection = ModelSection()
     regression: TrainSection = TrainSection()
     diffusion: DiffusionSection = DiffusionSection()
-    sampler: SamplerSection = SamplerSection()
+    sampler: SamplerConfig = Field(SamplerConfig(), description="EDM sampler (corrdiff.diffusion.SamplerConfig)")
     generate: GenerateSection = GenerateSection()
     source: str | None = Field(None, description="(set on load) the file this config came from")
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from corrdiff.diffusion import EDMLoss, EDMPrecond, regression_loss
+from corrdiff.diffusion import diffusion_network, EDMLoss, EDMPrecond, regression_loss
 from corrdiff.models import presets
 
 SIZE = 16
@@ -59,7 +59,7 @@ def test_regression_then_residual_diffusion_learn():
 
     # Residual step: the regression model is frozen; the denoiser learns p(r | y).
     regression.eval().requires_grad_(False)
-    denoiser = EDMPrecond(config.build_diffusion(), sigma_data=0.5)
+    denoiser = EDMPrecond(diffusion_network(config), sigma_data=0.5)
     edm = EDMLoss(P_mean=-1.2, P_std=1.2, sigma_data=0.5)
 
     def diff_loss(condition, target, gen):

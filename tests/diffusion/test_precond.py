@@ -3,12 +3,12 @@ import math
 import pytest
 import torch
 
-from corrdiff.diffusion import EDMLoss, EDMPrecond, edm_scalings, effective_target
+from corrdiff.diffusion import diffusion_network, EDMLoss, EDMPrecond, edm_scalings, effective_target
 from corrdiff.models import presets
 
 
 def test_denoiser_returns_input_as_sigma_goes_to_zero(generator):
-    net = presets["tiny"].build_diffusion()
+    net = diffusion_network(presets["tiny"])
     with torch.no_grad():
         for p in net.parameters():  # make F non-trivial so the identity is not an artefact of zero init
             p.add_(0.1 * torch.randn(p.shape, generator=generator))
@@ -41,14 +41,14 @@ def test_scalings_match_closed_forms():
 
 
 def test_edm_loss_weight_is_inverse_square_of_c_out():
-    loss = EDMLoss(sigma_data=0.5)
+    loss = EDMLoss(P_mean=-1.2, P_std=1.2, sigma_data=0.5)
     sigma = torch.tensor([0.05, 0.7, 20.0], dtype=torch.float64)
     _, c_out, _, _ = edm_scalings(sigma, 0.5)
     torch.testing.assert_close(loss.weight(sigma), 1 / c_out**2)
 
 
 def test_lognormal_sigma_distribution(generator):
-    loss = EDMLoss(P_mean=-1.2, P_std=1.2)
+    loss = EDMLoss(P_mean=-1.2, P_std=1.2, sigma_data=0.5)
     log_sigma = loss.sample_sigma(100_000, generator).log()
     assert log_sigma.mean().item() == pytest.approx(-1.2, abs=0.02)
     assert log_sigma.std().item() == pytest.approx(1.2, abs=0.02)

@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from corrdiff.diffusion import diffusion_network
 from corrdiff.models import SongUNet, count_parameters, presets
 from corrdiff.models.embeddings import GridEmbedding, sinusoidal_grid
 
@@ -11,7 +12,7 @@ TINY = presets["tiny"]
 @pytest.mark.parametrize("role", ["regression", "diffusion"])
 def test_shapes_and_dtype(shape, role):
     config = TINY.replace(img_shape=shape)
-    net = config.build_regression() if role == "regression" else config.build_diffusion()
+    net = config.build_regression() if role == "regression" else diffusion_network(config)
     x = torch.randn(3, net.in_channels, *shape)
     noise = torch.full((3,), 0.3) if role == "diffusion" else None
     out = net(x, noise)
@@ -39,14 +40,14 @@ def test_widths_that_are_not_multiples_of_32_build(width):
 
 
 def test_regression_net_has_no_noise_input_and_diffusion_net_needs_one():
-    reg, dif = TINY.build_regression(), TINY.build_diffusion()
+    reg, dif = TINY.build_regression(), diffusion_network(TINY)
     assert not any("affine" in name or "map_layer" in name for name, _ in reg.named_parameters())
     with pytest.raises(ValueError, match="noise_labels"):
         dif(torch.randn(1, dif.in_channels, 32, 32))
 
 
 def test_noise_embedding_changes_output():
-    net = TINY.build_diffusion()
+    net = diffusion_network(TINY)
     # Zero-initialised output layers would hide the dependence: perturb all weights first.
     with torch.no_grad():
         for p in net.parameters():
@@ -94,7 +95,7 @@ def test_paper_preset_matches_reference_size():
     assert config.img_shape == (448, 448) and config.in_channels == 12 and config.out_channels == 4
     # Build on the meta device: counting parameters needs no memory or init time.
     with torch.device("meta"):
-        diffusion = config.build_diffusion()
+        diffusion = diffusion_network(config)
     assert abs(count_parameters(diffusion) - 80.0e6) / 80.0e6 < 0.05
     assert diffusion.input_conv.in_channels == 12 + 4 + 4  # condition + noisy residual + grid channels
 
@@ -119,3 +120,4 @@ def test_dropout_acts_in_training_only_and_in_place_updates_keep_gradients():
     with torch.no_grad():
         numeric = (net(x + eps * direction).square().sum() - net(x - eps * direction).square().sum()) / (2 * eps)
     assert torch.allclose((x.grad * direction).sum(), numeric, rtol=2e-2)
+

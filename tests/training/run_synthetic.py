@@ -12,7 +12,7 @@ import torch
 
 from corrdiff.config import apply_overrides, RunConfig
 from corrdiff.training import run_training
-from corrdiff.training.distributed import init_distributed, shutdown
+from corrdiff.distributed import init_distributed, shutdown
 from tests.training.synthetic import SyntheticDataset
 
 MODULE = "tests.training.run_synthetic"  # for `python -m` and `torchrun -m`, run with cwd = the repository root

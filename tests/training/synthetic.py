@@ -6,6 +6,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from corrdiff.data import ChannelStats, Normalization
+
 
 @dataclass
 class Sample:
@@ -14,17 +16,10 @@ class Sample:
     time: np.datetime64
 
 
-class IdentityStats:
+def identity_stats(input_channels, target_channels) -> Normalization:
     """Normalisation that is the identity (the synthetic data is already normalised)."""
-
-    def to_dict(self):
-        return {"kind": "identity"}
-
-    def denormalize_target(self, x):
-        return x
-
-    def normalize_target(self, x):
-        return x
+    unit = lambda names: ChannelStats(list(names), np.zeros(len(names)), np.ones(len(names)))
+    return Normalization(unit(input_channels), unit(target_channels))
 
 
 class SyntheticDataset(torch.utils.data.Dataset):
@@ -47,7 +42,7 @@ class SyntheticDataset(torch.utils.data.Dataset):
             + np.timedelta64(offset_days, "D")
         lat, lon = np.meshgrid(np.linspace(20, 25, height), np.linspace(118, 123, width), indexing="ij")
         self.lat, self.lon = lat, lon
-        self.stats = IdentityStats()
+        self.stats = identity_stats(self.input_channels, self.target_channels)
 
     def __len__(self):
         return len(self.inputs)

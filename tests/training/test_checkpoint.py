@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from corrdiff.training import checkpoint as ckpt
+from corrdiff import checkpoint as ckpt
 from corrdiff.training import CheckpointError, run_training, TrainingError
-from corrdiff.training.distributed import init_distributed
+from corrdiff.distributed import init_distributed
 from corrdiff.training.tasks import RegressionTask
 from tests.training.run_synthetic import synthetic_config
 from tests.training.synthetic import SyntheticDataset
@@ -37,8 +37,8 @@ def test_checkpoint_holds_only_safetensors_and_json_and_loads_without_pickle(tmp
     monkeypatch.setattr(pickle, "load", forbidden)
     monkeypatch.setattr(pickle, "loads", forbidden)
     loaded = ckpt.load_model(tmp_path / "regression")
-    assert loaded.meta["kind"] == "regression" and loaded.meta["step"] == 10
-    assert loaded.meta["target_channels"] == ["u", "v"]
+    assert loaded.meta.kind == "regression" and loaded.meta.step == 10
+    assert loaded.meta.target_channels == ("u", "v")
     assert loaded.lat.shape == (16, 16)
     # Resuming reads the training state the same way.
     train(tmp_path, 12, resume=True)
@@ -84,7 +84,7 @@ def test_failed_write_leaves_previous_checkpoint_intact(tmp_path, monkeypatch):
     assert sorted(p.name for p in root.iterdir()) == ["best", "latest", "step-000005"]  # no temp debris
     assert {p: p.read_bytes() for p in (root / "step-000005").iterdir()} == before
     monkeypatch.setattr(ckpt, "save_file", real_save)
-    assert ckpt.load_model(root).meta["step"] == 5
+    assert ckpt.load_model(root).meta.step == 5
 
 
 def test_nonfinite_loss_stops_with_message_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):

@@ -1,22 +1,26 @@
-"""The CorrDiff method in pure torch: EDM preconditioning, losses, the sampler and patching."""
+"""The CorrDiff method in pure torch: EDM preconditioning, losses, the sampler, the condition and patching."""
 
+from corrdiff.diffusion.conditioning import DiffusionCondition, diffusion_network
 from corrdiff.diffusion.losses import EDMLoss, regression_loss, weighted_mse
-from corrdiff.diffusion.patching import PatchedDenoiser, crop, global_context, random_patches
+from corrdiff.diffusion.multidiffusion import PatchedDenoiser
+from corrdiff.diffusion.patching import crop, global_context, patch_offsets, random_patches
 from corrdiff.diffusion.precond import EDMPrecond, edm_scalings, effective_target
-from corrdiff.diffusion.sampler import SamplerConfig, edm_sample, karras_sigmas, member_generator, sample_ensemble
+from corrdiff.diffusion.sampler import SamplerConfig, edm_sample, karras_sigmas, sample_ensemble
 
 __all__ = [
+    "DiffusionCondition",
     "EDMLoss",
     "EDMPrecond",
     "PatchedDenoiser",
     "SamplerConfig",
     "crop",
+    "diffusion_network",
     "edm_sample",
     "edm_scalings",
     "effective_target",
     "global_context",
     "karras_sigmas",
-    "member_generator",
+    "patch_offsets",
     "random_patches",
     "regression_loss",
     "sample_ensemble",

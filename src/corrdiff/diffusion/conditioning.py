@@ -1,16 +1,71 @@
-"""What the residual denoiser is conditioned on: the condition, optionally the regression mean, and,
-for patches, optionally the whole condition field resized to the patch (global context)."""
+"""What the residual denoiser is conditioned on, decided in one place for training, generation and patches.
+
+The condition of the residual denoiser D(r; σ, c) is, channel after channel:
+  1. the regression network's input y (coarse fields on the fine grid, then static fields), `C_in` channels;
+  2. optionally the regression mean μ(y) (`on_mean`), `C_out` channels;
+  3. optionally, when the denoiser runs on patches, the whole-domain field of 1–2 resized to the patch
+     (`global_context`), so that a patch knows the large-scale state around it.
+Run on the whole domain, the context of 3 is the field itself, so a network trained on patches with context
+can also sample a domain of its own training size in one pass.
+"""
+
+from dataclasses import dataclass
 
 import torch
 
-from corrdiff.diffusion.patching import global_context
+from corrdiff.diffusion.patching import crop, global_context
+from corrdiff.models import SongUNet, UNetConfig
 
 
-def diffusion_condition(condition: torch.Tensor, mean: torch.Tensor, condition_on_mean: bool) -> torch.Tensor:
-    """Full-domain diffusion condition (batch, C_cond [+ C_out], H, W)."""
-    return torch.cat([condition, mean], dim=1) if condition_on_mean else condition
+@dataclass(frozen=True)
+class DiffusionCondition:
+    """Builds the denoiser's condition from y (batch, C_in, H, W) and μ (batch, C_out, H, W), normalised."""
+
+    input_channels: int
+    output_channels: int
+    on_mean: bool = False
+    global_context: bool = False
+
+    @classmethod
+    def from_unet(cls, unet: UNetConfig) -> "DiffusionCondition":
+        """The condition a network configuration was built for (its `condition_on_mean`, `global_context`)."""
+        return cls(unet.in_channels, unet.out_channels, unet.condition_on_mean, unet.global_context)
+
+    @property
+    def field_channels(self) -> int:
+        """Channels of the whole-domain condition field (items 1–2)."""
+        return self.input_channels + (self.output_channels if self.on_mean else 0)
+
+    @property
+    def channels(self) -> int:
+        """Channels the denoiser receives besides the noisy residual."""
+        return self.field_channels * (2 if self.global_context else 1)
+
+    def field(self, inputs: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
+        """The whole-domain condition field (batch, field_channels, H, W)."""
+        return torch.cat([inputs, mean.to(inputs.dtype)], dim=1) if self.on_mean else inputs
+
+    def whole_domain(self, field: torch.Tensor) -> torch.Tensor:
+        """What the denoiser sees when run on the whole domain at once: (batch, channels, H, W)."""
+        return torch.cat([field, field], dim=1) if self.global_context else field
+
+    def patches(self, field: torch.Tensor, positions: torch.Tensor, patch_shape: tuple[int, int],
+                per_element: int = 1) -> torch.Tensor:
+        """What the denoiser sees on patches: (batch·per_element, channels, h, w).
+
+        `field` (batch, field_channels, H, W); `positions` (batch·per_element, 2) are the (y0, x0) offsets
+        of `per_element` consecutive patches of each batch element.
+        """
+        repeated = field.repeat_interleave(per_element, 0) if per_element > 1 else field
+        crops = crop(repeated, positions, patch_shape)
+        if not self.global_context:
+            return crops
+        context = global_context(field, patch_shape)
+        if per_element > 1:
+            context = context.repeat_interleave(per_element, 0)
+        return torch.cat([crops, context], dim=1)
 
 
-def with_global_context(patch_condition: torch.Tensor, full_condition: torch.Tensor) -> torch.Tensor:
-    """Append the full condition, resized to the patch, to a patch's condition: channels doubled."""
-    return torch.cat([patch_condition, global_context(full_condition, tuple(patch_condition.shape[-2:]))], dim=1)
+def diffusion_network(unet: UNetConfig) -> SongUNet:
+    """The residual denoiser's network F: noisy residual and condition in, residual out, noise-conditioned."""
+    return unet.build_diffusion(condition_channels=DiffusionCondition.from_unet(unet).channels)

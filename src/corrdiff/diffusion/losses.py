@@ -23,12 +23,13 @@ class EDMLoss:
     """Denoising score matching with EDM's log-normal noise levels and loss weighting.
 
     σ = exp(P_mean + P_std·ξ), ξ ~ N(0, 1); loss = λ(σ)·‖D(x + σn; σ) − x‖², λ(σ) = (σ² + σ_data²)/(σ·σ_data)².
-    In CorrDiff, x is the residual r = target − μ(condition) of a frozen regression model.
+    In CorrDiff, x is the residual r = target − μ(condition) of a frozen regression model. The settings'
+    defaults live in the run config (`corrdiff.config.DiffusionSection`).
     """
 
-    P_mean: float = -1.2
-    P_std: float = 1.2
-    sigma_data: float = 0.5
+    P_mean: float
+    P_std: float
+    sigma_data: float
 
     def sample_sigma(self, batch: int, generator: torch.Generator | None = None, device=None) -> torch.Tensor:
         """Noise levels (batch,) drawn log-normally."""

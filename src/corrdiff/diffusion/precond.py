@@ -29,7 +29,7 @@ class EDMPrecond(nn.Module):
     The denoiser computes in float32 at its boundary whatever dtype the network runs in.
     """
 
-    def __init__(self, net: nn.Module, sigma_data: float = 0.5):
+    def __init__(self, net: nn.Module, sigma_data: float):
         super().__init__()
         self.net = net
         self.sigma_data = sigma_data

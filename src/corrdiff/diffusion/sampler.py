@@ -1,17 +1,16 @@
 """The EDM sampler (Karras et al. 2022, Algorithm 2): Heun's method with optional stochastic churn.
 
-Member k of an ensemble draws all of its noise from its own generator, seeded by (seed, k) alone, so a
-member is the same whatever batch it is generated in.
+Member k of an ensemble draws all of its noise from its own generator, seeded by (seed, k) alone
+(`corrdiff.seeding.member_generator`), so a member is the same whatever batch it is generated in.
 """
 
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
-from corrdiff.perf import FastDenoiser, prepare_denoiser
+from corrdiff.seeding import member_generator
 
 Denoise = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 """D(x, sigma) -> denoised x; x (batch, C, H, W), sigma (batch,). Conditioning is closed over."""
@@ -19,7 +18,12 @@ Denoise = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 @dataclass(frozen=True)
 class SamplerConfig:
-    """Settings of the EDM sampler; S_churn = 0 gives the deterministic (probability-flow ODE) sampler."""
+    """Settings of the EDM sampler; S_churn = 0 gives the deterministic (probability-flow ODE) sampler.
+
+    Also the `sampler:` section of the run config: unknown keys are errors there.
+    """
+
+    __pydantic_config__ = {"extra": "forbid"}  # read by pydantic when the run config is validated
 
     num_steps: int = 18
     sigma_min: float = 0.002
@@ -44,12 +48,6 @@ def karras_sigmas(config: SamplerConfig, device=None) -> torch.Tensor:
     span = max(config.num_steps - 1, 1)
     sigmas = (config.sigma_max**inv_rho + steps / span * (config.sigma_min**inv_rho - config.sigma_max**inv_rho)) ** config.rho
     return torch.cat([sigmas, torch.zeros(1, dtype=torch.float64, device=device)])
-
-
-def member_generator(seed: int, member: int, device) -> torch.Generator:
-    """A generator whose stream depends only on (seed, member)."""
-    state = np.random.SeedSequence([int(seed), int(member)]).generate_state(1, dtype=np.uint64)[0]
-    return torch.Generator(device=device).manual_seed(int(state) & 0x7FFF_FFFF_FFFF_FFFF)
 
 
 def _randn(shape: Sequence[int], generators: list[torch.Generator], device) -> torch.Tensor:
@@ -110,18 +108,14 @@ def sample_ensemble(
     config: SamplerConfig = SamplerConfig(),
     batch_size: int | None = None,
     patcher=None,
-    fast=None,
 ) -> torch.Tensor:
     """CorrDiff ensemble μ + r for one time: (len(members), C, H, W).
 
     `mean` (1, C, H, W) is the regression prediction μ, `condition` (1, C_cond, H, W) the diffusion
     condition; members are generated `batch_size` at a time (all at once by default). With a
     `patcher` (corrdiff.diffusion.patching.PatchedDenoiser), the denoiser runs on stitched patches.
-    `fast` (corrdiff.perf.FastPath) runs the denoiser on the fast path; to keep compiled code and CUDA
-    graphs across calls, wrap the denoiser once with `corrdiff.perf.prepare_denoiser` instead.
+    For the fast path, pass a denoiser wrapped once with `corrdiff.perf.prepare_denoiser`.
     """
-    if fast is not None and not isinstance(denoiser, FastDenoiser):
-        denoiser = prepare_denoiser(denoiser, fast)
     device = mean.device
     members = list(members)
     batch_size = batch_size or len(members)

@@ -1,5 +1,6 @@
 """Generation: load both checkpoints, downscale each requested time into an ensemble, write it."""
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -9,18 +10,18 @@ import xarray as xr
 from tqdm import tqdm
 
 from corrdiff import __version__
-from corrdiff.config import ConfigError, dump_config, RunConfig
-from corrdiff.diffusion import EDMPrecond, PatchedDenoiser, SamplerConfig, sample_ensemble
-from corrdiff.diffusion.conditioning import diffusion_condition, with_global_context
+from corrdiff import checkpoint as ckpt
+from corrdiff.checkpoint import CheckpointMeta
+from corrdiff.config import dump_config, RunConfig
+from corrdiff.data import DownscalingDataset, load_spec
+from corrdiff.diffusion import DiffusionCondition, PatchedDenoiser, SamplerConfig, sample_ensemble
+from corrdiff.distributed import barrier, DistInfo, init_distributed, shutdown
+from corrdiff import ensemble_file
 from corrdiff.ensemble_file import FLAG
+from corrdiff.errors import ConfigError, OutputError
 from corrdiff.inference.writer import EnsembleWriter
-from corrdiff.models import UNetConfig
 from corrdiff.perf import autocast, FastPath, prepare_denoiser, to_channels_last
-from corrdiff.training import checkpoint as ckpt
-from corrdiff.training.distributed import barrier, DistInfo, init_distributed, shutdown
-from corrdiff.training.loop import derive_seed
-from corrdiff.training.run import load_regression
-from corrdiff.training.trainer import file_sha256
+from corrdiff.seeding import derive_seed
 
 
 @dataclass
@@ -29,33 +30,29 @@ class Models:
 
     regression: torch.nn.Module
     denoiser: torch.nn.Module  # EDMPrecond, or a corrdiff.perf.FastDenoiser around it
-    unet: UNetConfig
-    meta: dict
+    meta: CheckpointMeta  # the diffusion checkpoint's
+    condition: DiffusionCondition
     provenance: dict
     fast: FastPath = FastPath()
 
 
 def load_models(regression_path, diffusion_path, device) -> Models:
     """Frozen EMA networks from a regression and a diffusion checkpoint (folders or run folders)."""
-    regression, reg_ckpt = load_regression(regression_path, device)
-    dif_ckpt = ckpt.load_model(diffusion_path)
-    if dif_ckpt.meta.get("kind") != "diffusion":
-        raise ConfigError(f"{dif_ckpt.path} is a {dif_ckpt.meta.get('kind')!r} checkpoint, not a diffusion one")
+    regression = ckpt.load_model(regression_path, kind="regression")
+    diffusion = ckpt.load_model(diffusion_path, kind="diffusion")
     for key in ("input_channels", "target_channels"):
-        if reg_ckpt.meta[key] != dif_ckpt.meta[key]:
-            raise ConfigError(f"{key} differ: regression {reg_ckpt.path} has {reg_ckpt.meta[key]}, "
-                              f"diffusion {dif_ckpt.path} has {dif_ckpt.meta[key]}")
-    unet = UNetConfig.from_dict(dif_ckpt.meta["unet"])
-    denoiser = EDMPrecond(unet.build_diffusion(), sigma_data=dif_ckpt.meta["sigma_data"])
-    denoiser.load_state_dict(dif_ckpt.weights)
+        mine, theirs = getattr(regression.meta, key), getattr(diffusion.meta, key)
+        if mine != theirs:
+            raise ConfigError(f"{key} differ: regression {regression.path} has {list(mine)}, "
+                              f"diffusion {diffusion.path} has {list(theirs)}")
     provenance = {
-        "regression_checkpoint": str(reg_ckpt.path),
-        "regression_checkpoint_sha256": file_sha256(reg_ckpt.path / "model.safetensors"),
-        "diffusion_checkpoint": str(dif_ckpt.path),
-        "diffusion_checkpoint_sha256": file_sha256(dif_ckpt.path / "model.safetensors"),
+        "regression_checkpoint": str(regression.path),
+        "regression_checkpoint_sha256": regression.sha256,
+        "diffusion_checkpoint": str(diffusion.path),
+        "diffusion_checkpoint_sha256": diffusion.sha256,
     }
-    dif_ckpt.meta["lat"], dif_ckpt.meta["lon"] = dif_ckpt.lat, dif_ckpt.lon
-    return Models(regression, denoiser.to(device).eval().requires_grad_(False), unet, dif_ckpt.meta, provenance)
+    return Models(ckpt.load_network(regression, device), ckpt.load_network(diffusion, device), diffusion.meta,
+                  DiffusionCondition.from_unet(diffusion.meta.unet), provenance)
 
 
 def select_times(dataset_times: np.ndarray, requested: list[str] | None) -> list[int]:
@@ -77,10 +74,11 @@ def downscale(models: Models, condition: torch.Tensor, members: int, seed: int, 
     """Regression mean (1, C, H, W) and ensemble (members, C, H, W), normalised, for one condition (1, C_in, H, W)."""
     with autocast(models.fast.bf16, condition.device):
         mean = models.regression(condition).to(torch.float32)
-    cond = diffusion_condition(condition, mean, models.unet.condition_on_mean)
-    if models.unet.global_context and patcher is None:
-        cond = with_global_context(cond, cond)
-    ensemble = sample_ensemble(models.denoiser, mean, cond, range(members), seed, sampler, member_batch, patcher)
+    field = models.condition.field(condition, mean)
+    # A patcher builds each patch's condition from the whole field; one pass over the domain takes it whole.
+    denoiser_condition = field if patcher is not None else models.condition.whole_domain(field)
+    ensemble = sample_ensemble(models.denoiser, mean, denoiser_condition, range(members), seed, sampler,
+                               member_batch, patcher)
     return mean, ensemble
 
 
@@ -90,8 +88,6 @@ def open_inference_dataset(config: RunConfig, stats, split: str, inputs: list[st
     With `inputs` (files or globs, e.g. a new forecast), those replace the spec's input stores and every
     time they hold is downscaled; the spec still gives the variables, static fields and the fine grid.
     """
-    from corrdiff.data import DownscalingDataset, load_spec
-
     spec = load_spec(config.data)
     if inputs:
         spec = spec.with_inputs([str(Path(p).expanduser().absolute()) for p in inputs])
@@ -117,24 +113,22 @@ def _generate(config, regression_path, diffusion_path, out, times, dataset, prog
               inputs=None) -> Path:
     gen = config.generate
     models = load_models(regression_path, diffusion_path, info.device)
-    models.fast = FastPath.resolve(info.device, gen.precision, gen.channels_last, gen.compile, gen.cuda_graphs)
+    models.fast = gen.fast_path(info.device)
     models.denoiser = prepare_denoiser(models.denoiser, models.fast)  # once: compiled code and graphs are kept
     if models.fast.channels_last:
         to_channels_last(models.regression)
     if dataset is None:
-        from corrdiff.data import Normalization
-
-        dataset = open_inference_dataset(config, Normalization.from_dict(models.meta["stats"]), gen.split, inputs)
-    if list(dataset.input_channels) != models.meta["input_channels"]:
+        dataset = open_inference_dataset(config, models.meta.stats, gen.split, inputs)
+    if tuple(dataset.input_channels) != models.meta.input_channels:
         raise ConfigError(f"the data gives input channels {list(dataset.input_channels)}, the checkpoints were "
-                          f"trained on {models.meta['input_channels']}")
+                          f"trained on {list(models.meta.input_channels)}")
     indices = select_times(dataset.times, times)
     chosen_times = np.asarray(dataset.times, dtype="datetime64[ns]")[indices]
-    channels = models.meta["target_channels"]
+    channels = list(models.meta.target_channels)
     attrs = {"title": "CorrDiff downscaled ensemble", "source": f"corrdiff {__version__}",
              "corrdiff_seed": gen.seed, "corrdiff_members": gen.members,
              "corrdiff_config": dump_config(config), **models.provenance,
-             **{f"sampler_{k}": str(v) for k, v in config.sampler.model_dump().items()}}
+             **{f"sampler_{k}": str(v) for k, v in dataclasses.asdict(config.sampler).items()}}
     # Ranks take every world_size-th time. NetCDF cannot take concurrent writers: each rank fills a part
     # file of its own times; a Zarr store is shared, each rank writing its own time chunks.
     mine = list(range(len(indices)))[info.rank :: info.world_size]
@@ -145,18 +139,18 @@ def _generate(config, regression_path, diffusion_path, out, times, dataset, prog
         path, slot_times = out, chosen_times
     slots = list(range(len(mine))) if parts else mine
     open_writer = lambda: EnsembleWriter(path, slot_times, gen.members, dataset.lat, dataset.lon, channels,
-                                         models.meta.get("target_attrs", {}), attrs, gen.format)
+                                         models.meta.target_attrs, attrs, gen.format)
     if not parts and info.world_size > 1:
         if info.is_main:
             open_writer().close()  # rank 0 lays out the shared store before anyone writes to it
         barrier(info)
     writer = open_writer()
     done = writer.written()
-    sampler = SamplerConfig(**config.sampler.model_dump())
+    sampler: SamplerConfig = config.sampler
     patcher = None
     if gen.patch_shape:
         patcher = PatchedDenoiser(tuple(dataset.lat.shape), tuple(gen.patch_shape), tuple(gen.patch_overlap),
-                                  global_context=models.unet.global_context)
+                                  condition=models.condition)
     todo = [(slot, k) for slot, k in zip(slots, mine) if not done[slot]]
     bar = tqdm(todo, desc="generate", unit="time", disable=not (progress and info.is_main))
     try:
@@ -191,13 +185,10 @@ def merge_parts(out: Path, world_size: int) -> None:
         merged = xr.concat([p for p in parts if p.sizes["time"]], dim="time", data_vars="all",
                            coords="minimal", compat="override", combine_attrs="override").sortby("time")
         if not bool(merged[FLAG].all()):
-            raise RuntimeError(f"some times were not written; rerun the same command to finish them")
-        tmp = out.with_name(f".{out.name}.tmp")
-        encoding = {v: {"zlib": True, "complevel": 1} for v in merged.data_vars if v != FLAG}
-        merged.to_netcdf(tmp, engine="netcdf4", encoding=encoding)
+            raise OutputError(f"{out}: some times were not written; rerun the same command to finish them")
+        ensemble_file.write(merged, out, "netcdf")
     finally:
         for p in parts:
             p.close()
-    tmp.rename(out)
     for p in part_paths:
         p.unlink(missing_ok=True)

@@ -2,6 +2,7 @@
 
 import argparse
 
+from corrdiff.diffusion import diffusion_network
 from corrdiff.models.presets import count_parameters, presets
 
 
@@ -13,7 +14,7 @@ def main() -> None:
     height, width = config.img_shape
     print(f"preset {args.summary!r}: {height}×{width}, {config.in_channels} inputs, {config.out_channels} outputs")
     regression = count_parameters(config.build_regression())
-    diffusion = count_parameters(config.build_diffusion())
+    diffusion = count_parameters(diffusion_network(config))
     print(f"regression UNet: {regression:,} parameters")
     print(f"diffusion UNet:  {diffusion:,} parameters")
 

@@ -1,6 +1,7 @@
 """Named UNet configurations: `paper` (the CorrDiff Taiwan setup) and `tiny` (tests, demo)."""
 
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
+from typing import Literal
 
 from corrdiff.models.unet import SongUNet
 
@@ -21,12 +22,12 @@ class UNetConfig:
     num_blocks: int = 4
     attn_resolutions: tuple[int, ...] = (28,)
     dropout: float = 0.13
-    noise_embedding: str = "positional"
-    grid_embedding: str = "sinusoidal"
+    noise_embedding: Literal["positional", "fourier"] = "positional"
+    grid_embedding: Literal["sinusoidal", "learned", "none"] = "sinusoidal"
     grid_channels: int = 4
     num_heads: int = 1
     condition_on_mean: bool = False
-    """Diffusion only: also condition on the regression mean (adds out_channels condition channels)."""
+    """Diffusion only: also condition on the regression mean (see corrdiff.diffusion.DiffusionCondition)."""
     global_context: bool = False
     """Diffusion only, patched training: also condition on the whole condition field resized to the patch."""
 
@@ -44,12 +45,6 @@ class UNetConfig:
             if key in data:
                 data[key] = tuple(data[key])
         return cls(**data)
-
-    @property
-    def diffusion_condition_channels(self) -> int:
-        """Channels concatenated to the noisy residual in the diffusion step."""
-        channels = self.in_channels + (self.out_channels if self.condition_on_mean else 0)
-        return channels * (2 if self.global_context else 1)
 
     def _unet(self, in_channels: int, noise_embedding: str | None) -> SongUNet:
         return SongUNet(
@@ -72,9 +67,12 @@ class UNetConfig:
         """The mean model μ(y): condition channels in, target channels out, no noise embedding."""
         return self._unet(self.in_channels, None)
 
-    def build_diffusion(self) -> SongUNet:
-        """The residual denoiser's network: noisy residual + condition in, residual out, noise-conditioned."""
-        return self._unet(self.out_channels + self.diffusion_condition_channels, self.noise_embedding)
+    def build_diffusion(self, condition_channels: int) -> SongUNet:
+        """The residual denoiser's network: noisy residual + `condition_channels` in, residual out, noise-conditioned.
+
+        `corrdiff.diffusion.diffusion_network(config)` calls this with the channels `DiffusionCondition` gives.
+        """
+        return self._unet(self.out_channels + condition_channels, self.noise_embedding)
 
 
 presets: dict[str, UNetConfig] = {

@@ -14,7 +14,8 @@ class SongUNet(nn.Module):
     `in_channels` counts the data channels only; `grid_channels` position channels are concatenated inside.
     `noise_embedding` is "positional", "fourier" or None (the regression step has no noise level).
     H and W must be divisible by 2**(len(channel_mult) - 1). Attention is used at every level whose
-    shorter side, on the `img_shape` grid, is listed in `attn_resolutions`.
+    shorter side, on the `img_shape` grid, is listed in `attn_resolutions`. The architecture has no defaults
+    here: `corrdiff.models.UNetConfig` and its presets hold them.
     """
 
     def __init__(
@@ -22,16 +23,17 @@ class SongUNet(nn.Module):
         in_channels: int,
         out_channels: int,
         img_shape: tuple[int, int],
-        model_channels: int = 128,
-        channel_mult: tuple[int, ...] = (1, 2, 2, 2, 2),
-        channel_mult_emb: int = 4,
-        num_blocks: int = 4,
-        attn_resolutions: tuple[int, ...] = (28,),
-        dropout: float = 0.10,
-        noise_embedding: str | None = "positional",
-        grid_embedding: str = "sinusoidal",
-        grid_channels: int = 4,
-        num_heads: int = 1,
+        *,
+        model_channels: int,
+        channel_mult: tuple[int, ...],
+        channel_mult_emb: int,
+        num_blocks: int,
+        attn_resolutions: tuple[int, ...],
+        dropout: float,
+        noise_embedding: str | None,
+        grid_embedding: str,
+        grid_channels: int,
+        num_heads: int,
     ):
         super().__init__()
         self.in_channels, self.out_channels = in_channels, out_channels

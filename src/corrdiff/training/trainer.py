@@ -1,7 +1,6 @@
 """Trainer: runs one CorrDiff training step (regression or diffusion) to the end, resumably."""
 
 import contextlib
-import hashlib
 import math
 import signal
 import time
@@ -11,44 +10,33 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from corrdiff.config import RunConfig, TrainSection
+from corrdiff import checkpoint as ckpt
+from corrdiff.checkpoint import CheckpointMeta
+from corrdiff.config import TrainSection
+from corrdiff.data import PairedDataset
+from corrdiff.distributed import all_reduce_mean, barrier, broadcast_flag, DistInfo
 from corrdiff.errors import TrainingError
-from corrdiff.perf import autocast, compile_module, FastPath, to_channels_last
-from corrdiff.training import checkpoint as ckpt
-from corrdiff.training.distributed import all_reduce_mean, barrier, broadcast_flag, DistInfo
+from corrdiff.perf import autocast, compile_module, to_channels_last
+from corrdiff.seeding import derive_seed, Draws
+from corrdiff.training.batches import collate, micro_batching, MicroBatches
 from corrdiff.training.ema import EMA
-from corrdiff.training.loop import (
-    collate,
-    derive_seed,
-    lr_factor,
-    MetricsLog,
-    micro_batching,
-    MicroBatches,
-)
+from corrdiff.training.metrics_log import MetricsLog
+from corrdiff.training.schedule import lr_factor
+from corrdiff.training.tasks import Task
 
 VALIDATION_STREAM = 2**31 - 1  # seed component reserved for validation draws
-
-
-def file_sha256(path: Path) -> str:
-    """Hex SHA-256 of a file (checkpoint provenance)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class Trainer:
     """Owns the network, its EMA, the optimizer and schedule; `fit()` trains to `section.steps`."""
 
-    def __init__(self, task, config: RunConfig, section: TrainSection, train_set, val_set, info: DistInfo,
-                 run_dir: Path, model_meta: dict, progress: bool = True):
-        self.task, self.config, self.section = task, config, section
+    def __init__(self, task: Task, section: TrainSection, train_set: PairedDataset, val_set: PairedDataset | None,
+                 info: DistInfo, run_dir: Path, meta: CheckpointMeta, progress: bool = True):
+        self.task, self.section = task, section
         self.train_set, self.val_set, self.info = train_set, val_set, info
-        self.run_dir, self.model_meta, self.progress = run_dir, model_meta, progress
+        self.run_dir, self.meta, self.progress = run_dir, meta, progress
         self.device = info.device
-        self.fast = FastPath.resolve(self.device, section.precision, section.channels_last, section.compile,
-                                     cuda_graphs=False)
+        self.fast = section.fast_path(self.device)
         self.net = task.net.to(self.device)
         if getattr(task, "regression", None) is not None:
             task.regression.to(self.device)
@@ -81,13 +69,13 @@ class Trainer:
         if ckpt.read_pointer(root, "latest") is None:
             return False
         folder = ckpt.resolve(root, "latest")
-        tensors, meta = ckpt.load_state(folder)
-        self.net.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
+        raw_weights, optimizer_state, state = ckpt.load_training_state(folder)
+        self.net.load_state_dict(raw_weights)
         self.ema.module.load_state_dict(ckpt.load_model(folder).weights)
-        self.optimizer.load_state_dict(ckpt.optimizer_from_tensors(tensors, meta["optimizer"]))
-        self.scheduler.load_state_dict(meta["scheduler"] | {"lr_lambdas": [None]})
-        self.step, self.samples_seen = meta["step"], meta["samples_seen"]
-        self.best_val = meta["best_val"] if meta["best_val"] is not None else math.inf
+        self.optimizer.load_state_dict(optimizer_state)
+        self.scheduler.load_state_dict(state.scheduler | {"lr_lambdas": [None]})
+        self.step, self.samples_seen = state.step, state.samples_seen
+        self.best_val = state.best_val if state.best_val is not None else math.inf
         return True
 
     def save(self, val_loss: float | None) -> Path | None:
@@ -97,23 +85,12 @@ class Trainer:
             is_best = val_loss is not None and val_loss <= self.best_val
             if is_best:
                 self.best_val = val_loss
-            model_tensors = {f"net.{k}": v for k, v in self.ema.module.state_dict().items()}
-            model_tensors["grid.lat"] = torch.as_tensor(self.train_set.lat, dtype=torch.float64)
-            model_tensors["grid.lon"] = torch.as_tensor(self.train_set.lon, dtype=torch.float64)
-            opt_tensors, opt_meta = ckpt.optimizer_to_tensors(self.optimizer)
-            state_tensors = {f"model.{k}": v for k, v in self.net.state_dict().items()} | opt_tensors
             scheduler_state = {k: v for k, v in self.scheduler.state_dict().items() if k != "lr_lambdas"}
-            state_meta = {
-                "step": self.step,
-                "samples_seen": self.samples_seen,
-                "best_val": None if math.isinf(self.best_val) else self.best_val,
-                "optimizer": opt_meta,
-                "scheduler": scheduler_state,
-            }
-            meta = self.model_meta | {"step": self.step, "val_loss": val_loss}
             folder = ckpt.save_checkpoint(
-                self.run_dir / "checkpoints", self.step, model_tensors, meta, state_tensors, state_meta,
-                self.section.keep_last, is_best,
+                self.run_dir / "checkpoints", self.meta.replace(step=self.step, val_loss=val_loss),
+                self.ema.module.state_dict(), self.train_set.lat, self.train_set.lon, self.net.state_dict(),
+                self.optimizer.state_dict(), scheduler_state, self.samples_seen,
+                None if math.isinf(self.best_val) else self.best_val, self.section.keep_last, is_best,
             )
         barrier(self.info)
         return folder
@@ -135,13 +112,14 @@ class Trainer:
         total = torch.zeros((), device=self.device)
         for a in range(self.accum):
             condition, target = (t.to(self.device, non_blocking=True) for t in next(batches))
-            torch.manual_seed(derive_seed(self.section.seed, self.step, self.info.rank * self.accum + a))
+            seed = derive_seed(self.section.seed, self.step, self.info.rank * self.accum + a)
+            torch.manual_seed(seed)  # for dropout, which draws from the global generator (F.dropout takes none)
             last = a == self.accum - 1
             no_sync = self.module.no_sync() if isinstance(self.module, DistributedDataParallel) and not last \
                 else contextlib.nullcontext()
             with no_sync:
                 with autocast(self.fast.bf16, self.device):
-                    loss = self.task.loss(self.module, condition, target, self.channel_weights)
+                    loss = self.task.loss(self.module, condition, target, self.channel_weights, Draws(seed, self.device))
                 (loss / self.accum).backward()
             total += loss.detach()
         loss = all_reduce_mean(total / self.accum, self.info).item()
@@ -174,9 +152,9 @@ class Trainer:
         total = torch.zeros(2, device=self.device)
         for c in range(self.info.rank, len(chunks), self.info.world_size):
             condition, target = (t.to(self.device) for t in collate([self.val_set[i] for i in chunks[c]]))
-            torch.manual_seed(derive_seed(self.section.seed, VALIDATION_STREAM, c))
+            seed = derive_seed(self.section.seed, VALIDATION_STREAM, c)
             with autocast(self.fast.bf16, self.device):
-                loss = self.task.loss(self.ema.module, condition, target, self.channel_weights)
+                loss = self.task.loss(self.ema.module, condition, target, self.channel_weights, Draws(seed, self.device))
             total += torch.stack([loss.float() * len(chunks[c]), torch.tensor(float(len(chunks[c])), device=self.device)])
         total = all_reduce_mean(total, self.info)
         return (total[0] / total[1]).item()

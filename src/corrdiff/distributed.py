@@ -6,6 +6,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from corrdiff.errors import ConfigError
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -27,7 +29,7 @@ def pick_device(requested: str = "auto", local_rank: int = 0) -> torch.device:
         return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
     device = torch.device(requested)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {requested!r} asked for, but no CUDA device is available")
+        raise ConfigError(f"device {requested!r} asked for, but no CUDA device is available; set device: auto or cpu")
     return device
 
 

@@ -1,4 +1,4 @@
-"""The training loop shared by both steps: data order, micro-batches, DDP, AMP, EMA, logging, checkpoints.
+"""Which samples each step and each process trains on: data order, global batches and micro-batches.
 
 Determinism: the samples of global step s, and every random draw made while computing micro-batch m of
 step s (noise levels, noise, patches, dropout), are functions of (seed, s, m) alone. A resumed run, or
@@ -6,21 +6,12 @@ one split over another number of processes with the same global batch, therefore
 computation; resuming only needs the weights, optimizer, EMA and scheduler state, and the step.
 """
 
-import csv
-import math
-from pathlib import Path
-
-import numpy as np
 import torch
 
 from corrdiff.config import TrainSection
-from corrdiff.errors import ConfigError, TrainingError
-from corrdiff.training.distributed import DistInfo
-
-
-def derive_seed(*parts: int) -> int:
-    """A 63-bit seed that depends only on the given integers."""
-    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1, dtype=np.uint64)[0] >> 1)
+from corrdiff.distributed import DistInfo
+from corrdiff.errors import ConfigError
+from corrdiff.seeding import derive_seed
 
 
 def step_indices(step: int, global_batch: int, num_samples: int, seed: int) -> list[int]:
@@ -57,16 +48,6 @@ def collate(samples) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.stack([s.input for s in samples]), torch.stack([s.target for s in samples])
 
 
-def lr_factor(step: int, section: TrainSection) -> float:
-    """Linear warm-up, then constant or cosine decay to 0 at the last step."""
-    if step < section.warmup_steps:
-        return (step + 1) / section.warmup_steps
-    if section.schedule == "constant":
-        return 1.0
-    progress = (step - section.warmup_steps) / max(section.steps - section.warmup_steps, 1)
-    return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
-
-
 def micro_batching(section: TrainSection, world_size: int) -> tuple[int, int]:
     """(micro-batch size, accumulation steps) that give the global batch on `world_size` processes."""
     per_rank, rest = divmod(section.batch_size, world_size)
@@ -79,41 +60,3 @@ def micro_batching(section: TrainSection, world_size: int) -> tuple[int, int]:
             f"(batch_size {section.batch_size} over {world_size} processes)"
         )
     return micro, per_rank // micro
-
-
-class MetricsLog:
-    """metrics.csv (and TensorBoard events when tensorboard is installed) in the run folder."""
-
-    FIELDS = ["step", "loss", "val_loss", "lr", "samples_per_s", "elapsed_s"]
-
-    def __init__(self, run_dir: Path, resume_step: int | None):
-        self.path = run_dir / "metrics.csv"
-        rows = []
-        if resume_step is not None and self.path.exists():
-            # Drop rows logged after the checkpoint we resume from: they are about to be recomputed.
-            with open(self.path) as f:
-                rows = [r for r in csv.DictReader(f) if int(r["step"]) <= resume_step]
-        with open(self.path, "w", newline="") as f:
-            writer = csv.DictWriter(f, self.FIELDS)
-            writer.writeheader()
-            writer.writerows(rows)
-        self.tb = None
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.tb = SummaryWriter(str(run_dir / "tensorboard"))
-        except ImportError:
-            pass
-
-    def write(self, **row) -> None:
-        with open(self.path, "a", newline="") as f:
-            csv.DictWriter(f, self.FIELDS).writerow(row)
-        if self.tb is not None:
-            for key in ("loss", "val_loss", "lr", "samples_per_s"):
-                if row.get(key) not in (None, ""):
-                    self.tb.add_scalar(key, row[key], row["step"])
-            self.tb.flush()
-
-    def close(self):
-        if self.tb is not None:
-            self.tb.close()

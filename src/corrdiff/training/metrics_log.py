@@ -1,0 +1,42 @@
+"""The training log of a run: metrics.csv, and TensorBoard events when tensorboard is installed."""
+
+import csv
+from pathlib import Path
+
+
+class MetricsLog:
+    """metrics.csv (and TensorBoard events when tensorboard is installed) in the run folder."""
+
+    FIELDS = ["step", "loss", "val_loss", "lr", "samples_per_s", "elapsed_s"]
+
+    def __init__(self, run_dir: Path, resume_step: int | None):
+        self.path = run_dir / "metrics.csv"
+        rows = []
+        if resume_step is not None and self.path.exists():
+            # Drop rows logged after the checkpoint we resume from: they are about to be recomputed.
+            with open(self.path) as f:
+                rows = [r for r in csv.DictReader(f) if int(r["step"]) <= resume_step]
+        with open(self.path, "w", newline="") as f:
+            writer = csv.DictWriter(f, self.FIELDS)
+            writer.writeheader()
+            writer.writerows(rows)
+        self.tb = None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(str(run_dir / "tensorboard"))
+        except ImportError:
+            pass
+
+    def write(self, **row) -> None:
+        with open(self.path, "a", newline="") as f:
+            csv.DictWriter(f, self.FIELDS).writerow(row)
+        if self.tb is not None:
+            for key in ("loss", "val_loss", "lr", "samples_per_s"):
+                if row.get(key) not in (None, ""):
+                    self.tb.add_scalar(key, row[key], row["step"])
+            self.tb.flush()
+
+    def close(self):
+        if self.tb is not None:
+            self.tb.close()

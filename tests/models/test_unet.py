@@ -121,3 +121,15 @@ def test_dropout_acts_in_training_only_and_in_place_updates_keep_gradients():
         numeric = (net(x + eps * direction).square().sum() - net(x - eps * direction).square().sum()) / (2 * eps)
     assert torch.allclose((x.grad * direction).sum(), numeric, rtol=2e-2)
 
+
+def test_presets_command_prints_the_networks_parameter_counts():
+    from typer.testing import CliRunner
+
+    from corrdiff.cli import app
+
+    result = CliRunner().invoke(app, ["presets", "tiny"])
+    assert result.exit_code == 0, result.output
+    assert f"regression UNet: {count_parameters(TINY.build_regression()):,} parameters" in result.output
+    assert f"diffusion UNet:  {count_parameters(diffusion_network(TINY)):,} parameters" in result.output
+    unknown = CliRunner().invoke(app, ["presets", "huge"])
+    assert unknown.exit_code == 2 and "no preset 'huge'; choose from ['paper', 'tiny']" in unknown.output

@@ -130,6 +130,25 @@ def demo(
     run_demo(out, set_ or [], progress=not quiet, echo=typer.echo)
 
 
+@app.command("presets")
+def show_presets(
+    name: Annotated[str | None, typer.Argument(help="A preset (default: every preset).")] = None,
+) -> None:
+    """Print the named network presets: grid, channels and the parameter counts of their two networks."""
+    from corrdiff.diffusion import diffusion_network
+    from corrdiff.models import count_parameters, presets
+
+    if name is not None and name not in presets:
+        typer.secho(f"error: no preset {name!r}; choose from {sorted(presets)}", fg="red", err=True)
+        raise typer.Exit(2)
+    for key in [name] if name else sorted(presets):
+        config = presets[key]
+        height, width = config.img_shape
+        typer.echo(f"preset {key!r}: {height}×{width}, {config.in_channels} inputs, {config.out_channels} outputs")
+        typer.echo(f"  regression UNet: {count_parameters(config.build_regression()):,} parameters")
+        typer.echo(f"  diffusion UNet:  {count_parameters(diffusion_network(config)):,} parameters")
+
+
 @app.command()
 def version() -> None:
     """Print the corrdiff version."""

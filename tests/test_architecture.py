@@ -1,0 +1,125 @@
+"""The package graph: no import cycle between corrdiff's modules or its packages, inference and training
+independent of each other. Imports inside functions count: they hide a cycle, they don't break it."""
+
+import ast
+from pathlib import Path
+
+import corrdiff
+
+ROOT = Path(corrdiff.__file__).parent
+
+
+def module_names() -> dict[str, Path]:
+    """corrdiff module name -> file, packages by their __init__.py."""
+    names = {}
+    for path in ROOT.rglob("*.py"):
+        parts = ("corrdiff", *path.relative_to(ROOT).with_suffix("").parts)
+        names[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return names
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Module -> the corrdiff modules it imports, anywhere in the file (`from corrdiff import x` counts x)."""
+    modules = module_names()
+    graph = {name: set() for name in modules}
+    for name, path in modules.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                targets = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                targets = [f"{node.module}.{alias.name}" if f"{node.module}.{alias.name}" in modules else node.module
+                           for alias in node.names]
+            else:
+                continue
+            # A submodule importing its own package (already being imported) is no cycle: leave such edges out.
+            graph[name] |= {t for t in targets if t in modules and t != name and not name.startswith(t + ".")}
+    return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    done, active = set(), []
+
+    def visit(node):
+        if node in active:
+            return active[active.index(node):] + [node]
+        if node in done:
+            return None
+        active.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            cycle = visit(nxt)
+            if cycle:
+                return cycle
+        active.pop()
+        done.add(node)
+        return None
+
+    for node in sorted(graph):
+        cycle = visit(node)
+        if cycle:
+            return cycle
+    return None
+
+
+def reachable(graph, start: str) -> set[str]:
+    seen, todo = set(), [start]
+    while todo:
+        for nxt in graph.get(todo.pop(), ()):
+            if nxt not in seen:
+                seen.add(nxt)
+                todo.append(nxt)
+    return seen
+
+
+def package_of(module: str) -> str:
+    """corrdiff.data.spec -> corrdiff.data; top-level modules (corrdiff.checkpoint) are their own node."""
+    return ".".join(module.split(".")[:2])
+
+
+def test_modules_import_each_other_without_cycles():
+    cycle = find_cycle(import_graph())
+    assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+def test_packages_import_each_other_without_cycles():
+    packages: dict[str, set[str]] = {}
+    for module, imported in import_graph().items():
+        packages.setdefault(package_of(module), set()).update(
+            package_of(i) for i in imported if package_of(i) != package_of(module))
+    cycle = find_cycle(packages)
+    assert cycle is None, "package cycle: " + " -> ".join(cycle)
+
+
+def test_inference_and_training_do_not_depend_on_each_other():
+    graph = import_graph()
+    for mine, theirs in (("corrdiff.inference", "corrdiff.training"), ("corrdiff.training", "corrdiff.inference")):
+        for module in (m for m in graph if package_of(m) == mine):
+            reached = sorted(m for m in reachable(graph, module) if package_of(m) == theirs)
+            assert not reached, f"{module} depends on {reached}"
+
+
+def test_the_cycle_finder_finds_a_cycle_hidden_in_a_function():
+    """The checker itself, on a known case: a -> b at module level, b -> a inside a function."""
+    graph = {"a": {"b"}, "b": {"a"}, "c": {"a"}}
+    assert find_cycle(graph) == ["a", "b", "a"]
+    assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+# The command line imports lazily so that `corrdiff --help` answers at once; the optional demo dependencies
+# (jax) are imported only when the demo dataset is built.
+LAZY_ALLOWED = ("corrdiff.cli",)
+OPTIONAL = {("corrdiff.data", "corrdiff.data.qg_dataset")}
+
+
+def test_library_modules_import_corrdiff_at_module_level_only():
+    """An import inside a function hides a dependency (and used to hide cycles): only the CLI may do it."""
+    modules = module_names()
+    for name, path in modules.items():
+        if name.startswith(LAZY_ALLOWED):
+            continue
+        tree = ast.parse(path.read_text())
+        for function in (n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))):
+            for node in ast.walk(function):
+                target = node.module if isinstance(node, ast.ImportFrom) else \
+                    node.names[0].name if isinstance(node, ast.Import) else None
+                if target and target.split(".")[0] == "corrdiff" and (name, target) not in OPTIONAL:
+                    raise AssertionError(f"{path}:{node.lineno}: {name} imports {target} inside {function.name}()")

@@ -77,3 +77,32 @@ def test_identity_when_the_inputs_are_already_on_the_fine_grid():
     assert isinstance(regridder(np.arange(4.0), np.arange(5.0), lat, lon, "t"), Identity)
     with pytest.raises(DataError, match="curvilinear"):
         regridder(lat + 0.5, lon, lat, lon, "t")
+
+
+def test_outside_points_are_reported_in_one_longitude_convention():
+    """A regional input cut at 9.5° W..1.25° E under a fine domain spanning 10° W..1.75° E: both in −180..180."""
+    lat, lon = np.arange(40.0, 50.1, 0.75), np.arange(-9.5, 1.3, 0.25)
+    dst = np.meshgrid(np.linspace(42, 48, 5), np.linspace(-10, 1.75, 8), indexing="ij")
+    for dst_lon in (dst[1], dst[1] % 360):  # the targets' convention does not matter
+        with pytest.raises(DataError, match=r"10 of 40 fine-grid points lie outside the input grid \(first at y=0, "
+                                            r"x=0: lat 42, lon -10\); the inputs cover lat 40..49.75, "
+                                            r"lon -9.5..1.25; the fine grid spans lat 42..48, lon -10..1.75. "
+                                            r"The input domain must cover the target domain$"):
+            Bilinear(lat, lon, dst[0], dst_lon, "regional.nc: 't2m'")
+
+
+def test_edge_nearest_extends_the_inputs_by_at_most_one_cell(caplog):
+    lat, lon = np.arange(0.0, 5.0), np.arange(10.0, 16.0)
+    grid_lat, grid_lon = np.meshgrid(lat, lon, indexing="ij")
+    field = 2 * grid_lat + grid_lon
+    half_out = np.meshgrid(np.array([-0.5, 2.0, 4.5]), np.array([9.5, 12.0, 15.5]), indexing="ij")
+    with caplog.at_level("WARNING", logger="corrdiff"):
+        values = Bilinear(lat, lon, *half_out, "coarse.nc", edge="nearest")(field)
+    assert "coarse.nc: edge: nearest: 8 of 9 fine-grid points lie up to one input cell outside" in caplog.text
+    nearest = 2 * np.clip(half_out[0], 0, 4) + np.clip(half_out[1], 10, 15)  # clamped to the grid on each axis
+    np.testing.assert_allclose(values, nearest, atol=1e-12)
+    too_far = np.meshgrid(np.array([-1.5, 2.0]), np.array([12.0]), indexing="ij")
+    with pytest.raises(DataError, match=r"1 of 2 fine-grid points lie more than one input cell outside the input grid"):
+        Bilinear(lat, lon, *too_far, "coarse.nc", edge="nearest")
+    with pytest.raises(DataError, match="set `edge: nearest`"):
+        Bilinear(lat, lon, *half_out, "coarse.nc")

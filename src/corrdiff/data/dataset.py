@@ -212,8 +212,9 @@ def open_targets(spec, split: str | None = None) -> xr.Dataset:
     for field in fields.targets:
         positions = fields._positions(field, times)
         array = field.array.isel(time=positions).chunk({"time": 16})
-        array = array.rename({d: n for d, n in zip(array.dims[1:], ("y", "x"))}).drop_vars(
-            [c for c in array.coords if c != "time"])
+        # Drop the grid's coordinates before renaming its dims: 1-D lat/lon are the dims themselves.
+        array = array.drop_vars([c for c in array.coords if c != "time"])
+        array = array.rename({d: n for d, n in zip(array.dims[1:], ("y", "x"))})
         values[field.name] = array.assign_coords(time=times).assign_attrs(field.attrs)
     return _as_dataset(values, fields, times)
 

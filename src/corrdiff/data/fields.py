@@ -36,7 +36,8 @@ class PairedFields:
         for field in self.inputs:
             key = (field.lat.tobytes(), field.lon.tobytes())
             if key not in self._regrid:
-                self._regrid[key] = regridder(field.lat, field.lon, self.lat, self.lon, f"{field.file}: {field.name!r}")
+                self._regrid[key] = regridder(field.lat, field.lon, self.lat, self.lon, f"{field.file}: {field.name!r}",
+                                              spec.edge)
         for field in self.inputs + self.targets:  # an input and a target often share a name (t2m): keep apart
             field.times = pd.Index(time_axis(field))
         self._static_values = None

@@ -1,27 +1,33 @@
 """Opening the user's stores with xarray and picking variables, levels, grids and times out of them.
 
-Every store is opened read-only and lazily (nothing is loaded until a time is asked for); GRIB index
-files are not written beside the user's data. Two layouts are understood:
+Every store is opened read-only and lazily (nothing is loaded until a time is asked for), and brought to one
+form as it is opened (`corrdiff.data.canonical`: a `time` axis of valid times, a grid fixed in time); GRIB files
+are opened one level group at a time (`corrdiff.data.grib`). Channels are looked up by their name in the files
+(`Source.in_files`: the spec's `rename`). Two layouts are understood:
 
-- generic: any NetCDF / Zarr / GRIB files, one variable per field, optionally with a vertical dimension;
+- generic: any NetCDF / Zarr / GRIB files, one variable per field, optionally with a vertical dimension
+  (raw WRF output and ERA5 as the CDS delivers it included);
 - cwa: the single Zarr store of the CorrDiff Taiwan dataset, with channel-stacked arrays (`era5`, `cwb`)
   of dims (time, channel, south_north, west_east), channel names in `<array>_variable`, pressure levels in
   `<array>_pressure`, and 2-D `XLAT` / `XLONG`.
 """
 
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import xarray as xr
 
+from corrdiff.data import grib
+from corrdiff.data.canonical import canonical, LAT_NAMES, LON_NAMES
+from corrdiff.data.spec import COLUMN_MAX, DatasetSpec, parse_variable, Source
 from corrdiff.errors import DataError
-from corrdiff.data.spec import DatasetSpec, parse_variable, Source
 
-LAT_NAMES = ("lat", "latitude", "XLAT", "nav_lat")
-LON_NAMES = ("lon", "longitude", "XLONG", "nav_lon")
-LEVEL_NAMES = ("level", "isobaricInhPa", "pressure_level", "plev", "lev", "pressure")
+# bottom_top: WRF's model levels, which have no coordinate: `REFL_10CM@0` is the lowest (an index).
+LEVEL_NAMES = ("level", "isobaricInhPa", "pressure_level", "plev", "lev", "pressure", "bottom_top")
+SHOWN_NAMES = 80  # a not-found error lists at most this many of the file's variables
 GRIB_SUFFIXES = (".grib", ".grb", ".grib2", ".grb2")
 # Spellings of the same CF unit that should not be reported as a mismatch.
 UNIT_ALIASES = {"m/s": "m s-1", "m s**-1": "m s-1", "ms-1": "m s-1", "kelvin": "K", "degk": "K",
@@ -49,43 +55,62 @@ def engine_for(path: Path) -> str | None:
     if path.suffix.lower() == ".zarr" or (path.is_dir() and (path / "zarr.json").exists()) \
             or (path.is_dir() and (path / ".zgroup").exists()):
         return "zarr"
-    if path.suffix.lower() in GRIB_SUFFIXES:
+    if path.suffix.lower() in GRIB_SUFFIXES or _starts_with(path, b"GRIB"):  # GFS names have no suffix
         return "cfgrib"
     return None  # NetCDF and friends: xarray picks netCDF4 or h5netcdf
 
 
-def open_files(files: list[Path], what: str) -> xr.Dataset:
-    """The files of one source opened as one lazy dataset (times concatenated, variables merged); `what` names
-    the source in errors."""
+def _starts_with(path: Path, magic: bytes) -> bool:
+    if not path.is_file():
+        return False
+    with open(path, "rb") as stream:
+        return stream.read(len(magic)) == magic
+
+
+def files_label(files: list[Path]) -> str:
+    return ", ".join(str(f) for f in files[:3]) + (" …" if len(files) > 3 else "")
+
+
+def single_engine(files: list[Path], what: str) -> str | None:
     engines = {engine_for(f) for f in files}
     if len(engines) > 1:
         raise DataError(f"{what}: mixes file formats ({', '.join(str(f) for f in files[:3])} …); use one format")
-    engine = engines.pop()
+    return engines.pop()
+
+
+def open_files(files: list[Path], what: str, time_dim: str | None = None, keep: set[str] | None = None) -> xr.Dataset:
+    """The files of one source opened as one lazy dataset (times concatenated, variables merged), in canonical
+    form; with `keep`, only those variables (and the grid) are kept from each file, which makes globs of files
+    with hundreds of variables (wrfout) quick to combine. `what` names the source in errors."""
+    engine = single_engine(files, what)
     kwargs = {"engine": engine, "decode_timedelta": False}
     if engine == "cfgrib":
         kwargs["backend_kwargs"] = {"indexpath": ""}  # cfgrib would otherwise write .idx files beside the data
+    names: set[str] = set()  # every variable of every file, for the errors
+    prepare = partial(_prepare, time_dim, keep, names)
     try:
-        if len(files) == 1:
-            ds = xr.open_dataset(files[0], chunks=None, **kwargs)
-        else:
-            ds = xr.open_mfdataset(files, combine="by_coords", data_vars="minimal", coords="minimal",
-                                   compat="override", join="outer", **kwargs)
+        with grib.quiet_cfgrib():
+            if len(files) == 1:
+                ds = prepare(xr.open_dataset(files[0], chunks=None, **kwargs))
+            else:
+                ds = xr.open_mfdataset(files, combine="by_coords", data_vars="minimal", coords="minimal",
+                                       compat="override", join="outer", preprocess=prepare, **kwargs)
     except (OSError, ValueError, KeyError, ImportError) as err:
+        if isinstance(err, DataError):
+            raise
         raise DataError(f"{what}: cannot open {files[0]}{' …' if len(files) > 1 else ''}: {err}") from None
-    ds.encoding["corrdiff_files"] = ", ".join(str(f) for f in files[:3]) + (" …" if len(files) > 3 else "")
-    return _valid_time_axis(ds)
-
-
-def _valid_time_axis(ds: xr.Dataset) -> xr.Dataset:
-    """Use GRIB's `valid_time` (reference time + step) as the time axis, as analyses and forecasts need."""
-    if "valid_time" in ds.coords and "time" in ds.dims and ds["valid_time"].dims == ("time",):
-        return ds.assign_coords(time=ds["valid_time"].values).drop_vars("valid_time")
-    if "valid_time" in ds.coords and "step" in ds.dims and ds["valid_time"].dims == ("step",):
-        ds = ds.swap_dims({"step": "valid_time"}).drop_vars(["time", "step"], errors="ignore")
-        return ds.rename({"valid_time": "time"})
-    if "time" not in ds.dims and "time" in ds.coords and ds["time"].ndim == 0:
-        return ds.expand_dims("time")
+    ds.encoding["corrdiff_files"] = files_label(files)
+    ds.encoding["corrdiff_names"] = sorted(names)
     return ds
+
+
+def _prepare(time_dim: str | None, keep: set[str] | None, names: set[str], ds: xr.Dataset) -> xr.Dataset:
+    """One file in canonical form, reduced to the variables in `keep` (all when None) and the grid."""
+    names.update(map(str, ds.data_vars))
+    ds = canonical(ds, time_dim, str(ds.encoding.get("source", "?")))
+    if keep is None:
+        return ds
+    return ds.drop_vars([v for v in ds.data_vars if v not in keep and v not in LAT_NAMES + LON_NAMES])
 
 
 def _find(names, candidates, what: str, file: str, required: bool = True):
@@ -103,8 +128,6 @@ def horizontal_coords(ds: xr.Dataset, array: xr.DataArray, file: str, what: str)
     lat_name = _find(names, LAT_NAMES, f"{what} latitude", file)
     lon_name = _find(names, LON_NAMES, f"{what} longitude", file)
     lat, lon = ds[lat_name], ds[lon_name]
-    if "time" in lat.dims:  # WRF writes XLAT per time; the grid does not move
-        lat, lon = lat.isel(time=0), lon.isel(time=0)
     if lat.ndim == 1 and lon.ndim == 1:
         y_dim, x_dim = lat.dims[0], lon.dims[0]
     elif lat.ndim == 2 and lon.shape == lat.shape:
@@ -130,16 +153,20 @@ def check_units(spec: DatasetSpec, name: str, array: xr.DataArray, file: str, wh
                         "convert the data or correct `units` in the spec")
 
 
-def select_level(array: xr.DataArray, name: str, level: float | None, level_dim: str | None, file: str, what: str):
-    """The array at the requested level (or the only one); errors list the levels there are."""
+def select_level(array: xr.DataArray, name: str, level: float | str | None, level_dim: str | None, file: str,
+                 what: str):
+    """The array at the requested level (or the only one), or its maximum over the levels for `name@max`;
+    errors list the levels there are. A vertical dimension without coordinate (WRF's bottom_top) is indexed."""
     dims = [d for d in array.dims if d == level_dim or (level_dim is None and d in LEVEL_NAMES)]
     scalar = [c for c in array.coords if array[c].ndim == 0 and (c == level_dim or c in LEVEL_NAMES)]
     if not dims:
-        if level is not None and not (scalar and np.isclose(float(array[scalar[0]]), level)):
-            raise DataError(f"{file}: {what} variable {name!r}: no vertical dimension to take level {level:g} from "
-                            f"(dims {array.dims})")
+        if level == COLUMN_MAX or (level is not None and not (scalar and np.isclose(float(array[scalar[0]]), level))):
+            raise DataError(f"{file}: {what} variable {name!r}: no vertical dimension to take level "
+                            f"{level if level == COLUMN_MAX else format(level, 'g')} from (dims {array.dims})")
         return array
     dim = dims[0]
+    if level == COLUMN_MAX:
+        return array.max(dim, keep_attrs=True)
     levels = np.asarray(array[dim].values, dtype=np.float64) if dim in array.coords else np.arange(array.sizes[dim])
     if level is None:
         if array.sizes[dim] == 1:
@@ -153,13 +180,16 @@ def select_level(array: xr.DataArray, name: str, level: float | None, level_dim:
     return array.isel({dim: int(match[0])})
 
 
-def generic_field(spec: DatasetSpec, ds: xr.Dataset, name: str, what: str, static: bool = False) -> Field:
+def generic_field(spec: DatasetSpec, ds: xr.Dataset, name: str, what: str, static: bool = False,
+                  in_files: str | None = None) -> Field:
+    """Channel `name` of a generic store, read from the variable `in_files` (default: `name`) of `ds`."""
     file = ds.encoding.get("corrdiff_files", "?")
-    base, level = parse_variable(name)
+    in_files = in_files or name
+    base, level = parse_variable(in_files)
     if base not in ds.data_vars:
-        raise DataError(f"{file}: {what} variable {base!r} not found; the file has "
-                        f"{', '.join(sorted(map(str, ds.data_vars))) or 'no variables'}")
-    array = select_level(ds[base], name, level, spec.level_dim, file, what)
+        raise DataError(f"{file}: {what} variable {base!r}{'' if base == name else f' (channel {name!r})'} "
+                        f"not found; {_names_hint(ds, name, what)}")
+    array = select_level(ds[base], in_files, level, spec.level_dim, file, what)
     lat, lon, y_dim, x_dim = horizontal_coords(ds, array, file, what)
     if static and "time" in array.dims:
         array = array.isel(time=0)
@@ -174,8 +204,10 @@ def generic_field(spec: DatasetSpec, ds: xr.Dataset, name: str, what: str, stati
     return Field(name, array.transpose(*wanted), file, lat, lon)
 
 
-def cwa_field(spec: DatasetSpec, ds: xr.Dataset, name: str, group: str, what: str) -> Field:
-    """One channel of a CWA-layout array, picked by `<group>_variable` (and `<group>_pressure` for name@level)."""
+def cwa_field(spec: DatasetSpec, ds: xr.Dataset, name: str, group: str, what: str,
+              in_files: str | None = None) -> Field:
+    """Channel `name` of a CWA-layout array, picked by `<group>_variable` (and `<group>_pressure` for name@level)
+    as `in_files` (default: `name`)."""
     file = ds.encoding.get("corrdiff_files", "?")
     if group not in ds:
         raise DataError(f"{file}: cwa layout: no array {group!r}; the store has {sorted(map(str, ds.data_vars))}")
@@ -185,7 +217,10 @@ def cwa_field(spec: DatasetSpec, ds: xr.Dataset, name: str, group: str, what: st
     pressure_name = f"{group}_pressure"
     pressures = np.asarray(ds[pressure_name].values, dtype=np.float64) if pressure_name in ds else \
         np.full(len(names), np.nan)
-    base, level = parse_variable(name)
+    base, level = parse_variable(in_files or name)
+    if level == COLUMN_MAX:
+        raise DataError(f"{file}: cwa layout: {what} channel {name!r}: `@max` needs a vertical dimension; "
+                        f"{group!r} has one channel per level")
     hits = np.flatnonzero(names == base)
     if level is not None:
         hits = [i for i in hits if np.isclose(pressures[i], level)]
@@ -203,15 +238,33 @@ def cwa_field(spec: DatasetSpec, ds: xr.Dataset, name: str, group: str, what: st
     return Field(name, channel.rename(name), file, lat, lon)
 
 
+def _names_hint(ds: xr.Dataset, name: str, what: str) -> str:
+    names = ds.encoding.get("corrdiff_names") or sorted(map(str, ds.data_vars))
+    more = f" … ({len(names) - SHOWN_NAMES} more)" if len(names) > SHOWN_NAMES else ""
+    shown = ", ".join(names[:SHOWN_NAMES]) + more
+    return (f"the file has {shown or 'no variables'}; give the name it has there with "
+            f"`rename: {{{name}: <name in the file>}}` under `{what}`")
+
+
 def open_fields(spec: DatasetSpec, source: Source, what: str, static: bool = False,
                 opened: list | None = None) -> list[Field]:
-    """The fields (channels) a source names, in the spec's order; the opened store is appended to `opened`."""
-    ds = open_files(spec.files(source, what), what)
-    if opened is not None:
-        opened.append(ds)
+    """The fields (channels) a source names, in the spec's order; the opened stores are appended to `opened`."""
+    opened = [] if opened is None else opened
+    files = spec.files(source, what)
+    in_files = {name: source.in_files(name) for name in source.variables}
+    if spec.layout == "generic" and single_engine(files, what) == "cfgrib":
+        found = grib.open_variables(files, in_files, spec.level_dim, what, source.time_dim)
+        for ds, _ in found.values():
+            ds.encoding["corrdiff_files"] = files_label(files)
+            if not any(ds is store for store in opened):
+                opened.append(ds)
+        return [generic_field(spec, ds, name, what, static, variable) for name, (ds, variable) in found.items()]
+    keep = None if spec.layout == "cwa" else {parse_variable(n)[0] for n in in_files.values()}
+    ds = open_files(files, what, source.time_dim, keep)
+    opened.append(ds)
     if spec.layout == "cwa" and not static:
-        return [cwa_field(spec, ds, name, source.group, what) for name in source.variables]
-    return [generic_field(spec, ds, name, what, static) for name in source.variables]
+        return [cwa_field(spec, ds, name, source.group, what, in_files[name]) for name in source.variables]
+    return [generic_field(spec, ds, name, what, static, in_files[name]) for name in source.variables]
 
 
 def fine_grid(spec: DatasetSpec, targets: list[Field] | None, static: list[Field] | None):

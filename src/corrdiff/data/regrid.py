@@ -5,12 +5,21 @@ so interpolating every channel of a sample is one sparse product; a test checks 
 xarray's `interp` (scipy) on the same points. Descending latitudes (as in
 ERA5) and either longitude convention (0..360 or −180..180) are handled; a global input grid wraps
 around in longitude.
+
+Fine points outside the input grid are an error, unless the spec says `edge: nearest`: then points at most one
+input cell outside take the nearest input values (inputs made by block-averaging the targets, or cut close to
+the target domain, stop half a cell inside it), and a warning says how many points that concerns.
 """
+
+import logging
 
 import numpy as np
 import scipy.sparse
 
 from corrdiff.errors import DataError
+
+log = logging.getLogger(__name__)
+EDGES = ("error", "nearest")
 
 
 def _monotonic(values: np.ndarray, name: str, where: str) -> bool:
@@ -35,9 +44,16 @@ class Identity:
 
 
 class Bilinear:
-    """Interpolate fields (..., ny, nx) on 1-D (lat, lon) to 2-D destination points (H, W)."""
+    """Interpolate fields (..., ny, nx) on 1-D (lat, lon) to 2-D destination points (H, W).
 
-    def __init__(self, lat: np.ndarray, lon: np.ndarray, dst_lat: np.ndarray, dst_lon: np.ndarray, where: str):
+    `edge="nearest"` lets destination points up to one source cell outside the source grid take the nearest
+    source values (the interpolation weights are clipped to the grid) instead of being an error.
+    """
+
+    def __init__(self, lat: np.ndarray, lon: np.ndarray, dst_lat: np.ndarray, dst_lon: np.ndarray, where: str,
+                 edge: str = "error"):
+        if edge not in EDGES:
+            raise ValueError(f"edge must be one of {EDGES}, not {edge!r}")
         lat, lon = np.asarray(lat, np.float64), np.asarray(lon, np.float64)
         self.flip_y = _monotonic(lat, "latitude", where)
         self.flip_x = _monotonic(lon, "longitude", where)
@@ -46,10 +62,9 @@ class Bilinear:
         self.wrap = lon[-1] - lon[0] + step >= 360.0 - 1e-6  # a global grid: close the circle
         if self.wrap:
             lon = np.append(lon, lon[0] + 360.0)
-        # Bring the destination longitudes into the source's convention (0..360 or −180..180).
-        dst_lon = (np.asarray(dst_lon, np.float64) - lon[0]) % 360.0 + lon[0]
+        dst_lon = _same_convention(lon, np.asarray(dst_lon, np.float64), self.wrap)
         dst_lat = np.asarray(dst_lat, np.float64)
-        self._check_overlap(lat, lon, dst_lat, dst_lon, where)
+        self._check_overlap(lat, lon, dst_lat, dst_lon, where, edge)
         iy, wy = self._axis(lat, dst_lat)
         ix, wx = self._axis(lon, dst_lon)
         self.src_shape, self.dst_shape = (lat.size, lon.size - self.wrap), dst_lat.shape
@@ -77,19 +92,28 @@ class Bilinear:
         return index, np.clip(weight, 0.0, 1.0)
 
     @staticmethod
-    def _check_overlap(lat, lon, dst_lat, dst_lon, where):
+    def _check_overlap(lat, lon, dst_lat, dst_lon, where, edge):
         tol = 1e-6
-        outside = (dst_lat < lat[0] - tol) | (dst_lat > lat[-1] + tol) | (dst_lon < lon[0] - tol) | (dst_lon > lon[-1] + tol)
-        if not outside.any():
+        cells_out = np.maximum(_cells_outside(lat, dst_lat), _cells_outside(lon, dst_lon))  # 0 inside
+        outside = cells_out > tol
+        too_far = cells_out > 1 + tol if edge == "nearest" else outside
+        if not too_far.any():
+            if outside.any():
+                log.warning(f"{where}: edge: nearest: {int(outside.sum())} of {outside.size} fine-grid points lie "
+                            "up to one input cell outside the input grid and take the nearest input values")
             return
         covers = f"the inputs cover lat {lat[0]:g}..{lat[-1]:g}, lon {lon[0]:g}..{lon[-1]:g}"
         wanted = f"the fine grid spans lat {dst_lat.min():g}..{dst_lat.max():g}, lon {dst_lon.min():g}..{dst_lon.max():g}"
         if outside.all():
             raise DataError(f"{where}: the input and target grids do not overlap: {covers}; {wanted}")
-        first = np.unravel_index(int(np.flatnonzero(outside.ravel())[0]), outside.shape)
-        raise DataError(f"{where}: {int(outside.sum())} of {outside.size} fine-grid points lie outside the input grid "
-                        f"(first at y={first[0]}, x={first[1]}: lat {dst_lat[first]:g}, lon {dst_lon[first]:g}); "
-                        f"{covers}; {wanted}. The input domain must cover the target domain")
+        first = np.unravel_index(int(np.flatnonzero(too_far.ravel())[0]), too_far.shape)
+        beyond = " more than one input cell" if edge == "nearest" else ""
+        hint = ("; or, as none lies more than one input cell outside, set `edge: nearest` in the spec to give them "
+                "the nearest input values" if edge == "error" and not (cells_out > 1 + tol).any() else "")
+        raise DataError(f"{where}: {int(too_far.sum())} of {too_far.size} fine-grid points lie{beyond} outside the "
+                        f"input grid (first at y={first[0]}, x={first[1]}: lat {dst_lat[first]:g}, "
+                        f"lon {dst_lon[first]:g}); {covers}; {wanted}. The input domain must cover the target "
+                        f"domain{hint}")
 
     def __call__(self, field: np.ndarray) -> np.ndarray:
         field = np.asarray(field)
@@ -101,7 +125,24 @@ class Bilinear:
         return out.astype(field.dtype, copy=False)
 
 
-def regridder(lat: np.ndarray, lon: np.ndarray, dst_lat: np.ndarray, dst_lon: np.ndarray, where: str):
+def _same_convention(lon: np.ndarray, dst_lon: np.ndarray, wrap: bool) -> np.ndarray:
+    """Destination longitudes in the source's convention: within [lon[0], lon[0] + 360) for a global grid,
+    else within 180° of the source domain's centre (so −10 stays −10 next to a source starting at −9.5)."""
+    if wrap:
+        return (dst_lon - lon[0]) % 360.0 + lon[0]
+    centre = 0.5 * (lon[0] + lon[-1])
+    return (dst_lon - centre + 180.0) % 360.0 + centre - 180.0
+
+
+def _cells_outside(coord: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """How far each point lies outside an ascending coordinate, in units of the edge cell (0 inside)."""
+    below = (coord[0] - points) / (coord[1] - coord[0])
+    above = (points - coord[-1]) / (coord[-1] - coord[-2])
+    return np.maximum(np.maximum(below, above), 0.0)
+
+
+def regridder(lat: np.ndarray, lon: np.ndarray, dst_lat: np.ndarray, dst_lon: np.ndarray, where: str,
+              edge: str = "error"):
     """Identity when the source grid is the fine grid, else bilinear from a rectilinear source grid."""
     if lat.ndim == 1 and lat.size == dst_lat.shape[0] and lon.size == dst_lat.shape[1]:
         grid_lat, grid_lon = np.meshgrid(lat, lon, indexing="ij")
@@ -112,4 +153,4 @@ def regridder(lat: np.ndarray, lon: np.ndarray, dst_lat: np.ndarray, dst_lon: np
             return Identity()
         raise DataError(f"{where}: inputs on a curvilinear grid (2-D lat/lon of shape {lat.shape}) must already be "
                         f"on the fine grid {dst_lat.shape}; only rectilinear (1-D lat/lon) inputs are interpolated")
-    return Bilinear(lat, lon, dst_lat, dst_lon, where)
+    return Bilinear(lat, lon, dst_lat, dst_lon, where, edge)

@@ -15,6 +15,9 @@ A spec is a small YAML file; paths in it are relative to the file. Example:
       test: {start: 2021-07-01, end: 2021-12-31T23}
     transforms: {refl: "power:0.5"}   # optional, for skewed non-negative channels
     units: {t2m: K}                   # optional: checked against each variable's CF `units`
+
+Channels keep the names the spec gives them (`t2m`); `rename` under a source says what they are called in its
+files (`{t2m: T2}` for WRF, `{z: gh}` for GFS), so inputs and targets from different models share one name.
 """
 
 import datetime as dt
@@ -39,7 +42,11 @@ class Source(_Section):
     """One kind of data (inputs, targets or static fields): where it is and which variables to take."""
 
     paths: str | list[str] = Field(description="file, folder (Zarr) or glob; several may be listed")
-    variables: list[str] = Field(min_length=1, description="`name` or `name@level`, e.g. `t@850`")
+    variables: list[str] = Field(min_length=1, description="`name`, `name@level` (e.g. `t@850`) or `name@max` "
+                                 "(the maximum over the vertical dimension)")
+    rename: dict[str, str] = Field(default_factory=dict, description="channel name: its name in the files, e.g. "
+                                   "{t2m: T2, refl: REFL_10CM@max}; a base name renames every level (t: TMP)")
+    time_dim: str | None = Field(None, description="the time dimension, when not `time`, `valid_time` or `Time`")
     group: str | None = Field(None, description="cwa layout: the array holding the channels (era5 / cwb)")
 
     @field_validator("variables")
@@ -49,10 +56,29 @@ class Source(_Section):
         if repeated:
             raise ValueError(f"variables listed twice: {repeated}")
         for name in names:
-            base, _, level = name.partition("@")
-            if not base or ("@" in name and not _is_number(level)):
-                raise ValueError(f"{name!r}: expected `name` or `name@level` with a numeric level, e.g. t@850")
+            _check_name(name)
         return names
+
+    @model_validator(mode="after")
+    def _renames_are_names(self):
+        # Keys that name no variable are allowed: one table of a model's names may serve several specs.
+        for key, value in self.rename.items():
+            try:
+                _check_name(value)
+            except ValueError as err:
+                raise ValueError(f"rename: {key}: {err}") from None
+            with_levels = [n for n in self.variables if n != key and parse_variable(n)[0] == key]
+            if with_levels and "@" in value:
+                raise ValueError(f"rename: {key}: {value!r} names a level, but {with_levels[0]!r} names its own; "
+                                 f"rename the base name alone ({key}: {parse_variable(value)[0]})")
+        return self
+
+    def in_files(self, name: str) -> str:
+        """The name a channel has in the files: `rename` of the whole name, else of its base (t@850 → TMP@850)."""
+        if name in self.rename:
+            return self.rename[name]
+        base, sep, level = name.partition("@")
+        return self.rename.get(base, base) + sep + level
 
 
 def _timestamp(value) -> dt.datetime:
@@ -97,7 +123,11 @@ class DatasetSpec(_Section):
     units: dict[str, str] = Field(default_factory=dict, description="variable: expected CF units")
     nan_policy: Literal["error", "fill", "drop"] = Field(
         "error", description="NaN in inputs: error, fill with the channel mean, or drop the time")
-    level_dim: str | None = Field(None, description="name of the vertical dimension; default: detected")
+    level_dim: str | None = Field(None, description="name of the vertical dimension (GRIB: the typeOfLevel); "
+                                  "default: detected")
+    edge: Literal["error", "nearest"] = Field(
+        "error", description="fine points outside the input grid: an error, or (nearest) the nearest input value "
+        "for points at most one input cell outside, as when the inputs are block means of the targets")
     stats: str = Field("stats.json", description="normalisation statistics, relative to the spec")
     load_into_memory: bool | None = Field(None, description="cache a split in memory; default: when < 1 GiB")
     root: Path = Field(Path("."), exclude=True)
@@ -160,10 +190,21 @@ def _is_number(text: str) -> bool:
         return False
 
 
-def parse_variable(name: str) -> tuple[str, float | None]:
-    """`t@850` → ("t", 850.0); `t2m` → ("t2m", None)."""
+COLUMN_MAX = "max"  # `name@max`: the maximum over the vertical dimension (composite reflectivity)
+
+
+def _check_name(name: str) -> None:
+    base, _, level = name.partition("@")
+    if not base or ("@" in name and level != COLUMN_MAX and not _is_number(level)):
+        raise ValueError(f"{name!r}: expected `name`, `name@level` with a numeric level (e.g. t@850) or `name@max`")
+
+
+def parse_variable(name: str) -> tuple[str, float | str | None]:
+    """`t@850` → ("t", 850.0); `t2m` → ("t2m", None); `refl@max` → ("refl", "max")."""
     base, sep, level = name.partition("@")
-    return base, (float(level) if sep else None)
+    if not sep:
+        return base, None
+    return base, (COLUMN_MAX if level == COLUMN_MAX else float(level))
 
 
 def load_spec(path: str | Path | DatasetSpec) -> DatasetSpec:

@@ -138,3 +138,15 @@ def test_report_time_outside_the_scored_times_is_refused(case):
     folder, ens, truth, _ = case
     message = error_of(invoke("report", ens, "--truth", truth, "--out", folder / "r", "--time", "1999-01-01"))
     assert "--time" in message and "2022-07-01" in message
+
+
+def test_progress_bars_unless_quiet_and_1d_spectra_on_request(case):
+    folder, ens, truth, _ = case
+    shown = invoke("score", ens, "--truth", truth, "--spectra", "1d", "--out", folder / "s1.nc")
+    assert shown.exit_code == 0, shown.output
+    assert "scoring:" in shown.output and "spectra and distributions:" in shown.output  # tqdm, on stderr
+    assert "1-D spectra along x" in " ".join(shown.output.split())
+    with xr.open_dataset(folder / "s1.nc") as scores:
+        assert scores.attrs["spectra"] == "1d"
+    quiet = invoke("score", ens, "--truth", truth, "-q", "--spectra", "none")
+    assert quiet.exit_code == 0 and "scoring:" not in quiet.output and "%|" not in quiet.output

@@ -1,10 +1,6 @@
 """The report: every figure written at a modest size and referenced by index.html; the demo's evaluation."""
 
-import importlib.util
-import os
 import re
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -40,10 +36,11 @@ def check_report(folder: Path, variables) -> str:
 def test_report_command_writes_every_figure_and_the_page(spec_case, tmp_path):
     folder, spec, ens = spec_case
     out = tmp_path / "report"
-    result = invoke("report", ens, "--truth", spec, "--out", out, "--time", "2021-01-02T06")
+    result = invoke("report", ens, "--truth", spec, "--out", out, "--time", "2021-01-02T06", "--spectra", "1d")
     assert result.exit_code == 0, result.output
     page = check_report(out, ["t2m", "u10", "refl"])
     assert "interp" in page and "regression" in page and "2021-01-02 06:00" in page
+    assert "Power spectra (1-D)" in page and "spectra shown: 1-D, along x" in page
     assert xr.open_dataset(out / "scores.nc")["crps"].dims == ("model", "variable")
 
 
@@ -76,36 +73,54 @@ def test_colour_scales_suit_the_variable():
     assert cmap.name == "RdYlBu_r" and 280 <= norm.vmin < norm.vmax <= 300
 
 
-def test_maps_draw_local_coastlines_with_cartopy(tmp_path):
-    """With a Natural Earth coastline shapefile on disk, maps use cartopy and draw it (never downloading).
+def test_dry_non_negative_fields_get_a_sequential_scale_from_zero():
+    """A dry truth once gave a −0.1…0.1 scale with zero drawn mid-blue."""
+    precip = xr.DataArray(np.zeros((2, 2)), attrs={"units": "mm h-1"})
+    cmap, norm = colour_scale("precip", precip, np.zeros(50))
+    assert norm.vmin == 0 and norm.vmax > 0 and cmap.name == "Blues"
+    assert cmap(norm(0.0)) == cmap(0.0)  # zero is the lightest colour, not the middle of a diverging map
+    cmap, norm = colour_scale("precip", precip, np.r_[np.zeros(995), np.full(5, 12.0)])  # sparse rain
+    assert norm.vmin == 0 and norm.vmax == 12.0
+    cmap, norm = colour_scale("speed", xr.DataArray(np.zeros(1), attrs={"units": "m s-1"}), np.linspace(0, 9, 50))
+    assert norm.vmin == 0 and cmap.name == "YlGnBu"
+    dry_radar = xr.DataArray(np.zeros((2, 2)), attrs={"units": "dBZ"})
+    _, norm = colour_scale("refl", dry_radar, np.zeros(50))
+    assert isinstance(norm, BoundaryNorm) and norm.boundaries[0] == 5  # 0 dBZ: below the scale, white
+    pressure = xr.DataArray(np.zeros(1), attrs={"units": "Pa"})  # positive but far from 0: not from zero
+    _, norm = colour_scale("sp", pressure, np.linspace(99000, 102000, 50))
+    assert norm.vmin > 90000
 
-    In a subprocess: cartopy must be imported before netCDF4 opens a file (see plots._import_cartopy_early).
-    """
-    if importlib.util.find_spec("cartopy") is None:  # not importorskip: importing it here would crash pytest's exit
-        pytest.skip("cartopy is not installed")
-    shapefile = pytest.importorskip("shapefile")  # pyshp, a cartopy dependency
-    folder = tmp_path / "cartopy" / "shapefiles" / "natural_earth" / "physical"
-    folder.mkdir(parents=True)
-    with shapefile.Writer(str(folder / "ne_110m_coastline"), shapeType=shapefile.POLYLINE) as writer:
-        writer.field("name", "C")
-        writer.line([[[120.0, 22.0], [121.0, 23.5], [122.5, 24.5]]])
-        writer.record("test coast")
-    script = (
-        "import numpy as np, xarray as xr\n"
-        "from corrdiff.evaluation import plots\n"
-        "assert plots.coastline_file() is not None\n"
-        "lat, lon = np.meshgrid(np.linspace(22, 25, 12), np.linspace(120, 123, 12), indexing='ij')\n"
-        "field = xr.DataArray(np.zeros((12, 12)), attrs={'units': 'm s-1'})\n"
-        "panels = {'truth': np.sin(lat), 'member': np.cos(lon)}\n"
-        f"plots.map_panels(__import__('pathlib').Path({str(tmp_path / 'map.png')!r}), 'u', panels, np.abs(lat - 23),"
-        " lat, lon, field, 'now')\n"
-    )
-    env = {**os.environ, "CARTOPY_DATA_DIR": str(tmp_path / "cartopy"), "no_proxy": "", "NO_PROXY": "",
-           "HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9"}  # a download would fail
-    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr
-    with Image.open(tmp_path / "map.png") as image:
+
+def test_maps_draw_the_shipped_coastlines_without_network(tmp_path, monkeypatch):
+    """Taiwan's coast is drawn from the package's own file; any attempt to open a socket fails the test."""
+    import socket
+
+    from matplotlib.collections import LineCollection
+
+    from corrdiff.evaluation import coastlines, plots
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("the maps tried to use the network")
+
+    monkeypatch.setattr(socket, "socket", no_network)
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    lat, lon = np.meshgrid(np.linspace(21.8, 25.4, 20), np.linspace(119.8, 122.2, 20), indexing="ij")
+    pieces = coastlines.lines_in(lon, lat)
+    assert pieces and sum(len(p) for p in pieces) > 50
+    assert all(119 <= p[:, 0].min() and p[:, 0].max() <= 123 for p in pieces)
+    assert coastlines.lines_in(lon + 360, lat)[0][:, 0].min() > 300  # the domain's 0…360 convention is kept
+    drawn = []
+    monkeypatch.setattr(plots.plt, "close", lambda fig: drawn.append(fig))  # keep the figure to look at it
+    field = xr.DataArray(np.zeros((20, 20)), attrs={"units": "m s-1"})
+    path = plots.map_panels(tmp_path / "map.png", "u", {"truth": np.sin(lat), "member": np.cos(lon)},
+                            np.abs(lat - 23), lat, lon, field, "now")
+    value_axes = [ax for ax in drawn[0].axes if ax.get_label() != "<colorbar>"]
+    assert all(any(isinstance(c, LineCollection) for c in ax.collections) for ax in value_axes)
+    assert value_axes[0].get_xlim() == pytest.approx((lon.min() - 0.0632, lon.max() + 0.0632), abs=0.01)
+    with Image.open(path) as image:
         assert image.size[0] <= 1600
+    open_sea = coastlines.lines_in(*np.meshgrid(np.linspace(-150, -149, 5), np.linspace(-40, -39, 5)))
+    assert open_sea == []
 
 
 @pytest.mark.slow

@@ -5,8 +5,8 @@ import pytest
 import xarray as xr
 
 from corrdiff.evaluation import collect, compare_distributions, isotropic_power
-from corrdiff.evaluation.spectra import (quantile_from_histogram, radial_bins, smallest_octave_power_ratio, spectrum,
-                                         wasserstein_from_histograms)
+from corrdiff.evaluation.spectra import (quantile_from_histogram, radial_bins, row_power, smallest_octave_power_ratio,
+                                         spectrum, wasserstein_from_histograms, wavenumbers)
 from tests.evaluation import evaluation_fixtures as fx
 
 
@@ -102,3 +102,36 @@ def test_histogram_range_from_the_scores_gives_the_same_summary(tmp_path):
     shared = compare_distributions(evaluation, max_times=0, scores=scores)
     xr.testing.assert_allclose(separate.summary, shared.summary)
     xr.testing.assert_allclose(separate.histograms, shared.histograms)
+
+
+@pytest.mark.parametrize("nx", [64, 51])
+def test_1d_spectra_parseval_the_rows_variance_and_the_wavelength_of_a_wave(nx):
+    """1-D: each row's power sums to that row's variance; a wave along x peaks at its wavelength in km."""
+    rows = np.random.default_rng(0).normal(3.0, 2.0, (9, nx))
+    np.testing.assert_allclose(row_power(rows, 2.0).sum(), rows.var(axis=1).mean(), rtol=1e-10)
+    spacing, wavelength = 2.0, 16.0
+    x = np.arange(nx) * spacing
+    wave = xr.DataArray(np.cos(2 * np.pi * x / wavelength)[None, :].repeat(5, 0), dims=("y", "x"))
+    result = spectrum(wave, spacing, kind="1d")
+    assert result.sizes["wavenumber"] == nx // 2 + 1
+    np.testing.assert_allclose(float(result["wavelength"][int(result.argmax("wavenumber"))]), wavelength, rtol=0.1)
+    np.testing.assert_allclose(wavenumbers((5, nx), spacing, "1d"), np.fft.rfftfreq(nx, spacing))
+
+
+def test_1d_spectra_leave_out_nan_and_inf_like_the_2d_ones():
+    field = np.random.default_rng(2).normal(size=(6, 32))
+    holed = field.copy()
+    holed[2, 3], holed[4, 7] = np.nan, np.inf
+    assert np.isfinite(row_power(holed, 1.0)).all() and np.isfinite(isotropic_power(holed, 1.0)).all()
+
+
+def test_compare_distributions_says_which_spectra_it_computed(tmp_path):
+    ens, truth, _ = fx.write_case(tmp_path, times=3, members=2, shape=(12, 16))
+    evaluation = collect(ens, truth)
+    try:
+        found = compare_distributions(evaluation, kind="1d")
+    finally:
+        evaluation.close()
+    assert found.spectra.attrs["spectra"] == "1d" and found.spectra.sizes["wavenumber"] == 16 // 2 + 1
+    assert found.summary.attrs["spectra"] == "1d" and "along x" in found.summary.attrs["spectra_method"]
+    assert np.isfinite(found.summary["power_ratio_smallest_octave"].sel(model="corrdiff")).all()

@@ -1,9 +1,11 @@
 """`corrdiff score`, `corrdiff report` and `corrdiff baseline interp|rf`: parse, call the library, print.
 
 The main CLI registers `score_command` and `report_command` as `score` and `report`, and adds
-`baseline_app` as `baseline`.
+`baseline_app` as `baseline`. Every command checks its output before the work starts: never one of its
+inputs, and an existing output only with --overwrite and only of its own kind (`corrdiff.output_paths`).
 """
 
+from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
@@ -13,6 +15,13 @@ from corrdiff.cli.errors import user_errors
 
 baseline_app = typer.Typer(help="Baselines written in the same NetCDF layout as `corrdiff generate`.",
                            no_args_is_help=True)
+
+
+class Spectra(str, Enum):
+    two_d = "2d"
+    one_d = "1d"
+    none = "none"
+
 
 PredictionsArg = Annotated[Path, typer.Argument(help="Ensemble written by `corrdiff generate` (NetCDF or Zarr).")]
 TruthOpt = Annotated[Path, typer.Option("--truth", "-t", help="Truth: the dataset spec (YAML; adds the interpolation "
@@ -27,6 +36,12 @@ InterpOpt = Annotated[bool | None, typer.Option("--interp/--no-interp", help="Sc
                       "baseline (needs a spec as truth); default: when truth is a spec.")]
 SpectraTimesOpt = Annotated[int, typer.Option(help="Times (evenly spaced) used for spectra and distributions; "
                             "0 = all.")]
+SpectraOpt = Annotated[Spectra, typer.Option("--spectra", help="Power spectra: 2d = isotropic, mean removed, Hann "
+                       "window; 1d = along x per row, unwindowed, averaged over rows (the convention of the "
+                       "CorrDiff paper's figures); none = skip spectra and distributions (score only).")]
+OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace an existing output of this command "
+                         "(never an input, never a file of another kind).")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
 SpecArg = Annotated[Path, typer.Argument(help="Dataset spec (YAML).")]
 OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Output file: NetCDF (.nc) or Zarr (.zarr).")]
 BaselineSplitOpt = Annotated[str, typer.Option(help="Split whose times are predicted.")]
@@ -41,8 +56,10 @@ def _print_scores(result) -> None:
     times = result.scores.sizes["time"]
     for table in rich_tables(result.scores, title=f"scores over {times} time{'s' if times != 1 else ''}"):
         console.print(table)
+    if "spectra" in result.scores.attrs:
+        console.print(f"spectra: {result.scores.attrs['spectra_method']}", style="dim")
     for note in result.evaluation.notes:
-        console.print(f"note: {note}", style="yellow")
+        console.print(f"note: {note}", style="yellow", markup=False)
 
 
 @user_errors
@@ -54,19 +71,26 @@ def score_command(
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Write the scores as tidy NetCDF.")] = None,
     variable: VariableOpt = None,
     interp: InterpOpt = None,
-    spectra: Annotated[bool, typer.Option("--spectra/--no-spectra", help="Also compare power spectra and value "
-                       "distributions (power ratio, W1, Δp99.9).")] = True,
+    spectra: SpectraOpt = Spectra.two_d,
+    no_spectra: Annotated[bool, typer.Option("--no-spectra", hidden=True, help="Same as --spectra none.")] = False,
     spectra_times: SpectraTimesOpt = 16,
+    overwrite: OverwriteOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Score an ensemble against truth, beside the regression mean and the baselines: MAE, RMSE and bias of
     the ensemble mean, CRPS, spread–skill, rank histograms, spectra and distribution distances.
 
     Per variable, per time and over all times; only the times every input has (and generation finished) count.
+    NaN/inf values are left out and counted (a note per model and variable, `nan_*` in the scores file).
     """
-    from corrdiff.evaluation.evaluate import evaluate, write_scores
+    from corrdiff.evaluation.evaluate import check_scores_output, evaluate, evaluation_inputs, write_scores
 
+    if out is not None:
+        check_scores_output(out, evaluation_inputs(predictions, truth, baseline), overwrite)
+    kind = "none" if no_spectra else spectra.value
     result = evaluate(predictions, truth, baseline, split=split, variables=variable, interp=interp,
-                      distributions=spectra, spectra_times=spectra_times)
+                      distributions=kind != "none", spectra_times=spectra_times,
+                      spectra=kind if kind != "none" else "2d", progress=not quiet)
     try:
         _print_scores(result)
         if out is not None:
@@ -80,26 +104,35 @@ def score_command(
 def report_command(
     predictions: PredictionsArg,
     truth: TruthOpt,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the figures, scores.nc and index.html.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the figures, scores.nc and index.html: new, "
+                   "empty, or an earlier report (with --overwrite).")],
     baseline: BaselineOpt = None,
     split: SplitOpt = None,
     time: Annotated[str | None, typer.Option("--time", help="Time of the maps (ISO, nearest scored time); "
                     "default: the middle scored time.")] = None,
     variable: VariableOpt = None,
     interp: InterpOpt = None,
+    spectra: Annotated[Spectra, typer.Option("--spectra", help="Power spectra shown: 2d = isotropic, windowed; "
+                       "1d = along x per row, unwindowed (the CorrDiff paper's convention).")] = Spectra.two_d,
     spectra_times: SpectraTimesOpt = 16,
+    overwrite: OverwriteOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Write a report: maps (truth, baselines, two members, ensemble std), spectra, PDFs, rank histograms,
     spread–skill and CRPS over time as PNGs, and index.html with the score table; also DIR/scores.nc."""
-    from corrdiff.evaluation.evaluate import evaluate, write_scores
-    from corrdiff.evaluation.report import write_report
+    from corrdiff.evaluation.evaluate import evaluate, evaluation_inputs, write_scores
+    from corrdiff.evaluation.report import check_report_folder, write_report
 
+    if spectra is Spectra.none:
+        raise typer.BadParameter("a report shows spectra: choose 2d or 1d", param_hint="--spectra")
+    check_report_folder(out, evaluation_inputs(predictions, truth, baseline), overwrite)
     result = evaluate(predictions, truth, baseline, split=split, variables=variable, interp=interp,
-                      spectra_times=spectra_times)
+                      spectra_times=spectra_times, spectra=spectra.value, progress=not quiet)
     try:
         _print_scores(result)
         write_scores(result.scores, Path(out) / "scores.nc")
-        page = write_report(result.evaluation, result.scores, result.distributions, out, when=time)
+        page = write_report(result.evaluation, result.scores, result.distributions, out, when=time,
+                            progress=not quiet)
     finally:
         result.evaluation.close()
     typer.echo(f"report written: {page}")
@@ -107,11 +140,13 @@ def report_command(
 
 @baseline_app.command("interp")
 @user_errors
-def interp_command(spec: SpecArg, out: OutOpt, split: BaselineSplitOpt = "test") -> None:
+def interp_command(spec: SpecArg, out: OutOpt, split: BaselineSplitOpt = "test", overwrite: OverwriteOpt = False,
+                   quiet: QuietOpt = False) -> None:
     """Bilinear interpolation of the coarse input to the fine grid, for target variables that are inputs."""
     from corrdiff.evaluation.baselines import interpolation_baseline
 
-    typer.echo(f"interpolation baseline written: {interpolation_baseline(spec, out, split)}")
+    path = interpolation_baseline(spec, out, split, overwrite=overwrite, progress=not quiet)
+    typer.echo(f"interpolation baseline written: {path}")
 
 
 @baseline_app.command("rf")
@@ -121,13 +156,17 @@ def rf_command(
     out: OutOpt,
     split: BaselineSplitOpt = "test",
     samples: Annotated[int, typer.Option(help="(time, pixel) points of the train split to fit on.")] = 50_000,
-    trees: Annotated[int, typer.Option(help="Trees in the forest.")] = 32,
-    seed: Annotated[int, typer.Option(help="Seed of the subsample and the forest.")] = 0,
-    jobs: Annotated[int, typer.Option(help="CPU cores for fitting and predicting.")] = 1,
+    trees: Annotated[int, typer.Option(help="Trees in each forest (one forest per target channel).")] = 100,
+    seed: Annotated[int, typer.Option(help="Seed of the subsample and the forests.")] = 0,
+    jobs: Annotated[int, typer.Option(help="CPU cores for fitting and predicting (-1: all).")] = 1,
+    overwrite: OverwriteOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
-    """Per-pixel random forest (scikit-learn) on the interpolated inputs, static fields and position, fitted
-    on a random subsample of the train split, predicting every pixel of the split."""
+    """Per-pixel random forests (scikit-learn), one per target channel, on the interpolated inputs, static
+    fields and sinusoidal position features, fitted on a random subsample of the train split, predicting
+    every pixel of the split."""
     from corrdiff.evaluation.baselines import random_forest_baseline
 
-    path = random_forest_baseline(spec, out, split, samples=samples, trees=trees, seed=seed, jobs=jobs)
+    path = random_forest_baseline(spec, out, split, samples=samples, trees=trees, seed=seed, jobs=jobs,
+                                  overwrite=overwrite, progress=not quiet)
     typer.echo(f"random-forest baseline written: {path}")

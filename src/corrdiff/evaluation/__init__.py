@@ -6,6 +6,8 @@
     evaluate(predictions, truth, ...) -> Result         all of the above in one call (evaluate.py)
     write_report(evaluation, scores, distributions, out_dir) -> index.html  (report.py, plots.py)
     interpolation_baseline / random_forest_baseline     baselines in generate's layout (baselines.py)
+    check_scores_output / check_report_folder / check_baseline_output
+                                                        where the commands may write (`corrdiff.output_paths`)
 
 The file layout they read and write is `corrdiff.ensemble_file`'s.
 """

@@ -12,6 +12,11 @@ so the totals weigh every pixel of every time equally:
 
 The rank histogram counts, over valid pixels, how many members lie below the truth (0..M); ties are split
 at random with a generator seeded by (seed, time index), so results do not depend on the chunking.
+
+Pixels where truth or any member is NaN/inf are left out of every score, and counted: `nan_forecast`
+(non-finite forecast values), `nan_truth` (non-finite truth values) and `left_out` (pixel-times left out)
+are in the scores, `nan_notes` turns them into notes, and a forecast or truth with no finite value at all
+is an EvaluationError naming its file and the variable (`check_scorable`).
 """
 
 import warnings
@@ -21,11 +26,13 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
+from corrdiff.errors import EvaluationError
 from corrdiff.evaluation.stores import Evaluation
 
-SUMS = ("count", "abs_error", "squared_error", "error", "crps", "variance")
+SUMS = ("count", "abs_error", "squared_error", "error", "crps", "variance", "nan_forecast", "nan_truth")
 EXTREMES = ("forecast_min", "forecast_max", "truth_min", "truth_max")  # ranges for the histograms, same pass
 STATS = len(SUMS) + len(EXTREMES)  # then the rank counts 0..M
+TITLE = "corrdiff scores"  # the title attribute of a scores file: how `corrdiff score` recognises its own
 METRICS = {
     "mae": "mean absolute error of the ensemble mean",
     "rmse": "root-mean-square error of the ensemble mean",
@@ -104,7 +111,8 @@ def field_sums(ensemble: np.ndarray, obs: np.ndarray, rng: np.random.Generator, 
         ties = pick(((anomaly == 0) @ ones).astype(np.int64))
         rank = rank + rng.integers(0, ties + 1)
     sums = [error_v.size, np.abs(error_v).sum(), (error_v**2).sum(), error_v.sum(),
-            pick(crps_map).sum(dtype=np.float64), variance]
+            pick(crps_map).sum(dtype=np.float64), variance,
+            ensemble.size - np.count_nonzero(np.isfinite(ensemble)), obs.size - np.count_nonzero(np.isfinite(obs))]
     extremes = [np.fmin.reduce(ensemble, axis=None), np.fmax.reduce(ensemble, axis=None),
                 np.fmin.reduce(obs, axis=None), np.fmax.reduce(obs, axis=None)]  # fmin/fmax: NaN ignored
     return np.concatenate([np.asarray(sums + extremes, dtype=np.float64),
@@ -113,8 +121,9 @@ def field_sums(ensemble: np.ndarray, obs: np.ndarray, rng: np.random.Generator, 
 
 def _block_sums(ensemble, obs, time_index, seed, crps):
     """field_sums for each time of a block: ensemble (t, member, y, x), obs (t, y, x) → (t, stat)."""
-    rows = [field_sums(ensemble[i], obs[i], np.random.default_rng([seed, int(time_index[i])]), crps)
-            for i in range(ensemble.shape[0])]
+    with np.errstate(invalid="ignore"):  # inf − inf at non-finite pixels: they are counted and left out
+        rows = [field_sums(ensemble[i], obs[i], np.random.default_rng([seed, int(time_index[i])]), crps)
+                for i in range(ensemble.shape[0])]
     return np.stack(rows) if rows else np.zeros((0, STATS + ensemble.shape[1] + 1))
 
 
@@ -158,6 +167,8 @@ def score_models(evaluation: Evaluation, seed: int = 0, crps: str = "sorted") ->
     out |= {k: np.full(shape, np.nan) for k in EXTREMES}
     out["rank_histogram"] = np.full(shape + (max(members.values()) + 1,), np.nan)
     out["count"] = np.zeros(shape, dtype=np.int64)
+    out |= {k: np.zeros(shape, dtype=np.int64) for k in ("nan_forecast", "left_out")}
+    pixels = evaluation.pixels
     for (m, v), sums in computed.items():
         i, j = models.index(m), variables.index(v)
         for k, value in scores_from_sums(sums.sum(axis=0), members[m]).items():
@@ -169,10 +180,51 @@ def score_models(evaluation: Evaluation, seed: int = 0, crps: str = "sorted") ->
             out[k][i, j] = np.fmin.reduce(column) if k.endswith("min") else np.fmax.reduce(column)
         out["rank_histogram"][i, j, : members[m] + 1] = sums[:, STATS:].sum(axis=0)
         out["count"][i, j] = sums[:, 0].sum()
-    return _scores_dataset(evaluation, models, members, out)
+        out["left_out"][i, j] = pixels - out["count"][i, j]
+        out["nan_forecast"][i, j] = sums[:, SUMS.index("nan_forecast")].sum()
+    scores = _scores_dataset(evaluation, models, members, out, computed)
+    check_scorable(scores, evaluation)
+    return scores
 
 
-def _scores_dataset(evaluation, models, members, out) -> xr.Dataset:
+def check_scorable(scores: xr.Dataset, evaluation: Evaluation) -> None:
+    """An EvaluationError naming the file and variable when truth or a forecast has no finite value at all,
+    or when no pixel has both (nothing could be scored)."""
+    pixels = evaluation.pixels
+    times = evaluation.truth.sizes["time"]
+    for v in evaluation.variables:
+        if int(scores["nan_truth"].sel(variable=v)) >= pixels:
+            raise EvaluationError(f"{evaluation.source('truth')}: truth {v!r} is NaN/inf at every pixel of the "
+                                  f"{times} scored time(s); nothing can be scored against it")
+        for m in evaluation.models:
+            if v not in evaluation.models[m] or int(scores["count"].sel(model=m, variable=v)) > 0:
+                continue
+            values = pixels * evaluation.members(m)
+            nan = int(scores["nan_forecast"].sel(model=m, variable=v))
+            what = f"is NaN/inf everywhere ({nan} values over {times} time(s))" if nan >= values else \
+                "has no pixel where it and truth are both finite"
+            raise EvaluationError(f"{evaluation.source(m)}: the {m} forecast of {v!r} {what}; nothing to score")
+
+
+def nan_notes(scores: xr.Dataset) -> list[str]:
+    """One note per truth variable and per (model, variable) with non-finite values: how many, and how many
+    pixel-times were left out because of them."""
+    notes = []
+    pixels = int(scores.attrs.get("pixels_per_model", 0))
+    for v in scores["variable"].values:
+        bad = int(scores["nan_truth"].sel(variable=v))
+        if bad:
+            notes.append(f"truth {v}: {bad} of {pixels} values NaN/inf, left out of every model's scores")
+        for m in scores["model"].values:
+            nan, left = (int(scores[k].sel(model=m, variable=v)) for k in ("nan_forecast", "left_out"))
+            if nan:
+                members = int(scores["members"].sel(model=m))
+                notes.append(f"{m} {v}: {nan} of {pixels * members} forecast values NaN/inf; "
+                             f"{left} of {pixels} pixel-times left out")
+    return notes
+
+
+def _scores_dataset(evaluation, models, members, out, computed) -> xr.Dataset:
     variables = evaluation.variables
     units = [str(evaluation.truth[v].attrs.get("units", evaluation.predictions[v].attrs.get("units", "")))
              for v in variables]
@@ -186,6 +238,14 @@ def _scores_dataset(evaluation, models, members, out) -> xr.Dataset:
                               {"long_name": "count of valid pixels where `rank` members lie below the truth",
                                "comment": "NaN for ranks above the model's member count"})
     data["count"] = (("model", "variable"), out["count"], {"long_name": "valid pixels scored, all times"})
+    data["left_out"] = (("model", "variable"), out["left_out"],
+                        {"long_name": "pixel-times left out because truth or a member is NaN/inf"})
+    data["nan_forecast"] = (("model", "variable"), out["nan_forecast"],
+                            {"long_name": "NaN/inf forecast values (members x pixels), all times"})
+    nan_truth = np.zeros(len(variables), dtype=np.int64)
+    for (m, v), sums in computed.items():  # every model sees the same truth: take it from any
+        nan_truth[variables.index(v)] = sums[:, SUMS.index("nan_truth")].sum()
+    data["nan_truth"] = (("variable",), nan_truth, {"long_name": "NaN/inf truth values, all times"})
     data["members"] = (("model",), np.array([members[m] for m in models]), {"long_name": "ensemble members"})
     for k in ("forecast_min", "forecast_max"):
         data[k] = (("model", "variable"), out[k], {"long_name": f"{k.split('_')[1]}imum forecast value, all times",
@@ -198,6 +258,8 @@ def _scores_dataset(evaluation, models, members, out) -> xr.Dataset:
                              {"long_name": "maximum true value, all times", "units": "units of the variable"})
     coords = {"model": models, "variable": variables, "units": ("variable", units),
               "time": evaluation.truth["time"].values, "rank": np.arange(out["rank_histogram"].shape[-1])}
-    attrs = {"title": "corrdiff scores", "Conventions": "CF-1.10", "grid_spacing_km": evaluation.spacing_km,
+    pixels = evaluation.pixels
+    attrs = {"title": TITLE, "Conventions": "CF-1.10", "grid_spacing_km": evaluation.spacing_km,
+             "pixels_per_model": pixels,
              "comment": "scores over all times pool every valid pixel of every time (see corrdiff.evaluation.metrics)"}
     return xr.Dataset(data, coords, attrs)

@@ -1,12 +1,10 @@
 """The report's figures, one function per figure, each writing a modest-sized PNG (matplotlib, Agg).
 
-Every axis carries its units. Maps use cartopy with coastlines only when cartopy and a Natural Earth
-coastline shapefile are already on disk (nothing is ever downloaded); plain lat/lon axes otherwise.
+Every axis carries its units. Maps are on plain longitude/latitude axes with the coastlines shipped in the
+package (`corrdiff.evaluation.coastlines`): nothing is downloaded and cartopy is not needed.
 """
 
-import importlib.util
 import math
-import os
 from pathlib import Path
 
 import matplotlib
@@ -17,10 +15,14 @@ import numpy as np  # noqa: E402
 import xarray as xr  # noqa: E402
 from matplotlib.colors import BoundaryNorm, ListedColormap, Normalize  # noqa: E402
 
+from corrdiff.evaluation import coastlines  # noqa: E402
+
 DPI = 100
 PANEL = (3.4, 2.8)  # inches per panel: 3 panels across stay near 1000 px
 MODEL_COLOURS = {"truth": "black", "interp": "tab:orange", "regression": "tab:green", "rf": "tab:purple"}
 CORRDIFF = "tab:blue"
+SPECTRA_TITLES = {"2d": "isotropic 2-D power spectra (mean removed, Hann window)",
+                  "1d": "1-D power spectra along x (row means removed, no window)"}
 # NWS-like reflectivity scale, 5 dBZ steps from 5 to 75 dBZ
 REFLECTIVITY_COLOURS = ["#04e9e7", "#019ff4", "#0300f4", "#02fd02", "#01c501", "#008e00", "#fdf802", "#e5bc00",
                         "#fd9500", "#fd0000", "#d40000", "#bc0000", "#f800fd", "#9854c6"]
@@ -40,53 +42,49 @@ def label_of(name: str, field: xr.DataArray) -> str:
     return f"{field.attrs.get('long_name', name)} [{units_of(field)}]"
 
 
+NON_NEGATIVE_UNITS = {"mm", "mm h-1", "kg m-2", "kg m-2 s-1", "%"}
+NON_NEGATIVE_WORDS = ("precip", "rain", "snow", "speed", "humid", "cloud")
+
+
+def is_non_negative(name: str, units: str, values: np.ndarray) -> bool:
+    """Whether finite `values` are a field bounded below by zero: none negative, and either a precipitation-
+    like name or units, or a smallest value near zero next to the largest (a dry field, all 0, is one)."""
+    hinted = units.lower() in NON_NEGATIVE_UNITS or any(word in name.lower() for word in NON_NEGATIVE_WORDS)
+    if not values.size:
+        return hinted
+    low, high = float(values.min()), float(values.max())
+    return low >= 0 and (hinted or low <= 0.05 * high)
+
+
 def colour_scale(name: str, field: xr.DataArray, values: np.ndarray):
-    """(colour map, norm) for a variable: reflectivity scale in dBZ, diverging for signed fields
-    (winds, vorticity) symmetric about 0, a temperature map for K/degC, viridis otherwise."""
+    """(colour map, norm) for a variable, from the values of every panel drawn on it:
+
+    - reflectivity (dBZ): the radar scale in 5 dBZ steps from 5 dBZ (below: white);
+    - non-negative fields (precipitation, speeds, anything starting at 0): a sequential map from 0, its
+      lightest colour, to the 99.5th percentile of the non-zero values; a dry field is drawn all in that
+      lightest colour, not on a −0.1…0.1 scale with 0 in the middle;
+    - signed fields (winds, vorticity): diverging, symmetric about 0;
+    - temperatures (K, °C): a temperature map over the 0.5–99.5th percentiles; viridis otherwise.
+    """
     units, lower = units_of(field), name.lower()
-    finite = values[np.isfinite(values)]
+    finite = np.asarray(values)[np.isfinite(values)]
     lo, hi = (np.percentile(finite, [0.5, 99.5]) if finite.size else (0.0, 1.0))
     if units.lower() == "dbz" or "refl" in lower:
         levels = np.arange(5, 80, 5)
         cmap = ListedColormap(REFLECTIVITY_COLOURS, name="reflectivity").with_extremes(under="white", over="#6a0080")
         return cmap, BoundaryNorm(levels, cmap.N)
+    if is_non_negative(name, units, finite):
+        wet = finite[finite > 0]  # of the non-zero values: mostly-dry rain would otherwise saturate the scale
+        top = float(np.percentile(wet, 99.5)) if wet.size else 1.0
+        cmap = "Blues" if "precip" in lower or "rain" in lower else "YlGnBu"
+        return plt.get_cmap(cmap), Normalize(0.0, top)
     if lo < 0 < hi and min(-lo, hi) > 0.2 * max(-lo, hi):
         bound = max(-lo, hi)
         cmap = "PuOr_r" if "vort" in lower or units == "s-1" else "RdBu_r"
         return plt.get_cmap(cmap), Normalize(-bound, bound)
     if units in ("K", "degC", "°C") or lower.startswith("t2") or "temp" in lower:
-        return plt.get_cmap("RdYlBu_r"), Normalize(lo, hi)
-    if "precip" in lower or units in ("mm", "mm h-1", "kg m-2", "kg m-2 s-1"):
-        return plt.get_cmap("Blues"), Normalize(max(lo, 0.0), hi)
+        return plt.get_cmap("RdYlBu_r"), Normalize(lo, hi if hi > lo else lo + 1)
     return plt.get_cmap("viridis"), Normalize(lo, hi if hi > lo else lo + 1)
-
-
-def coastline_file() -> Path | None:
-    """A Natural Earth coastline shapefile already on disk in cartopy's data folders, or None.
-
-    Looks where cartopy looks ($CARTOPY_DATA_DIR, then $XDG_DATA_HOME/cartopy or ~/.local/share/cartopy)
-    without importing cartopy: see `_import_cartopy_early`.
-    """
-    if importlib.util.find_spec("cartopy") is None:
-        return None
-    home = Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share")) / "cartopy"
-    folders = [Path(os.environ["CARTOPY_DATA_DIR"])] if os.environ.get("CARTOPY_DATA_DIR") else []
-    for folder in folders + [home]:
-        for scale in ("10m", "50m", "110m"):
-            path = folder / "shapefiles" / "natural_earth" / "physical" / f"ne_{scale}_coastline.shp"
-            if path.exists():
-                return path
-    return None
-
-
-def _import_cartopy_early() -> None:
-    """Import cartopy now, when maps will use it: importing pyproj (under cartopy) after netCDF4 has opened
-    a file crashes the process at exit with the wheels of this environment, importing it first does not."""
-    if coastline_file() is not None:
-        import cartopy.crs  # noqa: F401
-
-
-_import_cartopy_early()
 
 
 def _panels(n: int):
@@ -140,17 +138,12 @@ def _ensembles(scores: xr.Dataset) -> list[tuple[str, int]]:
 
 def map_panels(path: Path, name: str, panels: dict[str, np.ndarray], std: np.ndarray | None,
                lat: np.ndarray, lon: np.ndarray, field: xr.DataArray, when: str) -> Path:
-    """Maps of one variable at one time: the panels on one colour scale, the ensemble std on its own."""
-    coastlines = coastline_file()
+    """Maps of one variable at one time: the panels on one colour scale (from all of them), the ensemble std
+    on its own; coastlines on every panel."""
     n = len(panels) + (std is not None)
     nrows, ncols = _grid(3, n)
-    projection = {}
-    if coastlines is not None:
-        import cartopy.crs as ccrs
-
-        projection = {"projection": ccrs.PlateCarree()}
     fig = plt.figure(figsize=(PANEL[0] * ncols, PANEL[1] * nrows + 0.4), layout="constrained")
-    cmap, norm = colour_scale(name, field, panels["truth"])
+    cmap, norm = colour_scale(name, field, np.concatenate([np.ravel(v) for v in panels.values()]))
     fig.suptitle(f"{field.attrs.get('long_name', name)} at {when}")
     items = [(title, values, cmap, norm, f"{name} [{units_of(field)}]") for title, values in panels.items()]
     if std is not None:
@@ -158,39 +151,24 @@ def map_panels(path: Path, name: str, panels: dict[str, np.ndarray], std: np.nda
         top = float(np.percentile(finite, 99.5)) if finite.size else 1.0
         items.append(("ensemble std", std, plt.get_cmap("magma_r"), Normalize(0, top if top > 0 else 1.0),
                       f"std of {name} [{units_of(field)}]"))
-    value_axes, meshes = [], []
+    coast = coastlines.lines_in(lon, lat)
     for k, (title, values, panel_cmap, panel_norm, label) in enumerate(items):
-        ax = fig.add_subplot(nrows, ncols, k + 1, **projection)
-        kwargs = {"transform": projection["projection"]} if projection else {}
-        meshes.append(ax.pcolormesh(lon, lat, values, cmap=panel_cmap, norm=panel_norm, shading="auto", **kwargs))
+        ax = fig.add_subplot(nrows, ncols, k + 1)
+        mesh = ax.pcolormesh(lon, lat, values, cmap=panel_cmap, norm=panel_norm, shading="auto")
+        coastlines.draw(ax, lon, lat, coast)
         ax.set_title(title, fontsize=10)
-        if projection:
-            _draw_coastlines(ax, coastlines)
-            grid = ax.gridlines(draw_labels=True, linewidth=0.3, alpha=0.5)
-            grid.top_labels = grid.right_labels = False
-        else:
-            ax.set_xlabel("longitude [°E]")
-            ax.set_ylabel("latitude [°N]")
-            ax.set_aspect(1.0 / max(np.cos(np.radians(np.nanmean(lat))), 0.1))
-        value_axes.append(ax)
-    for (_, _, _, panel_norm, label), ax, mesh in zip(items, value_axes, meshes):
+        ax.set_xlabel("longitude [°E]")
+        ax.set_ylabel("latitude [°N]")
+        ax.set_aspect(1.0 / max(np.cos(np.radians(np.nanmean(lat))), 0.1))
         # a colour bar per panel: shared ones upset the grid layout; the value panels share one scale
-        fig.colorbar(mesh, ax=ax, shrink=0.85, label=label,
-                     extend="both" if isinstance(panel_norm, BoundaryNorm) else "neither")
+        extend = "both" if isinstance(panel_norm, BoundaryNorm) else "max" if panel_norm.vmin == 0 else "neither"
+        fig.colorbar(mesh, ax=ax, shrink=0.85, label=label, extend=extend)
     return _save(fig, path)
 
 
-def _draw_coastlines(ax, shapefile: Path) -> None:
-    """Coastlines from a local shapefile (ax.coastlines() would download when the data are missing)."""
-    import cartopy.crs as ccrs
-    from cartopy.io.shapereader import Reader
-
-    ax.add_geometries(Reader(str(shapefile)).geometries(), ccrs.PlateCarree(), facecolor="none",
-                      edgecolor="black", linewidth=0.6)
-
-
 def spectra_figure(path: Path, spectra: xr.Dataset, fields: xr.Dataset, spacing_km: float) -> Path:
-    """Isotropic power spectra per variable against wavelength (km): truth, models, every CorrDiff member."""
+    """Power spectra per variable against wavelength (km): truth, models, every CorrDiff member; 2-D isotropic
+    or 1-D along x, as `spectra.attrs["spectra"]` says (the title says which)."""
     variables = [v for v in fields.data_vars if v in spectra]
     fig, axes = _panels(len(variables))
     wavelength = spectra["wavelength"].values
@@ -218,7 +196,7 @@ def spectra_figure(path: Path, spectra: xr.Dataset, fields: xr.Dataset, spacing_
         ax.set_title(v, fontsize=10)
     axes.ravel()[0].legend(fontsize=7)
     return _finish(fig, axes, len(variables),
-                   "isotropic power spectra (mean removed, Hann window); shaded: 2-4 grid spacings", path)
+                   f"{SPECTRA_TITLES[spectra.attrs.get('spectra', '2d')]}; shaded: 2-4 grid spacings", path)
 
 
 def pdf_figure(path: Path, histograms: xr.Dataset, fields: xr.Dataset, display_bins: int = 80) -> Path:

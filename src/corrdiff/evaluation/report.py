@@ -1,4 +1,8 @@
-"""The report: PNG figures and one `index.html` that shows them beside the score tables."""
+"""The report: PNG figures and one `index.html` that shows them beside the score tables.
+
+A report folder is recognised by its page (`GENERATOR` in a meta tag): `corrdiff report --overwrite` updates
+such a folder and no other (`check_report_folder`).
+"""
 
 import datetime as dt
 import html
@@ -6,17 +10,26 @@ from pathlib import Path
 
 import numpy as np
 import xarray as xr
+from tqdm.auto import tqdm
 
 from corrdiff.errors import EvaluationError
 from corrdiff.evaluation import plots
+from corrdiff.evaluation.evaluate import check_scores_output
 from corrdiff.evaluation.spectra import Distributions
 from corrdiff.evaluation.stores import Evaluation, source_of
 from corrdiff.evaluation.tables import EXPLANATIONS, html_table
+from corrdiff.output_paths import check_not_an_input, check_replaceable
 
+GENERATOR = "corrdiff report"
+REPORT_FILES = ("scores.nc", "index.html")  # and PNG figures
+SPECTRA_CAPTIONS = {
+    "2d": "Isotropic 2-D power spectra (time mean over the sampled times): the field's mean is removed and a "
+          "2-D Hann window applied before the FFT; power is summed over rings of wavenumber.",
+    "1d": "1-D power spectra along x (time mean over the sampled times): each row's mean is removed, no window "
+          "is applied, and the power of the rows' FFTs is averaged over the rows.",
+}
 CAPTIONS = {
-    "spectra": "Isotropic power spectra (time mean over the sampled times): the field's mean is removed and a "
-               "2-D Hann window applied before the FFT; power is summed over rings of wavenumber. Shaded: "
-               "wavelengths of 2-4 grid spacings, the octave of the 'power 2-4Δ' ratio.",
+    "spectra": " Shaded: wavelengths of 2-4 grid spacings, the octave of the 'power 2-4Δ' ratio.",
     "pdfs": "Distributions of values over the sampled times (all members), log density to show the tails.",
     "rank_histograms": "Rank of the truth among the members at every pixel and time; flat when calibrated.",
     "spread_skill": "Spread (corrected for the finite ensemble) against the RMSE of the ensemble mean, per time.",
@@ -40,8 +53,9 @@ def choose_time(truth: xr.Dataset, when: str | None) -> np.datetime64:
     return nearest
 
 
-def map_figures(evaluation: Evaluation, out_dir: Path, when: np.datetime64) -> list[Path]:
-    """One map figure per variable at `when`: truth, each one-member model, two members, ensemble std."""
+def map_figures(evaluation: Evaluation, out_dir: Path, when: np.datetime64, done=lambda: None) -> list[Path]:
+    """One map figure per variable at `when`: truth, each one-member model, two members, ensemble std;
+    `done()` is called after each."""
     ensemble = evaluation.models["corrdiff"].sel(time=when).compute()
     truth = evaluation.truth.sel(time=when).compute()
     order = sorted(evaluation.models, key=lambda name: {"interp": 0, "regression": 1}.get(name, 2))
@@ -59,30 +73,63 @@ def map_figures(evaluation: Evaluation, out_dir: Path, when: np.datetime64) -> l
             panels[f"CorrDiff member {m}"] = members[m]
         std = members.std(axis=0, ddof=1) if members.shape[0] > 1 else None
         paths.append(plots.map_panels(out_dir / f"map_{v}.png", v, panels, std, lat, lon, evaluation.truth[v], label))
+        done()
     return paths
 
 
+def is_report_folder(path: Path) -> bool:
+    """Whether `path` is a folder that `write_report` wrote (its index.html names the generator), or empty."""
+    path = Path(path)
+    if not path.is_dir():
+        return False
+    if not any(path.iterdir()):
+        return True
+    page = path / "index.html"
+    try:
+        return page.is_file() and f'<meta name="generator" content="{GENERATOR}">' in page.read_text(errors="replace")
+    except OSError:
+        return False
+
+
+def check_report_folder(out_dir, inputs: dict[str, list[Path]], overwrite: bool) -> Path:
+    """Refuse a report folder that is or lies inside an input, an existing folder that is not an empty or a
+    corrdiff report folder, and an existing report without `overwrite`; its scores.nc likewise."""
+    out_dir = Path(out_dir)
+    for name in REPORT_FILES:  # the folder may hold an input (not one of these names), or lie inside one
+        check_not_an_input(out_dir / name, inputs)
+    if out_dir.exists() and not (out_dir.is_dir() and not any(out_dir.iterdir())):
+        check_replaceable(out_dir, "a corrdiff report folder", is_report_folder, overwrite)
+        check_scores_output(out_dir / "scores.nc", inputs, overwrite=True)
+    return out_dir
+
+
 def write_report(evaluation: Evaluation, scores: xr.Dataset, distributions: Distributions, out_dir,
-                 when: str | None = None, title: str = "corrdiff evaluation") -> Path:
-    """Write the figures and `index.html` into out_dir; returns the HTML path."""
+                 when: str | None = None, title: str = "corrdiff evaluation", progress: bool = False) -> Path:
+    """Write the figures and `index.html` into out_dir; returns the HTML path. `progress`: a bar on stderr."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     time = choose_time(evaluation.truth, when)
-    figures = {"maps": map_figures(evaluation, out_dir, time)}
-    figures["spectra"] = [plots.spectra_figure(out_dir / "spectra.png", distributions.spectra, evaluation.truth,
-                                               evaluation.spacing_km)]
-    figures["pdfs"] = [plots.pdf_figure(out_dir / "pdfs.png", distributions.histograms, evaluation.truth)]
-    figures["rank_histograms"] = [plots.rank_histogram_figure(out_dir / "rank_histograms.png", scores)]
-    figures["spread_skill"] = [plots.spread_skill_figure(out_dir / "spread_skill.png", scores)]
-    figures["scores_by_time"] = [plots.scores_by_time_figure(out_dir / "scores_by_time.png", scores)]
-    page = render_html(evaluation, scores, figures, title, time)
+    bar = tqdm(total=len(evaluation.variables) + 5, desc="figures", unit="figure", leave=False, disable=not progress)
+    figures = {"maps": map_figures(evaluation, out_dir, time, bar.update)}
+    for key, draw in (
+        ("spectra", lambda path: plots.spectra_figure(path, distributions.spectra, evaluation.truth,
+                                                      evaluation.spacing_km)),
+        ("pdfs", lambda path: plots.pdf_figure(path, distributions.histograms, evaluation.truth)),
+        ("rank_histograms", lambda path: plots.rank_histogram_figure(path, scores)),
+        ("spread_skill", lambda path: plots.spread_skill_figure(path, scores)),
+        ("scores_by_time", lambda path: plots.scores_by_time_figure(path, scores)),
+    ):
+        figures[key] = [draw(out_dir / f"{key}.png")]
+        bar.update()
+    bar.close()
+    page = render_html(evaluation, scores, figures, title, time, distributions.spectra.attrs.get("spectra", "2d"))
     path = out_dir / "index.html"
     path.write_text(page, encoding="utf-8")
     return path
 
 
 def render_html(evaluation: Evaluation, scores: xr.Dataset, figures: dict[str, list[Path]], title: str,
-                time: np.datetime64) -> str:
+                time: np.datetime64, spectra: str = "2d") -> str:
     """The report page: inputs, score table with the meaning of each column, notes, then the figures."""
     sources = [f"<li><b>{html.escape(name)}</b>: {html.escape(source_of(ds))} ({ds.sizes['member']} member"
                f"{'s' if ds.sizes['member'] > 1 else ''})</li>" for name, ds in evaluation.models.items()]
@@ -96,24 +143,27 @@ def render_html(evaluation: Evaluation, scores: xr.Dataset, figures: dict[str, l
             f"<ul>{''.join(sources)}</ul>",
             "<h2>Scores over all times</h2>", html_table(scores),
             f"<p class='small'>Spectra and distributions from {scores.attrs.get('summary_times', '?')} sampled "
-            "times. Units: those of the variable, except the two ratios.</p>",
+            f"times; spectra shown: {'1-D, along x' if spectra == '1d' else '2-D isotropic'} (`--spectra "
+            f"{spectra}`). Units: those of the variable, except the two ratios.</p>",
             f"<dl class='small'>{legend}</dl>"]
     if notes:
         body.append(f"<h3>Notes</h3><ul>{notes}</ul>")
     body.append(f"<h2>Maps at {str(time)[:16].replace('T', ' ')} UTC</h2>")
     body += [_img(p, f"{p.stem[4:]}: truth, baselines, two CorrDiff members and the ensemble standard deviation")
              for p in figures["maps"]]
-    for key, heading in (("spectra", "Power spectra"), ("pdfs", "Distributions"),
-                         ("rank_histograms", "Rank histograms"), ("spread_skill", "Spread–skill"),
-                         ("scores_by_time", "Scores over time")):
+    captions = CAPTIONS | {"spectra": SPECTRA_CAPTIONS[spectra] + CAPTIONS["spectra"]}
+    for key, heading in (("spectra", f"Power spectra ({'1-D' if spectra == '1d' else '2-D isotropic'})"),
+                         ("pdfs", "Distributions"), ("rank_histograms", "Rank histograms"),
+                         ("spread_skill", "Spread–skill"), ("scores_by_time", "Scores over time")):
         body.append(f"<h2>{heading}</h2>")
-        body += [_img(p, CAPTIONS[key]) for p in figures[key]]
+        body += [_img(p, captions[key]) for p in figures[key]]
     style = ("body{font-family:sans-serif;max-width:1150px;margin:auto;padding:1em}"
              "table.scores{border-collapse:collapse;font-size:0.9em}"
              "table.scores td,table.scores th{padding:2px 8px;text-align:right;border-bottom:1px solid #ddd}"
              "table.scores td:nth-child(-n+2){text-align:left}tr.first td{border-top:2px solid #888}"
              "figure{margin:1em 0}img{max-width:100%}.small{font-size:0.85em;color:#444}dt{font-weight:bold}")
     return ("<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
+            f'<meta name="generator" content="{GENERATOR}">'
             f"<title>{html.escape(title)}</title><style>{style}</style></head><body>\n"
             + "\n".join(body) + "\n</body></html>\n")
 

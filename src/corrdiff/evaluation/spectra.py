@@ -12,8 +12,14 @@ Spectrum of one field f (y, x) on a grid of spacing d km:
    exactly the field's variance. Bins beyond the Nyquist wavenumber 1/(2d) hold the grid's corner modes.
 
 Wavenumbers are in cycles per km; wavelength = 1/k km.
+
+The 1-D spectrum (`kind="1d"`) is the other common convention, used for instance in the CorrDiff paper's
+figures: each row (along x) is Fourier transformed on its own, with its mean removed and no window, and the
+power |FFT|² / nx² (both signs of k summed) is averaged over the rows; Σ over k is then exactly the mean of
+the rows' variances. Its wavenumbers are those of one row, k = 0 … 1/(2d) in steps of 1/(nx·d).
 """
 
+import warnings
 from typing import NamedTuple
 
 import dask
@@ -25,6 +31,8 @@ from scipy.stats import wasserstein_distance
 from corrdiff.evaluation.stores import Evaluation
 
 HISTOGRAM_BINS = 2000  # fine bins: W1 and percentiles from histograms are within one bin width of exact
+SPECTRA = {"2d": "isotropic 2-D spectra (mean removed, 2-D Hann window, power summed over rings of |k|)",
+           "1d": "1-D spectra along x (each row's mean removed, no window, power averaged over rows)"}
 
 
 class Distributions(NamedTuple):
@@ -56,13 +64,22 @@ def hann_window(shape: tuple[int, int]) -> np.ndarray:
     return window / np.sqrt(np.mean(window**2))
 
 
+def _anomaly(fields: np.ndarray, axis) -> np.ndarray:
+    """`fields` minus their mean over `axis`, NaN/inf left out of the mean and then set to 0 (the mean)."""
+    if np.isfinite(fields).all():
+        return fields - fields.mean(axis=axis, keepdims=True)
+    fields = np.where(np.isfinite(fields), fields, np.nan)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN field: its anomaly is 0
+        anomaly = fields - np.nanmean(fields, axis=axis, keepdims=True)
+    return np.nan_to_num(anomaly, nan=0.0)
+
+
 def isotropic_power(fields: np.ndarray, spacing_km: float, window: str | None = "hann") -> np.ndarray:
     """Radially summed power (..., wavenumber) of fields (..., y, x); see the module docstring."""
     fields = np.asarray(fields)
     shape = fields.shape[-2:]
-    anomaly = fields - np.nanmean(fields, axis=(-2, -1), keepdims=True)
-    if not np.isfinite(anomaly).all():
-        anomaly = np.nan_to_num(anomaly, nan=0.0, posinf=0.0, neginf=0.0)
+    anomaly = _anomaly(fields, axis=(-2, -1))
     if window == "hann":
         anomaly = anomaly * hann_window(shape).astype(anomaly.dtype)
     elif window is not None:
@@ -76,13 +93,39 @@ def isotropic_power(fields: np.ndarray, spacing_km: float, window: str | None = 
     return binned.reshape(fields.shape[:-2] + (nbins,))
 
 
-def spectrum(field: xr.DataArray, spacing_km: float, window: str | None = "hann") -> xr.DataArray:
-    """Lazy isotropic spectrum of a DataArray (..., y, x): dims (..., wavenumber), coord wavelength (km)."""
-    _, _, wavenumber = radial_bins((field.sizes["y"], field.sizes["x"]), spacing_km)
-    power = xr.apply_ufunc(isotropic_power, field, input_core_dims=[["y", "x"]],
+def row_power(fields: np.ndarray, spacing_km: float) -> np.ndarray:
+    """1-D power per wavenumber (..., nx//2 + 1) of fields (..., y, x): each row's mean removed (missing values
+    then 0), no window, |rfft|² / nx² with both signs of k, averaged over the rows (see the module docstring)."""
+    fields = np.asarray(fields)
+    anomaly = _anomaly(fields, axis=-1)
+    nx = fields.shape[-1]
+    multiplicity = np.full(nx // 2 + 1, 2.0)
+    multiplicity[0] = 1.0
+    if nx % 2 == 0:
+        multiplicity[-1] = 1.0
+    power = np.abs(np.fft.rfft(anomaly, axis=-1)) ** 2 * (multiplicity / float(nx) ** 2)
+    return power.mean(axis=-2, dtype=np.float64)
+
+
+def wavenumbers(shape: tuple[int, int], spacing_km: float, kind: str = "2d") -> np.ndarray:
+    """The wavenumbers (cycles/km) of the spectra of (y, x) fields: radial bins ("2d") or one row's ("1d")."""
+    if kind == "2d":
+        return radial_bins(shape, spacing_km)[2]
+    if kind == "1d":
+        return np.fft.rfftfreq(shape[1], d=spacing_km)
+    raise ValueError(f"spectra must be one of {sorted(SPECTRA)}, not {kind!r}")
+
+
+def spectrum(field: xr.DataArray, spacing_km: float, window: str | None = "hann", kind: str = "2d") -> xr.DataArray:
+    """Lazy spectrum of a DataArray (..., y, x): dims (..., wavenumber), coord wavelength (km); `kind` "2d"
+    (isotropic, `window` applies) or "1d" (per row, unwindowed)."""
+    wavenumber = wavenumbers((field.sizes["y"], field.sizes["x"]), spacing_km, kind)
+    func, kwargs = (isotropic_power, {"spacing_km": spacing_km, "window": window}) if kind == "2d" else \
+        (row_power, {"spacing_km": spacing_km})
+    power = xr.apply_ufunc(func, field, input_core_dims=[["y", "x"]],
                            output_core_dims=[["wavenumber"]], dask="parallelized", output_dtypes=[np.float64],
                            dask_gufunc_kwargs={"output_sizes": {"wavenumber": wavenumber.size}},
-                           kwargs={"spacing_km": spacing_km, "window": window})
+                           kwargs=kwargs)
     with np.errstate(divide="ignore"):
         wavelength = 1.0 / wavenumber
     units = field.attrs.get("units", "")
@@ -123,11 +166,13 @@ def sample_times(times: np.ndarray, max_times: int) -> np.ndarray:
 
 
 def compare_distributions(evaluation: Evaluation, max_times: int = 16, window: str | None = "hann",
-                          bins: int = HISTOGRAM_BINS, scores: xr.Dataset | None = None) -> Distributions:
+                          bins: int = HISTOGRAM_BINS, scores: xr.Dataset | None = None,
+                          kind: str = "2d") -> Distributions:
     """Spectra, histograms and their summary numbers for truth and every model, over up to max_times times.
 
     `scores` (of `score_models`, same evaluation): its value ranges set the histograms' common range,
-    which saves a pass over the data; without it the range is found first.
+    which saves a pass over the data; without it the range is found first. `kind`: "2d" isotropic spectra
+    (windowed with `window`) or "1d" spectra along x (unwindowed); see the module docstring.
 
     Returns (spectra, histograms, summary):
       spectra    `<var>` (source, member, wavenumber): time-mean spectrum of each member; source "truth"
@@ -147,10 +192,10 @@ def compare_distributions(evaluation: Evaluation, max_times: int = 16, window: s
         edges[v] = np.linspace(lo, hi if hi > lo else lo + 1.0, bins + 1)
         for s, ds in sources.items():
             if v in ds:
-                lazy_spectra[s, v] = spectrum(ds[v], evaluation.spacing_km, window).mean("time").data
+                lazy_spectra[s, v] = spectrum(ds[v], evaluation.spacing_km, window, kind).mean("time").data
                 lazy_counts[s, v] = da.histogram(ds[v].data, bins=edges[v])[0]
     spectra_values, counts = dask.compute(lazy_spectra, lazy_counts)
-    return _assemble(evaluation, sources, times, spectra_values, counts, edges)
+    return _assemble(evaluation, sources, times, spectra_values, counts, edges, kind)
 
 
 def _ranges_of(scores: xr.Dataset) -> dict[str, tuple[float, float]]:
@@ -174,11 +219,11 @@ def _value_ranges(sources: dict[str, xr.Dataset], variables) -> dict[str, tuple[
     return ranges
 
 
-def _assemble(evaluation, sources, times, spectra_values, counts, edges) -> Distributions:
+def _assemble(evaluation, sources, times, spectra_values, counts, edges, kind) -> Distributions:
     """The computed spectra and counts as Datasets (NaN where a source lacks a variable or members)."""
     names, variables = list(sources), evaluation.variables
     max_members = max(int(ds.sizes["member"]) for ds in sources.values())
-    _, _, wavenumber = radial_bins((evaluation.truth.sizes["y"], evaluation.truth.sizes["x"]), evaluation.spacing_km)
+    wavenumber = wavenumbers((evaluation.truth.sizes["y"], evaluation.truth.sizes["x"]), evaluation.spacing_km, kind)
     spectra, histograms = {}, {}
     for v in variables:
         power = np.full((len(names), max_members, wavenumber.size), np.nan)
@@ -197,7 +242,8 @@ def _assemble(evaluation, sources, times, spectra_values, counts, edges) -> Dist
     coords = {"source": names, "member": np.arange(max_members),
               "wavenumber": ("wavenumber", wavenumber, {"units": "km-1"}),
               "wavelength": ("wavenumber", wavelength, {"units": "km"})}
-    spectra_ds = xr.Dataset(spectra, coords, {"grid_spacing_km": evaluation.spacing_km, "times_used": len(times)})
+    spectra_ds = xr.Dataset(spectra, coords, {"grid_spacing_km": evaluation.spacing_km, "times_used": len(times),
+                                              "spectra": kind, "spectra_method": SPECTRA[kind]})
     hist_ds = xr.Dataset(histograms, {"source": names}, {"times_used": len(times)})
     return Distributions(spectra_ds, hist_ds, summarise(spectra_ds, hist_ds, evaluation))
 
@@ -232,4 +278,5 @@ def summarise(spectra: xr.Dataset, histograms: xr.Dataset, evaluation: Evaluatio
         "truth_p999": (("variable",), truth_p999, {"long_name": "99.9th percentile of truth",
                                                    "units": "units of the variable"}),
     }, {"model": models, "variable": variables},
-        {"summary_times": int(histograms.attrs["times_used"])})
+        {"summary_times": int(histograms.attrs["times_used"]), "spectra": spectra.attrs.get("spectra", "2d"),
+         "spectra_method": spectra.attrs.get("spectra_method", SPECTRA["2d"])})

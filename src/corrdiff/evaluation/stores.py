@@ -14,6 +14,7 @@ import xarray as xr
 
 from corrdiff import ensemble_file
 from corrdiff.data import load_spec, open_coarse_on_fine, open_targets
+from corrdiff.data.readers import UNIT_ALIASES
 from corrdiff.ensemble_file import ENSEMBLE_DIMS, ensemble_variables, FIELD_DIMS, FLAG, regression_name
 from corrdiff.errors import DataError, EvaluationError
 
@@ -137,9 +138,20 @@ class Evaluation:
     variables: list[str]  # scored variables: in the predictions and in truth
     spacing_km: float
     notes: list[str] = field(default_factory=list)
+    sources: dict[str, str] = field(default_factory=dict)  # "truth" and each model -> the file it came from
 
     def members(self, model: str) -> int:
         return int(self.models[model].sizes["member"])
+
+    def source(self, name: str) -> str:
+        """The file that truth ("truth") or a model was read from, for messages."""
+        data = self.truth if name == "truth" else self.models[name]
+        return self.sources.get(name) or source_of(data)
+
+    @property
+    def pixels(self) -> int:
+        """Pixel-times per variable: times × y × x."""
+        return self.truth.sizes["time"] * self.truth.sizes["y"] * self.truth.sizes["x"]
 
     @property
     def predictions(self) -> xr.Dataset:
@@ -221,6 +233,7 @@ def align(truth: xr.Dataset, models: dict[str, xr.Dataset], variables, notes=Non
     notes = list(notes or [])
     for name, ds in models.items():
         check_grid(ds, name, truth)
+        notes += check_units(ds, name, truth, variables)
         absent = [v for v in variables if v not in ds]
         if absent and name != "corrdiff":
             notes.append(f"{name} has no {', '.join(absent)}: left blank in its rows")
@@ -234,10 +247,42 @@ def align(truth: xr.Dataset, models: dict[str, xr.Dataset], variables, notes=Non
         dropped = ds.sizes["time"] - times.size
         if dropped and name not in quiet:
             notes.append(f"{name}: {dropped} of its {ds.sizes['time']} times not shared by all inputs, left out")
+    sources = {"truth": source_of(truth)} | {name: source_of(ds) for name, ds in models.items()}
     truth = linked(rechunk_over_time(truth[variables].sel(time=times)), truth)
     models = {name: linked(rechunk_over_time(ds[[v for v in variables if v in ds]].sel(time=times)), ds)
               for name, ds in models.items()}
-    return Evaluation(truth, models, list(variables), spacing_km(models["corrdiff"], truth), notes)
+    return Evaluation(truth, models, list(variables), spacing_km(models["corrdiff"], truth), notes, sources)
+
+
+CELSIUS = {"°c": "degC", "degc": "degC", "deg_c": "degC", "degree_c": "degC", "degree_celsius": "degC",
+           "degrees_celsius": "degC"}  # spellings the readers' table lacks
+
+
+def canonical_units(units) -> str:
+    """A CF units string in one spelling (`m/s` and `m s-1`, `°C` and `degC` alike), case-folded; by
+    `corrdiff.data.readers.UNIT_ALIASES`. Only spellings are matched: K and degC stay different."""
+    text = str(units).strip()
+    return (UNIT_ALIASES.get(text.lower()) or CELSIUS.get(text.lower()) or text).casefold()
+
+
+def check_units(ds: xr.Dataset, name: str, truth: xr.Dataset, variables) -> list[str]:
+    """Refuse a forecast whose CF `units` differ from truth's for a variable (a truth in °C against a forecast
+    in K would give an MAE of 273); notes for variables whose units are not given on one side."""
+    notes = []
+    for v in variables:
+        if v not in ds:
+            continue
+        mine, theirs = ds[v].attrs.get("units"), truth[v].attrs.get("units")
+        if mine is None or theirs is None:
+            missing = source_of(ds) if mine is None else source_of(truth)
+            notes.append(f"{v}: no `units` attribute in {missing}; units of {name} and truth not checked")
+            continue
+        if canonical_units(mine) != canonical_units(theirs):
+            raise EvaluationError(
+                f"{source_of(ds)} ({name}): {v!r} is in {mine!r} but truth ({source_of(truth)}) is in {theirs!r}; "
+                "corrdiff does not convert units: convert one of the files (e.g. K = °C + 273.15) so both carry "
+                "the same CF `units`, or correct a wrong `units` attribute")
+    return notes
 
 
 def check_grid(ds: xr.Dataset, name: str, truth: xr.Dataset) -> None:

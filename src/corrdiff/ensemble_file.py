@@ -13,6 +13,7 @@ This module imports nothing from corrdiff but its errors, so that inference and 
 """
 
 import datetime as dt
+import shutil
 import warnings
 from pathlib import Path
 
@@ -31,6 +32,7 @@ TIME_UNITS = "hours since 1970-01-01 00:00:00"
 TIME_ENCODING = {"units": TIME_UNITS, "calendar": "proleptic_gregorian", "dtype": "float64"}
 CONVENTIONS = "CF-1.10"
 ENGINES = {"netcdf": "netcdf4", "zarr": "zarr"}  # format name (as in the run config) -> xarray engine
+SUFFIXES = {".zarr": "zarr", ".nc": "netcdf", ".nc4": "netcdf"}  # the format a file name implies
 
 
 def regression_name(name: str) -> str:
@@ -59,6 +61,11 @@ def is_zarr(path: Path) -> bool:
 def format_of(path: Path) -> str:
     """"zarr" for a Zarr store, else "netcdf"."""
     return "zarr" if is_zarr(path) else "netcdf"
+
+
+def format_from_suffix(path: Path) -> str | None:
+    """The format the suffix of `path` names (SUFFIXES, any case), or None for another suffix."""
+    return SUFFIXES.get(Path(path).suffix.lower())
 
 
 def template(times, members: int, lat, lon, channels, channel_attrs: dict | None = None,
@@ -115,10 +122,17 @@ def write(ds: xr.Dataset, path, fmt: str) -> Path:
     """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
-    if fmt == "zarr":
-        ds.to_zarr(tmp, mode="w", encoding=encoding(ds, fmt), zarr_format=3, consolidated=False)
-    else:
-        ds.to_netcdf(tmp, engine=ENGINES["netcdf"], encoding=encoding(ds, fmt))
+    try:
+        if fmt == "zarr":
+            ds.to_zarr(tmp, mode="w", encoding=encoding(ds, fmt), zarr_format=3, consolidated=False)
+        else:
+            ds.to_netcdf(tmp, engine=ENGINES["netcdf"], encoding=encoding(ds, fmt))
+    except BaseException:  # a full disk, say: leave no half-written temporary behind
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.unlink(missing_ok=True)
+        raise
     tmp.rename(path)
     return path
 

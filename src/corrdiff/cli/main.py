@@ -84,21 +84,25 @@ def train_diffusion(
 @user_errors
 def generate(
     config: ConfigArg,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output file: NetCDF (.nc) or Zarr store (with --format zarr).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output file: NetCDF (.nc, .nc4) or Zarr store (.zarr); the suffix sets the format.")],
     checkpoint_regression: Annotated[Path | None, typer.Option(help="Regression checkpoint or run folder; default: <run_dir>/regression.")] = None,
     checkpoint_diffusion: Annotated[Path | None, typer.Option(help="Diffusion checkpoint or run folder; default: <run_dir>/diffusion.")] = None,
     times: Annotated[list[str] | None, typer.Option("--times", help="ISO time to downscale (repeatable); default: every time of generate.split.")] = None,
     members: Annotated[int | None, typer.Option(help="Ensemble members per time (default: generate.members).")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed; member m of time t depends on (seed, t, m) only.")] = None,
     split: Annotated[str | None, typer.Option(help="Dataset split to downscale: train, validation, test or all.")] = None,
-    format_: Annotated[str | None, typer.Option("--format", help="netcdf or zarr (default: generate.format).")] = None,
+    format_: Annotated[str | None, typer.Option("--format", help="netcdf or zarr, for an --out without .nc/.nc4/.zarr (default: generate.format).")] = None,
     input_: Annotated[list[str] | None, typer.Option("--input", help="Coarse input file or glob to downscale instead of the spec's inputs (e.g. a new forecast; no targets needed); every time it holds, unless --times. Repeatable.")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace what is at --out (once the new file is complete) instead of resuming it.")] = False,
+    allow_mismatch: Annotated[bool, typer.Option("--allow-mismatch", help="Generate even if the diffusion checkpoint was trained against another regression checkpoint (recorded in the output).")] = False,
     set_: SetOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Downscale coarse inputs into an ensemble of fine fields, written as CF NetCDF or Zarr.
 
-    Resumable: run the same command again after an interruption and it finishes the missing times.
+    Resumable: run the same command again after an interruption (or a full disk) and it finishes the missing
+    times. A file made with other checkpoints, settings, seed, inputs or times is never resumed: pass
+    --overwrite to replace it, or choose another --out.
     """
     from corrdiff.config import load_config
     from corrdiff.inference import generate as run_generate
@@ -110,7 +114,8 @@ def generate(
     cfg = load_config(config, overrides)
     run_dir = Path(cfg.run_dir)
     path = run_generate(cfg, checkpoint_regression or run_dir / "regression", checkpoint_diffusion or run_dir / "diffusion",
-                        out, times=times, progress=not quiet, inputs=input_)
+                        out, times=times, progress=not quiet, inputs=input_, overwrite=overwrite,
+                        allow_mismatch=allow_mismatch)
     typer.echo(f"ensemble written: {path}")
 
 

@@ -1,7 +1,9 @@
-"""Inference: ensemble generation and the writer of the ensemble file (layout: `corrdiff.ensemble_file`)."""
+"""Inference: ensemble generation, its checks and fingerprint, and the writer of the ensemble file
+(layout: `corrdiff.ensemble_file`)."""
 
 from corrdiff.errors import OutputError
+from corrdiff.inference.fingerprint import Fingerprint
 from corrdiff.inference.generate import downscale, generate, load_models
 from corrdiff.inference.writer import EnsembleWriter
 
-__all__ = ["EnsembleWriter", "OutputError", "downscale", "generate", "load_models"]
+__all__ = ["EnsembleWriter", "Fingerprint", "OutputError", "downscale", "generate", "load_models"]

@@ -1,7 +1,9 @@
-"""Generation: load both checkpoints, downscale each requested time into an ensemble, write it."""
+"""Generation: load both checkpoints, check that they belong together and fit the data, downscale each
+requested time into an ensemble, and write it so that a rerun resumes it (`corrdiff.inference.writer`)."""
 
 import dataclasses
-from dataclasses import dataclass
+import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -18,10 +20,15 @@ from corrdiff.diffusion import DiffusionCondition, PatchedDenoiser, SamplerConfi
 from corrdiff.distributed import barrier, DistInfo, init_distributed, shutdown
 from corrdiff import ensemble_file
 from corrdiff.ensemble_file import FLAG
-from corrdiff.errors import ConfigError, OutputError
-from corrdiff.inference.writer import EnsembleWriter
-from corrdiff.perf import autocast, FastPath, prepare_denoiser, to_channels_last
+from corrdiff.errors import ConfigError, DataError, OutputError
+from corrdiff.inference import checks
+from corrdiff.inference.fingerprint import Fingerprint, generation_fingerprint
+from corrdiff.inference.writer import check_replaceable, EnsembleWriter, io_error, is_io_error, overwrite_path, \
+    remove, replace, resumable
+from corrdiff.perf import FastPath, prepare_denoiser, to_channels_last
 from corrdiff.seeding import derive_seed
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -34,25 +41,36 @@ class Models:
     condition: DiffusionCondition
     provenance: dict
     fast: FastPath = FastPath()
+    grids: list = field(default_factory=list)
+    """(checkpoint folder, lat (H, W) or None, lon (H, W) or None) of each checkpoint: the grid it was trained on."""
+    mismatches: list[str] = field(default_factory=list)
+    """Why the two checkpoints do not belong together, when --allow-mismatch let them through."""
 
 
-def load_models(regression_path, diffusion_path, device) -> Models:
-    """Frozen EMA networks from a regression and a diffusion checkpoint (folders or run folders)."""
+def load_models(regression_path, diffusion_path, device, allow_mismatch: bool = False) -> Models:
+    """Frozen EMA networks from a regression and a diffusion checkpoint (folders or run folders).
+
+    The diffusion checkpoint must have been trained against this regression checkpoint (its SHA-256) with
+    the same normalisation; `allow_mismatch` lets a mismatch through, logged and kept in `Models.mismatches`.
+    """
     regression = ckpt.load_model(regression_path, kind="regression")
     diffusion = ckpt.load_model(diffusion_path, kind="diffusion")
-    for key in ("input_channels", "target_channels"):
-        mine, theirs = getattr(regression.meta, key), getattr(diffusion.meta, key)
-        if mine != theirs:
-            raise ConfigError(f"{key} differ: regression {regression.path} has {list(mine)}, "
-                              f"diffusion {diffusion.path} has {list(theirs)}")
+    regression_sha256, diffusion_sha256 = regression.sha256, diffusion.sha256
+    problems = checks.pairing_problems(regression, diffusion, regression_sha256)
+    if not allow_mismatch:
+        checks.refuse_mismatch(problems)
+    for problem in problems:
+        log.warning(f"--allow-mismatch: {problem}")
     provenance = {
         "regression_checkpoint": str(regression.path),
-        "regression_checkpoint_sha256": regression.sha256,
+        "regression_checkpoint_sha256": regression_sha256,
         "diffusion_checkpoint": str(diffusion.path),
-        "diffusion_checkpoint_sha256": diffusion.sha256,
+        "diffusion_checkpoint_sha256": diffusion_sha256,
     }
+    grids = [(c.path, None if c.lat is None else c.lat.numpy(), None if c.lon is None else c.lon.numpy())
+             for c in (regression, diffusion)]
     return Models(ckpt.load_network(regression, device), ckpt.load_network(diffusion, device), diffusion.meta,
-                  DiffusionCondition.from_unet(diffusion.meta.unet), provenance)
+                  DiffusionCondition.from_unet(diffusion.meta.unet), provenance, grids=grids, mismatches=problems)
 
 
 def select_times(dataset_times: np.ndarray, requested: list[str] | None) -> list[int]:
@@ -72,8 +90,8 @@ def select_times(dataset_times: np.ndarray, requested: list[str] | None) -> list
 def downscale(models: Models, condition: torch.Tensor, members: int, seed: int, sampler: SamplerConfig,
               member_batch: int | None = None, patcher: PatchedDenoiser | None = None):
     """Regression mean (1, C, H, W) and ensemble (members, C, H, W), normalised, for one condition (1, C_in, H, W)."""
-    with autocast(models.fast.bf16, condition.device):
-        mean = models.regression(condition).to(torch.float32)
+    # The mean is one call per time and every member is built on it: float32, never under bf16 autocast.
+    mean = models.regression(condition).to(torch.float32)
     field = models.condition.field(condition, mean)
     # A patcher builds each patch's condition from the whole field; one pass over the domain takes it whole.
     denoiser_condition = field if patcher is not None else models.condition.whole_domain(field)
@@ -82,64 +100,97 @@ def downscale(models: Models, condition: torch.Tensor, members: int, seed: int, 
     return mean, ensemble
 
 
-def open_inference_dataset(config: RunConfig, stats, split: str, inputs: list[str] | None = None):
+def open_inference_dataset(config: RunConfig, meta: CheckpointMeta, split: str, inputs: list[str] | None = None,
+                           checkpoint: str = "the diffusion checkpoint"):
     """The dataset to downscale: the run's data spec, without targets, normalised with the checkpoint's stats.
 
     With `inputs` (files or globs, e.g. a new forecast), those replace the spec's input stores and every
     time they hold is downscaled; the spec still gives the variables, static fields and the fine grid.
+    The spec's channels are checked against the checkpoint's (`checkpoint` names it) before any file is opened.
     """
     spec = load_spec(config.data)
     if inputs:
         spec = spec.with_inputs([str(Path(p).expanduser().absolute()) for p in inputs])
         split = "all"
-    return DownscalingDataset(spec, split=split, stats=stats, with_target=False)
+    input_channels, target_channels = checks.spec_channels(spec)
+    checks.check_channels("input", input_channels, meta.input_channels, spec.where, checkpoint)
+    checks.check_channels("target", target_channels, meta.target_channels, spec.where, checkpoint)
+    return DownscalingDataset(spec, split=split, stats=meta.stats, with_target=False)
+
+
+def check_fits(models: Models, dataset) -> None:
+    """A DataError naming what differs when the data's channels, grid or normalisation are not the checkpoints'."""
+    spec = getattr(dataset, "spec", None)
+    where = spec.where if spec is not None else "the dataset"
+    diffusion = models.provenance["diffusion_checkpoint"]
+    checks.check_channels("input", dataset.input_channels, models.meta.input_channels, where, diffusion)
+    checks.check_channels("target", dataset.target_channels, models.meta.target_channels, where, diffusion)
+    for path, lat, lon in models.grids:
+        checks.check_grid(dataset.lat, dataset.lon, where, path, lat, lon)
+    if not checks.same_stats(dataset.stats, models.meta.stats):
+        raise DataError(f"{where}: normalises with other statistics than checkpoint {diffusion}; "
+                        "open it with the checkpoint's (generation denormalises with them)")
 
 
 def generate(config: RunConfig, regression_path, diffusion_path, out, times: list[str] | None = None,
-             dataset=None, progress: bool = True, inputs: list[str] | None = None) -> Path:
+             dataset=None, progress: bool = True, inputs: list[str] | None = None, overwrite: bool = False,
+             allow_mismatch: bool = False) -> Path:
     """Write an ensemble file for the chosen times (all times of the split by default); resumable.
 
+    A file already at `out` is resumed only when its fingerprint is this generation's; else it is refused,
+    or with `overwrite` replaced once the new file is complete. The format follows the suffix of `out`.
     Under torchrun, ranks take every world_size-th time; NetCDF ranks write part files that rank 0
     merges into `out`, Zarr ranks write their regions of `out` directly.
     """
     info = init_distributed(config.device)
     try:
-        return _generate(config, regression_path, diffusion_path, Path(out), times, dataset, progress, info, inputs)
+        return _generate(config, regression_path, diffusion_path, Path(out), times, dataset, progress, info, inputs,
+                         overwrite, allow_mismatch)
     finally:
         shutdown(info)
 
 
-def _generate(config, regression_path, diffusion_path, out, times, dataset, progress, info: DistInfo,
-              inputs=None) -> Path:
+def _generate(config, regression_path, diffusion_path, out: Path, times, dataset, progress, info: DistInfo,
+              inputs=None, overwrite=False, allow_mismatch=False) -> Path:
     gen = config.generate
-    models = load_models(regression_path, diffusion_path, info.device)
+    fmt = checks.output_format(out, gen.format, "format" in gen.model_fields_set)
+    if overwrite:
+        check_replaceable(out)
+    models = load_models(regression_path, diffusion_path, info.device, allow_mismatch)
+    if dataset is None:
+        dataset = open_inference_dataset(config, models.meta, gen.split, inputs, models.provenance["diffusion_checkpoint"])
+    check_fits(models, dataset)
+    checks.refuse_input_as_output(out, checks.command_files(config, dataset, [p for p, _, _ in models.grids]))
     models.fast = gen.fast_path(info.device)
     models.denoiser = prepare_denoiser(models.denoiser, models.fast)  # once: compiled code and graphs are kept
     if models.fast.channels_last:
         to_channels_last(models.regression)
-    if dataset is None:
-        dataset = open_inference_dataset(config, models.meta.stats, gen.split, inputs)
-    if tuple(dataset.input_channels) != models.meta.input_channels:
-        raise ConfigError(f"the data gives input channels {list(dataset.input_channels)}, the checkpoints were "
-                          f"trained on {list(models.meta.input_channels)}")
     indices = select_times(dataset.times, times)
     chosen_times = np.asarray(dataset.times, dtype="datetime64[ns]")[indices]
+    fingerprint = _fingerprint(config, models, dataset, chosen_times)
     channels = list(models.meta.target_channels)
     attrs = {"title": "CorrDiff downscaled ensemble", "source": f"corrdiff {__version__}",
              "corrdiff_seed": gen.seed, "corrdiff_members": gen.members,
              "corrdiff_config": dump_config(config), **models.provenance,
-             **{f"sampler_{k}": str(v) for k, v in dataclasses.asdict(config.sampler).items()}}
+             **{f"sampler_{k}": str(v) for k, v in dataclasses.asdict(config.sampler).items()},
+             "corrdiff_allow_mismatch": int(allow_mismatch),
+             **({"corrdiff_mismatches": "; ".join(models.mismatches)} if models.mismatches else {})}
+    # With --overwrite the new file is built beside `out` and renamed over it once complete.
+    target = overwrite_path(out) if overwrite else out
     # Ranks take every world_size-th time. NetCDF cannot take concurrent writers: each rank fills a part
     # file of its own times; a Zarr store is shared, each rank writing its own time chunks.
     mine = list(range(len(indices)))[info.rank :: info.world_size]
-    parts = info.world_size > 1 and gen.format == "netcdf"
+    parts = info.world_size > 1 and fmt == "netcdf"
+    if parts and not overwrite and resumable(out, fmt, fingerprint):
+        return out  # merged already: parts are merged only once every time is written
     if parts:
-        path, slot_times = out.with_name(f"{out.name}.part-{info.rank:03d}-of-{info.world_size:03d}"), chosen_times[mine]
+        path, slot_times = part_path(target, info.rank, info.world_size), chosen_times[mine]
     else:
-        path, slot_times = out, chosen_times
+        path, slot_times = target, chosen_times
     slots = list(range(len(mine))) if parts else mine
     open_writer = lambda: EnsembleWriter(path, slot_times, gen.members, dataset.lat, dataset.lon, channels,
-                                         models.meta.target_attrs, attrs, gen.format)
+                                         models.meta.target_attrs, attrs, fmt, fingerprint=fingerprint,
+                                         replace=overwrite)
     if not parts and info.world_size > 1:
         if info.is_main:
             open_writer().close()  # rank 0 lays out the shared store before anyone writes to it
@@ -151,6 +202,7 @@ def _generate(config, regression_path, diffusion_path, out, times, dataset, prog
     if gen.patch_shape:
         patcher = PatchedDenoiser(tuple(dataset.lat.shape), tuple(gen.patch_shape), tuple(gen.patch_overlap),
                                   condition=models.condition)
+    stats = models.meta.stats  # the checkpoint's own normalisation, never one the data carries
     todo = [(slot, k) for slot, k in zip(slots, mine) if not done[slot]]
     bar = tqdm(todo, desc="generate", unit="time", disable=not (progress and info.is_main))
     try:
@@ -161,25 +213,54 @@ def _generate(config, regression_path, diffusion_path, out, times, dataset, prog
             seconds = int(chosen_times[k].astype("datetime64[s]").astype("int64")) % 2**64
             time_seed = derive_seed(gen.seed, seconds)
             mean, ensemble = downscale(models, condition, gen.members, time_seed, sampler, gen.member_batch, patcher)
-            stats = dataset.stats
             writer.write(slot, stats.denormalize_target(ensemble).cpu().numpy(),
                          stats.denormalize_target(mean)[0].cpu().numpy())
     finally:
         writer.close()
     barrier(info)
-    if parts and info.is_main:
-        merge_parts(out, info.world_size)
-    if gen.format == "zarr" and info.is_main:
-        import zarr
-
-        zarr.consolidate_metadata(str(out))  # readers then open the store with one metadata read
+    if info.is_main:
+        _finish(target, out, fmt, info.world_size if parts else 0, overwrite)
     barrier(info)
     return out
 
 
+def _fingerprint(config: RunConfig, models: Models, dataset, times: np.ndarray) -> Fingerprint:
+    gen = config.generate
+    files, spec_file = checks.input_files(dataset)
+    return generation_fingerprint(
+        regression_sha256=models.provenance["regression_checkpoint_sha256"],
+        diffusion_sha256=models.provenance["diffusion_checkpoint_sha256"],
+        sampler=dataclasses.asdict(config.sampler), seed=gen.seed, members=gen.members,
+        channels=models.meta.target_channels, bf16=models.fast.bf16, patch_shape=gen.patch_shape,
+        patch_overlap=gen.patch_overlap, times=times, lat=dataset.lat, lon=dataset.lon, input_files=files,
+        spec_file=spec_file, version=__version__)
+
+
+def _finish(target: Path, out: Path, fmt: str, parts: int, overwrite: bool) -> None:
+    """Merge the part files (`parts` ranks, 0: none), consolidate a Zarr store, and move an --overwrite file in place."""
+    try:
+        if parts:
+            merge_parts(target, parts)
+        if fmt == "zarr":
+            import zarr
+
+            zarr.consolidate_metadata(str(target))  # readers then open the store with one metadata read
+        if overwrite:
+            replace(target, out)
+    except (OSError, RuntimeError) as err:
+        if not is_io_error(err):
+            raise
+        raise io_error(target, err, "finishing it") from err
+
+
+def part_path(out: Path, rank: int, world_size: int) -> Path:
+    """The NetCDF part file of one rank."""
+    return out.with_name(f"{out.name}.part-{rank:03d}-of-{world_size:03d}")
+
+
 def merge_parts(out: Path, world_size: int) -> None:
     """Concatenate the ranks' NetCDF part files in time order into `out`, then remove them."""
-    part_paths = [out.with_name(f"{out.name}.part-{r:03d}-of-{world_size:03d}") for r in range(world_size)]
+    part_paths = [part_path(out, r, world_size) for r in range(world_size)]
     parts = [xr.open_dataset(p, engine="netcdf4") for p in part_paths if p.exists()]
     try:
         merged = xr.concat([p for p in parts if p.sizes["time"]], dim="time", data_vars="all",
@@ -191,4 +272,4 @@ def merge_parts(out: Path, world_size: int) -> None:
         for p in parts:
             p.close()
     for p in part_paths:
-        p.unlink(missing_ok=True)
+        remove(p)

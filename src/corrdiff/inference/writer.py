@@ -1,10 +1,22 @@
-"""Writing the ensemble file (layout: `corrdiff.ensemble_file`) one time at a time.
+"""Writing the ensemble file (layout: `corrdiff.ensemble_file`) one time at a time, so that a rerun can resume it.
 
-Every planned time has its slot from the start; after a time's fields are written, its flag in
-`generation_complete(time)` is set and the file is synced. A crash therefore loses at most the time
-being written, and reopening the file tells which times are still to do.
+- Every planned time has its slot from the start; after a time's fields are written, its flag in
+  `generation_complete(time)` is set and the file is synced. A crash loses at most the time being written.
+- The file records the fingerprint of its generation (`corrdiff.inference.fingerprint`). An existing file is
+  resumed only when its fingerprint is this generation's; anything else there is refused, or with `replace`
+  (the writer's own temporary files) started over.
+- Nothing non-finite is written: a member with NaN or inf stops the run, naming the time and the channel.
+- A full disk is an OutputError naming the file and saying "no space left"; freeing space and rerunning resumes.
+- NetCDF: HDF5 that fails in the middle of a write (a full disk, a kill) can leave a file that still reads
+  but no longer takes appends (`NetCDF: HDF error`). A marker `.NAME.writing` exists while a writer may have
+  a write in flight; a rerun that finds it copies the readable, finite flagged times into a fresh file that
+  replaces the old one, and goes on from there. Zarr needs no repair: its chunks are written atomically.
 """
 
+import errno
+import logging
+import os
+import shutil
 from pathlib import Path
 
 import netCDF4
@@ -13,34 +25,44 @@ import xarray as xr
 
 from corrdiff import ensemble_file
 from corrdiff.ensemble_file import ENGINES, ENSEMBLE_DIMS, FIELD_DIMS, FLAG, regression_name
-from corrdiff.errors import OutputError
+from corrdiff.errors import CorrdiffError, OutputError
+from corrdiff.inference.fingerprint import Fingerprint
+
+log = logging.getLogger(__name__)
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+METADATA_BYTES = 16 << 20  # room HDF5 or Zarr may need beside one time's fields
 
 
 class EnsembleWriter:
-    """Creates (or reopens, to resume) an ensemble file and writes one time slot at a time."""
+    """Creates (or reopens, to resume) an ensemble file and writes one time slot at a time.
 
-    def __init__(self, path, times, members, lat, lon, channels, channel_attrs, global_attrs, fmt="netcdf"):
+    `times` (time,) datetime64; `lat`, `lon` (y, x) degrees; `fingerprint`: this generation's. With `replace`,
+    a file at `path` that is not this generation's is removed and started over (for temporary files only).
+    """
+
+    def __init__(self, path, times, members, lat, lon, channels, channel_attrs, global_attrs, fmt="netcdf", *,
+                 fingerprint: Fingerprint, replace: bool = False):
         self.path, self.fmt = Path(path), fmt
         self.times = np.asarray(times, dtype="datetime64[ns]")
         self.channels = list(channels)
-        if self.path.exists():
-            self._check_resumable(members)
+        self.fingerprint = fingerprint
+        self._layout = lambda: ensemble_file.template(self.times, members, lat, lon, self.channels, channel_attrs,
+                                                      {**global_attrs, **fingerprint.attrs()})
+        self._bytes_per_time = (members + 1) * len(self.channels) * int(np.size(lat)) * 4
+        self._marker = marker_path(self.path)
+        self._nc, self._failed = None, False
+        self._complete = np.zeros(len(self.times), dtype=bool)
+        if resumable(self.path, fmt, fingerprint, replace):
+            if fmt == "netcdf" and self._marker.exists():
+                self._repair()
         else:
-            layout = ensemble_file.template(self.times, members, lat, lon, self.channels, channel_attrs, global_attrs)
-            ensemble_file.write(layout, self.path, fmt)  # the file appears complete in layout, or not at all
-        self._nc = netCDF4.Dataset(self.path, "a") if fmt == "netcdf" else None
+            remove(self.path)
+            self._create()
+        if fmt == "netcdf":
+            self._open_netcdf()
+        self._complete = self.written()
 
-    def _check_resumable(self, members: int) -> None:
-        with xr.open_dataset(self.path, engine=ENGINES[self.fmt]) as ds:
-            same = (ds.sizes.get("member") == members and ds.sizes.get("time") == len(self.times)
-                    and np.array_equal(ds["time"].values.astype("datetime64[ns]"), self.times)
-                    and all(c in ds for c in self.channels))
-        if not same:
-            raise OutputError(
-                f"{self.path} exists but holds other times, members or variables than this generation asks for; "
-                "choose another --out, or delete the file to start over"
-            )
-
+    # --- the public interface ------------------------------------------------------------------------------
     def written(self) -> np.ndarray:
         """Boolean (time,) of the slots already complete."""
         if self._nc is not None:
@@ -49,15 +71,48 @@ class EnsembleWriter:
             return ds[FLAG].values.astype(bool)
 
     def write(self, index: int, ensemble: np.ndarray, mean: np.ndarray) -> None:
-        """Write time slot `index`: ensemble (member, channel, y, x) and regression mean (channel, y, x)."""
-        if self._nc is not None:
-            for c, name in enumerate(self.channels):
-                self._nc[name][index] = ensemble[:, c].astype(np.float32)
-                self._nc[regression_name(name)][index] = mean[c].astype(np.float32)
-            self._nc.sync()  # the data reach the disk before the flag that declares them written
-            self._nc[FLAG][index] = 1
-            self._nc.sync()
+        """Write time slot `index`: ensemble (member, channel, y, x) and regression mean (channel, y, x), physical units.
+
+        Raises OutputError, writing nothing, when a value is not finite; and when the disk is full.
+        """
+        self._refuse_non_finite(index, ensemble, mean)
+        try:
+            if self._nc is not None:
+                self._write_netcdf(index, ensemble, mean)
+            else:
+                self._write_zarr(index, ensemble, mean)
+        except BaseException as err:
+            self._failed = True  # the file may hold half a write: the marker stays, and a rerun repairs it
+            if is_io_error(err):
+                raise self._io_error(err, f"writing {_iso(self.times[index])}") from err
+            raise
+        self._complete[index] = True
+
+    def close(self) -> None:
+        """Close the file; after a failed write, errors closing it are left to the one already raised."""
+        if self._nc is None:
             return
+        try:
+            self._nc.close()
+        except (OSError, RuntimeError) as err:
+            if not self._failed:  # else the write's error is already on its way up
+                self._failed = True
+                raise self._io_error(err, "closing it") from err
+        finally:
+            self._nc = None
+            if not self._failed:
+                self._marker.unlink(missing_ok=True)
+
+    # --- writing -------------------------------------------------------------------------------------------
+    def _write_netcdf(self, index, ensemble, mean) -> None:
+        for c, name in enumerate(self.channels):
+            self._nc[name][index] = ensemble[:, c].astype(np.float32)
+            self._nc[regression_name(name)][index] = mean[c].astype(np.float32)
+        self._nc.sync()  # the data reach the disk before the flag that declares them written
+        self._nc[FLAG][index] = 1
+        self._nc.sync()
+
+    def _write_zarr(self, index, ensemble, mean) -> None:
         region = {"time": slice(index, index + 1)}
         fields = {}
         for c, name in enumerate(self.channels):
@@ -66,7 +121,168 @@ class EnsembleWriter:
         xr.Dataset(fields).to_zarr(self.path, region=region, consolidated=False)
         xr.Dataset({FLAG: (("time",), np.ones(1, dtype="int8"))}).to_zarr(self.path, region=region, consolidated=False)
 
-    def close(self) -> None:
-        if self._nc is not None:
-            self._nc.close()
-            self._nc = None
+    def _refuse_non_finite(self, index: int, ensemble: np.ndarray, mean: np.ndarray) -> None:
+        for c, name in enumerate(self.channels):
+            bad_members = np.flatnonzero(~np.isfinite(ensemble[:, c]).reshape(len(ensemble), -1).all(axis=1))
+            if not np.isfinite(mean[c]).all():
+                what = "the regression mean"
+            elif bad_members.size:
+                what = f"member{'s' if bad_members.size > 1 else ''} {', '.join(map(str, bad_members[:5]))}"
+            else:
+                continue
+            raise OutputError(f"{self.path}: {what} of {name!r} at {_iso(self.times[index])} came out NaN or infinite; "
+                              "nothing of this time was written. The checkpoints or the input at this time may be "
+                              "broken (try generate.precision=fp32, or more sampler.num_steps)")
+
+    # --- creating, opening, repairing ----------------------------------------------------------------------
+    def _create(self) -> None:
+        try:
+            ensemble_file.write(self._layout(), self.path, self.fmt)  # the file appears complete in layout, or not at all
+        except (OSError, RuntimeError) as err:
+            raise self._io_error(err, "creating it") from err
+
+    def _open_netcdf(self) -> None:
+        try:
+            self._marker.touch()
+            self._nc = netCDF4.Dataset(self.path, "a")
+        except (OSError, RuntimeError) as err:
+            raise self._io_error(err, "opening it to write") from err
+
+    def _repair(self) -> None:
+        """Replace the file by a fresh one holding its readable, finite flagged times (see the module's doc)."""
+        fresh = self.path.with_name(f".{self.path.name}.repair")
+        names = [v for c in self.channels for v in (c, regression_name(c))]
+        kept = 0
+        try:
+            ensemble_file.write(self._layout(), fresh, "netcdf")
+            with netCDF4.Dataset(self.path, "r") as old, netCDF4.Dataset(fresh, "a") as new:
+                for index in np.flatnonzero(np.asarray(old[FLAG][:], dtype=bool)):
+                    try:
+                        fields = {name: np.ma.filled(old[name][index], np.nan) for name in names}
+                    except (OSError, RuntimeError, IndexError):
+                        continue  # unreadable: generated again
+                    if all(np.isfinite(values).all() for values in fields.values()):
+                        for name, values in fields.items():
+                            new[name][index] = values
+                        new[FLAG][index] = 1
+                        kept += 1
+            os.replace(fresh, self.path)
+        except (OSError, RuntimeError) as err:
+            fresh.unlink(missing_ok=True)
+            raise self._io_error(err, "repairing it after an interrupted write") from err
+        self._marker.unlink(missing_ok=True)
+        log.info(f"{self.path}: an earlier run stopped in the middle of a write; kept {kept} complete times")
+
+    def _io_error(self, err: BaseException, doing: str) -> OutputError:
+        done = f"{int(np.sum(self._complete))} of {len(self.times)} times are complete; "
+        return io_error(self.path, err, doing, self._bytes_per_time, done)
+
+
+def io_error(path: Path, err: BaseException, doing: str, needed_bytes: int = 0, done: str = "") -> OutputError:
+    """The OutputError for an OSError or a netCDF RuntimeError (which carries no errno): a full disk, or else."""
+    try:
+        free = shutil.disk_usage(Path(path).absolute().parent).free
+    except OSError:
+        free = None
+    if getattr(err, "errno", None) in DISK_FULL or (free is not None and free < needed_bytes + METADATA_BYTES):
+        return OutputError(f"{path}: no space left on the device while {doing} ({_size(free)} free); "
+                           f"{done}free some space and rerun the same command to resume")
+    return OutputError(f"{path}: failed while {doing} ({type(err).__name__}: {err}); {done}rerun the same command "
+                       "to resume")
+
+
+def is_io_error(err: BaseException) -> bool:
+    """An error of the file system or of netCDF/HDF5 (RuntimeError), not one of corrdiff's own."""
+    return isinstance(err, (OSError, RuntimeError)) and not isinstance(err, CorrdiffError)
+
+
+def resumable(path: Path, fmt: str, fingerprint: Fingerprint, replace: bool = False) -> bool:
+    """Whether `path` holds this generation's ensemble, to resume; False when nothing is there or it is to be replaced.
+
+    Raises OutputError naming the file when something else is there and `replace` is False.
+    """
+    path = Path(path)
+    if not (path.exists() or path.is_symlink()):
+        return False
+    found, why_not = recorded_fingerprint(path, fmt)
+    if found is not None and found.digest == fingerprint.digest:
+        return True
+    if replace:
+        return False
+    if why_not.startswith("cannot be read") and marker_path(path).exists():
+        log.warning(f"{path}: left unreadable by an interrupted run ({why_not}); starting it over")
+        return False  # the marker says an earlier run of ours was writing it: nothing readable is lost
+    if found is None:
+        raise OutputError(f"{path} exists and {why_not}; it is left as it is: choose another --out, or pass "
+                          "--overwrite to replace it")
+    raise OutputError(f"{path} holds an ensemble made with other settings ({found.differences(fingerprint)}); "
+                      "resuming it would mix the two: pass --overwrite to replace it, or choose another --out")
+
+
+def recorded_fingerprint(path: Path, fmt: str) -> tuple[Fingerprint | None, str]:
+    """The fingerprint the ensemble at `path` records, or None and why it has none."""
+    try:
+        with xr.open_dataset(path, engine=ENGINES[fmt], decode_times=False, chunks=None,
+                             **({"consolidated": False} if fmt == "zarr" else {})) as ds:
+            attrs, has_flag = dict(ds.attrs), FLAG in ds
+    except Exception as err:  # noqa: BLE001  (any file at all may be here; each library fails its own way)
+        return None, f"cannot be read as a {fmt} ensemble ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})"
+    if not has_flag:
+        return None, f"is not a corrdiff ensemble (it has no {FLAG!r} variable)"
+    found = Fingerprint.from_attrs(attrs)
+    return found, "" if found else "records no fingerprint of its generation (an older corrdiff wrote it)"
+
+
+def marker_path(path: Path) -> Path:
+    """The marker that exists while a NetCDF writer may have a write in flight."""
+    return Path(path).with_name(f".{Path(path).name}.writing")
+
+
+def overwrite_path(out: Path) -> Path:
+    """Where `--overwrite` builds the new file: a hidden name beside `out`, renamed over it when complete."""
+    return Path(out).with_name(f".{Path(out).name}.new")
+
+
+def check_replaceable(out: Path) -> None:
+    """An OutputError when `out` is a folder other than a Zarr store (--overwrite never removes such a folder)."""
+    out = Path(out)
+    if out.is_dir() and not out.is_symlink() and not ensemble_file.is_zarr(out):
+        raise OutputError(f"--out {out} is a folder, not a Zarr store; --overwrite does not replace folders: "
+                          "choose another --out")
+
+
+def replace(new: Path, out: Path) -> None:
+    """Put the complete `new` in the place of `out`: a rename; a Zarr store moves `out` aside first."""
+    new, out = Path(new), Path(out)
+    if not (new.is_dir() or out.is_dir()):
+        os.replace(new, out)  # atomic: `out` is the old file or the new one, never neither
+        return
+    old = out.with_name(f".{out.name}.old")
+    remove(old)
+    if out.exists() or out.is_symlink():
+        os.rename(out, old)  # between these two renames both stores exist, under hidden names
+    os.rename(new, out)
+    remove(old)
+
+
+def remove(path: Path) -> None:
+    """Delete a file or a Zarr store, and a NetCDF file's marker; nothing when absent."""
+    path = Path(path)
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
+    marker_path(path).unlink(missing_ok=True)
+
+
+def _iso(time) -> str:
+    return str(np.datetime64(time, "s"))
+
+
+def _size(n_bytes) -> str:
+    if n_bytes is None:
+        return "unknown"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n_bytes < 1024 or unit == "TiB":
+            return f"{n_bytes:.0f} {unit}" if unit == "B" else f"{n_bytes:.1f} {unit}"
+        n_bytes /= 1024

@@ -1,0 +1,134 @@
+"""Checks made before anything is generated: the two checkpoints belong together, they fit the data, and
+the output goes where nothing of the command's own is lost. Each error names both sides and what differs."""
+
+from pathlib import Path
+
+import numpy as np
+
+from corrdiff import ensemble_file
+from corrdiff.data.spec import Source
+from corrdiff.errors import CheckpointError, ConfigError, DataError, OutputError
+
+GRID_TOLERANCE_DEG = 1e-4  # ~10 m: the same grid read from float32 and float64 files agrees far closer
+
+
+def pairing_problems(regression, diffusion, regression_sha256: str) -> list[str]:
+    """Why the diffusion checkpoint was not trained against this regression checkpoint ([] when it was).
+
+    `regression`, `diffusion`: loaded `corrdiff.checkpoint.ModelCheckpoint`s. Channel lists that differ are
+    an error at once (no generation could run); a different regression or normalisation is a problem that
+    `--allow-mismatch` lets through.
+    """
+    for key in ("input_channels", "target_channels"):
+        mine, theirs = getattr(regression.meta, key), getattr(diffusion.meta, key)
+        if mine != theirs:
+            raise ConfigError(f"{key} differ: regression {regression.path} has {list(mine)}, "
+                              f"diffusion {diffusion.path} has {list(theirs)}")
+    problems = []
+    reference = diffusion.meta.regression_checkpoint
+    if reference is None:
+        problems.append(f"{diffusion.path} does not record which regression checkpoint it was trained against")
+    elif reference.sha256 != regression_sha256:
+        problems.append(f"{diffusion.path} was trained against regression {reference.path} "
+                        f"(sha256 {reference.sha256[:12]}…), not {regression.path} (sha256 {regression_sha256[:12]}…)")
+    if not same_stats(regression.meta.stats, diffusion.meta.stats):
+        problems.append(f"{regression.path} and {diffusion.path} normalise with different statistics")
+    return problems
+
+
+def refuse_mismatch(problems: list[str]) -> None:
+    """A CheckpointError listing the pairing problems and the two ways on."""
+    if problems:
+        raise CheckpointError("; ".join(problems) + ": pass the regression checkpoint the diffusion model was "
+                              "trained with (--checkpoint-regression), or --allow-mismatch to generate anyway "
+                              "(recorded in the output's attributes)")
+
+
+def same_stats(a, b) -> bool:
+    """Whether two `Normalization`s transform every channel alike (their `info` aside)."""
+    return all(getattr(a, part).to_dict() == getattr(b, part).to_dict() for part in ("input", "target"))
+
+
+def check_channels(kind: str, data_channels, checkpoint_channels, data_where: str, checkpoint_path) -> None:
+    """A DataError when the data's `kind` ("input"/"target") channels are not the checkpoint's, in order."""
+    data, trained = list(data_channels), list(checkpoint_channels)
+    if not data or data == trained:
+        return  # a dataset without targets has no target channels to compare
+    missing, extra = [c for c in trained if c not in data], [c for c in data if c not in trained]
+    detail = ", ".join(filter(None, [f"missing {missing}" if missing else "", f"extra {extra}" if extra else ""]))
+    raise DataError(f"{data_where}: the data gives {kind} channels {data}, checkpoint {checkpoint_path} was trained "
+                    f"on {trained} ({detail or 'in another order'})")
+
+
+def spec_channels(spec) -> tuple[list[str], list[str]]:
+    """The (input, target) channels a dataset spec gives: its inputs then static fields, and its targets."""
+    inputs = list(spec.inputs.variables) + (list(spec.static.variables) if spec.static else [])
+    return inputs, list(spec.targets.variables) if spec.targets else []
+
+
+def check_grid(lat: np.ndarray, lon: np.ndarray, data_where: str, checkpoint_path, trained_lat, trained_lon) -> None:
+    """A DataError when the data's fine grid (H, W) is not the one the checkpoint was trained on."""
+    if trained_lat is None or trained_lon is None:
+        return  # a checkpoint that records no grid
+    trained_lat, trained_lon = np.asarray(trained_lat, np.float64), np.asarray(trained_lon, np.float64)
+    if trained_lat.shape != np.shape(lat):
+        raise DataError(f"{data_where}: the fine grid is {np.shape(lat)[0]}×{np.shape(lat)[1]}, checkpoint "
+                        f"{checkpoint_path} was trained on {trained_lat.shape[0]}×{trained_lat.shape[1]}")
+    dlat = float(np.max(np.abs(np.asarray(lat) - trained_lat)))
+    dlon = float(np.max(np.abs((np.asarray(lon) - trained_lon + 180.0) % 360.0 - 180.0)))  # 359.9° = -0.1°
+    if max(dlat, dlon) > GRID_TOLERANCE_DEG:
+        raise DataError(f"{data_where}: the fine grid differs from the one checkpoint {checkpoint_path} was trained "
+                        f"on: max |Δlat| = {dlat:.3g}°, max |Δlon| = {dlon:.3g}°")
+
+
+def output_format(out: Path, configured: str, explicit: bool) -> str:
+    """The output format: from the suffix of `out` (.zarr, .nc, .nc4), else the configured one.
+
+    `explicit`: the format was given (--format or generate.format); one that contradicts the suffix is an error.
+    """
+    by_suffix = ensemble_file.format_from_suffix(out)
+    if by_suffix is None:
+        return "zarr" if ensemble_file.is_zarr(out) else configured
+    if explicit and by_suffix != configured:
+        raise ConfigError(f"--out {out} names a {by_suffix} file (suffix {Path(out).suffix}) but generate.format "
+                          f"is {configured!r}: change one of them")
+    return by_suffix
+
+
+def command_files(config, dataset, checkpoint_paths) -> dict[Path, str]:
+    """The files and folders this generation reads (absolute): {path: what it is}."""
+    found = {Path(p).absolute(): "a checkpoint" for p in checkpoint_paths}
+    if getattr(config, "source", None):
+        found[Path(config.source).absolute()] = "the run config"
+    spec = getattr(dataset, "spec", None)
+    if spec is not None:
+        if spec.source_file:
+            found[Path(spec.source_file).absolute()] = "the dataset spec"
+        sources = [("inputs", spec.inputs), ("targets", spec.targets), ("static", spec.static)]
+        if spec.grid:
+            sources.append(("grid", Source(paths=spec.grid, variables=["grid"])))
+        for what, source in sources:
+            try:
+                found |= {p.absolute(): f"a file of the spec's {what}" for p in (spec.files(source, what) if source else [])}
+            except DataError:  # targets a new forecast does without
+                continue
+    return found
+
+
+def refuse_input_as_output(out: Path, files: dict[Path, str]) -> None:
+    """An OutputError when `out` is one of the command's files, or a folder holding one (even with --overwrite)."""
+    target = Path(out).absolute().resolve()
+    for path, what in files.items():
+        path = path.resolve()
+        if path == target or target in path.parents:
+            holds = "is" if path == target else f"holds {path}, which is"
+            raise OutputError(f"--out {out} {holds} {what} of this command; choose another --out")
+
+
+def input_files(dataset) -> tuple[list[Path], Path | None]:
+    """The input files whose contents make the values (the spec's inputs and static fields) and the spec file."""
+    spec = getattr(dataset, "spec", None)
+    if spec is None:
+        return [], None  # a dataset given in memory: its grid and times still enter the fingerprint
+    files = spec.files(spec.inputs, "inputs") + (spec.files(spec.static, "static") if spec.static else [])
+    return files, spec.source_file

@@ -2,25 +2,31 @@
 
 Layout of one checkpoint folder, `<run>/checkpoints/step-000100/`:
   model.safetensors  EMA weights (`net.*`) and the fine grid (`grid.lat`, `grid.lon`): enough to generate
-  model.json         `CheckpointMeta`: kind, UNet config, channels, normalisation, resolved run config, step
+  model.json         `CheckpointMeta`: kind, UNet config, channels, normalisation, resolved run config, step,
+                     and the SHA-256 of model.safetensors
   state.safetensors  raw weights (`model.*`) and optimizer tensors (`optim.<param>.<name>`), for --resume
-  state.json         `TrainingState`: step, samples seen, best validation loss, optimizer and scheduler settings
+  state.json         `TrainingState`: step, samples seen, best validation loss and folder, optimizer and
+                     scheduler settings, and the SHA-256 of both .safetensors files
 `<run>/checkpoints/latest` and `best` are text files naming a folder. Nothing here is pickled: loading
 a checkpoint reads tensors and JSON only, and runs no code. Folders are written atomically (a temporary
-folder renamed into place), so a crash or a full disk never leaves a half-written checkpoint behind.
+`.step-*` folder, its files synced, renamed into place), so a crash, a kill or a full disk never leaves a
+half-written checkpoint behind; `clean_temporary` removes what an interrupted write left. Reading verifies
+the recorded hashes, so a damaged file is an error naming it, never a plausible network.
 """
 
 import dataclasses
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError
+from safetensors.torch import load as load_tensors, save as save_tensors
 from torch import nn
 
 from corrdiff import __version__
@@ -31,7 +37,9 @@ from corrdiff.models import UNetConfig
 
 FORMAT = "corrdiff-checkpoint-1"
 STEP_PREFIX = "step-"
+STEP_NAME = re.compile(rf"{STEP_PREFIX}\d{{6,}}")
 MODEL_FILE, MODEL_META, STATE_FILE, STATE_META = "model.safetensors", "model.json", "state.safetensors", "state.json"
+POINTERS = ("latest", "best")
 KINDS = ("regression", "diffusion")
 
 
@@ -65,6 +73,8 @@ class CheckpointMeta:
     """Diffusion only: σ_data of the EDM preconditioning."""
     regression_checkpoint: RegressionRef | None = None
     """Diffusion only."""
+    model_sha256: str | None = None
+    """Hex SHA-256 of model.safetensors, verified on loading (None in checkpoints written before it was kept)."""
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -88,7 +98,7 @@ class CheckpointMeta:
             data["sigma_data"] = self.sigma_data
             data["regression_checkpoint"] = (dataclasses.asdict(self.regression_checkpoint)
                                              if self.regression_checkpoint else None)
-        data |= {"step": self.step, "val_loss": self.val_loss}
+        data |= {"step": self.step, "val_loss": self.val_loss, "model_sha256": self.model_sha256}
         return json.dumps(data, indent=1)
 
     @classmethod
@@ -96,6 +106,8 @@ class CheckpointMeta:
         """Parse model.json; a CheckpointError names `where` and what is missing or wrong."""
         try:
             data = json.loads(text)
+            if not isinstance(data, dict):
+                raise ValueError(f"expected a JSON object, found {type(data).__name__}")
             if data.get("format") != FORMAT:
                 raise ValueError(f"format is {data.get('format')!r}, expected {FORMAT!r}")
             reference = data.get("regression_checkpoint")
@@ -106,11 +118,12 @@ class CheckpointMeta:
                 target_attrs=data.get("target_attrs") or {}, corrdiff_version=data.get("corrdiff_version", "?"),
                 step=int(data.get("step", 0)), val_loss=data.get("val_loss"), sigma_data=data.get("sigma_data"),
                 regression_checkpoint=RegressionRef(**reference) if reference else None,
+                model_sha256=data.get("model_sha256"),
             )
         except KeyError as err:
             raise CheckpointError(f"{where}: not a corrdiff checkpoint description (no {err.args[0]!r})") from None
         except (ValueError, TypeError, AttributeError) as err:
-            raise CheckpointError(f"{where}: not a corrdiff checkpoint description ({err})") from None
+            raise CheckpointError(f"{where}: not a corrdiff checkpoint description ({_one_line(err)})") from None
 
 
 @dataclass(frozen=True)
@@ -124,6 +137,12 @@ class TrainingState:
     """Optimizer hyper-parameters (`param_groups`) and its non-tensor state."""
     scheduler: dict
     """The learning-rate scheduler's state_dict, without its (unpicklable) lambdas."""
+    best: str | None = None
+    """The folder `best` named when this checkpoint was written (None: no validation yet)."""
+    model_sha256: str | None = None
+    """Hex SHA-256 of the model.safetensors written beside this state: ties the two halves together."""
+    state_sha256: str | None = None
+    """Hex SHA-256 of state.safetensors, verified on loading."""
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=1)
@@ -131,9 +150,17 @@ class TrainingState:
     @classmethod
     def from_json(cls, text: str, where: str = "state.json") -> "TrainingState":
         try:
-            return cls(**json.loads(text))
+            data = json.loads(text)
+            if not isinstance(data, dict):
+                raise ValueError(f"expected a JSON object, found {type(data).__name__}")
+            # Keys a later version added are left out, so that it can still be resumed from here.
+            state = cls(**{k: v for k, v in data.items() if k in {f.name for f in dataclasses.fields(cls)}})
+            if not isinstance(state.step, int) or not isinstance(state.samples_seen, int) \
+                    or not isinstance(state.optimizer, dict) or not isinstance(state.scheduler, dict):
+                raise ValueError("step and samples_seen must be integers, optimizer and scheduler objects")
+            return state
         except (ValueError, TypeError) as err:
-            raise CheckpointError(f"{where}: not a corrdiff training state ({err})") from None
+            raise CheckpointError(f"{where}: not a corrdiff training state ({_one_line(err)})") from None
 
 
 @dataclass
@@ -145,11 +172,13 @@ class ModelCheckpoint:
     weights: dict[str, torch.Tensor]
     lat: torch.Tensor | None
     lon: torch.Tensor | None
+    content_sha256: str | None = None
+    """Hex SHA-256 of the model.safetensors bytes these weights were read from."""
 
     @property
     def sha256(self) -> str:
         """Hex SHA-256 of model.safetensors (provenance of everything made with it)."""
-        return file_sha256(self.path / MODEL_FILE)
+        return self.content_sha256 or file_sha256(self.path / MODEL_FILE)
 
 
 def file_sha256(path: Path) -> str:
@@ -161,22 +190,59 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def nonfinite(tensors: dict[str, torch.Tensor]) -> list[str]:
+    """Names of the floating-point tensors that hold a NaN or an infinity."""
+    return [name for name, t in tensors.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+
+
+def _one_line(err: BaseException) -> str:
+    return " ".join(str(err).split())[:300]
+
+
 # --------------------------------------------------------------------------------------------- writing
-def _write_text(path: Path, text: str) -> None:
-    with open(path, "w") as f:
-        f.write(text)
+def _write_bytes(path: Path, data: bytes) -> None:
+    """Write a file and sync it to disk (the rename that publishes a checkpoint must not outrun its data)."""
+    with open(path, "wb") as f:
+        f.write(data)
         f.flush()
         os.fsync(f.fileno())
 
 
-def _replace_text(path: Path, text: str) -> None:
-    """Atomically set a small text file (temp file in the same folder, then rename)."""
+def _write_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> str:
+    """Write tensors as safetensors; returns the hex SHA-256 of the bytes written."""
+    data = save_tensors({k: v.detach().cpu().contiguous() for k, v in tensors.items()})
+    _write_bytes(path, data)
+    return hashlib.sha256(data).hexdigest()
+
+
+def _write_text(path: Path, text: str) -> None:
+    _write_bytes(path, text.encode())
+
+
+def _sync_folder(path: Path) -> None:
+    """Sync a folder's entries (a rename in it) to disk; a no-op where the filesystem does not allow it."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def replace_text(path: Path, text: str) -> None:
+    """Atomically set a small text file (temp file in the same folder, synced, then renamed)."""
+    path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     with os.fdopen(fd, "w") as f:
         f.write(text)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+    _sync_folder(path.parent)
 
 
 def optimizer_to_tensors(state: dict) -> tuple[dict[str, torch.Tensor], dict]:
@@ -209,7 +275,7 @@ def save_checkpoint(root: Path, meta: CheckpointMeta, ema_weights: dict[str, tor
     """Write checkpoint folder `step-NNNNNN` (step from `meta`) atomically, update `latest` (and `best`), prune.
 
     If writing fails (disk full, say), the partial folder is removed and the previous checkpoints and
-    pointers are left exactly as they were.
+    pointers are left exactly as they were. The caller checks that the weights are finite.
     """
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
@@ -220,33 +286,53 @@ def save_checkpoint(root: Path, meta: CheckpointMeta, ema_weights: dict[str, tor
     model_tensors["grid.lat"] = torch.as_tensor(lat, dtype=torch.float64)
     model_tensors["grid.lon"] = torch.as_tensor(lon, dtype=torch.float64)
     state_tensors = {f"model.{k}": v for k, v in raw_weights.items()} | opt_tensors
-    state = TrainingState(meta.step, samples_seen, best_val, opt_meta, scheduler_state)
+    best = name if is_best else read_pointer(root, "best")
     tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{name}."))
     try:
-        cpu = lambda tensors: {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-        save_file(cpu(model_tensors), str(tmp / MODEL_FILE))
-        _write_text(tmp / MODEL_META, meta.to_json())
-        save_file(cpu(state_tensors), str(tmp / STATE_FILE))
+        model_sha256 = _write_tensors(tmp / MODEL_FILE, model_tensors)
+        _write_text(tmp / MODEL_META, meta.replace(model_sha256=model_sha256).to_json())
+        state_sha256 = _write_tensors(tmp / STATE_FILE, state_tensors)
+        state = TrainingState(meta.step, samples_seen, best_val, opt_meta, scheduler_state, best,
+                              model_sha256, state_sha256)
         _write_text(tmp / STATE_META, state.to_json())
-        if final.exists():  # re-saving the same step (e.g. after a resume): replace it whole
+        _sync_folder(tmp)
+        if final.exists():  # re-saving a step whose folder a killed run renamed but never pointed to
             shutil.rmtree(final)
         os.rename(tmp, final)
-    except BaseException as err:
+        _sync_folder(root)
+    except Exception as err:
         shutil.rmtree(tmp, ignore_errors=True)
         previous = read_pointer(root, "latest")
         kept = f"; the previous checkpoint {previous} is intact" if previous else ""
         raise CheckpointError(f"could not write checkpoint {final}: {err}{kept}") from err
-    _replace_text(root / "latest", name)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    replace_text(root / "latest", name)
     if is_best:
-        _replace_text(root / "best", name)
+        replace_text(root / "best", name)
     prune(root, keep_last)
     return final
 
 
 def read_pointer(root: Path, which: str) -> str | None:
-    """The folder name that `latest` or `best` points at, if any."""
+    """The folder name that `latest` or `best` points at, if the pointer exists; an error if it is unreadable."""
     pointer = Path(root) / which
-    return pointer.read_text().strip() if pointer.exists() else None
+    try:
+        name = pointer.read_text().strip()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except (OSError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"{pointer}: cannot be read ({_one_line(err)})") from None
+    if not STEP_NAME.fullmatch(name):
+        raise CheckpointError(f"{pointer}: expected the name of a checkpoint folder ({STEP_PREFIX}NNNNNN), "
+                              f"found {name[:40]!r}; write the name of an existing {STEP_PREFIX}* folder into it")
+    return name
+
+
+def set_pointer(root: Path, which: str, name: str) -> None:
+    """Point `latest` or `best` at checkpoint folder `name` (atomically)."""
+    replace_text(Path(root) / which, name)
 
 
 def prune(root: Path, keep_last: int) -> None:
@@ -258,50 +344,134 @@ def prune(root: Path, keep_last: int) -> None:
             shutil.rmtree(Path(root) / name, ignore_errors=True)
 
 
+def clean_temporary(root: Path) -> list[str]:
+    """Remove what interrupted writes left in a checkpoints folder (`.step-*` folders, `.latest.*` files).
+
+    Call it only while holding the run's lock: another process's write in progress looks the same.
+    Returns the names removed.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    removed = []
+    for path in root.glob(".*"):
+        if path.name.startswith(f".{STEP_PREFIX}") and path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        elif path.name.startswith(tuple(f".{p}." for p in POINTERS)) and path.is_file():
+            path.unlink(missing_ok=True)
+        else:
+            continue
+        removed.append(path.name)
+    return removed
+
+
 # --------------------------------------------------------------------------------------------- reading
+def _is_checkpoint_folder(path: Path) -> bool:
+    return STEP_NAME.fullmatch(path.name) is not None or any(
+        (path / name).exists() for name in (MODEL_FILE, MODEL_META, STATE_FILE, STATE_META))
+
+
 def resolve(path: str | Path, which: str = "best") -> Path:
-    """A checkpoint folder from a folder, a run folder, a `checkpoints` folder or a model.safetensors file."""
+    """A checkpoint folder from a folder, a run folder, a `checkpoints` folder or a model.safetensors file.
+
+    In a run folder, `which` ("best" or "latest") picks the pointer; without a `best` pointer (no
+    validation data) it is `latest`. A pointer naming a folder that is not there is an error.
+    """
     path = Path(path)
     if path.is_file() and path.suffix == ".safetensors":
         path = path.parent
-    if (path / MODEL_FILE).exists():
+    if path.is_dir() and _is_checkpoint_folder(path):
         return path
     for root in (path / "checkpoints", path):
-        for pointer in (which, "latest"):
-            name = read_pointer(root, pointer) if root.is_dir() else None
-            if name and (root / name / MODEL_FILE).exists():
-                return root / name
+        if not root.is_dir():
+            continue
+        for pointer in dict.fromkeys((which, "latest")):
+            name = read_pointer(root, pointer)
+            if name is None:
+                continue
+            if not (root / name).is_dir():
+                raise CheckpointError(f"{root / pointer} names {name}, which is not in {root}: the run folder is "
+                                      f"damaged; write the name of an existing {STEP_PREFIX}* folder into it")
+            return root / name
     raise CheckpointError(f"no checkpoint found at {path} (expected a folder with {MODEL_FILE}, or a run folder)")
+
+
+def _read_text(path: Path) -> str:
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: missing; the checkpoint folder is incomplete") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"{path}: cannot be read ({_one_line(err)})") from None
+    if not text.strip():
+        raise CheckpointError(f"{path}: empty; the checkpoint folder is damaged")
+    return text
+
+
+def _read_tensors(path: Path, expected_sha256: str | None, recorded_in: Path) -> tuple[dict[str, torch.Tensor], str]:
+    """Tensors of a safetensors file and the SHA-256 of its bytes, checked against the recorded one."""
+    try:
+        data = path.read_bytes()  # hashed and parsed from the same bytes: what is checked is what is loaded
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: missing; the checkpoint folder is incomplete") from None
+    except OSError as err:
+        raise CheckpointError(f"{path}: cannot be read ({_one_line(err)})") from None
+    digest = hashlib.sha256(data).hexdigest()
+    if expected_sha256 is not None and digest != expected_sha256:
+        raise CheckpointError(f"{path}: content hash differs: the file is damaged (SHA-256 {digest[:16]}…, "
+                              f"{recorded_in.name} records {str(expected_sha256)[:16]}…); use another checkpoint")
+    try:
+        return load_tensors(data), digest
+    except (SafetensorError, ValueError, OSError, RuntimeError) as err:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({_one_line(err)})") from None
 
 
 def load_model(path: str | Path, which: str = "best", kind: str | None = None) -> ModelCheckpoint:
     """EMA weights, metadata and grid of a checkpoint (see `resolve` for what `path` may be).
 
-    With `kind`, a checkpoint of the other kind is an error naming both.
+    With `kind`, a checkpoint of the other kind is an error naming both. A damaged or incomplete
+    checkpoint is a CheckpointError naming the file and what is wrong.
     """
     folder = resolve(path, which)
-    try:
-        tensors = load_file(str(folder / MODEL_FILE))
-        text = (folder / MODEL_META).read_text()
-    except (OSError, ValueError) as err:
-        raise CheckpointError(f"could not read checkpoint {folder}: {err}") from err
-    meta = CheckpointMeta.from_json(text, str(folder / MODEL_META))
+    meta = CheckpointMeta.from_json(_read_text(folder / MODEL_META), str(folder / MODEL_META))
     if kind is not None and meta.kind != kind:
         raise CheckpointError(f"{folder} is a {meta.kind!r} checkpoint, not a {kind} one")
+    tensors, digest = _read_tensors(folder / MODEL_FILE, meta.model_sha256, folder / MODEL_META)
     weights = {k[len("net.") :]: v for k, v in tensors.items() if k.startswith("net.")}
-    return ModelCheckpoint(folder, meta, weights, tensors.get("grid.lat"), tensors.get("grid.lon"))
+    if not weights:
+        raise CheckpointError(f"{folder / MODEL_FILE}: holds no network weights (net.*)")
+    lat, lon = tensors.get("grid.lat"), tensors.get("grid.lon")
+    if lat is not None and tuple(lat.shape) != tuple(meta.unet.img_shape):
+        raise CheckpointError(f"{folder / MODEL_FILE}: its grid is {tuple(lat.shape)}, but {MODEL_META} describes "
+                              f"a network on {tuple(meta.unet.img_shape)}")
+    return ModelCheckpoint(folder, meta, weights, lat, lon, digest)
 
 
-def load_training_state(folder: str | Path) -> tuple[dict[str, torch.Tensor], dict, TrainingState]:
-    """Raw weights, optimizer state_dict and TrainingState of a checkpoint folder, for --resume."""
+def load_training_state(folder: str | Path, meta: CheckpointMeta | None = None
+                        ) -> tuple[dict[str, torch.Tensor], dict, TrainingState]:
+    """Raw weights, optimizer state_dict and TrainingState of a checkpoint folder, for --resume.
+
+    With the folder's `meta` (from `load_model`), the two halves are checked to belong together.
+    """
     folder = Path(folder)
-    try:
-        tensors = load_file(str(folder / STATE_FILE))
-        state = TrainingState.from_json((folder / STATE_META).read_text(), str(folder / STATE_META))
-    except (OSError, ValueError) as err:
-        raise CheckpointError(f"could not read training state in {folder}: {err}") from err
+    where = folder / STATE_META
+    state = TrainingState.from_json(_read_text(where), str(where))
+    if meta is not None:
+        if state.step != meta.step:
+            raise CheckpointError(f"{folder}: {STATE_META} is of step {state.step} but {MODEL_META} of step "
+                                  f"{meta.step}: the folder mixes two checkpoints")
+        if state.model_sha256 and meta.model_sha256 and state.model_sha256 != meta.model_sha256:
+            raise CheckpointError(f"{folder}: {STATE_META} and {MODEL_META} record different {MODEL_FILE} hashes: "
+                                  "the folder mixes two checkpoints")
+    tensors, _ = _read_tensors(folder / STATE_FILE, state.state_sha256, where)
     raw = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
-    return raw, optimizer_from_tensors(tensors, state.optimizer), state
+    if not raw:
+        raise CheckpointError(f"{folder / STATE_FILE}: holds no network weights (model.*)")
+    try:
+        optimizer_state = optimizer_from_tensors(tensors, state.optimizer)
+    except (KeyError, ValueError, TypeError, AttributeError) as err:
+        raise CheckpointError(f"{where}: its optimizer state cannot be read ({_one_line(err)})") from None
+    return raw, optimizer_state, state
 
 
 def build_network(meta: CheckpointMeta) -> nn.Module:
@@ -311,12 +481,25 @@ def build_network(meta: CheckpointMeta) -> nn.Module:
     return EDMPrecond(diffusion_network(meta.unet), sigma_data=meta.sigma_data)
 
 
+def load_weights(module: nn.Module, weights: dict[str, torch.Tensor], where: Path) -> None:
+    """Load `weights` into `module`; a CheckpointError naming `where` if they are not finite or do not fit."""
+    bad = nonfinite(weights)
+    if bad:
+        raise CheckpointError(f"{where}: holds non-finite weights (NaN or infinity, in {', '.join(bad[:3])}"
+                              f"{', …' if len(bad) > 3 else ''}): training had diverged; use an earlier checkpoint")
+    try:
+        module.load_state_dict(weights)
+    except RuntimeError as err:
+        raise CheckpointError(f"{where}: the weights do not fit the network {MODEL_META} describes "
+                              f"({_one_line(err)})") from None
+
+
 def load_network(checkpoint: ModelCheckpoint, device="cpu") -> nn.Module:
     """The checkpoint's EMA network on `device`, frozen (eval mode, no gradients)."""
-    net = build_network(checkpoint.meta)
     try:
-        net.load_state_dict(checkpoint.weights)
-    except RuntimeError as err:
-        raise CheckpointError(f"{checkpoint.path}: the weights do not fit the network its {MODEL_META} "
-                              f"describes ({str(err).splitlines()[0]})") from None
+        net = build_network(checkpoint.meta)
+    except (ValueError, TypeError, RuntimeError) as err:
+        raise CheckpointError(f"{checkpoint.path / MODEL_META}: describes a network that cannot be built "
+                              f"({_one_line(err)})") from None
+    load_weights(net, checkpoint.weights, checkpoint.path / MODEL_FILE)
     return net.to(device).eval().requires_grad_(False)

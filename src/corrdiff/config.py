@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, create_model, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, create_model, Field, field_validator, model_validator, ValidationError
 
 from corrdiff.diffusion import EDMLoss, SamplerConfig
 from corrdiff.errors import ConfigError
@@ -26,6 +26,43 @@ _FROM_DATA = ("img_shape", "in_channels", "out_channels")
 
 class _ModelBase(Section):
     preset: str = Field("tiny", description=f"named architecture: one of {sorted(presets)}")
+
+    # Values no network can have, refused at load time (None: the preset's). What depends on the data's grid
+    # and channels (levels that divide it, heads that divide the channels) is checked when training starts.
+    @field_validator("model_channels", "channel_mult_emb", "num_blocks", "num_heads", check_fields=False)
+    @classmethod
+    def _at_least_one(cls, value):
+        if value is not None and value < 1:
+            raise ValueError(f"must be at least 1, got {value}")
+        return value
+
+    @field_validator("channel_mult", check_fields=False)
+    @classmethod
+    def _levels(cls, value):
+        if value is not None and (len(value) == 0 or min(value) < 1):
+            raise ValueError(f"needs at least one level, each a channel multiplier of at least 1; got {list(value)}")
+        return value
+
+    @field_validator("attn_resolutions", check_fields=False)
+    @classmethod
+    def _resolutions(cls, value):
+        if value is not None and any(r < 1 for r in value):
+            raise ValueError(f"resolutions are grid sides (at least 1); got {list(value)}")
+        return value
+
+    @field_validator("dropout", check_fields=False)
+    @classmethod
+    def _probability(cls, value):
+        if value is not None and not 0 <= value < 1:
+            raise ValueError(f"must be in [0, 1), got {value}")
+        return value
+
+    @field_validator("grid_channels", check_fields=False)
+    @classmethod
+    def _not_negative(cls, value):
+        if value is not None and value < 0:
+            raise ValueError(f"must be at least 0, got {value}")
+        return value
 
     def unet_config(self, img_shape, in_channels: int, out_channels: int) -> UNetConfig:
         """The UNetConfig for a dataset's grid and channel counts."""
@@ -59,9 +96,34 @@ class FastPathSection(Section):
                                 getattr(self, "cuda_graphs", False))
 
 
+# Named training recipes: values for the keys of a training section that the section itself does not set.
+# `paper` is CorrDiff's published optimisation (Mardani et al.; the reference's Taiwan configs); each value,
+# its source and what still differs are tabled in docs/method.md.
+RECIPES: dict[str, dict] = {
+    "paper": {
+        "steps": 781_250,  # 200 M samples at batch 256
+        "batch_size": 256,
+        "lr": 2e-4,
+        "betas": (0.9, 0.999),
+        "weight_decay": 0.0,  # AdamW without decay is Adam
+        "warmup_samples": 10_000_000,
+        "schedule": "constant",
+        "grad_clip": None,
+        "ema_halflife_samples": 500_000.0,
+        "ema_rampup": 0.05,
+        "P_mean": 0.0,
+        "P_std": 1.2,
+        "sigma_data": 0.5,
+    },
+}
+
+
 class TrainSection(FastPathSection):
     """Optimisation settings of one training step (regression or diffusion)."""
 
+    recipe: Literal[tuple(RECIPES)] | None = Field(
+        None, description="named training recipe for every key not set in this section (paper: docs/method.md)"
+    )
     steps: int = Field(1000, gt=0, description="optimizer steps")
     batch_size: int = Field(16, gt=0, description="global batch size, whatever the number of processes")
     batch_per_device: int | None = Field(None, gt=0, description="micro-batch per process; default: whole share")
@@ -69,6 +131,9 @@ class TrainSection(FastPathSection):
     weight_decay: float = Field(0.0, ge=0)
     betas: tuple[float, float] = (0.9, 0.999)
     warmup_steps: int = Field(50, ge=0)
+    warmup_samples: int | None = Field(
+        None, gt=0, description="linear lr ramp-up over this many training samples; replaces warmup_steps when set"
+    )
     schedule: Literal["constant", "cosine"] = "cosine"
     grad_clip: float | None = Field(1.0, gt=0)
     ema_halflife_samples: float = Field(2000.0, gt=0, description="EMA half-life, in training samples")
@@ -83,11 +148,22 @@ class TrainSection(FastPathSection):
     keep_last: int = Field(2, gt=0)
     channel_weights: list[float] | None = None
 
+    @model_validator(mode="before")
+    @classmethod
+    def _fill_from_recipe(cls, data):
+        """The section's keys, completed from its recipe: a key given explicitly wins over the recipe's."""
+        if not isinstance(data, dict) or not isinstance(data.get("recipe"), str) or data["recipe"] not in RECIPES:
+            return data  # no recipe, or an unknown name, which the field's check reports with the choices
+        filled = {k: v for k, v in RECIPES[data["recipe"]].items() if k in cls.model_fields}
+        if "warmup_steps" in data:  # a warm-up given in steps replaces the recipe's, given in samples
+            filled.pop("warmup_samples", None)
+        return filled | data
+
 
 class DiffusionSection(TrainSection):
     """Training settings of the residual diffusion step, with EDM's noise distribution (the one place of its defaults)."""
 
-    P_mean: float = Field(-1.2, description="mean of ln σ of the training noise levels")
+    P_mean: float = Field(0.0, description="mean of ln σ of the training noise levels (EDM's images: -1.2)")
     P_std: float = Field(1.2, gt=0, description="standard deviation of ln σ")
     sigma_data: float = Field(0.5, gt=0, description="σ_data of EDM's preconditioning and loss weight")
     regression_checkpoint: str | None = Field(None, description="default: the regression run's best checkpoint")

@@ -2,14 +2,23 @@
 
 usage, from the repository root: python -m tests.training.run_synthetic KIND RUN_DIR STEPS [--resume] [key=value ...]
 (under torchrun: torchrun ... -m tests.training.run_synthetic ...)
+
+For kill tests, CORRDIFF_TEST_KILL="FUNCTION:NEEDLE[+NEEDLE...][:MODE]" makes the process SIGKILL itself when
+corrdiff.checkpoint.FUNCTION (or shutil.rmtree, for "rmtree") is called with arguments whose text holds every
+NEEDLE: MODE "before" (default) the call, "after" it, "half" after writing half of `_write_bytes`' data, or
+"partial" after deleting one file of the folder `rmtree` was given.
 """
 
 import csv
+import os
+import shutil
+import signal
 import sys
 from pathlib import Path
 
 import torch
 
+from corrdiff import checkpoint as ckpt
 from corrdiff.config import apply_overrides, RunConfig
 from corrdiff.training import run_training
 from corrdiff.distributed import init_distributed, shutdown
@@ -35,8 +44,34 @@ def losses(run_dir: Path, kind="regression") -> dict[int, float]:
         return {int(r["step"]): float(r["loss"]) for r in csv.DictReader(f)}
 
 
+def kill_when_called(spec: str) -> None:
+    """Patch the function that `spec` names (see the module docstring) to SIGKILL this process."""
+    function, needles, *mode = spec.split(":")
+    mode = mode[0] if mode else "before"
+    owner = shutil if function == "rmtree" else ckpt
+    real = getattr(owner, function)
+
+    def killing(*args, **kwargs):
+        text = " ".join(str(a) for a in args)
+        if all(needle in text for needle in needles.split("+")):
+            if mode == "half":
+                path, data = args
+                with open(path, "wb") as f:
+                    f.write(data[: len(data) // 2])
+            elif mode == "partial":
+                next(p for p in Path(args[0]).iterdir() if p.is_file()).unlink()
+            elif mode == "after":
+                real(*args, **kwargs)
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real(*args, **kwargs)
+
+    setattr(owner, function, killing)
+
+
 def main(argv):
     kind, run_dir, steps = argv[0], argv[1], int(argv[2])
+    if os.environ.get("CORRDIFF_TEST_KILL"):
+        kill_when_called(os.environ["CORRDIFF_TEST_KILL"])
     resume = "--resume" in argv
     overrides = [a for a in argv[3:] if "=" in a]
     torch.set_num_threads(1)

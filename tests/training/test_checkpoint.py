@@ -67,23 +67,23 @@ def test_failed_write_leaves_previous_checkpoint_intact(tmp_path, monkeypatch):
     train(tmp_path, 5)
     root = tmp_path / "regression" / "checkpoints"
     before = {p: p.read_bytes() for p in (root / "step-000005").iterdir()}
-    real_save = ckpt.save_file
+    real_write = ckpt._write_bytes
     calls = []
 
-    def disk_full(tensors, filename, *args, **kwargs):
-        calls.append(filename)
-        if len(calls) == 2:  # the model file is written, then the disk fills up
-            Path(filename).write_bytes(b"partial")
+    def disk_full(path, data):
+        calls.append(path)
+        if len(calls) == 2:  # model.safetensors is written, then the disk fills up during model.json
+            Path(path).write_bytes(data[:7])
             raise OSError(errno.ENOSPC, "No space left on device")
-        return real_save(tensors, filename, *args, **kwargs)
+        return real_write(path, data)
 
-    monkeypatch.setattr(ckpt, "save_file", disk_full)
+    monkeypatch.setattr(ckpt, "_write_bytes", disk_full)
     with pytest.raises(CheckpointError, match=r"step-000010.*No space left.*step-000005 is intact"):
         train(tmp_path, 10, resume=True)
     assert ckpt.read_pointer(root, "latest") == "step-000005"
     assert sorted(p.name for p in root.iterdir()) == ["best", "latest", "step-000005"]  # no temp debris
     assert {p: p.read_bytes() for p in (root / "step-000005").iterdir()} == before
-    monkeypatch.setattr(ckpt, "save_file", real_save)
+    monkeypatch.setattr(ckpt, "_write_bytes", real_write)
     assert ckpt.load_model(root).meta.step == 5
 
 

@@ -32,16 +32,27 @@ SetOpt = Annotated[
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
 
 
+class _CurrentStderr(logging.StreamHandler):
+    """A handler writing to whatever sys.stderr is when a record comes (test runners swap it per command)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _):
+        pass
+
+
 @app.callback()
 def _show_library_notes() -> None:
     """The library reports through the `corrdiff` logger; the command line shows its notes on stderr."""
     logger = logging.getLogger("corrdiff")
-    if not logger.handlers:
-        handler = logging.StreamHandler(sys.stderr)
+    if not any(isinstance(h, _CurrentStderr) for h in logger.handlers):
+        handler = _CurrentStderr()
         handler.setFormatter(logging.Formatter("%(message)s"))
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
-        logger.propagate = False
 
 
 def _train(kind: str, config: Path, overrides, resume: bool, quiet: bool) -> None:
@@ -60,7 +71,7 @@ def _train(kind: str, config: Path, overrides, resume: bool, quiet: bool) -> Non
 def train_regression(
     config: ConfigArg,
     set_: SetOpt = None,
-    resume: Annotated[bool, typer.Option(help="Continue from the run's latest checkpoint.")] = False,
+    resume: Annotated[bool, typer.Option(help="Continue from the run's latest checkpoint (settings that decide what it learns must not change).")] = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Train the UNet that predicts the mean μ(y) of the fine fields from the coarse input."""
@@ -72,7 +83,7 @@ def train_regression(
 def train_diffusion(
     config: ConfigArg,
     set_: SetOpt = None,
-    resume: Annotated[bool, typer.Option(help="Continue from the run's latest checkpoint.")] = False,
+    resume: Annotated[bool, typer.Option(help="Continue from the run's latest checkpoint (settings that decide what it learns must not change).")] = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Train the EDM diffusion model of the residual x − μ(y), against the frozen regression checkpoint

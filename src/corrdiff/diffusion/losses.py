@@ -23,8 +23,9 @@ class EDMLoss:
     """Denoising score matching with EDM's log-normal noise levels and loss weighting.
 
     σ = exp(P_mean + P_std·ξ), ξ ~ N(0, 1); loss = λ(σ)·‖D(x + σn; σ) − x‖², λ(σ) = (σ² + σ_data²)/(σ·σ_data)².
-    In CorrDiff, x is the residual r = target − μ(condition) of a frozen regression model. The settings'
-    defaults live in the run config (`corrdiff.config.DiffusionSection`).
+    In CorrDiff, x is the residual r = target − μ(condition) of a frozen regression model, and ln σ ~ N(0, 1.2²)
+    (EDM's images use P_mean = −1.2). The settings' defaults live in the run config
+    (`corrdiff.config.DiffusionSection`).
     """
 
     P_mean: float

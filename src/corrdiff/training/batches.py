@@ -14,14 +14,40 @@ from corrdiff.errors import ConfigError
 from corrdiff.seeding import derive_seed
 
 
+class DataOrder:
+    """The order in which training sees the dataset: a fresh permutation per epoch, drawn from (seed, epoch).
+
+    The samples form an endless stream: position p is sample perm_e[p mod N] of epoch e = p div N, and
+    global step s takes positions [s·B, (s+1)·B). Every epoch therefore holds each sample once, and a step's
+    samples depend on (seed, s, B, N) alone. The current epoch's permutation is kept, so drawing a step costs
+    a permutation only when it enters a new epoch (once per N/B steps), not one per sample.
+    """
+
+    def __init__(self, num_samples: int, seed: int):
+        self.num_samples, self.seed = num_samples, seed
+        self._epoch, self._permutation = None, None
+
+    def permutation(self, epoch: int) -> torch.Tensor:
+        """The dataset indices of epoch `epoch`, in training order; (num_samples,) int64."""
+        if epoch != self._epoch:
+            generator = torch.Generator().manual_seed(derive_seed(self.seed, epoch))
+            self._epoch, self._permutation = epoch, torch.randperm(self.num_samples, generator=generator)
+        return self._permutation
+
+    def step(self, step: int, global_batch: int) -> list[int]:
+        """Dataset indices of global step `step`: the next `global_batch` positions of the stream."""
+        indices, position, stop = [], step * global_batch, (step + 1) * global_batch
+        while position < stop:  # a step may run over the end of an epoch (or, on tiny data, over several)
+            epoch, offset = divmod(position, self.num_samples)
+            count = min(stop - position, self.num_samples - offset)
+            indices += self.permutation(epoch)[offset : offset + count].tolist()
+            position += count
+        return indices
+
+
 def step_indices(step: int, global_batch: int, num_samples: int, seed: int) -> list[int]:
-    """Dataset indices of global step `step`: consecutive slices of a fresh permutation per epoch."""
-    out = []
-    for position in range(step * global_batch, (step + 1) * global_batch):
-        epoch, offset = divmod(position, num_samples)
-        perm = torch.randperm(num_samples, generator=torch.Generator().manual_seed(derive_seed(seed, epoch)))
-        out.append(int(perm[offset]))
-    return out
+    """Dataset indices of global step `step` (one `DataOrder` step; keep a `DataOrder` to draw many)."""
+    return DataOrder(num_samples, seed).step(step, global_batch)
 
 
 class MicroBatches(torch.utils.data.Sampler):
@@ -36,8 +62,9 @@ class MicroBatches(torch.utils.data.Sampler):
         return (self.steps - self.start_step) * self.accum
 
     def __iter__(self):
+        order = DataOrder(self.num_samples, self.seed)
         for step in range(self.start_step, self.steps):
-            indices = step_indices(step, self.global_batch, self.num_samples, self.seed)
+            indices = order.step(step, self.global_batch)
             for a in range(self.accum):
                 m = self.info.rank * self.accum + a
                 yield indices[m * self.micro : (m + 1) * self.micro]

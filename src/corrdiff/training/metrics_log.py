@@ -1,6 +1,7 @@
 """The training log of a run: metrics.csv, and TensorBoard events when tensorboard is installed."""
 
 import csv
+import os
 from pathlib import Path
 
 
@@ -14,12 +15,15 @@ class MetricsLog:
         rows = []
         if resume_step is not None and self.path.exists():
             # Drop rows logged after the checkpoint we resume from: they are about to be recomputed.
-            with open(self.path) as f:
-                rows = [r for r in csv.DictReader(f) if int(r["step"]) <= resume_step]
-        with open(self.path, "w", newline="") as f:
-            writer = csv.DictWriter(f, self.FIELDS)
+            with open(self.path, newline="") as f:
+                rows = [r for r in csv.DictReader(f) if _step(r) is not None and _step(r) <= resume_step]
+        # Rewritten under a temporary name and renamed: a kill here never loses the log of the steps kept.
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, self.FIELDS, extrasaction="ignore")
             writer.writeheader()
             writer.writerows(rows)
+        os.replace(tmp, self.path)
         self.tb = None
         try:
             from torch.utils.tensorboard import SummaryWriter
@@ -40,3 +44,13 @@ class MetricsLog:
     def close(self):
         if self.tb is not None:
             self.tb.close()
+
+
+def _step(row: dict) -> int | None:
+    """A row's step, or None for a row that a kill cut short (a missing field, or a step that is not a number)."""
+    if None in row or any(row.get(key) is None for key in MetricsLog.FIELDS):
+        return None
+    try:
+        return int(row["step"])
+    except ValueError:
+        return None

@@ -1,20 +1,46 @@
-"""Entry points: train the regression or the diffusion step of a run config, on one process or many."""
+"""Entry points: train the regression or the diffusion step of a run config, on one process or many.
 
+A step's run folder (`<run_dir>/<kind>`) is trained by one process group at a time (`train.lock`), and a
+resumed run keeps the settings that decide what it learns (`check_resumable`).
+"""
+
+import contextlib
+import errno
+import fcntl
 import logging
+import os
+import socket
 from pathlib import Path
 
+import numpy as np
 import torch
+import yaml
 
 from corrdiff import checkpoint as ckpt
-from corrdiff.checkpoint import CheckpointMeta, RegressionRef
-from corrdiff.config import dump_config, RunConfig
-from corrdiff.data import DownscalingDataset, load_spec, PairedDataset
-from corrdiff.distributed import DistInfo, init_distributed, shutdown
-from corrdiff.errors import ConfigError
+from corrdiff.checkpoint import CheckpointMeta, ModelCheckpoint, RegressionRef
+from corrdiff.config import dump_config, RunConfig, TrainSection
+from corrdiff.data import DownscalingDataset, load_spec, Normalization, PairedDataset
+from corrdiff.distributed import broadcast_flag, DistInfo, init_distributed, shutdown
+from corrdiff.errors import CheckpointError, ConfigError, TrainingError
+from corrdiff.models import UNetConfig
 from corrdiff.training.tasks import DiffusionTask, RegressionTask
 from corrdiff.training.trainer import Trainer
 
 log = logging.getLogger(__name__)
+
+LOCK_FILE = "train.lock"
+
+# Settings of a step's section that may change when its run is resumed: they steer the rest of the
+# optimisation (learning rate and its schedule, how long, how often to log, validate and save, the EMA,
+# the fast path) but neither what was learnt nor which samples and noise make each step. The EMA and
+# learning-rate ramp settings are matched by prefix. A change of any other setting is refused.
+CHANGEABLE_ON_RESUME = frozenset({
+    "steps", "lr", "betas", "weight_decay", "warmup_steps", "warmup_samples", "schedule", "grad_clip",
+    "log_every", "validate_every", "checkpoint_every", "keep_last", "num_workers",
+    "ema_halflife_samples", "ema_rampup", "precision", "compile", "channels_last",
+    "recipe",  # its values are compared one by one
+})
+CHANGEABLE_PREFIXES = ("ema_", "lr_")
 
 
 def open_datasets(config: RunConfig, progress: bool = False) -> tuple[DownscalingDataset, DownscalingDataset | None]:
@@ -40,6 +66,113 @@ def _frozen_regression(path, meta: CheckpointMeta) -> tuple[torch.nn.Module, Reg
     return ckpt.load_network(checkpoint), RegressionRef(str(checkpoint.path), checkpoint.sha256)
 
 
+def check_settings(kind: str, section: TrainSection, unet: UNetConfig, target_channels) -> None:
+    """ConfigError, naming the key, for settings that the data's grid and channels rule out."""
+    if section.channel_weights is not None and len(section.channel_weights) != len(target_channels):
+        raise ConfigError(f"{kind}.channel_weights has {len(section.channel_weights)} values, but the data has "
+                          f"{len(target_channels)} target channels {list(target_channels)}")
+    divisor = 2 ** (len(unet.channel_mult) - 1)
+    height, width = unet.img_shape
+    if height % divisor or width % divisor:
+        raise ConfigError(f"model.channel_mult: {len(unet.channel_mult)} levels need grid sides that are multiples of "
+                          f"{divisor}, but the data's fine grid is {height}×{width}; use fewer levels")
+    if section.patch_shape is not None:
+        patch_h, patch_w = section.patch_shape
+        if patch_h > height or patch_w > width or patch_h % divisor or patch_w % divisor:
+            raise ConfigError(f"{kind}.patch_shape: {patch_h}×{patch_w} must fit the fine grid {height}×{width} and "
+                              f"have sides that are multiples of {divisor} (model.channel_mult has "
+                              f"{len(unet.channel_mult)} levels)")
+
+
+def check_resumable(kind: str, config: RunConfig, meta: CheckpointMeta, previous: ModelCheckpoint) -> list[str]:
+    """The setting changes since `previous` (the run's latest checkpoint) that resuming applies, as
+    "key: old -> new"; a ConfigError naming every other change, with its old and new values."""
+    try:
+        saved = yaml.safe_load(previous.meta.config) or {}
+    except yaml.YAMLError:
+        saved = None
+    if not isinstance(saved, dict):
+        raise CheckpointError(f"{previous.path / ckpt.MODEL_META}: its run config is not a YAML mapping")
+    new = config.model_dump(mode="json")
+    applied, refused = [], []
+    old_section, new_section = saved.get(kind) or {}, new[kind]
+    for key, value in new_section.items():
+        if key not in old_section or key == "regression_checkpoint":  # the reference is compared below
+            continue
+        if old_section[key] != value:
+            changeable = key in CHANGEABLE_ON_RESUME or key.startswith(CHANGEABLE_PREFIXES)
+            (applied if changeable else refused).append(f"{kind}.{key}: {old_section[key]!r} -> {value!r}")
+    if "data" in saved and saved["data"] != new["data"]:
+        refused.append(f"data: {saved['data']!r} -> {new['data']!r}")
+    old_unet, new_unet = previous.meta.unet.to_dict(), meta.unet.to_dict()
+    refused += [f"model.{key}: {old_unet[key]!r} -> {new_unet[key]!r}" for key in new_unet
+                if old_unet.get(key) != new_unet[key]]
+    for key in ("input_channels", "target_channels"):
+        old, value = getattr(previous.meta, key), getattr(meta, key)
+        if old != value:
+            refused.append(f"the data's {key.replace('_', ' ')}: {list(old)} -> {list(value)}")
+    if not _same_stats(previous.meta.stats, meta.stats):
+        refused.append("the data's normalisation statistics (the training data or its transforms changed)")
+    old_ref, new_ref = previous.meta.regression_checkpoint, meta.regression_checkpoint
+    if old_ref and new_ref and old_ref.sha256 != new_ref.sha256:
+        refused.append(f"diffusion.regression_checkpoint: {old_ref.path} (SHA-256 {old_ref.sha256[:12]}…) -> "
+                       f"{new_ref.path} (SHA-256 {new_ref.sha256[:12]}…)")
+    if refused:
+        raise ConfigError(
+            f"--resume: {previous.path.parent.parent} was trained with other settings, which cannot change within "
+            f"a run: {'; '.join(refused)}. Set them back, or start a new run (another run_dir)"
+        )
+    return applied
+
+
+def _same_stats(old: Normalization, new: Normalization) -> bool:
+    """Same channels and transforms, and means and stds equal to float rounding."""
+    return all(
+        a.names == b.names and a.transforms == b.transforms and a.mean.shape == b.mean.shape
+        and np.allclose(a.mean, b.mean, rtol=1e-6, atol=0) and np.allclose(a.std, b.std, rtol=1e-6, atol=0)
+        for a, b in ((old.input, new.input), (old.target, new.target))
+    )
+
+
+@contextlib.contextmanager
+def exclusive(run_dir: Path, info: DistInfo):
+    """Hold `run_dir/train.lock` while training (rank 0); a TrainingError, naming the holder, if another has it.
+
+    The lock is `flock`'s: the system releases it when its process ends, however it ends, so a killed
+    training never leaves a stale lock behind.
+    """
+    handle, holder = None, None
+    if info.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        handle = open(run_dir / LOCK_FILE, "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as err:
+            if err.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):  # e.g. no locks on this filesystem
+                log.warning(f"could not lock {run_dir / LOCK_FILE} ({err}); make sure no other training uses {run_dir}")
+            else:
+                handle.seek(0)
+                holder = handle.read().strip() or "another process"
+                handle.close()
+                handle = None
+        else:
+            handle.truncate(0)
+            handle.write(f"PID {os.getpid()} on {socket.gethostname()}\n")
+            handle.flush()
+    if broadcast_flag(holder is not None, info):
+        raise TrainingError(
+            f"{run_dir} is being trained by {holder or 'another process'} (lock file {run_dir / LOCK_FILE}); two "
+            "trainings of one run folder would mix their checkpoints and logs: wait for it to end or stop it, "
+            "or set another run_dir"
+        )
+    try:
+        yield
+    finally:
+        if handle is not None:
+            handle.truncate(0)
+            handle.close()  # releases the lock
+
+
 def run_training(kind: str, config: RunConfig, train_set: PairedDataset, val_set: PairedDataset | None,
                  info: DistInfo, resume: bool = False, progress: bool = True) -> tuple[Path, str]:
     """Train one step on the given datasets; returns the step's run folder and "finished"/"interrupted"."""
@@ -48,6 +181,7 @@ def run_training(kind: str, config: RunConfig, train_set: PairedDataset, val_set
     section = config.regression if kind == "regression" else config.diffusion
     height, width = train_set.lat.shape
     unet = config.model.unet_config((height, width), len(train_set.input_channels), len(train_set.target_channels))
+    check_settings(kind, section, unet, train_set.target_channels)
     run_dir = Path(config.run_dir) / kind
     meta = CheckpointMeta(
         kind=kind, unet=unet, input_channels=train_set.input_channels, target_channels=train_set.target_channels,
@@ -55,27 +189,43 @@ def run_training(kind: str, config: RunConfig, train_set: PairedDataset, val_set
         config=dump_config(config),
         sigma_data=config.diffusion.sigma_data if kind == "diffusion" else None,
     )
-    existing = ckpt.read_pointer(run_dir / "checkpoints", "latest")
-    if existing and not resume:
-        raise ConfigError(
-            f"{run_dir} already holds checkpoints (latest: {existing}); pass --resume to continue that run, "
-            "or set another run_dir, so that nothing is overwritten"
-        )
-    torch.manual_seed(section.seed)  # initial weights, identical on every rank and every rerun
-    if kind == "regression":
-        task = RegressionTask(unet, section)
-    else:
-        regression, reference = _frozen_regression(
-            section.regression_checkpoint or Path(config.run_dir) / "regression", meta)
-        task = DiffusionTask(unet, section, regression)
-        meta = meta.replace(regression_checkpoint=reference)
-    if info.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(dump_config(config))
-    trainer = Trainer(task, section, train_set, val_set, info, run_dir, meta, progress)
-    if resume and not trainer.resume() and info.is_main:
-        log.info(f"--resume: no checkpoint in {run_dir / 'checkpoints'} yet; starting from step 0")
-    return run_dir, trainer.fit()
+    with exclusive(run_dir, info):
+        root = run_dir / "checkpoints"
+        existing = ckpt.read_pointer(root, "latest")
+        if existing and not resume:
+            raise ConfigError(
+                f"{run_dir} already holds checkpoints (latest: {existing}); pass --resume to continue that run, "
+                "or set another run_dir, so that nothing is overwritten"
+            )
+        torch.manual_seed(section.seed)  # initial weights, identical on every rank and every rerun
+        try:
+            if kind == "regression":
+                task = RegressionTask(unet, section)
+            else:
+                regression, reference = _frozen_regression(
+                    section.regression_checkpoint or Path(config.run_dir) / "regression", meta)
+                task = DiffusionTask(unet, section, regression)
+                meta = meta.replace(regression_checkpoint=reference)
+        except ValueError as err:  # the network cannot be built from these model settings
+            if isinstance(err, ConfigError):
+                raise
+            raise ConfigError(f"model: these settings give no {kind} network: {err}") from None
+        previous = None
+        if resume and existing:
+            previous = ckpt.load_model(ckpt.resolve(root, "latest"), kind=kind)
+            for change in check_resumable(kind, config, meta, previous):
+                log.warning(f"--resume: {change} (applied from step {previous.meta.step})")
+        if info.is_main:
+            removed = ckpt.clean_temporary(root)
+            if removed:
+                log.info(f"removed what an interrupted checkpoint write left in {root}: {', '.join(removed)}")
+            ckpt.replace_text(run_dir / "config.yaml", dump_config(config))
+        trainer = Trainer(task, section, train_set, val_set, info, run_dir, meta, progress)
+        if previous is not None:
+            trainer.resume(previous)
+        elif resume and info.is_main:
+            log.info(f"--resume: no checkpoint in {root} yet; starting from step 0")
+        return run_dir, trainer.fit()
 
 
 def train(kind: str, config: RunConfig, resume: bool = False, progress: bool = True) -> tuple[Path, str]:

@@ -15,7 +15,7 @@ from corrdiff.checkpoint import CheckpointMeta
 from corrdiff.config import TrainSection
 from corrdiff.data import PairedDataset
 from corrdiff.distributed import all_reduce_mean, barrier, broadcast_flag, DistInfo
-from corrdiff.errors import TrainingError
+from corrdiff.errors import CheckpointError, TrainingError
 from corrdiff.perf import autocast, compile_module, to_channels_last
 from corrdiff.seeding import derive_seed, Draws
 from corrdiff.training.batches import collate, micro_batching, MicroBatches
@@ -63,23 +63,66 @@ class Trainer:
         self.stop_requested = False
 
     # ----------------------------------------------------------------- state
-    def resume(self) -> bool:
-        """Load the latest checkpoint of this run, if there is one; True if resumed."""
+    def resume(self, checkpoint: ckpt.ModelCheckpoint | None = None) -> bool:
+        """Load the run's latest checkpoint (or `checkpoint`, already loaded from it); True if resumed.
+
+        The settings of `self.section` that may change on resume (learning rate, betas, weight decay) replace
+        the ones saved with the optimizer; `corrdiff.training.run` has checked that the others are unchanged.
+        """
         root = self.run_dir / "checkpoints"
-        if ckpt.read_pointer(root, "latest") is None:
-            return False
-        folder = ckpt.resolve(root, "latest")
-        raw_weights, optimizer_state, state = ckpt.load_training_state(folder)
-        self.net.load_state_dict(raw_weights)
-        self.ema.module.load_state_dict(ckpt.load_model(folder).weights)
-        self.optimizer.load_state_dict(optimizer_state)
+        if checkpoint is None:
+            if ckpt.read_pointer(root, "latest") is None:
+                return False
+            checkpoint = ckpt.load_model(ckpt.resolve(root, "latest"), kind=self.task.kind)
+        raw_weights, optimizer_state, state = ckpt.load_training_state(checkpoint.path, checkpoint.meta)
+        state_file = checkpoint.path / ckpt.STATE_FILE
+        ckpt.load_weights(self.net, raw_weights, state_file)
+        ckpt.load_weights(self.ema.module, checkpoint.weights, checkpoint.path / ckpt.MODEL_FILE)
+        self._load_optimizer(optimizer_state, state_file)
+        if not isinstance(state.scheduler.get("last_epoch"), int):
+            raise CheckpointError(f"{checkpoint.path / ckpt.STATE_META}: its scheduler state has no step (last_epoch)")
         self.scheduler.load_state_dict(state.scheduler | {"lr_lambdas": [None]})
+        self._apply_optimizer_settings()
         self.step, self.samples_seen = state.step, state.samples_seen
         self.best_val = state.best_val if state.best_val is not None else math.inf
+        if self.info.is_main:
+            # A kill between updating `latest` and `best`, or while pruning, leaves `best` behind and folders
+            # to delete: the state knows which checkpoint was best.
+            if state.best and (root / state.best).is_dir() and ckpt.read_pointer(root, "best") != state.best:
+                ckpt.set_pointer(root, "best", state.best)
+            ckpt.prune(root, self.section.keep_last)
         return True
 
+    def _load_optimizer(self, optimizer_state: dict, where: Path) -> None:
+        """Load the optimizer state after checking its tensors against the parameters (torch does not)."""
+        params = list(self.net.parameters())
+        for param_id, entries in optimizer_state["state"].items():
+            for key, value in entries.items():
+                if not torch.is_tensor(value):
+                    continue
+                name = f"optim.{param_id}.{key}"
+                if param_id >= len(params) or (value.ndim and value.shape != params[param_id].shape):
+                    expected = tuple(params[param_id].shape) if param_id < len(params) else "no such parameter"
+                    raise CheckpointError(f"{where}: optimizer tensor {name} has shape {tuple(value.shape)}, "
+                                          f"the network's parameter {expected}")
+                if ckpt.nonfinite({name: value}):
+                    raise CheckpointError(f"{where}: optimizer tensor {name} is not finite")
+        try:
+            self.optimizer.load_state_dict(optimizer_state)
+        except (ValueError, KeyError, TypeError, RuntimeError) as err:
+            raise CheckpointError(f"{where}: the optimizer state does not fit the network ({err})") from None
+
+    def _apply_optimizer_settings(self) -> None:
+        """Set lr, betas and weight decay from the section (a resumed optimizer keeps the saved ones)."""
+        factor = self.scheduler.lr_lambdas[0](self.scheduler.last_epoch)
+        for group in self.optimizer.param_groups:
+            group.update(initial_lr=self.section.lr, lr=self.section.lr * factor, betas=tuple(self.section.betas),
+                         weight_decay=self.section.weight_decay)
+        self.scheduler.base_lrs = [self.section.lr for _ in self.optimizer.param_groups]
+
     def save(self, val_loss: float | None) -> Path | None:
-        """Checkpoint (rank 0 writes; all ranks wait)."""
+        """Checkpoint (rank 0 writes; all ranks wait); never of non-finite weights or validation loss."""
+        self.check_finite(val_loss)  # every rank decides alike: same weights, all-reduced loss
         folder = None
         if self.info.is_main:
             is_best = val_loss is not None and val_loss <= self.best_val
@@ -94,6 +137,24 @@ class Trainer:
             )
         barrier(self.info)
         return folder
+
+    def check_finite(self, val_loss: float | None) -> None:
+        """Stop with a TrainingError if the weights, their EMA or the validation loss are not finite."""
+        problems = []
+        for what, module in (("weights", self.net), ("EMA weights", self.ema.module)):
+            bad = ckpt.nonfinite(module.state_dict())
+            if bad:
+                problems.append(f"non-finite {what} ({', '.join(bad[:2])}{', …' if len(bad) > 2 else ''})")
+        if val_loss is not None and not math.isfinite(val_loss):
+            problems.append(f"a validation loss of {val_loss}")
+        if problems:
+            raise TrainingError(self._diverged(f"{' and '.join(problems)} at step {self.step}"))
+
+    def _diverged(self, what: str) -> str:
+        latest = ckpt.read_pointer(self.run_dir / "checkpoints", "latest")
+        kept = f"the last good checkpoint ({latest}) is kept" if latest else "no checkpoint had been written yet"
+        return (f"{self.task.kind} training stopped: {what}; {kept}. Try a lower learning rate (now "
+                f"{self.section.lr}), gradient clipping, or check the data for NaNs.")
 
     # ------------------------------------------------------------- the loop
     def loader(self):
@@ -125,12 +186,7 @@ class Trainer:
         loss = all_reduce_mean(total / self.accum, self.info).item()
         if not math.isfinite(loss):
             self.optimizer.zero_grad(set_to_none=True)
-            latest = ckpt.read_pointer(self.run_dir / "checkpoints", "latest")
-            kept = f"the last good checkpoint ({latest}) is kept" if latest else "no checkpoint had been written yet"
-            raise TrainingError(
-                f"{self.task.kind} training stopped: the loss is {loss} at step {self.step + 1}; {kept}. "
-                f"Try a lower learning rate (now {self.section.lr}), gradient clipping, or check the data for NaNs."
-            )
+            raise TrainingError(self._diverged(f"the loss is {loss} at step {self.step + 1}"))
         if self.section.grad_clip:
             torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.section.grad_clip)
         self.optimizer.step()
@@ -187,6 +243,8 @@ class Trainer:
                         log.write(step=self.step, loss=loss, val_loss="" if val_loss is None else val_loss,
                                   lr=self.scheduler.get_last_lr()[0], samples_per_s=rate, elapsed_s=now - start)
                     bar.set_postfix(loss=f"{loss:.4g}", samples_s=f"{rate:.1f}")
+                if val_loss is not None and not math.isfinite(val_loss):
+                    self.check_finite(val_loss)  # diverged: stop now (logged above), not at the next checkpoint
                 bar.update(1)
                 stop = broadcast_flag(self.stop_requested, self.info)
                 if due_ckpt or stop:

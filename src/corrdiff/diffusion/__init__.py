@@ -3,7 +3,7 @@
 from corrdiff.diffusion.conditioning import DiffusionCondition, diffusion_network
 from corrdiff.diffusion.losses import EDMLoss, regression_loss, weighted_mse
 from corrdiff.diffusion.multidiffusion import PatchedDenoiser
-from corrdiff.diffusion.patching import crop, global_context, patch_offsets, random_patches
+from corrdiff.diffusion.patching import crop, crops_at, global_context, patch_offsets, random_patches
 from corrdiff.diffusion.precond import EDMPrecond, edm_scalings, effective_target
 from corrdiff.diffusion.sampler import SamplerConfig, edm_sample, karras_sigmas, sample_ensemble
 
@@ -14,6 +14,7 @@ __all__ = [
     "PatchedDenoiser",
     "SamplerConfig",
     "crop",
+    "crops_at",
     "diffusion_network",
     "edm_sample",
     "edm_scalings",

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from corrdiff.diffusion.patching import crop, global_context
+from corrdiff.diffusion.patching import crop, crops_at, global_context
 from corrdiff.models import SongUNet, UNetConfig
 
 
@@ -49,20 +49,26 @@ class DiffusionCondition:
         """What the denoiser sees when run on the whole domain at once: (batch, channels, H, W)."""
         return torch.cat([field, field], dim=1) if self.global_context else field
 
-    def patches(self, field: torch.Tensor, positions: torch.Tensor, patch_shape: tuple[int, int],
-                per_element: int = 1) -> torch.Tensor:
-        """What the denoiser sees on patches: (batch·per_element, channels, h, w).
+    def patches(self, field: torch.Tensor, positions: torch.Tensor, patch_shape: tuple[int, int]) -> torch.Tensor:
+        """What the denoiser sees on one patch per element, at (batch, 2) offsets `positions`: (batch, channels, h, w).
 
-        `field` (batch, field_channels, H, W); `positions` (batch·per_element, 2) are the (y0, x0) offsets
-        of `per_element` consecutive patches of each batch element.
+        `field` (batch, field_channels, H, W). Used in training, where each sample gets its own random patch.
         """
-        repeated = field.repeat_interleave(per_element, 0) if per_element > 1 else field
-        crops = crop(repeated, positions, patch_shape)
+        return self._with_context(crop(field, positions, patch_shape), field, patch_shape, repeats=1)
+
+    def tiles(self, field: torch.Tensor, offsets: torch.Tensor, patch_shape: tuple[int, int]) -> torch.Tensor:
+        """What the denoiser sees on the same n patches (offsets (n, 2)) of every element: (batch·n, channels, h, w).
+
+        Used in stitched sampling; the patches of element b are rows b·n … b·n + n − 1.
+        """
+        return self._with_context(crops_at(field, offsets, patch_shape), field, patch_shape, repeats=len(offsets))
+
+    def _with_context(self, crops: torch.Tensor, field: torch.Tensor, patch_shape, repeats: int) -> torch.Tensor:
         if not self.global_context:
             return crops
         context = global_context(field, patch_shape)
-        if per_element > 1:
-            context = context.repeat_interleave(per_element, 0)
+        if repeats > 1:
+            context = context.repeat_interleave(repeats, 0)
         return torch.cat([crops, context], dim=1)
 
 

@@ -37,6 +37,20 @@ def crop(tensor: torch.Tensor, positions: torch.Tensor, patch_shape: tuple[int, 
     return tensor.permute(0, 2, 3, 1)[index, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
 
 
+def crops_at(tensor: torch.Tensor, offsets: torch.Tensor, patch_shape: tuple[int, int]) -> torch.Tensor:
+    """Crops of every element of (batch, C, H, W) at the same offsets (n, 2): (batch·n, C, h, w).
+
+    The n patches of element b are rows b·n … b·n + n − 1. Gathered by index, so memory is that of the
+    crops alone (repeating the domain n times first would cost n domains).
+    """
+    ph, pw = patch_shape
+    offsets = offsets.to(tensor.device)
+    rows = offsets[:, 0:1] + torch.arange(ph, device=tensor.device)
+    cols = offsets[:, 1:2] + torch.arange(pw, device=tensor.device)
+    patches = tensor[:, :, rows[:, :, None], cols[:, None, :]]  # (batch, C, n, h, w)
+    return patches.transpose(1, 2).reshape(-1, tensor.shape[1], ph, pw)
+
+
 def global_context(condition: torch.Tensor, patch_shape: tuple[int, int]) -> torch.Tensor:
     """The whole-domain condition (batch, C, H, W) resized (area average) to the patch size: (batch, C, h, w)."""
     return F.interpolate(condition, size=tuple(patch_shape), mode="area")

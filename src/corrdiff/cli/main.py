@@ -10,6 +10,7 @@ import typer
 from corrdiff.cli.data import app as data_app
 from corrdiff.cli.errors import user_errors
 from corrdiff.cli.evaluation import baseline_app, report_command, score_command
+from corrdiff.cli.interop import export_command, import_app
 
 app = typer.Typer(
     help="Generative km-scale downscaling with residual corrective diffusion (CorrDiff).",
@@ -21,6 +22,8 @@ train_app = typer.Typer(help="Train the regression (mean) or the diffusion (resi
 app.add_typer(train_app, name="train")
 app.add_typer(data_app, name="data")
 app.add_typer(baseline_app, name="baseline")
+app.add_typer(import_app, name="import")
+app.command("export")(export_command)
 app.command("score")(score_command)
 app.command("report")(report_command)
 

@@ -1,0 +1,80 @@
+"""`corrdiff import physicsnemo` and `corrdiff export`: checkpoints to and from NVIDIA PhysicsNeMo / Earth2Studio."""
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from corrdiff.cli.errors import user_errors
+from corrdiff.errors import ConfigError
+
+import_app = typer.Typer(help="Import networks trained with another CorrDiff implementation as a corrdiff run folder.",
+                         no_args_is_help=True)
+
+
+@import_app.command("physicsnemo")
+@user_errors
+def import_physicsnemo_command(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder to write (regression/, diffusion/).")],
+    regression: Annotated[Path | None, typer.Option(help="Regression checkpoint (.mdlus: CorrDiffRegressionUNet or UNet).")] = None,
+    diffusion: Annotated[Path | None, typer.Option(help="Diffusion checkpoint (.mdlus: EDMPrecondSuperResolution or EDMPrecondSR).")] = None,
+    stats: Annotated[Path | None, typer.Option(help="Channel names and normalisation: a corrdiff statistics file or Earth2Studio's stats.json.")] = None,
+    grid: Annotated[Path | None, typer.Option(help="Fine grid: NetCDF or Zarr with lat/lon (1-D or 2-D) or XLAT/XLONG.")] = None,
+    package: Annotated[Path | None, typer.Option(help="An Earth2Studio CorrDiff package folder, or the unzipped CorrDiff Taiwan package: checkpoints, statistics and grid in one.")] = None,
+    only: Annotated[str | None, typer.Option(help="With --package: import only 'regression' or 'diffusion'.")] = None,
+) -> None:
+    """Convert PhysicsNeMo (or Modulus) CorrDiff checkpoints into corrdiff checkpoints that `corrdiff generate` uses.
+
+    Give the checkpoints with --regression/--diffusion plus --stats and --grid, or a --package folder (whose
+    files the other options override). Only tensors are read from the checkpoints; an architecture option
+    corrdiff lacks is refused by name. Generate with a run config whose run_dir is --out and whose dataset spec
+    gives the same input, static and target channels.
+    """
+    from corrdiff.interop import import_physicsnemo, read_grid, read_package, read_stats
+
+    if only not in (None, "regression", "diffusion"):
+        raise ConfigError(f"--only must be 'regression' or 'diffusion', got {only!r}")
+    notes = []
+    if package is not None:
+        found = read_package(package)
+        regression = regression or (found.regression if only != "diffusion" else None)
+        diffusion = diffusion or (found.diffusion if only != "regression" else None)
+        normalization, (lat, lon), notes = found.stats, (found.lat, found.lon), list(found.notes)
+        if found.sampler:
+            notes.append("the package samples with " + ", ".join(f"{k}={v}" for k, v in found.sampler.items())
+                         + ": set these in the run config's sampler section")
+    else:
+        missing = [name for name, value in (("--stats", stats), ("--grid", grid)) if value is None]
+        if missing:
+            raise ConfigError(f"give {' and '.join(missing)} (or a --package folder): an imported network needs its "
+                              "channel names, normalisation and fine grid")
+    if stats is not None:
+        normalization = read_stats(stats)
+    if grid is not None:
+        lat, lon = read_grid(grid)
+    result = import_physicsnemo(out, normalization, lat, lon, regression=regression, diffusion=diffusion)
+    for kind, folder in result.checkpoints.items():
+        typer.echo(f"{kind} checkpoint written: {folder}")
+    for note in notes + result.notes:
+        typer.echo(f"note: {note}")
+
+
+@user_errors
+def export_command(
+    run_dir: Annotated[Path, typer.Argument(help="Run folder holding regression/ and/or diffusion/ checkpoints.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the exported files.")],
+    format_: Annotated[str, typer.Option("--format", help="Export format: physicsnemo (.mdlus files, Earth2Studio package files).")] = "physicsnemo",
+    which: Annotated[str, typer.Option(help="Checkpoint of each run: best or latest.")] = "best",
+) -> None:
+    """Export a run's networks for NVIDIA PhysicsNeMo 2.2 (`Module.from_checkpoint`) and Earth2Studio."""
+    from corrdiff.interop import export_physicsnemo
+
+    if format_ != "physicsnemo":
+        raise ConfigError(f"--format must be 'physicsnemo', got {format_!r}")
+    if which not in ("best", "latest"):
+        raise ConfigError(f"--which must be 'best' or 'latest', got {which!r}")
+    files, notes = export_physicsnemo(run_dir, out, which)
+    for path in files:
+        typer.echo(f"written: {path}")
+    for note in notes:
+        typer.echo(f"note: {note}")

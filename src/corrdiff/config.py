@@ -7,11 +7,12 @@ import dataclasses
 from pathlib import Path
 from typing import Literal
 
+import torch
 import yaml
 from pydantic import BaseModel, ConfigDict, create_model, Field, field_validator, model_validator, ValidationError
 
 from corrdiff.diffusion import EDMLoss, SamplerConfig
-from corrdiff.errors import ConfigError
+from corrdiff.errors import ConfigError, yaml_problem
 from corrdiff.models import presets, UNetConfig
 from corrdiff.perf import FastPath
 
@@ -198,6 +199,17 @@ class RunConfig(Section):
     generate: GenerateSection = GenerateSection()
     source: str | None = Field(None, description="(set on load) the file this config came from")
 
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str) -> str:
+        if value == "auto":
+            return value
+        try:
+            torch.device(value)
+        except (RuntimeError, ValueError):
+            raise ValueError(f"{value!r} is not a device: expected auto, cpu, cuda or cuda:N") from None
+        return value
+
 
 def apply_overrides(raw: dict, overrides: list[str], source: str = "--set") -> dict:
     """Apply `a.b.c=value` strings (values parsed as YAML) to a nested dict, in place; returns it."""
@@ -211,21 +223,32 @@ def apply_overrides(raw: dict, overrides: list[str], source: str = "--set") -> d
             node = node.setdefault(key, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"{source}: {dotted!r}: {key!r} is not a section")
-        node[leaf] = yaml.safe_load(value)
+        try:
+            node[leaf] = yaml.safe_load(value)
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{source}: {item!r}: the value is not valid YAML ({yaml_problem(err)}); write it "
+                              "as YAML, quoted for the shell, e.g. --set 'regression.patch_shape=[64, 64]'") from None
     return raw
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
     """Read, override and validate a run config; relative paths are resolved against the file's folder."""
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"config {path} is a folder; give the run config's YAML file")
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text file; give the run config's YAML file") from None
     except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+        raise ConfigError(f"{path}: not valid YAML: {yaml_problem(err)}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of sections at the top level")
+    if "inputs" in raw and "data" not in raw:
+        raise ConfigError(f"{path} is a dataset spec (it has `inputs`), not a run config; give the run config, "
+                          "whose `data:` names this spec (configs/example.yaml)")
     apply_overrides(raw, overrides or [])
     try:
         config = RunConfig(**raw)

@@ -153,7 +153,10 @@ def open(path) -> xr.Dataset:  # noqa: A001  (used as ensemble_file.open)
         else:
             ds = xr.open_dataset(path, chunks={})
     except (OSError, ValueError) as err:
-        raise EvaluationError(f"{path}: cannot be opened as NetCDF or Zarr ({err})") from None
+        text = " ".join(str(err).split())
+        if "did not find a match in any of xarray's currently installed IO backends" in text:
+            text = "the file is of no format xarray knows"
+        raise EvaluationError(f"{path}: cannot be opened as NetCDF or Zarr ({text})") from None
     ds.encoding["source"] = str(path)
     return ds
 

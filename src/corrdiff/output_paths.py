@@ -6,7 +6,8 @@ Every command that writes a file or folder (`score --out`, `report --out`, `base
 1. an output that is one of the command's inputs — the same path, the same file through a symbolic link or
    a hard link (same device and inode), a path inside an input store (a Zarr folder), or a folder that holds
    an input — is refused, whatever the flags;
-2. an output that already exists is replaced only with `--overwrite`, and only when it is an earlier output
+2. an output whose folder cannot be made (a file is in the way) is refused; missing folders are created;
+3. an output that already exists is replaced only with `--overwrite`, and only when it is an earlier output
    of the same command (a corrdiff scores file, report folder, baseline file, statistics file); anything else
    is left alone and the command stops, naming it.
 
@@ -77,10 +78,21 @@ def check_replaceable(out, kind: str, is_kind: Callable[[Path], bool], overwrite
         raise OutputError(f"{option} {out} exists ({kind}); pass --overwrite to replace it, or choose another path")
 
 
+def check_folder(out, option: str = "--out") -> None:
+    """Refuse `out` when the folder it goes in cannot be made: a file stands where one of its folders would be.
+    (Missing folders are fine: commands create them.)"""
+    for parent in Path(out).absolute().parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise OutputError(f"{option} {out}: {parent} is a file, not a folder; choose another path")
+            return
+
+
 def check_output(out, inputs: dict[str, Iterable], kind: str, is_kind: Callable[[Path], bool],
                  overwrite: bool, option: str = "--out") -> Path:
-    """Both checks (inputs first: --overwrite never makes writing over an input acceptable); returns `out`."""
+    """The checks above (inputs first: --overwrite never makes writing over an input acceptable); returns `out`."""
     check_not_an_input(out, inputs, option)
+    check_folder(out, option)
     check_replaceable(out, kind, is_kind, overwrite, option)
     return Path(out)
 

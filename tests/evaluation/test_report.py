@@ -1,7 +1,6 @@
 """The report: every figure written at a modest size and referenced by index.html; the demo's evaluation."""
 
 import re
-import time
 from pathlib import Path
 
 import numpy as np
@@ -44,16 +43,14 @@ def test_report_command_writes_every_figure_and_the_page(spec_case, tmp_path):
     assert xr.open_dataset(out / "scores.nc")["crps"].dims == ("model", "variable")
 
 
-def test_evaluate_demo_is_fast_and_returns_its_outputs(tmp_path):
-    """The demo's size: 100 times × 8 members × 64×64 × 3 variables, truth as a store."""
+def test_evaluate_demo_returns_its_outputs(tmp_path):
+    """The demo's size: 100 times × 8 members × 64×64 × 3 variables, truth as a store (its speed is measured
+    by benchmarks/bench_scoring.py, not here)."""
     truth, ensemble, regression = fx.case(times=100, members=8, shape=(64, 64))
     ens = fx.write_ensemble(tmp_path / "ensemble.nc", ensemble, regression)
     truth_path = fx.write_truth(tmp_path / "truth.nc", truth)
     lines = []
-    start = time.perf_counter()
     paths = evaluate_demo(truth_path, ens, tmp_path / "out", echo=lines.append)
-    seconds = time.perf_counter() - start
-    assert seconds < 30, seconds
     assert paths["scores"] == tmp_path / "out" / "scores.nc" and paths["scores"].exists()
     assert paths["report"] == tmp_path / "out" / "report" / "index.html"
     check_report(paths["report"].parent, ["u", "v", "vorticity"])

@@ -60,6 +60,12 @@ def test_netcdf_layout_is_cf_with_provenance(ensemble):
     assert np.isfinite(ds["u"].values).all()
     # Members differ from one another; the mean of a CorrDiff ensemble is near the regression mean.
     assert float(ds["u"].std("member").mean()) > 0
+    for name in ("u", "v"):
+        # Members are μ + r with r of mean ≈ 0: the M-member mean is ~1/√M as far from μ as a member is
+        # (0.58 for 3 members); a residual biased by as much as its spread would give ≥ 0.82.
+        to_mean = float(np.sqrt(((ds[name].mean("member") - ds[f"{name}_regression"]) ** 2).mean()))
+        to_member = float(np.sqrt(((ds[name] - ds[f"{name}_regression"]) ** 2).mean()))
+        assert to_mean < 0.75 * to_member, (name, to_mean, to_member)
     with xr.open_dataset(ensemble, decode_times=False) as raw:
         assert "since" in raw["time"].attrs["units"]
 

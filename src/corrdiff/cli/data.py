@@ -18,7 +18,7 @@ SpecArg = Annotated[Path, typer.Argument(help="Dataset spec (YAML): inputs, targ
 def stats(
     spec: SpecArg,
     split: Annotated[str, typer.Option(help="Split the statistics are computed on.")] = "train",
-    chunk: Annotated[int, typer.Option(help="Times read at once (memory is bounded by one chunk).")] = 16,
+    chunk: Annotated[int, typer.Option(min=1, help="Times read at once (memory is bounded by one chunk).")] = 16,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing statistics (never a file of "
                          "another kind, never one of the spec's data files).")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,

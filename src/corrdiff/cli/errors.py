@@ -15,7 +15,9 @@ def user_errors(func):
         try:
             return func(*args, **kwargs)
         except CorrdiffError as err:
-            typer.secho(f"error: {err}", fg="red", err=True)
+            # One line, whatever a message quotes from a library below (parsers and backends write several).
+            message = " ".join(line.strip() for line in str(err).splitlines() if line.strip())
+            typer.secho(f"error: {message}", fg="red", err=True)
             raise typer.Exit(2) from None
 
     return wrapper

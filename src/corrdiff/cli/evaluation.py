@@ -34,7 +34,7 @@ VariableOpt = Annotated[list[str] | None, typer.Option("--variable", help="Score
                         "default: every predicted variable, which truth must have.")]
 InterpOpt = Annotated[bool | None, typer.Option("--interp/--no-interp", help="Score the bilinear-interpolation "
                       "baseline (needs a spec as truth); default: when truth is a spec.")]
-SpectraTimesOpt = Annotated[int, typer.Option(help="Times (evenly spaced) used for spectra and distributions; "
+SpectraTimesOpt = Annotated[int, typer.Option(min=0, help="Times (evenly spaced) used for spectra and distributions; "
                             "0 = all.")]
 SpectraOpt = Annotated[Spectra, typer.Option("--spectra", help="Power spectra: 2d = isotropic, mean removed, Hann "
                        "window; 1d = along x per row, unwindowed, averaged over rows (the convention of the "
@@ -155,8 +155,8 @@ def rf_command(
     spec: SpecArg,
     out: OutOpt,
     split: BaselineSplitOpt = "test",
-    samples: Annotated[int, typer.Option(help="(time, pixel) points of the train split to fit on.")] = 50_000,
-    trees: Annotated[int, typer.Option(help="Trees in each forest (one forest per target channel).")] = 100,
+    samples: Annotated[int, typer.Option(min=1, help="(time, pixel) points of the train split to fit on.")] = 50_000,
+    trees: Annotated[int, typer.Option(min=1, help="Trees in each forest (one forest per target channel).")] = 100,
     seed: Annotated[int, typer.Option(help="Seed of the subsample and the forests.")] = 0,
     jobs: Annotated[int, typer.Option(help="CPU cores for fitting and predicting (-1: all).")] = 1,
     overwrite: OverwriteOpt = False,
@@ -167,6 +167,8 @@ def rf_command(
     every pixel of the split."""
     from corrdiff.evaluation.baselines import random_forest_baseline
 
+    if jobs == 0:  # scikit-learn gives n_jobs=0 no meaning; negative counts leave cores free (-1: all)
+        raise typer.BadParameter("0 CPU cores: give 1 or more, or -1 for all", param_hint="--jobs")
     path = random_forest_baseline(spec, out, split, samples=samples, trees=trees, seed=seed, jobs=jobs,
                                   overwrite=overwrite, progress=not quiet)
     typer.echo(f"random-forest baseline written: {path}")

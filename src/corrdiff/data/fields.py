@@ -28,10 +28,13 @@ class PairedFields:
                                         if spec.targets is not None and spec.grid is None and not self.static else [])
         self.lat, self.lon = fine_grid(spec, grid_targets, self.static)
         shape = self.lat.shape
+        grid_from = f"the spec's grid file {spec.resolve(spec.grid)}" if spec.grid else \
+            (grid_targets or self.static)[0].file
         for field in self.targets + self.static:
             if field.array.shape[-2:] != shape:
                 raise DataError(f"{field.file}: {field.name!r} has grid shape {field.array.shape[-2:]}, "
-                                f"the fine grid is {shape}")
+                                f"the fine grid (from {grid_from}) is {shape}; targets, static fields and the "
+                                "grid must share one fine grid")
         self._regrid = {}
         for field in self.inputs:
             key = (field.lat.tobytes(), field.lon.tobytes())

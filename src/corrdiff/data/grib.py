@@ -44,7 +44,7 @@ class Message:
         return self.var_name, self.short_name
 
 
-def inventory(path: Path) -> list[Message]:
+def inventory(path: Path, what: str = "GRIB") -> list[Message]:
     """The distinct fields of a GRIB file, in file order (reads every message's header once)."""
     try:
         import eccodes
@@ -52,17 +52,23 @@ def inventory(path: Path) -> list[Message]:
         raise DataError(f"{path}: reading GRIB needs eccodes and cfgrib ({err}); install them with "
                         "pip install 'corrdiff[grib]'") from None
     found: dict[Message, None] = {}
+    read = 0  # messages read whole
     with open(path, "rb") as stream:
-        while (handle := eccodes.codes_grib_new_from_file(stream)) is not None:
-            try:
-                keys = ("cfVarName", "shortName", "typeOfLevel", "stepType")
-                var_name, short_name, type_of_level, step_type = (eccodes.codes_get(handle, k, str) for k in keys)
-                level = float(eccodes.codes_get(handle, "level", float))
-            finally:
-                eccodes.codes_release(handle)
-            found.setdefault(Message(var_name, short_name, type_of_level, level, step_type), None)
+        try:
+            while (handle := eccodes.codes_grib_new_from_file(stream)) is not None:
+                try:
+                    keys = ("cfVarName", "shortName", "typeOfLevel", "stepType")
+                    var_name, short_name, type_of_level, step_type = (eccodes.codes_get(handle, k, str) for k in keys)
+                    level = float(eccodes.codes_get(handle, "level", float))
+                finally:
+                    eccodes.codes_release(handle)
+                found.setdefault(Message(var_name, short_name, type_of_level, level, step_type), None)
+                read += 1
+        except eccodes.CodesInternalError as err:  # eccodes' own errors are no OSError
+            raise DataError(f"{path}: {what}: not a readable GRIB file: message {read + 1} is damaged or cut short "
+                            f"({err}); download the file again") from None
     if not found:
-        raise DataError(f"{path}: no GRIB messages in the file")
+        raise DataError(f"{path}: {what}: no GRIB messages in the file")
     return list(found)
 
 
@@ -162,7 +168,7 @@ def open_variables(files: list[Path], requests: dict[str, str], level_dim: str |
     """For each channel of `requests` (channel: `name` or `name@level` in the files), the opened group holding
     it and the variable's name there; each group is opened once, whatever the number of its variables."""
     file = str(files[0])
-    messages = inventory(files[0])
+    messages = inventory(files[0], what)
     located = {channel: locate(messages, name, *parse_variable(name), level_dim, file, what)
                for channel, name in requests.items()}
     groups: dict[tuple, list[Message]] = {}

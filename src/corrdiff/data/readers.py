@@ -12,6 +12,7 @@ are opened one level group at a time (`corrdiff.data.grib`). Channels are looked
   `<array>_pressure`, and 2-D `XLAT` / `XLONG`.
 """
 
+import json
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -98,10 +99,29 @@ def open_files(files: list[Path], what: str, time_dim: str | None = None, keep: 
     except (OSError, ValueError, KeyError, ImportError) as err:
         if isinstance(err, DataError):
             raise
-        raise DataError(f"{what}: cannot open {files[0]}{' …' if len(files) > 1 else ''}: {err}") from None
+        raise DataError(f"{what}: cannot open {files[0]}{' …' if len(files) > 1 else ''}: "
+                        f"{unreadable(files, err)}") from None
     ds.encoding["corrdiff_files"] = files_label(files)
     ds.encoding["corrdiff_names"] = sorted(names)
     return ds
+
+
+def unreadable(files: list[Path], err: Exception) -> str:
+    """Why xarray could not open `files`, in one line: an empty file, a file of no format it knows, or its error."""
+    empty = [f for f in files if f.is_file() and f.stat().st_size == 0]
+    if empty:
+        return f"{empty[0]} is empty (0 bytes); download or write it again"
+    text = " ".join(str(err).split()) or type(err).__name__
+    if "did not find a match in any of xarray's currently installed IO backends" in text:
+        folder = " (a folder: a Zarr store needs its zarr.json or .zgroup)" if any(f.is_dir() for f in files) else ""
+        return f"not a NetCDF, Zarr or GRIB file{folder}; give the data files themselves (or a glob)"
+    if any(f.is_dir() and not any(f.iterdir()) for f in files):
+        return "an empty folder, not a Zarr store (no zarr.json or .zgroup); write the store again"
+    if "NetCDF: HDF error" in text or "NetCDF: Unknown file format" in text:
+        return f"the file is damaged or cut short ({text}); download or write it again"
+    if isinstance(err, json.JSONDecodeError):
+        return f"its Zarr metadata is not valid JSON ({text}); write the store again"
+    return text
 
 
 def _prepare(time_dim: str | None, keep: set[str] | None, names: set[str], ds: xr.Dataset) -> xr.Dataset:
@@ -159,6 +179,9 @@ def select_level(array: xr.DataArray, name: str, level: float | str | None, leve
     errors list the levels there are. A vertical dimension without coordinate (WRF's bottom_top) is indexed."""
     dims = [d for d in array.dims if d == level_dim or (level_dim is None and d in LEVEL_NAMES)]
     scalar = [c for c in array.coords if array[c].ndim == 0 and (c == level_dim or c in LEVEL_NAMES)]
+    if not dims and level is not None and level_dim is not None and level_dim not in array.coords:
+        raise DataError(f"{file}: {what} variable {name!r}: level_dim {level_dim!r} (from the spec) is not one of "
+                        f"its dims {array.dims}; set level_dim to its vertical dimension, or leave it out")
     if not dims:
         if level == COLUMN_MAX or (level is not None and not (scalar and np.isclose(float(array[scalar[0]]), level))):
             raise DataError(f"{file}: {what} variable {name!r}: no vertical dimension to take level "
@@ -294,6 +317,6 @@ def time_axis(field: Field) -> np.ndarray:
     times = times.astype("datetime64[ns]")
     unique, counts = np.unique(times, return_counts=True)
     if (counts > 1).any():
-        raise DataError(f"{field.file}: time of {field.name!r} repeats {unique[counts > 1][0]} "
+        raise DataError(f"{field.file}: time of {field.name!r} repeats {str(unique[counts > 1][0])[:19]} "
                         f"({int((counts > 1).sum())} repeated times); each time must appear once")
     return times

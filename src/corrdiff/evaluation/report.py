@@ -18,7 +18,7 @@ from corrdiff.evaluation.evaluate import check_scores_output
 from corrdiff.evaluation.spectra import Distributions
 from corrdiff.evaluation.stores import Evaluation, source_of
 from corrdiff.evaluation.tables import EXPLANATIONS, html_table
-from corrdiff.output_paths import check_not_an_input, check_replaceable
+from corrdiff.output_paths import check_folder, check_not_an_input, check_replaceable
 
 GENERATOR = "corrdiff report"
 REPORT_FILES = ("scores.nc", "index.html")  # and PNG figures
@@ -97,6 +97,7 @@ def check_report_folder(out_dir, inputs: dict[str, list[Path]], overwrite: bool)
     out_dir = Path(out_dir)
     for name in REPORT_FILES:  # the folder may hold an input (not one of these names), or lie inside one
         check_not_an_input(out_dir / name, inputs)
+    check_folder(out_dir)
     if out_dir.exists() and not (out_dir.is_dir() and not any(out_dir.iterdir())):
         check_replaceable(out_dir, "a corrdiff report folder", is_report_folder, overwrite)
         check_scores_output(out_dir / "scores.nc", inputs, overwrite=True)

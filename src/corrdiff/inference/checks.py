@@ -81,6 +81,22 @@ def check_grid(lat: np.ndarray, lon: np.ndarray, data_where: str, checkpoint_pat
                         f"on: max |Δlat| = {dlat:.3g}°, max |Δlon| = {dlon:.3g}°")
 
 
+def check_patches(patch_shape, overlap, grid_shape, channel_mult) -> None:
+    """A ConfigError naming generate.patch_shape or generate.patch_overlap when the patches cannot tile the fine
+    grid (H, W) or do not fit a network with `channel_mult` levels (sides multiples of 2^(levels-1))."""
+    if patch_shape is None:
+        return
+    (patch_h, patch_w), (over_h, over_w), (height, width) = patch_shape, overlap, grid_shape
+    divisor = 2 ** (len(channel_mult) - 1)
+    if not (0 < patch_h <= height and 0 < patch_w <= width) or patch_h % divisor or patch_w % divisor:
+        raise ConfigError(f"generate.patch_shape: {patch_h}×{patch_w} must fit the fine grid {height}×{width} and "
+                          f"have sides that are multiples of {divisor} (the checkpoint's network has "
+                          f"{len(channel_mult)} levels); change it, or leave it unset to sample the whole grid")
+    if not (0 <= over_h < patch_h and 0 <= over_w < patch_w):
+        raise ConfigError(f"generate.patch_overlap: {over_h}×{over_w} must be at least 0 and smaller than the "
+                          f"patch {patch_h}×{patch_w}")
+
+
 def output_format(out: Path, configured: str, explicit: bool) -> str:
     """The output format: from the suffix of `out` (.zarr, .nc, .nc4), else the configured one.
 

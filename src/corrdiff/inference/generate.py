@@ -2,6 +2,7 @@
 requested time into an ensemble, and write it so that a rerun resumes it (`corrdiff.inference.writer`)."""
 
 import dataclasses
+import glob
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,7 @@ from corrdiff.inference import checks
 from corrdiff.inference.fingerprint import Fingerprint, generation_fingerprint
 from corrdiff.inference.writer import check_replaceable, EnsembleWriter, io_error, is_io_error, overwrite_path, \
     remove, replace, resumable
+from corrdiff.output_paths import check_folder
 from corrdiff.perf import FastPath, prepare_denoiser, to_channels_last
 from corrdiff.seeding import derive_seed
 
@@ -78,12 +80,24 @@ def select_times(dataset_times: np.ndarray, requested: list[str] | None) -> list
     times = np.asarray(dataset_times, dtype="datetime64[ns]")
     if not requested:
         return list(range(len(times)))
-    wanted = np.array([np.datetime64(t, "ns") for t in requested])
-    missing = [str(t) for t in wanted if t not in times]
+    wanted = np.array([_time(t) for t in requested])
+    missing = [_iso(t) for t in wanted if t not in times]
     if missing:
-        raise ConfigError(f"times not in the dataset: {', '.join(missing[:5])}"
-                          f"{' …' if len(missing) > 5 else ''} (it has {times[0]} … {times[-1]})")
+        held = f"{len(times)} times, {_iso(times[0])} … {_iso(times[-1])}" if len(times) else "no time"
+        raise ConfigError(f"--times: times not in the dataset: {', '.join(missing[:5])}"
+                          f"{' …' if len(missing) > 5 else ''} (it has {held}; times are matched exactly)")
     return [int(np.flatnonzero(times == t)[0]) for t in wanted]
+
+
+def _time(text: str) -> np.datetime64:
+    try:
+        return np.datetime64(str(text).strip(), "ns")
+    except ValueError:
+        raise ConfigError(f"--times {text!r} is not a time; give ISO times such as 2021-01-01T06") from None
+
+
+def _iso(time: np.datetime64) -> str:
+    return str(np.datetime64(time, "s"))
 
 
 @torch.no_grad()
@@ -110,7 +124,12 @@ def open_inference_dataset(config: RunConfig, meta: CheckpointMeta, split: str, 
     """
     spec = load_spec(config.data)
     if inputs:
-        spec = spec.with_inputs([str(Path(p).expanduser().absolute()) for p in inputs])
+        paths = [Path(p).expanduser().absolute() for p in inputs]
+        for path in paths:
+            pattern = any(ch in str(path) for ch in "*?[")
+            if not (glob.glob(str(path)) if pattern else path.exists()):
+                raise ConfigError(f"--input {path}: {'no file matches it' if pattern else 'no such file'}")
+        spec = spec.with_inputs([str(p) for p in paths])
         split = "all"
     input_channels, target_channels = checks.spec_channels(spec)
     checks.check_channels("input", input_channels, meta.input_channels, spec.where, checkpoint)
@@ -154,12 +173,14 @@ def _generate(config, regression_path, diffusion_path, out: Path, times, dataset
               inputs=None, overwrite=False, allow_mismatch=False) -> Path:
     gen = config.generate
     fmt = checks.output_format(out, gen.format, "format" in gen.model_fields_set)
+    check_folder(out)
     if overwrite:
         check_replaceable(out)
     models = load_models(regression_path, diffusion_path, info.device, allow_mismatch)
     if dataset is None:
         dataset = open_inference_dataset(config, models.meta, gen.split, inputs, models.provenance["diffusion_checkpoint"])
     check_fits(models, dataset)
+    checks.check_patches(gen.patch_shape, gen.patch_overlap, dataset.lat.shape, models.meta.unet.channel_mult)
     checks.refuse_input_as_output(out, checks.command_files(config, dataset, [p for p, _, _ in models.grids]))
     models.fast = gen.fast_path(info.device)
     models.denoiser = prepare_denoiser(models.denoiser, models.fast)  # once: compiled code and graphs are kept
@@ -177,6 +198,11 @@ def _generate(config, regression_path, diffusion_path, out: Path, times, dataset
              **({"corrdiff_mismatches": "; ".join(models.mismatches)} if models.mismatches else {})}
     # With --overwrite the new file is built beside `out` and renamed over it once complete.
     target = overwrite_path(out) if overwrite else out
+    try:
+        out.absolute().parent.mkdir(parents=True, exist_ok=True)  # as score, report and the baselines do
+    except OSError as err:
+        raise OutputError(f"--out {out}: cannot create its folder {out.absolute().parent} ({err}); "
+                          "choose another --out") from None
     # Ranks take every world_size-th time. NetCDF cannot take concurrent writers: each rank fills a part
     # file of its own times; a Zarr store is shared, each rank writing its own time chunks.
     mine = list(range(len(indices)))[info.rank :: info.world_size]

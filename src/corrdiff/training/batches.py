@@ -75,15 +75,17 @@ def collate(samples) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.stack([s.input for s in samples]), torch.stack([s.target for s in samples])
 
 
-def micro_batching(section: TrainSection, world_size: int) -> tuple[int, int]:
-    """(micro-batch size, accumulation steps) that give the global batch on `world_size` processes."""
+def micro_batching(section: TrainSection, world_size: int, kind: str = "training") -> tuple[int, int]:
+    """(micro-batch size, accumulation steps) that give the global batch on `world_size` processes; errors name
+    the keys of the `kind` section (regression, diffusion)."""
     per_rank, rest = divmod(section.batch_size, world_size)
     if rest:
-        raise ConfigError(f"batch_size {section.batch_size} is not divisible by the {world_size} processes")
+        raise ConfigError(f"{kind}.batch_size {section.batch_size} is not divisible by the {world_size} processes; "
+                          "choose a multiple of the number of processes")
     micro = section.batch_per_device or per_rank
     if per_rank % micro:
         raise ConfigError(
-            f"batch_per_device {micro} does not divide the per-process batch {per_rank} "
-            f"(batch_size {section.batch_size} over {world_size} processes)"
+            f"{kind}.batch_per_device {micro} does not divide the per-process batch {per_rank} "
+            f"({kind}.batch_size {section.batch_size} over {world_size} processes); choose a divisor of {per_rank}"
         )
     return micro, per_rank // micro

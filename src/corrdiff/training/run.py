@@ -23,6 +23,7 @@ from corrdiff.data import DownscalingDataset, load_spec, Normalization, PairedDa
 from corrdiff.distributed import broadcast_flag, DistInfo, init_distributed, shutdown
 from corrdiff.errors import CheckpointError, ConfigError, TrainingError
 from corrdiff.models import UNetConfig
+from corrdiff.training.batches import micro_batching
 from corrdiff.training.tasks import DiffusionTask, RegressionTask
 from corrdiff.training.trainer import Trainer
 
@@ -182,6 +183,7 @@ def run_training(kind: str, config: RunConfig, train_set: PairedDataset, val_set
     height, width = train_set.lat.shape
     unet = config.model.unet_config((height, width), len(train_set.input_channels), len(train_set.target_channels))
     check_settings(kind, section, unet, train_set.target_channels)
+    micro_batching(section, info.world_size, kind)  # before the run folder is made
     run_dir = Path(config.run_dir) / kind
     meta = CheckpointMeta(
         kind=kind, unet=unet, input_channels=train_set.input_channels, target_channels=train_set.target_channels,

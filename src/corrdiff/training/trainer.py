@@ -55,7 +55,7 @@ class Trainer:
             self.net.parameters(), lr=section.lr, betas=section.betas, weight_decay=section.weight_decay
         )
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: lr_factor(s, section))
-        self.micro, self.accum = micro_batching(section, info.world_size)
+        self.micro, self.accum = micro_batching(section, info.world_size, meta.kind)
         self.channel_weights = (
             torch.tensor(section.channel_weights, device=self.device) if section.channel_weights else None
         )

@@ -73,6 +73,8 @@ class CheckpointMeta:
     """Diffusion only: σ_data of the EDM preconditioning."""
     regression_checkpoint: RegressionRef | None = None
     """Diffusion only."""
+    patch_shape: tuple[int, int] | None = None
+    """Diffusion only: the (h, w) patches it was trained on (None: the whole domain); generation's default."""
     model_sha256: str | None = None
     """Hex SHA-256 of model.safetensors, verified on loading (None in checkpoints written before it was kept)."""
 
@@ -83,6 +85,8 @@ class CheckpointMeta:
             raise ValueError("a diffusion checkpoint needs sigma_data")
         object.__setattr__(self, "input_channels", tuple(self.input_channels))
         object.__setattr__(self, "target_channels", tuple(self.target_channels))
+        if self.patch_shape is not None:
+            object.__setattr__(self, "patch_shape", tuple(int(n) for n in self.patch_shape))
 
     def replace(self, **changes) -> "CheckpointMeta":
         """A copy with some fields changed."""
@@ -98,6 +102,7 @@ class CheckpointMeta:
             data["sigma_data"] = self.sigma_data
             data["regression_checkpoint"] = (dataclasses.asdict(self.regression_checkpoint)
                                              if self.regression_checkpoint else None)
+            data["patch_shape"] = list(self.patch_shape) if self.patch_shape else None
         data |= {"step": self.step, "val_loss": self.val_loss, "model_sha256": self.model_sha256}
         return json.dumps(data, indent=1)
 
@@ -118,7 +123,7 @@ class CheckpointMeta:
                 target_attrs=data.get("target_attrs") or {}, corrdiff_version=data.get("corrdiff_version", "?"),
                 step=int(data.get("step", 0)), val_loss=data.get("val_loss"), sigma_data=data.get("sigma_data"),
                 regression_checkpoint=RegressionRef(**reference) if reference else None,
-                model_sha256=data.get("model_sha256"),
+                model_sha256=data.get("model_sha256"), patch_shape=data.get("patch_shape"),
             )
         except KeyError as err:
             raise CheckpointError(f"{where}: not a corrdiff checkpoint description (no {err.args[0]!r})") from None

@@ -81,6 +81,25 @@ def check_grid(lat: np.ndarray, lon: np.ndarray, data_where: str, checkpoint_pat
                         f"on: max |Δlat| = {dlat:.3g}°, max |Δlon| = {dlon:.3g}°")
 
 
+def generation_patches(explicit: bool, configured, meta) -> tuple[int, int] | None:
+    """The patch shape to sample with: generate.patch_shape when set (`explicit`), else the one the diffusion
+    checkpoint was trained on. A network trained with global context must sample on its training patches:
+    resized to other patches (or to none, the whole domain) the context would mean something else."""
+    patch = tuple(configured) if explicit and configured else (None if explicit else meta.patch_shape)
+    if meta.unet.global_context:
+        trained = meta.patch_shape
+        if trained is None and patch is None:
+            raise ConfigError("generate.patch_shape: this diffusion network was trained on patches with global "
+                              "context, and its checkpoint does not say which; set generate.patch_shape to the "
+                              "training patch (diffusion.patch_shape of its run config)")
+        if trained is not None and patch != trained:
+            shown = "none (the whole domain)" if patch is None else f"{patch[0]}×{patch[1]}"
+            raise ConfigError(f"generate.patch_shape: {shown}, but this diffusion network was trained on "
+                              f"{trained[0]}×{trained[1]} patches with global context, which means a whole domain "
+                              f"resized to that patch; sample on {list(trained)} (the default: leave it unset)")
+    return patch
+
+
 def check_patches(patch_shape, overlap, grid_shape, channel_mult) -> None:
     """A ConfigError naming generate.patch_shape or generate.patch_overlap when the patches cannot tile the fine
     grid (H, W) or do not fit a network with `channel_mult` levels (sides multiples of 2^(levels-1))."""

@@ -180,6 +180,11 @@ def _generate(config, regression_path, diffusion_path, out: Path, times, dataset
     if dataset is None:
         dataset = open_inference_dataset(config, models.meta, gen.split, inputs, models.provenance["diffusion_checkpoint"])
     check_fits(models, dataset)
+    patch_shape = checks.generation_patches("patch_shape" in gen.model_fields_set, gen.patch_shape, models.meta)
+    if patch_shape != (tuple(gen.patch_shape) if gen.patch_shape else None):
+        # The checkpoint's training patches: the copy goes into the fingerprint and the recorded config.
+        gen = gen.model_copy(update={"patch_shape": patch_shape})
+        config = config.model_copy(update={"generate": gen})
     checks.check_patches(gen.patch_shape, gen.patch_overlap, dataset.lat.shape, models.meta.unet.channel_mult)
     checks.refuse_input_as_output(out, checks.command_files(config, dataset, [p for p, _, _ in models.grids]))
     models.fast = gen.fast_path(info.device)

@@ -190,6 +190,7 @@ def run_training(kind: str, config: RunConfig, train_set: PairedDataset, val_set
         target_attrs=dict(getattr(train_set, "target_attrs", {}) or {}), stats=train_set.stats,
         config=dump_config(config),
         sigma_data=config.diffusion.sigma_data if kind == "diffusion" else None,
+        patch_shape=section.patch_shape if kind == "diffusion" else None,
     )
     with exclusive(run_dir, info):
         root = run_dir / "checkpoints"

@@ -178,7 +178,7 @@ class GenerateSection(FastPathSection):
 
     members: int = Field(8, gt=0)
     seed: int = 0
-    member_batch: int | None = Field(None, gt=0, description="members denoised at once; default all")
+    member_batch: int | None = Field(None, gt=0, description="members denoised at once; default: all on a CPU, as many as fit on a GPU (halved on out-of-memory)")
     split: str = "test"
     format: Literal["netcdf", "zarr"] = "netcdf"
     patch_shape: tuple[int, int] | None = None

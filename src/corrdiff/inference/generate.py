@@ -114,6 +114,48 @@ def downscale(models: Models, condition: torch.Tensor, members: int, seed: int, 
     return mean, ensemble
 
 
+class MemberBatching:
+    """How many members the denoiser takes at once: `configured`, else all of them on a CPU, and on a GPU as many
+    as its free memory holds, measured at the first time (sampled one member at a time). Out of memory halves
+    the number and samples the time again (members depend on (seed, time, member) only, so nothing changes)."""
+
+    def __init__(self, configured: int | None, members: int, device: torch.device):
+        self.members, self.device = members, torch.device(device)
+        self.size = configured or (None if self.device.type == "cuda" else members)
+
+    def run(self, sample):
+        """`sample(batch_size)` -> its result, retried with half the batch on out-of-memory."""
+        while True:
+            measuring = self.size is None
+            try:
+                if measuring:
+                    torch.cuda.reset_peak_memory_stats(self.device)
+                    before = torch.cuda.memory_allocated(self.device)
+                result = sample(1 if measuring else self.size)
+                if measuring:
+                    per_member = max(torch.cuda.max_memory_allocated(self.device) - before, 1)
+                    free, _ = torch.cuda.mem_get_info(self.device)
+                    self.size = fitting_batch(free, per_member, self.members)
+                    log.info(f"generate: {self.size} member(s) at once fit the GPU's free memory "
+                             f"({per_member / 2**20:.0f} MiB each)")
+                return result
+            except torch.OutOfMemoryError:
+                current = 1 if measuring else self.size
+                if current <= 1:
+                    raise OutputError("out of GPU memory with one member at a time; use patches "
+                                      "(generate.patch_shape) or a device with more memory") from None
+                self.size = max(1, current // 2)
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+                log.warning(f"generate: out of memory with {current} members at once; retrying with {self.size} "
+                            "(set generate.member_batch to choose)")
+
+
+def fitting_batch(free_bytes: int, per_member_bytes: int, members: int, headroom: float = 0.8) -> int:
+    """Members that fit `headroom` of the free memory at `per_member_bytes` each: between 1 and `members`."""
+    return int(max(1, min(members, headroom * free_bytes // per_member_bytes)))
+
+
 def open_inference_dataset(config: RunConfig, meta: CheckpointMeta, split: str, inputs: list[str] | None = None,
                            checkpoint: str = "the diffusion checkpoint"):
     """The dataset to downscale: the run's data spec, without targets, normalised with the checkpoint's stats.
@@ -234,6 +276,7 @@ def _generate(config, regression_path, diffusion_path, out: Path, times, dataset
         patcher = PatchedDenoiser(tuple(dataset.lat.shape), tuple(gen.patch_shape), tuple(gen.patch_overlap),
                                   condition=models.condition)
     stats = models.meta.stats  # the checkpoint's own normalisation, never one the data carries
+    batching = MemberBatching(gen.member_batch, gen.members, info.device)
     todo = [(slot, k) for slot, k in zip(slots, mine) if not done[slot]]
     bar = tqdm(todo, desc="generate", unit="time", disable=not (progress and info.is_main))
     try:
@@ -243,7 +286,8 @@ def _generate(config, regression_path, diffusion_path, out: Path, times, dataset
             # Member m of a time depends on (seed, time, m) only: any selection of times gives the same fields.
             seconds = int(chosen_times[k].astype("datetime64[s]").astype("int64")) % 2**64
             time_seed = derive_seed(gen.seed, seconds)
-            mean, ensemble = downscale(models, condition, gen.members, time_seed, sampler, gen.member_batch, patcher)
+            mean, ensemble = batching.run(
+                lambda size: downscale(models, condition, gen.members, time_seed, sampler, size, patcher))
             writer.write(slot, stats.denormalize_target(ensemble).cpu().numpy(),
                          stats.denormalize_target(mean)[0].cpu().numpy())
     finally:

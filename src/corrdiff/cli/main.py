@@ -11,6 +11,7 @@ from corrdiff.cli.data import app as data_app
 from corrdiff.cli.errors import user_errors
 from corrdiff.cli.evaluation import baseline_app, report_command, score_command
 from corrdiff.cli.interop import export_command, import_app
+from corrdiff.cli.tune import tune_command
 
 app = typer.Typer(
     help="Generative km-scale downscaling with residual corrective diffusion (CorrDiff).",
@@ -26,6 +27,7 @@ app.add_typer(import_app, name="import")
 app.command("export")(export_command)
 app.command("score")(score_command)
 app.command("report")(report_command)
+app.command("tune")(tune_command)
 
 ConfigArg = Annotated[Path, typer.Argument(help="Run config (YAML): data spec, model, training, sampler, generation.")]
 SetOpt = Annotated[

@@ -1,7 +1,10 @@
-"""The EDM sampler (Karras et al. 2022, Algorithm 2): Heun's method with optional stochastic churn.
+"""Sampling the residual with the EDM family of solvers: settings, noise schedules, seeding, ensembles.
 
-Member k of an ensemble draws all of its noise from its own generator, seeded by (seed, k) alone
-(`corrdiff.seeding.member_generator`), so a member is the same whatever batch it is generated in.
+The solvers themselves (Heun, Euler, DPM-Solver++(2M) and its SDE variant) are in
+`corrdiff.diffusion.solvers`; this module chooses the noise levels, draws the noise and builds the ensemble.
+Member k of an ensemble draws all of its noise (the starting point, churn, SDE noise) from its own generator,
+seeded by (seed, k) alone (`corrdiff.seeding.member_generator`), so a member is the same whatever batch it is
+generated in, for every solver.
 """
 
 import math
@@ -10,35 +13,69 @@ from dataclasses import dataclass
 
 import torch
 
+from corrdiff.diffusion.solvers import CHURN_SOLVERS, network_evaluations, SOLVERS
+from corrdiff.errors import ConfigError
 from corrdiff.seeding import member_generator
 
 Denoise = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 """D(x, sigma) -> denoised x; x (batch, C, H, W), sigma (batch,). Conditioning is closed over."""
 
+SCHEDULES = ("karras", "loglinear")
+
 
 @dataclass(frozen=True)
 class SamplerConfig:
-    """Settings of the EDM sampler; S_churn = 0 gives the deterministic (probability-flow ODE) sampler.
+    """Settings of the sampler; the default is EDM's deterministic Heun sampler with 18 steps (35 evaluations).
 
-    Also the `sampler:` section of the run config: unknown keys are errors there.
+    Also the `sampler:` section of the run config: unknown keys are errors there. `corrdiff tune` measures
+    the choices on the validation split and recommends one (docs/sampling.md).
     """
 
     __pydantic_config__ = {"extra": "forbid"}  # read by pydantic when the run config is validated
 
+    solver: str = "heun"
+    """heun (Karras et al. 2022), euler, dpmpp_2m (DPM-Solver++(2M), Lu et al. 2022) or dpmpp_2m_sde."""
+    schedule: str = "karras"
+    """Noise levels from sigma_max down to sigma_min: karras (uniform in σ^(1/ρ)) or loglinear (in log σ)."""
     num_steps: int = 18
+    """Steps; network evaluations per sample: 2·num_steps − 1 for heun, num_steps for the others."""
     sigma_min: float = 0.002
     sigma_max: float = 800.0
     rho: float = 7.0
+    """ρ of the karras schedule (larger: more steps at small σ)."""
     S_churn: float = 0.0
+    """Stochastic churn (heun and euler only): 0 is deterministic given the seed."""
     S_min: float = 0.0
     S_max: float = float("inf")
     S_noise: float = 1.0
+    residual_scale: tuple[float, ...] = ()
+    """Per target channel factor s on the sampled residual r (member = μ + s·r), fitted by `corrdiff tune` to
+    calibrate the spread; () leaves every channel as sampled."""
 
     def __post_init__(self):
+        if self.solver not in SOLVERS:
+            raise ValueError(f"solver must be one of {sorted(SOLVERS)}, got {self.solver!r}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {list(SCHEDULES)}, got {self.schedule!r}")
         if self.num_steps < 1:
             raise ValueError(f"num_steps must be at least 1, got {self.num_steps}")
         if not 0 < self.sigma_min < self.sigma_max:
             raise ValueError(f"need 0 < sigma_min < sigma_max, got {self.sigma_min} and {self.sigma_max}")
+        if self.rho <= 0:
+            raise ValueError(f"rho must be positive, got {self.rho}")
+        if self.S_churn < 0 or self.S_noise < 0:
+            raise ValueError(f"S_churn and S_noise must be at least 0, got {self.S_churn} and {self.S_noise}")
+        if self.S_churn > 0 and self.solver not in CHURN_SOLVERS:
+            raise ValueError(f"S_churn applies to the solvers {list(CHURN_SOLVERS)}, not {self.solver!r}; "
+                             "set S_churn: 0 (dpmpp_2m_sde is stochastic by itself)")
+        if any(not (s > 0 and math.isfinite(s)) for s in self.residual_scale):
+            raise ValueError(f"residual_scale must hold positive finite numbers, got {list(self.residual_scale)}")
+        object.__setattr__(self, "residual_scale", tuple(float(s) for s in self.residual_scale))
+
+    @property
+    def network_evaluations(self) -> int:
+        """Denoiser calls per sample (NFE): 2·num_steps − 1 for heun, num_steps for the others."""
+        return network_evaluations(self.solver, self.num_steps)
 
 
 def karras_sigmas(config: SamplerConfig, device=None) -> torch.Tensor:
@@ -48,6 +85,20 @@ def karras_sigmas(config: SamplerConfig, device=None) -> torch.Tensor:
     span = max(config.num_steps - 1, 1)
     sigmas = (config.sigma_max**inv_rho + steps / span * (config.sigma_min**inv_rho - config.sigma_max**inv_rho)) ** config.rho
     return torch.cat([sigmas, torch.zeros(1, dtype=torch.float64, device=device)])
+
+
+def loglinear_sigmas(config: SamplerConfig, device=None) -> torch.Tensor:
+    """Noise levels spaced uniformly in log σ from sigma_max to sigma_min, with σ_N = 0 appended: (num_steps + 1,)."""
+    steps = torch.arange(config.num_steps, dtype=torch.float64, device=device)
+    span = max(config.num_steps - 1, 1)
+    log_max, log_min = math.log(config.sigma_max), math.log(config.sigma_min)
+    sigmas = torch.exp(log_max + steps / span * (log_min - log_max))
+    return torch.cat([sigmas, torch.zeros(1, dtype=torch.float64, device=device)])
+
+
+def sigma_schedule(config: SamplerConfig, device=None) -> torch.Tensor:
+    """The noise levels of `config.schedule`, σ_N = 0 included: (num_steps + 1,), float64."""
+    return karras_sigmas(config, device) if config.schedule == "karras" else loglinear_sigmas(config, device)
 
 
 def _randn(shape: Sequence[int], generators: list[torch.Generator], device) -> torch.Tensor:
@@ -65,38 +116,26 @@ def edm_sample(
     generators: list[torch.Generator] | None = None,
     latents: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Draw one sample per member with the EDM Heun sampler: (len(members), *shape), float32.
+    """Draw one sample per member with the solver and schedule of `config`: (len(members), *shape), float32.
 
     `shape` is (C, H, W) of one sample; members are integer ids (member k of a seed is reproducible).
     `latents` (len(members), *shape), standard normal, replaces the members' first draw if given.
+    `config.residual_scale` is not applied here (it belongs to the ensemble: `sample_ensemble`).
     """
     device = torch.device(device) if device is not None else torch.device("cpu")
     if generators is None:
         generators = [member_generator(seed, k, device) for k in members]
-    sigma_list = karras_sigmas(config).tolist()  # on the host: the step logic branches on them, no device syncs
-    batch = len(generators)
+    sigma_list = sigma_schedule(config).tolist()  # on the host: the step logic branches on them, no device syncs
     if latents is None:
         latents = _randn(shape, generators, device)
-    x_next = latents.to(device=device, dtype=torch.float64) * sigma_list[0]
-    gamma_max = min(config.S_churn / config.num_steps, math.sqrt(2) - 1)
-    for i in range(config.num_steps):
-        t_cur, t_next = sigma_list[i], sigma_list[i + 1]
-        x_cur = x_next
-        gamma = gamma_max if config.S_min <= t_cur <= config.S_max else 0.0
-        t_hat = t_cur * (1 + gamma)
-        if gamma > 0:
-            churn = _randn(shape, generators, device).to(torch.float64)
-            x_hat = x_cur + math.sqrt(t_hat**2 - t_cur**2) * config.S_noise * churn
-        else:
-            x_hat = x_cur
-        denoised = denoise(x_hat.to(torch.float32), torch.full((batch,), t_hat, device=device)).to(torch.float64)
-        d_cur = (x_hat - denoised) / t_hat
-        x_next = x_hat + (t_next - t_hat) * d_cur
-        if i < config.num_steps - 1:  # Heun correction, skipped on the last step to σ = 0
-            denoised = denoise(x_next.to(torch.float32), torch.full((batch,), t_next, device=device)).to(torch.float64)
-            d_prime = (x_next - denoised) / t_next
-            x_next = x_hat + (t_next - t_hat) * (0.5 * d_cur + 0.5 * d_prime)
-    return x_next.to(torch.float32)
+    x = latents.to(device=device, dtype=torch.float64) * sigma_list[0]
+    noise = lambda: _randn(shape, generators, device)  # noqa: E731 - every draw from the members' own streams
+    solver = SOLVERS[config.solver]
+    if config.solver in CHURN_SOLVERS:
+        x = solver(denoise, x, sigma_list, noise, config.S_churn, config.S_min, config.S_max, config.S_noise)
+    else:
+        x = solver(denoise, x, sigma_list, noise)
+    return x.to(torch.float32)
 
 
 def sample_ensemble(
@@ -109,7 +148,7 @@ def sample_ensemble(
     batch_size: int | None = None,
     patcher=None,
 ) -> torch.Tensor:
-    """CorrDiff ensemble μ + r for one time: (len(members), C, H, W).
+    """CorrDiff ensemble μ + s·r for one time: (len(members), C, H, W); s is `config.residual_scale` (1 if ()).
 
     `mean` (1, C, H, W) is the regression prediction μ, `condition` (1, C_cond, H, W) the diffusion
     condition; members are generated `batch_size` at a time (all at once by default). With a
@@ -119,6 +158,7 @@ def sample_ensemble(
     device = mean.device
     members = list(members)
     batch_size = batch_size or len(members)
+    scale = residual_scale(config, mean.shape[1], device)
     outputs = []
     for start in range(0, len(members), batch_size):
         chunk = members[start : start + batch_size]
@@ -130,5 +170,15 @@ def sample_ensemble(
             return denoiser(x, sigma, cond)
 
         residual = edm_sample(denoise, mean.shape[1:], chunk, seed, config, device)
-        outputs.append(mean + residual)
+        outputs.append(mean + residual if scale is None else mean + scale * residual)
     return torch.cat(outputs)
+
+
+def residual_scale(config: SamplerConfig, channels: int, device=None) -> torch.Tensor | None:
+    """`config.residual_scale` as a (1, C, 1, 1) tensor, or None when it is (); a ConfigError if it has not C values."""
+    if not config.residual_scale:
+        return None
+    if len(config.residual_scale) != channels:
+        raise ConfigError(f"sampler.residual_scale has {len(config.residual_scale)} values for {channels} target "
+                         "channels; give one per channel (or [] for none)")
+    return torch.tensor(config.residual_scale, dtype=torch.float32, device=device).reshape(1, -1, 1, 1)

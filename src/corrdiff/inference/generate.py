@@ -19,7 +19,7 @@ from corrdiff.config import dump_config, RunConfig
 from corrdiff.data import DownscalingDataset, load_spec
 from corrdiff.diffusion import DiffusionCondition, PatchedDenoiser, SamplerConfig, sample_ensemble
 from corrdiff.distributed import barrier, DistInfo, init_distributed, shutdown
-from corrdiff import ensemble_file
+from corrdiff import ensemble_file, sampler_file
 from corrdiff.ensemble_file import FLAG
 from corrdiff.errors import ConfigError, DataError, OutputError
 from corrdiff.inference import checks
@@ -219,6 +219,12 @@ def _generate(config, regression_path, diffusion_path, out: Path, times, dataset
     if overwrite:
         check_replaceable(out)
     models = load_models(regression_path, diffusion_path, info.device, allow_mismatch)
+    if "sampler" not in config.model_fields_set:  # no sampler section in the config: the tuned one, if any
+        tuned = sampler_file.recommended_sampler(config.run_dir, models.provenance["diffusion_checkpoint_sha256"])
+        if tuned is not None:
+            log.info(f"sampler: {sampler_file.path_in(config.run_dir)} ({tuned.solver}, "
+                     f"{tuned.network_evaluations} network evaluations)")
+            config = config.model_copy(update={"sampler": tuned})
     if dataset is None:
         dataset = open_inference_dataset(config, models.meta, gen.split, inputs, models.provenance["diffusion_checkpoint"])
     check_fits(models, dataset)

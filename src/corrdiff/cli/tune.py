@@ -1,0 +1,98 @@
+"""`corrdiff tune`: parse, call `corrdiff.tuning.tune`, print the table. The main CLI registers `tune_command`."""
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from corrdiff.cli.errors import user_errors
+
+DEFAULT_SOLVERS = ["heun", "euler", "dpmpp_2m", "dpmpp_2m_sde"]  # corrdiff.tuning.SOLVERS, without importing torch
+DEFAULT_NFE = [5, 7, 9, 11, 15, 23, 35]
+
+
+@user_errors
+def tune_command(
+    config: Annotated[Path, typer.Argument(help="Run config (YAML) of a trained run.")],
+    split: Annotated[str, typer.Option(help="Dataset split scored (it needs targets).")] = "validation",
+    members: Annotated[int, typer.Option(help="Ensemble members per time.")] = 8,
+    times: Annotated[int, typer.Option("--times", help="Evenly spaced times of the split scored (0: all).")] = 8,
+    solver: Annotated[list[str] | None, typer.Option("--solver", help="Solver to measure (repeatable); default: "
+                      "heun, euler, dpmpp_2m, dpmpp_2m_sde.")] = None,
+    nfe: Annotated[list[int] | None, typer.Option("--nfe", help="Network evaluations per member (repeatable); each "
+                   "solver gets the most steps within it. Default: 5 7 9 11 15 23 35.")] = None,
+    churn: Annotated[list[float] | None, typer.Option("--churn", help="S_churn for heun and euler (repeatable); "
+                     "default: 0. S_min, S_max, S_noise come from the config's sampler section.")] = None,
+    schedule: Annotated[list[str] | None, typer.Option("--schedule", help="karras or loglinear (repeatable); "
+                        "default: the config's.")] = None,
+    tolerance: Annotated[float, typer.Option(help="Recommend the cheapest setting within this fraction of the "
+                         "best CRPS.")] = 0.01,
+    calibrate: Annotated[bool, typer.Option("--calibrate/--no-calibrate", help="Fit a per-channel residual "
+                         "factor that brings spread/skill towards 1 without worsening CRPS.")] = True,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Folder for tune.csv, tune.nc, tune.png and "
+                   "sampler.yaml; default: <run_dir>/tune/ and <run_dir>/sampler.yaml (where generate finds "
+                   "it).")] = None,
+    checkpoint_regression: Annotated[Path | None, typer.Option(help="Default: <run_dir>/regression.")] = None,
+    checkpoint_diffusion: Annotated[Path | None, typer.Option(help="Default: <run_dir>/diffusion.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed (default: generate.seed); members as generate draws "
+                    "them.")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace the outputs of an earlier tune.")] = False,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a config value (repeatable).")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Measure samplers (solver x network evaluations x churn) on held-out data: CRPS, MAE, spread/skill, power
+    at the smallest scales and seconds per member; recommend the cheapest within --tolerance of the best CRPS
+    (written to sampler.yaml, which generate uses when the config has no sampler section)."""
+    from rich.console import Console
+
+    from corrdiff.config import load_config
+    from corrdiff.tuning import tune
+
+    overrides = list(set_ or []) + ([f"generate.seed={seed}"] if seed is not None else [])
+    cfg = load_config(config, overrides)
+    run_dir = Path(cfg.run_dir)
+    result = tune(cfg, checkpoint_regression or run_dir / "regression", checkpoint_diffusion or run_dir / "diffusion",
+                  out_dir=out, recommendation_path=out / "sampler.yaml" if out is not None else None, split=split,
+                  members=members, times=times, solvers=solver or DEFAULT_SOLVERS, nfe=nfe or DEFAULT_NFE,
+                  churn=churn or [0.0], schedules=schedule or None, tolerance=tolerance, calibration=calibrate,
+                  progress=not quiet, overwrite=overwrite)
+    console = Console()
+    console.print(rich_table(result))
+    recommended = result.recommendation
+    change = 100 * (recommended.tuning["crps_norm"] / recommended.tuning["best_crps_norm"] - 1)
+    console.print(f"recommended: {recommended.tuning['setting']}: CRPS {change:+.2f}% from the best "
+                  f"({recommended.tuning['best']})", markup=False)
+    if recommended.sampler.residual_scale:
+        pairs = zip(recommended.target_channels, recommended.sampler.residual_scale)
+        scales = ", ".join(f"{c} {s:g}" for c, s in pairs)
+        console.print(f"calibration: residual_scale {scales}", markup=False)
+    for path in result.paths:
+        typer.echo(f"written: {path}")
+
+
+def rich_table(result):
+    """The combined scores, one row per setting; the recommended row in bold, the best CRPS starred. Columns
+    that hold one value for every setting (schedule, churn) are left out: the table fits 80 columns."""
+    from rich import box
+    from rich.table import Table
+
+    table = result.table
+    varying = {name: len(set(table[name].values.tolist())) > 1 for name in ("schedule", "S_churn")}
+    view = Table(title=f"samplers on {table.attrs['split']}: {table.attrs['times']} times, "
+                       f"{table.attrs['members']} members", box=box.SIMPLE_HEAD,
+                 caption="CRPS, MAE: mean over channels of the score / truth std; power: predicted / true at "
+                         "wavelengths of 2-4 grid spacings")
+    columns = ["solver"] + [title for title, name in (("schedule", "schedule"), ("churn", "S_churn")) if varying[name]]
+    for title in columns + ["steps", "NFE", "CRPS", "MAE", "spread/\nskill", "power\n2-4Δ", "s per\nmember"]:
+        view.add_column(title, justify="left" if title in ("solver", "schedule") else "right", no_wrap=True)
+    for i in range(table.sizes["setting"]):
+        row = table.isel(setting=i)
+        cells = [str(row["solver"].values)]
+        cells += [str(row["schedule"].values)] if varying["schedule"] else []
+        cells += [f"{float(row['S_churn']):g}"] if varying["S_churn"] else []
+        cells += [str(int(row["num_steps"])), str(int(row["network_evaluations"])),
+                  f"{float(row['crps_norm']):.4f}" + ("*" if i == result.best else ""), f"{float(row['mae_norm']):.4f}",
+                  f"{float(row['spread_skill_mean']):.3f}", f"{float(row['power_ratio_mean']):.3g}",
+                  f"{float(row['seconds_per_member']):.3g}"]
+        view.add_row(*cells, style="bold" if i == result.chosen else None)
+    return view

@@ -1,0 +1,136 @@
+"""Integrators of the EDM probability-flow ODE dx/dσ = (x − D(x, σ))/σ (and its SDE), on a given σ grid.
+
+Every solver takes the starting point x (batch, C, H, W) float64 at σ_0, the noise levels
+σ_0 > … > σ_{N−1} > σ_N = 0 as host floats, the denoiser D, and a `noise()` that draws standard-normal
+noise of x's shape from the members' own generators (`corrdiff.diffusion.sampler` builds it); it gives
+back x at σ = 0, float64. Network evaluations (NFE) for N steps: Heun 2N − 1 (its last step, to σ = 0,
+is an Euler step), the others N.
+
+- `heun`: Karras et al. 2022, Algorithm 2 (second order; S_churn > 0 adds their stochastic churn).
+- `euler`: the same without the correction (first order; churn as in Heun). In EDM's parameterisation
+  (x = y + σn) an Euler step in σ is also DDIM and DPM-Solver++(1).
+- `dpmpp_2m`: DPM-Solver++(2M), Lu et al. 2022 (Algorithm 2): exponential integrator in λ = −log σ for the
+  data prediction D, second order by reusing the previous step's D (one evaluation per step).
+- `dpmpp_2m_sde`: its SDE variant (Lu et al. 2022, SDE-DPM-Solver++(2M)): the same multistep correction on the
+  reverse SDE, which injects fresh noise at every step.
+
+The first step of the multistep solvers (no previous D) and their last step (to σ = 0, where λ is infinite)
+are first order; the last step of every solver returns D(x, σ_{N−1}).
+"""
+
+import math
+from collections.abc import Callable
+
+import torch
+
+Denoise = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+Noise = Callable[[], torch.Tensor]
+
+
+def _denoised(denoise: Denoise, x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """D(x, σ) in float64 for x float64; the network sees float32 and one σ per sample."""
+    sigma_batch = torch.full((x.shape[0],), sigma, device=x.device)
+    return denoise(x.to(torch.float32), sigma_batch).to(torch.float64)
+
+
+def _churned(x: torch.Tensor, sigma: float, gamma: float, S_noise: float,
+             noise: Noise) -> tuple[torch.Tensor, float]:
+    """Karras et al.'s churn, (x̂, σ̂): x raised from σ to σ̂ = σ(1 + γ) with fresh noise; γ = 0: x unchanged."""
+    sigma_hat = sigma * (1 + gamma)
+    if gamma <= 0:
+        return x, sigma_hat
+    return x + math.sqrt(sigma_hat**2 - sigma**2) * S_noise * noise().to(torch.float64), sigma_hat
+
+
+def _gamma(sigma: float, steps: int, S_churn: float, S_min: float, S_max: float) -> float:
+    """The churn of one step: min(S_churn/N, √2 − 1) inside [S_min, S_max], else 0."""
+    return min(S_churn / steps, math.sqrt(2) - 1) if S_min <= sigma <= S_max else 0.0
+
+
+def heun(denoise: Denoise, x: torch.Tensor, sigmas: list[float], noise: Noise, S_churn: float = 0.0,
+         S_min: float = 0.0, S_max: float = float("inf"), S_noise: float = 1.0) -> torch.Tensor:
+    """x at σ = 0 by Heun's method with churn (Karras et al. 2022, Algorithm 2): 2N − 1 evaluations."""
+    steps = len(sigmas) - 1
+    gamma_max = min(S_churn / steps, math.sqrt(2) - 1)
+    x_next = x
+    for i in range(steps):
+        t_cur, t_next = sigmas[i], sigmas[i + 1]
+        gamma = gamma_max if S_min <= t_cur <= S_max else 0.0
+        x_hat, t_hat = _churned(x_next, t_cur, gamma, S_noise, noise)
+        d_cur = (x_hat - _denoised(denoise, x_hat, t_hat)) / t_hat
+        x_next = x_hat + (t_next - t_hat) * d_cur
+        if i < steps - 1:  # Heun correction, skipped on the last step to σ = 0
+            d_prime = (x_next - _denoised(denoise, x_next, t_next)) / t_next
+            x_next = x_hat + (t_next - t_hat) * (0.5 * d_cur + 0.5 * d_prime)
+    return x_next
+
+
+def euler(denoise: Denoise, x: torch.Tensor, sigmas: list[float], noise: Noise, S_churn: float = 0.0,
+          S_min: float = 0.0, S_max: float = float("inf"), S_noise: float = 1.0) -> torch.Tensor:
+    """x at σ = 0 by Euler's method in σ, with the same churn as `heun`: N evaluations."""
+    steps = len(sigmas) - 1
+    for i in range(steps):
+        gamma = _gamma(sigmas[i], steps, S_churn, S_min, S_max)
+        x_hat, t_hat = _churned(x, sigmas[i], gamma, S_noise, noise)
+        x = x_hat + (sigmas[i + 1] - t_hat) * (x_hat - _denoised(denoise, x_hat, t_hat)) / t_hat
+    return x
+
+
+def dpmpp_2m(denoise: Denoise, x: torch.Tensor, sigmas: list[float], noise: Noise | None = None) -> torch.Tensor:
+    """x at σ = 0 by DPM-Solver++(2M) (Lu et al. 2022): N evaluations; `noise` is not used (deterministic).
+
+    With h = λ_{i+1} − λ_i, λ = −log σ, and r = h_{i−1}/h_i, one step is
+        x_{i+1} = (σ_{i+1}/σ_i) x_i + (1 − e^{−h}) ((1 + 1/(2r)) D_i − D_{i−1}/(2r)).
+    """
+    previous, h_previous = None, None
+    for i in range(len(sigmas) - 1):
+        sigma, sigma_next = sigmas[i], sigmas[i + 1]
+        denoised = _denoised(denoise, x, sigma)
+        if sigma_next == 0:
+            return denoised  # λ = ∞: the exponential integrator lands on D
+        h = math.log(sigma / sigma_next)
+        estimate = denoised
+        if previous is not None:
+            half_over_r = h / (2 * h_previous)
+            estimate = (1 + half_over_r) * denoised - half_over_r * previous
+        x = (sigma_next / sigma) * x - math.expm1(-h) * estimate
+        previous, h_previous = denoised, h
+    return x
+
+
+def dpmpp_2m_sde(denoise: Denoise, x: torch.Tensor, sigmas: list[float], noise: Noise) -> torch.Tensor:
+    """x at σ = 0 by SDE-DPM-Solver++(2M) (Lu et al. 2022): N evaluations, fresh noise at every step but the last.
+
+    With h and r as in `dpmpp_2m`, one step is
+        x_{i+1} = e^{−2h} x_i + (1 − e^{−2h}) ((1 + 1/(2r)) D_i − D_{i−1}/(2r))
+                  + σ_{i+1} sqrt(1 − e^{−2h}) n.
+    """
+    previous, h_previous = None, None
+    for i in range(len(sigmas) - 1):
+        sigma, sigma_next = sigmas[i], sigmas[i + 1]
+        denoised = _denoised(denoise, x, sigma)
+        if sigma_next == 0:
+            return denoised
+        h = math.log(sigma / sigma_next)
+        estimate = denoised
+        if previous is not None:
+            half_over_r = h / (2 * h_previous)
+            estimate = (1 + half_over_r) * denoised - half_over_r * previous
+        decay = -math.expm1(-2 * h)  # 1 − e^{−2h}
+        x = math.exp(-2 * h) * x + decay * estimate + sigma_next * math.sqrt(decay) * noise().to(torch.float64)
+        previous, h_previous = denoised, h
+    return x
+
+
+SOLVERS = {"heun": heun, "euler": euler, "dpmpp_2m": dpmpp_2m, "dpmpp_2m_sde": dpmpp_2m_sde}
+CHURN_SOLVERS = ("heun", "euler")  # the solvers that take S_churn, S_min, S_max, S_noise
+
+
+def network_evaluations(solver: str, steps: int) -> int:
+    """Denoiser calls of one sample with `steps` steps: 2N − 1 for Heun, N for the others."""
+    return 2 * steps - 1 if solver == "heun" else steps
+
+
+def steps_for(solver: str, nfe: int) -> int:
+    """The most steps whose evaluations do not exceed `nfe` (at least 1)."""
+    return max((nfe + 1) // 2 if solver == "heun" else nfe, 1)

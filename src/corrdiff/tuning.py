@@ -1,0 +1,394 @@
+"""`corrdiff tune`: the cost/skill trade-off of the samplers, measured on held-out data, and a recommendation.
+
+For every setting of a grid (solver × network evaluations × churn × schedule) the ensemble of `members` members
+is generated for `times` evenly spaced times of a split (validation by default) with the seeds generation
+would use, so every setting sees the same starting noise (common random numbers: differences between settings
+are the solvers', not the draws'). Each is scored per channel in physical units against the truth:
+
+    CRPS, MAE of the ensemble mean, spread/skill (`corrdiff.evaluation.metrics`), and the power ratio in the
+    smallest octave, wavelengths 2–4 grid spacings (`corrdiff.evaluation.spectra`; the members' mean power
+    over the truth's), and the wall-clock seconds per member (regression included, one pass per time; the
+    median over times, after one untimed warm-up pass).
+
+Channels are combined by `crps_norm`, the mean over channels of CRPS / (the truth's standard deviation over
+the scored pixels), and likewise `mae_norm`. The recommendation is the cheapest setting (fewest network
+evaluations, then lowest CRPS) whose `crps_norm` is within `tolerance` (1%) of the best. Calibration then fits
+one factor s per channel on the residual of the recommended setting's members (member = μ + s·r, so a member
+still depends on its own seed only): among the s on a grid whose CRPS is no worse than s = 1, the one whose
+spread/skill is nearest 1. It is fitted and scored on the same times, so its gain is an in-sample estimate.
+"""
+
+import dataclasses
+import time as clock
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display; before pyplot is imported
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import xarray as xr  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from corrdiff import sampler_file  # noqa: E402
+from corrdiff.config import RunConfig  # noqa: E402
+from corrdiff.data import DownscalingDataset, load_spec  # noqa: E402
+from corrdiff.diffusion import PatchedDenoiser  # noqa: E402
+from corrdiff.diffusion.sampler import SamplerConfig  # noqa: E402
+from corrdiff.diffusion.solvers import CHURN_SOLVERS, steps_for  # noqa: E402
+from corrdiff.distributed import pick_device  # noqa: E402
+from corrdiff.errors import ConfigError, OutputError  # noqa: E402
+from corrdiff.evaluation.metrics import field_sums, scores_from_sums, STATS  # noqa: E402
+from corrdiff.evaluation.spectra import isotropic_power, smallest_octave_power_ratio, wavenumbers  # noqa: E402
+from corrdiff.inference import checks, downscale, load_models  # noqa: E402
+from corrdiff.inference.generate import check_fits, MemberBatching  # noqa: E402
+from corrdiff.perf import prepare_denoiser  # noqa: E402
+from corrdiff.seeding import derive_seed  # noqa: E402
+
+SOLVERS = ("heun", "euler", "dpmpp_2m", "dpmpp_2m_sde")
+NFE = (5, 7, 9, 11, 15, 23, 35)
+CHURN = (0.0,)
+SCALES = np.round(np.arange(0.5, 3.0001, 0.05), 2)  # calibration factors tried
+OUTPUTS = ("tune.csv", "tune.nc", "tune.png")
+PER_CHANNEL = ("crps", "mae", "rmse", "spread", "spread_skill", "power_ratio")
+
+
+def sampler_grid(base: SamplerConfig, solvers=SOLVERS, nfe=NFE, churn=CHURN, schedules=None) -> list[SamplerConfig]:
+    """The settings to measure: `base` with each solver, schedule, step count (the most steps within each NFE)
+    and churn (heun and euler only; the others are measured once, without). Duplicates are dropped."""
+    settings = []
+    for solver in solvers:
+        for schedule in schedules or (base.schedule,):
+            for evaluations in sorted(nfe):
+                for s_churn in churn if solver in CHURN_SOLVERS else (0.0,):
+                    try:
+                        setting = dataclasses.replace(base, solver=solver, schedule=schedule, S_churn=float(s_churn),
+                                                      num_steps=steps_for(solver, evaluations), residual_scale=())
+                    except ValueError as err:
+                        raise ConfigError(f"tune: {err}") from None
+                    if setting not in settings:
+                        settings.append(setting)
+    return settings
+
+
+@dataclass
+class Truth:
+    """The scored times: inputs (normalised, (1, C_in, H, W) each), truth (time, C, H, W) in physical units."""
+
+    times: np.ndarray
+    conditions: list[torch.Tensor]
+    truth: np.ndarray
+    seeds: list[int]
+    scale: np.ndarray
+    """(C,) the truth's standard deviation per channel: divides CRPS and MAE to combine channels."""
+
+
+def scored_times(dataset, count: int, seed: int, device) -> Truth:
+    """`count` evenly spaced times of `dataset` (0: all), with their generation seeds and physical truth."""
+    total = len(dataset)
+    if total == 0:
+        raise ConfigError("tune: the split has no times")
+    indices = np.unique(np.linspace(0, total - 1, min(count, total) if count else total).round().astype(int))
+    conditions, truth, times, seeds = [], [], [], []
+    for index in indices:
+        sample = dataset[int(index)]
+        if sample.target is None:
+            raise ConfigError("tune: the dataset has no targets to score against")
+        conditions.append(sample.input[None].to(device))
+        truth.append(dataset.stats.denormalize_target(sample.target[None])[0].numpy())
+        stamp = np.datetime64(sample.time, "ns")
+        times.append(stamp)
+        seconds = int(stamp.astype("datetime64[s]").astype("int64")) % 2**64
+        seeds.append(derive_seed(seed, seconds))  # as generation seeds a time: members equal generate's
+    truth = np.stack(truth).astype(np.float32)
+    return Truth(np.array(times), conditions, truth, seeds, np.nanstd(truth, axis=(0, 2, 3)))
+
+
+class Scores:
+    """Per-channel sums over times of an ensemble's scores, and the power spectra of members and truth."""
+
+    def __init__(self, channels: int, members: int, shape: tuple[int, int]):
+        self.members = members
+        self.sums = np.zeros((channels, STATS + members + 1))
+        self.wavenumber = wavenumbers(shape, 1.0)  # the octave is relative to Nyquist: any spacing gives the ratio
+        self.power = np.zeros((channels, self.wavenumber.size))
+        self.true_power = np.zeros_like(self.power)
+
+    def add(self, ensemble: np.ndarray, truth: np.ndarray, rng_key: int) -> None:
+        """Add one time: ensemble (member, C, H, W) and truth (C, H, W), physical units."""
+        for c in range(truth.shape[0]):
+            rng = np.random.default_rng([rng_key, c])
+            self.sums[c] += field_sums(ensemble[:, c], truth[c], rng)
+        self.power += isotropic_power(ensemble, 1.0).mean(axis=0)
+        self.true_power += isotropic_power(truth, 1.0)
+
+    def result(self) -> dict[str, np.ndarray]:
+        """(C,) arrays: crps, mae, rmse, spread, spread_skill, power_ratio."""
+        scores = scores_from_sums(self.sums, self.members)
+        scores["power_ratio"] = np.array([smallest_octave_power_ratio(p, t, self.wavenumber, 1.0)
+                                          for p, t in zip(self.power, self.true_power)])
+        return {k: np.asarray(scores[k], dtype=np.float64) for k in PER_CHANNEL}
+
+
+@dataclass
+class Run:
+    """What generating with one setting needs besides the setting."""
+
+    models: object  # corrdiff.inference.generate.Models
+    truth: Truth
+    members: int
+    batching: MemberBatching  # members at once, as generation chooses them
+    patcher: PatchedDenoiser | None
+
+
+def measure(run: Run, sampler: SamplerConfig, bar=None, keep: bool = False):
+    """Scores of `sampler` over the run's times, seconds per member (the median over times: robust to other
+    work on a shared machine), and (with `keep`) the normalised (mean, ensemble) of each time for calibration."""
+    stats = run.models.meta.stats
+    truth = run.truth.truth
+    scores = Scores(truth.shape[1], run.members, truth.shape[2:])
+    seconds, kept = [], []
+    for t, (condition, seed) in enumerate(zip(run.truth.conditions, run.truth.seeds)):
+        start = clock.perf_counter()
+        mean, ensemble = run.batching.run(
+            lambda size: downscale(run.models, condition, run.members, seed, sampler, size, run.patcher))
+        mean, ensemble = mean.cpu(), ensemble.cpu()  # waits for the device: the time is the work's
+        seconds.append(clock.perf_counter() - start)
+        scores.add(stats.denormalize_target(ensemble).numpy(), truth[t], t)
+        if keep:
+            kept.append((mean, ensemble))
+        if bar is not None:
+            bar.update()
+    return scores.result(), float(np.median(seconds)) / run.members, kept
+
+
+def choose(table: xr.Dataset, tolerance: float) -> int:
+    """The index of the cheapest setting (fewest evaluations, then lowest CRPS) within `tolerance` of the best."""
+    crps = table["crps_norm"].values
+    if not np.isfinite(crps).any():
+        raise ConfigError("tune: no setting gave a finite CRPS")
+    ok = np.flatnonzero(crps <= np.nanmin(crps) * (1 + tolerance))
+    return int(min(ok, key=lambda i: (int(table["network_evaluations"][i]), crps[i])))
+
+
+def calibrate(kept: list, truth: np.ndarray, stats, scales=SCALES) -> xr.Dataset:
+    """Per-channel residual factors (see the module docstring) and the scores before and after, as a Dataset.
+
+    `kept` holds the normalised (mean (1, C, H, W), ensemble (member, C, H, W)) of each time of `truth`
+    (time, C, H, W), physical units; `stats` (a Normalization) denormalises the scaled members.
+    """
+    channels, members = truth.shape[1], kept[0][1].shape[0]
+    curves = {k: np.zeros((len(scales), channels)) for k in PER_CHANNEL}
+    for i, scale in enumerate(scales):
+        scores = Scores(channels, members, truth.shape[2:])
+        for t, (mean, ensemble) in enumerate(kept):
+            scaled = mean + float(scale) * (ensemble - mean)
+            scores.add(stats.denormalize_target(scaled).numpy(), truth[t], t)
+        for k, v in scores.result().items():
+            curves[k][i] = v
+    one = int(np.argmin(np.abs(scales - 1.0)))
+    chosen = []
+    for c in range(channels):
+        ok = np.flatnonzero(curves["crps"][:, c] <= curves["crps"][one, c])
+        chosen.append(int(ok[np.argmin(np.abs(curves["spread_skill"][ok, c] - 1.0))]))
+    pick = lambda k: np.array([curves[k][i, c] for c, i in enumerate(chosen)])  # noqa: E731
+    data = {"residual_scale": (("channel",), scales[chosen].astype(np.float64))}
+    for k in PER_CHANNEL:
+        data[f"calibration_{k}"] = (("scale", "channel"), curves[k])
+        data[f"{k}_before"] = (("channel",), curves[k][one])
+        data[f"{k}_after"] = (("channel",), pick(k))
+    return xr.Dataset(data, coords={"scale": scales})
+
+
+def build_table(settings: list[SamplerConfig], results: list, seconds: list, truth: Truth, channels) -> xr.Dataset:
+    """The measured grid as a Dataset: per-channel scores (setting, channel), combined scores (setting)."""
+    per_channel = {k: np.stack([r[k] for r in results]) for k in PER_CHANNEL}
+    data = {k: (("setting", "channel"), v) for k, v in per_channel.items()}
+    data["seconds_per_member"] = (("setting",), np.array(seconds))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        data["crps_norm"] = (("setting",), (per_channel["crps"] / truth.scale).mean(axis=1))
+        data["mae_norm"] = (("setting",), (per_channel["mae"] / truth.scale).mean(axis=1))
+    data["spread_skill_mean"] = (("setting",), per_channel["spread_skill"].mean(axis=1))
+    data["power_ratio_mean"] = (("setting",), per_channel["power_ratio"].mean(axis=1))
+    coords = {"setting": np.arange(len(settings)), "channel": list(channels),
+              "solver": ("setting", [s.solver for s in settings]),
+              "schedule": ("setting", [s.schedule for s in settings]),
+              "num_steps": ("setting", [s.num_steps for s in settings]),
+              "network_evaluations": ("setting", [s.network_evaluations for s in settings]),
+              "S_churn": ("setting", [s.S_churn for s in settings]),
+              "truth_std": ("channel", truth.scale.astype(np.float64)), "time": truth.times}
+    return xr.Dataset(data, coords)
+
+
+@dataclass
+class TuneResult:
+    table: xr.Dataset
+    recommendation: sampler_file.Recommendation
+    best: int
+    chosen: int
+    paths: list[Path]
+
+
+def output_paths(out_dir, recommendation_path) -> list[Path]:
+    return [Path(out_dir) / name for name in OUTPUTS] + [Path(recommendation_path)]
+
+
+def check_outputs(paths: list[Path], overwrite: bool) -> None:
+    """An OutputError before any work when an output exists and `overwrite` is not given."""
+    existing = [str(p) for p in paths if p.exists()]
+    if existing and not overwrite:
+        raise OutputError(f"{', '.join(existing)} exist(s); pass --overwrite to replace them")
+
+
+def tune(config: RunConfig, regression_path, diffusion_path, out_dir=None, recommendation_path=None,
+         split: str = "validation", members: int = 8, times: int = 8, solvers=SOLVERS, nfe=NFE, churn=CHURN,
+         schedules=None, tolerance: float = 0.01, calibration: bool = True, dataset=None, progress: bool = True,
+         overwrite: bool = False) -> TuneResult:
+    """Measure the grid, recommend a sampler, calibrate it, and write tune.csv, tune.nc, tune.png in `out_dir`
+    (default <run_dir>/tune) and the recommendation at `recommendation_path` (default <run_dir>/sampler.yaml)."""
+    if members < 2:
+        raise ConfigError(f"tune: --members must be at least 2 (spread needs two), got {members}")
+    out_dir = Path(out_dir) if out_dir is not None else Path(config.run_dir) / "tune"
+    recommendation_path = Path(recommendation_path or sampler_file.path_in(config.run_dir))
+    paths = output_paths(out_dir, recommendation_path)
+    check_outputs(paths, overwrite)
+    settings = sampler_grid(config.sampler, solvers, nfe, churn, schedules)
+    if not settings:
+        raise ConfigError("tune: the grid is empty (give at least one solver and one NFE)")
+    run = _prepare(config, regression_path, diffusion_path, split, members, times, dataset)
+    channels = list(run.models.meta.target_channels)
+    total = len(run.truth.times) * (len(settings) + (1 if calibration else 0))
+    results, seconds = [], []
+    with tqdm(total=total, desc="tune", unit="time", disable=not progress) as bar:
+        for setting in settings:
+            bar.set_postfix_str(f"{setting.solver} NFE {setting.network_evaluations} churn {setting.S_churn:g}")
+            scores, per_member, _ = measure(run, setting, bar)
+            results.append(scores)
+            seconds.append(per_member)
+        table = build_table(settings, results, seconds, run.truth, channels)
+        chosen = choose(table, tolerance)
+        sampler = settings[chosen]
+        if calibration:
+            bar.set_postfix_str("calibration")
+            _, _, kept = measure(run, sampler, bar, keep=True)
+            fitted = calibrate(kept, run.truth.truth, run.models.meta.stats)
+            table = table.merge(fitted)
+            if not np.allclose(fitted["residual_scale"].values, 1.0):
+                sampler = dataclasses.replace(sampler, residual_scale=tuple(fitted["residual_scale"].values.tolist()))
+    best = int(np.nanargmin(table["crps_norm"].values))
+    table["recommended"] = ("setting", np.arange(len(settings)) == chosen)
+    table.attrs.update(title="corrdiff tune", split=split, times=len(run.truth.times), members=members,
+                       seed=config.generate.seed, tolerance=tolerance, best=best, recommended=chosen,
+                       comment="crps_norm, mae_norm: mean over channels of the score / truth_std")
+    tuning = {"split": split, "times": len(run.truth.times), "members": members, "seed": config.generate.seed,
+              "tolerance": tolerance, "network_evaluations": sampler.network_evaluations,
+              "crps_norm": float(table["crps_norm"][chosen]), "best_crps_norm": float(table["crps_norm"][best]),
+              "setting": label(settings[chosen]),
+              "best": label(settings[best]), "seconds_per_member": float(table["seconds_per_member"][chosen]),
+              "table": str(out_dir / "tune.nc")}
+    recommendation = sampler_file.Recommendation(
+        sampler, run.models.provenance["diffusion_checkpoint_sha256"], tuple(channels), tuning)
+    written = write_outputs(table, recommendation, out_dir, recommendation_path)
+    return TuneResult(table, recommendation, best, chosen, written)
+
+
+def _prepare(config: RunConfig, regression_path, diffusion_path, split, members, times, dataset) -> Run:
+    """Models on the configured device, with generation's fast path, patches and member batching; the scored
+    times."""
+    gen = config.generate
+    device = pick_device(config.device)
+    models = load_models(regression_path, diffusion_path, device)
+    if dataset is None:
+        dataset = DownscalingDataset(load_spec(config.data), split=split, stats=models.meta.stats, with_target=True)
+    check_fits(models, dataset)
+    patch_shape = checks.generation_patches("patch_shape" in gen.model_fields_set, gen.patch_shape, models.meta)
+    checks.check_patches(patch_shape, gen.patch_overlap, dataset.lat.shape, models.meta.unet.channel_mult)
+    models.fast = gen.fast_path(device)
+    models.denoiser = prepare_denoiser(models.denoiser, models.fast)
+    patcher = None
+    if patch_shape:
+        patcher = PatchedDenoiser(tuple(dataset.lat.shape), tuple(patch_shape), tuple(gen.patch_overlap),
+                                  condition=models.condition)
+    batching = MemberBatching(gen.member_batch, members, device)
+    run = Run(models, scored_times(dataset, times, gen.seed, device), members, batching, patcher)
+    # One untimed pass first: lazy initialisation, compilation, CUDA graphs and the GPU's member batch are
+    # not the solvers' cost.
+    warm = dataclasses.replace(config.sampler, solver="euler", num_steps=2, S_churn=0.0, residual_scale=())
+    batching.run(lambda size: downscale(models, run.truth.conditions[0], members, 0, warm, size, patcher))
+    return run
+
+
+def label(sampler: SamplerConfig) -> str:
+    """One line naming a setting: solver, schedule, steps, evaluations and churn."""
+    churn = f", S_churn {sampler.S_churn:g}" if sampler.S_churn else ""
+    return f"{sampler.solver} ({sampler.schedule}), {sampler.num_steps} steps, NFE {sampler.network_evaluations}{churn}"
+
+
+def write_outputs(table: xr.Dataset, recommendation, out_dir: Path, recommendation_path: Path) -> list[Path]:
+    """tune.csv (one row per setting), tune.nc (everything), tune.png (CRPS and spread/skill vs NFE), sampler.yaml."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    csv_path, nc_path, png_path = (out_dir / name for name in OUTPUTS)
+    frame = table[[k for k in table.data_vars if table[k].dims == ("setting",)]].to_dataframe()
+    for k in PER_CHANNEL:
+        for channel in table["channel"].values:
+            frame[f"{k}_{channel}"] = table[k].sel(channel=channel).values
+    frame.to_csv(csv_path, float_format="%.6g")
+    table.to_netcdf(nc_path)
+    plot(table, png_path)
+    sampler_file.write(recommendation_path, recommendation)
+    return [csv_path, nc_path, png_path, recommendation_path]
+
+
+def plot(table: xr.Dataset, path: Path) -> Path:
+    """CRPS (combined) and mean spread/skill against network evaluations, a line per solver, schedule and churn."""
+    fig, (ax_crps, ax_ss) = plt.subplots(1, 2, figsize=(10, 4), dpi=100)
+    keys = sorted({(str(s), str(k), float(c)) for s, k, c in
+                   zip(table["solver"].values, table["schedule"].values, table["S_churn"].values)})
+    for solver, schedule, churn in keys:
+        pick = (table["solver"] == solver) & (table["schedule"] == schedule) & (table["S_churn"] == churn)
+        line = table.isel(setting=np.flatnonzero(pick.values)).sortby("network_evaluations")
+        label = f"{solver} {schedule}" + (f" churn {churn:g}" if churn else "")
+        for ax, name in ((ax_crps, "crps_norm"), (ax_ss, "spread_skill_mean")):
+            ax.plot(line["network_evaluations"], line[name], marker="o", ms=3, label=label)
+    chosen = int(table.attrs["recommended"])
+    best = float(table["crps_norm"].min())
+    ax_crps.axhline(best * (1 + float(table.attrs["tolerance"])), color="grey", ls="--", lw=0.8,
+                    label=f"best + {100 * float(table.attrs['tolerance']):g}%")
+    ax_crps.plot(table["network_evaluations"][chosen], table["crps_norm"][chosen], "k*", ms=12, label="recommended")
+    ax_ss.axhline(1.0, color="grey", ls="--", lw=0.8)
+    crps_title = "CRPS / truth std, mean over channels"
+    if float(table["crps_norm"].max()) > 1.3 * best:  # a few-step setting far off would flatten the others
+        ax_crps.set_ylim(0.97 * best, 1.2 * best)
+        crps_title += " (clipped)"
+    for ax, title in ((ax_crps, crps_title), (ax_ss, "spread/skill, mean over channels")):
+        ax.set_xscale("log")
+        ax.set_xlabel("network evaluations per member")
+        ax.set_title(title, fontsize=10)
+        ticks = sorted(set(table["network_evaluations"].values.tolist()))
+        ax.set_xticks(ticks, [str(t) for t in ticks], minor=False)
+        ax.minorticks_off()
+    ax_crps.legend(fontsize=7)
+    fig.suptitle(f"corrdiff tune: {table.attrs['split']}, {table.attrs['times']} times, "
+                 f"{table.attrs['members']} members", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def markdown_table(table: xr.Dataset) -> str:
+    """The combined scores as a Markdown table, one row per setting, sorted by solver and NFE (for docs)."""
+    lines = ["| solver | schedule | churn | steps | NFE | CRPS/std | MAE/std | spread/skill | power 2-4Δ | s/member |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    order = sorted(range(table.sizes["setting"]), key=lambda i: (str(table["solver"][i].values),
+                   str(table["schedule"][i].values), float(table["S_churn"][i]), int(table["network_evaluations"][i])))
+    for i in order:
+        row = table.isel(setting=i)
+        mark = " **(recommended)**" if bool(row["recommended"]) else ""
+        lines.append(f"| {row['solver'].values}{mark} | {row['schedule'].values} | {float(row['S_churn']):g} | "
+                     f"{int(row['num_steps'])} | {int(row['network_evaluations'])} | {float(row['crps_norm']):.4f} | "
+                     f"{float(row['mae_norm']):.4f} | {float(row['spread_skill_mean']):.3f} | "
+                     f"{float(row['power_ratio_mean']):.3f} | {float(row['seconds_per_member']):.3f} |")
+    return "\n".join(lines)

@@ -1,0 +1,164 @@
+"""`corrdiff tune`: the grid, the choice rule, the calibration on a known under-dispersed ensemble, the
+recommendation file, and the command end to end on tiny trained models (its scores are those of the
+ensemble `corrdiff generate` writes with the same sampler)."""
+
+import numpy as np
+import pytest
+import torch
+import xarray as xr
+import yaml
+from typer.testing import CliRunner
+
+from corrdiff import sampler_file
+from corrdiff.cli import app
+from corrdiff.diffusion.sampler import SamplerConfig
+from corrdiff.errors import ConfigError, OutputError
+from corrdiff.tuning import calibrate, check_outputs, choose, sampler_grid, Scores
+from tests.data import fixtures
+from tests.training.synthetic import identity_stats
+
+
+def invoke(*args):
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    return result
+
+
+# ---- the grid and the choice ------------------------------------------------------------------------------------
+
+def test_grid_spends_each_evaluation_budget_and_churns_only_where_it_applies():
+    base = SamplerConfig(S_churn=3.0, S_min=0.1, residual_scale=(2.0,))
+    grid = sampler_grid(base, ["heun", "dpmpp_2m"], nfe=[5, 6, 35], churn=[0.0, 1.0], schedules=["karras", "loglinear"])
+    heun = [s for s in grid if s.solver == "heun"]
+    assert sorted({s.num_steps for s in heun}) == [3, 18]  # NFE 5 and 6 both give 3 Heun steps: measured once
+    assert len(heun) == 2 * 2 * 2 and {s.S_churn for s in heun} == {0.0, 1.0}
+    dpm = [s for s in grid if s.solver == "dpmpp_2m"]
+    assert sorted(s.network_evaluations for s in dpm) == [5, 5, 6, 6, 35, 35] and {s.S_churn for s in dpm} == {0.0}
+    assert all(s.S_min == 0.1 and s.residual_scale == () for s in grid)  # the config's other settings are kept
+
+
+def test_choice_is_the_cheapest_within_tolerance_of_the_best():
+    table = xr.Dataset({"crps_norm": ("setting", [1.000, 1.009, 1.02, 1.005])},
+                       coords={"network_evaluations": ("setting", [35, 11, 5, 11])})
+    assert choose(table, 0.01) == 3  # NFE 11 twice within 1%: the lower CRPS of the two
+    assert choose(table, 0.001) == 0
+    assert choose(table, 0.05) == 2
+
+
+# ---- calibration ------------------------------------------------------------------------------------------------
+
+def test_calibration_restores_the_spread_of_an_under_dispersed_ensemble():
+    """Truth = μ + n and members = μ + n'/2 (n, n' standard normal): a factor near 2 on the residual makes the
+    ensemble calibrated (spread/skill ≈ 1) and lowers the CRPS; a calibrated channel keeps a factor near 1."""
+    gen = torch.Generator().manual_seed(0)
+    times, members, shape = 4, 8, (24, 24)
+    kept, truth = [], []
+    for _ in range(times):
+        mean = torch.randn(1, 2, *shape, generator=gen)
+        residual = torch.randn(members, 2, *shape, generator=gen) * torch.tensor([0.5, 1.0]).reshape(1, 2, 1, 1)
+        kept.append((mean, mean + residual))
+        truth.append((mean[0] + torch.randn(2, *shape, generator=gen)).numpy())
+    fitted = calibrate(kept, np.stack(truth), identity_stats(["a"], ["u", "v"]))
+    scale = fitted["residual_scale"].values
+    assert 1.8 <= scale[0] <= 2.2 and 0.9 <= scale[1] <= 1.1
+    assert fitted["crps_after"][0] < 0.99 * fitted["crps_before"][0]  # a Gaussian ensemble half as wide: ≈2% worse
+    assert (fitted["crps_after"] <= fitted["crps_before"]).all()
+    assert abs(float(fitted["spread_skill_after"][0]) - 1) < 0.1 < abs(float(fitted["spread_skill_before"][0]) - 1)
+
+
+def test_scores_of_a_perfect_ensemble_member_and_power():
+    truth = np.random.default_rng(0).normal(size=(2, 16, 16)).astype(np.float32)
+    scores = Scores(2, 3, (16, 16))
+    scores.add(np.repeat(truth[None], 3, axis=0), truth, 0)
+    result = scores.result()
+    assert np.allclose(result["crps"], 0) and np.allclose(result["mae"], 0)
+    np.testing.assert_allclose(result["power_ratio"], 1.0)
+
+
+# ---- the recommendation file ------------------------------------------------------------------------------------
+
+def test_recommendation_round_trips_and_is_used_only_for_its_checkpoint(tmp_path):
+    sampler = SamplerConfig(solver="dpmpp_2m", num_steps=11, residual_scale=(1.2, 0.9))
+    recommendation = sampler_file.Recommendation(sampler, "abc", ("u", "v"), {"crps_norm": 0.5, "split": "validation"})
+    path = sampler_file.write(sampler_file.path_in(tmp_path), recommendation)
+    assert sampler_file.read(path) == recommendation
+    assert "S_max: .inf" in path.read_text()
+    assert sampler_file.recommended_sampler(tmp_path, "abc") == sampler
+    assert sampler_file.recommended_sampler(tmp_path) == sampler
+    assert sampler_file.recommended_sampler(tmp_path, "other") is None
+    assert sampler_file.recommended_sampler(tmp_path / "none") is None
+    path.write_text(path.read_text().replace("solver: dpmpp_2m", "solver: rk4"))
+    with pytest.raises(ConfigError, match="sampler.yaml: sampler: solver must be one of"):
+        sampler_file.recommended_sampler(tmp_path)
+
+
+def test_existing_outputs_are_refused_without_overwrite(tmp_path):
+    (tmp_path / "tune.csv").write_text("x")
+    with pytest.raises(OutputError, match="tune.csv exist"):
+        check_outputs([tmp_path / "tune.csv", tmp_path / "sampler.yaml"], overwrite=False)
+    check_outputs([tmp_path / "tune.csv"], overwrite=True)
+
+
+# ---- end to end -------------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """Both models trained for a few steps, from files, through the command line."""
+    folder = tmp_path_factory.mktemp("tune")
+    fixtures.write_generic(folder / "data")
+    config = folder / "config.yaml"
+    config.write_text(yaml.safe_dump({
+        "data": "data/spec.yaml", "run_dir": "run", "device": "cpu",
+        "model": {"preset": "tiny", "model_channels": 8, "attn_resolutions": []},
+        "regression": {"steps": 4, "batch_size": 4, "checkpoint_every": 2, "validate_every": 2, "log_every": 1},
+        "diffusion": {"steps": 4, "batch_size": 4, "checkpoint_every": 2, "validate_every": 2, "log_every": 1},
+    }))
+    invoke("train", "regression", config, "--quiet")
+    invoke("train", "diffusion", config, "--quiet")
+    return folder, config
+
+
+def test_tune_measures_the_grid_recommends_and_matches_generate(trained):
+    folder, config = trained
+    out = folder / "tuned"
+    result = invoke("tune", config, "--split", "test", "--members", 3, "--times", 2, "--solver", "heun",
+                    "--solver", "dpmpp_2m", "--nfe", 3, "--nfe", 5, "--churn", 0, "--churn", 2, "--out", out, "--quiet")
+    assert "recommended:" in result.output
+    for name in ("tune.csv", "tune.nc", "tune.png", "sampler.yaml"):
+        assert (out / name).exists()
+    assert not (folder / "run" / "sampler.yaml").exists()  # --out keeps the run folder as it was
+    table = xr.load_dataset(out / "tune.nc")
+    assert table.sizes == {"setting": 6, "channel": 3, "time": 2, "scale": table.sizes["scale"]}  # heun 2×2, dpm 2
+    assert list(table["channel"].values) == ["t2m", "u10", "refl"]
+    assert sorted(set(table["network_evaluations"].values.tolist())) == [3, 5]
+    assert (table["seconds_per_member"] > 0).all() and np.isfinite(table["crps"]).all()
+    chosen = int(table.attrs["recommended"])
+    assert bool(table["recommended"][chosen]) and chosen == choose(table, 0.01)
+    assert (table["crps_after"] <= table["crps_before"]).all()
+    csv = (out / "tune.csv").read_text().splitlines()
+    assert len(csv) == 7 and "crps_norm" in csv[0] and "crps_refl" in csv[0]
+
+    # The recommendation is the chosen setting, calibrated, for this diffusion checkpoint.
+    recommendation = sampler_file.read(out / "sampler.yaml")
+    row = table.isel(setting=chosen)
+    assert (recommendation.sampler.solver, recommendation.sampler.num_steps) == (str(row["solver"].values),
+                                                                                 int(row["num_steps"]))
+    scale = table["residual_scale"].values.tolist()
+    assert recommendation.sampler.residual_scale == (() if np.allclose(scale, 1.0) else tuple(scale))
+
+    # Its scores are those of the ensemble `corrdiff generate` writes with that sampler for those times.
+    uncalibrated = recommendation.sampler
+    sets = [f"sampler.{k}={getattr(uncalibrated, k)}" for k in ("solver", "schedule", "num_steps", "S_churn")]
+    times = [str(t) for t in table["time"].values]
+    ensemble = folder / "ens.nc"
+    invoke("generate", config, "--out", ensemble, "--split", "test", "--members", 3, "--quiet",
+           *[a for t in times for a in ("--times", t)], *[a for s in sets for a in ("--set", s)])
+    fine = fixtures.fine_dataset()
+    with xr.open_dataset(ensemble) as ds:
+        assert ds.attrs["diffusion_checkpoint_sha256"] == recommendation.diffusion_checkpoint_sha256
+        scores = Scores(3, 3, (ds.sizes["y"], ds.sizes["x"]))
+        for t, when in enumerate(ds["time"].values):
+            truth = np.stack([fine[c].sel(time=when).values for c in ("t2m", "u10", "refl")])
+            members = np.stack([ds[c].isel(time=t).values for c in ("t2m", "u10", "refl")], axis=1)
+            scores.add(members, truth, t)
+    np.testing.assert_allclose(scores.result()["crps"], row["crps"].values, rtol=2e-3)

@@ -479,11 +479,16 @@ def load_training_state(folder: str | Path, meta: CheckpointMeta | None = None
     return raw, optimizer_state, state
 
 
+def network_for(unet: UNetConfig, kind: str, sigma_data: float | None = None) -> nn.Module:
+    """The untrained network of a `kind` of checkpoint: the regression UNet, or the EDM denoiser."""
+    if kind == "regression":
+        return unet.build_regression()
+    return EDMPrecond(diffusion_network(unet), sigma_data=sigma_data)
+
+
 def build_network(meta: CheckpointMeta) -> nn.Module:
-    """The untrained network a checkpoint's weights belong to: the regression UNet, or the EDM denoiser."""
-    if meta.kind == "regression":
-        return meta.unet.build_regression()
-    return EDMPrecond(diffusion_network(meta.unet), sigma_data=meta.sigma_data)
+    """The untrained network a checkpoint's weights belong to."""
+    return network_for(meta.unet, meta.kind, meta.sigma_data)
 
 
 def load_weights(module: nn.Module, weights: dict[str, torch.Tensor], where: Path) -> None:

@@ -7,7 +7,7 @@ import torch
 
 from corrdiff.data import ChannelStats, Normalization
 from corrdiff.interop.convert import convert
-from corrdiff.interop.physicsnemo import build
+from corrdiff.checkpoint import network_for
 
 FIXTURES = Path(__file__).parent / "fixtures"
 SHAPE = (24, 16)
@@ -37,7 +37,7 @@ def grid() -> tuple[np.ndarray, np.ndarray]:
 def network(name: str, kind: str):
     """(corrdiff network converted from fixture `name`.mdlus in eval mode, its `Converted`)."""
     converted = convert(FIXTURES / f"{name}.mdlus", kind, stats())
-    net = build(converted.layout.unet, kind, converted.layout.sigma_data)
+    net = network_for(converted.layout.unet, kind, converted.layout.sigma_data)
     net.load_state_dict(converted.weights)
     return net.eval().requires_grad_(False), converted
 

@@ -12,7 +12,7 @@ from corrdiff.checkpoint import CheckpointMeta, RegressionRef
 from corrdiff.cli.main import app
 from corrdiff.data import ChannelStats, Normalization
 from corrdiff.interop import export_physicsnemo
-from corrdiff.interop.physicsnemo import build
+from corrdiff.checkpoint import network_for
 from corrdiff.models import UNetConfig
 from tests.data import fixtures as data_fixtures
 
@@ -30,7 +30,7 @@ def native_run(folder, lat, lon):
     reference = None
     for kind in ("regression", "diffusion"):
         torch.manual_seed(len(kind))
-        net = build(unet, kind, 0.5)
+        net = network_for(unet, kind, 0.5)
         meta = CheckpointMeta(kind=kind, unet=unet, input_channels=INPUTS, target_channels=TARGETS, stats=stats,
                               config="{}", sigma_data=0.5 if kind == "diffusion" else None,
                               regression_checkpoint=reference)

@@ -7,7 +7,6 @@ generates, it does not resume training. Each checkpoint's `config` records where
 class, arguments). Nothing is written unless both networks convert.
 """
 
-import hashlib
 import json
 import math
 from dataclasses import dataclass, field
@@ -22,7 +21,7 @@ from corrdiff.checkpoint import CheckpointMeta, RegressionRef
 from corrdiff.data import Normalization
 from corrdiff.errors import CheckpointError
 from corrdiff.interop.mdlus import MdlusFile, read_mdlus, write_mdlus
-from corrdiff.interop.physicsnemo import build, check_group_norms, describe, Layout
+from corrdiff.interop.physicsnemo import check_group_norms, describe, Layout
 from corrdiff.interop.weights import to_corrdiff, to_physicsnemo
 
 PHYSICSNEMO_VERSION = "2.2.2"  # the release whose classes and file layout the export targets
@@ -51,14 +50,6 @@ class Imported:
     notes: list[str] = field(default_factory=list)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def convert(path: str | Path, kind: str, stats: Normalization) -> Converted:
     """Read and translate one PhysicsNeMo checkpoint of `kind` for the channels of `stats`."""
     archive = read_mdlus(path)
@@ -67,7 +58,7 @@ def convert(path: str | Path, kind: str, stats: Normalization) -> Converted:
     bad = ckpt.nonfinite(weights)
     if bad:
         raise CheckpointError(f"{archive.path}: holds non-finite weights (in {', '.join(bad[:3])})")
-    return Converted(archive, layout, weights, _sha256(archive.path))
+    return Converted(archive, layout, weights, ckpt.file_sha256(archive.path))
 
 
 def _provenance(item: Converted) -> str:
@@ -192,7 +183,7 @@ def export_physicsnemo(run_dir: str | Path, out: str | Path, which: str = "best"
         if not (run_dir / kind).exists():
             continue
         loaded = ckpt.load_model(run_dir / kind, which, kind=kind)
-        net = build(loaded.meta.unet, kind, loaded.meta.sigma_data)
+        net = ckpt.build_network(loaded.meta)
         try:
             check_group_norms(net)
         except ValueError as err:

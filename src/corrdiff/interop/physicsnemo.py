@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from corrdiff.diffusion import diffusion_network, EDMPrecond
+from corrdiff.checkpoint import network_for
 from corrdiff.errors import CheckpointError
 from corrdiff.interop.mdlus import MdlusFile
 from corrdiff.models import UNetConfig
@@ -237,20 +237,13 @@ def describe(archive: MdlusFile, input_channels: int, output_channels: int, kind
             attn_resolutions=tuple(min(shape) >> level for level in attention), dropout=float(options["dropout"]),
             noise_embedding=embedding if kind == "diffusion" else "positional", grid_embedding=grid_kind,
             grid_channels=grid_channels, num_heads=1, condition_on_mean=mean_first)
-        check_group_norms(build(unet, kind, 0.5))
+        check_group_norms(network_for(unet, kind, 0.5))
     except ValueError as err:
         raise _refuse(archive.path, f"no corrdiff network has this architecture ({err})") from None
     sigma_data = float(options.get("sigma_data", 0.5)) if kind == "diffusion" else None
     sigma_range = (float(options.get("sigma_min", 0.0)), float(options.get("sigma_max", math.inf)))
     return Layout(kind, unet, network, shape[0], embedding, grid_values, grid_source, mean_first, sigma_data,
                   sigma_range if kind == "diffusion" else (0.0, math.inf), notes)
-
-
-def build(unet: UNetConfig, kind: str, sigma_data: float | None = None) -> torch.nn.Module:
-    """corrdiff's network for a layout: the regression UNet, or the EDM denoiser (as `corrdiff.checkpoint` builds it)."""
-    if kind == "regression":
-        return unet.build_regression()
-    return EDMPrecond(diffusion_network(unet), sigma_data=sigma_data)
 
 
 def physicsnemo_groups(channels: int) -> int:

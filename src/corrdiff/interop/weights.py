@@ -9,7 +9,8 @@ at the block's root (`norm2`, `qkv`, `proj`) rather than under `attn.`.
 import torch
 
 from corrdiff.errors import CheckpointError
-from corrdiff.interop.physicsnemo import build, check_group_norms, Layout, RESAMPLE_FILTER
+from corrdiff.checkpoint import network_for
+from corrdiff.interop.physicsnemo import check_group_norms, Layout, RESAMPLE_FILTER
 from corrdiff.models import UNetConfig
 
 LEGACY_ATTENTION = {"norm2.": "attn.norm.", "qkv.": "attn.qkv.", "proj.": "attn.proj."}
@@ -104,7 +105,7 @@ def to_corrdiff(state: dict[str, torch.Tensor], layout: Layout, where) -> dict[s
     A CheckpointError naming `where` when a weight is missing, left over, or of another shape.
     """
     unet, kind = layout.unet, layout.kind
-    net = build(unet, kind, layout.sigma_data)
+    net = network_for(unet, kind, layout.sigma_data)
     song = net if kind == "regression" else net.net
     wanted = song.state_dict()
     pn = _tidy(state, where)
@@ -180,7 +181,7 @@ def to_physicsnemo(weights: dict[str, torch.Tensor], unet: UNetConfig, kind: str
     The wrapper is CorrDiffRegressionUNet (embedding_type "zero": its noise shift is zero, so each affine is
     zero) or EDMPrecondSuperResolution, over SongUNetPosEmbd with a learnable grid holding corrdiff's grid.
     """
-    net = build(unet, kind, 0.5)
+    net = network_for(unet, kind, 0.5)
     net.load_state_dict(weights)
     song = net if kind == "regression" else net.net
     h = unet.img_shape[0]

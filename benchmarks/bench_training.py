@@ -5,7 +5,9 @@ see bench_loader.py) read through `DownscalingDataset` and a DataLoader; each co
 batch, loss, backward, AdamW step. The diffusion step includes the frozen regression forward that gives the
 residual. Contenders take steps turn about (A B A B …) from one loader; the median step time is reported
 as samples/s, with the ratio corrdiff / reference of samples/s (above 1: corrdiff faster); corrdiff
-runs both its plain path and its fast path (channels-last).
+runs both its plain path and its fast path (channels-last), the reference both plain and with its own fast
+switches (channels-last, Apex GroupNorm where importable). With --compile the diffusion denoisers of both
+fast contenders are compiled, and the JSON records whether they really ran compiled (`ran_compiled`).
 
 usage: python benchmarks/bench_training.py [--quick] [--device cpu|cuda] [--size 448] [--batch 8]
 """
@@ -20,7 +22,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_loader import INPUTS, TARGETS, write_data  # noqa: E402
 from common import environment, interleaved, pick_device, print_table, write_results  # noqa: E402
-from contenders import config_for, ours, reference, reference_available  # noqa: E402
+from contenders import config_for, ours, reference, reference_available, ReferenceSwitches  # noqa: E402
 
 from corrdiff.data import compute_stats, DownscalingDataset, load_spec  # noqa: E402
 from corrdiff.diffusion import SamplerConfig  # noqa: E402
@@ -46,6 +48,7 @@ def main(argv=None) -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=None, help="timed steps per contender and step kind")
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the fast contenders' denoisers")
     args = parser.parse_args(argv)
     device = pick_device(args.device)
     on_cuda = device.type == "cuda"
@@ -65,9 +68,12 @@ def main(argv=None) -> int:
         data = batches(DownscalingDataset(spec, "train", stats=stats), batch, args.workers, device)
         contenders = {"corrdiff": ours(config, device, SamplerConfig())}
         # corrdiff's fast path for training, as `channels_last: auto` gives it (bf16 from the step's autocast)
-        contenders["corrdiff fast"] = ours(config, device, SamplerConfig(), FastPath(channels_last=True))
+        contenders["corrdiff fast"] = ours(config, device, SamplerConfig(),
+                                          FastPath(channels_last=True, compile=args.compile))
         if not why_not:
             contenders["reference"] = reference(config, device, SamplerConfig())
+            contenders["reference fast"] = reference(config, device, SamplerConfig(),
+                                                     ReferenceSwitches.fast(device, compile=args.compile))
         for kind in ("regression", "diffusion"):
             def step_of(contender):
                 net = contender.regression if kind == "regression" else contender.denoiser
@@ -94,23 +100,28 @@ def main(argv=None) -> int:
                 continue
             record = {"kind": kind, "size": size, "batch": batch, "precision": "bf16" if bf16 else "fp32",
                       "workers": args.workers}
-            for name in contenders:
-                record[name] = {**timed[name], "samples_per_s": batch / timed[name]["median_s"]}
+            for name, contender in contenders.items():
+                record[name] = {**timed[name], "samples_per_s": batch / timed[name]["median_s"],
+                                "ran_compiled": contender.ran_compiled() if kind == "diffusion" else None}
             ref = record.get("reference", {}).get("samples_per_s")
+            ref_fast = record.get("reference fast", {}).get("samples_per_s")
+            fast = record["corrdiff fast"]["samples_per_s"]
             record["speedup_ours_over_reference"] = ref and record["corrdiff"]["samples_per_s"] / ref
-            record["speedup_fast_over_reference"] = ref and record["corrdiff fast"]["samples_per_s"] / ref
+            record["speedup_fast_over_reference"] = ref and fast / ref
+            record["speedup_fast_over_reference_fast"] = ref_fast and fast / ref_fast
             records.append(record)
-            rows.append([f"{kind} {size}² b{batch}", f"{record['corrdiff']['samples_per_s']:.2f}",
-                         f"{record['corrdiff fast']['samples_per_s']:.2f}", f"{ref:.2f}" if ref else "-",
+            rows.append([f"{kind} {size}² b{batch}", f"{record['corrdiff']['samples_per_s']:.2f}", f"{fast:.2f}",
+                         f"{ref:.2f}" if ref else "-", f"{ref_fast:.2f}" if ref_fast else "-",
                          f"{record['speedup_ours_over_reference']:.2f}" if ref else "-",
-                         f"{record['speedup_fast_over_reference']:.2f}" if ref else "-"])
+                         f"{record['speedup_fast_over_reference']:.2f}" if ref else "-",
+                         f"{record['speedup_fast_over_reference_fast']:.2f}" if ref_fast else "-"])
             print(" | ".join(rows[-1]), flush=True)
     print_table(f"Training steps with the loader ({args.workers} workers, {'bf16' if bf16 else 'fp32'}) on "
                 f"{env['device']}, torch {env['torch']}, {env['date']}; median of {repeats} interleaved steps",
-                ["step", "corrdiff samples/s", "fast samples/s", "reference samples/s", "ours/ref speed",
-                 "fast/ref speed"], rows)
+                ["step", "corrdiff samples/s", "fast samples/s", "reference samples/s", "ref fast samples/s",
+                 "ours/ref speed", "fast/ref speed", "fast/ref fast speed"], rows)
     write_results("training", {"benchmark": "training", **env, "reference_missing": why_not, "repeats": repeats,
-                               "records": records})
+                               "compile_asked": args.compile, "records": records})
     return 0
 
 

@@ -2,8 +2,11 @@
 
 The network is the diffusion denoiser of the `paper` preset (12 condition + 4 noisy channels, 4 grid
 channels, 128 base channels, [1, 2, 2, 2, 2], 4 blocks, attention at 28×28) with dropout off, at each grid
-size and batch size asked for. Both contenders get the same inputs; turns alternate (A B A B …) and the
-median of each is reported, with the ratio corrdiff / reference (below 1: corrdiff faster). Peak memory of
+size and batch size asked for. The contenders (corrdiff plain and fast, the reference plain and with its own
+fast switches) get the same inputs; turns alternate (A B A B …) and the median of each is reported, with the
+ratios corrdiff / reference (below 1: corrdiff faster). The forward is timed as sampling runs it (eval mode,
+no_grad), forward+backward as training does (train mode). Whether each contender asked to compile really
+ran compiled code is recorded (`ran_compiled`). Peak memory of
 one call is measured after the timing: allocated CUDA memory on a GPU; on CPU, the resident-set high-water
 mark in a child process (see cpu_memory_in_child). The FLOPs of one forward are counted with torch's
 FlopCounterMode, and the achieved TFLOP/s are given as a fraction of a measured dense peak in the same precision (the best of a large matrix
@@ -13,6 +16,7 @@ usage: python benchmarks/bench_unet.py [--quick] [--device cpu|cuda] [--sizes 64
 """
 
 import argparse
+import dataclasses
 import functools
 import json
 import os
@@ -27,7 +31,7 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, str(Path(__file__).parent))
 from common import (peak_mib, environment, fmt_s, interleaved, dense_peak_tflops, pick_device,  # noqa: E402
                     print_table, ratio, write_results)
-from contenders import config_for, ours, reference, reference_available  # noqa: E402
+from contenders import config_for, ours, reference, reference_available, ReferenceSwitches  # noqa: E402
 
 from corrdiff.diffusion import SamplerConfig  # noqa: E402
 from corrdiff.perf import autocast, FastPath  # noqa: E402
@@ -57,6 +61,7 @@ def inputs(config, batch, device, seed=0):
 
 
 def cases_for(denoise, x, sigma, condition, bf16, device):
+    """The two timed calls; the network's mode is set by `set_mode` beforehand (outside the timing)."""
     def forward():
         with torch.no_grad(), autocast(bf16, device):
             denoise(x, sigma, condition)
@@ -69,13 +74,26 @@ def cases_for(denoise, x, sigma, condition, bf16, device):
     return {"forward": forward, "forward+backward": forward_backward}
 
 
+NAMES = ("corrdiff", "corrdiff fast", "reference", "reference fast")
+
+
 def build_contenders(config, device, with_reference: bool, compile: bool) -> dict:
     contenders = {"corrdiff": ours(config, device, SamplerConfig())}
     # The fast path: channels-last (bf16 comes from the autocast of the bf16 rows), compiled if asked.
     contenders["corrdiff fast"] = ours(config, device, SamplerConfig(), FastPath(channels_last=True, compile=compile))
     if with_reference:
         contenders["reference"] = reference(config, device, SamplerConfig())
+        # Its own best switches: channels-last, Apex GroupNorm where importable, compiled if asked (precision
+        # from the row's autocast, with which its amp_mode complies).
+        contenders["reference fast"] = reference(config, device, SamplerConfig(),
+                                                 ReferenceSwitches.fast(device, compile=compile))
     return contenders
+
+
+def set_mode(contenders: dict, kind: str) -> None:
+    """Eval mode for the forward (as sampling runs it), train mode for forward+backward (as training does)."""
+    for contender in contenders.values():
+        contender.denoiser.train(kind != "forward")
 
 
 def cases(args, on_cuda: bool):
@@ -93,6 +111,7 @@ def cases(args, on_cuda: bool):
 def measure_memory(contenders, x, sigma, condition, bf16, device, kind) -> dict:
     """Peak memory of one call per contender, gradients released first (the call allocates its own)."""
     memory = {}
+    set_mode(contenders, kind)
     for name, contender in contenders.items():
         contender.denoiser.zero_grad(set_to_none=True)
         memory[name] = peak_mib(cases_for(contender.denoise, x, sigma, condition, bf16, device)[kind], device)
@@ -137,13 +156,15 @@ def memory_only(args, device, why_not) -> int:
 
 def row_of(record: dict) -> list[str]:
     ref_s = record.get("reference", {}).get("median_s")
+    ref_fast_s = record.get("reference fast", {}).get("median_s")
+    fast_s = record["corrdiff fast"]["median_s"]
     row = [f"{record['size']}² b{record['batch']} {record['precision']}", record["kind"],
-           fmt_s(record["corrdiff"]["median_s"]), fmt_s(record["corrdiff fast"]["median_s"]), fmt_s(ref_s),
-           ratio(record["corrdiff"]["median_s"], ref_s), ratio(record["corrdiff fast"]["median_s"], ref_s),
+           fmt_s(record["corrdiff"]["median_s"]), fmt_s(fast_s), fmt_s(ref_s), fmt_s(ref_fast_s),
+           ratio(record["corrdiff"]["median_s"], ref_s), ratio(fast_s, ref_s), ratio(fast_s, ref_fast_s),
            f"{record['corrdiff fast']['tflops']:.3g}"]
     if "fraction_of_dense_peak" in record["corrdiff fast"]:
         row.append(f"{record['corrdiff fast']['fraction_of_dense_peak']:.0%}")
-    for name in ("corrdiff", "corrdiff fast", "reference"):
+    for name in NAMES:
         mib = record.get(name, {}).get("peak_mib")
         row.append("-" if mib is None else f"{mib:.0f}")
     return row
@@ -177,6 +198,7 @@ def main(argv=None) -> int:
         contenders = build_contenders(config, device, not why_not, args.compile)
         x, sigma, condition = inputs(config, batch, device)
         for kind in ("forward", "forward+backward"):
+            set_mode(contenders, kind)
             calls = {name: cases_for(c.denoise, x, sigma, condition, bf16, device)[kind]
                      for name, c in contenders.items()}
             try:
@@ -192,19 +214,22 @@ def main(argv=None) -> int:
             flops = flops_per_sample * batch * (3 if kind == "forward+backward" else 1)
             record = {"size": size, "batch": batch, "precision": precision, "kind": kind, "flops": flops,
                       "parameters": contenders["corrdiff"].parameters()}
-            for name in contenders:
+            for name, contender in contenders.items():
                 record[name] = {**timed[name], "peak_mib": memory.get(name),
-                                "tflops": flops / timed[name]["median_s"] / 1e12}
+                                "tflops": flops / timed[name]["median_s"] / 1e12,
+                                "ran_compiled": contender.ran_compiled()}
             ref_s = record.get("reference", {}).get("median_s")
+            ref_fast_s = record.get("reference fast", {}).get("median_s")
             record["ratio_ours_over_reference"] = ref_s and record["corrdiff"]["median_s"] / ref_s
             record["ratio_fast_over_reference"] = ref_s and record["corrdiff fast"]["median_s"] / ref_s
+            record["ratio_fast_over_reference_fast"] = ref_fast_s and record["corrdiff fast"]["median_s"] / ref_fast_s
             records.append(record)
             print(" | ".join(row_of(record)), flush=True)
         del contenders
     if not on_cuda:
         memory = cpu_memory_in_child(args, why_not)
         for record in records:
-            for name in ("corrdiff", "corrdiff fast", "reference"):
+            for name in NAMES:
                 key = f"{record['size']}/{record['batch']}/{record['precision']}/{record['kind']}/{name}"
                 if name in record:
                     record[name]["peak_mib"] = memory.get(key)
@@ -214,11 +239,12 @@ def main(argv=None) -> int:
     dense = {p: dense_peak_tflops(device, torch.float32 if p == "fp32" else torch.bfloat16) for p in precisions}
     peaks = {p: d["best"] for p, d in dense.items()}
     for record in records:
-        for name in ("corrdiff", "corrdiff fast", "reference"):
+        for name in NAMES:
             if name in record:
                 record[name]["fraction_of_dense_peak"] = record[name]["tflops"] / peaks[record["precision"]]
-    header = ["case", "pass", "corrdiff", "corrdiff fast", "reference", "ours/ref", "fast/ref", "TFLOP/s (fast)",
-              "of dense peak (fast)", "peak MiB ours", "peak MiB fast", "peak MiB ref"]
+    header = ["case", "pass", "corrdiff", "corrdiff fast", "reference", "reference fast", "ours/ref", "fast/ref",
+              "fast/ref fast", "TFLOP/s (fast)", "of dense peak (fast)", "peak MiB ours", "peak MiB fast",
+              "peak MiB ref", "peak MiB ref fast"]
     sizes = sorted({r["size"] for r in records}, reverse=True)
     gflops = {s: count_forward_flops((s, s)) / 1e9 for s in sizes}
     print_table(f"UNet (paper preset, denoiser) on {env['device']}, torch {env['torch']}, {env['date']}; "
@@ -229,7 +255,9 @@ def main(argv=None) -> int:
                 header, [row_of(r) for r in records])
     if skipped:
         print("out of memory (for at least one contender), not measured: " + "; ".join(skipped))
+    switches = None if why_not else dataclasses.asdict(ReferenceSwitches.fast(device, compile=args.compile))
     write_results("unet", {"benchmark": "unet", **env, "dense_peak_tflops": dense, "reference_missing": why_not,
+                           "compile_asked": args.compile, "reference_fast_switches": switches,
                            "forward_gflops_per_sample": gflops, "repeats": repeats, "records": records,
                            "out_of_memory": skipped})
     return 0

@@ -47,6 +47,8 @@ def test_unet_benchmark_counts_flops_and_times_both_passes(results):
     both = kinds["forward+backward"]["corrdiff"]["peak_mib"]
     assert both > 250 and both > 2 * forward["corrdiff"]["peak_mib"]
     assert (forward["ratio_ours_over_reference"] is None) == (data["reference_missing"] is not None)
+    # Compiling was not asked for: every contender says so (None), rather than claiming compiled or eager.
+    assert data["compile_asked"] is False and forward["corrdiff fast"]["ran_compiled"] is None
 
 
 def test_sampling_benchmark_reports_seconds_per_member(results):

@@ -12,7 +12,8 @@ import torch
 
 from corrdiff.diffusion import diffusion_network, EDMPrecond, SamplerConfig, sample_ensemble
 from corrdiff.models import presets
-from corrdiff.perf import CompiledOrEager, FastDenoiser, FastPath, prepare_denoiser
+from corrdiff.perf import (CHANNELS_LAST_AUTO, CompiledOrEager, configure_backends, FastDenoiser, FastPath,
+                           prepare_denoiser)
 
 TINY = presets["tiny"]
 FP32_RTOL = 1e-5
@@ -194,3 +195,87 @@ def test_cuda_graphs_match_eager_and_sampler_makes_no_syncs():
         torch.cuda.set_sync_debug_mode("default")
     assert len(graphed.graphs) == 1
     assert relative_error(replayed, plain) < 1e-4
+
+
+def test_an_error_of_the_call_itself_is_raised_not_taken_for_the_compiler(monkeypatch):
+    monkeypatch.setattr(torch, "compile", lambda module, **kw: module)  # "compiled" code that is the module
+    wrapped = CompiledOrEager(perturbed_denoiser())
+    x, sigma, condition = inputs()
+    with pytest.raises(ValueError, match="input channels"):  # wrong channel count: eager fails the same way
+        wrapped(x, sigma, condition[:, :1])
+    assert not wrapped.failed and wrapped.compiled is not None  # no fallback for the call's own error
+    with torch.no_grad():
+        wrapped(x, sigma, condition)
+    assert wrapped.ran_compiled and wrapped.compiled_calls == 1
+
+
+def test_fallback_records_why_and_that_it_did_not_run_compiled(monkeypatch):
+    def lazy_broken_compile(module, **kwargs):
+        def compiled(*args, **kw):
+            raise RuntimeError("inductor: no C++ compiler\nlong traceback")
+        return compiled
+
+    monkeypatch.setattr(torch, "compile", lazy_broken_compile)
+    wrapped = CompiledOrEager(perturbed_denoiser())
+    with torch.no_grad(), pytest.warns(UserWarning, match="no C.. compiler"):
+        wrapped(*inputs())
+    assert wrapped.reason == "RuntimeError: inductor: no C++ compiler" and wrapped.ran_compiled is False
+
+
+def test_errors_during_cuda_graph_capture_are_never_swallowed(monkeypatch):
+    eager_calls = []
+
+    def lazy_broken_compile(module, **kwargs):
+        def compiled(*args, **kw):
+            raise RuntimeError("operation not permitted when stream is capturing")
+        return compiled
+
+    monkeypatch.setattr(torch, "compile", lazy_broken_compile)
+    monkeypatch.setattr("corrdiff.perf._capturing", lambda: True)
+    denoiser = perturbed_denoiser()
+    denoiser.register_forward_hook(lambda *a: eager_calls.append(1))
+    wrapped = CompiledOrEager(denoiser)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no fallback warning either
+        with pytest.raises(RuntimeError, match="stream is capturing"):
+            wrapped(*inputs())
+    assert not eager_calls and not wrapped.failed
+
+
+@torch.no_grad()
+def test_compiled_for_real_reports_it_and_forwards_attributes():
+    denoiser = perturbed_denoiser()
+    wrapped = CompiledOrEager(denoiser, backend="eager")  # dynamo traces; no C++ compiler needed
+    x, sigma, condition = inputs()
+    assert relative_error(wrapped(x, sigma, condition), denoiser(x, sigma, condition)) < FP32_RTOL
+    assert wrapped.ran_compiled and wrapped.reason is None
+    assert wrapped.sigma_data == denoiser.sigma_data  # attributes of the wrapped module (a sampler may ask)
+
+
+def test_configure_backends_sets_cuda_math_explicitly_and_leaves_cpu_alone():
+    saved = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.benchmark)
+    try:
+        assert configure_backends("cpu", allow_tf32=True) == {}
+        assert (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32,
+                torch.backends.cudnn.benchmark) == saved
+        for allow in (True, False):
+            assert configure_backends("cuda", allow_tf32=allow) == {"allow_tf32": allow, "cudnn_benchmark": True}
+            assert torch.backends.cudnn.allow_tf32 is allow and torch.backends.cuda.matmul.allow_tf32 is allow
+            assert torch.backends.cudnn.benchmark is True
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.benchmark = saved
+
+
+def test_config_allow_tf32_reaches_the_backends_and_channels_last_auto_follows_the_table(monkeypatch):
+    from corrdiff.config import GenerateSection
+
+    saved = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.benchmark)
+    try:
+        GenerateSection().fast_path("cuda")
+        assert torch.backends.cudnn.allow_tf32 is False  # fp32 means fp32 unless asked
+        GenerateSection(allow_tf32=True).fast_path("cuda")
+        assert torch.backends.cudnn.allow_tf32 is True and torch.backends.cuda.matmul.allow_tf32 is True
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.benchmark = saved
+    monkeypatch.setitem(CHANNELS_LAST_AUTO, "cuda", False)
+    assert FastPath.resolve("cuda").channels_last is False and FastPath.resolve("cpu").channels_last is True

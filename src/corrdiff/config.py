@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, create_model, Field, field_validator
 from corrdiff.diffusion import EDMLoss, SamplerConfig
 from corrdiff.errors import ConfigError, yaml_problem
 from corrdiff.models import presets, UNetConfig
-from corrdiff.perf import FastPath
+from corrdiff.perf import configure_backends, FastPath
 
 
 class Section(BaseModel):
@@ -89,10 +89,14 @@ class FastPathSection(Section):
 
     precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 autocast on CUDA, fp32 on CPU")
     compile: bool = Field(False, description="torch.compile the network (eager, with a warning, if unavailable)")
-    channels_last: Literal["auto"] | bool = Field("auto", description="NHWC memory format; auto: on (faster on CUDA and CPU)")
+    channels_last: Literal["auto"] | bool = Field(
+        "auto", description="NHWC memory format; auto: by device type (corrdiff.perf.CHANNELS_LAST_AUTO: on for both)")
+    allow_tf32: bool = Field(False, description="CUDA: let float32 convolutions and matrix products use TF32 (10-bit "
+                             "mantissa); off: fp32 is fp32 (PyTorch's own default runs fp32 convolutions in TF32)")
 
     def fast_path(self, device) -> FastPath:
-        """What these switches mean on `device`."""
+        """What these switches mean on `device`; also sets the process's CUDA math (TF32, cuDNN autotuning)."""
+        configure_backends(device, allow_tf32=self.allow_tf32)
         return FastPath.resolve(device, self.precision, self.channels_last, self.compile,
                                 getattr(self, "cuda_graphs", False))
 

@@ -10,9 +10,15 @@ on CUDA.
   another order (about 1e-6 relative in float32). Faster convolutions on CUDA tensor cores, and with
   oneDNN on CPU: 10-25% on the paper and demo networks (docs/benchmarks.md).
 - `compile`: `torch.compile` of the network; when the compiler is unavailable or fails on the first call,
-  a warning is given and the network runs eagerly (`CompiledOrEager`).
+  one warning gives the reason and the network runs eagerly (`CompiledOrEager`, whose `ran_compiled` tells
+  which happened). Errors inside a CUDA-graph capture are never swallowed.
 - `cuda_graphs`: the sampler's denoiser call, whose shapes are fixed for a whole ensemble, is captured once
   in a CUDA graph and replayed (`GraphedDenoiser`); CUDA only.
+
+The process's CUDA math settings are set once per run by `configure_backends` (called by the config's
+`fast_path`): TF32 for float32 convolutions and matrix products only when `allow_tf32` (PyTorch's own default
+runs float32 convolutions in TF32, 10-bit mantissa), and cuDNN autotuning (`cudnn.benchmark`), since a run's
+shapes are fixed.
 
 Members are batched by the sampler itself (`sample_ensemble(batch_size=...)`), and its loop makes no
 host-device synchronisation: noise levels are host floats, every tensor op is queued asynchronously.
@@ -28,6 +34,10 @@ from torch import nn
 
 Auto = Literal["auto"] | bool
 
+# What `channels_last: auto` means per device type. CPU: measured faster (docs/benchmarks.md, 10-25%). CUDA:
+# on, as before, until `make gpu-check` measures it (its channels-last rows); change it here from that table.
+CHANNELS_LAST_AUTO = {"cpu": True, "cuda": True}
+
 
 @dataclass(frozen=True)
 class FastPath:
@@ -41,7 +51,7 @@ class FastPath:
     @classmethod
     def resolve(cls, device, precision: str = "auto", channels_last: Auto = "auto", compile: bool = False,
                 cuda_graphs: Auto = "auto") -> "FastPath":
-        """Switches for `device` from config values; "auto" turns channels_last on, and bf16 and graphs on CUDA.
+        """Switches for `device` from config values; "auto": CHANNELS_LAST_AUTO, and bf16 and graphs on CUDA.
 
         `precision` is "auto", "fp32" or "bf16". CUDA graphs asked for on another device are dropped with
         a warning (a config may be shared between a GPU cluster and a laptop).
@@ -55,7 +65,8 @@ class FastPath:
             graphs = False
         return cls(
             bf16=precision == "bf16" or (precision == "auto" and on_cuda),
-            channels_last=True if channels_last == "auto" else bool(channels_last),
+            channels_last=CHANNELS_LAST_AUTO.get(torch.device(device).type, False) if channels_last == "auto"
+            else bool(channels_last),
             compile=bool(compile),
             cuda_graphs=graphs,
         )
@@ -68,44 +79,91 @@ def autocast(enabled: bool, device, cache_enabled: bool = True):
     return torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16, cache_enabled=cache_enabled)
 
 
+def configure_backends(device, allow_tf32: bool = False, cudnn_benchmark: bool = True) -> dict[str, bool]:
+    """Set the process's CUDA math settings for a run on `device`; returns the settings as set.
+
+    `allow_tf32` decides whether float32 convolutions and matrix products may use TF32 (both set alike,
+    where PyTorch's defaults differ: TF32 convolutions, full float32 matrix products). `cudnn_benchmark`
+    lets cuDNN time its algorithms once per shape: a run's shapes are fixed, so this pays off after the
+    first calls. Nothing is changed on other devices.
+    """
+    if torch.device(device).type != "cuda":
+        return {}
+    torch.backends.cudnn.allow_tf32 = allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = allow_tf32
+    torch.backends.cudnn.benchmark = cudnn_benchmark
+    return {"allow_tf32": allow_tf32, "cudnn_benchmark": cudnn_benchmark}
+
+
 def to_channels_last(module: nn.Module) -> nn.Module:
     """Store the module's 4-D weights as NHWC, in place; convolutions then produce NHWC activations."""
     return module.to(memory_format=torch.channels_last)
 
 
 class CompiledOrEager(nn.Module):
-    """`torch.compile(module)`, falling back to the eager module (with a warning) if compiling fails.
+    """`torch.compile(module)`, falling back to the eager module (with one warning) if compiling fails.
 
     torch.compile is lazy: a missing C++ compiler or Triton shows only at the first call, so the fallback
-    wraps the calls, not just the construction. Once it has fallen back it stays eager. Attribute access
-    and state dicts go to the wrapped module (`.module`).
+    wraps the calls, not just the construction. A call that fails compiled is run eagerly: if eager fails
+    too, the error is the call's own and is raised (nothing falls back); if eager succeeds, the compiler was
+    at fault, a warning gives the reason once, and the module stays eager from then on (`reason` keeps it).
+    Out-of-memory errors and any error during a CUDA-graph capture are raised as they are (an eager re-run
+    inside a broken capture would be captured wrong). `ran_compiled` is True once a call ran compiled code
+    and no fallback happened. Other attributes are looked up on the wrapped module (`.module`).
     """
 
     def __init__(self, module: nn.Module, **compile_kwargs):
         super().__init__()
         self.module = module
         self.compiled = None
-        self.failed = False
+        self.reason: str | None = None
+        self.compiled_calls = 0
         try:
             self.compiled = torch.compile(module, **compile_kwargs)
         except Exception as err:  # the compiler's absence shows up as many exception types
             self._fall_back(err)
 
+    @property
+    def failed(self) -> bool:
+        return self.reason is not None
+
+    @property
+    def ran_compiled(self) -> bool:
+        return self.compiled_calls > 0 and self.reason is None
+
+    def __getattr__(self, name):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            if name == "module":
+                raise
+            return getattr(self.module, name)  # e.g. a sampler asking the wrapped network for its sigma_min
+
     def _fall_back(self, err: Exception) -> None:
-        self.failed = True
         self.compiled = None
-        warnings.warn(f"torch.compile unavailable ({type(err).__name__}: {err}); running eagerly", stacklevel=3)
+        self.reason = f"{type(err).__name__}: {err}".splitlines()[0][:500]
+        warnings.warn(f"torch.compile failed ({self.reason}); running eagerly from now on", stacklevel=3)
 
     def forward(self, *args, **kwargs):
         if self.compiled is None:
             return self.module(*args, **kwargs)
         try:
-            return self.compiled(*args, **kwargs)
+            out = self.compiled(*args, **kwargs)
         except torch.OutOfMemoryError:
             raise  # not the compiler's fault: eager would run out too
         except Exception as err:
+            if _capturing():
+                raise  # no eager re-run inside a capture: it would be captured into a broken graph
+            out = self.module(*args, **kwargs)  # raises the call's own error if eager fails as well
             self._fall_back(err)
-            return self.module(*args, **kwargs)
+            return out
+        self.compiled_calls += 1
+        return out
+
+
+def _capturing() -> bool:
+    """Whether a CUDA graph is being captured on the current stream."""
+    return torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()
 
 
 def compile_module(module: nn.Module, **compile_kwargs) -> nn.Module:

@@ -47,13 +47,18 @@ class PatchedDenoiser:
 
     def _tiles_of(self, condition: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
         """The condition's patches, cut once per condition: the sampler passes the same tensor at every step."""
+        if torch.compiler.is_compiling():  # traced: the crops become part of the graph, no Python-side cache
+            return self._cut(condition, offsets)
         # Identity (with a reference held, so the memory cannot be reused by another tensor) and the in-place
         # version counter tell that the contents are unchanged.
         if condition is not self._condition_key or condition._version != self._condition_version:
-            self._condition_tiles = (crops_at(condition, offsets, self.patch_shape) if self.condition is None
-                                     else self.condition.tiles(condition, offsets, self.patch_shape))
+            self._condition_tiles = self._cut(condition, offsets)
             self._condition_key, self._condition_version = condition, condition._version
         return self._condition_tiles
+
+    def _cut(self, condition: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+        return (crops_at(condition, offsets, self.patch_shape) if self.condition is None
+                else self.condition.tiles(condition, offsets, self.patch_shape))
 
     def __call__(self, denoiser, x: torch.Tensor, sigma: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
         """Denoise x (batch, C, H, W) at sigma (batch,) given the whole-domain condition field (batch, C_field, H, W)."""

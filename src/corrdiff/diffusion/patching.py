@@ -30,8 +30,9 @@ def random_patches(
 def crop(tensor: torch.Tensor, positions: torch.Tensor, patch_shape: tuple[int, int]) -> torch.Tensor:
     """Crop (batch, C, H, W) at per-element offsets (batch, 2): (batch, C, h, w)."""
     ph, pw = patch_shape
-    rows = positions[:, 0:1].to(tensor.device) + torch.arange(ph, device=tensor.device)
-    cols = positions[:, 1:2].to(tensor.device) + torch.arange(pw, device=tensor.device)
+    positions = positions.to(tensor.device)  # one host-to-device copy (none when already there)
+    rows = positions[:, 0:1] + torch.arange(ph, device=tensor.device)
+    cols = positions[:, 1:2] + torch.arange(pw, device=tensor.device)
     index = torch.arange(tensor.shape[0], device=tensor.device)[:, None, None]
     # Advanced indexing puts the batch axis first and the channel axis last: move it back.
     return tensor.permute(0, 2, 3, 1)[index, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)

@@ -93,7 +93,11 @@ class GridEmbedding(nn.Module):
         positions = positions.to(device=self.grid.device, dtype=torch.long)
         rows = positions[:, 0:1] + torch.arange(height, device=self.grid.device)  # (batch, h)
         cols = positions[:, 1:2] + torch.arange(width, device=self.grid.device)  # (batch, w)
-        if rows.max() >= self.grid_shape[0] or cols.max() >= self.grid_shape[1] or positions.min() < 0:
-            raise ValueError(f"patch positions fall outside the {self.grid_shape} grid")
+        inside = (rows.max() < self.grid_shape[0]) & (cols.max() < self.grid_shape[1]) & (positions.min() >= 0)
+        if positions.device.type == "cpu" and not torch.compiler.is_compiling():
+            if not inside:  # no device to wait for: a readable error
+                raise ValueError(f"patch positions fall outside the {self.grid_shape} grid")
+        else:  # checked on the device without waiting for it, and traceable by torch.compile (no graph break)
+            torch._assert_async(inside, f"patch positions fall outside the {self.grid_shape} grid")
         crops = self.grid[:, rows[:, :, None], cols[:, None, :]]  # (channels, batch, h, w)
         return crops.permute(1, 0, 2, 3)

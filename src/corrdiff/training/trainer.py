@@ -46,9 +46,10 @@ class Trainer:
             to_channels_last(self.net)
         self.ema = EMA(self.net, section.ema_halflife_samples, section.ema_rampup)
         self.module = self.net
+        self.ddp: DistributedDataParallel | None = None  # kept apart: compiling wraps it, and no_sync is its own
         if info.world_size > 1:
             device_ids = [self.device.index] if self.device.type == "cuda" else None
-            self.module = DistributedDataParallel(self.net, device_ids=device_ids)
+            self.module = self.ddp = DistributedDataParallel(self.net, device_ids=device_ids)
         if self.fast.compile:
             self.module = compile_module(self.module)
         self.optimizer = torch.optim.AdamW(
@@ -176,8 +177,8 @@ class Trainer:
             seed = derive_seed(self.section.seed, self.step, self.info.rank * self.accum + a)
             torch.manual_seed(seed)  # for dropout, which draws from the global generator (F.dropout takes none)
             last = a == self.accum - 1
-            no_sync = self.module.no_sync() if isinstance(self.module, DistributedDataParallel) and not last \
-                else contextlib.nullcontext()
+            # Gradients are all-reduced once per step, after the last micro-batch (also when compiled).
+            no_sync = self.ddp.no_sync() if self.ddp is not None and not last else contextlib.nullcontext()
             with no_sync:
                 with autocast(self.fast.bf16, self.device):
                     loss = self.task.loss(self.module, condition, target, self.channel_weights, Draws(seed, self.device))

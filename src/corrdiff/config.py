@@ -172,6 +172,14 @@ class DiffusionSection(TrainSection):
     P_std: float = Field(1.2, gt=0, description="standard deviation of ln σ")
     sigma_data: float = Field(0.5, gt=0, description="σ_data of EDM's preconditioning and loss weight")
     regression_checkpoint: str | None = Field(None, description="default: the regression run's best checkpoint")
+    regression_cache: Literal["auto"] | bool = Field(
+        "auto", description="true: keep the regression mean μ of every training sample on disk (run_dir/diffusion/"
+        "regression_mean, float32, rebuilt when the regression checkpoint or the data change) instead of recomputing "
+        "it every step; auto: true for patched training (patch_shape set) that reads each sample at least once "
+        "(steps × batch_size ≥ training samples) when the disk has room")
+    patches_per_sample: int = Field(
+        1, gt=0, description="random patches drawn from each sample per step (needs patch_shape): one full-domain "
+        "read and μ feed this many patches, batch_size × this many in all")
 
     def edm_loss(self) -> EDMLoss:
         return EDMLoss(P_mean=self.P_mean, P_std=self.P_std, sigma_data=self.sigma_data)

@@ -23,6 +23,8 @@ from corrdiff.data import DownscalingDataset, load_spec, Normalization, PairedDa
 from corrdiff.distributed import broadcast_flag, DistInfo, init_distributed, shutdown
 from corrdiff.errors import CheckpointError, ConfigError, TrainingError
 from corrdiff.models import UNetConfig
+from corrdiff.perf import to_channels_last
+from corrdiff.training import regression_cache
 from corrdiff.training.batches import micro_batching
 from corrdiff.training.tasks import DiffusionTask, RegressionTask
 from corrdiff.training.trainer import Trainer
@@ -39,6 +41,7 @@ CHANGEABLE_ON_RESUME = frozenset({
     "steps", "lr", "betas", "weight_decay", "warmup_steps", "warmup_samples", "schedule", "grad_clip",
     "log_every", "validate_every", "checkpoint_every", "keep_last", "num_workers",
     "ema_halflife_samples", "ema_rampup", "precision", "compile", "channels_last",
+    "regression_cache",  # μ is the same fp32 regression mean read back or recomputed
     "recipe",  # its values are compared one by one
 })
 CHANGEABLE_PREFIXES = ("ema_", "lr_")
@@ -77,6 +80,9 @@ def check_settings(kind: str, section: TrainSection, unet: UNetConfig, target_ch
     if height % divisor or width % divisor:
         raise ConfigError(f"model.channel_mult: {len(unet.channel_mult)} levels need grid sides that are multiples of "
                           f"{divisor}, but the data's fine grid is {height}×{width}; use fewer levels")
+    if getattr(section, "patches_per_sample", 1) > 1 and section.patch_shape is None:
+        raise ConfigError(f"{kind}.patches_per_sample {section.patches_per_sample} needs {kind}.patch_shape: "
+                          "without patches every sample is used whole; set patch_shape or patches_per_sample: 1")
     if section.patch_shape is not None:
         patch_h, patch_w = section.patch_shape
         if patch_h > height or patch_w > width or patch_h % divisor or patch_w % divisor:
@@ -223,12 +229,42 @@ def run_training(kind: str, config: RunConfig, train_set: PairedDataset, val_set
             if removed:
                 log.info(f"removed what an interrupted checkpoint write left in {root}: {', '.join(removed)}")
             ckpt.replace_text(run_dir / "config.yaml", dump_config(config))
+        if kind == "diffusion" and _use_regression_cache(section, train_set, run_dir, info):
+            train_set = _with_regression_cache(task, section, train_set, run_dir, meta, info, progress)
         trainer = Trainer(task, section, train_set, val_set, info, run_dir, meta, progress)
         if previous is not None:
             trainer.resume(previous)
         elif resume and info.is_main:
             log.info(f"--resume: no checkpoint in {root} yet; starting from step 0")
         return run_dir, trainer.fit()
+
+
+def _use_regression_cache(section, train_set: PairedDataset, run_dir: Path, info: DistInfo) -> bool:
+    """Whether diffusion training reads μ from the regression-mean cache (`diffusion.regression_cache`), decided
+    by the main process; a TrainingError when it is true and the disk lacks the room."""
+    use = False
+    if info.is_main and section.regression_cache is not False:
+        fits, why = regression_cache.fits_on_disk(run_dir, train_set)
+        if section.regression_cache is True and not fits:
+            raise TrainingError(f"diffusion.regression_cache=true: {why}; free some space or set "
+                                "diffusion.regression_cache=false (μ is then recomputed every step)")
+        pays = section.patch_shape is not None and section.steps * section.batch_size >= len(train_set)
+        use = section.regression_cache is True or (pays and fits)
+        if pays and not fits:
+            log.warning(f"diffusion.regression_cache=auto: not caching the regression mean, {why}")
+    return broadcast_flag(use, info)
+
+
+def _with_regression_cache(task: DiffusionTask, section, train_set: PairedDataset, run_dir: Path,
+                           meta: CheckpointMeta, info: DistInfo, progress: bool) -> PairedDataset:
+    """`train_set` with its cached μ (built first if missing or stale), computed by the task's frozen regression
+    on this process's device and in the layout training gives it, so that cached and recomputed μ are equal."""
+    regression = task.regression.to(info.device)
+    if section.fast_path(info.device).channels_last:
+        to_channels_last(regression)
+    micro, _ = micro_batching(section, info.world_size, "diffusion")
+    return regression_cache.ensure(run_dir, train_set, regression, meta.regression_checkpoint.sha256, info.device,
+                                   is_main=info.is_main, batch=micro, progress=progress and info.is_main)
 
 
 def train(kind: str, config: RunConfig, resume: bool = False, progress: bool = True) -> tuple[Path, str]:

@@ -2,7 +2,12 @@
 
 A task's `loss` takes normalised tensors: condition y (batch, C_in, H, W) and target x (batch, C_out, H, W),
 and a `corrdiff.seeding.Draws` from which it takes every random draw it makes (patch offsets on the host,
-noise levels and noise on the device), so that a micro-batch's loss is a function of its seed.
+noise levels and noise on the device), so that a micro-batch's loss is a function of its seed. The diffusion
+task's condition may also carry the cached regression mean: (batch, C_in + C_out, H, W), y then μ(y)
+(`corrdiff.training.regression_cache`).
+
+On a GPU the patched path makes no host sync: patch offsets are drawn on the host (the same draws on every
+device) and sent to the device asynchronously from pinned memory; everything else stays on the device.
 """
 
 from typing import Protocol
@@ -11,9 +16,10 @@ import torch
 from torch import nn
 
 from corrdiff.config import DiffusionSection, TrainSection
-from corrdiff.diffusion import DiffusionCondition, diffusion_network, EDMPrecond, random_patches, regression_loss
+from corrdiff.diffusion import crop, DiffusionCondition, diffusion_network, EDMPrecond, random_patches, regression_loss
 from corrdiff.models import UNetConfig
 from corrdiff.seeding import Draws
+from corrdiff.training.regression_cache import regression_means
 
 
 class Task(Protocol):
@@ -31,6 +37,30 @@ class Task(Protocol):
         ...
 
 
+def patch_positions(batch: int, domain: tuple[int, int], patch_shape: tuple[int, int], draws: Draws | None,
+                    device: torch.device) -> torch.Tensor:
+    """Random patch offsets (batch, 2) of (y0, x0) on `device`, drawn on the host as `random_patches` draws them.
+
+    The draw goes through `random_patches` itself on a zero-channel stand-in (nothing is copied), so there is one
+    definition of a training patch draw; the offsets reach a GPU asynchronously, from pinned memory.
+    """
+    stand_in = torch.empty(batch, 0, *domain)
+    _, positions = random_patches([stand_in], patch_shape, draws.host if draws else None)
+    if device.type != "cuda":
+        return positions.to(device)
+    return positions.pin_memory().to(device, non_blocking=True)
+
+
+def crop_patches(tensor: torch.Tensor, positions: torch.Tensor, patch_shape: tuple[int, int]) -> torch.Tensor:
+    """k patches of each element of (batch, C, H, W) at offsets (batch·k, 2), element-major: (batch·k, C, h, w)."""
+    per_sample = positions.shape[0] // tensor.shape[0]
+    if per_sample == 1:
+        return crop(tensor, positions, patch_shape)
+    offsets = positions.view(tensor.shape[0], per_sample, 2)
+    patches = [crop(tensor, offsets[:, j], patch_shape) for j in range(per_sample)]
+    return torch.stack(patches, dim=1).flatten(0, 1)
+
+
 class RegressionTask:
     """Step 1: the UNet μ(y) trained by (weighted) MSE against the target."""
 
@@ -44,14 +74,18 @@ class RegressionTask:
     def loss(self, module, condition, target, channel_weights=None, draws: Draws | None = None):
         positions = None
         if self.section.patch_shape:
-            (condition, target), positions = random_patches([condition, target], self.section.patch_shape,
-                                                            draws.host if draws else None)
-            positions = positions.to(condition.device)
+            positions = patch_positions(condition.shape[0], condition.shape[-2:], self.section.patch_shape, draws,
+                                        condition.device)
+            condition, target = (crop(t, positions, self.section.patch_shape) for t in (condition, target))
         return regression_loss(module, condition, target, channel_weights, positions)
 
 
 class DiffusionTask:
-    """Step 2: the EDM denoiser of the residual r = x − μ(y), with μ from a frozen regression network."""
+    """Step 2: the EDM denoiser of the residual r = x − μ(y), with μ from a frozen regression network.
+
+    With `patches_per_sample` k > 1 each sample gives k random patches (batch·k in all, element-major), so that
+    one full-domain read and one μ feed several patches; the loss is their mean.
+    """
 
     kind = "diffusion"
 
@@ -63,15 +97,34 @@ class DiffusionTask:
         self.net: nn.Module = EDMPrecond(diffusion_network(unet), sigma_data=section.sigma_data)
         self.edm = section.edm_loss()
 
+    def inputs_and_mean(self, condition: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(y (batch, C_in, H, W), μ(y) (batch, C_out, H, W) float32): μ cached in `condition`, else computed."""
+        inputs = self.unet.in_channels
+        if condition.shape[1] == inputs + self.unet.out_channels:
+            return condition[:, :inputs], condition[:, inputs:].to(torch.float32)
+        return condition, regression_means(self.regression, condition)
+
+    def _patch_condition(self, field: torch.Tensor, positions: torch.Tensor, per_sample: int) -> torch.Tensor:
+        """The denoiser's condition on k patches per element of `field` at offsets (batch·k, 2):
+        (batch·k, channels, h, w)."""
+        patch = self.section.patch_shape
+        if per_sample == 1:
+            return self.condition.patches(field, positions, patch)
+        offsets = positions.view(field.shape[0], per_sample, 2)
+        return torch.stack([self.condition.patches(field, offsets[:, j], patch) for j in range(per_sample)],
+                           dim=1).flatten(0, 1)
+
     def loss(self, module, condition, target, channel_weights=None, draws: Draws | None = None):
-        with torch.no_grad():
-            mean = self.regression(condition).to(torch.float32)
+        condition, mean = self.inputs_and_mean(condition)
         residual = target - mean
         field = self.condition.field(condition, mean)
-        if self.section.patch_shape:
-            (residual,), positions = random_patches([residual], self.section.patch_shape, draws.host if draws else None)
-            positions = positions.to(condition.device)
-            denoiser_condition = self.condition.patches(field, positions, self.section.patch_shape)
+        patch = self.section.patch_shape
+        if patch:
+            per_sample = self.section.patches_per_sample
+            positions = patch_positions(condition.shape[0] * per_sample, condition.shape[-2:], patch, draws,
+                                        condition.device)
+            residual = crop_patches(residual, positions, patch)
+            denoiser_condition = self._patch_condition(field, positions, per_sample)
         else:
             positions, denoiser_condition = None, self.condition.whole_domain(field)
         return self.edm(module, residual, denoiser_condition, positions, channel_weights,

@@ -13,7 +13,9 @@ from corrdiff import sampler_file
 from corrdiff.cli import app
 from corrdiff.diffusion.sampler import SamplerConfig
 from corrdiff.errors import ConfigError, OutputError
+from corrdiff.inference import Fingerprint
 from corrdiff.tuning import calibrate, check_outputs, choose, sampler_grid, Scores
+from corrdiff.tuning_files import ROWS, RowLog
 from tests.data import fixtures
 from tests.training.synthetic import identity_stats
 
@@ -45,6 +47,23 @@ def test_choice_is_the_cheapest_within_tolerance_of_the_best():
     assert choose(table, 0.05) == 2
 
 
+def test_the_cheapest_skilful_setting_is_refused_when_its_texture_is_grainy():
+    """The demo's case: the cheapest setting within 1% of the best CRPS (here the best CRPS itself) carries ~3×
+    the truth's small-scale power (LSD 0.25); a setting as skilful with the truth's texture is chosen instead,
+    the cheapest of those within 0.05 of the lowest LSD in the CRPS band, not the one with the lowest LSD."""
+    table = xr.Dataset({"crps_norm": ("setting", [1.000, 1.004, 1.006, 1.008, 1.050, 1.002]),
+                        "lsd_mean": ("setting", [0.25, 0.12, 0.08, 0.04, 0.01, 0.06])},
+                       coords={"network_evaluations": ("setting", [5, 7, 9, 35, 3, 11])})
+    assert choose(table, 0.01, lsd_tolerance=None) == 0  # CRPS alone: the grainy one
+    # LSD within 0.04 + 0.05: NFE 9 (0.08), 11 (0.06) and 35 (0.04). Setting 4 (LSD 0.01) lies outside the CRPS
+    # band, so it sets no reference.
+    assert choose(table, 0.01) == 2
+    assert choose(table, 0.01, lsd_tolerance=0.0) == 3
+    assert choose(table, 0.01, lsd_tolerance=float("inf")) == 0
+    table["lsd_mean"][:] = np.nan  # no spectra: the CRPS rule alone
+    assert choose(table, 0.01) == 0
+
+
 # ---- calibration ------------------------------------------------------------------------------------------------
 
 def test_calibration_restores_the_spread_of_an_under_dispersed_ensemble():
@@ -73,6 +92,32 @@ def test_scores_of_a_perfect_ensemble_member_and_power():
     result = scores.result()
     assert np.allclose(result["crps"], 0) and np.allclose(result["mae"], 0)
     np.testing.assert_allclose(result["power_ratio"], 1.0)
+    assert (result["lsd"] == 0).all()
+    scores = Scores(2, 3, (16, 16))
+    scores.add(np.repeat(3 * truth[None], 3, axis=0), truth, 0)  # every member 3 × truth: power 9 × truth's
+    np.testing.assert_allclose(scores.result()["lsd"], 2 * np.log10(3), rtol=1e-6)
+
+
+# ---- resuming ----------------------------------------------------------------------------------------------------
+
+def test_row_log_reuses_rows_of_the_same_fingerprint_only(tmp_path, caplog):
+    path, same = tmp_path / ROWS, Fingerprint({"diffusion_checkpoint_sha256": "abc", "members": 4})
+    heun, euler = SamplerConfig(), SamplerConfig(solver="euler", num_steps=7, S_churn=1.0, S_max=float("inf"))
+    rows = RowLog(path, same)
+    rows.add(heun, {"crps": np.array([0.5, np.nan])}, 0.25)
+    rows.add(euler, {"crps": np.array([0.4, 0.3])}, 0.1)
+    with open(path, "a") as f:
+        f.write('{"sampler": {"solver": "dpmpp_2m", "num_')  # the line a kill cut short
+    again = RowLog(path, Fingerprint(dict(same.ingredients)))
+    scores, seconds = again.get(euler)
+    assert seconds == 0.1 and scores["crps"].tolist() == [0.4, 0.3]
+    assert np.isnan(again.get(heun)[0]["crps"][1]) and again.get(SamplerConfig(num_steps=9)) is None
+    assert len(path.read_text().splitlines()) == 3  # the cut line is gone: new rows start on a line of their own
+    other = RowLog(path, Fingerprint({"diffusion_checkpoint_sha256": "def", "members": 4}))
+    assert other.get(heun) is None and "diffusion_checkpoint_sha256" in caplog.text
+    assert RowLog(path, same).get(heun) is None  # the other model's log replaced it
+
+
 
 
 # ---- the recommendation file ------------------------------------------------------------------------------------
@@ -162,3 +207,50 @@ def test_tune_measures_the_grid_recommends_and_matches_generate(trained):
             members = np.stack([ds[c].isel(time=t).values for c in ("t2m", "u10", "refl")], axis=1)
             scores.add(members, truth, t)
     np.testing.assert_allclose(scores.result()["crps"], row["crps"].values, rtol=2e-3)
+
+
+def test_a_killed_tune_resumes_from_its_rows_and_a_changed_run_does_not(trained, monkeypatch):
+    """Killed after the first setting, the rerun measures only the second, and the table equals an
+    uninterrupted run's (CPU arithmetic is deterministic); another seed changes the fingerprint: all measured."""
+    from corrdiff import tuning
+    from corrdiff.config import load_config
+
+    folder, config_path = trained
+    config = load_config(config_path)
+    run_dir = folder / "run"
+    options = dict(split="test", members=2, times=2, solvers=["euler"], nfe=[2, 3], calibration=False,
+                   progress=False)
+    measured, real_measure = [], tuning.measure
+
+    def measure(run, setting, *args, **kwargs):
+        if kill_after is not None and len(measured) == kill_after:
+            raise KeyboardInterrupt  # as Ctrl-C or a kill between two settings
+        measured.append(setting.num_steps)
+        return real_measure(run, setting, *args, **kwargs)
+
+    monkeypatch.setattr(tuning, "measure", measure)
+    kill_after = 1
+    with pytest.raises(KeyboardInterrupt):
+        tuning.tune(config, run_dir / "regression", run_dir / "diffusion", folder / "killed", folder / "killed/s.yaml",
+                    **options)
+    assert measured == [2] and (folder / "killed" / ROWS).exists() and not (folder / "killed" / "tune.nc").exists()
+    kill_after = None
+    resumed = tuning.tune(config, run_dir / "regression", run_dir / "diffusion", folder / "killed",
+                          folder / "killed/s.yaml", **options)
+    assert measured == [2, 3] and resumed.table.attrs["resumed_settings"] == 1
+    assert not (folder / "killed" / ROWS).exists()  # the outputs hold every row
+    whole = tuning.tune(config, run_dir / "regression", run_dir / "diffusion", folder / "whole",
+                        folder / "whole/s.yaml", **options)
+    for name in ("crps", "lsd", "spread_skill"):
+        np.testing.assert_array_equal(resumed.table[name].values, whole.table[name].values)
+
+    measured.clear()
+    kill_after = 1
+    with pytest.raises(KeyboardInterrupt):
+        tuning.tune(config, run_dir / "regression", run_dir / "diffusion", folder / "changed",
+                    folder / "changed/s.yaml", **options)
+    kill_after = None
+    reseeded = load_config(config_path, ["generate.seed=7"])
+    tuning.tune(reseeded, run_dir / "regression", run_dir / "diffusion", folder / "changed",
+                folder / "changed/s.yaml", **options)
+    assert measured == [2, 2, 3]  # the first setting measured again for the new seed

@@ -7,52 +7,60 @@ are the solvers', not the draws'). Each is scored per channel in physical units 
 
     CRPS, MAE of the ensemble mean, spread/skill (`corrdiff.evaluation.metrics`), and the power ratio in the
     smallest octave, wavelengths 2–4 grid spacings (`corrdiff.evaluation.spectra`; the members' mean power
-    over the truth's), and the wall-clock seconds per member (regression included, one pass per time; the
-    median over times, after one untimed warm-up pass).
+    over the truth's), the log-spectral distance over all wavenumbers up to Nyquist (mean |log10| of the
+    same two spectra's ratio), and the wall-clock seconds per member (regression included, one pass per time;
+    the median over times, after one untimed warm-up pass).
 
 Channels are combined by `crps_norm`, the mean over channels of CRPS / (the truth's standard deviation over
-the scored pixels), and likewise `mae_norm`. The recommendation is the cheapest setting (fewest network
-evaluations, then lowest CRPS) whose `crps_norm` is within `tolerance` (1%) of the best. Calibration then fits
+the scored pixels), and likewise `mae_norm`; `lsd_mean` is the mean LSD over channels. The recommendation
+(`choose`) is the cheapest setting (fewest network evaluations, then lowest CRPS) among those whose `crps_norm`
+is within `tolerance` (1%) of the best and whose `lsd_mean` is within `lsd_tolerance` (0.05) of the lowest
+of those: as skilful as the best, and with as true a texture as the skilful ones. Calibration then fits
 one factor s per channel on the residual of the recommended setting's members (member = μ + s·r, so a member
 still depends on its own seed only): among the s on a grid whose CRPS is no worse than s = 1, the one whose
 spread/skill is nearest 1. It is fitted and scored on the same times, so its gain is an in-sample estimate.
+
+Each measured setting is logged as soon as it is scored (`corrdiff.tuning_files.RowLog`): a killed tune, rerun,
+measures only what is missing, provided the models, data, seeds and members are the same (`run_fingerprint`).
 """
 
 import dataclasses
+import hashlib
+import logging
 import time as clock
 from dataclasses import dataclass
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import torch
+import xarray as xr
+from tqdm import tqdm
 
-matplotlib.use("Agg")  # files only, no display; before pyplot is imported
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-import xarray as xr  # noqa: E402
-from tqdm import tqdm  # noqa: E402
+from corrdiff import __version__, sampler_file
+from corrdiff.config import RunConfig
+from corrdiff.data import DownscalingDataset, load_spec
+from corrdiff.diffusion import PatchedDenoiser
+from corrdiff.diffusion.sampler import SamplerConfig
+from corrdiff.diffusion.solvers import CHURN_SOLVERS, steps_for
+from corrdiff.distributed import pick_device
+from corrdiff.errors import ConfigError, OutputError
+from corrdiff.evaluation.metrics import field_sums, scores_from_sums, STATS
+from corrdiff.evaluation.spectra import (isotropic_power, log_spectral_distance, smallest_octave_power_ratio,
+                                         wavenumbers)
+from corrdiff.inference import checks, downscale, Fingerprint, load_models
+from corrdiff.inference.generate import check_fits, MemberBatching
+from corrdiff.perf import prepare_denoiser
+from corrdiff.seeding import derive_seed
+from corrdiff.tuning_files import markdown_table, OUTPUTS, ROWS, RowLog, write_outputs  # noqa: F401 (re-exported)
 
-from corrdiff import sampler_file  # noqa: E402
-from corrdiff.config import RunConfig  # noqa: E402
-from corrdiff.data import DownscalingDataset, load_spec  # noqa: E402
-from corrdiff.diffusion import PatchedDenoiser  # noqa: E402
-from corrdiff.diffusion.sampler import SamplerConfig  # noqa: E402
-from corrdiff.diffusion.solvers import CHURN_SOLVERS, steps_for  # noqa: E402
-from corrdiff.distributed import pick_device  # noqa: E402
-from corrdiff.errors import ConfigError, OutputError  # noqa: E402
-from corrdiff.evaluation.metrics import field_sums, scores_from_sums, STATS  # noqa: E402
-from corrdiff.evaluation.spectra import isotropic_power, smallest_octave_power_ratio, wavenumbers  # noqa: E402
-from corrdiff.inference import checks, downscale, load_models  # noqa: E402
-from corrdiff.inference.generate import check_fits, MemberBatching  # noqa: E402
-from corrdiff.perf import prepare_denoiser  # noqa: E402
-from corrdiff.seeding import derive_seed  # noqa: E402
+log = logging.getLogger(__name__)
 
 SOLVERS = ("heun", "euler", "dpmpp_2m", "dpmpp_2m_sde")
 NFE = (5, 7, 9, 11, 15, 23, 35)
 CHURN = (0.0,)
 SCALES = np.round(np.arange(0.5, 3.0001, 0.05), 2)  # calibration factors tried
-OUTPUTS = ("tune.csv", "tune.nc", "tune.png")
-PER_CHANNEL = ("crps", "mae", "rmse", "spread", "spread_skill", "power_ratio")
+LSD_TOLERANCE = 0.05  # texture rule of `choose`, in log10 units (docs/sampling.md says why)
+PER_CHANNEL = ("crps", "mae", "rmse", "spread", "spread_skill", "power_ratio", "lsd")
 
 
 def sampler_grid(base: SamplerConfig, solvers=SOLVERS, nfe=NFE, churn=CHURN, schedules=None) -> list[SamplerConfig]:
@@ -125,10 +133,12 @@ class Scores:
         self.true_power += isotropic_power(truth, 1.0)
 
     def result(self) -> dict[str, np.ndarray]:
-        """(C,) arrays: crps, mae, rmse, spread, spread_skill, power_ratio."""
+        """(C,) arrays: crps, mae, rmse, spread, spread_skill, power_ratio, lsd."""
         scores = scores_from_sums(self.sums, self.members)
         scores["power_ratio"] = np.array([smallest_octave_power_ratio(p, t, self.wavenumber, 1.0)
                                           for p, t in zip(self.power, self.true_power)])
+        scores["lsd"] = np.array([log_spectral_distance(p, t, self.wavenumber, 1.0)
+                                  for p, t in zip(self.power, self.true_power)])
         return {k: np.asarray(scores[k], dtype=np.float64) for k in PER_CHANNEL}
 
 
@@ -141,6 +151,7 @@ class Run:
     members: int
     batching: MemberBatching  # members at once, as generation chooses them
     patcher: PatchedDenoiser | None
+    fingerprint: Fingerprint  # what determines the scores, besides the setting: when logged rows may be reused
 
 
 def measure(run: Run, sampler: SamplerConfig, bar=None, keep: bool = False):
@@ -164,13 +175,21 @@ def measure(run: Run, sampler: SamplerConfig, bar=None, keep: bool = False):
     return scores.result(), float(np.median(seconds)) / run.members, kept
 
 
-def choose(table: xr.Dataset, tolerance: float) -> int:
-    """The index of the cheapest setting (fewest evaluations, then lowest CRPS) within `tolerance` of the best."""
+def choose(table: xr.Dataset, tolerance: float, lsd_tolerance: float | None = LSD_TOLERANCE) -> int:
+    """The index of the cheapest setting (fewest evaluations, then lowest CRPS) among those within `tolerance`
+    of the best `crps_norm` whose `lsd_mean` is within `lsd_tolerance` of the lowest among them.
+
+    The texture rule is skipped when `lsd_tolerance` is None or infinite, or the table has no `lsd_mean`.
+    """
     crps = table["crps_norm"].values
     if not np.isfinite(crps).any():
         raise ConfigError("tune: no setting gave a finite CRPS")
-    ok = np.flatnonzero(crps <= np.nanmin(crps) * (1 + tolerance))
-    return int(min(ok, key=lambda i: (int(table["network_evaluations"][i]), crps[i])))
+    ok = crps <= np.nanmin(crps) * (1 + tolerance)
+    if lsd_tolerance is not None and np.isfinite(lsd_tolerance) and "lsd_mean" in table:
+        lsd = table["lsd_mean"].values
+        if np.isfinite(lsd[ok]).any():
+            ok &= lsd <= np.nanmin(lsd[ok]) + lsd_tolerance
+    return int(min(np.flatnonzero(ok), key=lambda i: (int(table["network_evaluations"][i]), crps[i])))
 
 
 def calibrate(kept: list, truth: np.ndarray, stats, scales=SCALES) -> xr.Dataset:
@@ -212,6 +231,7 @@ def build_table(settings: list[SamplerConfig], results: list, seconds: list, tru
         data["mae_norm"] = (("setting",), (per_channel["mae"] / truth.scale).mean(axis=1))
     data["spread_skill_mean"] = (("setting",), per_channel["spread_skill"].mean(axis=1))
     data["power_ratio_mean"] = (("setting",), per_channel["power_ratio"].mean(axis=1))
+    data["lsd_mean"] = (("setting",), per_channel["lsd"].mean(axis=1))
     coords = {"setting": np.arange(len(settings)), "channel": list(channels),
               "solver": ("setting", [s.solver for s in settings]),
               "schedule": ("setting", [s.schedule for s in settings]),
@@ -244,12 +264,18 @@ def check_outputs(paths: list[Path], overwrite: bool) -> None:
 
 def tune(config: RunConfig, regression_path, diffusion_path, out_dir=None, recommendation_path=None,
          split: str = "validation", members: int = 8, times: int = 8, solvers=SOLVERS, nfe=NFE, churn=CHURN,
-         schedules=None, tolerance: float = 0.01, calibration: bool = True, dataset=None, progress: bool = True,
-         overwrite: bool = False) -> TuneResult:
+         schedules=None, tolerance: float = 0.01, lsd_tolerance: float | None = LSD_TOLERANCE, calibration: bool = True,
+         dataset=None, progress: bool = True, overwrite: bool = False) -> TuneResult:
     """Measure the grid, recommend a sampler, calibrate it, and write tune.csv, tune.nc, tune.png in `out_dir`
-    (default <run_dir>/tune) and the recommendation at `recommendation_path` (default <run_dir>/sampler.yaml)."""
+    (default <run_dir>/tune) and the recommendation at `recommendation_path` (default <run_dir>/sampler.yaml).
+
+    Settings already measured by an interrupted tune of the same models and data (its row log in `out_dir`)
+    are not measured again."""
     if members < 2:
         raise ConfigError(f"tune: --members must be at least 2 (spread needs two), got {members}")
+    if tolerance < 0 or (lsd_tolerance is not None and not lsd_tolerance >= 0):
+        raise ConfigError(f"tune: --tolerance and --lsd-tolerance must be at least 0, got {tolerance} and "
+                          f"{lsd_tolerance}")
     out_dir = Path(out_dir) if out_dir is not None else Path(config.run_dir) / "tune"
     recommendation_path = Path(recommendation_path or sampler_file.path_in(config.run_dir))
     paths = output_paths(out_dir, recommendation_path)
@@ -260,15 +286,25 @@ def tune(config: RunConfig, regression_path, diffusion_path, out_dir=None, recom
     run = _prepare(config, regression_path, diffusion_path, split, members, times, dataset)
     channels = list(run.models.meta.target_channels)
     total = len(run.truth.times) * (len(settings) + (1 if calibration else 0))
+    rows = RowLog(out_dir / ROWS, run.fingerprint)
+    resumed = [s for s in settings if rows.get(s) is not None]
+    if resumed:
+        log.info(f"{rows.path}: {len(resumed)} of {len(settings)} settings measured by an interrupted tune; "
+                 "measuring the rest")
     results, seconds = [], []
     with tqdm(total=total, desc="tune", unit="time", disable=not progress) as bar:
         for setting in settings:
-            bar.set_postfix_str(f"{setting.solver} NFE {setting.network_evaluations} churn {setting.S_churn:g}")
-            scores, per_member, _ = measure(run, setting, bar)
-            results.append(scores)
-            seconds.append(per_member)
+            found = rows.get(setting)
+            if found is None:
+                bar.set_postfix_str(f"{setting.solver} NFE {setting.network_evaluations} churn {setting.S_churn:g}")
+                found = measure(run, setting, bar)[:2]
+                rows.add(setting, *found)
+            else:
+                bar.update(len(run.truth.times))
+            results.append(found[0])
+            seconds.append(found[1])
         table = build_table(settings, results, seconds, run.truth, channels)
-        chosen = choose(table, tolerance)
+        chosen = choose(table, tolerance, lsd_tolerance)
         sampler = settings[chosen]
         if calibration:
             bar.set_postfix_str("calibration")
@@ -279,18 +315,23 @@ def tune(config: RunConfig, regression_path, diffusion_path, out_dir=None, recom
                 sampler = dataclasses.replace(sampler, residual_scale=tuple(fitted["residual_scale"].values.tolist()))
     best = int(np.nanargmin(table["crps_norm"].values))
     table["recommended"] = ("setting", np.arange(len(settings)) == chosen)
+    lsd_rule = float(lsd_tolerance) if lsd_tolerance is not None else float("inf")
     table.attrs.update(title="corrdiff tune", split=split, times=len(run.truth.times), members=members,
-                       seed=config.generate.seed, tolerance=tolerance, best=best, recommended=chosen,
-                       comment="crps_norm, mae_norm: mean over channels of the score / truth_std")
+                       seed=config.generate.seed, tolerance=tolerance, lsd_tolerance=lsd_rule, best=best,
+                       recommended=chosen, resumed_settings=len(resumed), fingerprint=run.fingerprint.digest,
+                       comment="crps_norm, mae_norm: mean over channels of the score / truth_std; lsd_mean: "
+                               "mean over channels of the log-spectral distance")
     tuning = {"split": split, "times": len(run.truth.times), "members": members, "seed": config.generate.seed,
-              "tolerance": tolerance, "network_evaluations": sampler.network_evaluations,
+              "tolerance": tolerance, "lsd_tolerance": lsd_rule, "network_evaluations": sampler.network_evaluations,
               "crps_norm": float(table["crps_norm"][chosen]), "best_crps_norm": float(table["crps_norm"][best]),
+              "lsd_mean": float(table["lsd_mean"][chosen]), "best_lsd_mean": float(table["lsd_mean"][best]),
               "setting": label(settings[chosen]),
               "best": label(settings[best]), "seconds_per_member": float(table["seconds_per_member"][chosen]),
               "table": str(out_dir / "tune.nc")}
     recommendation = sampler_file.Recommendation(
         sampler, run.models.provenance["diffusion_checkpoint_sha256"], tuple(channels), tuning)
     written = write_outputs(table, recommendation, out_dir, recommendation_path)
+    rows.remove()  # the outputs hold every row now
     return TuneResult(table, recommendation, best, chosen, written)
 
 
@@ -312,7 +353,9 @@ def _prepare(config: RunConfig, regression_path, diffusion_path, split, members,
         patcher = PatchedDenoiser(tuple(dataset.lat.shape), tuple(patch_shape), tuple(gen.patch_overlap),
                                   condition=models.condition)
     batching = MemberBatching(gen.member_batch, members, device)
-    run = Run(models, scored_times(dataset, times, gen.seed, device), members, batching, patcher)
+    truth = scored_times(dataset, times, gen.seed, device)
+    fingerprint = run_fingerprint(models, truth, split, members, gen.seed, patch_shape, gen.patch_overlap)
+    run = Run(models, truth, members, batching, patcher, fingerprint)
     # One untimed pass first: lazy initialisation, compilation, CUDA graphs and the GPU's member batch are
     # not the solvers' cost.
     warm = dataclasses.replace(config.sampler, solver="euler", num_steps=2, S_churn=0.0, residual_scale=())
@@ -320,75 +363,28 @@ def _prepare(config: RunConfig, regression_path, diffusion_path, split, members,
     return run
 
 
+def run_fingerprint(models, truth: Truth, split: str, members: int, seed: int, patch_shape,
+                    patch_overlap) -> Fingerprint:
+    """What determines a setting's scores besides the setting: checkpoints, the scored inputs and truth (their
+    bytes), times, seed, members, patches, precision and corrdiff's version. Not the device or member batch,
+    which only reorder float32 arithmetic (seconds per member are reused as measured)."""
+    def digest(arrays) -> str:
+        return hashlib.sha256(b"".join(np.ascontiguousarray(a).tobytes() for a in arrays)).hexdigest()
+
+    return Fingerprint({
+        "corrdiff_version": __version__,
+        "regression_checkpoint_sha256": models.provenance["regression_checkpoint_sha256"],
+        "diffusion_checkpoint_sha256": models.provenance["diffusion_checkpoint_sha256"],
+        "split": split, "seed": int(seed), "members": int(members),
+        "times": [str(np.datetime64(t, "s")) for t in truth.times],
+        "inputs_sha256": digest([c.float().cpu().numpy() for c in truth.conditions]),
+        "truth_sha256": digest([truth.truth]),
+        "patch_shape": list(patch_shape) if patch_shape else None,
+        "patch_overlap": list(patch_overlap) if patch_shape else None,
+        "bf16": bool(models.fast.bf16)})
+
+
 def label(sampler: SamplerConfig) -> str:
     """One line naming a setting: solver, schedule, steps, evaluations and churn."""
     churn = f", S_churn {sampler.S_churn:g}" if sampler.S_churn else ""
     return f"{sampler.solver} ({sampler.schedule}), {sampler.num_steps} steps, NFE {sampler.network_evaluations}{churn}"
-
-
-def write_outputs(table: xr.Dataset, recommendation, out_dir: Path, recommendation_path: Path) -> list[Path]:
-    """tune.csv (one row per setting), tune.nc (everything), tune.png (CRPS and spread/skill vs NFE), sampler.yaml."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    csv_path, nc_path, png_path = (out_dir / name for name in OUTPUTS)
-    frame = table[[k for k in table.data_vars if table[k].dims == ("setting",)]].to_dataframe()
-    for k in PER_CHANNEL:
-        for channel in table["channel"].values:
-            frame[f"{k}_{channel}"] = table[k].sel(channel=channel).values
-    frame.to_csv(csv_path, float_format="%.6g")
-    table.to_netcdf(nc_path)
-    plot(table, png_path)
-    sampler_file.write(recommendation_path, recommendation)
-    return [csv_path, nc_path, png_path, recommendation_path]
-
-
-def plot(table: xr.Dataset, path: Path) -> Path:
-    """CRPS (combined) and mean spread/skill against network evaluations, a line per solver, schedule and churn."""
-    fig, (ax_crps, ax_ss) = plt.subplots(1, 2, figsize=(10, 4), dpi=100)
-    keys = sorted({(str(s), str(k), float(c)) for s, k, c in
-                   zip(table["solver"].values, table["schedule"].values, table["S_churn"].values)})
-    for solver, schedule, churn in keys:
-        pick = (table["solver"] == solver) & (table["schedule"] == schedule) & (table["S_churn"] == churn)
-        line = table.isel(setting=np.flatnonzero(pick.values)).sortby("network_evaluations")
-        label = f"{solver} {schedule}" + (f" churn {churn:g}" if churn else "")
-        for ax, name in ((ax_crps, "crps_norm"), (ax_ss, "spread_skill_mean")):
-            ax.plot(line["network_evaluations"], line[name], marker="o", ms=3, label=label)
-    chosen = int(table.attrs["recommended"])
-    best = float(table["crps_norm"].min())
-    ax_crps.axhline(best * (1 + float(table.attrs["tolerance"])), color="grey", ls="--", lw=0.8,
-                    label=f"best + {100 * float(table.attrs['tolerance']):g}%")
-    ax_crps.plot(table["network_evaluations"][chosen], table["crps_norm"][chosen], "k*", ms=12, label="recommended")
-    ax_ss.axhline(1.0, color="grey", ls="--", lw=0.8)
-    crps_title = "CRPS / truth std, mean over channels"
-    if float(table["crps_norm"].max()) > 1.3 * best:  # a few-step setting far off would flatten the others
-        ax_crps.set_ylim(0.97 * best, 1.2 * best)
-        crps_title += " (clipped)"
-    for ax, title in ((ax_crps, crps_title), (ax_ss, "spread/skill, mean over channels")):
-        ax.set_xscale("log")
-        ax.set_xlabel("network evaluations per member")
-        ax.set_title(title, fontsize=10)
-        ticks = sorted(set(table["network_evaluations"].values.tolist()))
-        ax.set_xticks(ticks, [str(t) for t in ticks], minor=False)
-        ax.minorticks_off()
-    ax_crps.legend(fontsize=7)
-    fig.suptitle(f"corrdiff tune: {table.attrs['split']}, {table.attrs['times']} times, "
-                 f"{table.attrs['members']} members", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
-
-
-def markdown_table(table: xr.Dataset) -> str:
-    """The combined scores as a Markdown table, one row per setting, sorted by solver and NFE (for docs)."""
-    lines = ["| solver | schedule | churn | steps | NFE | CRPS/std | MAE/std | spread/skill | power 2-4Δ | s/member |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
-    order = sorted(range(table.sizes["setting"]), key=lambda i: (str(table["solver"][i].values),
-                   str(table["schedule"][i].values), float(table["S_churn"][i]), int(table["network_evaluations"][i])))
-    for i in order:
-        row = table.isel(setting=i)
-        mark = " **(recommended)**" if bool(row["recommended"]) else ""
-        lines.append(f"| {row['solver'].values}{mark} | {row['schedule'].values} | {float(row['S_churn']):g} | "
-                     f"{int(row['num_steps'])} | {int(row['network_evaluations'])} | {float(row['crps_norm']):.4f} | "
-                     f"{float(row['mae_norm']):.4f} | {float(row['spread_skill_mean']):.3f} | "
-                     f"{float(row['power_ratio_mean']):.3f} | {float(row['seconds_per_member']):.3f} |")
-    return "\n".join(lines)

@@ -26,7 +26,10 @@ def tune_command(
     schedule: Annotated[list[str] | None, typer.Option("--schedule", help="karras or loglinear (repeatable); "
                         "default: the config's.")] = None,
     tolerance: Annotated[float, typer.Option(help="Recommend the cheapest setting within this fraction of the "
-                         "best CRPS.")] = 0.01,
+                         "best CRPS (that passes --lsd-tolerance).")] = 0.01,
+    lsd_tolerance: Annotated[float, typer.Option(help="The recommended setting's log-spectral distance (log10 "
+                             "units) is within this of the lowest among the settings within --tolerance; inf: "
+                             "no texture rule.")] = 0.05,
     calibrate: Annotated[bool, typer.Option("--calibrate/--no-calibrate", help="Fit a per-channel residual "
                          "factor that brings spread/skill towards 1 without worsening CRPS.")] = True,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Folder for tune.csv, tune.nc, tune.png and "
@@ -41,8 +44,10 @@ def tune_command(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Measure samplers (solver x network evaluations x churn) on held-out data: CRPS, MAE, spread/skill, power
-    at the smallest scales and seconds per member; recommend the cheapest within --tolerance of the best CRPS
-    (written to sampler.yaml, which generate uses when the config has no sampler section)."""
+    at the smallest scales, log-spectral distance and seconds per member; recommend the cheapest within
+    --tolerance of the best CRPS whose texture is as true as theirs (--lsd-tolerance), written to sampler.yaml,
+    which generate uses when the config has no sampler section. A killed tune, rerun, measures only the
+    settings it had not finished."""
     from rich.console import Console
 
     from corrdiff.config import load_config
@@ -54,14 +59,16 @@ def tune_command(
     result = tune(cfg, checkpoint_regression or run_dir / "regression", checkpoint_diffusion or run_dir / "diffusion",
                   out_dir=out, recommendation_path=out / "sampler.yaml" if out is not None else None, split=split,
                   members=members, times=times, solvers=solver or DEFAULT_SOLVERS, nfe=nfe or DEFAULT_NFE,
-                  churn=churn or [0.0], schedules=schedule or None, tolerance=tolerance, calibration=calibrate,
+                  churn=churn or [0.0], schedules=schedule or None, tolerance=tolerance,
+                  lsd_tolerance=lsd_tolerance, calibration=calibrate,
                   progress=not quiet, overwrite=overwrite)
     console = Console()
     console.print(rich_table(result))
     recommended = result.recommendation
     change = 100 * (recommended.tuning["crps_norm"] / recommended.tuning["best_crps_norm"] - 1)
     console.print(f"recommended: {recommended.tuning['setting']}: CRPS {change:+.2f}% from the best "
-                  f"({recommended.tuning['best']})", markup=False)
+                  f"({recommended.tuning['best']}); LSD {recommended.tuning['lsd_mean']:.3f} against "
+                  f"{recommended.tuning['best_lsd_mean']:.3f}", markup=False)
     if recommended.sampler.residual_scale:
         pairs = zip(recommended.target_channels, recommended.sampler.residual_scale)
         scales = ", ".join(f"{c} {s:g}" for c, s in pairs)
@@ -79,11 +86,13 @@ def rich_table(result):
     table = result.table
     varying = {name: len(set(table[name].values.tolist())) > 1 for name in ("schedule", "S_churn")}
     view = Table(title=f"samplers on {table.attrs['split']}: {table.attrs['times']} times, "
-                       f"{table.attrs['members']} members", box=box.SIMPLE_HEAD,
+                       f"{table.attrs['members']} members", box=box.SIMPLE_HEAD, pad_edge=False,
+                 collapse_padding=True,
                  caption="CRPS, MAE: mean over channels of the score / truth std; power: predicted / true at "
-                         "wavelengths of 2-4 grid spacings")
+                         "wavelengths of 2-4 grid spacings; LSD: mean |log10 predicted / true power| over "
+                         "wavenumbers")
     columns = ["solver"] + [title for title, name in (("schedule", "schedule"), ("churn", "S_churn")) if varying[name]]
-    for title in columns + ["steps", "NFE", "CRPS", "MAE", "spread/\nskill", "power\n2-4Δ", "s per\nmember"]:
+    for title in columns + ["steps", "NFE", "CRPS", "MAE", "spread/\nskill", "power\n2-4Δ", "LSD", "s per\nmember"]:
         view.add_column(title, justify="left" if title in ("solver", "schedule") else "right", no_wrap=True)
     for i in range(table.sizes["setting"]):
         row = table.isel(setting=i)
@@ -93,6 +102,7 @@ def rich_table(result):
         cells += [str(int(row["num_steps"])), str(int(row["network_evaluations"])),
                   f"{float(row['crps_norm']):.4f}" + ("*" if i == result.best else ""), f"{float(row['mae_norm']):.4f}",
                   f"{float(row['spread_skill_mean']):.3f}", f"{float(row['power_ratio_mean']):.3g}",
+                  f"{float(row['lsd_mean']):.3f}",
                   f"{float(row['seconds_per_member']):.3g}"]
         view.add_row(*cells, style="bold" if i == result.chosen else None)
     return view

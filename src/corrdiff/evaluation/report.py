@@ -29,7 +29,9 @@ SPECTRA_CAPTIONS = {
           "is applied, and the power of the rows' FFTs is averaged over the rows.",
 }
 CAPTIONS = {
-    "spectra": " Shaded: wavelengths of 2-4 grid spacings, the octave of the 'power 2-4Δ' ratio.",
+    "spectra": " Shaded: wavelengths of 2-4 grid spacings, the octave of the 'power 2-4Δ' ratio. LSD in the table: "
+               "the mean gap between a model's curve and the truth's, in decades, over every wavenumber up to "
+               "Nyquist.",
     "pdfs": "Distributions of values over the sampled times (all members), log density to show the tails.",
     "rank_histograms": "Rank of the truth among the members at every pixel and time; flat when calibrated.",
     "spread_skill": "Spread (corrected for the finite ensemble) against the RMSE of the ensemble mean, per time.",
@@ -145,7 +147,8 @@ def render_html(evaluation: Evaluation, scores: xr.Dataset, figures: dict[str, l
             "<h2>Scores over all times</h2>", html_table(scores),
             f"<p class='small'>Spectra and distributions from {scores.attrs.get('summary_times', '?')} sampled "
             f"times; spectra shown: {'1-D, along x' if spectra == '1d' else '2-D isotropic'} (`--spectra "
-            f"{spectra}`). Units: those of the variable, except the two ratios.</p>",
+            f"{spectra}`). Units: those of the variable, except spread/skill, power 2-4Δ and LSD "
+            "(dimensionless).</p>",
             f"<dl class='small'>{legend}</dl>"]
     if notes:
         body.append(f"<h3>Notes</h3><ul>{notes}</ul>")

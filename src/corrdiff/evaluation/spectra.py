@@ -13,6 +13,12 @@ Spectrum of one field f (y, x) on a grid of spacing d km:
 
 Wavenumbers are in cycles per km; wavelength = 1/k km.
 
+Two numbers compare a model's spectrum (for an ensemble, the mean of its members' spectra) with the truth's:
+the smallest-octave power ratio (summed power at wavelengths 2–4 grid spacings, predicted over true) and the
+log-spectral distance, LSD = mean over the bins 0 < k ≤ k_nyq of |log10(P_pred(k) / P_true(k))|, which weighs
+every bin alike, sees too much and too little power alike, and cannot hide one scale's excess behind another's
+deficit.
+
 The 1-D spectrum (`kind="1d"`) is the other common convention, used for instance in the CorrDiff paper's
 figures: each row (along x) is Fourier transformed on its own, with its mean removed and no window, and the
 power |FFT|² / nx² (both signs of k summed) is averaged over the rows; Σ over k is then exactly the mean of
@@ -142,6 +148,21 @@ def smallest_octave_power_ratio(power: np.ndarray, true_power: np.ndarray, waven
     return float(np.sum(power[..., octave]) / np.sum(true_power[..., octave]))
 
 
+def log_spectral_distance(power: np.ndarray, true_power: np.ndarray, wavenumber: np.ndarray,
+                          spacing_km: float) -> float:
+    """Mean over wavenumbers 0 < k <= k_nyq of |log10(power / true_power)|: 0 for identical spectra, 2·log10(a)
+    for a field scaled by a. Corner bins beyond Nyquist (partial rings) and bins where either power is zero or
+    not finite are left out; NaN when none is left. Dimensionless (log10 units: 0.1 is a factor 1.26 on average).
+    """
+    nyquist = 1.0 / (2.0 * spacing_km)
+    power, true_power = np.asarray(power, np.float64), np.asarray(true_power, np.float64)
+    use = (wavenumber > 0) & (wavenumber <= nyquist * (1 + 1e-9))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.abs(np.log10(power[..., use] / true_power[..., use]))
+    ratio = ratio[np.isfinite(ratio)]
+    return float(ratio.mean()) if ratio.size else float("nan")
+
+
 def wasserstein_from_histograms(edges: np.ndarray, counts: np.ndarray, true_counts: np.ndarray) -> float:
     """Wasserstein-1 distance between two histograms on the same edges (each bin's mass at its centre)."""
     centres = 0.5 * (edges[1:] + edges[:-1])
@@ -178,7 +199,8 @@ def compare_distributions(evaluation: Evaluation, max_times: int = 16, window: s
       spectra    `<var>` (source, member, wavenumber): time-mean spectrum of each member; source "truth"
                  and the models; NaN beyond a source's members.
       histograms `<var>` (source, bin) counts over the sampled times (and members), edges `<var>_edges`.
-      summary    (model, variable): power_ratio_smallest_octave, wasserstein, p999_difference, and
+      summary    (model, variable): power_ratio_smallest_octave, log_spectral_distance, wasserstein,
+                 p999_difference, and
                  truth_p999 (variable).
     """
     times = sample_times(evaluation.truth["time"].values, max_times)
@@ -251,7 +273,7 @@ def _assemble(evaluation, sources, times, spectra_values, counts, edges, kind) -
 def summarise(spectra: xr.Dataset, histograms: xr.Dataset, evaluation: Evaluation) -> xr.Dataset:
     """Summary numbers (model, variable) comparing each model's spectra and histograms with truth's."""
     models, variables = list(evaluation.models), evaluation.variables
-    ratio, w1, p999 = (np.full((len(models), len(variables)), np.nan) for _ in range(3))
+    ratio, lsd, w1, p999 = (np.full((len(models), len(variables)), np.nan) for _ in range(4))
     truth_p999 = np.full(len(variables), np.nan)
     wavenumber = spectra["wavenumber"].values
     for j, v in enumerate(variables):
@@ -265,12 +287,15 @@ def summarise(spectra: xr.Dataset, histograms: xr.Dataset, evaluation: Evaluatio
             counts = histograms[v].sel(source=m).values
             power = np.nanmean(spectra[v].sel(source=m).values, axis=0)  # mean over members
             ratio[i, j] = smallest_octave_power_ratio(power, true_power, wavenumber, evaluation.spacing_km)
+            lsd[i, j] = log_spectral_distance(power, true_power, wavenumber, evaluation.spacing_km)
             w1[i, j] = wasserstein_from_histograms(edges, counts, true_counts)
             p999[i, j] = quantile_from_histogram(edges, counts, 0.999) - truth_p999[j]
     dims = ("model", "variable")
     return xr.Dataset({
         "power_ratio_smallest_octave": (dims, ratio, {"long_name": "predicted / true spectral power at "
                                                       "wavelengths 2-4 grid spacings", "units": "1"}),
+        "log_spectral_distance": (dims, lsd, {"long_name": "mean over wavenumbers up to Nyquist of |log10(predicted "
+                                              "/ true power)|, members' spectra averaged", "units": "1"}),
         "wasserstein": (dims, w1, {"long_name": "Wasserstein-1 distance between predicted and true value "
                                    "distributions", "units": "units of the variable"}),
         "p999_difference": (dims, p999, {"long_name": "99.9th percentile of predictions minus that of truth",

@@ -18,6 +18,7 @@ COLUMNS = [
     ("CRPS", "crps", "var"),
     ("spread/skill", "spread_skill", "1"),
     ("power 2-4Δ", "power_ratio_smallest_octave", "1"),
+    ("LSD", "log_spectral_distance", "1"),
     ("W1", "wasserstein", "var"),
     ("Δp99.9", "p999_difference", "var"),
 ]
@@ -28,6 +29,8 @@ EXPLANATIONS = {
     "CRPS": "continuous ranked probability score; equals MAE for one member; lower is better",
     "spread/skill": "sqrt((M+1)/M)·spread / RMSE; 1 for a calibrated ensemble, < 1 over-confident",
     "power 2-4Δ": "predicted / true spectral power at wavelengths of 2-4 grid spacings; 1 is ideal",
+    "LSD": "log-spectral distance: mean over wavenumbers up to Nyquist of |log10(predicted / true power)|, "
+           "members' spectra averaged; 0 is ideal, 0.1 is a factor 1.26 on average",
     "W1": "Wasserstein-1 distance between predicted and true value distributions",
     "Δp99.9": "99.9th percentile of the forecast minus that of the truth",
 }
@@ -78,7 +81,7 @@ def rich_tables(scores: xr.Dataset, title: str = "scores over all times") -> lis
         if not columns:
             continue
         table = Table(title=f"{title}: {name}", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True,
-                      caption="(members); units: the variable's, except ratios (spread/skill, power)")
+                      caption="(members); units: the variable's, except spread/skill, power and LSD (1)")
         table.add_column("variable", no_wrap=True)
         table.add_column("model", no_wrap=True)
         for column in columns:

@@ -15,12 +15,13 @@ from tests.evaluation import evaluation_fixtures as fx
 from tests.evaluation.test_cli import invoke, spec_case  # noqa: F401  (spec_case: a fixture)
 
 FIGURES = ["spectra.png", "pdfs.png", "rank_histograms.png", "spread_skill.png", "scores_by_time.png"]
+VORTEX = ["vortex_profiles.png", "vortex_map.png"]  # data with vorticity or pressure (the demo's)
 
 
-def check_report(folder: Path, variables) -> str:
+def check_report(folder: Path, variables, optional=()) -> str:
     """Every PNG opens, is modest in size and is referenced by index.html, which references nothing else."""
     page = (folder / "index.html").read_text()
-    expected = FIGURES + [f"map_{v}.png" for v in variables]
+    expected = FIGURES + [f"map_{v}.png" for v in variables] + list(optional)
     referenced = re.findall(r"<img src='([^']+)'", page)
     assert sorted(referenced) == sorted(expected)
     for name in expected:
@@ -53,7 +54,8 @@ def test_evaluate_demo_returns_its_outputs(tmp_path):
     paths = evaluate_demo(truth_path, ens, tmp_path / "out", echo=lines.append)
     assert paths["scores"] == tmp_path / "out" / "scores.nc" and paths["scores"].exists()
     assert paths["report"] == tmp_path / "out" / "report" / "index.html"
-    check_report(paths["report"].parent, ["u", "v", "vorticity"])
+    page = check_report(paths["report"].parent, ["u", "v", "vorticity"], VORTEX)
+    assert "Strongest vortex of the truth" in page
     text = "\n".join(lines)
     assert "corrdiff (8)" in text and "regression" in text and "CRPS" in text
 
@@ -138,8 +140,8 @@ def test_evaluate_demo_on_the_demo_dataset(tmp_path):
                              attrs={v: truth[v].attrs for v in fields})
     lines = []
     paths = evaluate_demo(spec, path, tmp_path / "out", echo=lines.append)
-    page = check_report(paths["report"].parent, ["u", "v", "vorticity"])
-    assert "interp" in page and "interp" in "\n".join(lines)
+    page = check_report(paths["report"].parent, ["u", "v", "vorticity"], VORTEX)
+    assert "interp" in page and "interp" in "\n".join(lines) and "Strongest vortex of the truth" in page
     scores = xr.open_dataset(paths["scores"])
     assert scores.sizes["time"] == 12 and list(scores["model"].values) == ["corrdiff", "regression", "interp"]
     assert float(scores["mae"].sel(model="regression", variable="u")) == pytest.approx(0, abs=1e-6)

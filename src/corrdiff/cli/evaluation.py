@@ -50,11 +50,14 @@ BaselineSplitOpt = Annotated[str, typer.Option(help="Split whose times are predi
 def _print_scores(result) -> None:
     from rich.console import Console
 
+    from corrdiff.evaluation.lead_time import lead_time_tables
     from corrdiff.evaluation.tables import rich_tables
 
     console = Console()
     times = result.scores.sizes["time"]
     for table in rich_tables(result.scores, title=f"scores over {times} time{'s' if times != 1 else ''}"):
+        console.print(table)
+    for table in lead_time_tables(result.scores):  # forecasts only: CRPS and MAE by lead time
         console.print(table)
     if "spectra" in result.scores.attrs:
         console.print(f"spectra: {result.scores.attrs['spectra_method']}", style="dim")

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from corrdiff.cli.case import case_command
 from corrdiff.cli.data import app as data_app
 from corrdiff.cli.errors import user_errors
 from corrdiff.cli.evaluation import baseline_app, report_command, score_command
@@ -28,6 +29,7 @@ app.command("export")(export_command)
 app.command("score")(score_command)
 app.command("report")(report_command)
 app.command("tune")(tune_command)
+app.command("case")(case_command)
 
 ConfigArg = Annotated[Path, typer.Argument(help="Run config (YAML): data spec, model, training, sampler, generation.")]
 SetOpt = Annotated[

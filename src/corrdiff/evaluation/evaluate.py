@@ -16,6 +16,7 @@ from tqdm.dask import TqdmCallback
 
 from corrdiff.data import load_spec
 from corrdiff.errors import DataError, EvaluationError
+from corrdiff.evaluation.lead_time import add_lead_time_scores
 from corrdiff.evaluation.metrics import nan_notes, score_models, TITLE
 from corrdiff.evaluation.spectra import compare_distributions, Distributions
 from corrdiff.evaluation.stores import collect, Evaluation, is_spec, parse_baselines
@@ -56,6 +57,7 @@ def evaluate(predictions, truth, baselines=None, split: str | None = None, varia
         with progress_bar("scoring", progress):
             scores = score_models(evaluation, seed=seed)
         evaluation.notes += nan_notes(scores)
+        scores = add_lead_time_scores(scores, evaluation)  # grouped by lead time when made from forecasts
         with progress_bar("spectra and distributions", progress):
             found = compare_distributions(evaluation, spectra_times, scores=scores, kind=spectra) \
                 if distributions else None

@@ -13,7 +13,7 @@ import xarray as xr
 from tqdm.auto import tqdm
 
 from corrdiff.errors import EvaluationError
-from corrdiff.evaluation import plots
+from corrdiff.evaluation import case_study, lead_time, plots
 from corrdiff.evaluation.evaluate import check_scores_output
 from corrdiff.evaluation.spectra import Distributions
 from corrdiff.evaluation.stores import Evaluation, source_of
@@ -125,15 +125,18 @@ def write_report(evaluation: Evaluation, scores: xr.Dataset, distributions: Dist
         figures[key] = [draw(out_dir / f"{key}.png")]
         bar.update()
     bar.close()
-    page = render_html(evaluation, scores, figures, title, time, distributions.spectra.attrs.get("spectra", "2d"))
+    extra = lead_time.report_section(scores, out_dir) + case_study.report_section(evaluation, out_dir, time)
+    page = render_html(evaluation, scores, figures, title, time, distributions.spectra.attrs.get("spectra", "2d"),
+                       extra)
     path = out_dir / "index.html"
     path.write_text(page, encoding="utf-8")
     return path
 
 
 def render_html(evaluation: Evaluation, scores: xr.Dataset, figures: dict[str, list[Path]], title: str,
-                time: np.datetime64, spectra: str = "2d") -> str:
-    """The report page: inputs, score table with the meaning of each column, notes, then the figures."""
+                time: np.datetime64, spectra: str = "2d", extra=()) -> str:
+    """The report page: inputs, score table with the meaning of each column, notes, then the figures; then
+    the optional sections `extra` [(heading, [(figure, caption)])] (lead time, vortex case)."""
     sources = [f"<li><b>{html.escape(name)}</b>: {html.escape(source_of(ds))} ({ds.sizes['member']} member"
                f"{'s' if ds.sizes['member'] > 1 else ''})</li>" for name, ds in evaluation.models.items()]
     sources.append(f"<li><b>truth</b>: {html.escape(source_of(evaluation.truth))}</li>")
@@ -161,6 +164,9 @@ def render_html(evaluation: Evaluation, scores: xr.Dataset, figures: dict[str, l
                          ("spread_skill", "Spread–skill"), ("scores_by_time", "Scores over time")):
         body.append(f"<h2>{heading}</h2>")
         body += [_img(p, captions[key]) for p in figures[key]]
+    for heading, items in extra:
+        body.append(f"<h2>{html.escape(heading)}</h2>")
+        body += [_img(p, caption) for p, caption in items]
     style = ("body{font-family:sans-serif;max-width:1150px;margin:auto;padding:1em}"
              "table.scores{border-collapse:collapse;font-size:0.9em}"
              "table.scores td,table.scores th{padding:2px 8px;text-align:right;border-bottom:1px solid #ddd}"

@@ -1,0 +1,361 @@
+"""Case studies of coherent structures on one field: vortex centres and azimuthal profiles, cross-sections.
+
+Pure numpy on one time of one forecast: fields are (y, x) arrays in physical units on a grid with 2-D
+`lat(y, x)`, `lon(y, x)` in degrees. Distances are km in a local east/north plane about the point of interest
+(equirectangular, Earth radius 6371 km): exact enough for the few hundred km of a vortex or a front. Winds
+are earth-relative (u eastward, v northward), as the readers give them.
+
+    find_centre(fields, roles, lat, lon, method) -> Centre          vortex centre, to a fraction of a cell
+    azimuthal_profiles(fields, roles, lat, lon, centre) -> dict      means over rings vs radius (km)
+    max_wind(radius, wind) -> (max wind, radius of max wind)         of an azimuthal-mean profile
+    section_line(lat1, lon1, lat2, lon2, step_km) -> Section         points along a straight line
+    max_gradient_line(field, lat, lon, length_km) -> Section         across the strongest gradient
+    grid_index(lat, lon, plat, plon), along_section(field, jj, ii)   bilinear samples along a section
+    gradient_magnitude(field, lat, lon) -> (y, x)                    |∇f| in units per km
+
+`corrdiff.evaluation.case_study` runs these on truth, the regression mean and every member.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+from corrdiff.ensemble_file import grid_spacing_km
+from corrdiff.errors import EvaluationError
+
+EARTH_RADIUS_KM = 6371.0
+METHODS = ("pressure", "vorticity", "wind")  # centre by minimum pressure, maximum |vorticity|, wind centroid
+PRESSURE_NAMES = {"msl", "mslp", "psl", "slp", "prmsl", "sp", "pmsl", "pressure"}
+PRESSURE_STANDARD = {"air_pressure_at_mean_sea_level", "air_pressure_at_sea_level", "surface_air_pressure"}
+WIND_PAIRS = [("u", "v"), ("u10", "v10"), ("u10m", "v10m"), ("ugrd10m", "vgrd10m"), ("u100", "v100")]
+TEMPERATURE_NAMES = {"t", "t2", "t2m", "tas", "temperature", "tmp2m", "air_temperature"}
+
+
+@dataclass
+class Roles:
+    """Which channel plays which part: wind components, pressure, vorticity, temperature (None if absent)."""
+
+    u: str | None = None
+    v: str | None = None
+    pressure: str | None = None
+    vorticity: str | None = None
+    temperature: str | None = None
+
+
+def find_roles(attrs: dict[str, dict], wind: tuple[str, str] | None = None) -> Roles:
+    """Roles of the channels from their names and CF attributes ({name: attrs}); `wind` = (u, v) names."""
+    std = {n: str(a.get("standard_name", "")) for n, a in attrs.items()}
+    roles = Roles()
+    if wind is not None:
+        missing = [w for w in wind if w not in attrs]
+        if missing:
+            raise EvaluationError(f"--wind {','.join(wind)}: no channel {missing}; channels are {sorted(attrs)}")
+        roles.u, roles.v = wind
+    else:
+        east = [n for n, s in std.items() if s == "eastward_wind"]
+        north = [n for n, s in std.items() if s == "northward_wind"]
+        pairs = [(e, n) for e, n in zip(east, north)] + [p for p in WIND_PAIRS if p[0] in attrs and p[1] in attrs]
+        if pairs:
+            roles.u, roles.v = pairs[0]
+    for name in attrs:
+        low = name.lower()
+        if roles.pressure is None and (std[name] in PRESSURE_STANDARD or low in PRESSURE_NAMES):
+            roles.pressure = name
+        if roles.vorticity is None and (std[name] == "atmosphere_relative_vorticity" or "vort" in low):
+            roles.vorticity = name
+        if roles.temperature is None and (std[name] == "air_temperature" or low in TEMPERATURE_NAMES):
+            roles.temperature = name
+    return roles
+
+
+def local_km(lat, lon, lat0: float, lon0: float) -> tuple[np.ndarray, np.ndarray]:
+    """(east, north) km of points from (lat0, lon0) in the local equirectangular plane."""
+    dlon = (np.asarray(lon) - lon0 + 180.0) % 360.0 - 180.0
+    east = EARTH_RADIUS_KM * np.deg2rad(dlon) * np.cos(np.deg2rad(lat0))
+    north = EARTH_RADIUS_KM * np.deg2rad(np.asarray(lat) - lat0)
+    return east, north
+
+
+def from_local_km(east, north, lat0: float, lon0: float) -> tuple[np.ndarray, np.ndarray]:
+    """Inverse of `local_km`: (lat, lon) in degrees."""
+    lat = lat0 + np.rad2deg(np.asarray(north) / EARTH_RADIUS_KM)
+    lon = lon0 + np.rad2deg(np.asarray(east) / (EARTH_RADIUS_KM * np.cos(np.deg2rad(lat0))))
+    return lat, lon
+
+
+def smooth(field: np.ndarray, sigma_cells: float) -> np.ndarray:
+    """Gaussian smoothing (σ in cells) that ignores NaN pixels (normalised convolution); NaN stays NaN."""
+    if sigma_cells <= 0:
+        return np.asarray(field, dtype=np.float64)
+    valid = np.isfinite(field)
+    filled = np.where(valid, field, 0.0).astype(np.float64)
+    weight = ndimage.gaussian_filter(valid.astype(np.float64), sigma_cells, mode="nearest")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = ndimage.gaussian_filter(filled, sigma_cells, mode="nearest") / weight
+    return np.where(valid, out, np.nan)
+
+
+def position(lat: np.ndarray, lon: np.ndarray, j: float, i: float) -> tuple[float, float]:
+    """(lat, lon) at fractional grid index (j, i), bilinear in the 2-D coordinates."""
+    at = np.array([[j], [i]])
+    east_of = ndimage.map_coordinates(np.cos(np.deg2rad(lon)), at, order=1, mode="nearest")[0]
+    north_of = ndimage.map_coordinates(np.sin(np.deg2rad(lon)), at, order=1, mode="nearest")[0]
+    return (float(ndimage.map_coordinates(lat, at, order=1, mode="nearest")[0]),
+            float(np.rad2deg(np.arctan2(north_of, east_of))))  # through sin/cos: safe across ±180°
+
+
+def _parabolic(f_minus: float, f0: float, f_plus: float) -> float:
+    """Offset (−½..½) of the extremum of the parabola through three equally spaced values."""
+    curvature = f_minus - 2 * f0 + f_plus
+    if not np.isfinite(curvature) or curvature == 0:
+        return 0.0
+    return float(np.clip(0.5 * (f_minus - f_plus) / curvature, -0.5, 0.5))
+
+
+def refine_extremum(field: np.ndarray, j: int, i: int) -> tuple[float, float]:
+    """Fractional (j, i) of the extremum at integer (j, i): a parabola through the neighbours on each axis."""
+    ny, nx = field.shape
+    dj = _parabolic(field[j - 1, i], field[j, i], field[j + 1, i]) if 0 < j < ny - 1 else 0.0
+    di = _parabolic(field[j, i - 1], field[j, i], field[j, i + 1]) if 0 < i < nx - 1 else 0.0
+    return j + dj, i + di
+
+
+@dataclass
+class Centre:
+    """A vortex centre: position (degrees and fractional grid index) and the value that located it."""
+
+    lat: float
+    lon: float
+    j: float
+    i: float
+    method: str
+    value: float  # minimum pressure, extreme vorticity, or the window's maximum (smoothed) wind speed
+    sign: float = 1.0  # of the vorticity (1: counter-clockwise); from the tangential wind for other methods
+
+
+def _window(lat, lon, near, search_km, margin: int = 3):
+    """Mask of the pixels within search_km of `near` (lat, lon), or everywhere when `near` is None, less
+    `margin` cells along the border: a centre there is an artefact of the smoothing's edge, or cut off."""
+    inside = np.zeros(lat.shape, dtype=bool)
+    m = margin if min(lat.shape) > 4 * margin else 0
+    inside[m:lat.shape[0] - m, m:lat.shape[1] - m] = True
+    if near is not None:
+        east, north = local_km(lat, lon, *near)
+        inside &= np.hypot(east, north) <= search_km
+    return inside
+
+
+def find_centre(fields: dict[str, np.ndarray], roles: Roles, lat, lon, method: str = "auto",
+                smooth_km: float | None = None, near: tuple[float, float] | None = None,
+                search_km: float = 300.0, sign: float | None = None, window_km: float | None = None) -> Centre:
+    """The vortex centre in `fields` ({name: (y, x)}), to a fraction of a grid cell.
+
+    method: "pressure" (minimum of the smoothed pressure), "vorticity" (extreme of the smoothed vorticity:
+    of sign `sign`, or the larger |ζ| of either sign when None), "wind" (iterated centroid of the strong
+    winds in a disk of `window_km`, default max(20 grid spacings, 100 km): more than twice the radius of
+    maximum wind), or "auto" (the first of these the fields allow). `near` (lat, lon) and `search_km`
+    restrict the search; smoothing σ = `smooth_km` (default: two grid spacings). A vortex with a calm core
+    (Holland) has its largest vorticity on a ring: smooth over about its radius of maximum wind for that method.
+    """
+    spacing = grid_spacing_km(lat, lon)
+    sigma = (2 * spacing if smooth_km is None else smooth_km) / spacing
+    method = _choose_method(method, roles)
+    inside = _window(lat, lon, near, search_km)
+    if not inside.any():
+        raise EvaluationError(f"no grid point within {search_km:g} km of {near}; the vortex search is off the grid")
+    if method == "wind":
+        return _wind_centroid(fields, roles, lat, lon, sigma, inside, window_km or max(20 * spacing, 100.0), spacing)
+    field = fields[roles.pressure] if method == "pressure" else fields[roles.vorticity]
+    smoothed = smooth(field, sigma)
+    if method == "pressure":
+        oriented, sign = -smoothed, 1.0
+    else:
+        if sign is None:
+            lows, highs = np.nanmin(np.where(inside, smoothed, np.nan)), np.nanmax(np.where(inside, smoothed, np.nan))
+            sign = 1.0 if abs(highs) >= abs(lows) else -1.0
+        oriented = sign * smoothed
+    masked = np.where(inside & np.isfinite(oriented), oriented, -np.inf)
+    j, i = np.unravel_index(int(np.argmax(masked)), masked.shape)
+    fj, fi = refine_extremum(smoothed, int(j), int(i))
+    clat, clon = position(lat, lon, fj, fi)
+    return Centre(clat, clon, fj, fi, method, float(field[j, i]), float(sign))
+
+
+def _choose_method(method: str, roles: Roles) -> str:
+    have = {"pressure": roles.pressure is not None, "vorticity": roles.vorticity is not None,
+            "wind": roles.u is not None and roles.v is not None}
+    if method == "auto":
+        for candidate in METHODS:
+            if have[candidate]:
+                return candidate
+        raise EvaluationError("no pressure, vorticity or wind (u, v) channel to find a vortex centre by; "
+                              "name the wind channels with --wind U,V")
+    if method not in have:
+        raise EvaluationError(f"--centre-by {method!r}: choose auto, {', '.join(METHODS)}")
+    if not have[method]:
+        raise EvaluationError(f"--centre-by {method}: no {method} channel (found by name or CF standard_name)")
+    return method
+
+
+def _wind_centroid(fields, roles, lat, lon, sigma, inside, window_km, spacing) -> Centre:
+    """The centroid of the strong winds (speed above half the window's maximum, weighted by the excess) in
+    a disk of `window_km`, recentred until it stays put. The ring of strong winds is symmetric about the
+    centre, so its centroid is the centre, whatever weak winds lie in the disk; the first guess is the
+    top of a speed field smoothed over the window, where the ring blurs into one hill."""
+    speed = smooth(np.hypot(fields[roles.u], fields[roles.v]), sigma)
+    broad = smooth(speed, window_km / spacing / 4)
+    j, i = np.unravel_index(int(np.argmax(np.where(inside & np.isfinite(broad), broad, -np.inf))), broad.shape)
+    clat, clon, fj, fi = float(lat[j, i]), float(lon[j, i]), float(j), float(i)
+    finite = np.where(np.isfinite(speed), speed, 0.0)
+    jj, ii = np.indices(speed.shape, dtype=np.float64)
+    strongest = float("nan")
+    for _ in range(50):
+        disk = np.hypot(*local_km(lat, lon, clat, clon)) <= window_km
+        strongest = float(finite[disk].max())
+        weights = np.where(disk, np.maximum(finite - 0.5 * strongest, 0.0), 0.0)
+        total = weights.sum()
+        if total <= 0:
+            break
+        fj, fi = (weights * jj).sum() / total, (weights * ii).sum() / total
+        new_lat, new_lon = position(lat, lon, fj, fi)
+        moved = np.hypot(*local_km(new_lat, new_lon, clat, clon))
+        clat, clon = new_lat, new_lon
+        if moved < 0.01 * spacing:
+            break
+    return Centre(clat, clon, float(fj), float(fi), "wind", strongest, 1.0)
+
+
+def azimuthal_profiles(fields: dict[str, np.ndarray], roles: Roles, lat, lon, centre: Centre,
+                       max_radius_km: float, dr_km: float) -> dict[str, np.ndarray]:
+    """Means over rings [k·dr, (k+1)·dr) about the centre of every field, and of the wind speed, tangential
+    (counter-clockwise positive) and radial (outward positive) wind when u, v are known: {name: (ring,)},
+    with "radius" (ring midpoints, km) and "pixels" (pixels per ring). Rings with no pixel are NaN."""
+    east, north = local_km(lat, lon, centre.lat, centre.lon)
+    radius = np.hypot(east, north)
+    edges = np.arange(0.0, max_radius_km + dr_km / 2, dr_km)
+    ring = np.digitize(radius, edges) - 1  # -1 never (radius ≥ 0); len(edges)-1 beyond the last edge
+    rings = len(edges) - 1
+    inside = ring < rings
+    derived = dict(fields)
+    if roles.u is not None and roles.v is not None:
+        u, v = fields[roles.u], fields[roles.v]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            cos, sin = np.where(radius > 0, east / radius, 0.0), np.where(radius > 0, north / radius, 0.0)
+        derived["wind_speed"] = np.hypot(u, v)
+        derived["tangential_wind"] = -u * sin + v * cos
+        derived["radial_wind"] = u * cos + v * sin
+    profiles = {"radius": 0.5 * (edges[:-1] + edges[1:])}
+    profiles["pixels"] = np.bincount(ring[inside], minlength=rings).astype(np.float64)
+    for name, field in derived.items():
+        valid = inside & np.isfinite(field)
+        sums = np.bincount(ring[valid], weights=field[valid], minlength=rings)
+        counts = np.bincount(ring[valid], minlength=rings)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            profiles[name] = np.where(counts > 0, sums / counts, np.nan)
+    return profiles
+
+
+def max_wind(radius: np.ndarray, speed: np.ndarray) -> tuple[float, float]:
+    """(maximum, radius of the maximum) of an azimuthal-mean wind profile; the radius refined by a
+    parabola through the neighbouring rings (the ring width is the resolution otherwise)."""
+    if not np.isfinite(speed).any():
+        return float("nan"), float("nan")
+    k = int(np.nanargmax(speed))
+    if 0 < k < len(speed) - 1:
+        offset = _parabolic(-speed[k - 1], -speed[k], -speed[k + 1])
+        return float(speed[k]), float(radius[k] + offset * (radius[1] - radius[0]))
+    return float(speed[k]), float(radius[k])
+
+
+@dataclass
+class Section:
+    """Points along a straight line: (point,) latitudes, longitudes and distance from the start (km)."""
+
+    lat: np.ndarray
+    lon: np.ndarray
+    distance: np.ndarray
+
+    @property
+    def endpoints(self) -> str:
+        return (f"{self.lat[0]:.3f},{self.lon[0]:.3f}:{self.lat[-1]:.3f},{self.lon[-1]:.3f}")
+
+
+def section_line(lat1: float, lon1: float, lat2: float, lon2: float, step_km: float) -> Section:
+    """Points every ~step_km from (lat1, lon1) to (lat2, lon2), straight in the plane about the midpoint."""
+    mid_lat, mid_lon = (lat1 + lat2) / 2, lon1 + ((lon2 - lon1 + 180) % 360 - 180) / 2
+    (e1, e2), (n1, n2) = local_km(np.array([lat1, lat2]), np.array([lon1, lon2]), mid_lat, mid_lon)
+    length = float(np.hypot(e2 - e1, n2 - n1))
+    if length == 0:
+        raise EvaluationError(f"--section {lat1},{lon1}:{lat2},{lon2}: the two ends are the same point")
+    count = max(2, int(np.ceil(length / step_km)) + 1)
+    t = np.linspace(0.0, 1.0, count)
+    lat, lon = from_local_km(e1 + t * (e2 - e1), n1 + t * (n2 - n1), mid_lat, mid_lon)
+    return Section(lat, lon, t * length)
+
+
+def grid_index(lat: np.ndarray, lon: np.ndarray, plat: np.ndarray, plon: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Fractional grid indices (j, i) of points (plat, plon) on a curvilinear grid; NaN off the grid.
+    The nearest pixel, then one Newton step with the local cell vectors (km per cell along j and i)."""
+    jj, ii = np.full(len(plat), np.nan), np.full(len(plat), np.nan)
+    ny, nx = lat.shape
+    for k, (p, q) in enumerate(zip(plat, plon)):
+        east, north = local_km(lat, lon, p, q)
+        j, i = np.unravel_index(int(np.argmin(np.hypot(east, north))), lat.shape)
+        j0, i0 = min(max(j, 1), ny - 2) if ny > 2 else j, min(max(i, 1), nx - 2) if nx > 2 else i
+        dj = np.array([east[j0 + 1, i] - east[j0 - 1, i], north[j0 + 1, i] - north[j0 - 1, i]]) / 2
+        di = np.array([east[j, i0 + 1] - east[j, i0 - 1], north[j, i0 + 1] - north[j, i0 - 1]]) / 2
+        step = np.linalg.solve(np.column_stack([dj, di]), -np.array([east[j, i], north[j, i]]))
+        fj, fi = j + step[0], i + step[1]
+        if -0.5 <= fj <= ny - 0.5 and -0.5 <= fi <= nx - 0.5:
+            jj[k], ii[k] = fj, fi
+    return jj, ii
+
+
+def along_section(field: np.ndarray, jj: np.ndarray, ii: np.ndarray) -> np.ndarray:
+    """Bilinear samples (point,) of a (y, x) field at fractional indices; NaN off the grid."""
+    off = ~np.isfinite(jj)
+    at = np.vstack([np.where(off, 0, jj), np.where(off, 0, ii)])
+    values = ndimage.map_coordinates(np.asarray(field, dtype=np.float64), at, order=1, mode="nearest")
+    return np.where(off, np.nan, values)
+
+
+def gradient_magnitude(field: np.ndarray, lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
+    """|∇f| (y, x) in the field's units per km: index derivatives turned into east/north ones through the
+    local cell vectors, so that curvilinear grids (Lambert, rotated) are handled."""
+    lat0, lon0 = float(np.mean(lat)), float(lon[lat.shape[0] // 2, lat.shape[1] // 2])
+    east, north = local_km(lat, lon, lat0, lon0)
+    e_j, e_i = np.gradient(east)
+    n_j, n_i = np.gradient(north)
+    f_j, f_i = np.gradient(np.asarray(field, dtype=np.float64))
+    det = e_j * n_i - e_i * n_j  # [f_j, f_i] = [[e_j, n_j], [e_i, n_i]] · [f_e, f_n]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        f_e = (n_i * f_j - n_j * f_i) / det
+        f_n = (e_j * f_i - e_i * f_j) / det
+    return np.hypot(f_e, f_n)
+
+
+def max_gradient_line(field: np.ndarray, lat: np.ndarray, lon: np.ndarray, length_km: float,
+                      step_km: float, smooth_km: float | None = None) -> Section:
+    """A section of `length_km` centred on the strongest gradient of the smoothed field (not within three
+    cells of the border), along the gradient: across the front. Its ends may lie off the grid."""
+    spacing = grid_spacing_km(lat, lon)
+    smoothed = smooth(field, (2 * spacing if smooth_km is None else smooth_km) / spacing)
+    magnitude = gradient_magnitude(smoothed, lat, lon)
+    masked = np.where(_window(lat, lon, None, 0.0) & np.isfinite(magnitude), magnitude, -np.inf)
+    j, i = np.unravel_index(int(np.argmax(masked)), masked.shape)
+    if not np.isfinite(masked[j, i]):
+        raise EvaluationError("no finite gradient to place an automatic section on")
+    c_lat, c_lon = float(lat[j, i]), float(lon[j, i])
+    east, north = local_km(lat, lon, c_lat, c_lon)
+    f = smoothed
+    jm, jp, im, ip = max(j - 1, 0), min(j + 1, f.shape[0] - 1), max(i - 1, 0), min(i + 1, f.shape[1] - 1)
+    cells = np.array([[east[jp, i] - east[jm, i], east[j, ip] - east[j, im]],
+                      [north[jp, i] - north[jm, i], north[j, ip] - north[j, im]]])  # km per (Δj, Δi)
+    df = np.array([f[jp, i] - f[jm, i], f[j, ip] - f[j, im]])
+    grad = np.linalg.solve(cells.T, df)  # (∂f/∂east, ∂f/∂north)
+    direction = grad / np.hypot(*grad)
+    half = length_km / 2
+    (lat1, lat2), (lon1, lon2) = from_local_km(np.array([-half, half]) * direction[0],
+                                               np.array([-half, half]) * direction[1], c_lat, c_lon)
+    return section_line(float(lat1), float(lon1), float(lat2), float(lon2), step_km)

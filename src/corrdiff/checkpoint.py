@@ -31,6 +31,7 @@ from torch import nn
 
 from corrdiff import __version__
 from corrdiff.data import Normalization
+from corrdiff.data.stats import ChannelRange
 from corrdiff.diffusion import diffusion_network, EDMPrecond
 from corrdiff.errors import CheckpointError
 from corrdiff.models import UNetConfig
@@ -77,6 +78,12 @@ class CheckpointMeta:
     """Diffusion only: the (h, w) patches it was trained on (None: the whole domain); generation's default."""
     model_sha256: str | None = None
     """Hex SHA-256 of model.safetensors, verified on loading (None in checkpoints written before it was kept)."""
+    input_units: tuple[str, ...] = ()
+    """CF units each input channel was trained in, in `input_channels` order ("" where the files gave none);
+    () when unknown (older or imported checkpoints): generation then converts and checks nothing."""
+    input_ranges: tuple[ChannelRange, ...] = ()
+    """Each input channel's values in training (min, max, 0.1/99.9 percentiles, in `input_units`), in
+    `input_channels` order; () when unknown: generation then does not warn about out-of-range inputs."""
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -85,6 +92,13 @@ class CheckpointMeta:
             raise ValueError("a diffusion checkpoint needs sigma_data")
         object.__setattr__(self, "input_channels", tuple(self.input_channels))
         object.__setattr__(self, "target_channels", tuple(self.target_channels))
+        object.__setattr__(self, "input_units", tuple(str(u) for u in self.input_units))
+        object.__setattr__(self, "input_ranges", tuple(r if isinstance(r, ChannelRange) else ChannelRange.from_dict(r)
+                                                       for r in self.input_ranges))
+        for key in ("input_units", "input_ranges"):
+            if getattr(self, key) and len(getattr(self, key)) != len(self.input_channels):
+                raise ValueError(f"{key} has {len(getattr(self, key))} entries for {len(self.input_channels)} "
+                                 "input channels")
         if self.patch_shape is not None:
             object.__setattr__(self, "patch_shape", tuple(int(n) for n in self.patch_shape))
 
@@ -103,7 +117,8 @@ class CheckpointMeta:
             data["regression_checkpoint"] = (dataclasses.asdict(self.regression_checkpoint)
                                              if self.regression_checkpoint else None)
             data["patch_shape"] = list(self.patch_shape) if self.patch_shape else None
-        data |= {"step": self.step, "val_loss": self.val_loss, "model_sha256": self.model_sha256}
+        data |= {"step": self.step, "val_loss": self.val_loss, "model_sha256": self.model_sha256,
+                 "input_units": list(self.input_units), "input_ranges": [r.to_dict() for r in self.input_ranges]}
         return json.dumps(data, indent=1)
 
     @classmethod
@@ -124,6 +139,7 @@ class CheckpointMeta:
                 step=int(data.get("step", 0)), val_loss=data.get("val_loss"), sigma_data=data.get("sigma_data"),
                 regression_checkpoint=RegressionRef(**reference) if reference else None,
                 model_sha256=data.get("model_sha256"), patch_shape=data.get("patch_shape"),
+                input_units=data.get("input_units") or (), input_ranges=data.get("input_ranges") or (),
             )
         except KeyError as err:
             raise CheckpointError(f"{where}: not a corrdiff checkpoint description (no {err.args[0]!r})") from None

@@ -196,6 +196,12 @@ def coarse_repeated_time():
     return ds.assign_coords(time=times)
 
 
+def coarse_temperature_in_m_s():
+    ds = fixtures.coarse_dataset()
+    ds["t"].attrs["units"] = "m s-1"  # t@850 was trained in K
+    return ds
+
+
 def coarse_missing_times():
     return fixtures.coarse_dataset().isel(time=slice(0, 6))
 
@@ -383,7 +389,7 @@ SPEC_CASES = [
     Case("spec-edge-unknown", spec_case(set_in("edge", "extrapolate")), ("edge", "'nearest'")),
     Case("spec-nan-policy-unknown", spec_case(set_in("nan_policy", "ignore")), ("nan_policy", "'fill'")),
     Case("spec-units-not-a-mapping", spec_case(set_in("units", "K")), ("units",)),
-    Case("spec-units-disagree", spec_case(set_in("units", {"t2m": "degC"})), ("coarse.nc", "'t2m'", "degC", "units")),
+    Case("spec-units-disagree", spec_case(set_in("units", {"t2m": "m s-1"})), ("coarse.nc", "'t2m'", "m s-1", "units")),
     Case("spec-level-dim-unknown", spec_case(set_in("level_dim", "height")),
          ("coarse.nc", "'t@850'", "level_dim 'height'")),
     Case("spec-level-not-in-file", spec_case(set_in("inputs", "variables", ["t@700"])),
@@ -522,6 +528,9 @@ CLI_CASES = [
          ("regression", "not a diffusion one")),
     Case("cli-generate-input-not-netcdf", generate("--input", in_tmp("gfs.nc", text_file("forecast\n"))),
          ("gfs.nc", "not a NetCDF")),
+    Case("cli-generate-input-units-incompatible",
+         generate("--input", in_tmp("gfs.nc", dataset_file(coarse_temperature_in_m_s))),
+         ("gfs.nc", "'t@850'", "'m s-1'", "'K'", "trained")),
     Case("cli-generate-patch-larger-than-grid", generate("--set", "generate.patch_shape=[64,64]"),
          ("generate.patch_shape",)),
     Case("cli-generate-patch-overlap-too-large",

@@ -91,9 +91,10 @@ class DownscalingDataset(torch.utils.data.Dataset):
     """Normalised (input, target) pairs of one split of a dataset spec; works with multi-worker DataLoaders."""
 
     def __init__(self, spec, split: str | None = "train", stats: Normalization | None = None,
-                 with_target: bool = True, progress: bool = False):
+                 with_target: bool = True, progress: bool = False, input_units: dict[str, str] | None = None):
+        # input_units: the units to read each input channel in (e.g. a checkpoint's), see PairedFields
         self.spec = load_spec(spec)
-        self.fields = PairedFields(self.spec, with_target=with_target)
+        self.fields = PairedFields(self.spec, with_target=with_target, input_units=input_units)
         self.with_target = with_target
         self.split = split
         self.times = self.fields.times(split)
@@ -119,6 +120,11 @@ class DownscalingDataset(torch.utils.data.Dataset):
     @property
     def target_attrs(self) -> dict[str, dict]:
         return self.fields.target_attrs
+
+    @property
+    def input_units(self) -> list[str]:
+        """CF units of each input channel as read ("" where unknown), for the checkpoint."""
+        return self.fields.input_units
 
     def __len__(self) -> int:
         return len(self.times)

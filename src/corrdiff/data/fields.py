@@ -1,7 +1,9 @@
 """The paired fields of a spec on the fine grid: inputs (interpolated), static fields and targets, by time.
 
 `PairedFields` opens the stores once and reads any set of times as numpy arrays in physical units,
-(time, channel, y, x) on the fine grid. It knows nothing of normalisation or torch.
+(time, channel, y, x) on the fine grid. It knows nothing of normalisation or torch. Each channel is read in
+the units it is expected in (the spec's `units`, or at generation the units the model was trained with),
+converted from the files' own where they differ (`corrdiff.data.units`).
 """
 
 import numpy as np
@@ -16,14 +18,17 @@ from corrdiff.data.spec import DatasetSpec, load_spec
 class PairedFields:
     """Lazy access to a spec's inputs, static fields and (optionally) targets on the fine grid."""
 
-    def __init__(self, spec: DatasetSpec | str, with_target: bool = True):
+    def __init__(self, spec: DatasetSpec | str, with_target: bool = True, input_units: dict[str, str] | None = None):
+        """`input_units`: the units to read each input and static channel in (channel: CF units, "" for no
+        expectation), overriding the spec's `units`; e.g. those a checkpoint was trained with."""
         self.spec = spec = load_spec(spec)
         if with_target and spec.targets is None:
             raise DataError(f"{spec.where}: no `targets` in the spec; training and scoring need them")
         self._stores = []  # the opened xarray datasets, for close()
-        self.inputs = open_fields(spec, spec.inputs, "inputs", opened=self._stores)
+        self.inputs = open_fields(spec, spec.inputs, "inputs", opened=self._stores, expected=input_units)
         self.targets = open_fields(spec, spec.targets, "targets", opened=self._stores) if with_target else []
-        self.static = open_fields(spec, spec.static, "static", static=True, opened=self._stores) if spec.static else []
+        self.static = open_fields(spec, spec.static, "static", static=True, opened=self._stores,
+                                  expected=input_units) if spec.static else []
         grid_targets = self.targets or (open_fields(spec, spec.targets, "targets", opened=self._stores)
                                         if spec.targets is not None and spec.grid is None and not self.static else [])
         self.lat, self.lon = fine_grid(spec, grid_targets, self.static)
@@ -67,6 +72,11 @@ class PairedFields:
     @property
     def input_attrs(self) -> dict[str, dict]:
         return {f.name: f.attrs for f in self.inputs + self.static}
+
+    @property
+    def input_units(self) -> list[str]:
+        """CF units each input channel is read in (inputs, then static fields); "" where nobody says."""
+        return [str(f.array.attrs.get("units", "")) for f in self.inputs + self.static]
 
     # --- times ----------------------------------------------------------------------------------------
     def times(self, split: str | None = None) -> np.ndarray:

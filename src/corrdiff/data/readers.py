@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from corrdiff.data import grib
+from corrdiff.data import grib, units
 from corrdiff.data.canonical import canonical, LAT_NAMES, LON_NAMES
 from corrdiff.data.spec import COLUMN_MAX, DatasetSpec, parse_variable, Source
 from corrdiff.errors import DataError
@@ -30,10 +30,12 @@ from corrdiff.errors import DataError
 LEVEL_NAMES = ("level", "isobaricInhPa", "pressure_level", "plev", "lev", "pressure", "bottom_top")
 SHOWN_NAMES = 80  # a not-found error lists at most this many of the file's variables
 GRIB_SUFFIXES = (".grib", ".grb", ".grib2", ".grb2")
-# Spellings of the same CF unit that should not be reported as a mismatch.
+# Spellings of the same CF unit (evaluation/stores.py matches forecast and truth units by them; the data
+# itself is converted with `corrdiff.data.units`).
 UNIT_ALIASES = {"m/s": "m s-1", "m s**-1": "m s-1", "ms-1": "m s-1", "kelvin": "K", "degk": "K",
                 "1/s": "s-1", "s**-1": "s-1", "dimensionless": "1", "": "1", "degrees_c": "degC",
                 "celsius": "degC", "pa": "Pa", "mm/h": "mm h-1", "kg m**-2 s**-1": "kg m-2 s-1"}
+TRAINED_UNITS = "the units the model was trained with"  # where a checkpoint's expected units come from
 
 
 @dataclass
@@ -46,6 +48,7 @@ class Field:
     lat: np.ndarray  # 1-D (y,) on a rectilinear grid, else 2-D (y, x)
     lon: np.ndarray
     times: "pd.Index | None" = None  # set by PairedFields: the time axis, for exact matching
+    units_assumed: bool = False  # the file gave no `units`: the expected units were assumed
 
     @property
     def attrs(self) -> dict:
@@ -162,15 +165,19 @@ def horizontal_coords(ds: xr.Dataset, array: xr.DataArray, file: str, what: str)
     return np.asarray(lat.values, dtype=np.float64), np.asarray(lon.values, dtype=np.float64), y_dim, x_dim
 
 
-def check_units(spec: DatasetSpec, name: str, array: xr.DataArray, file: str, what: str) -> None:
-    expected = spec.units.get(name, spec.units.get(parse_variable(name)[0]))
-    found = array.attrs.get("units")
-    if expected is None or found is None:
-        return
-    canon = lambda u: UNIT_ALIASES.get(str(u).strip().lower(), str(u).strip())
-    if canon(found) != canon(expected):
-        raise DataError(f"{file}: {what} variable {name!r} has units {found!r}, but the spec expects {expected!r}; "
-                        "convert the data or correct `units` in the spec")
+def in_expected_units(spec: DatasetSpec, name: str, array: xr.DataArray, file: str, what: str,
+                      expected: dict[str, str] | None = None, in_files: str | None = None):
+    """(array in the units channel `name` is expected in, whether they were assumed): converted when its CF
+    `units` differ but are compatible, a DataError when they are not (`corrdiff.data.units`).
+
+    `expected` (channel: units, e.g. a checkpoint's trained units) overrides the spec's `units`; an empty
+    entry means unknown, and then the spec's `units` (by channel, else base name) apply, if any.
+    """
+    wanted = (expected or {}).get(name)
+    origin = TRAINED_UNITS
+    if not wanted:
+        wanted, origin = spec.units.get(name, spec.units.get(parse_variable(name)[0])), "the spec's `units`"
+    return units.to_expected(array, wanted, name=name, file=file, what=what, origin=origin, in_files=in_files)
 
 
 def select_level(array: xr.DataArray, name: str, level: float | str | None, level_dim: str | None, file: str,
@@ -204,8 +211,9 @@ def select_level(array: xr.DataArray, name: str, level: float | str | None, leve
 
 
 def generic_field(spec: DatasetSpec, ds: xr.Dataset, name: str, what: str, static: bool = False,
-                  in_files: str | None = None) -> Field:
-    """Channel `name` of a generic store, read from the variable `in_files` (default: `name`) of `ds`."""
+                  in_files: str | None = None, expected: dict[str, str] | None = None) -> Field:
+    """Channel `name` of a generic store, read from the variable `in_files` (default: `name`) of `ds`, in the
+    units it is `expected` in (see `in_expected_units`)."""
     file = ds.encoding.get("corrdiff_files", "?")
     in_files = in_files or name
     base, level = parse_variable(in_files)
@@ -223,12 +231,12 @@ def generic_field(spec: DatasetSpec, ds: xr.Dataset, name: str, what: str, stati
     if extra:
         raise DataError(f"{file}: {what} variable {name!r} has extra dims {extra}; expected {wanted} "
                         "(select a level with name@level)")
-    check_units(spec, name, array, file, what)
-    return Field(name, array.transpose(*wanted), file, lat, lon)
+    array, assumed = in_expected_units(spec, name, array, file, what, expected, in_files)
+    return Field(name, array.transpose(*wanted), file, lat, lon, units_assumed=assumed)
 
 
 def cwa_field(spec: DatasetSpec, ds: xr.Dataset, name: str, group: str, what: str,
-              in_files: str | None = None) -> Field:
+              in_files: str | None = None, expected: dict[str, str] | None = None) -> Field:
     """Channel `name` of a CWA-layout array, picked by `<group>_variable` (and `<group>_pressure` for name@level)
     as `in_files` (default: `name`)."""
     file = ds.encoding.get("corrdiff_files", "?")
@@ -258,7 +266,8 @@ def cwa_field(spec: DatasetSpec, ds: xr.Dataset, name: str, group: str, what: st
     lat, lon, y_dim, x_dim = horizontal_coords(ds, channel, file, what)
     channel = channel.transpose("time", y_dim, x_dim)
     channel.attrs = {k: v for k, v in channel.attrs.items() if k in ("units", "long_name")}
-    return Field(name, channel.rename(name), file, lat, lon)
+    channel, assumed = in_expected_units(spec, name, channel.rename(name), file, what, expected, in_files)
+    return Field(name, channel, file, lat, lon, units_assumed=assumed)
 
 
 def _names_hint(ds: xr.Dataset, name: str, what: str) -> str:
@@ -270,9 +279,19 @@ def _names_hint(ds: xr.Dataset, name: str, what: str) -> str:
 
 
 def open_fields(spec: DatasetSpec, source: Source, what: str, static: bool = False,
-                opened: list | None = None) -> list[Field]:
-    """The fields (channels) a source names, in the spec's order; the opened stores are appended to `opened`."""
-    opened = [] if opened is None else opened
+                opened: list | None = None, expected: dict[str, str] | None = None) -> list[Field]:
+    """The fields (channels) a source names, in the spec's order, each in the units it is `expected` in
+    (channel: units, overriding the spec's `units`); the opened stores are appended to `opened`. Channels
+    whose files give no `units` are assumed to be in the expected ones, with one warning for the source."""
+    fields = _open_fields(spec, source, what, static, [] if opened is None else opened, expected)
+    assumed = {f.name: f.array.attrs["units"] for f in fields if f.units_assumed}
+    origin = TRAINED_UNITS if any((expected or {}).get(n) for n in assumed) else "the spec's `units`"
+    units.warn_assumed(fields[0].file if fields else what, what, assumed, origin)
+    return fields
+
+
+def _open_fields(spec: DatasetSpec, source: Source, what: str, static: bool, opened: list,
+                 expected: dict[str, str] | None) -> list[Field]:
     files = spec.files(source, what)
     in_files = {name: source.in_files(name) for name in source.variables}
     if spec.layout == "generic" and single_engine(files, what) == "cfgrib":
@@ -281,13 +300,14 @@ def open_fields(spec: DatasetSpec, source: Source, what: str, static: bool = Fal
             ds.encoding["corrdiff_files"] = files_label(files)
             if not any(ds is store for store in opened):
                 opened.append(ds)
-        return [generic_field(spec, ds, name, what, static, variable) for name, (ds, variable) in found.items()]
+        return [generic_field(spec, ds, name, what, static, variable, expected)
+                for name, (ds, variable) in found.items()]
     keep = None if spec.layout == "cwa" else {parse_variable(n)[0] for n in in_files.values()}
     ds = open_files(files, what, source.time_dim, keep)
     opened.append(ds)
     if spec.layout == "cwa" and not static:
-        return [cwa_field(spec, ds, name, source.group, what, in_files[name]) for name in source.variables]
-    return [generic_field(spec, ds, name, what, static, in_files[name]) for name in source.variables]
+        return [cwa_field(spec, ds, name, source.group, what, in_files[name], expected) for name in source.variables]
+    return [generic_field(spec, ds, name, what, static, in_files[name], expected) for name in source.variables]
 
 
 def fine_grid(spec: DatasetSpec, targets: list[Field] | None, static: list[Field] | None):

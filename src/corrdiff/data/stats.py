@@ -14,6 +14,10 @@ The same pass counts the NaN/inf values of every input and target channel and ap
   reported.
 
 The counts are saved in the statistics' `info` (`nonfinite`, `nonfinite_times`, `nan_policy`, `dropped_times`).
+
+The same pass records the range of each input channel in physical units (`info["input_ranges"]`: min, max and
+the 0.1 and 99.9 percentiles, `ChannelRange`), which checkpoints keep so that generation can warn about inputs
+far outside what the model was trained on (inputs in other units, say).
 """
 
 import datetime as dt
@@ -32,6 +36,65 @@ from corrdiff.output_paths import check_output, spec_files
 
 log = logging.getLogger(__name__)
 STATS_KIND = "a corrdiff statistics file"
+PERCENTILE_SAMPLE = 200_000  # values per channel kept (a seeded random subset) to estimate the percentiles
+
+
+@dataclass(frozen=True)
+class ChannelRange:
+    """The values of one input channel over the training split, in its physical units (NaNs ignored)."""
+
+    min: float
+    max: float
+    low: float
+    """0.1 percentile"""
+    high: float
+    """99.9 percentile"""
+
+    def to_dict(self) -> dict:
+        return {"min": self.min, "max": self.max, "p0.1": self.low, "p99.9": self.high}
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> "ChannelRange":
+        return cls(float(raw["min"]), float(raw["max"]), float(raw["p0.1"]), float(raw["p99.9"]))
+
+
+def input_ranges(stats: Normalization) -> tuple[ChannelRange, ...]:
+    """The training range of each input channel (in `stats.input.names` order); () for statistics computed
+    before ranges were recorded, or when a channel lacks one."""
+    ranges = (stats.info or {}).get("input_ranges") or {}
+    if not all(name in ranges for name in stats.input.names):
+        return ()
+    return tuple(ChannelRange.from_dict(ranges[name]) for name in stats.input.names)
+
+
+class _Ranges:
+    """Running min/max per channel and a seeded random subset of the values for the percentiles."""
+
+    def __init__(self, channels: int, total_values: int):
+        self.min = np.full(channels, np.inf)
+        self.max = np.full(channels, -np.inf)
+        self.fraction = min(1.0, PERCENTILE_SAMPLE / max(total_values, 1))
+        self.kept: list[list[np.ndarray]] = [[] for _ in range(channels)]
+        self.rng = np.random.default_rng(0)
+
+    def add(self, values: np.ndarray) -> None:
+        """values (time, C, H, W) in physical units."""
+        for c in range(values.shape[1]):
+            flat = values[:, c].ravel()
+            flat = flat[np.isfinite(flat)]
+            if not flat.size:
+                continue
+            self.min[c] = min(self.min[c], float(flat.min()))
+            self.max[c] = max(self.max[c], float(flat.max()))
+            self.kept[c].append(flat if self.fraction >= 1 else flat[self.rng.random(flat.size) < self.fraction])
+
+    def ranges(self, names: list[str]) -> dict[str, dict]:
+        out = {}
+        for c, name in enumerate(names):
+            kept = np.concatenate(self.kept[c]) if self.kept[c] else np.array([self.min[c], self.max[c]])
+            low, high = np.percentile(kept.astype(np.float64), [0.1, 99.9]) if kept.size else (np.nan, np.nan)
+            out[name] = ChannelRange(float(self.min[c]), float(self.max[c]), float(low), float(high)).to_dict()
+        return out
 
 
 class _Moments:
@@ -131,6 +194,7 @@ def compute_stats(spec, split: str = "train", chunk_times: int = 16, progress: b
         check_stats_output(spec, overwrite)
     times = fields.times(split)
     inputs, targets = _Moments(len(fields.input_channels)), _Moments(len(fields.target_channels))
+    ranges = _Ranges(len(fields.input_channels), len(times) * math.prod(fields.lat.shape))
     in_transforms = [spec.transforms.get(n) for n in fields.input_channels]
     out_transforms = [spec.transforms.get(n) for n in fields.target_channels]
     sources = fields.inputs + fields.static
@@ -146,6 +210,7 @@ def compute_stats(spec, split: str = "train", chunk_times: int = 16, progress: b
         if spec.nan_policy == "drop":  # as the dataset does: such times are not trained on
             input_values, target_values = input_values[clean], target_values[clean]
         kept += len(input_values)
+        ranges.add(input_values)
         inputs.add(per_channel(input_values, in_transforms, forward_transform))
         targets.add(per_channel(target_values, out_transforms, forward_transform))
         bar.update(len(chunk))
@@ -170,7 +235,9 @@ def compute_stats(spec, split: str = "train", chunk_times: int = 16, progress: b
             "nan_policy": spec.nan_policy,
             "nonfinite": by_kind([int(v) for v in nonfinite.values]),
             "nonfinite_times": by_kind([int(t) for t in nonfinite.times]),
-            "dropped_times": int(len(times) - kept)}
+            "dropped_times": int(len(times) - kept),
+            "input_ranges": ranges.ranges(fields.input_channels),
+            "input_units": dict(zip(fields.input_channels, fields.input_units))}
     stats = Normalization(
         ChannelStats(fields.input_channels, inputs.mean, inputs.std(), in_transforms),
         ChannelStats(fields.target_channels, targets.mean, targets.std(), out_transforms),

@@ -1,6 +1,8 @@
 """Checks made before anything is generated: the two checkpoints belong together, they fit the data, and
-the output goes where nothing of the command's own is lost. Each error names both sides and what differs."""
+the output goes where nothing of the command's own is lost. Each error names both sides and what differs.
+While generating, inputs far outside the range the model was trained on are warned about (`InputRanges`)."""
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +11,68 @@ from corrdiff import ensemble_file
 from corrdiff.data.spec import Source
 from corrdiff.errors import CheckpointError, ConfigError, DataError, OutputError
 
+log = logging.getLogger(__name__)
 GRID_TOLERANCE_DEG = 1e-4  # ~10 m: the same grid read from float32 and float64 files agrees far closer
+# "Far outside" the training range: beyond min/max by more than this fraction of the 0.1–99.9 percentile span,
+# for more than OUTSIDE_FRACTION of a time's points (a wrong unit moves nearly all of them; a record, a few).
+RANGE_MARGIN = 0.5
+OUTSIDE_FRACTION = 0.01
+
+
+def trained_input_units(meta) -> dict[str, str] | None:
+    """{input channel: the CF units it was trained in} of a checkpoint's `CheckpointMeta`, for the data layer
+    to read generation inputs in (converting compatible units, refusing others); None when the checkpoint does
+    not record them (older or imported checkpoints)."""
+    if not meta.input_units:
+        return None
+    return {name: units for name, units in zip(meta.input_channels, meta.input_units) if units}
+
+
+class InputRanges:
+    """Warns, once per channel, when a generation input falls far outside the values seen in training.
+
+    `meta`: the checkpoint's `CheckpointMeta` (its `input_ranges`, and `stats` to undo the normalisation);
+    `checkpoint` names it in the warning. Does nothing for checkpoints without recorded ranges.
+    """
+
+    def __init__(self, meta, checkpoint: str = "the checkpoint"):
+        self.meta, self.checkpoint = meta, checkpoint
+        self.warned: set[str] = set()
+
+    def check(self, normalised_input, time) -> list[str]:
+        """Check one time's normalised input (C_in, H, W) (tensor or array); returns the channels warned about now."""
+        ranges = self.meta.input_ranges
+        if not ranges or len(self.warned) == len(ranges):
+            return []
+        values = self.meta.stats.input.denormalize(np.asarray(
+            normalised_input.detach().cpu() if hasattr(normalised_input, "detach") else normalised_input, np.float64))
+        units = self.meta.input_units or ("",) * len(ranges)
+        warned = []
+        for name, found, trained, unit in zip(self.meta.input_channels, values, ranges, units):
+            if name in self.warned:
+                continue
+            line = out_of_range(name, found, trained, unit, time, self.checkpoint)
+            if line:
+                log.warning(line)
+                self.warned.add(name)
+                warned.append(name)
+        return warned
+
+
+def out_of_range(name: str, values: np.ndarray, trained, units: str, time, checkpoint: str) -> str | None:
+    """One warning line when more than OUTSIDE_FRACTION of `values` (physical units) lie far outside `trained`
+    (a `ChannelRange`); None otherwise."""
+    finite = values[np.isfinite(values)]
+    if not finite.size:
+        return None
+    margin = RANGE_MARGIN * max(trained.high - trained.low, trained.max - trained.min, 1e-12)
+    outside = (finite < trained.min - margin) | (finite > trained.max + margin)
+    if outside.mean() <= OUTSIDE_FRACTION:
+        return None
+    unit = f" {units}" if units else ""
+    return (f"input {name!r} at {str(time)[:19]}: {outside.mean():.0%} of its values lie far outside the range it was "
+            f"trained on ({finite.min():.4g} … {finite.max():.4g}, trained {trained.min:.4g} … {trained.max:.4g}"
+            f"{unit}, checkpoint {checkpoint}); check its units and source")
 
 
 def pairing_problems(regression, diffusion, regression_sha256: str) -> list[str]:

@@ -176,7 +176,8 @@ def open_inference_dataset(config: RunConfig, meta: CheckpointMeta, split: str, 
     input_channels, target_channels = checks.spec_channels(spec)
     checks.check_channels("input", input_channels, meta.input_channels, spec.where, checkpoint)
     checks.check_channels("target", target_channels, meta.target_channels, spec.where, checkpoint)
-    return DownscalingDataset(spec, split=split, stats=meta.stats, with_target=False)
+    return DownscalingDataset(spec, split=split, stats=meta.stats, with_target=False,
+                              input_units=checks.trained_input_units(meta))
 
 
 def check_fits(models: Models, dataset) -> None:
@@ -283,12 +284,14 @@ def _generate(config, regression_path, diffusion_path, out: Path, times, dataset
                                   condition=models.condition)
     stats = models.meta.stats  # the checkpoint's own normalisation, never one the data carries
     batching = MemberBatching(gen.member_batch, gen.members, info.device)
+    ranges = checks.InputRanges(models.meta, models.provenance["diffusion_checkpoint"])
     todo = [(slot, k) for slot, k in zip(slots, mine) if not done[slot]]
     bar = tqdm(todo, desc="generate", unit="time", disable=not (progress and info.is_main))
     try:
         for slot, k in bar:
-            sample = dataset[indices[k]]
-            condition = sample.input[None].to(info.device)
+            sample_input = dataset[indices[k]].input
+            ranges.check(sample_input, chosen_times[k])
+            condition = sample_input[None].to(info.device)
             # Member m of a time depends on (seed, time, m) only: any selection of times gives the same fields.
             seconds = int(chosen_times[k].astype("datetime64[s]").astype("int64")) % 2**64
             time_seed = derive_seed(gen.seed, seconds)

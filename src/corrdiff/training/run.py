@@ -20,6 +20,7 @@ from corrdiff import checkpoint as ckpt
 from corrdiff.checkpoint import CheckpointMeta, ModelCheckpoint, RegressionRef
 from corrdiff.config import dump_config, RunConfig, TrainSection
 from corrdiff.data import DownscalingDataset, load_spec, Normalization, PairedDataset
+from corrdiff.data.stats import input_ranges
 from corrdiff.distributed import broadcast_flag, DistInfo, init_distributed, shutdown
 from corrdiff.errors import CheckpointError, ConfigError, TrainingError
 from corrdiff.models import UNetConfig
@@ -194,6 +195,7 @@ def run_training(kind: str, config: RunConfig, train_set: PairedDataset, val_set
     meta = CheckpointMeta(
         kind=kind, unet=unet, input_channels=train_set.input_channels, target_channels=train_set.target_channels,
         target_attrs=dict(getattr(train_set, "target_attrs", {}) or {}), stats=train_set.stats,
+        input_units=tuple(getattr(train_set, "input_units", ()) or ()), input_ranges=input_ranges(train_set.stats),
         config=dump_config(config),
         sigma_data=config.diffusion.sigma_data if kind == "diffusion" else None,
         patch_shape=section.patch_shape if kind == "diffusion" else None,

@@ -1,14 +1,22 @@
 """The ensemble file: the one layout that `corrdiff generate` writes and the baselines and evaluation read.
 
-CF-1.10 NetCDF, or a Zarr v3 store (a path ending in .zarr):
+CF-1.11 NetCDF, or a Zarr v3 store (a path ending in .zarr):
 
     <name>(time, member, y, x)     float32, physical units   one variable per channel
     <name>_regression(time, y, x)  float32, physical units   the regression mean (generate's files only)
     generation_complete(time)      int8, 0 pending, 1 written  set once every field of the time is written
     lat(y, x), lon(y, x)           float64, degrees_north / degrees_east
     time                           encoded as hours since 1970-01-01 00:00:00 (proleptic Gregorian)
+    member                         int32, standard_name realization; y, x: int32 grid indices
+    projection_x(x), projection_y(y)  with `crs`: the grid's projection coordinates, m
+    forecast_reference_time(time)  when the input is a forecast: its initialisation time (encoded as time)
+    lead_time(time)                and its lead time, float64 hours (standard_name forecast_period)
+    crs                            when the fine grid has a projection: its CF grid mapping (0-D int32)
 
-Global attributes: Conventions, grid_spacing_km (mean neighbour distance) and history, then the writer's own.
+Chunks: one time × one member × the whole field for each channel (one time × the field for the regression mean):
+each write of a time, and each read of one member's field, touches whole chunks (benchmarks/bench_netcdf.py).
+Coordinates have no _FillValue. Global attributes: Conventions, title, grid_spacing_km (mean neighbour
+distance) and history, then the writer's own.
 This module imports nothing from corrdiff but its errors, so that inference and evaluation can both use it.
 """
 
@@ -27,11 +35,17 @@ ENSEMBLE_DIMS = ("time", "member", "y", "x")
 FIELD_DIMS = ("time", "y", "x")  # a regression mean; also truth and plain forecast fields
 REGRESSION_SUFFIX = "_regression"
 FLAG = "generation_complete"
-FLAG_ATTRS = {"flag_values": np.array([0, 1], dtype="int8"), "flag_meanings": "pending written"}
+FLAG_ATTRS = {"long_name": "whether every field of the time is written", "flag_values": np.array([0, 1], dtype="int8"),
+              "flag_meanings": "pending written"}
 TIME_UNITS = "hours since 1970-01-01 00:00:00"
 TIME_ENCODING = {"units": TIME_UNITS, "calendar": "proleptic_gregorian", "dtype": "float64"}
-CONVENTIONS = "CF-1.10"
+CONVENTIONS = "CF-1.11"
+GRID_MAPPING = "crs"  # the 0-D variable holding the fine grid's projection, when it has one
+REFERENCE_TIME = "forecast_reference_time"  # encoded as `time` is
+TEMPERATURE_UNITS = ("K", "degC", "degree_Celsius", "celsius", "degF")  # these get units_metadata (CF 1.11)
 ENGINES = {"netcdf": "netcdf4", "zarr": "zarr"}  # format name (as in the run config) -> xarray engine
+# Read as dask chunks of one time × every member (what scores reduce over), the store's chunks along the rest.
+OPEN_CHUNKS = {"member": -1}
 SUFFIXES = {".zarr": "zarr", ".nc": "netcdf", ".nc4": "netcdf"}  # the format a file name implies
 
 
@@ -70,18 +84,26 @@ def format_from_suffix(path: Path) -> str | None:
 
 def template(times, members: int, lat, lon, channels, channel_attrs: dict | None = None,
              global_attrs: dict | None = None, *, regression: bool = True, complete: bool = False,
-             command: str = "corrdiff generate") -> xr.Dataset:
+             command: str = "corrdiff generate", coords: dict | None = None,
+             grid_mapping: dict | None = None) -> xr.Dataset:
     """An all-NaN dataset with the file's layout: lazy (dask), one time per chunk.
 
     `channel_attrs`: {name: attrs} (units, long_name). `regression`: add `<name>_regression`.
     `complete`: the flag is 1 everywhere (a file written whole, as the baselines are); else 0.
     `command` goes into the history attribute; `global_attrs` are added last and win.
+    `coords`: extra coordinates {name: (dims, values, attrs)}: the forecast context along ("time",), projection
+    coordinates along ("x",) / ("y",); the fields' `coordinates` attribute names them.
+    `grid_mapping`: CF grid-mapping attributes of the fine grid's projection, kept as the variable `crs` (CF needs
+    its projection_x/y_coordinate among `coords`).
     """
     n_time, (height, width) = len(times), np.shape(lat)
-    channel_attrs = channel_attrs or {}
+    channel_attrs, coords = channel_attrs or {}, dict(coords or {})
+    mapped = {"grid_mapping": GRID_MAPPING} if grid_mapping else {}
     data_vars = {}
     for name in channels:
-        attrs = {"coordinates": "lat lon", **channel_attrs.get(name, {})}
+        attrs = {"coordinates": " ".join(["lat", "lon", *coords]), **channel_attrs.get(name, {}), **mapped}
+        if str(attrs.get("units", "")) in TEMPERATURE_UNITS:
+            attrs.setdefault("units_metadata", "temperature: on_scale")
         data_vars[name] = (ENSEMBLE_DIMS, da.full((n_time, members, height, width), np.nan, dtype="float32",
                                                   chunks=(1, members, height, width)), attrs)
         if regression:
@@ -91,27 +113,46 @@ def template(times, members: int, lat, lon, channels, channel_attrs: dict | None
     flag = da.ones(n_time, dtype="int8", chunks=1) if complete else da.zeros(n_time, dtype="int8", chunks=1)
     data_vars[FLAG] = (("time",), flag, dict(FLAG_ATTRS))
     coords = {
-        "time": ("time", np.asarray(times, dtype="datetime64[ns]"), {"standard_name": "time", "axis": "T"}),
-        "member": ("member", np.arange(members, dtype="int32"), {"long_name": "ensemble member"}),
-        "y": ("y", np.arange(height, dtype="int32"), {"long_name": "grid row index", "axis": "Y"}),
-        "x": ("x", np.arange(width, dtype="int32"), {"long_name": "grid column index", "axis": "X"}),
+        "time": ("time", np.asarray(times, dtype="datetime64[ns]"),
+                 {"standard_name": "time", "long_name": "time", "axis": "T", "units_metadata": "leap_seconds: none"}),
+        "member": ("member", np.arange(members, dtype="int32"),
+                   {"standard_name": "realization", "long_name": "ensemble member", "units": "1"}),
+        # Grid indices: neither projection coordinates nor lat/lon, so no `axis` or `units` (CF 4.1, 4.2).
+        "y": ("y", np.arange(height, dtype="int32"), {"long_name": "grid row index"}),
+        "x": ("x", np.arange(width, dtype="int32"), {"long_name": "grid column index"}),
         "lat": (("y", "x"), np.asarray(lat, dtype="float64"),
                 {"standard_name": "latitude", "units": "degrees_north", "long_name": "latitude"}),
         "lon": (("y", "x"), np.asarray(lon, dtype="float64"),
                 {"standard_name": "longitude", "units": "degrees_east", "long_name": "longitude"}),
+        **coords,
+        **({GRID_MAPPING: ((), np.int32(0), {"long_name": "projection of the fine grid", **grid_mapping})}
+           if grid_mapping else {}),
     }
-    attrs = {"Conventions": CONVENTIONS, "grid_spacing_km": grid_spacing_km(np.asarray(lat), np.asarray(lon)),
+    attrs = {"Conventions": CONVENTIONS, "title": "downscaled ensemble",
+             "grid_spacing_km": grid_spacing_km(np.asarray(lat), np.asarray(lon)),
              "history": f"{dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')} {command}",
              **(global_attrs or {})}
     return xr.Dataset(data_vars, coords, attrs)
 
 
+def field_chunks(ds: xr.Dataset, name: str) -> tuple[int, ...]:
+    """The chunk shape of a field variable: 1 along time and member, the whole extent along the others."""
+    return tuple(1 if dim in ("time", "member") else ds.sizes[dim] for dim in ds[name].dims)
+
+
 def encoding(ds: xr.Dataset, fmt: str) -> dict:
-    """The encoding to write `ds` with: time in TIME_UNITS; in NetCDF also zlib level 1 and a NaN fill."""
-    encoded = {"time": dict(TIME_ENCODING)}
+    """The encoding to write `ds` with: time in TIME_UNITS; no _FillValue on coordinates; fields chunked by
+    `field_chunks`; in NetCDF also zlib level 1 and a NaN fill."""
+    encoded = {name: {"_FillValue": None} for name in ds.coords}
+    for name in ("time", REFERENCE_TIME):
+        if name in ds.coords:
+            encoded[name] = {**TIME_ENCODING, "_FillValue": None}
+    fields = [v for v in ds.data_vars if v != FLAG and "time" in ds[v].dims]
     if fmt == "netcdf":
-        encoded.update({v: {"zlib": True, "complevel": 1, "_FillValue": np.float32(np.nan)}
-                        for v in ds.data_vars if v != FLAG})
+        encoded.update({v: {"zlib": True, "complevel": 1, "_FillValue": np.float32(np.nan),
+                            "chunksizes": field_chunks(ds, v)} for v in fields})
+    else:
+        encoded.update({v: {"chunks": field_chunks(ds, v)} for v in fields})
     return encoded
 
 
@@ -138,7 +179,7 @@ def write(ds: xr.Dataset, path, fmt: str) -> Path:
 
 
 def open(path) -> xr.Dataset:  # noqa: A001  (used as ensemble_file.open)
-    """A NetCDF file or Zarr store, opened lazily (dask, the store's own chunks); `encoding["source"]` is the path.
+    """A NetCDF file or Zarr store, opened lazily (dask, OPEN_CHUNKS); `encoding["source"]` is the path.
 
     Raises EvaluationError naming the path when it is missing or neither NetCDF nor Zarr.
     """
@@ -149,9 +190,9 @@ def open(path) -> xr.Dataset:  # noqa: A001  (used as ensemble_file.open)
         if is_zarr(path):
             with warnings.catch_warnings():  # unconsolidated stores (written by several processes) are fine
                 warnings.filterwarnings("ignore", "Failed to open Zarr store with consolidated", RuntimeWarning)
-                ds = xr.open_zarr(path, consolidated=None, chunks={})
+                ds = xr.open_zarr(path, consolidated=None, chunks=OPEN_CHUNKS)
         else:
-            ds = xr.open_dataset(path, chunks={})
+            ds = xr.open_dataset(path, chunks=OPEN_CHUNKS)
     except (OSError, ValueError) as err:
         text = " ".join(str(err).split())
         if "did not find a match in any of xarray's currently installed IO backends" in text:

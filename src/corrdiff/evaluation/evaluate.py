@@ -18,6 +18,7 @@ from corrdiff.data import load_spec
 from corrdiff.errors import DataError, EvaluationError
 from corrdiff.evaluation.lead_time import add_lead_time_scores
 from corrdiff.evaluation.metrics import nan_notes, score_models, TITLE
+from corrdiff.evaluation.scores_cf import cf_scores
 from corrdiff.evaluation.spectra import compare_distributions, Distributions
 from corrdiff.evaluation.stores import collect, Evaluation, is_spec, parse_baselines
 from corrdiff.output_paths import check_output, spec_files
@@ -75,7 +76,7 @@ def write_scores(scores: xr.Dataset, out) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
     try:
-        scores.to_netcdf(tmp)
+        cf_scores(scores).to_netcdf(tmp)
     except OSError as err:
         raise EvaluationError(f"{out}: cannot write the scores ({err})") from None
     tmp.replace(out)

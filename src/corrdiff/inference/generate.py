@@ -23,6 +23,7 @@ from corrdiff import ensemble_file, sampler_file
 from corrdiff.ensemble_file import FLAG
 from corrdiff.errors import ConfigError, DataError, OutputError
 from corrdiff.inference import checks
+from corrdiff.inference.context import output_context
 from corrdiff.inference.fingerprint import Fingerprint, generation_fingerprint
 from corrdiff.inference.writer import check_replaceable, EnsembleWriter, io_error, is_io_error, overwrite_path, \
     remove, replace, resumable
@@ -268,9 +269,10 @@ def _generate(config, regression_path, diffusion_path, out: Path, times, dataset
     else:
         path, slot_times = target, chosen_times
     slots = list(range(len(mine))) if parts else mine
+    context = output_context(dataset, slot_times)
     open_writer = lambda: EnsembleWriter(path, slot_times, gen.members, dataset.lat, dataset.lon, channels,
-                                         models.meta.target_attrs, attrs, fmt, fingerprint=fingerprint,
-                                         replace=overwrite)
+                                         models.meta.target_attrs, {**attrs, **context.attrs}, fmt,
+                                         fingerprint=fingerprint, replace=overwrite, **context.template_options())
     if not parts and info.world_size > 1:
         if info.is_main:
             open_writer().close()  # rank 0 lays out the shared store before anyone writes to it

@@ -38,16 +38,19 @@ class EnsembleWriter:
 
     `times` (time,) datetime64; `lat`, `lon` (y, x) degrees; `fingerprint`: this generation's. With `replace`,
     a file at `path` that is not this generation's is removed and started over (for temporary files only).
+    `coords` and `grid_mapping` go to `ensemble_file.template` (`corrdiff.inference.context` makes them).
     """
 
     def __init__(self, path, times, members, lat, lon, channels, channel_attrs, global_attrs, fmt="netcdf", *,
-                 fingerprint: Fingerprint, replace: bool = False):
+                 fingerprint: Fingerprint, replace: bool = False, coords: dict | None = None,
+                 grid_mapping: dict | None = None):
         self.path, self.fmt = Path(path), fmt
         self.times = np.asarray(times, dtype="datetime64[ns]")
         self.channels = list(channels)
         self.fingerprint = fingerprint
         self._layout = lambda: ensemble_file.template(self.times, members, lat, lon, self.channels, channel_attrs,
-                                                      {**global_attrs, **fingerprint.attrs()})
+                                                      {**global_attrs, **fingerprint.attrs()}, coords=coords,
+                                                      grid_mapping=grid_mapping)
         self._bytes_per_time = (members + 1) * len(self.channels) * int(np.size(lat)) * 4
         self._marker = marker_path(self.path)
         self._nc, self._failed = None, False

@@ -1,4 +1,5 @@
-"""`corrdiff import physicsnemo` and `corrdiff export`: checkpoints to and from NVIDIA PhysicsNeMo / Earth2Studio."""
+"""`corrdiff import physicsnemo` and `corrdiff export`: checkpoints to and from NVIDIA PhysicsNeMo / Earth2Studio, and
+corrdiff's own model packages (`corrdiff.model_package`)."""
 
 from pathlib import Path
 from typing import Annotated
@@ -61,18 +62,28 @@ def import_physicsnemo_command(
 
 @user_errors
 def export_command(
-    run_dir: Annotated[Path, typer.Argument(help="Run folder holding regression/ and/or diffusion/ checkpoints.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the exported files.")],
-    format_: Annotated[str, typer.Option("--format", help="Export format: physicsnemo (.mdlus files, Earth2Studio package files).")] = "physicsnemo",
+    run_dir: Annotated[Path, typer.Argument(help="Run folder holding regression/ and diffusion/ checkpoints.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the exported files (a new or empty folder for a package).")],
+    format_: Annotated[str, typer.Option("--format", help="package: a corrdiff model package (`corrdiff generate --model`, `corrdiff.load`); physicsnemo: .mdlus files and Earth2Studio package files.")] = "package",
     which: Annotated[str, typer.Option(help="Checkpoint of each run: best or latest.")] = "best",
+    config: Annotated[Path | None, typer.Option(help="package: the run config whose dataset spec gives the input rules and static fields (default: the one recorded in the diffusion checkpoint).")] = None,
 ) -> None:
-    """Export a run's networks for NVIDIA PhysicsNeMo 2.2 (`Module.from_checkpoint`) and Earth2Studio."""
-    from corrdiff.interop import export_physicsnemo
-
-    if format_ != "physicsnemo":
-        raise ConfigError(f"--format must be 'physicsnemo', got {format_!r}")
+    """Export a run's networks: as a self-contained corrdiff model package (default), or for NVIDIA PhysicsNeMo 2.2
+    (`Module.from_checkpoint`) and Earth2Studio."""
     if which not in ("best", "latest"):
         raise ConfigError(f"--which must be 'best' or 'latest', got {which!r}")
+    if format_ == "package":
+        from corrdiff import model_package
+        from corrdiff.config import load_config
+
+        package = model_package.from_checkpoints(run_dir / "regression", run_dir / "diffusion",
+                                                 load_config(config) if config else None, run_dir=run_dir, which=which)
+        typer.echo(f"model package written: {model_package.write(package, out)} (sampler: {package.sampler_source})")
+        return
+    if format_ != "physicsnemo":
+        raise ConfigError(f"--format must be 'package' or 'physicsnemo', got {format_!r}")
+    from corrdiff.interop import export_physicsnemo
+
     files, notes = export_physicsnemo(run_dir, out, which)
     for path in files:
         typer.echo(f"written: {path}")

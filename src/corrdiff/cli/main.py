@@ -10,6 +10,7 @@ import typer
 from corrdiff.cli.case import case_command
 from corrdiff.cli.data import app as data_app
 from corrdiff.cli.errors import user_errors
+from corrdiff.errors import ConfigError
 from corrdiff.cli.evaluation import baseline_app, report_command, score_command
 from corrdiff.cli.interop import export_command, import_app
 from corrdiff.cli.tune import tune_command
@@ -101,8 +102,9 @@ def train_diffusion(
 @app.command()
 @user_errors
 def generate(
-    config: ConfigArg,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output file: NetCDF (.nc, .nc4) or Zarr store (.zarr); the suffix sets the format.")],
+    config: Annotated[Path | None, typer.Argument(help="Run config (YAML): data spec, checkpoints (run_dir), sampler, generation. Not with --model.")] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output file: NetCDF (.nc, .nc4) or Zarr store (.zarr); the suffix sets the format.")] = None,
+    model: Annotated[Path | None, typer.Option("--model", help="A model package (`corrdiff export`) to generate with instead of a run config; needs --input.")] = None,
     checkpoint_regression: Annotated[Path | None, typer.Option(help="Regression checkpoint or run folder; default: <run_dir>/regression.")] = None,
     checkpoint_diffusion: Annotated[Path | None, typer.Option(help="Diffusion checkpoint or run folder; default: <run_dir>/diffusion.")] = None,
     times: Annotated[list[str] | None, typer.Option("--times", help="ISO time to downscale (repeatable); default: every time of generate.split.")] = None,
@@ -118,17 +120,37 @@ def generate(
 ) -> None:
     """Downscale coarse inputs into an ensemble of fine fields, written as CF NetCDF or Zarr.
 
-    Resumable: run the same command again after an interruption (or a full disk) and it finishes the missing
-    times. A file made with other checkpoints, settings, seed, inputs or times is never resumed: pass
-    --overwrite to replace it, or choose another --out.
+    With a run config, or with --model (a model package) and --input files, nothing else. Resumable: run the
+    same command again after an interruption (or a full disk) and it finishes the missing times. A file made
+    with other checkpoints, settings, seed, inputs or times is never resumed: pass --overwrite to replace it,
+    or choose another --out.
     """
     from corrdiff.config import load_config
     from corrdiff.inference import generate as run_generate
 
+    if out is None:
+        raise ConfigError("give --out: the ensemble file to write (.nc or .zarr)")
+    if (config is None) == (model is None):
+        raise ConfigError("give either a run config or --model (a model package), not both" if config else
+                          "give a run config, or --model with a model package (`corrdiff export`)")
     overrides = list(set_ or [])
     for key, value in (("members", members), ("seed", seed), ("split", split), ("format", format_)):
         if value is not None:
             overrides.append(f"generate.{key}={value}")
+    if model is not None:
+        from corrdiff import model_package
+
+        given = [name for name, value in (("--checkpoint-regression", checkpoint_regression),
+                                          ("--checkpoint-diffusion", checkpoint_diffusion), ("--split", split),
+                                          ("--allow-mismatch", allow_mismatch)) if value]
+        if given:
+            raise ConfigError(f"{', '.join(given)}: not with --model (the package holds both networks; its inputs "
+                              "are the --input files)")
+
+        path = model_package.generate(model, input_, out, overrides, times=times, progress=not quiet,
+                                      overwrite=overwrite)
+        typer.echo(f"ensemble written: {path}")
+        return
     cfg = load_config(config, overrides)
     run_dir = Path(cfg.run_dir)
     path = run_generate(cfg, checkpoint_regression or run_dir / "regression", checkpoint_diffusion or run_dir / "diffusion",

@@ -4,6 +4,7 @@ requested time into an ensemble, and write it so that a rerun resumes it (`corrd
 import dataclasses
 import glob
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from tqdm import tqdm
 
 from corrdiff import __version__
 from corrdiff import checkpoint as ckpt
-from corrdiff.checkpoint import CheckpointMeta
+from corrdiff.checkpoint import CheckpointMeta, ModelCheckpoint
 from corrdiff.config import dump_config, RunConfig
 from corrdiff.data import DownscalingDataset, load_spec
 from corrdiff.diffusion import DiffusionCondition, PatchedDenoiser, SamplerConfig, sample_ensemble
@@ -48,6 +49,8 @@ class Models:
     """(checkpoint folder, lat (H, W) or None, lon (H, W) or None) of each checkpoint: the grid it was trained on."""
     mismatches: list[str] = field(default_factory=list)
     """Why the two checkpoints do not belong together, when --allow-mismatch let them through."""
+    prepared: bool = False
+    """Whether `prepare` has put the networks on the fast path (`fast`) already."""
 
 
 def load_models(regression_path, diffusion_path, device, allow_mismatch: bool = False) -> Models:
@@ -58,6 +61,12 @@ def load_models(regression_path, diffusion_path, device, allow_mismatch: bool = 
     """
     regression = ckpt.load_model(regression_path, kind="regression")
     diffusion = ckpt.load_model(diffusion_path, kind="diffusion")
+    return models_from_checkpoints(regression, diffusion, device, allow_mismatch)
+
+
+def models_from_checkpoints(regression: ModelCheckpoint, diffusion: ModelCheckpoint, device,
+                            allow_mismatch: bool = False) -> Models:
+    """`Models` from two loaded checkpoints (`load_models`; a model package's are read by `corrdiff.model_package`)."""
     regression_sha256, diffusion_sha256 = regression.sha256, diffusion.sha256
     problems = checks.pairing_problems(regression, diffusion, regression_sha256)
     if not allow_mismatch:
@@ -167,18 +176,23 @@ def open_inference_dataset(config: RunConfig, meta: CheckpointMeta, split: str, 
     """
     spec = load_spec(config.data)
     if inputs:
-        paths = [Path(p).expanduser().absolute() for p in inputs]
-        for path in paths:
-            pattern = any(ch in str(path) for ch in "*?[")
-            if not (glob.glob(str(path)) if pattern else path.exists()):
-                raise ConfigError(f"--input {path}: {'no file matches it' if pattern else 'no such file'}")
-        spec = spec.with_inputs([str(p) for p in paths])
+        spec = spec.with_inputs([str(p) for p in input_paths(inputs)])
         split = "all"
     input_channels, target_channels = checks.spec_channels(spec)
     checks.check_channels("input", input_channels, meta.input_channels, spec.where, checkpoint)
     checks.check_channels("target", target_channels, meta.target_channels, spec.where, checkpoint)
     return DownscalingDataset(spec, split=split, stats=meta.stats, with_target=False,
                               input_units=checks.trained_input_units(meta))
+
+
+def input_paths(inputs: list[str]) -> list[Path]:
+    """--input files or globs as absolute paths; a ConfigError naming one that matches nothing."""
+    paths = [Path(p).expanduser().absolute() for p in inputs]
+    for path in paths:
+        pattern = any(ch in str(path) for ch in "*?[")
+        if not (glob.glob(str(path)) if pattern else path.exists()):
+            raise ConfigError(f"--input {path}: {'no file matches it' if pattern else 'no such file'}")
+    return paths
 
 
 def check_fits(models: Models, dataset) -> None:
@@ -195,62 +209,134 @@ def check_fits(models: Models, dataset) -> None:
                         "open it with the checkpoint's (generation denormalises with them)")
 
 
-def generate(config: RunConfig, regression_path, diffusion_path, out, times: list[str] | None = None,
-             dataset=None, progress: bool = True, inputs: list[str] | None = None, overwrite: bool = False,
-             allow_mismatch: bool = False) -> Path:
-    """Write an ensemble file for the chosen times (all times of the split by default); resumable.
+@dataclass
+class Sampling:
+    """What every time of one generation shares: the networks on their fast path, the sampler, members and patches."""
 
-    A file already at `out` is resumed only when its fingerprint is this generation's; else it is refused,
-    or with `overwrite` replaced once the new file is complete. The format follows the suffix of `out`.
-    Under torchrun, ranks take every world_size-th time; NetCDF ranks write part files that rank 0
-    merges into `out`, Zarr ranks write their regions of `out` directly.
+    models: Models
+    sampler: SamplerConfig
+    members: int
+    seed: int
+    patcher: PatchedDenoiser | None
+    batching: MemberBatching
+
+    @classmethod
+    def build(cls, config: RunConfig, models: Models, grid_shape, device) -> "Sampling":
+        """From a config whose patches `resolve_patches` has settled, on the fine grid (H, W)."""
+        gen = config.generate
+        prepare(models, gen.fast_path(device))
+        patcher = None
+        if gen.patch_shape:
+            patcher = PatchedDenoiser(tuple(grid_shape), tuple(gen.patch_shape), tuple(gen.patch_overlap),
+                                      condition=models.condition)
+        return cls(models, config.sampler, gen.members, gen.seed, patcher,
+                   MemberBatching(gen.member_batch, gen.members, device))
+
+
+def prepare(models: Models, fast: FastPath) -> None:
+    """Put the networks on the fast path, once: compiled code and CUDA graphs are kept across calls."""
+    if models.prepared:
+        return
+    models.fast = fast
+    models.denoiser = prepare_denoiser(models.denoiser, fast)
+    if fast.channels_last:
+        to_channels_last(models.regression)
+    models.prepared = True
+
+
+def downscale_time(sampling: Sampling, condition: torch.Tensor, time) -> tuple[np.ndarray, np.ndarray]:
+    """Ensemble (members, C, H, W) and regression mean (C, H, W) of one time, physical units, float32 numpy.
+
+    `condition`: the normalised input (1, C_in, H, W) on the models' device; `time` (datetime64) seeds the members:
+    member m of a time depends on (seed, time, m) only, so any selection of times gives the same fields.
     """
-    info = init_distributed(config.device)
-    try:
-        return _generate(config, regression_path, diffusion_path, Path(out), times, dataset, progress, info, inputs,
-                         overwrite, allow_mismatch)
-    finally:
-        shutdown(info)
+    seconds = int(np.datetime64(time, "ns").astype("datetime64[s]").astype("int64")) % 2**64
+    time_seed = derive_seed(sampling.seed, seconds)
+    mean, ensemble = sampling.batching.run(
+        lambda size: downscale(sampling.models, condition, sampling.members, time_seed, sampling.sampler, size,
+                               sampling.patcher))
+    stats = sampling.models.meta.stats  # the checkpoint's own normalisation, never one the data carries
+    return stats.denormalize_target(ensemble).cpu().numpy(), stats.denormalize_target(mean)[0].cpu().numpy()
 
 
-def _generate(config, regression_path, diffusion_path, out: Path, times, dataset, progress, info: DistInfo,
-              inputs=None, overwrite=False, allow_mismatch=False) -> Path:
+def with_tuned_sampler(config: RunConfig, models: Models) -> RunConfig:
+    """`config`, with the run folder's recommended sampler (`corrdiff tune`) when the config has no sampler section."""
+    if "sampler" in config.model_fields_set:
+        return config
+    tuned = sampler_file.recommended_sampler(config.run_dir, models.provenance["diffusion_checkpoint_sha256"])
+    if tuned is None:
+        return config
+    log.info(f"sampler: {sampler_file.path_in(config.run_dir)} ({tuned.solver}, "
+             f"{tuned.network_evaluations} network evaluations)")
+    return config.model_copy(update={"sampler": tuned})
+
+
+def resolve_patches(config: RunConfig, models: Models, grid_shape) -> RunConfig:
+    """`config` with generate.patch_shape settled (the checkpoint's training patches unless set), checked on (H, W)."""
     gen = config.generate
-    fmt = checks.output_format(out, gen.format, "format" in gen.model_fields_set)
-    check_folder(out)
-    if overwrite:
-        check_replaceable(out)
-    models = load_models(regression_path, diffusion_path, info.device, allow_mismatch)
-    if "sampler" not in config.model_fields_set:  # no sampler section in the config: the tuned one, if any
-        tuned = sampler_file.recommended_sampler(config.run_dir, models.provenance["diffusion_checkpoint_sha256"])
-        if tuned is not None:
-            log.info(f"sampler: {sampler_file.path_in(config.run_dir)} ({tuned.solver}, "
-                     f"{tuned.network_evaluations} network evaluations)")
-            config = config.model_copy(update={"sampler": tuned})
-    if dataset is None:
-        dataset = open_inference_dataset(config, models.meta, gen.split, inputs, models.provenance["diffusion_checkpoint"])
-    check_fits(models, dataset)
     patch_shape = checks.generation_patches("patch_shape" in gen.model_fields_set, gen.patch_shape, models.meta)
     if patch_shape != (tuple(gen.patch_shape) if gen.patch_shape else None):
         # The checkpoint's training patches: the copy goes into the fingerprint and the recorded config.
         gen = gen.model_copy(update={"patch_shape": patch_shape})
         config = config.model_copy(update={"generate": gen})
-    checks.check_patches(gen.patch_shape, gen.patch_overlap, dataset.lat.shape, models.meta.unet.channel_mult)
+    checks.check_patches(gen.patch_shape, gen.patch_overlap, tuple(grid_shape), models.meta.unet.channel_mult)
+    return config
+
+
+def ensemble_attrs(config: RunConfig, models: Models, allow_mismatch: bool) -> dict:
+    """The global attributes of an ensemble (its fingerprint's aside): settings, checkpoints and provenance."""
+    gen = config.generate
+    return {"title": "CorrDiff downscaled ensemble", "source": f"corrdiff {__version__}",
+            "corrdiff_seed": gen.seed, "corrdiff_members": gen.members,
+            "corrdiff_config": dump_config(config), **models.provenance,
+            **{f"sampler_{k}": str(v) for k, v in dataclasses.asdict(config.sampler).items()},
+            "corrdiff_allow_mismatch": int(allow_mismatch or bool(models.mismatches)),
+            **({"corrdiff_mismatches": "; ".join(models.mismatches)} if models.mismatches else {})}
+
+
+def generate(config: RunConfig, regression_path, diffusion_path, out, times: list[str] | None = None,
+             dataset=None, progress: bool = True, inputs: list[str] | None = None, overwrite: bool = False,
+             allow_mismatch: bool = False, models_loader: Callable[[torch.device], Models] | None = None) -> Path:
+    """Write an ensemble file for the chosen times (all times of the split by default); resumable.
+
+    A file already at `out` is resumed only when its fingerprint is this generation's; else it is refused,
+    or with `overwrite` replaced once the new file is complete. The format follows the suffix of `out`.
+    Under torchrun, ranks take every world_size-th time; NetCDF ranks write part files that rank 0
+    merges into `out`, Zarr ranks write their regions of `out` directly. `models_loader(device)`, when
+    given, replaces loading the two checkpoint paths (a model package: `corrdiff.model_package`).
+    """
+    info = init_distributed(config.device)
+    try:
+        return _generate(config, regression_path, diffusion_path, Path(out), times, dataset, progress, info, inputs,
+                         overwrite, allow_mismatch, models_loader)
+    finally:
+        shutdown(info)
+
+
+def _generate(config, regression_path, diffusion_path, out: Path, times, dataset, progress, info: DistInfo,
+              inputs=None, overwrite=False, allow_mismatch=False, models_loader=None) -> Path:
+    gen = config.generate
+    fmt = checks.output_format(out, gen.format, "format" in gen.model_fields_set)
+    check_folder(out)
+    if overwrite:
+        check_replaceable(out)
+    if models_loader is not None:
+        models = models_loader(info.device)
+    else:
+        models = load_models(regression_path, diffusion_path, info.device, allow_mismatch)
+    config = with_tuned_sampler(config, models)
+    if dataset is None:
+        dataset = open_inference_dataset(config, models.meta, gen.split, inputs, models.provenance["diffusion_checkpoint"])
+    check_fits(models, dataset)
+    config = resolve_patches(config, models, dataset.lat.shape)
+    gen = config.generate
     checks.refuse_input_as_output(out, checks.command_files(config, dataset, [p for p, _, _ in models.grids]))
-    models.fast = gen.fast_path(info.device)
-    models.denoiser = prepare_denoiser(models.denoiser, models.fast)  # once: compiled code and graphs are kept
-    if models.fast.channels_last:
-        to_channels_last(models.regression)
+    sampling = Sampling.build(config, models, dataset.lat.shape, info.device)
     indices = select_times(dataset.times, times)
     chosen_times = np.asarray(dataset.times, dtype="datetime64[ns]")[indices]
-    fingerprint = _fingerprint(config, models, dataset, chosen_times)
+    fingerprint = generation_fingerprint_of(config, models, dataset, chosen_times)
     channels = list(models.meta.target_channels)
-    attrs = {"title": "CorrDiff downscaled ensemble", "source": f"corrdiff {__version__}",
-             "corrdiff_seed": gen.seed, "corrdiff_members": gen.members,
-             "corrdiff_config": dump_config(config), **models.provenance,
-             **{f"sampler_{k}": str(v) for k, v in dataclasses.asdict(config.sampler).items()},
-             "corrdiff_allow_mismatch": int(allow_mismatch),
-             **({"corrdiff_mismatches": "; ".join(models.mismatches)} if models.mismatches else {})}
+    attrs = ensemble_attrs(config, models, allow_mismatch)
     # With --overwrite the new file is built beside `out` and renamed over it once complete.
     target = overwrite_path(out) if overwrite else out
     try:
@@ -269,7 +355,7 @@ def _generate(config, regression_path, diffusion_path, out: Path, times, dataset
     else:
         path, slot_times = target, chosen_times
     slots = list(range(len(mine))) if parts else mine
-    context = output_context(dataset, slot_times)
+    context = output_context(dataset, slot_times)  # forecast reference/lead times, input files, projection
     open_writer = lambda: EnsembleWriter(path, slot_times, gen.members, dataset.lat, dataset.lon, channels,
                                          models.meta.target_attrs, {**attrs, **context.attrs}, fmt,
                                          fingerprint=fingerprint, replace=overwrite, **context.template_options())
@@ -279,28 +365,15 @@ def _generate(config, regression_path, diffusion_path, out: Path, times, dataset
         barrier(info)
     writer = open_writer()
     done = writer.written()
-    sampler: SamplerConfig = config.sampler
-    patcher = None
-    if gen.patch_shape:
-        patcher = PatchedDenoiser(tuple(dataset.lat.shape), tuple(gen.patch_shape), tuple(gen.patch_overlap),
-                                  condition=models.condition)
-    stats = models.meta.stats  # the checkpoint's own normalisation, never one the data carries
-    batching = MemberBatching(gen.member_batch, gen.members, info.device)
-    ranges = checks.InputRanges(models.meta, models.provenance["diffusion_checkpoint"])
     todo = [(slot, k) for slot, k in zip(slots, mine) if not done[slot]]
     bar = tqdm(todo, desc="generate", unit="time", disable=not (progress and info.is_main))
+    ranges = checks.InputRanges(models.meta, models.provenance["diffusion_checkpoint"])
     try:
         for slot, k in bar:
             sample_input = dataset[indices[k]].input
-            ranges.check(sample_input, chosen_times[k])
+            ranges.check(sample_input, chosen_times[k])  # a warning per channel far outside its training range
             condition = sample_input[None].to(info.device)
-            # Member m of a time depends on (seed, time, m) only: any selection of times gives the same fields.
-            seconds = int(chosen_times[k].astype("datetime64[s]").astype("int64")) % 2**64
-            time_seed = derive_seed(gen.seed, seconds)
-            mean, ensemble = batching.run(
-                lambda size: downscale(models, condition, gen.members, time_seed, sampler, size, patcher))
-            writer.write(slot, stats.denormalize_target(ensemble).cpu().numpy(),
-                         stats.denormalize_target(mean)[0].cpu().numpy())
+            writer.write(slot, *downscale_time(sampling, condition, chosen_times[k]))
     finally:
         writer.close()
     barrier(info)
@@ -310,7 +383,8 @@ def _generate(config, regression_path, diffusion_path, out: Path, times, dataset
     return out
 
 
-def _fingerprint(config: RunConfig, models: Models, dataset, times: np.ndarray) -> Fingerprint:
+def generation_fingerprint_of(config: RunConfig, models: Models, dataset, times: np.ndarray) -> Fingerprint:
+    """The fingerprint of generating `times` (datetime64) of `dataset` with `config` and `models`."""
     gen = config.generate
     files, spec_file = checks.input_files(dataset)
     return generation_fingerprint(

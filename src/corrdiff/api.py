@@ -1,0 +1,177 @@
+"""The Python API: `corrdiff.load(path)` gives a `Downscaler`, which downscales coarse fields given as xarray.
+
+    import corrdiff, xarray as xr
+    model = corrdiff.load("model/")                      # a model package, a run folder, or (regression, diffusion)
+    ens = model.downscale(xr.open_dataset("forecast.nc"), members=8, seed=0)
+    ens["t2m"]                                           # (time, member, y, x), with lat/lon and t2m_regression
+
+The inputs are read by the model's dataset-spec rules (variable names and `rename`, levels such as `t@850`, the time
+axis, units), interpolated to the fine grid, followed by the static fields and normalised with the checkpoint's
+statistics. The result is the dataset `corrdiff generate` writes, in memory: the same values, attributes and
+fingerprint, since both call `corrdiff.inference.generate.downscale_time` for each time (docs/api.md).
+"""
+
+import numbers
+from pathlib import Path
+
+import numpy as np
+import torch
+import xarray as xr
+from tqdm.auto import tqdm
+
+from corrdiff import ensemble_file, model_package
+from corrdiff.config import load_config
+from corrdiff.diffusion import SamplerConfig
+from corrdiff.distributed import pick_device
+from corrdiff.ensemble_file import FLAG, regression_name
+from corrdiff.errors import CheckpointError, ConfigError, OutputError
+from corrdiff.inference import checks
+from corrdiff.inference.context import output_context
+from corrdiff.inference.generate import check_fits, downscale_time, ensemble_attrs, generation_fingerprint_of, \
+    prepare, resolve_patches, Sampling, select_times
+from corrdiff.inference.inputs import CoarseInputs
+from corrdiff.model_package import Package
+
+
+def load(path, *, config=None, which: str = "best", device: str = "auto", allow_mismatch: bool = False) -> "Downscaler":
+    """A `Downscaler` from a model package folder (`corrdiff export`), a run folder (regression/, diffusion/), or a
+    (regression, diffusion) pair of checkpoint folders.
+
+    Checkpoints are read with the dataset spec of `config` (a run config file; default: the run config recorded in
+    the diffusion checkpoint), which gives the input rules and the static fields. `which`: "best" or "latest"
+    checkpoint of a run folder. `device`: "auto" (CUDA when there is one), "cpu", "cuda:N".
+    """
+    run_config = load_config(config) if config is not None else None
+    if isinstance(path, (tuple, list)):
+        if len(path) != 2:
+            raise ConfigError(f"give a (regression, diffusion) pair of checkpoints, got {len(path)} paths")
+        package = model_package.from_checkpoints(*path, config=run_config, which=which, allow_mismatch=allow_mismatch)
+    elif model_package.is_package(path):
+        package = model_package.load(path)
+    elif (Path(path) / "diffusion").is_dir() and (Path(path) / "regression").is_dir():
+        package = model_package.from_checkpoints(Path(path) / "regression", Path(path) / "diffusion", run_config,
+                                                 run_dir=path, which=which, allow_mismatch=allow_mismatch)
+    elif (Path(path) / model_package.META).exists():
+        package = model_package.load(path)  # says what is wrong with it
+    else:
+        raise CheckpointError(f"{path}: neither a model package (model.json) nor a run folder (regression/ and "
+                              "diffusion/); give one of them, or a (regression, diffusion) pair of checkpoints")
+    return Downscaler(package, device)
+
+
+class Downscaler:
+    """A trained CorrDiff model: coarse fields (xarray) in, an ensemble of fine fields (xarray) out."""
+
+    def __init__(self, package: Package, device: str | torch.device = "auto"):
+        self.package = package
+        self.device = pick_device(device) if isinstance(device, str) else torch.device(device)
+        self.models = package.models(self.device)
+        self.config = package.run_config()
+        prepare(self.models, self.config.generate.fast_path(self.device))
+
+    @property
+    def input_channels(self) -> list[str]:
+        """The input variables, then the static fields, as the networks take them."""
+        return list(self.models.meta.input_channels)
+
+    @property
+    def target_channels(self) -> list[str]:
+        return list(self.models.meta.target_channels)
+
+    @property
+    def lat(self) -> np.ndarray:
+        """Latitude of the fine grid, (H, W) degrees north."""
+        return self.package.lat
+
+    @property
+    def lon(self) -> np.ndarray:
+        return self.package.lon
+
+    def inputs(self, inputs: xr.Dataset) -> CoarseInputs:
+        """The inputs of `inputs` on the fine grid, normalised: `self.inputs(ds)[i].input` is (C_in, H, W)."""
+        p = self.package
+        dataset = CoarseInputs.from_dataset(inputs, p.rules, p.lat, p.lon, p.static, p.stats,
+                                            checks.trained_input_units(self.models.meta))
+        check_fits(self.models, dataset)
+        return dataset
+
+    def downscale(self, inputs: xr.Dataset, members: int = 8, seed: int = 0, sampler: SamplerConfig | dict | None = None,
+                  times=None, progress: bool = False) -> xr.Dataset:
+        """The ensemble of every time of `inputs` (or of `times`, ISO strings or datetimes), as `corrdiff generate`
+        writes it: `<name>` (time, member, y, x) and `<name>_regression` (time, y, x), float32 in the targets' units,
+        2-D lat/lon, provenance and fingerprint attributes. Member m of a time depends on (seed, time, m) only.
+
+        `sampler`: a `SamplerConfig` or its fields as a dict (default: the model's, see docs/sampling.md).
+        """
+        dataset = self.inputs(inputs)
+        config = self._config(members, seed, sampler)
+        config = resolve_patches(config, self.models, dataset.lat.shape)
+        sampling = Sampling.build(config, self.models, dataset.lat.shape, self.device)
+        indices, chosen = self._times(dataset, times)
+        channels = self.target_channels
+        height, width = dataset.lat.shape
+        ensembles = np.empty((len(indices), sampling.members, len(channels), height, width), np.float32)
+        means = np.empty((len(indices), len(channels), height, width), np.float32)
+        ranges = checks.InputRanges(self.models.meta, self.models.provenance["diffusion_checkpoint"])
+        for i, k in enumerate(tqdm(indices, desc="downscale", unit="time", disable=not progress)):
+            sample_input = dataset[k].input
+            ranges.check(sample_input, chosen[i])  # a warning per channel far outside its training range
+            ensembles[i], means[i] = downscale_time(sampling, sample_input[None].to(self.device), chosen[i])
+            _refuse_non_finite(ensembles[i], means[i], channels, chosen[i])
+        fingerprint = generation_fingerprint_of(config, self.models, dataset, chosen)
+        context = output_context(dataset, chosen)  # forecast reference/lead times, as the file records them
+        attrs = ensemble_attrs(config, self.models, allow_mismatch=False) | context.attrs | fingerprint.attrs()
+        ds = ensemble_file.template(chosen, sampling.members, dataset.lat, dataset.lon, channels, self.models.meta.target_attrs,
+                                    attrs, complete=True, command="corrdiff.Downscaler.downscale",
+                                    **context.template_options())
+        for c, name in enumerate(channels):
+            ds[name] = ds[name].copy(data=ensembles[:, :, c])
+            ds[regression_name(name)] = ds[regression_name(name)].copy(data=means[:, c])
+        ds[FLAG] = ds[FLAG].copy(data=np.ones(len(chosen), dtype="int8"))
+        return ds
+
+    @torch.no_grad()
+    def regression(self, inputs: xr.Dataset, times=None, progress: bool = False) -> xr.Dataset:
+        """The regression mean alone: `<name>_regression` (time, y, x) per target, as in `downscale`'s result."""
+        dataset = self.inputs(inputs)
+        indices, chosen = self._times(dataset, times)
+        stats = self.models.meta.stats
+        means = np.empty((len(indices), len(self.target_channels), *dataset.lat.shape), np.float32)
+        for i, k in enumerate(tqdm(indices, desc="regression", unit="time", disable=not progress)):
+            condition = dataset[k].input[None].to(self.device)
+            # As in downscale: one float32 call per time, never under autocast.
+            means[i] = stats.denormalize_target(self.models.regression(condition).to(torch.float32))[0].cpu().numpy()
+        ds = ensemble_file.template(chosen, 1, dataset.lat, dataset.lon, self.target_channels,
+                                    self.models.meta.target_attrs, {**self.models.provenance},
+                                    command="corrdiff.Downscaler.regression")
+        ds = ds.drop_vars([*self.target_channels, FLAG]).drop_dims("member")
+        for c, name in enumerate(self.target_channels):
+            ds[regression_name(name)] = ds[regression_name(name)].copy(data=means[:, c])
+        return ds
+
+    def _config(self, members: int, seed: int, sampler):
+        if not isinstance(members, numbers.Integral) or members < 1:
+            raise ConfigError(f"members must be a positive integer, got {members!r}")
+        gen = self.config.generate.model_copy(update={"members": int(members), "seed": int(seed)})
+        update = {"generate": gen}
+        if sampler is not None:
+            try:
+                update["sampler"] = sampler if isinstance(sampler, SamplerConfig) else SamplerConfig(**sampler)
+            except (TypeError, ValueError) as err:
+                raise ConfigError(f"sampler: {err}") from None
+        return self.config.model_copy(update=update)
+
+    @staticmethod
+    def _times(dataset: CoarseInputs, times) -> tuple[list[int], np.ndarray]:
+        if times is not None:
+            times = [t if isinstance(t, str) else str(np.datetime64(t, "s")) for t in np.atleast_1d(times)]
+        indices = select_times(dataset.times, times)
+        return indices, np.asarray(dataset.times, dtype="datetime64[ns]")[indices]
+
+
+def _refuse_non_finite(ensemble: np.ndarray, mean: np.ndarray, channels: list[str], time) -> None:
+    """An OutputError, as generation's writer gives, when a member or the mean of a channel is not finite."""
+    for c, name in enumerate(channels):
+        if not (np.isfinite(ensemble[:, c]).all() and np.isfinite(mean[c]).all()):
+            raise OutputError(f"the ensemble of {name!r} at {np.datetime64(time, 's')} came out NaN or infinite; the "
+                              "checkpoints or the input at this time may be broken (try more sampler.num_steps)")

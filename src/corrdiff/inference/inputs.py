@@ -1,0 +1,188 @@
+"""Coarse inputs to downscale without a dataset spec's files: an `xarray.Dataset` in memory, or input files read by
+a model package's rules. Both are read by the same rules as a spec's inputs (`corrdiff.data.readers`: names,
+`rename`, levels, time axis, units), interpolated to the fine grid (`corrdiff.data.regrid`), followed by the static
+fields and normalised with the checkpoint's statistics, so a time gives the tensor `DownscalingDataset` would.
+"""
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import xarray as xr
+
+from corrdiff.data import DatasetSpec, Normalization, Sample
+from corrdiff.data.canonical import canonical
+from corrdiff.data.fields import first_nan
+from corrdiff.data.readers import cwa_field, Field, generic_field, open_fields, time_axis
+from corrdiff.data.regrid import regridder
+from corrdiff.data.spec import Source
+from corrdiff.errors import DataError
+
+READ_CHUNK = 64  # times read and interpolated at once, as DownscalingDataset reads them
+
+
+@dataclass(frozen=True)
+class InputRules:
+    """How a model reads its coarse inputs: the keys of its dataset spec that concern them (docs/data-format.md)."""
+
+    source: Source
+    """The spec's `inputs` section: variables (the input channels, in order), rename, time_dim, group."""
+    layout: str = "generic"
+    level_dim: str | None = None
+    edge: str = "error"
+    units: dict[str, str] = field(default_factory=dict)
+    nan_policy: str = "error"
+
+    @classmethod
+    def from_spec(cls, spec: DatasetSpec) -> "InputRules":
+        return cls(spec.inputs.model_copy(update={"paths": []}), spec.layout, spec.level_dim, spec.edge,
+                   dict(spec.units), spec.nan_policy)
+
+    def to_dict(self) -> dict:
+        source = self.source.model_dump(mode="json", exclude={"paths"})
+        return {"source": source, "layout": self.layout, "level_dim": self.level_dim, "edge": self.edge,
+                "units": dict(self.units), "nan_policy": self.nan_policy}
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> "InputRules":
+        """Raises ValueError, TypeError or KeyError when `raw` is not what `to_dict` writes."""
+        return cls(Source(paths=[], **raw["source"]), raw["layout"], raw.get("level_dim"), raw.get("edge", "error"),
+                   dict(raw.get("units") or {}), raw.get("nan_policy", "error"))
+
+    def spec(self, paths=()) -> DatasetSpec:
+        """A spec of these inputs alone, read from `paths` (none: a dataset given in memory)."""
+        source = self.source.model_copy(update={"paths": [str(p) for p in paths]})
+        return DatasetSpec(layout=self.layout, inputs=source, level_dim=self.level_dim, edge=self.edge,
+                           units=self.units, nan_policy=self.nan_policy)
+
+
+class CoarseInputs:
+    """A `corrdiff.data.PairedDataset` without targets over coarse input fields, read READ_CHUNK times at a time.
+
+    `lat`, `lon` (H, W) degrees: the fine grid; `static` {name: (H, W)} physical units, in channel order;
+    `stats`: the checkpoint's normalisation. `self[i]` is a `Sample` whose input is (C_in, H, W) normalised.
+    """
+
+    def __init__(self, fields: list[Field], rules: InputRules, lat, lon, static: dict[str, np.ndarray],
+                 stats: Normalization, spec: DatasetSpec, where: str):
+        self.spec, self.rules, self.stats, self.where = spec, rules, stats, where
+        self._stores = []
+        self.inputs = fields
+        self.lat, self.lon = np.asarray(lat, np.float64), np.asarray(lon, np.float64)
+        self.static_names = list(static)
+        self.static = np.stack([np.asarray(v, np.float32) for v in static.values()]) if static else \
+            np.zeros((0, *self.lat.shape), np.float32)
+        self.target_channels, self.target_attrs = list(stats.target.names), {}
+        self._regrid = {}
+        for f in fields:
+            key = (f.lat.tobytes(), f.lon.tobytes())
+            if key not in self._regrid:
+                self._regrid[key] = regridder(f.lat, f.lon, self.lat, self.lon, f"{f.file}: {f.name!r}", rules.edge)
+            f.times = pd.Index(time_axis(f))
+        times = fields[0].times.values
+        for f in fields[1:]:
+            times = times[np.isin(times, f.times.values)]
+        if not times.size:
+            raise DataError(f"{where}: no time at which every input ({', '.join(f.name for f in fields)}) exists")
+        self.times = np.sort(times)
+        self._chunk_start, self._chunk = None, None  # the READ_CHUNK times read last, (time, C_in, H, W)
+        if rules.nan_policy == "drop":
+            keep = np.concatenate([np.isfinite(self._read(self.times[start : start + READ_CHUNK])).all(axis=(1, 2, 3))
+                                   for start in range(0, len(self.times), READ_CHUNK)])
+            if not keep.any():
+                raise DataError(f"{where}: every time has NaNs in its inputs; nothing left to downscale")
+            self.times = self.times[keep]
+
+    @classmethod
+    def from_dataset(cls, ds: xr.Dataset, rules: InputRules, lat, lon, static, stats: Normalization,
+                     input_units: dict[str, str] | None = None, where: str = "the input dataset") -> "CoarseInputs":
+        """The inputs of an in-memory (or lazily opened) dataset, its variables named as the rules say, each
+        converted to `input_units` (channel: CF units the model was trained in) where its own differ."""
+        if not isinstance(ds, xr.Dataset):
+            raise DataError(f"{where}: expected an xarray.Dataset, got {type(ds).__name__}")
+        spec = rules.spec()
+        ds = canonical(ds.copy(deep=False), rules.source.time_dim, where)  # the caller's dataset stays as it was
+        ds.encoding["corrdiff_files"] = where
+        source = rules.source
+        if rules.layout == "cwa":
+            fields = [cwa_field(spec, ds, name, source.group, "inputs", source.in_files(name), input_units)
+                      for name in source.variables]
+        else:
+            fields = [generic_field(spec, ds, name, "inputs", in_files=source.in_files(name), expected=input_units)
+                      for name in source.variables]
+        return cls(fields, rules, lat, lon, static, stats, spec, where)
+
+    @classmethod
+    def from_files(cls, paths: list[Path], rules: InputRules, lat, lon, static, stats: Normalization,
+                   input_units: dict[str, str] | None = None) -> "CoarseInputs":
+        """The inputs of files or globs (NetCDF, Zarr, GRIB), opened as a spec's inputs are (see `from_dataset`)."""
+        spec = rules.spec(paths)
+        stores = []
+        try:
+            fields = open_fields(spec, spec.inputs, "inputs", opened=stores, expected=input_units)
+            where = ", ".join(str(p) for p in paths[:3]) + (" …" if len(paths) > 3 else "")
+            inputs = cls(fields, rules, lat, lon, static, stats, spec, where)
+        except BaseException:
+            for store in stores:
+                store.close()
+            raise
+        inputs._stores = stores
+        return inputs
+
+    def close(self) -> None:
+        """Close the files `from_files` opened (a dataset given in memory is the caller's to close)."""
+        for store in self._stores:
+            store.close()
+        self._stores = []
+
+    # --- PairedDataset --------------------------------------------------------------------------------------
+    @property
+    def input_channels(self) -> list[str]:
+        return [f.name for f in self.inputs] + self.static_names
+
+    @property
+    def fields(self) -> "CoarseInputs":
+        """As `DownscalingDataset.fields`: its `inputs` are the input `Field`s (read for the forecast context)."""
+        return self
+
+    def __len__(self) -> int:
+        return len(self.times)
+
+    def __getitem__(self, index: int) -> Sample:
+        start = index - index % READ_CHUNK
+        if start != self._chunk_start:
+            self._chunk_start, self._chunk = start, self._read(self.times[start : start + READ_CHUNK])
+        values, time = self._chunk[index - start], self.times[index]
+        if self.rules.nan_policy == "error" and not np.isfinite(values).all():
+            c = next(c for c in range(len(values)) if not np.isfinite(values[c]).all())
+            raise DataError(f"{self.where}: input {self.input_channels[c]!r} at {str(time)[:19]}: "
+                            f"{first_nan(values[c], self.lat, self.lon)}; set `nan_policy: fill` (channel mean) "
+                            "or `nan_policy: drop` (skip such times) in the spec")
+        normalised = self.stats.normalize_input(values)
+        if self.rules.nan_policy == "fill":
+            normalised = np.nan_to_num(normalised, nan=0.0, posinf=0.0, neginf=0.0)  # 0 = the channel mean
+        return Sample(torch.from_numpy(np.ascontiguousarray(normalised, dtype=np.float32)), None, time)
+
+    # --- reading --------------------------------------------------------------------------------------------
+    def _read(self, times: np.ndarray) -> np.ndarray:
+        """Interpolated inputs and static fields (time, C_in, H, W), float32, physical units."""
+        out = np.empty((len(times), len(self.input_channels), *self.lat.shape), dtype=np.float32)
+        groups: dict[tuple, list[int]] = {}  # channels on one grid are interpolated together
+        for c, f in enumerate(self.inputs):
+            groups.setdefault((f.lat.tobytes(), f.lon.tobytes()), []).append(c)
+        for key, channels in groups.items():
+            coarse = np.stack([_values(self.inputs[c], times) for c in channels], 1)
+            out[:, channels] = self._regrid[key](coarse)
+        out[:, len(self.inputs):] = self.static[None]
+        return out
+
+
+def _values(f: Field, times: np.ndarray) -> np.ndarray:
+    """Field `f` at `times` (time, y, x), float32."""
+    positions = f.times.get_indexer(times)
+    try:
+        return np.asarray(f.array.isel(time=positions).values, dtype=np.float32)
+    except (OSError, RuntimeError, ValueError) as err:
+        raise DataError(f"{f.file}: reading {f.name!r} failed: {err}") from None

@@ -84,12 +84,17 @@ class CheckpointMeta:
     input_ranges: tuple[ChannelRange, ...] = ()
     """Each input channel's values in training (min, max, 0.1/99.9 percentiles, in `input_units`), in
     `input_channels` order; () when unknown: generation then does not warn about out-of-range inputs."""
+    scale_condition: bool = False
+    """Diffusion only: the condition is scaled by c_in(σ) with the noisy residual (`EDMPrecond`), as in networks
+    imported from PhysicsNeMo's `EDMPrecondSR(scale_cond_input=True)`; False in corrdiff-trained ones."""
 
     def __post_init__(self):
         if self.kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
         if self.kind == "diffusion" and self.sigma_data is None:
             raise ValueError("a diffusion checkpoint needs sigma_data")
+        if self.kind != "diffusion" and self.scale_condition:
+            raise ValueError("scale_condition applies to a diffusion checkpoint only")
         object.__setattr__(self, "input_channels", tuple(self.input_channels))
         object.__setattr__(self, "target_channels", tuple(self.target_channels))
         object.__setattr__(self, "input_units", tuple(str(u) for u in self.input_units))
@@ -117,6 +122,7 @@ class CheckpointMeta:
             data["regression_checkpoint"] = (dataclasses.asdict(self.regression_checkpoint)
                                              if self.regression_checkpoint else None)
             data["patch_shape"] = list(self.patch_shape) if self.patch_shape else None
+            data["scale_condition"] = self.scale_condition
         data |= {"step": self.step, "val_loss": self.val_loss, "model_sha256": self.model_sha256,
                  "input_units": list(self.input_units), "input_ranges": [r.to_dict() for r in self.input_ranges]}
         return json.dumps(data, indent=1)
@@ -140,6 +146,7 @@ class CheckpointMeta:
                 regression_checkpoint=RegressionRef(**reference) if reference else None,
                 model_sha256=data.get("model_sha256"), patch_shape=data.get("patch_shape"),
                 input_units=data.get("input_units") or (), input_ranges=data.get("input_ranges") or (),
+                scale_condition=_flag(data.get("scale_condition", False), "scale_condition"),
             )
         except KeyError as err:
             raise CheckpointError(f"{where}: not a corrdiff checkpoint description (no {err.args[0]!r})") from None
@@ -214,6 +221,13 @@ def file_sha256(path: Path) -> str:
 def nonfinite(tensors: dict[str, torch.Tensor]) -> list[str]:
     """Names of the floating-point tensors that hold a NaN or an infinity."""
     return [name for name, t in tensors.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+
+
+def _flag(value, key: str) -> bool:
+    """A JSON boolean of model.json; a ValueError naming `key` for anything else (e.g. the string "false")."""
+    if not isinstance(value, bool):
+        raise ValueError(f"{key} must be true or false, found {value!r}")
+    return value
 
 
 def _one_line(err: BaseException) -> str:
@@ -495,16 +509,17 @@ def load_training_state(folder: str | Path, meta: CheckpointMeta | None = None
     return raw, optimizer_state, state
 
 
-def network_for(unet: UNetConfig, kind: str, sigma_data: float | None = None) -> nn.Module:
+def network_for(unet: UNetConfig, kind: str, sigma_data: float | None = None,
+                scale_condition: bool = False) -> nn.Module:
     """The untrained network of a `kind` of checkpoint: the regression UNet, or the EDM denoiser."""
     if kind == "regression":
         return unet.build_regression()
-    return EDMPrecond(diffusion_network(unet), sigma_data=sigma_data)
+    return EDMPrecond(diffusion_network(unet), sigma_data=sigma_data, scale_condition=scale_condition)
 
 
 def build_network(meta: CheckpointMeta) -> nn.Module:
     """The untrained network a checkpoint's weights belong to."""
-    return network_for(meta.unet, meta.kind, meta.sigma_data)
+    return network_for(meta.unet, meta.kind, meta.sigma_data, meta.scale_condition)
 
 
 def load_weights(module: nn.Module, weights: dict[str, torch.Tensor], where: Path) -> None:

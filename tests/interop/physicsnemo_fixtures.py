@@ -37,7 +37,8 @@ def grid() -> tuple[np.ndarray, np.ndarray]:
 def network(name: str, kind: str):
     """(corrdiff network converted from fixture `name`.mdlus in eval mode, its `Converted`)."""
     converted = convert(FIXTURES / f"{name}.mdlus", kind, stats())
-    net = network_for(converted.layout.unet, kind, converted.layout.sigma_data)
+    layout = converted.layout
+    net = network_for(layout.unet, kind, layout.sigma_data, layout.scale_condition)
     net.load_state_dict(converted.weights)
     return net.eval().requires_grad_(False), converted
 

@@ -130,11 +130,6 @@ def test_architecture_problems_are_named(tmp_path, args, pattern):
     expect_error(rewrite(tmp_path, "diffusion", args=args), pattern)
 
 
-def test_scale_cond_input_is_refused(tmp_path):
-    path = rewrite(tmp_path, "diffusion_legacy", args={"scale_cond_input": True}, container="tar")
-    expect_error(path, "scale_cond_input=True")
-
-
 def test_channel_counts_that_do_not_fit(tmp_path):
     four_inputs = Normalization(ChannelStats(list("abcd"), [0] * 4, [1] * 4), stats().target)
     expect_error(FIXTURES / "diffusion.mdlus", "img_in_channels=7 does not fit", channels=four_inputs)

@@ -1,7 +1,9 @@
 """`corrdiff generate` runs on an imported run folder: a corrdiff run exported to PhysicsNeMo files, imported from
-them again (as an Earth2Studio package), generates an ensemble for a dataset spec with the same channels."""
+them again (as an Earth2Studio package), generates an ensemble for a dataset spec with the same channels, the
+same as the original run's (also for a denoiser that scales its condition, exported as `EDMPrecondSR`)."""
 
 import numpy as np
+import pytest
 import torch
 import xarray as xr
 import yaml
@@ -11,7 +13,7 @@ from corrdiff import checkpoint as ckpt
 from corrdiff.checkpoint import CheckpointMeta, RegressionRef
 from corrdiff.cli.main import app
 from corrdiff.data import ChannelStats, Normalization
-from corrdiff.interop import export_physicsnemo
+from corrdiff.interop import export_physicsnemo, read_mdlus
 from corrdiff.checkpoint import network_for
 from corrdiff.models import UNetConfig
 from tests.data import fixtures as data_fixtures
@@ -19,7 +21,7 @@ from tests.data import fixtures as data_fixtures
 INPUTS, TARGETS = ["t2m", "u10", "t@850", "orography"], ["t2m", "u10"]
 
 
-def native_run(folder, lat, lon):
+def native_run(folder, lat, lon, scale_condition=False):
     """A corrdiff run (random weights) for the tests/data spec's channels and fine grid (16, 24)."""
     unet = UNetConfig(img_shape=(16, 24), in_channels=4, out_channels=2, model_channels=8, channel_mult=(1, 2),
                       channel_mult_emb=2, num_blocks=1, attn_resolutions=(8,), dropout=0.0)
@@ -31,31 +33,44 @@ def native_run(folder, lat, lon):
     for kind in ("regression", "diffusion"):
         torch.manual_seed(len(kind))
         net = network_for(unet, kind, 0.5)
+        with torch.no_grad():  # random weights everywhere: corrdiff starts its output layers at zero
+            for param in net.parameters():
+                param.add_(0.1 * torch.randn(param.shape))
+        diffusion = kind == "diffusion"
         meta = CheckpointMeta(kind=kind, unet=unet, input_channels=INPUTS, target_channels=TARGETS, stats=stats,
-                              config="{}", sigma_data=0.5 if kind == "diffusion" else None,
-                              regression_checkpoint=reference)
+                              config="{}", sigma_data=0.5 if diffusion else None, regression_checkpoint=reference,
+                              scale_condition=scale_condition and diffusion)
         saved = ckpt.save_checkpoint(folder / kind / "checkpoints", meta=meta, ema_weights=net.state_dict(),
                                      lat=lat, lon=lon, **empty)
         reference = RegressionRef(str(saved), ckpt.file_sha256(saved / ckpt.MODEL_FILE))
 
 
-def test_generate_on_an_imported_run(tmp_path):
+@pytest.mark.parametrize("scale_condition", [False, True])
+def test_generate_on_an_imported_run(tmp_path, scale_condition):
     spec = data_fixtures.write_generic(tmp_path / "data")
     raw = yaml.safe_load(spec.read_text())
     raw["targets"]["variables"] = TARGETS
     spec.write_text(yaml.safe_dump(raw, sort_keys=False))
     lat, lon = data_fixtures.fine_grid()
-    native_run(tmp_path / "native", lat, lon)
+    native_run(tmp_path / "native", lat, lon, scale_condition)
     export_physicsnemo(tmp_path / "native", tmp_path / "package")
+    exported = read_mdlus(tmp_path / "package" / "diffusion.mdlus")
+    assert exported.class_name == ("EDMPrecondSR" if scale_condition else "EDMPrecondSuperResolution")
     runner = CliRunner()
     result = runner.invoke(app, ["import", "physicsnemo", "--package", str(tmp_path / "package"),
                                  "--out", str(tmp_path / "imported")])
     assert result.exit_code == 0, result.output
-    config = tmp_path / "run.yaml"
-    config.write_text(yaml.safe_dump({"data": str(spec), "run_dir": str(tmp_path / "imported"), "device": "cpu",
-                                      "sampler": {"num_steps": 3}, "generate": {"members": 2}}))
-    out = tmp_path / "ens.nc"
-    result = runner.invoke(app, ["generate", str(config), "--out", str(out), "--times", "2021-01-02T03:00", "-q"])
-    assert result.exit_code == 0, result.output
-    with xr.open_dataset(out) as ds:
-        assert ds["t2m"].shape == (1, 2, 16, 24) and np.isfinite(ds["t2m"].values).all()
+    assert ckpt.load_model(tmp_path / "imported" / "diffusion").meta.scale_condition is scale_condition
+    ensembles = {}
+    for run in ("imported", "native"):
+        config = tmp_path / f"{run}.yaml"
+        config.write_text(yaml.safe_dump({"data": str(spec), "run_dir": str(tmp_path / run), "device": "cpu",
+                                          "sampler": {"num_steps": 3}, "generate": {"members": 2}}))
+        out = tmp_path / f"{run}.nc"
+        result = runner.invoke(app, ["generate", str(config), "--out", str(out), "--times", "2021-01-02T03:00", "-q"])
+        assert result.exit_code == 0, result.output
+        with xr.open_dataset(out) as ds:
+            ensembles[run] = ds["t2m"].values
+    assert ensembles["imported"].shape == (1, 2, 16, 24) and np.isfinite(ensembles["imported"]).all()
+    # The same networks and noise: equal to float32 round-off (K; the targets' std is 10 K).
+    np.testing.assert_allclose(ensembles["imported"], ensembles["native"], rtol=0, atol=1e-3)

@@ -27,12 +27,18 @@ class EDMPrecond(nn.Module):
     condition channels (⊕ is concatenation on the channel axis). Shapes: x (batch, C, h, w),
     sigma (batch,) or scalar, condition (batch, C_cond, h, w), positions (batch, 2) patch offsets or None.
     The denoiser computes in float32 at its boundary whatever dtype the network runs in.
+
+    `scale_condition=True` feeds F with c_in·(x ⊕ condition) instead: the condition is scaled by c_in(σ) too.
+    That is PhysicsNeMo's `EDMPrecondSR(scale_cond_input=True)` (its default, kept for networks trained with
+    it, such as NVIDIA's published CorrDiff Taiwan denoiser); corrdiff never trains that way. The grid
+    embedding is added inside `net`, so it is never scaled (nor is it in PhysicsNeMo).
     """
 
-    def __init__(self, net: nn.Module, sigma_data: float):
+    def __init__(self, net: nn.Module, sigma_data: float, scale_condition: bool = False):
         super().__init__()
         self.net = net
         self.sigma_data = sigma_data
+        self.scale_condition = scale_condition
 
     def forward(
         self,
@@ -45,8 +51,11 @@ class EDMPrecond(nn.Module):
         sigma = torch.as_tensor(sigma, dtype=torch.float32, device=x.device).reshape(-1)
         sigma = sigma.expand(x.shape[0]).reshape(-1, 1, 1, 1)
         c_skip, c_out, c_in, c_noise = edm_scalings(sigma, self.sigma_data)
-        net_input = c_in * x
-        if condition is not None:
-            net_input = torch.cat([net_input, condition.to(net_input.dtype)], dim=1)
+        if condition is None:
+            net_input = c_in * x
+        elif self.scale_condition:
+            net_input = c_in * torch.cat([x, condition.to(x.dtype)], dim=1)
+        else:
+            net_input = torch.cat([c_in * x, condition.to(x.dtype)], dim=1)
         net_output = self.net(net_input, c_noise.flatten(), positions)
         return c_skip * x + c_out * net_output.to(torch.float32)

@@ -28,6 +28,8 @@ PHYSICSNEMO_VERSION = "2.2.2"  # the release whose classes and file layout the e
 EXPORT_CLASSES = {
     "regression": ("CorrDiffRegressionUNet", "physicsnemo.models.diffusion_unets.unet", "0.2.0"),
     "diffusion": ("EDMPrecondSuperResolution", "physicsnemo.diffusion.preconditioners.legacy", "0.1.0"),
+    # A denoiser that scales its condition by c_in(σ): only the deprecated EDMPrecondSR still computes that.
+    "diffusion_scaled": ("EDMPrecondSR", "physicsnemo.diffusion.preconditioners.legacy", "0.1.0"),
 }
 
 
@@ -77,6 +79,9 @@ def _notes(item: Converted) -> list[str]:
     if layout.grid_source != "none":
         notes.append(f"{name}: grid embedding {layout.grid_source}, kept as corrdiff's 'learned' grid "
                      f"({layout.unet.grid_channels} channels)")
+    if layout.scale_condition:
+        notes.append(f"{name}: scale_cond_input=True: the condition is scaled by c_in(σ) with the noisy residual "
+                     "(kept as the checkpoint's scale_condition)")
     low, high = layout.sigma_range
     if low > 0 or high < math.inf:
         notes.append(f"{name}: PhysicsNeMo clamps the sampler's noise levels to [{low}, {high}]; set "
@@ -110,7 +115,8 @@ def import_physicsnemo(out: str | Path, stats: Normalization, lat, lon, regressi
     for kind, item in converted.items():
         meta = CheckpointMeta(kind=kind, unet=item.layout.unet, input_channels=tuple(stats.input.names),
                               target_channels=tuple(stats.target.names), stats=stats, config=_provenance(item),
-                              sigma_data=item.layout.sigma_data, regression_checkpoint=reference)
+                              sigma_data=item.layout.sigma_data, regression_checkpoint=reference,
+                              scale_condition=item.layout.scale_condition)
         folder = ckpt.save_checkpoint(out / kind / "checkpoints", meta=meta, ema_weights=item.weights, lat=lat,
                                       lon=lon, raw_weights={}, optimizer_state={"state": {}, "param_groups": []},
                                       scheduler_state={}, samples_seen=0, best_val=None, keep_last=1, is_best=True)
@@ -136,6 +142,8 @@ def export_args(meta: CheckpointMeta) -> dict:
                 img_out_channels=unet.out_channels, use_fp16=False, model_type="SongUNetPosEmbd")
     if meta.kind == "diffusion":
         args |= dict(sigma_data=meta.sigma_data, sigma_min=0.0, sigma_max=math.inf)
+    if meta.scale_condition:  # EDMPrecondSR: its deprecated img_channels is required, scale_cond_input explicit
+        args |= dict(img_channels=unet.out_channels, scale_cond_input=True)
     return args | dict(
         embedding_type=unet.noise_embedding if meta.kind == "diffusion" else "zero",
         model_channels=unet.model_channels, channel_mult=list(unet.channel_mult),
@@ -188,7 +196,7 @@ def export_physicsnemo(run_dir: str | Path, out: str | Path, which: str = "best"
             check_group_norms(net)
         except ValueError as err:
             raise CheckpointError(f"{loaded.path}: {err}") from None
-        class_name, module, version = EXPORT_CLASSES[kind]
+        class_name, module, version = EXPORT_CLASSES["diffusion_scaled" if loaded.meta.scale_condition else kind]
         state = to_physicsnemo(loaded.weights, loaded.meta.unet, kind)
         written.append(write_mdlus(out / f"{kind}.mdlus", class_name, module, export_args(loaded.meta),
                                    {"physicsnemo_version": PHYSICSNEMO_VERSION, "mdlus_file_version": version}, state))

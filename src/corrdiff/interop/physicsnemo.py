@@ -16,7 +16,9 @@ what differs is where the weights sit and a few conventions, each handled here i
 - condition order: PhysicsNeMo conditions on [μ, y] when it conditions on the mean (`hr_mean_conditioning`),
   corrdiff on [y, μ];
 - attention levels: PhysicsNeMo matches `attn_resolutions` against the height H >> level, corrdiff against the
-  shorter side.
+  shorter side;
+- `EDMPrecondSR(scale_cond_input=True)` (its default) scales the condition by c_in(σ) with the noisy image:
+  corrdiff's `EDMPrecond(scale_condition=True)`.
 The translation is exact up to float32 round-off (tests/interop). GroupNorm is the one place the two can differ
 beyond it: PhysicsNeMo 2.x's GroupNorm in eval mode divides by the unbiased variance, in training mode (and in
 corrdiff, and in torch) by the biased one; docs/interop.md gives the size of that difference.
@@ -82,6 +84,8 @@ class Layout:
     sigma_data: float | None = None
     sigma_range: tuple[float, float] = (0.0, math.inf)
     """The (sigma_min, sigma_max) PhysicsNeMo's samplers clamp their noise levels to."""
+    scale_condition: bool = False
+    """Diffusion: the condition is scaled by c_in(σ) (`EDMPrecondSR`'s `scale_cond_input`)."""
     notes: list[str] = field(default_factory=list)
 
 
@@ -208,10 +212,8 @@ def describe(archive: MdlusFile, input_channels: int, output_channels: int, kind
     embedding = options["embedding_type"]
     notes = [f"{key}={options[key]!r} ignored (no effect on the outputs)" for key in NO_EFFECT
              if key in archive.args and archive.args[key] not in (False, 0, None, [], "")]
+    scale_condition = _scale_condition(archive, options)
     if kind == "diffusion":
-        if archive.class_name == "EDMPrecondSR" and options.get("scale_cond_input", True):
-            raise _refuse(archive.path, "scale_cond_input=True (the condition scaled by c_in(σ) with the noisy image, "
-                                        "PhysicsNeMo issue 229) is not supported by corrdiff's EDMPrecond")
         if embedding not in ("positional", "fourier"):
             raise _refuse(archive.path, f"embedding_type={embedding!r}: a diffusion network needs a noise embedding "
                                         "(positional or fourier)")
@@ -243,7 +245,20 @@ def describe(archive: MdlusFile, input_channels: int, output_channels: int, kind
     sigma_data = float(options.get("sigma_data", 0.5)) if kind == "diffusion" else None
     sigma_range = (float(options.get("sigma_min", 0.0)), float(options.get("sigma_max", math.inf)))
     return Layout(kind, unet, network, shape[0], embedding, grid_values, grid_source, mean_first, sigma_data,
-                  sigma_range if kind == "diffusion" else (0.0, math.inf), notes)
+                  sigma_range if kind == "diffusion" else (0.0, math.inf), scale_condition, notes)
+
+
+def _scale_condition(archive: MdlusFile, options: dict) -> bool:
+    """Whether a diffusion network scales its condition by c_in(σ): `EDMPrecondSR`'s `scale_cond_input`, which
+    defaults to True (also in the Modulus releases before the argument existed, which always scaled it)."""
+    value = options.get("scale_cond_input", True if archive.class_name == "EDMPrecondSR" else None)
+    if archive.class_name != "EDMPrecondSR":
+        if value is not None:
+            raise _refuse(archive.path, f"scale_cond_input is an argument of EDMPrecondSR, not of {archive.class_name}")
+        return False
+    if not isinstance(value, bool):
+        raise _refuse(archive.path, f"scale_cond_input={value!r} is not true or false")
+    return value
 
 
 def physicsnemo_groups(channels: int) -> int:

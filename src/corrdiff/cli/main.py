@@ -10,10 +10,11 @@ import typer
 from corrdiff.cli.case import case_command
 from corrdiff.cli.data import app as data_app
 from corrdiff.cli.errors import user_errors
-from corrdiff.errors import ConfigError
 from corrdiff.cli.evaluation import baseline_app, report_command, score_command
+from corrdiff.cli.experiment import app as experiment_app
 from corrdiff.cli.interop import export_command, import_app
 from corrdiff.cli.tune import tune_command
+from corrdiff.errors import ConfigError
 
 app = typer.Typer(
     help="Generative km-scale downscaling with residual corrective diffusion (CorrDiff).",
@@ -31,6 +32,7 @@ app.command("score")(score_command)
 app.command("report")(report_command)
 app.command("tune")(tune_command)
 app.command("case")(case_command)
+app.add_typer(experiment_app, name="experiment")
 
 ConfigArg = Annotated[Path, typer.Argument(help="Run config (YAML): data spec, model, training, sampler, generation.")]
 SetOpt = Annotated[

@@ -11,7 +11,8 @@ from corrdiff import checkpoint as ckpt
 from corrdiff.data import DownscalingDataset, load_spec, Normalization, PairedFields
 from corrdiff.errors import ConfigError
 from corrdiff.experiments import data_size, parse_fractions
-from tests.api_fixtures import CONFIG, invoke, refused, succeeded
+from tests.api_fixtures import CONFIG
+from tests.cli import invoke, refused, succeeded
 from tests.data import fixtures
 
 FRACTIONS = [0.25, 0.5, 1.0]

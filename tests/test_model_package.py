@@ -11,7 +11,8 @@ import xarray as xr
 import corrdiff
 from corrdiff import checkpoint as ckpt, sampler_file
 from corrdiff.diffusion import SamplerConfig
-from tests.api_fixtures import FIELDS, invoke, refused, succeeded, TIMES, trained  # noqa: F401  (trained: a fixture)
+from tests.api_fixtures import FIELDS, TIMES, trained  # noqa: F401  (trained: a fixture)
+from tests.cli import invoke, refused, succeeded
 
 TIME_OPTIONS = ["--times", TIMES[0], "--times", TIMES[1]]
 

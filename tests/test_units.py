@@ -11,24 +11,16 @@ import pytest
 import torch
 import xarray as xr
 import yaml
-from typer.testing import CliRunner
 
 from corrdiff import checkpoint as ckpt
-from corrdiff.cli import app
 from corrdiff.data import compute_stats, PairedFields
 from corrdiff.data.stats import ChannelRange
 from corrdiff.data.units import conversion, STANDARD_GRAVITY
 from corrdiff.errors import DataError
 from corrdiff.inference import checks
+from tests.cli import invoke, TINY_RUN
 from tests.data import fixtures
 
-RUN = {
-    "model": {"preset": "tiny", "model_channels": 8, "attn_resolutions": []},
-    "regression": {"steps": 2, "batch_size": 4, "checkpoint_every": 2, "validate_every": 2, "log_every": 1},
-    "diffusion": {"steps": 2, "batch_size": 4, "checkpoint_every": 2, "validate_every": 2, "log_every": 1},
-    "sampler": {"num_steps": 2},
-    "generate": {"members": 2},
-}
 KELVIN = 273.15
 
 
@@ -174,11 +166,6 @@ def test_out_of_range_is_one_line_per_channel():
 
 
 # --- through the CLI: a trained run, and forecasts in other units --------------------------------------------------
-def invoke(*args):
-    logging.getLogger("corrdiff").handlers.clear()  # the CLI's handler writes to the stderr of the first run
-    return CliRunner().invoke(app, [str(a) for a in args])
-
-
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     threads = torch.get_num_threads()
@@ -186,7 +173,7 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("units")
     spec = fixtures.write_generic(root / "data")
     config = root / "config.yaml"
-    config.write_text(yaml.safe_dump({"data": str(spec), "run_dir": str(root / "run"), **RUN}))
+    config.write_text(yaml.safe_dump({"data": str(spec), "run_dir": str(root / "run"), **TINY_RUN}))
     for kind in ("regression", "diffusion"):
         result = invoke("train", kind, config, "--quiet")
         assert result.exit_code == 0, result.output

@@ -14,7 +14,6 @@ Last, a slow test SIGKILLs `corrdiff generate` (a process of its own, NetCDF and
 writing and checks that rerunning the same command gives the file an uninterrupted run writes, bit for bit.
 """
 
-import logging
 import os
 import random
 import shutil
@@ -33,19 +32,11 @@ import pytest
 import torch
 import xarray as xr
 import yaml
-from typer.testing import CliRunner
 
-from corrdiff.cli import app
+from tests.cli import invoke, TINY_RUN
 from tests.data import fixtures
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-RUN = {
-    "model": {"preset": "tiny", "model_channels": 8, "attn_resolutions": []},
-    "regression": {"steps": 2, "batch_size": 4, "checkpoint_every": 2, "validate_every": 2, "log_every": 1},
-    "diffusion": {"steps": 2, "batch_size": 4, "checkpoint_every": 2, "validate_every": 2, "log_every": 1},
-    "sampler": {"num_steps": 2},
-    "generate": {"members": 2},
-}
 
 
 # --- the world the cases spoil: a dataset on files, and (made only when a case needs it) a trained run ----------
@@ -68,7 +59,7 @@ class World:
     def config(self) -> Path:
         """A run config whose two models are trained (two steps each, through the CLI)."""
         config = self.root / "config.yaml"
-        config.write_text(yaml.safe_dump({"data": str(self.spec), "run_dir": str(self.root / "run"), **RUN}))
+        config.write_text(yaml.safe_dump({"data": str(self.spec), "run_dir": str(self.root / "run"), **TINY_RUN}))
         for kind in ("regression", "diffusion"):
             result = invoke("train", kind, config, "--quiet")
             assert result.exit_code == 0, result.output
@@ -91,13 +82,6 @@ def world(tmp_path_factory):
     torch.set_num_threads(1)
     yield World(tmp_path_factory.mktemp("bad-inputs"))
     torch.set_num_threads(threads)
-
-
-def invoke(*args):
-    # The CLI gives the corrdiff logger a handler on the stderr of the run that first needs one; each CliRunner
-    # run has its own stderr, so the handler is made again for each.
-    logging.getLogger("corrdiff").handlers.clear()
-    return CliRunner().invoke(app, [str(a) for a in args])
 
 
 # --- builders: each writes one bad thing into `tmp` and gives back the command line ------------------------------
@@ -281,7 +265,7 @@ def stats_with(*args):
 
 # run configs: `corrdiff train regression CONFIG` (its own run_dir in tmp, so nothing is trained by accident)
 def config_file(w: World, tmp: Path, change=None, run_dir=None, name="config.yaml") -> Path:
-    raw = {"data": str(w.spec), "run_dir": str(run_dir or tmp / "run"), **yaml.safe_load(yaml.safe_dump(RUN))}
+    raw = {"data": str(w.spec), "run_dir": str(run_dir or tmp / "run"), **yaml.safe_load(yaml.safe_dump(TINY_RUN))}
     if change:
         change(raw)
     return write(tmp / name, yaml.safe_dump(raw, sort_keys=False))

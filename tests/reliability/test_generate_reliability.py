@@ -9,7 +9,6 @@ import errno
 import hashlib
 import importlib
 import json
-import logging
 import os
 import shutil
 
@@ -18,46 +17,19 @@ import numpy as np
 import pytest
 import xarray as xr
 import yaml
-from typer.testing import CliRunner
 from zarr.storage import LocalStore
 
-from corrdiff.cli import app
 from corrdiff.inference import Fingerprint
+from tests.cli import invoke, refused, succeeded, TINY_RUN
 from tests.data import fixtures
+
+CONFIG = {"data": "data/spec.yaml", "run_dir": "run", **TINY_RUN}
 
 generate_module = importlib.import_module("corrdiff.inference.generate")  # `corrdiff.inference.generate` is also a function
 writer_module = importlib.import_module("corrdiff.inference.writer")
 
 FIELDS = ["t2m", "u10", "refl", "t2m_regression", "u10_regression", "refl_regression"]
 TIMES = ["2021-01-02T03:00:00", "2021-01-02T06:00:00", "2021-01-02T09:00:00"]  # the spec's test split
-CONFIG = {
-    "data": "data/spec.yaml", "run_dir": "run",
-    "model": {"preset": "tiny", "model_channels": 8, "attn_resolutions": []},
-    "regression": {"steps": 2, "batch_size": 4, "checkpoint_every": 2, "validate_every": 2, "log_every": 1},
-    "diffusion": {"steps": 2, "batch_size": 4, "checkpoint_every": 2, "validate_every": 2, "log_every": 1},
-    "sampler": {"num_steps": 2},
-    "generate": {"members": 2},
-}
-
-
-def invoke(*args):
-    # The CLI gives the corrdiff logger a handler on the stderr of the run that first needs one; each
-    # CliRunner run has its own stderr, so the handler is made again for each.
-    logging.getLogger("corrdiff").handlers.clear()
-    return CliRunner().invoke(app, [str(a) for a in args])
-
-
-def succeeded(result):
-    assert result.exit_code == 0, result.output + repr(result.exception)
-    return result
-
-
-def refused(result) -> str:
-    """The one `error:` line of a command that stopped with exit code 2, and no traceback."""
-    assert result.exit_code == 2, result.output + repr(result.exception)
-    errors = [line for line in result.output.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 1 and "Traceback" not in result.output, result.output
-    return errors[0]
 
 
 def generate(config, out, *options):

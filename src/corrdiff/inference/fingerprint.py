@@ -13,11 +13,12 @@ are in) and is recorded in the file's attributes.
 import datetime as dt
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from corrdiff.files import size_and_mtime
 
 FINGERPRINT = "corrdiff_fingerprint"
 INGREDIENTS = "corrdiff_fingerprint_ingredients"
@@ -96,15 +97,7 @@ def _describe_files(paths: list[Path]) -> dict:
 def _file_entry(path: Path) -> str:
     """`path (N bytes, modified T)`; a folder (a Zarr store) counts every file in it."""
     path = path.absolute()
-    if path.is_dir():
-        size, mtime_ns = 0, 0
-        for root, _, names in os.walk(path):
-            for name in names:
-                stat = os.stat(os.path.join(root, name))
-                size, mtime_ns = size + stat.st_size, max(mtime_ns, stat.st_mtime_ns)
-    else:
-        stat = path.stat()
-        size, mtime_ns = stat.st_size, stat.st_mtime_ns
+    size, mtime_ns = size_and_mtime(path)
     modified = dt.datetime.fromtimestamp(mtime_ns // 1000 / 1e6, dt.timezone.utc).isoformat()
     return f"{path} ({size} bytes, modified {modified})"
 

@@ -37,6 +37,7 @@ from tqdm.auto import tqdm
 from corrdiff import checkpoint as ckpt
 from corrdiff.data import PairedDataset, Sample
 from corrdiff.errors import TrainingError
+from corrdiff.files import size_and_mtime
 
 log = logging.getLogger(__name__)
 
@@ -53,15 +54,7 @@ def _sha256(data: bytes | str) -> str:
 
 def _file_entry(path: Path) -> str:
     """`path size mtime_ns`; a folder (a Zarr store) sums its files' sizes and takes their latest time."""
-    size, mtime = 0, 0
-    if path.is_dir():
-        for root, _, names in os.walk(path):
-            for name in names:
-                stat = os.stat(os.path.join(root, name))
-                size, mtime = size + stat.st_size, max(mtime, stat.st_mtime_ns)
-    else:
-        stat = path.stat()
-        size, mtime = stat.st_size, stat.st_mtime_ns
+    size, mtime = size_and_mtime(path)
     return f"{path.absolute()} {size} {mtime}"
 
 

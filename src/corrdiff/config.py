@@ -196,6 +196,8 @@ class GenerateSection(FastPathSection):
     patch_shape: tuple[int, int] | None = None
     patch_overlap: tuple[int, int] = (8, 8)
     cuda_graphs: Literal["auto"] | bool = Field("auto", description="replay the denoiser from a CUDA graph; auto: on CUDA")
+    overlap_writes: bool = Field(True, description="write time t to the output file in a background thread while time "
+                                 "t+1 is sampled (one write in flight at most); false: write each time in turn")
 
 
 class RunConfig(Section):

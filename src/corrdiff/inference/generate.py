@@ -26,8 +26,8 @@ from corrdiff.errors import ConfigError, DataError, OutputError
 from corrdiff.inference import checks
 from corrdiff.inference.context import output_context
 from corrdiff.inference.fingerprint import Fingerprint, generation_fingerprint
-from corrdiff.inference.writer import check_replaceable, EnsembleWriter, io_error, is_io_error, overwrite_path, \
-    remove, replace, resumable
+from corrdiff.inference.writer import check_replaceable, EnsembleWriter, io_error, is_io_error, OverlappedWriter, \
+    overwrite_path, remove, replace, resumable
 from corrdiff.output_paths import check_folder
 from corrdiff.perf import FastPath, prepare_denoiser, to_channels_last
 from corrdiff.seeding import derive_seed
@@ -364,18 +364,23 @@ def _generate(config, regression_path, diffusion_path, out: Path, times, dataset
             open_writer().close()  # rank 0 lays out the shared store before anyone writes to it
         barrier(info)
     writer = open_writer()
-    done = writer.written()
+    done = writer.written()  # read before any write is in flight: then only the writer's thread touches the file
     todo = [(slot, k) for slot, k in zip(slots, mine) if not done[slot]]
-    bar = tqdm(todo, desc="generate", unit="time", disable=not (progress and info.is_main))
+    bar = tqdm(total=len(todo), desc="generate", unit="time", disable=not (progress and info.is_main))
     ranges = checks.InputRanges(models.meta, models.provenance["diffusion_checkpoint"])
+    # Time t is written in the background while time t+1 is sampled; the bar counts times written.
+    output = OverlappedWriter(writer, gen.overlap_writes, on_written=lambda slot: bar.update())
     try:
-        for slot, k in bar:
+        for slot, k in todo:
             sample_input = dataset[indices[k]].input
             ranges.check(sample_input, chosen_times[k])  # a warning per channel far outside its training range
             condition = sample_input[None].to(info.device)
-            writer.write(slot, *downscale_time(sampling, condition, chosen_times[k]))
+            output.write(slot, *downscale_time(sampling, condition, chosen_times[k]))
     finally:
-        writer.close()
+        try:
+            output.close()
+        finally:
+            bar.close()
     barrier(info)
     if info.is_main:
         _finish(target, out, fmt, info.world_size if parts else 0, overwrite)

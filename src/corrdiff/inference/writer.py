@@ -11,17 +11,22 @@
   but no longer takes appends (`NetCDF: HDF error`). A marker `.NAME.writing` exists while a writer may have
   a write in flight; a rerun that finds it copies the readable, finite flagged times into a fresh file that
   replaces the old one, and goes on from there. Zarr needs no repair: its chunks are written atomically.
+- `OverlappedWriter` writes time t in a background thread while the caller samples time t+1: at most one
+  write in flight, its error raised by the next `write` or by `close`, the flag/sync order unchanged.
 """
 
 import errno
 import logging
 import os
 import shutil
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import netCDF4
 import numpy as np
 import xarray as xr
+from xarray.backends.locks import combine_locks, HDF5_LOCK, NETCDFC_LOCK
 
 from corrdiff import ensemble_file
 from corrdiff.ensemble_file import ENGINES, ENSEMBLE_DIMS, FIELD_DIMS, FLAG, regression_name
@@ -31,6 +36,9 @@ from corrdiff.inference.fingerprint import Fingerprint
 log = logging.getLogger(__name__)
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 METADATA_BYTES = 16 << 20  # room HDF5 or Zarr may need beside one time's fields
+# netCDF-C and HDF5 are not thread-safe, even across files, and netCDF4 releases the GIL in their calls: the
+# writer's own netCDF4 calls take the lock xarray takes for its netCDF4 reads (e.g. of the inputs), in its order.
+NETCDF_LOCK = combine_locks([NETCDFC_LOCK, HDF5_LOCK])
 
 
 class EnsembleWriter:
@@ -69,7 +77,8 @@ class EnsembleWriter:
     def written(self) -> np.ndarray:
         """Boolean (time,) of the slots already complete."""
         if self._nc is not None:
-            return np.asarray(self._nc[FLAG][:], dtype=bool)
+            with NETCDF_LOCK:
+                return np.asarray(self._nc[FLAG][:], dtype=bool)
         with xr.open_zarr(self.path, consolidated=False) as ds:
             return ds[FLAG].values.astype(bool)
 
@@ -96,7 +105,8 @@ class EnsembleWriter:
         if self._nc is None:
             return
         try:
-            self._nc.close()
+            with NETCDF_LOCK:
+                self._nc.close()
         except (OSError, RuntimeError) as err:
             if not self._failed:  # else the write's error is already on its way up
                 self._failed = True
@@ -108,12 +118,13 @@ class EnsembleWriter:
 
     # --- writing -------------------------------------------------------------------------------------------
     def _write_netcdf(self, index, ensemble, mean) -> None:
-        for c, name in enumerate(self.channels):
-            self._nc[name][index] = ensemble[:, c].astype(np.float32)
-            self._nc[regression_name(name)][index] = mean[c].astype(np.float32)
-        self._nc.sync()  # the data reach the disk before the flag that declares them written
-        self._nc[FLAG][index] = 1
-        self._nc.sync()
+        with NETCDF_LOCK:
+            for c, name in enumerate(self.channels):
+                self._nc[name][index] = ensemble[:, c].astype(np.float32)
+                self._nc[regression_name(name)][index] = mean[c].astype(np.float32)
+            self._nc.sync()  # the data reach the disk before the flag that declares them written
+            self._nc[FLAG][index] = 1
+            self._nc.sync()
 
     def _write_zarr(self, index, ensemble, mean) -> None:
         region = {"time": slice(index, index + 1)}
@@ -179,6 +190,63 @@ class EnsembleWriter:
     def _io_error(self, err: BaseException, doing: str) -> OutputError:
         done = f"{int(np.sum(self._complete))} of {len(self.times)} times are complete; "
         return io_error(self.path, err, doing, self._bytes_per_time, done)
+
+
+class OverlappedWriter:
+    """Writes the times of an `EnsembleWriter` in a background thread, one at a time, while the caller samples on.
+
+    At most one write is in flight: `write` first waits for the previous one, so one time's ensemble waits in
+    memory beside the one being sampled. The error of a background write (a full disk, a non-finite member,
+    any OSError) is raised by the next `write` or by `close`, the very exception `EnsembleWriter.write` raises,
+    and nothing is written after it. While a write is in flight only its thread touches the file (netCDF4 and
+    HDF5 are not thread-safe): call nothing else of `writer` meanwhile. With `overlap=False` every write runs
+    in the caller's thread. `on_written(index)` is called once time slot `index` is complete (a progress bar).
+    """
+
+    def __init__(self, writer: EnsembleWriter, overlap: bool = True,
+                 on_written: Callable[[int], object] | None = None):
+        self.writer = writer
+        self._on_written = on_written or (lambda index: None)
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="corrdiff-writer") if overlap else None
+        self._in_flight: Future | None = None
+        self._failed = False
+
+    def write(self, index: int, ensemble: np.ndarray, mean: np.ndarray) -> None:
+        """Write time slot `index` as `EnsembleWriter.write` does, in the background when overlapping.
+
+        `ensemble` (member, channel, y, x) and `mean` (channel, y, x) must not be changed afterwards: they are
+        written after this returns. Raises the error of the previous write, if it failed, and writes nothing.
+        """
+        self._wait()
+        if self._failed:  # the caller went on after the error: still nothing is written after a failed write
+            raise OutputError(f"{self.writer.path}: an earlier write failed, so nothing more is written; rerun the "
+                              "same command to resume")
+        if self._pool is None:
+            self._write(index, ensemble, mean)
+        else:
+            self._in_flight = self._pool.submit(self._write, index, ensemble, mean)
+
+    def close(self) -> None:
+        """Wait for the write in flight and close the file; raises that write's error, if it failed."""
+        try:
+            self._wait()
+        finally:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
+            self.writer.close()  # after a failed write, errors of closing are left to that write's
+
+    def _wait(self) -> None:
+        in_flight, self._in_flight = self._in_flight, None
+        if in_flight is not None:
+            in_flight.result()  # re-raises the write's exception, here in the caller's thread
+
+    def _write(self, index, ensemble, mean) -> None:
+        try:
+            self.writer.write(index, ensemble, mean)
+        except BaseException:
+            self._failed = True  # read by the caller's thread after the future (or the call) has raised
+            raise
+        self._on_written(index)
 
 
 def io_error(path: Path, err: BaseException, doing: str, needed_bytes: int = 0, done: str = "") -> OutputError:

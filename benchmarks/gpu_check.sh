@@ -3,7 +3,8 @@
 #   1. builds what it needs (.venv-bench with the CUDA torch and PhysicsNeMo, pytest in it) or reports why not;
 #   2. probes the optional pieces (CUDA, torch.compile, Apex) and reports each;
 #   3. runs the GPU test subset (CUDA graphs, compile, bf16 against fp32 tolerances, autocast smoke runs);
-#   4. runs the model benchmarks at the paper configuration (448², paper preset), trimmed to the time budget
+#   4. measures what decides perf.py's per-device tables (channels-last, and the fused GroupNorm+SiLU compiled),
+#      then the model benchmarks at the paper configuration (448², paper preset), trimmed to the time budget
 #      (GPU_CHECK_FULL=1: the whole `make bench` at its defaults instead, which takes longer);
 #   5. writes the tables, with the device name and date, into docs/benchmarks.md ("GPU results").
 # Every step has a time limit from what is left of GPU_CHECK_BUDGET_S (default 570 s); a step that fails or
@@ -118,7 +119,7 @@ done <<< "$facts"
 grep -q $'^failed\tCUDA in torch' "$LOG" && failed=1
 
 # 3. the GPU test subset (CUDA-only tests skip themselves elsewhere)
-TESTS=(tests/test_perf.py tests/test_compile_graph.py tests/test_bench_contenders.py)
+TESTS=(tests/test_perf.py tests/test_compile_graph.py tests/test_bench_contenders.py tests/models/test_fused_norm.py)
 step "GPU test subset (CUDA graphs, compile graphs, bf16 tolerances, autocast smoke runs)" 150 \
     env OMP_NUM_THREADS=4 "$PY" -m pytest -q -p no:cacheprovider "${TESTS[@]}"
 record "not covered" "DDP on NCCL" "the DDP tests run on gloo/CPU (tests/training/test_ddp_sync.py); no NCCL test yet"
@@ -127,6 +128,7 @@ record "not covered" "DDP on NCCL" "the DDP tests run on gloo/CPU (tests/trainin
 if (( DRY )); then
     UNET=(--device cpu --sizes 16 --batches 1 --repeats 1)
     LAYOUT=(--device cpu --size 16 --batch 1 --repeats 1)
+    FUSED=(--device cpu --size 16 --batch 1 --repeats 1 --preset tiny --kinds forward)
     SAMPLING=(--device cpu --size 16 --batches 1 --steps 2 --repeats 1)
     TRAINING=(--device cpu --size 16 --batch 2 --repeats 1 --workers 0)
 else
@@ -134,13 +136,18 @@ else
     # evaluation, the same for every contender); compile only where it is used for real (sampling).
     UNET=(--device cuda --sizes 448 --batches 1 4 --repeats 3)
     LAYOUT=(--device cuda --size 448 --batch 4 --repeats 5)
+    # Both contenders compiled (the fused norm pays only there); the sampling forward only, to fit the budget.
+    FUSED=(--device cuda --size 448 --batch 4 --repeats 5 --kinds forward)
     SAMPLING=(--device cuda --size 448 --batches 1 4 --steps 8 --repeats 1 --compile)
     TRAINING=(--device cuda --size 448 --batch 4 --repeats 4)
 fi
+# The two measurements that decide perf.py's per-device tables run in both modes (`make bench` has neither).
+step "channels-last against NCHW (bench_layout.py)" 60 "$PY" benchmarks/bench_layout.py "${LAYOUT[@]}"
+step "fused GroupNorm+SiLU against plain, compiled (bench_layout.py --fused-norm)" 120 \
+    "$PY" benchmarks/bench_layout.py --fused-norm "${FUSED[@]}"
 if [[ ${GPU_CHECK_FULL:-0} == 1 && $DRY == 0 ]]; then
     BUDGET=100000 step "make bench (full, defaults)" 100000 make -s bench
 else
-    step "channels-last against NCHW (bench_layout.py)" 60 "$PY" benchmarks/bench_layout.py "${LAYOUT[@]}"
     step "UNet forward, forward+backward (bench_unet.py)" 150 "$PY" benchmarks/bench_unet.py "${UNET[@]}"
     step "sampling per member (bench_sampling.py)" 170 "$PY" benchmarks/bench_sampling.py "${SAMPLING[@]}"
     step "training throughput (bench_training.py)" 90 "$PY" benchmarks/bench_training.py "${TRAINING[@]}"

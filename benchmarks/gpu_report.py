@@ -1,6 +1,6 @@
 """Writes the GPU check's tables into docs/benchmarks.md, between the gpu-check markers of its "GPU results".
 
-Reads benchmarks' JSON results (unet, sampling, training, and channels_last from gpu_check.sh) from a
+Reads benchmarks' JSON results (unet, sampling, training, channels_last and fused_norm) from a
 results folder and the check's step log (one "STATUS<TAB>step<TAB>note" line per step), and replaces the
 text between `<!-- gpu-check:begin -->` and `<!-- gpu-check:end -->` with: the device, the date, what ran
 and what did not (with why), and one table per benchmark. A missing result file is reported, not fatal.
@@ -88,8 +88,19 @@ def layout_section(data: dict) -> list[str]:
     return lines + table(["case", "NCHW", "channels-last", "ratio"], rows)
 
 
+def fused_norm_section(data: dict) -> list[str]:
+    names = ("plain_norm", "fused_norm")
+    rows = [[r["case"], fmt_s(r["plain_norm_s"]), fmt_s(r["fused_norm_s"]),
+             fmt_x(r["fused_norm_s"] / r["plain_norm_s"]),
+             compiled_note({n: {"ran_compiled": r.get(f"{n}_ran_compiled")} for n in names}, names)]
+            for r in data["records"]]
+    lines = ["Fused GroupNorm+SiLU against torch's GroupNorm then SiLU, both compiled (`bench_layout.py --fused-norm`; "
+             "the measurement that decides `corrdiff.perf.FUSED_NORM_AUTO[\"cuda\"]`): " + data["recommendation"], ""]
+    return lines + table(["case", "plain", "fused", "ratio", "ran compiled"], rows)
+
+
 SECTIONS = {"unet": unet_section, "sampling": sampling_section, "training": training_section,
-            "channels_last": layout_section}
+            "channels_last": layout_section, "fused_norm": fused_norm_section}
 
 
 def report(results: Path, step_log: Path) -> list[str]:

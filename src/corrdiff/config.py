@@ -93,12 +93,16 @@ class FastPathSection(Section):
         "auto", description="NHWC memory format; auto: by device type (corrdiff.perf.CHANNELS_LAST_AUTO: on for both)")
     allow_tf32: bool = Field(False, description="CUDA: let float32 convolutions and matrix products use TF32 (10-bit "
                              "mantissa); off: fp32 is fp32 (PyTorch's own default runs fp32 convolutions in TF32)")
+    fused_norm: Literal["auto"] | bool = Field(
+        "auto", description="compute each GroupNorm+SiLU as one fused, compiled step (float32 statistics, bf16 in and "
+        "out under autocast) instead of torch's GroupNorm; pays only with compile; auto: with compile, by device type "
+        "(corrdiff.perf.FUSED_NORM_AUTO: off for both until measured on a GPU)")
 
     def fast_path(self, device) -> FastPath:
         """What these switches mean on `device`; also sets the process's CUDA math (TF32, cuDNN autotuning)."""
         configure_backends(device, allow_tf32=self.allow_tf32)
         return FastPath.resolve(device, self.precision, self.channels_last, self.compile,
-                                getattr(self, "cuda_graphs", False))
+                                getattr(self, "cuda_graphs", False), self.fused_norm)
 
 
 # Named training recipes: values for the keys of a training section that the section itself does not set.

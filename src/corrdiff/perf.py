@@ -2,7 +2,7 @@
 
 Each switch is independent and off in `FastPath()` (the plain path: float32, NCHW, eager, no graphs).
 `FastPath.resolve` gives what a config's "auto" values mean: channels-last everywhere, bf16 and CUDA graphs
-on CUDA.
+on CUDA, the fused GroupNorm+SiLU nowhere yet.
 
 - `bf16`: autocast to bfloat16 (matrix products and convolutions; norms and the EDM boundary stay
   float32). Results differ from float32 by bf16 rounding (about 1e-2 relative), see tests/test_perf.py.
@@ -12,6 +12,10 @@ on CUDA.
 - `compile`: `torch.compile` of the network; when the compiler is unavailable or fails on the first call,
   one warning gives the reason and the network runs eagerly (`CompiledOrEager`, whose `ran_compiled` tells
   which happened). Errors inside a CUDA-graph capture are never swallowed.
+- `fused_norm`: the UNet's GroupNorm+SiLU pairs computed by `corrdiff.models.layers.group_norm_silu`, which
+  inductor fuses (float32 statistics, bf16 in and out under autocast) instead of torch's GroupNorm, which
+  autocast runs in float32 with casts around it. Equal to float32 round-off; pays only when compiled, so its
+  "auto" is on only with `compile` and where `FUSED_NORM_AUTO` says the device measured faster.
 - `cuda_graphs`: the sampler's denoiser call, whose shapes are fixed for a whole ensemble, is captured once
   in a CUDA graph and replayed (`GraphedDenoiser`); CUDA only.
 
@@ -32,11 +36,18 @@ from typing import Literal
 import torch
 from torch import nn
 
+from corrdiff.models.layers import set_fused_norm
+
 Auto = Literal["auto"] | bool
 
 # What `channels_last: auto` means per device type. CPU: measured faster (docs/benchmarks.md, 10-25%). CUDA:
 # on, as before, until `make gpu-check` measures it (its channels-last rows); change it here from that table.
 CHANNELS_LAST_AUTO = {"cpu": True, "cuda": True}
+
+# What `fused_norm: auto` means per device type, for a compiled network (uncompiled it is never on by itself).
+# Off until `make gpu-check` measures it (bench_layout.py --fused-norm, its "fused GroupNorm+SiLU" table).
+# CPU, float32, compiled: the same forward time, a slower forward+backward (docs/benchmarks.md).
+FUSED_NORM_AUTO = {"cpu": False, "cuda": False}
 
 
 @dataclass(frozen=True)
@@ -47,11 +58,13 @@ class FastPath:
     channels_last: bool = False
     compile: bool = False
     cuda_graphs: bool = False
+    fused_norm: bool = False
 
     @classmethod
     def resolve(cls, device, precision: str = "auto", channels_last: Auto = "auto", compile: bool = False,
-                cuda_graphs: Auto = "auto") -> "FastPath":
-        """Switches for `device` from config values; "auto": CHANNELS_LAST_AUTO, and bf16 and graphs on CUDA.
+                cuda_graphs: Auto = "auto", fused_norm: Auto = "auto") -> "FastPath":
+        """Switches for `device` from config values; "auto": CHANNELS_LAST_AUTO, bf16 and graphs on CUDA, and
+        FUSED_NORM_AUTO when compiling.
 
         `precision` is "auto", "fp32" or "bf16". CUDA graphs asked for on another device are dropped with
         a warning (a config may be shared between a GPU cluster and a laptop).
@@ -69,6 +82,8 @@ class FastPath:
             else bool(channels_last),
             compile=bool(compile),
             cuda_graphs=graphs,
+            fused_norm=(bool(compile) and FUSED_NORM_AUTO.get(torch.device(device).type, False))
+            if fused_norm == "auto" else bool(fused_norm),
         )
 
 
@@ -174,8 +189,8 @@ def compile_module(module: nn.Module, **compile_kwargs) -> nn.Module:
 class FastDenoiser(nn.Module):
     """A denoiser D(x, sigma, condition, positions) run on the fast path; same call, float32 out.
 
-    Built once per process by `prepare_denoiser`, it owns the channels-last conversion, the compiled
-    network and the CUDA graphs (one per input shape, kept across calls).
+    Built once per process by `prepare_denoiser`, it owns the channels-last conversion, the fused-norm switch,
+    the compiled network and the CUDA graphs (one per input shape, kept across calls).
     """
 
     def __init__(self, denoiser: nn.Module, fast: FastPath):
@@ -184,6 +199,8 @@ class FastDenoiser(nn.Module):
         self.denoiser = denoiser
         if fast.channels_last:
             to_channels_last(denoiser)
+        if fast.fused_norm:
+            set_fused_norm(denoiser)
         self.net = compile_module(denoiser) if fast.compile else denoiser
         self.graphs: dict[tuple, GraphedDenoiser] = {}
 

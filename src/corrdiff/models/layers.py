@@ -12,10 +12,64 @@ def group_norm(channels: int, eps: float = 1e-6) -> nn.GroupNorm:
 
     The group count is the largest such number that divides `channels` (32 for the paper's widths).
     """
+    return nn.GroupNorm(num_groups=group_count(channels), num_channels=channels, eps=eps)
+
+
+def group_count(channels: int) -> int:
+    """The largest number of groups, at most 32 and of at least 4 channels each, that divides `channels`."""
     groups = max(1, min(32, channels // 4))
     while channels % groups:
         groups -= 1
-    return nn.GroupNorm(num_groups=groups, num_channels=channels, eps=eps)
+    return groups
+
+
+def group_norm_silu(x: torch.Tensor, num_groups: int, weight: torch.Tensor, bias: torch.Tensor,
+                    eps: float) -> torch.Tensor:
+    """SiLU(GroupNorm(x)) with float32 statistics, in x's dtype and memory format: (B, C, H, W) -> (B, C, H, W).
+
+    Written as one var_mean and elementwise ops so that torch.compile (inductor) makes it a statistics
+    reduction and one kernel that normalises, scales, shifts, applies SiLU and casts: under bf16 autocast it
+    reads and writes bf16 and never stores a float32 copy of the activations. Splitting the channel axis into
+    (groups, channels per group) is a view in NCHW and channels-last alike, so neither layout is transposed.
+    """
+    channels = x.shape[1]
+    grouped = x.unflatten(1, (num_groups, channels // num_groups)).float()  # (B, G, C/G, H, W)
+    var, mean = torch.var_mean(grouped, dim=tuple(range(2, grouped.dim())), correction=0, keepdim=True)
+    normed = ((grouped - mean) * torch.rsqrt(var + eps)).flatten(1, 2)  # (B, C, H, W), biased variance as GroupNorm
+    per_channel = (1, channels) + (1,) * (x.dim() - 2)
+    return F.silu(normed * weight.view(per_channel) + bias.view(per_channel)).to(x.dtype)
+
+
+class GroupNormSiLU(nn.GroupNorm):
+    """SiLU(GroupNorm(x)), the pre-activation of the UNet's blocks: (B, C, H, W) -> (B, C, H, W).
+
+    The groups are `group_norm`'s (up to 32 of at least 4 channels).
+
+    Two computations of the same function, chosen by `fused` (set by `set_fused_norm`):
+    - plain (default): torch's GroupNorm, then an in-place SiLU, the ops EDM and PhysicsNeMo use; under CUDA
+      bf16 autocast GroupNorm runs in float32 (autocast's rule): its input is cast up, its output is float32.
+    - fused: `group_norm_silu`, equal to float32 round-off; under bf16 autocast the output is bf16 (the
+      statistics stay float32). It pays only when compiled: run eagerly it is several ops, slower than plain.
+    Parameters and state dict are nn.GroupNorm's (`weight`, `bias`) on both paths.
+    """
+
+    fused: bool = False
+
+    def __init__(self, channels: int, eps: float = 1e-6):
+        super().__init__(num_groups=group_count(channels), num_channels=channels, eps=eps)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.fused:
+            return group_norm_silu(x, self.num_groups, self.weight, self.bias, self.eps)
+        return F.silu(super().forward(x), inplace=True)
+
+
+def set_fused_norm(module: nn.Module, fused: bool = True) -> nn.Module:
+    """Switch every GroupNormSiLU inside `module` to the fused (or plain) computation, in place; returns it."""
+    for layer in module.modules():
+        if isinstance(layer, GroupNormSiLU):
+            layer.fused = fused
+    return module
 
 
 def init_(module: nn.Module, scale: float = 1.0) -> nn.Module:
@@ -85,11 +139,11 @@ class UNetBlock(nn.Module):
         self.up, self.down = up, down
         self.dropout = dropout
         self.skip_scale = skip_scale
-        self.norm0 = group_norm(in_channels, eps)
+        self.norm0 = GroupNormSiLU(in_channels, eps)
         self.conv0 = conv(in_channels, out_channels, 3)
         # The noise level enters as a per-channel shift; a regression UNet has no such input.
         self.affine = init_(nn.Linear(emb_channels, out_channels)) if emb_channels else None
-        self.norm1 = group_norm(out_channels, eps)
+        self.norm1 = GroupNormSiLU(out_channels, eps)
         self.conv1 = conv(out_channels, out_channels, 3, scale=1e-5)
         needs_skip = out_channels != in_channels or up or down
         self.skip = conv(in_channels, out_channels, 1) if needs_skip else None
@@ -100,10 +154,10 @@ class UNetBlock(nn.Module):
         # backward needs its output) and save one full-size tensor allocation each: on CPU, where every large
         # allocation is a fresh mmap whose pages fault on first touch, that is several per cent of the time.
         orig = x
-        x = self.conv0(resample(F.silu(self.norm0(x), inplace=True), self.up, self.down))
+        x = self.conv0(resample(self.norm0(x), self.up, self.down))  # norm0, norm1: GroupNorm then SiLU
         if self.affine is not None:
             x = x.add_(self.affine(emb).to(x.dtype)[:, :, None, None])
-        x = F.silu(self.norm1(x), inplace=True)
+        x = self.norm1(x)
         if self.dropout and self.training:  # F.dropout with p=0 still draws a mask and multiplies
             x = F.dropout(x, p=self.dropout, training=True)
         x = self.conv1(x)

@@ -5,7 +5,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from corrdiff.models.embeddings import FourierEmbedding, GridEmbedding, PositionalEmbedding
-from corrdiff.models.layers import conv, group_norm, init_, UNetBlock
+from corrdiff.models.layers import conv, GroupNormSiLU, init_, UNetBlock
 
 
 class SongUNet(nn.Module):
@@ -87,7 +87,7 @@ class SongUNet(nn.Module):
                 self.decoder.append(UNetBlock(block_in, out, attention=attention, **block))
                 self.decoder[-1].takes_skip = True
                 channels = out
-        self.out_norm = group_norm(channels)
+        self.out_norm = GroupNormSiLU(channels)  # GroupNorm then SiLU
         self.out_conv = conv(channels, out_channels, 3, scale=1e-5)
 
     def embed_noise(self, noise_labels: torch.Tensor) -> torch.Tensor:
@@ -128,7 +128,7 @@ class SongUNet(nn.Module):
             if getattr(block, "takes_skip", False):
                 x = torch.cat([x, skips.pop()], dim=1)
             x = block(x, emb)
-        return self.out_conv(F.silu(self.out_norm(x), inplace=True))
+        return self.out_conv(self.out_norm(x))
 
 
 def check_size(size: tuple[int, int], divisor: int) -> None:

@@ -41,7 +41,7 @@ LOCK_FILE = "train.lock"
 CHANGEABLE_ON_RESUME = frozenset({
     "steps", "lr", "betas", "weight_decay", "warmup_steps", "warmup_samples", "schedule", "grad_clip",
     "log_every", "validate_every", "checkpoint_every", "keep_last", "num_workers",
-    "ema_halflife_samples", "ema_rampup", "precision", "compile", "channels_last",
+    "ema_halflife_samples", "ema_rampup", "precision", "compile", "channels_last", "allow_tf32", "fused_norm",
     "regression_cache",  # μ is the same fp32 regression mean read back or recomputed
     "recipe",  # its values are compared one by one
 })

@@ -16,7 +16,7 @@ from corrdiff.config import TrainSection
 from corrdiff.data import PairedDataset
 from corrdiff.distributed import all_reduce_mean, barrier, broadcast_flag, DistInfo
 from corrdiff.errors import CheckpointError, TrainingError
-from corrdiff.perf import autocast, compile_module, to_channels_last
+from corrdiff.perf import autocast, compile_module, set_fused_norm, to_channels_last
 from corrdiff.seeding import derive_seed, Draws
 from corrdiff.training.batches import collate, micro_batching, MicroBatches
 from corrdiff.training.ema import EMA
@@ -50,6 +50,8 @@ class Trainer:
         if info.world_size > 1:
             device_ids = [self.device.index] if self.device.type == "cuda" else None
             self.module = self.ddp = DistributedDataParallel(self.net, device_ids=device_ids)
+        if self.fast.fused_norm:  # the trained network only: the EMA copy and the regression run eagerly
+            set_fused_norm(self.net)
         if self.fast.compile:
             self.module = compile_module(self.module)
         self.optimizer = torch.optim.AdamW(

@@ -25,7 +25,7 @@ def test_sampler_used_names_solver_steps_and_network_evaluations():
 
 def test_demo_config_samples_with_the_recommended_setting():
     sampler = RunConfig.model_validate({"data": "spec.yaml", **DEMO_CONFIG}).sampler
-    assert (sampler.solver, sampler.network_evaluations) == ("dpmpp_2m_sde", 7)  # docs/sampling.md, "Measured"
+    assert (sampler.solver, sampler.schedule, sampler.network_evaluations) == ("dpmpp_2m", "loglinear", 7)
 
 
 def test_printed_table_names_the_sampler_of_the_file(tmp_path):

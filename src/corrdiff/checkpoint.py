@@ -37,6 +37,9 @@ from corrdiff.errors import CheckpointError
 from corrdiff.models import UNetConfig
 
 FORMAT = "corrdiff-checkpoint-1"
+# Written instead of FORMAT when a checkpoint needs a feature a reader of FORMAT would silently ignore
+# (`scale_condition`): such readers then refuse it rather than run a different network.
+FORMAT_SCALED = "corrdiff-checkpoint-2"
 STEP_PREFIX = "step-"
 STEP_NAME = re.compile(rf"{STEP_PREFIX}\d{{6,}}")
 MODEL_FILE, MODEL_META, STATE_FILE, STATE_META = "model.safetensors", "model.json", "state.safetensors", "state.json"
@@ -113,7 +116,7 @@ class CheckpointMeta:
 
     def to_json(self) -> str:
         """model.json's text."""
-        data = {"format": FORMAT, "kind": self.kind, "corrdiff_version": self.corrdiff_version,
+        data = {"format": FORMAT_SCALED if self.scale_condition else FORMAT, "kind": self.kind, "corrdiff_version": self.corrdiff_version,
                 "unet": self.unet.to_dict(), "input_channels": list(self.input_channels),
                 "target_channels": list(self.target_channels), "target_attrs": self.target_attrs,
                 "stats": self.stats.to_dict(), "config": self.config}
@@ -134,8 +137,11 @@ class CheckpointMeta:
             data = json.loads(text)
             if not isinstance(data, dict):
                 raise ValueError(f"expected a JSON object, found {type(data).__name__}")
-            if data.get("format") != FORMAT:
-                raise ValueError(f"format is {data.get('format')!r}, expected {FORMAT!r}")
+            if data.get("format") not in (FORMAT, FORMAT_SCALED):
+                raise ValueError(f"format is {data.get('format')!r}, expected {FORMAT!r} or {FORMAT_SCALED!r}")
+            if (data.get("format") == FORMAT_SCALED) != (data.get("scale_condition") is True):
+                raise ValueError(f"format {data['format']!r} does not go with scale_condition "
+                                 f"{data.get('scale_condition')!r}")
             reference = data.get("regression_checkpoint")
             return cls(
                 kind=data["kind"], unet=UNetConfig.from_dict(data["unet"]),

@@ -167,6 +167,7 @@ def test_older_checkpoints_load_unscaled_and_regression_cannot_scale(imported):
     text = (ckpt.resolve(imported / "diffusion") / ckpt.MODEL_META).read_text()
     data = json.loads(text)
     del data["scale_condition"]
+    data["format"] = ckpt.FORMAT  # as written before the option existed
     assert CheckpointMeta.from_json(json.dumps(data)).scale_condition is False
     with pytest.raises(CheckpointError, match="scale_condition must be true or false"):
         CheckpointMeta.from_json(json.dumps(data | {"scale_condition": "false"}))
@@ -174,3 +175,14 @@ def test_older_checkpoints_load_unscaled_and_regression_cannot_scale(imported):
     with pytest.raises(ValueError, match="diffusion checkpoint only"):
         meta.replace(kind="regression", sigma_data=None)
     assert np.isclose(meta.sigma_data, 0.5)
+
+
+def test_a_scaled_checkpoint_has_a_format_that_older_readers_refuse(imported):
+    """Readers of corrdiff-checkpoint-1 ignore unknown keys: a scaled denoiser must not look like one of theirs."""
+    text = (ckpt.resolve(imported / "diffusion") / ckpt.MODEL_META).read_text()
+    data = json.loads(text)
+    assert data["format"] == ckpt.FORMAT_SCALED != ckpt.FORMAT
+    assert json.loads(CheckpointMeta.from_json(text).replace(scale_condition=False).to_json())["format"] == ckpt.FORMAT
+    for bad in (data | {"format": ckpt.FORMAT}, data | {"scale_condition": False}):
+        with pytest.raises(CheckpointError, match="does not go with scale_condition"):
+            CheckpointMeta.from_json(json.dumps(bad))

@@ -25,9 +25,10 @@ def test_fingerprint_round_trips_through_attributes_and_names_what_changed():
     assert Fingerprint.from_attrs(plain.attrs()).digest == plain.digest  # inf survives JSON
     assert fingerprint().digest == plain.digest
     assert fingerprint(patch_overlap=(4, 4)).digest == plain.digest  # unused without patches
+    assert fingerprint(tf32=False).digest == plain.digest  # kept only when on: older files' digests stand
     for change, text in [({"seed": 1}, "seed: 0 → 1"), ({"diffusion_sha256": "c" * 64}, "diffusion_checkpoint_sha256"),
                          ({"lat": LAT + 0.1}, "grid_sha256"), ({"times": TIMES[:2]}, "times: "),
-                         ({"patch_shape": (2, 2)}, "patch_shape: null → [2, 2]")]:
+                         ({"patch_shape": (2, 2)}, "patch_shape: null → [2, 2]"), ({"tf32": True}, "tf32")]:
         other = fingerprint(**change)
         assert other.digest != plain.digest and text in plain.differences(other), change
     assert Fingerprint.from_attrs({"title": "x"}) is None

@@ -398,7 +398,8 @@ def generation_fingerprint_of(config: RunConfig, models: Models, dataset, times:
         sampler=dataclasses.asdict(config.sampler), seed=gen.seed, members=gen.members,
         channels=models.meta.target_channels, bf16=models.fast.bf16, patch_shape=gen.patch_shape,
         patch_overlap=gen.patch_overlap, times=times, lat=dataset.lat, lon=dataset.lon, input_files=files,
-        spec_file=spec_file, version=__version__)
+        spec_file=spec_file, version=__version__,
+        tf32=gen.allow_tf32 and next(models.regression.parameters()).device.type == "cuda")
 
 
 def _finish(target: Path, out: Path, fmt: str, parts: int, overwrite: bool) -> None:

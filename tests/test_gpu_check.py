@@ -43,3 +43,18 @@ def test_report_replaces_only_the_marked_text_and_reports_missing_results(tmp_pa
     assert "- failed: training throughput (bench_training.py) — timed out after 90 s" in text
     assert "| 448² ×1 | 1.50 s | 1.50 s | 1.50 s | 1.50 s | 0.40 | 0.75 | corrdiff fast: NO (eager fallback) |" in text
     assert "No `unet` results" in text and "No `training` results" in text
+
+
+def test_fused_norm_results_are_tabled_with_their_ratio_and_whether_each_really_compiled(tmp_path):
+    results = tmp_path / "results"
+    results.mkdir()
+    record = {"case": "448² ×4 sampling forward", "plain_norm_s": 0.02, "fused_norm_s": 0.015,
+              "plain_norm_ran_compiled": True, "fused_norm_ran_compiled": False}
+    (results / "fused_norm.json").write_text(json.dumps({"device": "GPU", "date": "2027-01-02", "records": [record],
+                                                         "recommendation": "keep it off"}))
+    log = results / "steps.tsv"
+    log.write_text("ok\tfused GroupNorm+SiLU\t\n")
+    text = "\n".join(gpu_report.report(results, log))
+    assert "FUSED_NORM_AUTO[\"cuda\"]`): keep it off" in text
+    assert ("| 448² ×4 sampling forward | 20.0 ms | 15.0 ms | 0.75 | plain_norm: yes; fused_norm: NO (eager fallback) |"
+            in text)

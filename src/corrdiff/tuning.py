@@ -48,7 +48,8 @@ from corrdiff.evaluation.metrics import field_sums, scores_from_sums, STATS
 from corrdiff.evaluation.spectra import (isotropic_power, log_spectral_distance, smallest_octave_power_ratio,
                                          wavenumbers)
 from corrdiff.inference import checks, downscale, Fingerprint, load_models
-from corrdiff.inference.generate import check_fits, MemberBatching
+from corrdiff.inference.generate import check_fits
+from corrdiff.inference.member_batching import MemberBatching
 from corrdiff.perf import prepare_denoiser
 from corrdiff.seeding import derive_seed
 from corrdiff.tuning_files import markdown_table, OUTPUTS, ROWS, RowLog, write_outputs  # noqa: F401 (re-exported)

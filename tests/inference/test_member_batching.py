@@ -9,7 +9,7 @@ import torch
 import xarray as xr
 
 from corrdiff.errors import OutputError
-from corrdiff.inference.generate import fitting_batch, MemberBatching
+from corrdiff.inference.member_batching import fitting_batch, MemberBatching
 from tests.inference.test_generate import ensemble, run_dir, run_generate  # noqa: F401 (fixtures)
 
 generate_module = importlib.import_module("corrdiff.inference.generate")  # the package exports a function of that name

@@ -51,7 +51,7 @@ from corrdiff.inference import checks, downscale, Fingerprint, load_models
 from corrdiff.inference.generate import check_fits
 from corrdiff.inference.member_batching import MemberBatching
 from corrdiff.perf import prepare_denoiser
-from corrdiff.seeding import derive_seed
+from corrdiff.seeding import time_seed
 from corrdiff.tuning_files import markdown_table, OUTPUTS, ROWS, RowLog, write_outputs  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
@@ -109,8 +109,7 @@ def scored_times(dataset, count: int, seed: int, device) -> Truth:
         truth.append(dataset.stats.denormalize_target(sample.target[None])[0].numpy())
         stamp = np.datetime64(sample.time, "ns")
         times.append(stamp)
-        seconds = int(stamp.astype("datetime64[s]").astype("int64")) % 2**64
-        seeds.append(derive_seed(seed, seconds))  # as generation seeds a time: members equal generate's
+        seeds.append(time_seed(seed, stamp))  # as generation seeds a time: members equal generate's
     truth = np.stack(truth).astype(np.float32)
     return Truth(np.array(times), conditions, truth, seeds, np.nanstd(truth, axis=(0, 2, 3)))
 

@@ -31,7 +31,7 @@ from corrdiff.inference.writer import check_replaceable, EnsembleWriter, io_erro
     overwrite_path, remove, replace, resumable
 from corrdiff.output_paths import check_folder
 from corrdiff.perf import FastPath, prepare_denoiser, to_channels_last
-from corrdiff.seeding import derive_seed
+from corrdiff.seeding import time_seed
 
 log = logging.getLogger(__name__)
 
@@ -209,10 +209,9 @@ def downscale_time(sampling: Sampling, condition: torch.Tensor, time) -> tuple[n
     `condition`: the normalised input (1, C_in, H, W) on the models' device; `time` (datetime64) seeds the members:
     member m of a time depends on (seed, time, m) only, so any selection of times gives the same fields.
     """
-    seconds = int(np.datetime64(time, "ns").astype("datetime64[s]").astype("int64")) % 2**64
-    time_seed = derive_seed(sampling.seed, seconds)
+    seed = time_seed(sampling.seed, time)
     mean, ensemble = sampling.batching.run(
-        lambda size: downscale(sampling.models, condition, sampling.members, time_seed, sampling.sampler, size,
+        lambda size: downscale(sampling.models, condition, sampling.members, seed, sampling.sampler, size,
                                sampling.patcher))
     stats = sampling.models.meta.stats  # the checkpoint's own normalisation, never one the data carries
     return stats.denormalize_target(ensemble).cpu().numpy(), stats.denormalize_target(mean)[0].cpu().numpy()

@@ -14,7 +14,7 @@ from corrdiff.cli import app
 from corrdiff.diffusion.sampler import SamplerConfig
 from corrdiff.errors import ConfigError, OutputError
 from corrdiff.inference import Fingerprint
-from corrdiff.tuning import calibrate, check_outputs, choose, sampler_grid, Scores
+from corrdiff.tuning import calibrate, check_outputs, choose, label, sampler_grid, Scores
 from corrdiff.tuning_files import ROWS, RowLog
 from tests.data import fixtures
 from tests.training.synthetic import identity_stats
@@ -37,6 +37,10 @@ def test_grid_spends_each_evaluation_budget_and_churns_only_where_it_applies():
     dpm = [s for s in grid if s.solver == "dpmpp_2m"]
     assert sorted(s.network_evaluations for s in dpm) == [5, 5, 6, 6, 35, 35] and {s.S_churn for s in dpm} == {0.0}
     assert all(s.S_min == 0.1 and s.residual_scale == () for s in grid)  # the config's other settings are kept
+    assert {s.sigma_min for s in grid} == {base.sigma_min}
+    twice = sampler_grid(base, ["dpmpp_2m"], nfe=[5], sigma_mins=[0.002, 0.1])
+    assert [(s.sigma_min, s.num_steps) for s in twice] == [(0.002, 5), (0.1, 5)]
+    assert label(twice[1]).endswith("NFE 5, sigma_min 0.1") and "sigma_min" not in label(twice[0])
 
 
 def test_choice_is_the_cheapest_within_tolerance_of_the_best():
@@ -167,13 +171,15 @@ def test_tune_measures_the_grid_recommends_and_matches_generate(trained):
     folder, config = trained
     out = folder / "tuned"
     result = invoke("tune", config, "--split", "test", "--members", 3, "--times", 2, "--solver", "heun",
-                    "--solver", "dpmpp_2m", "--nfe", 3, "--nfe", 5, "--churn", 0, "--churn", 2, "--out", out, "--quiet")
+                    "--solver", "dpmpp_2m", "--nfe", 3, "--nfe", 5, "--churn", 0, "--churn", 2, "--sigma-min", 0.002,
+                    "--sigma-min", 0.05, "--out", out, "--quiet")
     assert "recommended:" in result.output
     for name in ("tune.csv", "tune.nc", "tune.png", "sampler.yaml"):
         assert (out / name).exists()
     assert not (folder / "run" / "sampler.yaml").exists()  # --out keeps the run folder as it was
     table = xr.load_dataset(out / "tune.nc")
-    assert table.sizes == {"setting": 6, "channel": 3, "time": 2, "scale": table.sizes["scale"]}  # heun 2×2, dpm 2
+    assert table.sizes == {"setting": 12, "channel": 3, "time": 2, "scale": table.sizes["scale"]}  # (heun 2×2, dpm 2)×2
+    assert sorted(set(table["sigma_min"].values.tolist())) == [0.002, 0.05]
     assert list(table["channel"].values) == ["t2m", "u10", "refl"]
     assert sorted(set(table["network_evaluations"].values.tolist())) == [3, 5]
     assert (table["seconds_per_member"] > 0).all() and np.isfinite(table["crps"]).all()
@@ -181,19 +187,20 @@ def test_tune_measures_the_grid_recommends_and_matches_generate(trained):
     assert bool(table["recommended"][chosen]) and chosen == choose(table, 0.01)
     assert (table["crps_after"] <= table["crps_before"]).all()
     csv = (out / "tune.csv").read_text().splitlines()
-    assert len(csv) == 7 and "crps_norm" in csv[0] and "crps_refl" in csv[0]
+    assert len(csv) == 13 and "crps_norm" in csv[0] and "crps_refl" in csv[0]
 
     # The recommendation is the chosen setting, calibrated, for this diffusion checkpoint.
     recommendation = sampler_file.read(out / "sampler.yaml")
     row = table.isel(setting=chosen)
-    assert (recommendation.sampler.solver, recommendation.sampler.num_steps) == (str(row["solver"].values),
-                                                                                 int(row["num_steps"]))
+    assert (recommendation.sampler.solver, recommendation.sampler.num_steps, recommendation.sampler.sigma_min) == (
+        str(row["solver"].values), int(row["num_steps"]), float(row["sigma_min"]))
     scale = table["residual_scale"].values.tolist()
     assert recommendation.sampler.residual_scale == (() if np.allclose(scale, 1.0) else tuple(scale))
 
     # Its scores are those of the ensemble `corrdiff generate` writes with that sampler for those times.
     uncalibrated = recommendation.sampler
-    sets = [f"sampler.{k}={getattr(uncalibrated, k)}" for k in ("solver", "schedule", "num_steps", "S_churn")]
+    sets = [f"sampler.{k}={getattr(uncalibrated, k)}"
+            for k in ("solver", "schedule", "num_steps", "S_churn", "sigma_min")]
     times = [str(t) for t in table["time"].values]
     ensemble = folder / "ens.nc"
     invoke("generate", config, "--out", ensemble, "--split", "test", "--members", 3, "--quiet",

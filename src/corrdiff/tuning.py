@@ -1,7 +1,7 @@
 """`corrdiff tune`: the cost/skill trade-off of the samplers, measured on held-out data, and a recommendation.
 
-For every setting of a grid (solver × network evaluations × churn × schedule) the ensemble of `members` members
-is generated for `times` evenly spaced times of a split (validation by default) with the seeds generation
+For every setting of a grid (solver × network evaluations × churn × schedule × σ_min) the ensemble of `members`
+members is generated for `times` evenly spaced times of a split (validation by default) with the seeds generation
 would use, so every setting sees the same starting noise (common random numbers: differences between settings
 are the solvers', not the draws'). Each is scored per channel in physical units against the truth:
 
@@ -26,6 +26,7 @@ measures only what is missing, provided the models, data, seeds and members are 
 
 import dataclasses
 import hashlib
+import itertools
 import logging
 import time as clock
 from dataclasses import dataclass
@@ -64,21 +65,24 @@ LSD_TOLERANCE = 0.05  # texture rule of `choose`, in log10 units (docs/sampling.
 PER_CHANNEL = ("crps", "mae", "rmse", "spread", "spread_skill", "power_ratio", "lsd")
 
 
-def sampler_grid(base: SamplerConfig, solvers=SOLVERS, nfe=NFE, churn=CHURN, schedules=None) -> list[SamplerConfig]:
-    """The settings to measure: `base` with each solver, schedule, step count (the most steps within each NFE)
-    and churn (heun and euler only; the others are measured once, without). Duplicates are dropped."""
+def sampler_grid(base: SamplerConfig, solvers=SOLVERS, nfe=NFE, churn=CHURN, schedules=None,
+                 sigma_mins=None) -> list[SamplerConfig]:
+    """The settings to measure: `base` with each solver, schedule, smallest noise level σ_min (default: the
+    config's), step count (the most steps within each NFE) and churn (heun and euler only; the others are measured
+    once, without). Duplicates are dropped."""
     settings = []
-    for solver in solvers:
-        for schedule in schedules or (base.schedule,):
-            for evaluations in sorted(nfe):
-                for s_churn in churn if solver in CHURN_SOLVERS else (0.0,):
-                    try:
-                        setting = dataclasses.replace(base, solver=solver, schedule=schedule, S_churn=float(s_churn),
-                                                      num_steps=steps_for(solver, evaluations), residual_scale=())
-                    except ValueError as err:
-                        raise ConfigError(f"tune: {err}") from None
-                    if setting not in settings:
-                        settings.append(setting)
+    for solver, schedule, sigma_min in itertools.product(solvers, schedules or (base.schedule,),
+                                                         sigma_mins or (base.sigma_min,)):
+        for evaluations in sorted(nfe):
+            for s_churn in churn if solver in CHURN_SOLVERS else (0.0,):
+                try:
+                    setting = dataclasses.replace(base, solver=solver, schedule=schedule, S_churn=float(s_churn),
+                                                  sigma_min=float(sigma_min),
+                                                  num_steps=steps_for(solver, evaluations), residual_scale=())
+                except ValueError as err:
+                    raise ConfigError(f"tune: {err}") from None
+                if setting not in settings:
+                    settings.append(setting)
     return settings
 
 
@@ -238,6 +242,7 @@ def build_table(settings: list[SamplerConfig], results: list, seconds: list, tru
               "num_steps": ("setting", [s.num_steps for s in settings]),
               "network_evaluations": ("setting", [s.network_evaluations for s in settings]),
               "S_churn": ("setting", [s.S_churn for s in settings]),
+              "sigma_min": ("setting", [s.sigma_min for s in settings]),
               "truth_std": ("channel", truth.scale.astype(np.float64)), "time": truth.times}
     return xr.Dataset(data, coords)
 
@@ -264,8 +269,8 @@ def check_outputs(paths: list[Path], overwrite: bool) -> None:
 
 def tune(config: RunConfig, regression_path, diffusion_path, out_dir=None, recommendation_path=None,
          split: str = "validation", members: int = 8, times: int = 8, solvers=SOLVERS, nfe=NFE, churn=CHURN,
-         schedules=None, tolerance: float = 0.01, lsd_tolerance: float | None = LSD_TOLERANCE, calibration: bool = True,
-         dataset=None, progress: bool = True, overwrite: bool = False) -> TuneResult:
+         schedules=None, sigma_mins=None, tolerance: float = 0.01, lsd_tolerance: float | None = LSD_TOLERANCE,
+         calibration: bool = True, dataset=None, progress: bool = True, overwrite: bool = False) -> TuneResult:
     """Measure the grid, recommend a sampler, calibrate it, and write tune.csv, tune.nc, tune.png in `out_dir`
     (default <run_dir>/tune) and the recommendation at `recommendation_path` (default <run_dir>/sampler.yaml).
 
@@ -280,7 +285,7 @@ def tune(config: RunConfig, regression_path, diffusion_path, out_dir=None, recom
     recommendation_path = Path(recommendation_path or sampler_file.path_in(config.run_dir))
     paths = output_paths(out_dir, recommendation_path)
     check_outputs(paths, overwrite)
-    settings = sampler_grid(config.sampler, solvers, nfe, churn, schedules)
+    settings = sampler_grid(config.sampler, solvers, nfe, churn, schedules, sigma_mins)
     if not settings:
         raise ConfigError("tune: the grid is empty (give at least one solver and one NFE)")
     run = _prepare(config, regression_path, diffusion_path, split, members, times, dataset)
@@ -385,6 +390,7 @@ def run_fingerprint(models, truth: Truth, split: str, members: int, seed: int, p
 
 
 def label(sampler: SamplerConfig) -> str:
-    """One line naming a setting: solver, schedule, steps, evaluations and churn."""
+    """One line naming a setting: solver, schedule, steps, evaluations, churn and a σ_min other than the default."""
     churn = f", S_churn {sampler.S_churn:g}" if sampler.S_churn else ""
+    churn += f", sigma_min {sampler.sigma_min:g}" if sampler.sigma_min != SamplerConfig().sigma_min else ""
     return f"{sampler.solver} ({sampler.schedule}), {sampler.num_steps} steps, NFE {sampler.network_evaluations}{churn}"

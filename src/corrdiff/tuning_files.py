@@ -153,14 +153,16 @@ def plot(table: xr.Dataset, path: Path) -> Path:
 
 def markdown_table(table: xr.Dataset) -> str:
     """The combined scores as a Markdown table, one row per setting, sorted by solver and NFE (for docs)."""
-    lines = ["| solver | schedule | churn | steps | NFE | CRPS/std | MAE/std | spread/skill | power 2-4Δ | LSD | "
-             "s/member |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| solver | schedule | churn | σ_min | steps | NFE | CRPS/std | MAE/std | spread/skill | power 2-4Δ | LSD | "
+             "s/member |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     order = sorted(range(table.sizes["setting"]), key=lambda i: (str(table["solver"][i].values),
-                   str(table["schedule"][i].values), float(table["S_churn"][i]), int(table["network_evaluations"][i])))
+                   str(table["schedule"][i].values), float(table["S_churn"][i]), float(table["sigma_min"][i]),
+                   int(table["network_evaluations"][i])))
     for i in order:
         row = table.isel(setting=i)
         mark = " **(recommended)**" if bool(row["recommended"]) else ""
         lines.append(f"| {row['solver'].values}{mark} | {row['schedule'].values} | {float(row['S_churn']):g} | "
+                     f"{float(row['sigma_min']):g} | "
                      f"{int(row['num_steps'])} | {int(row['network_evaluations'])} | {float(row['crps_norm']):.4f} | "
                      f"{float(row['mae_norm']):.4f} | {float(row['spread_skill_mean']):.3f} | "
                      f"{float(row['power_ratio_mean']):.3f} | {float(row['lsd_mean']):.3f} | "

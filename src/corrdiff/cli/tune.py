@@ -25,6 +25,8 @@ def tune_command(
                      "default: 0. S_min, S_max, S_noise come from the config's sampler section.")] = None,
     schedule: Annotated[list[str] | None, typer.Option("--schedule", help="karras or loglinear (repeatable); "
                         "default: the config's.")] = None,
+    sigma_min: Annotated[list[float] | None, typer.Option("--sigma-min", help="Smallest noise level the sampler "
+                         "stops at (repeatable); default: the config's sampler.sigma_min.")] = None,
     tolerance: Annotated[float, typer.Option(help="Recommend the cheapest setting within this fraction of the "
                          "best CRPS (that passes --lsd-tolerance).")] = 0.01,
     lsd_tolerance: Annotated[float, typer.Option(help="The recommended setting's log-spectral distance (log10 "
@@ -59,7 +61,7 @@ def tune_command(
     result = tune(cfg, checkpoint_regression or run_dir / "regression", checkpoint_diffusion or run_dir / "diffusion",
                   out_dir=out, recommendation_path=out / "sampler.yaml" if out is not None else None, split=split,
                   members=members, times=times, solvers=solver or DEFAULT_SOLVERS, nfe=nfe or DEFAULT_NFE,
-                  churn=churn or [0.0], schedules=schedule or None, tolerance=tolerance,
+                  churn=churn or [0.0], schedules=schedule or None, sigma_mins=sigma_min or None, tolerance=tolerance,
                   lsd_tolerance=lsd_tolerance, calibration=calibrate,
                   progress=not quiet, overwrite=overwrite)
     console = Console()
@@ -84,14 +86,15 @@ def rich_table(result):
     from rich.table import Table
 
     table = result.table
-    varying = {name: len(set(table[name].values.tolist())) > 1 for name in ("schedule", "S_churn")}
+    varying = {name: len(set(table[name].values.tolist())) > 1 for name in ("schedule", "S_churn", "sigma_min")}
     view = Table(title=f"samplers on {table.attrs['split']}: {table.attrs['times']} times, "
                        f"{table.attrs['members']} members", box=box.SIMPLE_HEAD, pad_edge=False,
                  collapse_padding=True,
                  caption="CRPS, MAE: mean over channels of the score / truth std; power: predicted / true at "
                          "wavelengths of 2-4 grid spacings; LSD: mean |log10 predicted / true power| over "
                          "wavenumbers")
-    columns = ["solver"] + [title for title, name in (("schedule", "schedule"), ("churn", "S_churn")) if varying[name]]
+    columns = ["solver"] + [title for title, name in (("schedule", "schedule"), ("churn", "S_churn"),
+                                                      ("σ_min", "sigma_min")) if varying[name]]
     for title in columns + ["steps", "NFE", "CRPS", "MAE", "spread/\nskill", "power\n2-4Δ", "LSD", "s per\nmember"]:
         view.add_column(title, justify="left" if title in ("solver", "schedule") else "right", no_wrap=True)
     for i in range(table.sizes["setting"]):
@@ -99,6 +102,7 @@ def rich_table(result):
         cells = [str(row["solver"].values)]
         cells += [str(row["schedule"].values)] if varying["schedule"] else []
         cells += [f"{float(row['S_churn']):g}"] if varying["S_churn"] else []
+        cells += [f"{float(row['sigma_min']):g}"] if varying["sigma_min"] else []
         cells += [str(int(row["num_steps"])), str(int(row["network_evaluations"])),
                   f"{float(row['crps_norm']):.4f}" + ("*" if i == result.best else ""), f"{float(row['mae_norm']):.4f}",
                   f"{float(row['spread_skill_mean']):.3f}", f"{float(row['power_ratio_mean']):.3g}",

@@ -30,6 +30,7 @@ from corrdiff.inference.context import output_context
 from corrdiff.inference.generate import check_fits, downscale_time, ensemble_attrs, generation_fingerprint_of, \
     prepare, resolve_patches, Sampling, select_times
 from corrdiff.inference.inputs import CoarseInputs
+from corrdiff.inference.writer import non_finite
 from corrdiff.model_package import Package
 
 
@@ -112,12 +113,13 @@ class Downscaler:
         height, width = dataset.lat.shape
         ensembles = np.empty((len(indices), sampling.members, len(channels), height, width), np.float32)
         means = np.empty((len(indices), len(channels), height, width), np.float32)
-        ranges = checks.InputRanges(self.models.meta, self.models.provenance["diffusion_checkpoint"])
         for i, k in enumerate(tqdm(indices, desc="downscale", unit="time", disable=not progress)):
-            sample_input = dataset[k].input
-            ranges.check(sample_input, chosen[i])  # a warning per channel far outside its training range
-            ensembles[i], means[i] = downscale_time(sampling, sample_input[None].to(self.device), chosen[i])
-            _refuse_non_finite(ensembles[i], means[i], channels, chosen[i])
+            ensembles[i], means[i] = downscale_time(sampling, dataset[k].input, chosen[i])
+            found = non_finite(ensembles[i], means[i], channels)
+            if found:  # as generation's writer refuses it
+                raise OutputError(f"the ensemble of {found[1]!r} at {np.datetime64(chosen[i], 's')} came out NaN or "
+                                  "infinite; the checkpoints or the input at this time may be broken (try more "
+                                  "sampler.num_steps)")
         fingerprint = generation_fingerprint_of(config, self.models, dataset, chosen)
         context = output_context(dataset, chosen)  # forecast reference/lead times, as the file records them
         attrs = ensemble_attrs(config, self.models, allow_mismatch=False) | context.attrs | fingerprint.attrs()
@@ -167,11 +169,3 @@ class Downscaler:
             times = [t if isinstance(t, str) else str(np.datetime64(t, "s")) for t in np.atleast_1d(times)]
         indices = select_times(dataset.times, times)
         return indices, np.asarray(dataset.times, dtype="datetime64[ns]")[indices]
-
-
-def _refuse_non_finite(ensemble: np.ndarray, mean: np.ndarray, channels: list[str], time) -> None:
-    """An OutputError, as generation's writer gives, when a member or the mean of a channel is not finite."""
-    for c, name in enumerate(channels):
-        if not (np.isfinite(ensemble[:, c]).all() and np.isfinite(mean[c]).all()):
-            raise OutputError(f"the ensemble of {name!r} at {np.datetime64(time, 's')} came out NaN or infinite; the "
-                              "checkpoints or the input at this time may be broken (try more sampler.num_steps)")

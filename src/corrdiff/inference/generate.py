@@ -170,7 +170,8 @@ def check_fits(models: Models, dataset) -> None:
 
 @dataclass
 class Sampling:
-    """What every time of one generation shares: the networks on their fast path, the sampler, members and patches."""
+    """What every time of one generation shares: the networks on their fast path and their device, the sampler,
+    members and patches, and the check of inputs against their training ranges (which warns once per channel)."""
 
     models: Models
     sampler: SamplerConfig
@@ -178,6 +179,8 @@ class Sampling:
     seed: int
     patcher: PatchedDenoiser | None
     batching: MemberBatching
+    device: torch.device
+    ranges: checks.InputRanges
 
     @classmethod
     def build(cls, config: RunConfig, models: Models, grid_shape, device) -> "Sampling":
@@ -189,7 +192,8 @@ class Sampling:
             patcher = PatchedDenoiser(tuple(grid_shape), tuple(gen.patch_shape), tuple(gen.patch_overlap),
                                       condition=models.condition)
         return cls(models, config.sampler, gen.members, gen.seed, patcher,
-                   MemberBatching(gen.member_batch, gen.members, device))
+                   MemberBatching(gen.member_batch, gen.members, device), torch.device(device),
+                   checks.InputRanges(models.meta, models.provenance["diffusion_checkpoint"]))
 
 
 def prepare(models: Models, fast: FastPath) -> None:
@@ -203,12 +207,15 @@ def prepare(models: Models, fast: FastPath) -> None:
     models.prepared = True
 
 
-def downscale_time(sampling: Sampling, condition: torch.Tensor, time) -> tuple[np.ndarray, np.ndarray]:
+def downscale_time(sampling: Sampling, sample_input: torch.Tensor, time) -> tuple[np.ndarray, np.ndarray]:
     """Ensemble (members, C, H, W) and regression mean (C, H, W) of one time, physical units, float32 numpy.
 
-    `condition`: the normalised input (1, C_in, H, W) on the models' device; `time` (datetime64) seeds the members:
-    member m of a time depends on (seed, time, m) only, so any selection of times gives the same fields.
+    `sample_input`: the normalised input (C_in, H, W) of a dataset's sample, checked against the training ranges
+    (a warning per channel far outside them); `time` (datetime64) seeds the members: member m of a time depends on
+    (seed, time, m) only, so any selection of times gives the same fields.
     """
+    sampling.ranges.check(sample_input, time)
+    condition = sample_input[None].to(sampling.device)
     seed = time_seed(sampling.seed, time)
     mean, ensemble = sampling.batching.run(
         lambda size: downscale(sampling.models, condition, sampling.members, seed, sampling.sampler, size,
@@ -325,15 +332,11 @@ def _generate(config, regression_path, diffusion_path, out: Path, times, dataset
     done = writer.written()  # read before any write is in flight: then only the writer's thread touches the file
     todo = [(slot, k) for slot, k in zip(slots, mine) if not done[slot]]
     bar = tqdm(total=len(todo), desc="generate", unit="time", disable=not (progress and info.is_main))
-    ranges = checks.InputRanges(models.meta, models.provenance["diffusion_checkpoint"])
     # Time t is written in the background while time t+1 is sampled; the bar counts times written.
     output = OverlappedWriter(writer, gen.overlap_writes, on_written=lambda slot: bar.update())
     try:
         for slot, k in todo:
-            sample_input = dataset[indices[k]].input
-            ranges.check(sample_input, chosen_times[k])  # a warning per channel far outside its training range
-            condition = sample_input[None].to(info.device)
-            output.write(slot, *downscale_time(sampling, condition, chosen_times[k]))
+            output.write(slot, *downscale_time(sampling, dataset[indices[k]].input, chosen_times[k]))
     finally:
         try:
             output.close()

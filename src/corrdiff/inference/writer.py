@@ -136,14 +136,9 @@ class EnsembleWriter:
         xr.Dataset({FLAG: (("time",), np.ones(1, dtype="int8"))}).to_zarr(self.path, region=region, consolidated=False)
 
     def _refuse_non_finite(self, index: int, ensemble: np.ndarray, mean: np.ndarray) -> None:
-        for c, name in enumerate(self.channels):
-            bad_members = np.flatnonzero(~np.isfinite(ensemble[:, c]).reshape(len(ensemble), -1).all(axis=1))
-            if not np.isfinite(mean[c]).all():
-                what = "the regression mean"
-            elif bad_members.size:
-                what = f"member{'s' if bad_members.size > 1 else ''} {', '.join(map(str, bad_members[:5]))}"
-            else:
-                continue
+        found = non_finite(ensemble, mean, self.channels)
+        if found:
+            what, name = found
             raise OutputError(f"{self.path}: {what} of {name!r} at {_iso(self.times[index])} came out NaN or infinite; "
                               "nothing of this time was written. The checkpoints or the input at this time may be "
                               "broken (try generate.precision=fp32, or more sampler.num_steps)")
@@ -247,6 +242,18 @@ class OverlappedWriter:
             self._failed = True  # read by the caller's thread after the future (or the call) has raised
             raise
         self._on_written(index)
+
+
+def non_finite(ensemble: np.ndarray, mean: np.ndarray, channels) -> tuple[str, str] | None:
+    """(what, channel) of the first channel whose regression mean (C, H, W) or members (members, C, H, W) hold a
+    NaN or an infinity, `what` being "the regression mean" or "member(s) k, …"; None when all are finite."""
+    for c, name in enumerate(channels):
+        bad_members = np.flatnonzero(~np.isfinite(ensemble[:, c]).reshape(len(ensemble), -1).all(axis=1))
+        if not np.isfinite(mean[c]).all():
+            return "the regression mean", name
+        if bad_members.size:
+            return f"member{'s' if bad_members.size > 1 else ''} {', '.join(map(str, bad_members[:5]))}", name
+    return None
 
 
 def io_error(path: Path, err: BaseException, doing: str, needed_bytes: int = 0, done: str = "") -> OutputError:

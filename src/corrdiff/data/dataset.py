@@ -15,7 +15,7 @@ import torch
 import xarray as xr
 from tqdm.auto import tqdm
 
-from corrdiff.data.fields import first_nan, PairedFields
+from corrdiff.data.fields import field_positions, first_nan, PairedFields
 from corrdiff.data.normalization import Normalization
 from corrdiff.data.spec import load_spec
 from corrdiff.data.stats import load_or_compute_stats
@@ -216,7 +216,7 @@ def open_targets(spec, split: str | None = None) -> xr.Dataset:
     times = fields.times(split)
     values = {}
     for field in fields.targets:
-        positions = fields._positions(field, times)
+        positions = field_positions(field, times)
         array = field.array.isel(time=positions).chunk({"time": 16})
         # Drop the grid's coordinates before renaming its dims: 1-D lat/lon are the dims themselves.
         array = array.drop_vars([c for c in array.coords if c != "time"])
@@ -239,7 +239,7 @@ def open_coarse_on_fine(spec, split: str | None = None) -> xr.Dataset:
     values = {}
     for name in shared:
         field, regrid = fields.input_field(name)
-        coarse = field.array.isel(time=fields._positions(field, times)).chunk({"time": 16})
+        coarse = field.array.isel(time=field_positions(field, times)).chunk({"time": 16})
         fine = xr.apply_ufunc(lambda block: regrid(np.asarray(block, np.float32)), coarse,
                               input_core_dims=[list(coarse.dims[1:])], output_core_dims=[["y", "x"]],
                               dask="parallelized", output_dtypes=[np.float32],

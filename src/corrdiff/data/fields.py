@@ -15,6 +15,53 @@ from corrdiff.data.regrid import regridder
 from corrdiff.data.spec import DatasetSpec, load_spec
 
 
+def field_positions(field, times: np.ndarray) -> np.ndarray:
+    """Indices of `times` along `field`'s time axis; a DataError naming the file and variable for a missing one."""
+    positions = field.times.get_indexer(times)
+    if (positions < 0).any():
+        missing = times[positions < 0][0]
+        raise DataError(f"{field.file}: {field.name!r} has no data at {str(missing)[:19]}")
+    return positions
+
+
+def read_field(field, times: np.ndarray) -> np.ndarray:
+    """`field` at `times` (time, y, x) on its own grid, float32 in its expected units; a DataError naming the file
+    and variable when a time is missing or the read fails."""
+    positions = field_positions(field, times)
+    if positions.size > 1 and (np.diff(positions) == 1).all():
+        selection = slice(int(positions[0]), int(positions[-1]) + 1)  # one contiguous read
+    else:
+        selection = positions
+    try:
+        return np.asarray(field.array.isel(time=selection).values, dtype=np.float32)
+    except (OSError, RuntimeError, ValueError) as err:
+        raise DataError(f"{field.file}: reading {field.name!r} failed: {err}") from None
+
+
+class InterpolatedInputs:
+    """Coarse input fields interpolated to a fine grid (lat, lon (H, W) degrees), the channels that share a coarse
+    grid together (one regridder per grid; `edge` as the spec's)."""
+
+    def __init__(self, fields: list, lat: np.ndarray, lon: np.ndarray, edge: str):
+        self.fields, self.shape = fields, lat.shape
+        self._regrid, self._groups = {}, {}
+        for c, field in enumerate(fields):
+            key = (field.lat.tobytes(), field.lon.tobytes())
+            if key not in self._regrid:
+                self._regrid[key] = regridder(field.lat, field.lon, lat, lon, f"{field.file}: {field.name!r}", edge)
+            self._groups.setdefault(key, []).append(c)
+
+    def read(self, times: np.ndarray, out: np.ndarray) -> None:
+        """Write the fields at `times`, interpolated, into out[:, :len(fields)] (time, C, H, W)."""
+        for key, channels in self._groups.items():
+            coarse = np.stack([read_field(self.fields[c], times) for c in channels], 1)
+            out[:, channels] = self._regrid[key](coarse)
+
+    def regridder_of(self, field):
+        """The regridder of `field`'s coarse grid."""
+        return self._regrid[(field.lat.tobytes(), field.lon.tobytes())]
+
+
 class PairedFields:
     """Lazy access to a spec's inputs, static fields and (optionally) targets on the fine grid."""
 
@@ -40,12 +87,7 @@ class PairedFields:
                 raise DataError(f"{field.file}: {field.name!r} has grid shape {field.array.shape[-2:]}, "
                                 f"the fine grid (from {grid_from}) is {shape}; targets, static fields and the "
                                 "grid must share one fine grid")
-        self._regrid = {}
-        for field in self.inputs:
-            key = (field.lat.tobytes(), field.lon.tobytes())
-            if key not in self._regrid:
-                self._regrid[key] = regridder(field.lat, field.lon, self.lat, self.lon, f"{field.file}: {field.name!r}",
-                                              spec.edge)
+        self._interpolated = InterpolatedInputs(self.inputs, self.lat, self.lon, spec.edge)
         for field in self.inputs + self.targets:  # an input and a target often share a name (t2m): keep apart
             field.times = pd.Index(time_axis(field))
         self._static_values = None
@@ -111,33 +153,10 @@ class PairedFields:
         return times
 
     # --- reading --------------------------------------------------------------------------------------
-    def _positions(self, field, times: np.ndarray) -> np.ndarray:
-        positions = field.times.get_indexer(times)
-        if (positions < 0).any():
-            missing = times[positions < 0][0]
-            raise DataError(f"{field.file}: {field.name!r} has no data at {str(missing)[:19]}")
-        return positions
-
-    @staticmethod
-    def _read(field, positions: np.ndarray) -> np.ndarray:
-        if positions.size > 1 and (np.diff(positions) == 1).all():
-            selection = slice(int(positions[0]), int(positions[-1]) + 1)  # one contiguous read
-        else:
-            selection = positions
-        try:
-            return np.asarray(field.array.isel(time=selection).values, dtype=np.float32)
-        except (OSError, RuntimeError, ValueError) as err:
-            raise DataError(f"{field.file}: reading {field.name!r} failed: {err}") from None
-
     def read_inputs(self, times: np.ndarray) -> np.ndarray:
         """Interpolated inputs and static fields (time, C_in, H, W), float32, physical units."""
         out = np.empty((len(times), len(self.input_channels), *self.lat.shape), dtype=np.float32)
-        groups: dict[bytes, list[int]] = {}  # channels on the same grid are interpolated together
-        for c, field in enumerate(self.inputs):
-            groups.setdefault((field.lat.tobytes(), field.lon.tobytes()), []).append(c)
-        for key, channels in groups.items():
-            coarse = np.stack([self._read(self.inputs[c], self._positions(self.inputs[c], times)) for c in channels], 1)
-            out[:, channels] = self._regrid[key](coarse)
+        self._interpolated.read(times, out)
         if self.static:
             out[:, len(self.inputs):] = self.static_values()[None]
         return out
@@ -146,7 +165,7 @@ class PairedFields:
         """Targets (time, C_out, H, W), float32, physical units."""
         out = np.empty((len(times), len(self.targets), *self.lat.shape), dtype=np.float32)
         for c, field in enumerate(self.targets):
-            out[:, c] = self._read(field, self._positions(field, times))
+            out[:, c] = read_field(field, times)
         return out
 
     def static_values(self) -> np.ndarray:
@@ -164,7 +183,7 @@ class PairedFields:
         """The named input Field (coarse grid) and its regridder."""
         for field in self.inputs:
             if field.name == name:
-                return field, self._regrid[(field.lat.tobytes(), field.lon.tobytes())]
+                return field, self._interpolated.regridder_of(field)
         raise KeyError(name)
 
 

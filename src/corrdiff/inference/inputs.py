@@ -14,9 +14,8 @@ import xarray as xr
 
 from corrdiff.data import DatasetSpec, Normalization, Sample
 from corrdiff.data.canonical import canonical
-from corrdiff.data.fields import first_nan
+from corrdiff.data.fields import first_nan, InterpolatedInputs
 from corrdiff.data.readers import cwa_field, Field, generic_field, open_fields, time_axis
-from corrdiff.data.regrid import regridder
 from corrdiff.data.spec import Source
 from corrdiff.errors import DataError
 
@@ -75,11 +74,8 @@ class CoarseInputs:
         self.static = np.stack([np.asarray(v, np.float32) for v in static.values()]) if static else \
             np.zeros((0, *self.lat.shape), np.float32)
         self.target_channels, self.target_attrs = list(stats.target.names), {}
-        self._regrid = {}
+        self._interpolated = InterpolatedInputs(fields, self.lat, self.lon, rules.edge)
         for f in fields:
-            key = (f.lat.tobytes(), f.lon.tobytes())
-            if key not in self._regrid:
-                self._regrid[key] = regridder(f.lat, f.lon, self.lat, self.lon, f"{f.file}: {f.name!r}", rules.edge)
             f.times = pd.Index(time_axis(f))
         times = fields[0].times.values
         for f in fields[1:]:
@@ -169,20 +165,6 @@ class CoarseInputs:
     def _read(self, times: np.ndarray) -> np.ndarray:
         """Interpolated inputs and static fields (time, C_in, H, W), float32, physical units."""
         out = np.empty((len(times), len(self.input_channels), *self.lat.shape), dtype=np.float32)
-        groups: dict[tuple, list[int]] = {}  # channels on one grid are interpolated together
-        for c, f in enumerate(self.inputs):
-            groups.setdefault((f.lat.tobytes(), f.lon.tobytes()), []).append(c)
-        for key, channels in groups.items():
-            coarse = np.stack([_values(self.inputs[c], times) for c in channels], 1)
-            out[:, channels] = self._regrid[key](coarse)
+        self._interpolated.read(times, out)
         out[:, len(self.inputs):] = self.static[None]
         return out
-
-
-def _values(f: Field, times: np.ndarray) -> np.ndarray:
-    """Field `f` at `times` (time, y, x), float32."""
-    positions = f.times.get_indexer(times)
-    try:
-        return np.asarray(f.array.isel(time=positions).values, dtype=np.float32)
-    except (OSError, RuntimeError, ValueError) as err:
-        raise DataError(f"{f.file}: reading {f.name!r} failed: {err}") from None

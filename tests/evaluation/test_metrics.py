@@ -53,6 +53,48 @@ def test_sorted_crps_equals_scoringrules(dtype, members):
     np.testing.assert_allclose(sums, sums_reference, rtol=1e-5)
 
 
+@pytest.mark.parametrize("members", [2, 3, 8, 32])
+def test_fair_crps_equals_scoringrules_fair_estimator(members):
+    rng = np.random.default_rng(members)
+    ensemble = 280 + rng.normal(size=(members, 9, 11))
+    obs = 280 + rng.normal(size=(9, 11))
+    reference = np.asarray(scoringrules.crps_ensemble(obs, ensemble, m_axis=0, estimator="fair"))
+    np.testing.assert_allclose(metrics.crps_fair(obs, ensemble), reference, rtol=1e-10, atol=1e-10)
+    sums = metrics.field_sums(ensemble, obs, np.random.default_rng(0))
+    assert sums[metrics.SUMS.index("crps_fair")] == pytest.approx(reference.sum(), rel=1e-10)
+
+
+def test_fair_crps_is_the_usual_crps_plus_the_finite_ensemble_term():
+    # usual − fair = ½ΣΣ|x_i − x_j| · (1/(M(M − 1)) − 1/M²), the pair term with and without i = j
+    rng = np.random.default_rng(5)
+    m = 6
+    ensemble, obs = rng.normal(size=(m, 40)), rng.normal(size=40)
+    pair_sum = np.abs(ensemble[:, None] - ensemble[None]).sum(axis=(0, 1))
+    difference = 0.5 * pair_sum * (1 / (m * (m - 1)) - 1 / m**2)
+    np.testing.assert_allclose(crps_ensemble(obs, ensemble) - metrics.crps_fair(obs, ensemble), difference,
+                               rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("members", [4, 8, 16])
+def test_fair_crps_is_lowest_at_the_calibrated_spread_and_the_usual_one_below_it(members):
+    # truth ~ N(0, 1), members ~ N(0, s²) drawn from one set of normals (common random numbers: a smooth
+    # curve in s). The fair CRPS's expectation is the CRPS of N(0, s²), lowest at s = 1 for every M; the
+    # usual one is lowest below 1 (about 0.65, 0.8 and 0.9 of it at M = 4, 8, 16).
+    rng = np.random.default_rng(members)
+    points = 400_000 // members
+    obs = rng.normal(size=points)
+    draws = rng.normal(size=(members, points))
+    ratios = np.round(np.arange(0.5, 1.5001, 0.01), 2)
+    fair = [metrics.crps_fair(obs, s * draws).mean() for s in ratios]
+    usual = [crps_ensemble(obs, s * draws).mean() for s in ratios]
+    assert abs(ratios[int(np.argmin(fair))] - 1.0) <= 0.02
+    assert ratios[int(np.argmin(usual))] == pytest.approx({4: 0.65, 8: 0.8, 16: 0.9}[members], abs=0.04)
+
+
+def test_fair_crps_of_one_member_is_undefined():
+    assert np.isnan(metrics.crps_fair(np.zeros(3), np.ones((1, 3)))).all()
+
+
 @pytest.fixture(scope="module")
 def calibrated(tmp_path_factory):
     folder = tmp_path_factory.mktemp("calibrated")

@@ -7,8 +7,15 @@ so the totals weigh every pixel of every time equally:
     MAE  = Σ|ē − y| / n                  (ē: ensemble mean, y: truth; the member itself for one member)
     RMSE = sqrt(Σ(ē − y)² / n)           bias = Σ(ē − y) / n
     CRPS = Σ crps(x_1..M, y) / n         (the CRPS of the empirical distribution of the members)
+    fair CRPS = Σ fcrps(x_1..M, y) / n   (the unbiased estimator: E|X − y| − E|X − X'| / 2 over pairs of
+                                          distinct members; Ferro 2014, Zamo & Naveau 2018)
     spread = sqrt(Σ s² / n)              (s²: ensemble variance with ddof=1)
     spread–skill = sqrt((M + 1) / M) · spread / RMSE    (≈ 1 for a calibrated ensemble of M members)
+
+The usual CRPS of M members is lowest for a spread below the calibrated one (about 0.8 of it at M = 8),
+so it rewards under-dispersion; the fair CRPS is the expected CRPS of the distribution the members are drawn
+from, lowest at the calibrated spread whatever M. Every decision corrdiff makes (tune's recommendation,
+calibration, the best checkpoint) uses the fair one; reports give both, labelled.
 
 The rank histogram counts, over valid pixels, how many members lie below the truth (0..M); ties are split
 at random with a generator seeded by (seed, time index), so results do not depend on the chunking.
@@ -29,7 +36,7 @@ import xarray as xr
 from corrdiff.errors import EvaluationError
 from corrdiff.evaluation.stores import Evaluation
 
-SUMS = ("count", "abs_error", "squared_error", "error", "crps", "variance", "nan_forecast", "nan_truth")
+SUMS = ("count", "abs_error", "squared_error", "error", "crps", "variance", "nan_forecast", "nan_truth", "crps_fair")
 EXTREMES = ("forecast_min", "forecast_max", "truth_min", "truth_max")  # ranges for the histograms, same pass
 STATS = len(SUMS) + len(EXTREMES)  # then the rank counts 0..M
 TITLE = "corrdiff scores"  # the title attribute of a scores file: how `corrdiff score` recognises its own
@@ -38,6 +45,7 @@ METRICS = {
     "rmse": "root-mean-square error of the ensemble mean",
     "bias": "mean of ensemble mean minus truth",
     "crps": "continuous ranked probability score of the ensemble (empirical distribution)",
+    "crps_fair": "fair (unbiased) continuous ranked probability score of the ensemble (Ferro 2014)",
     "spread": "root of the mean ensemble variance (ddof=1)",
     "spread_skill": "sqrt((M+1)/M) * spread / rmse; 1 for a calibrated ensemble",
 }
@@ -67,12 +75,25 @@ def sorted_anomaly(ensemble: np.ndarray, obs: np.ndarray, member_axis: int = 0) 
     return anomaly
 
 
-def _crps_of_sorted_anomaly(anomaly: np.ndarray) -> np.ndarray:
+def crps_fair(obs: np.ndarray, ensemble: np.ndarray, member_axis: int = 0) -> np.ndarray:
+    """Fair CRPS of the ensemble at each point (Ferro 2014): E|X − y| − ½E|X − X'| with the pair mean taken
+    over the M(M − 1) pairs of distinct members; obs (...), ensemble with members on `member_axis`; (...).
+
+    Its expectation is the CRPS of the distribution the members are drawn from, so unlike `crps_ensemble` it
+    does not favour ensembles narrower than that distribution. Needs at least two members."""
+    return _crps_of_sorted_anomaly(sorted_anomaly(ensemble, obs, member_axis), fair=True)
+
+
+def _crps_of_sorted_anomaly(anomaly: np.ndarray, fair: bool = False) -> np.ndarray:
     """CRPS from sorted (..., member) anomalies: E|X − y| − ½E|X − X'|, with
-    ½E|X − X'| = Σ_i (2i − M − 1) x_(i) / M² for members sorted x_(1) ≤ … ≤ x_(M).
+    ½E|X − X'| = Σ_i (2i − M − 1) x_(i) / M² for members sorted x_(1) ≤ … ≤ x_(M), or with `fair`
+    Σ_i (2i − M − 1) x_(i) / (M(M − 1)) (pairs of distinct members only).
     Sums over members as matrix-vector products: several times faster than numpy's reductions."""
     m = anomaly.shape[-1]
-    weights = (2.0 * np.arange(1, m + 1) - m - 1).astype(anomaly.dtype) / m**2
+    pairs = m * (m - 1) if fair else m**2
+    if pairs == 0:
+        return np.full(anomaly.shape[:-1], np.nan, dtype=anomaly.dtype)
+    weights = (2.0 * np.arange(1, m + 1) - m - 1).astype(anomaly.dtype) / pairs
     return np.abs(anomaly) @ np.full(m, 1.0 / m, dtype=anomaly.dtype) - anomaly @ weights
 
 
@@ -102,8 +123,9 @@ def field_sums(ensemble: np.ndarray, obs: np.ndarray, rng: np.random.Generator, 
     valid = np.isfinite(error) & np.isfinite(crps_map)  # NaN truth or member: pixel left out
     pick = (lambda a: a) if bool(valid.all()) else (lambda a: a[valid])
     error_v = pick(error).astype(np.float64)
-    variance = np.nan
+    variance = crps_fair_sum = np.nan
     if m > 1:
+        crps_fair_sum = pick(_crps_of_sorted_anomaly(anomaly, fair=True)).sum(dtype=np.float64)
         centred = anomaly - error[..., None]
         variance = pick(np.einsum("...m,...m->...", centred, centred) / (m - 1)).sum(dtype=np.float64)
     rank = pick(((anomaly < 0) @ ones).astype(np.int64))  # members below the truth
@@ -112,7 +134,8 @@ def field_sums(ensemble: np.ndarray, obs: np.ndarray, rng: np.random.Generator, 
         rank = rank + rng.integers(0, ties + 1)
     sums = [error_v.size, np.abs(error_v).sum(), (error_v**2).sum(), error_v.sum(),
             pick(crps_map).sum(dtype=np.float64), variance,
-            ensemble.size - np.count_nonzero(np.isfinite(ensemble)), obs.size - np.count_nonzero(np.isfinite(obs))]
+            ensemble.size - np.count_nonzero(np.isfinite(ensemble)), obs.size - np.count_nonzero(np.isfinite(obs)),
+            crps_fair_sum]
     extremes = [np.fmin.reduce(ensemble, axis=None), np.fmax.reduce(ensemble, axis=None),
                 np.fmin.reduce(obs, axis=None), np.fmax.reduce(obs, axis=None)]  # fmin/fmax: NaN ignored
     return np.concatenate([np.asarray(sums + extremes, dtype=np.float64),
@@ -150,7 +173,7 @@ def scores_from_sums(sums: np.ndarray, members: int) -> dict[str, np.ndarray]:
         rmse = np.sqrt(s["squared_error"] / n)
         spread = np.sqrt(s["variance"] / n)
         return {"mae": s["abs_error"] / n, "rmse": rmse, "bias": s["error"] / n, "crps": s["crps"] / n,
-                "spread": spread, "spread_skill": np.sqrt((members + 1) / members) * spread / rmse}
+                "crps_fair": s["crps_fair"] / n, "spread": spread, "spread_skill": np.sqrt((members + 1) / members) * spread / rmse}
 
 
 def score_models(evaluation: Evaluation, seed: int = 0, crps: str = "sorted") -> xr.Dataset:

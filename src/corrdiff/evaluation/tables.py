@@ -16,6 +16,7 @@ COLUMNS = [
     ("RMSE", "rmse", "var"),
     ("bias", "bias", "var"),
     ("CRPS", "crps", "var"),
+    ("fair CRPS", "crps_fair", "var"),
     ("spread/skill", "spread_skill", "1"),
     ("power 2-4Δ", "power_ratio_smallest_octave", "1"),
     ("LSD", "log_spectral_distance", "1"),
@@ -26,7 +27,10 @@ EXPLANATIONS = {
     "MAE": "mean absolute error of the ensemble mean (of the field itself for one member)",
     "RMSE": "root-mean-square error of the ensemble mean",
     "bias": "mean of forecast minus truth",
-    "CRPS": "continuous ranked probability score; equals MAE for one member; lower is better",
+    "CRPS": "continuous ranked probability score of the members (the paper's); equals MAE for one member; "
+            "lower is better; favours ensembles narrower than calibrated",
+    "fair CRPS": "unbiased CRPS estimator over pairs of distinct members (Ferro 2014): what the score would be "
+                 "with infinitely many members; lowest at the calibrated spread; corrdiff decides with it",
     "spread/skill": "sqrt((M+1)/M)·spread / RMSE; 1 for a calibrated ensemble, < 1 over-confident",
     "power 2-4Δ": "predicted / true spectral power at wavelengths of 2-4 grid spacings; 1 is ideal",
     "LSD": "log-spectral distance: mean over wavenumbers up to Nyquist of |log10(predicted / true power)|, "
@@ -73,7 +77,8 @@ def rich_tables(scores: xr.Dataset, title: str = "scores over all times") -> lis
     from rich.text import Text
 
     header, body = rows(scores)
-    groups = [("skill", header[3:8]), ("spectra and distributions", header[8:])]
+    split = header.index("spread/skill") + 1
+    groups = [("skill", header[3:split]), ("spectra and distributions", header[split:])]
     units = {str(v): str(u) for v, u in zip(scores["variable"].values, scores["units"].values)} \
         if "units" in scores.coords else {}
     tables = []

@@ -17,6 +17,7 @@ the recorded hashes, so a damaged file is an error naming it, never a plausible 
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import re
 import shutil
@@ -40,6 +41,9 @@ FORMAT = "corrdiff-checkpoint-1"
 # Written instead of FORMAT when a checkpoint needs a feature a reader of FORMAT would silently ignore
 # (`scale_condition`): such readers then refuse it rather than run a different network.
 FORMAT_SCALED = "corrdiff-checkpoint-2"
+# The same for a denoiser of the normalised residual (`residual_std`), which a reader of 1 or 2 would sample unscaled.
+FORMAT_RESIDUAL = "corrdiff-checkpoint-3"
+FORMATS = (FORMAT, FORMAT_SCALED, FORMAT_RESIDUAL)
 STEP_PREFIX = "step-"
 STEP_NAME = re.compile(rf"{STEP_PREFIX}\d{{6,}}")
 MODEL_FILE, MODEL_META, STATE_FILE, STATE_META = "model.safetensors", "model.json", "state.safetensors", "state.json"
@@ -87,6 +91,11 @@ class CheckpointMeta:
     input_ranges: tuple[ChannelRange, ...] = ()
     """Each input channel's values in training (min, max, 0.1/99.9 percentiles, in `input_units`), in
     `input_channels` order; () when unknown: generation then does not warn about out-of-range inputs."""
+    residual_std: tuple[float, ...] = ()
+    """Diffusion only: the per-channel standard deviation of the residual x − μ (normalised target units, in
+    `target_channels` order) measured after the regression step; the denoiser learnt the residual divided by it
+    and times σ_data (`residual_unit`). () when it learnt the residual as it is (the paper's way; checkpoints
+    imported from PhysicsNeMo or written before corrdiff kept it)."""
     scale_condition: bool = False
     """Diffusion only: the condition is scaled by c_in(σ) with the noisy residual (`EDMPrecond`), as in networks
     imported from PhysicsNeMo's `EDMPrecondSR(scale_cond_input=True)`; False in corrdiff-trained ones."""
@@ -109,6 +118,28 @@ class CheckpointMeta:
                                  "input channels")
         if self.patch_shape is not None:
             object.__setattr__(self, "patch_shape", tuple(int(n) for n in self.patch_shape))
+        object.__setattr__(self, "residual_std", tuple(float(v) for v in self.residual_std))
+        if self.residual_std:
+            if self.kind != "diffusion":
+                raise ValueError("residual_std applies to a diffusion checkpoint only")
+            if len(self.residual_std) != len(self.target_channels):
+                raise ValueError(f"residual_std has {len(self.residual_std)} values for "
+                                 f"{len(self.target_channels)} target channels")
+            if not all(math.isfinite(v) and v > 0 for v in self.residual_std):
+                raise ValueError(f"residual_std must hold positive finite numbers, got {list(self.residual_std)}")
+
+    def residual_unit(self) -> tuple[float, ...]:
+        """What one unit of the denoiser's data is in normalised target units, per channel: residual_std / σ_data;
+        () when the denoiser learnt the residual as it is. Samples are multiplied by it, training residuals divided."""
+        if not self.residual_std:
+            return ()
+        return tuple(v / self.sigma_data for v in self.residual_std)
+
+    def format(self) -> str:
+        """model.json's format: the oldest whose readers understand every feature this checkpoint uses."""
+        if self.residual_std:
+            return FORMAT_RESIDUAL
+        return FORMAT_SCALED if self.scale_condition else FORMAT
 
     def replace(self, **changes) -> "CheckpointMeta":
         """A copy with some fields changed."""
@@ -116,7 +147,7 @@ class CheckpointMeta:
 
     def to_json(self) -> str:
         """model.json's text."""
-        data = {"format": FORMAT_SCALED if self.scale_condition else FORMAT, "kind": self.kind, "corrdiff_version": self.corrdiff_version,
+        data = {"format": self.format(), "kind": self.kind, "corrdiff_version": self.corrdiff_version,
                 "unet": self.unet.to_dict(), "input_channels": list(self.input_channels),
                 "target_channels": list(self.target_channels), "target_attrs": self.target_attrs,
                 "stats": self.stats.to_dict(), "config": self.config}
@@ -126,6 +157,8 @@ class CheckpointMeta:
                                              if self.regression_checkpoint else None)
             data["patch_shape"] = list(self.patch_shape) if self.patch_shape else None
             data["scale_condition"] = self.scale_condition
+            if self.residual_std:  # absent otherwise: checkpoints without it read as they always did
+                data["residual_std"] = list(self.residual_std)
         data |= {"step": self.step, "val_loss": self.val_loss, "model_sha256": self.model_sha256,
                  "input_units": list(self.input_units), "input_ranges": [r.to_dict() for r in self.input_ranges]}
         return json.dumps(data, indent=1)
@@ -137,13 +170,10 @@ class CheckpointMeta:
             data = json.loads(text)
             if not isinstance(data, dict):
                 raise ValueError(f"expected a JSON object, found {type(data).__name__}")
-            if data.get("format") not in (FORMAT, FORMAT_SCALED):
-                raise ValueError(f"format is {data.get('format')!r}, expected {FORMAT!r} or {FORMAT_SCALED!r}")
-            if (data.get("format") == FORMAT_SCALED) != (data.get("scale_condition") is True):
-                raise ValueError(f"format {data['format']!r} does not go with scale_condition "
-                                 f"{data.get('scale_condition')!r}")
+            if data.get("format") not in FORMATS:
+                raise ValueError(f"format is {data.get('format')!r}, expected one of {', '.join(map(repr, FORMATS))}")
             reference = data.get("regression_checkpoint")
-            return cls(
+            meta = cls(
                 kind=data["kind"], unet=UNetConfig.from_dict(data["unet"]),
                 input_channels=data["input_channels"], target_channels=data["target_channels"],
                 stats=Normalization.from_dict(data["stats"]), config=data["config"],
@@ -153,7 +183,12 @@ class CheckpointMeta:
                 model_sha256=data.get("model_sha256"), patch_shape=data.get("patch_shape"),
                 input_units=data.get("input_units") or (), input_ranges=data.get("input_ranges") or (),
                 scale_condition=_flag(data.get("scale_condition", False), "scale_condition"),
+                residual_std=data.get("residual_std") or (),
             )
+            if meta.format() != data["format"]:
+                raise ValueError(f"format {data['format']!r} does not go with scale_condition "
+                                 f"{data.get('scale_condition')!r} and residual_std {data.get('residual_std')!r}")
+            return meta
         except KeyError as err:
             raise CheckpointError(f"{where}: not a corrdiff checkpoint description (no {err.args[0]!r})") from None
         except (ValueError, TypeError, AttributeError) as err:

@@ -184,6 +184,14 @@ class DiffusionSection(TrainSection):
     patches_per_sample: int = Field(
         1, gt=0, description="random patches drawn from each sample per step (needs patch_shape): one full-domain "
         "read and μ feed this many patches, batch_size × this many in all")
+    residual_normalization: bool = Field(
+        True, description="true: the denoiser learns the residual divided by its per-channel standard deviation "
+        "(measured after the regression step on up to `residual_std_samples` training samples, kept in the "
+        "checkpoint) times σ_data, so that its data have the spread σ_data that EDM's preconditioning and noise "
+        "levels assume; false: the residual in the target's normalised units, as in the paper and PhysicsNeMo "
+        "(docs/method.md, 'Residual normalisation')")
+    residual_std_samples: int = Field(256, gt=0, description="training samples (evenly spaced) over which the "
+                                      "residual's standard deviation is measured")
 
     def edm_loss(self) -> EDMLoss:
         return EDMLoss(P_mean=self.P_mean, P_std=self.P_std, sigma_data=self.sigma_data)

@@ -147,8 +147,10 @@ def sample_ensemble(
     config: SamplerConfig = SamplerConfig(),
     batch_size: int | None = None,
     patcher=None,
+    residual_unit: Sequence[float] = (),
 ) -> torch.Tensor:
-    """CorrDiff ensemble μ + s·r for one time: (len(members), C, H, W); s is `config.residual_scale` (1 if ()).
+    """CorrDiff ensemble μ + s·u·r for one time: (len(members), C, H, W); s is `config.residual_scale` (1 if ()),
+    u the per-channel `residual_unit` of the denoiser's data (`CheckpointMeta.residual_unit`; 1 if ()).
 
     `mean` (1, C, H, W) is the regression prediction μ, `condition` (1, C_cond, H, W) the diffusion
     condition; members are generated `batch_size` at a time (all at once by default). With a
@@ -159,6 +161,9 @@ def sample_ensemble(
     members = list(members)
     batch_size = batch_size or len(members)
     scale = residual_scale(config, mean.shape[1], device)
+    if residual_unit:
+        unit = torch.tensor(residual_unit, dtype=torch.float32, device=device).reshape(1, -1, 1, 1)
+        scale = unit if scale is None else scale * unit
     outputs = []
     for start in range(0, len(members), batch_size):
         chunk = members[start : start + batch_size]

@@ -121,7 +121,7 @@ def downscale(models: Models, condition: torch.Tensor, members: int, seed: int, 
     # A patcher builds each patch's condition from the whole field; one pass over the domain takes it whole.
     denoiser_condition = field if patcher is not None else models.condition.whole_domain(field)
     ensemble = sample_ensemble(models.denoiser, mean, denoiser_condition, range(members), seed, sampler,
-                               member_batch, patcher)
+                               member_batch, patcher, models.meta.residual_unit())
     return mean, ensemble
 
 

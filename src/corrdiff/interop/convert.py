@@ -187,6 +187,13 @@ def export_physicsnemo(run_dir: str | Path, out: str | Path, which: str = "best"
     Earth2Studio's stats.json, metadata.json and output grid; returns the files and notes."""
     run_dir, out = Path(run_dir), Path(out)
     written, metas, grid = [], {}, (None, None)
+    if (run_dir / "diffusion").exists():
+        diffusion = ckpt.load_model(run_dir / "diffusion", which, kind="diffusion")
+        if diffusion.meta.residual_std:  # before anything is written
+            raise CheckpointError(
+                f"{diffusion.path}: this denoiser learnt the residual divided by its standard deviation "
+                "(diffusion.residual_normalization), which PhysicsNeMo's CorrDiff cannot sample; train the diffusion "
+                "step with diffusion.residual_normalization=false to export it")
     for kind in ckpt.KINDS:
         if not (run_dir / kind).exists():
             continue

@@ -27,7 +27,7 @@ from corrdiff.models import UNetConfig
 from corrdiff.perf import to_channels_last
 from corrdiff.training import regression_cache
 from corrdiff.training.batches import micro_batching
-from corrdiff.training.tasks import DiffusionTask, RegressionTask
+from corrdiff.training.tasks import DiffusionTask, RegressionTask, residual_std
 from corrdiff.training.trainer import Trainer
 
 log = logging.getLogger(__name__)
@@ -44,6 +44,7 @@ CHANGEABLE_ON_RESUME = frozenset({
     "ema_halflife_samples", "ema_rampup", "precision", "compile", "channels_last", "allow_tf32", "fused_norm",
     "regression_cache",  # μ is the same fp32 regression mean read back or recomputed
     "recipe",  # its values are compared one by one
+    "residual_std_samples",  # a resumed run keeps the standard deviation it measured at its start
 })
 CHANGEABLE_PREFIXES = ("ema_", "lr_")
 
@@ -233,12 +234,40 @@ def run_training(kind: str, config: RunConfig, train_set: PairedDataset, val_set
             ckpt.replace_text(run_dir / "config.yaml", dump_config(config))
         if kind == "diffusion" and _use_regression_cache(section, train_set, run_dir, info):
             train_set = _with_regression_cache(task, section, train_set, run_dir, meta, info, progress)
+        if kind == "diffusion":
+            meta = _with_residual_std(task, section, train_set, meta, previous, info)
         trainer = Trainer(task, section, train_set, val_set, info, run_dir, meta, progress)
         if previous is not None:
             trainer.resume(previous)
         elif resume and info.is_main:
             log.info(f"--resume: no checkpoint in {root} yet; starting from step 0")
         return run_dir, trainer.fit()
+
+
+RESIDUAL_STD_FLOOR = 1e-3  # normalised target units: a residual this small is no residual; never divide by ~0
+
+
+def _with_residual_std(task: DiffusionTask, section, train_set: PairedDataset, meta: CheckpointMeta,
+                       previous: ModelCheckpoint | None, info: DistInfo) -> CheckpointMeta:
+    """`meta` with the residual's per-channel standard deviation that the task then trains with: the run's own when
+    resuming (even if `diffusion.residual_normalization` changed since: a run keeps one definition of its data),
+    else measured after the regression step when the section asks for it."""
+    if previous is not None:
+        std = previous.meta.residual_std
+        if bool(std) != section.residual_normalization and info.is_main:
+            log.warning(f"--resume: the run started {'with' if std else 'without'} residual normalisation and "
+                        "goes on so; diffusion.residual_normalization applies to new runs")
+    elif section.residual_normalization:
+        measured = residual_std(task.to_device(info.device), train_set, section.residual_std_samples, info.device)
+        std = tuple(max(v, RESIDUAL_STD_FLOOR) for v in measured)
+        if info.is_main:
+            listed = ", ".join(f"{name} {value:.3g}" for name, value in zip(meta.target_channels, measured))
+            log.info(f"residual standard deviation after the regression step (normalised units, "
+                     f"{min(section.residual_std_samples, len(train_set))} training samples): {listed}")
+    else:
+        std = ()
+    task.set_residual_unit(meta.replace(residual_std=std).residual_unit())
+    return meta.replace(residual_std=std)
 
 
 def _use_regression_cache(section, train_set: PairedDataset, run_dir: Path, info: DistInfo) -> bool:

@@ -12,6 +12,8 @@ device) and sent to the device asynchronously from pinned memory; everything els
 
 from typing import Protocol
 
+import numpy as np
+
 import torch
 from torch import nn
 
@@ -96,6 +98,17 @@ class DiffusionTask:
         self.condition = DiffusionCondition.from_unet(unet)
         self.net: nn.Module = EDMPrecond(diffusion_network(unet), sigma_data=section.sigma_data)
         self.edm = section.edm_loss()
+        self.residual_unit: torch.Tensor | None = None
+        """(1, C_out, 1, 1): training residuals are divided by it (`CheckpointMeta.residual_unit`); None: not."""
+
+    def to_device(self, device) -> "DiffusionTask":
+        """This task with its frozen regression network on `device`."""
+        self.regression.to(device)
+        return self
+
+    def set_residual_unit(self, unit: tuple[float, ...]) -> None:
+        """Train on the residual divided by `unit` (one value per target channel; () for the residual as it is)."""
+        self.residual_unit = torch.tensor(unit, dtype=torch.float32).reshape(1, -1, 1, 1) if unit else None
 
     def inputs_and_mean(self, condition: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(y (batch, C_in, H, W), μ(y) (batch, C_out, H, W) float32): μ cached in `condition`, else computed."""
@@ -117,6 +130,8 @@ class DiffusionTask:
     def loss(self, module, condition, target, channel_weights=None, draws: Draws | None = None):
         condition, mean = self.inputs_and_mean(condition)
         residual = target - mean
+        if self.residual_unit is not None:
+            residual = residual / self.residual_unit.to(residual.device)
         field = self.condition.field(condition, mean)
         patch = self.section.patch_shape
         if patch:
@@ -129,3 +144,25 @@ class DiffusionTask:
             positions, denoiser_condition = None, self.condition.whole_domain(field)
         return self.edm(module, residual, denoiser_condition, positions, channel_weights,
                         draws.device if draws else None)
+
+
+@torch.no_grad()
+def residual_std(task: DiffusionTask, dataset, samples: int, device, batch: int = 16) -> tuple[float, ...]:
+    """Per-channel standard deviation of the residual x − μ(y) (normalised target units, float64 sums) over
+    `samples` training samples evenly spaced through `dataset` (all of them if it holds fewer)."""
+    count = min(samples, len(dataset))
+    indices = np.unique(np.linspace(0, len(dataset) - 1, count).round().astype(int))
+    total = total_sq = None
+    points = 0
+    for start in range(0, len(indices), batch):
+        items = [dataset[int(i)] for i in indices[start:start + batch]]
+        condition = torch.stack([item.input for item in items]).to(device)
+        target = torch.stack([item.target for item in items]).to(device)
+        _, mean = task.inputs_and_mean(condition)
+        residual = (target.to(torch.float32) - mean).to(torch.float64)
+        sums, sums_sq = residual.sum(dim=(0, 2, 3)), (residual**2).sum(dim=(0, 2, 3))
+        total = sums if total is None else total + sums
+        total_sq = sums_sq if total_sq is None else total_sq + sums_sq
+        points += residual[:, 0].numel()
+    variance = (total_sq / points - (total / points) ** 2).clamp_min(0)
+    return tuple(float(v) for v in variance.sqrt().cpu())

@@ -50,8 +50,9 @@ def case_command(
                        "'auto': across truth's strongest gradient of --field.")] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for case.nc and the figures: new, empty, or an "
                    "earlier case folder (with --overwrite).")] = Path("case"),
-    centre_by: Annotated[CentreBy, typer.Option("--centre-by", help="Vortex centre: minimum pressure, extreme "
-                         "vorticity, centroid of the strong winds; auto = the first the channels allow.")]
+    centre_by: Annotated[CentreBy, typer.Option("--centre-by", help="Vortex centre: minimum pressure, core of the "
+                         "vorticity channel, core of the vorticity of the winds; auto = the first the channels "
+                         "allow.")]
     = CentreBy.auto,
     near: Annotated[str | None, typer.Option("--near", help="LAT,LON: look for the vortex within --search-km of "
                     "here (default: the strongest anywhere).")] = None,
@@ -75,8 +76,8 @@ def case_command(
 ) -> None:
     """Case study of coherent structures at given times: truth, the regression mean and every member.
 
-    --vortex: centre (min pressure, max |vorticity| or the strong winds' centroid), azimuthal-mean wind speed,
-    tangential wind and every channel vs radius, maximum wind and radius of maximum wind. --section: values
+    --vortex: centre (min pressure, else the core of the vorticity: a channel's or the winds'), azimuthal-mean
+    wind speed, tangential wind and every channel vs radius, maximum wind and radius of maximum wind. --section: values
     and gradient magnitudes of every channel along a line, the front's position and, with --colocate, where
     another channel peaks. Writes DIR/case.nc and PNG figures.
     """

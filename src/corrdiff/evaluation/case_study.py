@@ -81,7 +81,7 @@ def vortex_case(evaluation: Evaluation, times, method: str = "auto", near: tuple
             if "tangential_wind" not in rings:
                 row[name] = (centre, rings, np.nan, np.nan, np.nan)
                 continue
-            if name == "truth" and truth.method != "vorticity":  # the sense of rotation from truth's winds
+            if name == "truth" and truth.method == "pressure":  # the sense of rotation from truth's winds
                 rotation = 1.0 if np.nanmax(rings["tangential_wind"]) >= -np.nanmin(rings["tangential_wind"]) else -1.0
             # the tangential wind's extreme: a uniform background flow averages out of it, not out of the speed
             vmax, rmw = cases.max_wind(rings["radius"], rotation * rings["tangential_wind"])

@@ -6,12 +6,13 @@ Pure numpy on one time of one forecast: fields are (y, x) arrays in physical uni
 are earth-relative (u eastward, v northward), as the readers give them.
 
     find_centre(fields, roles, lat, lon, method) -> Centre          vortex centre, to a fraction of a cell
+    relative_vorticity(u, v, lat, lon) -> (y, x)                     ζ in s-1, counter-clockwise +
     azimuthal_profiles(fields, roles, lat, lon, centre) -> dict      means over rings vs radius (km)
     max_wind(radius, wind) -> (max wind, radius of max wind)         of an azimuthal-mean profile
     section_line(lat1, lon1, lat2, lon2, step_km) -> Section         points along a straight line
     max_gradient_line(field, lat, lon, length_km) -> Section         across the strongest gradient
     grid_index(lat, lon, plat, plon), along_section(field, jj, ii)   bilinear samples along a section
-    gradient_magnitude(field, lat, lon) -> (y, x)                    |∇f| in units per km
+    east_north_derivatives(field, lat, lon), gradient_magnitude      ∂/∂east, ∂/∂north, |∇f| in units per km
 
 `corrdiff.evaluation.case_study` runs these on truth, the regression mean and every member.
 """
@@ -25,7 +26,7 @@ from corrdiff.ensemble_file import grid_spacing_km
 from corrdiff.errors import EvaluationError
 
 EARTH_RADIUS_KM = 6371.0
-METHODS = ("pressure", "vorticity", "wind")  # centre by minimum pressure, maximum |vorticity|, wind centroid
+METHODS = ("pressure", "vorticity", "wind")  # centre by minimum pressure, vorticity channel, vorticity of u, v
 PRESSURE_NAMES = {"msl", "mslp", "psl", "slp", "prmsl", "sp", "pmsl", "pressure"}
 PRESSURE_STANDARD = {"air_pressure_at_mean_sea_level", "air_pressure_at_sea_level", "surface_air_pressure"}
 WIND_PAIRS = [("u", "v"), ("u10", "v10"), ("u10m", "v10m"), ("ugrd10m", "vgrd10m"), ("u100", "v100")]
@@ -130,8 +131,8 @@ class Centre:
     j: float
     i: float
     method: str
-    value: float  # minimum pressure, extreme vorticity, or the window's maximum (smoothed) wind speed
-    sign: float = 1.0  # of the vorticity (1: counter-clockwise); from the tangential wind for other methods
+    value: float  # minimum pressure, or the extreme vorticity (of the channel, or of u, v in s-1)
+    sign: float = 1.0  # of the vorticity (1: counter-clockwise); 1 for pressure (rotation from the winds)
 
 
 def _window(lat, lon, near, search_km, margin: int = 3):
@@ -148,38 +149,38 @@ def _window(lat, lon, near, search_km, margin: int = 3):
 
 def find_centre(fields: dict[str, np.ndarray], roles: Roles, lat, lon, method: str = "auto",
                 smooth_km: float | None = None, near: tuple[float, float] | None = None,
-                search_km: float = 300.0, sign: float | None = None, window_km: float | None = None) -> Centre:
+                search_km: float = 300.0, sign: float | None = None) -> Centre:
     """The vortex centre in `fields` ({name: (y, x)}), to a fraction of a grid cell.
 
-    method: "pressure" (minimum of the smoothed pressure), "vorticity" (extreme of the smoothed vorticity:
-    of sign `sign`, or the larger |ζ| of either sign when None), "wind" (iterated centroid of the strong
-    winds in a disk of `window_km`, default max(20 grid spacings, 100 km): more than twice the radius of
-    maximum wind), or "auto" (the first of these the fields allow). `near` (lat, lon) and `search_km`
-    restrict the search; smoothing σ = `smooth_km` (default: two grid spacings). A vortex with a calm core
-    (Holland) has its largest vorticity on a ring: smooth over about its radius of maximum wind for that method.
+    method: "pressure" (minimum of the smoothed pressure, refined by a parabola), "vorticity" (the vortex
+    core of the smoothed vorticity channel, see `vorticity_centre`), "wind" (the same on the relative
+    vorticity of u and v, `relative_vorticity`), or "auto" (the first of these the fields allow). The
+    vorticity is of sign `sign`, or of the larger |ζ| of either sign when None. `near` (lat, lon) and
+    `search_km` restrict the search; smoothing σ = `smooth_km` (default: two grid spacings).
     """
     spacing = grid_spacing_km(lat, lon)
+    # σ in cells by default: what must go is grid-scale noise (centred differences amplify it; km-scale
+    # models resolve a few Δx), whatever Δx is. Two cells damp 4Δx waves to <1% and keep 80% of a 20Δx one.
     sigma = (2 * spacing if smooth_km is None else smooth_km) / spacing
     method = _choose_method(method, roles)
     inside = _window(lat, lon, near, search_km)
     if not inside.any():
         raise EvaluationError(f"no grid point within {search_km:g} km of {near}; the vortex search is off the grid")
-    if method == "wind":
-        return _wind_centroid(fields, roles, lat, lon, sigma, inside, window_km or max(20 * spacing, 100.0), spacing)
-    field = fields[roles.pressure] if method == "pressure" else fields[roles.vorticity]
-    smoothed = smooth(field, sigma)
-    if method == "pressure":
-        oriented, sign = -smoothed, 1.0
-    else:
-        if sign is None:
-            lows, highs = np.nanmin(np.where(inside, smoothed, np.nan)), np.nanmax(np.where(inside, smoothed, np.nan))
-            sign = 1.0 if abs(highs) >= abs(lows) else -1.0
-        oriented = sign * smoothed
-    masked = np.where(inside & np.isfinite(oriented), oriented, -np.inf)
+    if method != "pressure":
+        zeta = (fields[roles.vorticity] if method == "vorticity"
+                else relative_vorticity(fields[roles.u], fields[roles.v], lat, lon))
+        return vorticity_centre(zeta, lat, lon, sigma, inside, sign, method)
+    pressure = fields[roles.pressure]
+    smoothed = smooth(pressure, sigma)
+    j, i = _argmax_inside(-smoothed, inside)
+    fj, fi = refine_extremum(smoothed, j, i)
+    return Centre(*position(lat, lon, fj, fi), fj, fi, method, float(pressure[j, i]), 1.0)
+
+
+def _argmax_inside(field: np.ndarray, inside: np.ndarray) -> tuple[int, int]:
+    masked = np.where(inside & np.isfinite(field), field, -np.inf)
     j, i = np.unravel_index(int(np.argmax(masked)), masked.shape)
-    fj, fi = refine_extremum(smoothed, int(j), int(i))
-    clat, clon = position(lat, lon, fj, fi)
-    return Centre(clat, clon, fj, fi, method, float(field[j, i]), float(sign))
+    return int(j), int(i)
 
 
 def _choose_method(method: str, roles: Roles) -> str:
@@ -198,32 +199,58 @@ def _choose_method(method: str, roles: Roles) -> str:
     return method
 
 
-def _wind_centroid(fields, roles, lat, lon, sigma, inside, window_km, spacing) -> Centre:
-    """The centroid of the strong winds (speed above half the window's maximum, weighted by the excess) in
-    a disk of `window_km`, recentred until it stays put. The ring of strong winds is symmetric about the
-    centre, so its centroid is the centre, whatever weak winds lie in the disk; the first guess is the
-    top of a speed field smoothed over the window, where the ring blurs into one hill."""
-    speed = smooth(np.hypot(fields[roles.u], fields[roles.v]), sigma)
-    broad = smooth(speed, window_km / spacing / 4)
-    j, i = np.unravel_index(int(np.argmax(np.where(inside & np.isfinite(broad), broad, -np.inf))), broad.shape)
-    clat, clon, fj, fi = float(lat[j, i]), float(lon[j, i]), float(j), float(i)
-    finite = np.where(np.isfinite(speed), speed, 0.0)
-    jj, ii = np.indices(speed.shape, dtype=np.float64)
-    strongest = float("nan")
-    for _ in range(50):
-        disk = np.hypot(*local_km(lat, lon, clat, clon)) <= window_km
-        strongest = float(finite[disk].max())
-        weights = np.where(disk, np.maximum(finite - 0.5 * strongest, 0.0), 0.0)
-        total = weights.sum()
-        if total <= 0:
-            break
-        fj, fi = (weights * jj).sum() / total, (weights * ii).sum() / total
-        new_lat, new_lon = position(lat, lon, fj, fi)
-        moved = np.hypot(*local_km(new_lat, new_lon, clat, clon))
-        clat, clon = new_lat, new_lon
-        if moved < 0.01 * spacing:
-            break
-    return Centre(clat, clon, float(fj), float(fi), "wind", strongest, 1.0)
+def vorticity_centre(zeta: np.ndarray, lat, lon, sigma_cells: float, inside: np.ndarray,
+                     sign: float | None = None, method: str = "vorticity") -> Centre:
+    """The vortex centre from vorticity `zeta` (y, x): the peak of the smoothed ζ of sign `sign` (or of the
+    larger |ζ| when None) within `inside`, refined to the centroid of its core (`core_centroid`)."""
+    smoothed = smooth(zeta, sigma_cells)
+    if sign is None:
+        lows = np.nanmin(np.where(inside, smoothed, np.nan))
+        highs = np.nanmax(np.where(inside, smoothed, np.nan))
+        sign = 1.0 if abs(highs) >= abs(lows) else -1.0
+    oriented = sign * smoothed
+    j, i = _argmax_inside(oriented, inside)
+    fj, fi = core_centroid(oriented, j, i)
+    return Centre(*position(lat, lon, fj, fi), fj, fi, method, float(zeta[j, i]), float(sign))
+
+
+def core_centroid(oriented: np.ndarray, j: int, i: int) -> tuple[float, float]:
+    """Fractional (j, i) of the vortex core about the peak (j, i) of `oriented` (ζ times the vortex's sign):
+    the centroid, weighted by the excess, of the connected region above half the peak. A vortex with a calm
+    core has its largest ζ on a ring (the eyewall), so the peak alone can be up to a radius of maximum wind
+    off; the ring is centred on the vortex. Other eddies above the threshold are other regions: left out."""
+    peak = float(oriented[j, i])
+    if not peak > 0:
+        return refine_extremum(oriented, j, i)
+    above = np.isfinite(oriented) & (oriented > 0.5 * peak)
+    labels, _ = ndimage.label(above)
+    weights = np.where(labels == labels[j, i], oriented - 0.5 * peak, 0.0)
+    jj, ii = np.indices(oriented.shape, dtype=np.float64)
+    total = weights.sum()
+    return float((weights * jj).sum() / total), float((weights * ii).sum() / total)
+
+
+def east_north_derivatives(field: np.ndarray, lat: np.ndarray, lon: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(∂f/∂east, ∂f/∂north), each (y, x) in the field's units per km: centred index differences turned into
+    east/north ones through the local cell vectors (km per cell along j and i) in the plane about the domain's
+    centre (`local_km`), so that curvilinear grids (Lambert, rotated, north-down) are handled."""
+    lat0, lon0 = float(np.mean(lat)), float(lon[lat.shape[0] // 2, lat.shape[1] // 2])
+    east, north = local_km(lat, lon, lat0, lon0)
+    e_j, e_i = np.gradient(east)
+    n_j, n_i = np.gradient(north)
+    f_j, f_i = np.gradient(np.asarray(field, dtype=np.float64))
+    det = e_j * n_i - e_i * n_j  # [f_j, f_i] = [[e_j, n_j], [e_i, n_i]] · [f_e, f_n]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (n_i * f_j - n_j * f_i) / det, (e_j * f_i - e_i * f_j) / det
+
+
+def relative_vorticity(u: np.ndarray, v: np.ndarray, lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
+    """ζ = ∂v/∂east − ∂u/∂north (y, x), counter-clockwise positive, in s-1 for earth-relative u, v in m s-1.
+    The sphere's u·tan(lat)/R term (~1e-6 s-1 for 10 m s-1) is left out: it is smooth, and a vortex's ζ is
+    ~1e-3 s-1."""
+    dv_east, _ = east_north_derivatives(v, lat, lon)
+    _, du_north = east_north_derivatives(u, lat, lon)
+    return (dv_east - du_north) / 1000.0  # per km → per m
 
 
 def azimuthal_profiles(fields: dict[str, np.ndarray], roles: Roles, lat, lon, centre: Centre,
@@ -321,18 +348,8 @@ def along_section(field: np.ndarray, jj: np.ndarray, ii: np.ndarray) -> np.ndarr
 
 
 def gradient_magnitude(field: np.ndarray, lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
-    """|∇f| (y, x) in the field's units per km: index derivatives turned into east/north ones through the
-    local cell vectors, so that curvilinear grids (Lambert, rotated) are handled."""
-    lat0, lon0 = float(np.mean(lat)), float(lon[lat.shape[0] // 2, lat.shape[1] // 2])
-    east, north = local_km(lat, lon, lat0, lon0)
-    e_j, e_i = np.gradient(east)
-    n_j, n_i = np.gradient(north)
-    f_j, f_i = np.gradient(np.asarray(field, dtype=np.float64))
-    det = e_j * n_i - e_i * n_j  # [f_j, f_i] = [[e_j, n_j], [e_i, n_i]] · [f_e, f_n]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        f_e = (n_i * f_j - n_j * f_i) / det
-        f_n = (e_j * f_i - e_i * f_j) / det
-    return np.hypot(f_e, f_n)
+    """|∇f| (y, x) in the field's units per km, from `east_north_derivatives`."""
+    return np.hypot(*east_north_derivatives(field, lat, lon))
 
 
 def max_gradient_line(field: np.ndarray, lat: np.ndarray, lon: np.ndarray, length_km: float,

@@ -162,3 +162,47 @@ def test_report_shows_the_warnings_above_the_table(tmp_path):
         assert f"<b>u, corrdiff</b>: {kind}:" in page, kind
     assert page.index("<h2>Trust: ") < page.index("<table class='scores'>")
     assert page.count("class='flag'") >= 3  # spread/skill, power, fair CRPS cells
+
+
+def tune_result(calibrated_spread_skill=None):
+    """A `corrdiff tune` result of two settings and two channels: setting 0 (recommended) has u10
+    under-dispersed, setting 1 noisy t2m; with `calibrated_spread_skill`, the scores after calibration."""
+    from types import SimpleNamespace
+
+    per_channel = {"spread_skill": [[1.0, 0.6], [1.0, 1.0]], "power_ratio": [[1.0, 1.0], [4.0, 1.0]],
+                   "lsd": [[0.1, 0.1], [0.1, 0.1]]}
+    data = {k: (("setting", "channel"), v) for k, v in per_channel.items()}
+    for k, v in {"crps_norm": [0.2, 0.21], "mae_norm": [0.3, 0.3], "spread_skill_mean": [0.8, 1.0],
+                 "power_ratio_mean": [1.0, 2.5], "lsd_mean": [0.1, 0.1], "seconds_per_member": [1.0, 2.0]}.items():
+        data[k] = (("setting",), v)
+    if calibrated_spread_skill is not None:
+        for k in per_channel:
+            data[f"{k}_after"] = (("channel",), per_channel[k][0])
+        data["spread_skill_after"] = (("channel",), calibrated_spread_skill)
+    coords = {"channel": ["t2m", "u10"], "solver": ("setting", ["heun", "heun"]),
+              "schedule": ("setting", ["karras"] * 2), "S_churn": ("setting", [0.0, 0.0]),
+              "sigma_min": ("setting", [0.002] * 2), "num_steps": ("setting", [4, 8]),
+              "network_evaluations": ("setting", [7, 15])}
+    table = xr.Dataset(data, coords, attrs={"split": "validation", "times": 2, "members": 3})
+    recommendation = SimpleNamespace(tuning={"setting": "heun NFE 7"})
+    return SimpleNamespace(table=table, best=0, chosen=0, recommendation=recommendation)
+
+
+def test_tune_table_has_a_trust_column_and_warns_of_the_recommended_setting():
+    from rich.console import Console
+
+    from corrdiff.cli.tune import print_warnings, rich_table
+
+    console = Console(width=200, color_system=None, record=True)
+    result = tune_result()
+    console.print(rich_table(result))
+    print_warnings(console, result)
+    text = console.export_text()
+    rows = [line for line in text.splitlines() if line.strip().startswith("heun")]
+    assert rows[0].rstrip().endswith("under") and rows[1].rstrip().endswith("noisy")
+    assert "warning: u10, recommended heun NFE 7: under-dispersed: the spread is 0.60×" in text
+    assert text.count("warning:") == 1
+
+    console = Console(width=200, color_system=None, record=True)
+    print_warnings(console, tune_result(calibrated_spread_skill=[1.0, 0.95]))  # calibration fixed it
+    assert "warning" not in console.export_text()

@@ -11,7 +11,8 @@ The rules, on the scores over all times of every ensemble (more than one member)
 A value on a threshold passes; a missing or NaN value raises no flag. `corrdiff score`, `report` and `tune`
 show the flags beside their tables; flags never change an exit code: the scores are still the result.
 `flags` reads a scores Dataset (`metrics.score_models` + `spectra.summarise`), `setting_flags` a row of
-`corrdiff tune`'s table; both go through `check`, which holds the rules.
+`corrdiff tune`'s table; both go through `check`, which holds the rules. What a flag says to try is ADVICE's,
+or TUNE_ADVICE's after `corrdiff tune` (which has already tried the sampler settings it was given).
 """
 
 from dataclasses import dataclass
@@ -24,8 +25,27 @@ POWER_RATIO_RANGE = (0.5, 2.0)  # members' / truth's power at wavelengths of 2-4
 LSD_LIMIT = 0.5  # log-spectral distance, log10 units: a factor 10**0.5 ≈ 3.2 off on average
 REFERENCE = "regression"  # the model whose MAE an ensemble's CRPS must beat
 
-TUNE = "run `corrdiff tune`"
+SHORT = {"under-dispersed": "under", "over-dispersed": "over", "too smooth": "smooth", "noisy small scales": "noisy",
+         "spectrum off": "LSD", "worse than regression": "CRPS"}  # each kind in a narrow table column
 TRAIN = "train the diffusion model longer"
+ADVICE = {  # what to try, after `corrdiff score` or `report`
+    "under-dispersed": f"run `corrdiff tune` (its calibration widens the spread), or {TRAIN}",
+    "over-dispersed": f"run `corrdiff tune` (its calibration narrows the spread), or {TRAIN}: an undertrained "
+                      "denoiser leaves noise in the members",
+    "too smooth": f"run `corrdiff tune` (more steps, a smaller σ_min), or {TRAIN}",
+    "noisy small scales": f"{TRAIN}, or run `corrdiff tune`",
+    "spectrum off": f"{TRAIN}, or run `corrdiff tune`",
+    "worse than regression": f"{TRAIN}, and check the checkpoint pair (the diffusion model must be trained on "
+                             "this regression model's residuals)",
+}
+TUNE_ADVICE = ADVICE | {  # what to try, after `corrdiff tune`: it has tried the sampler settings it was given
+    "under-dispersed": f"calibration (--calibrate) widens the spread only as far as CRPS does not worsen; {TRAIN}",
+    "over-dispersed": f"calibration (--calibrate) narrows the spread only as far as CRPS does not worsen; {TRAIN}: "
+                      "an undertrained denoiser leaves noise in the members",
+    "too smooth": f"measure more steps (--nfe) or a smaller --sigma-min, or {TRAIN}",
+    "noisy small scales": f"{TRAIN}, or measure more steps (--nfe) and other solvers (--solver)",
+    "spectrum off": f"{TRAIN}, or measure more steps (--nfe) and other solvers (--solver)",
+}
 
 
 @dataclass(frozen=True)
@@ -46,48 +66,44 @@ class Flag:
 
 
 def check(variable: str, model: str, spread_skill=None, power_ratio=None, lsd=None, crps=None,
-          reference_mae=None, units: str = "", crps_name: str = "crps_fair") -> list[Flag]:
+          reference_mae=None, units: str = "", crps_name: str = "crps_fair", advice=ADVICE) -> list[Flag]:
     """The flags of one ensemble's scores of one variable; a score left out (None) or NaN is not judged.
-    `crps` and `reference_mae` in `units`; `crps_name`: which CRPS `crps` is ("crps_fair" or "crps")."""
+    `crps` and `reference_mae` in `units`; `crps_name`: which CRPS `crps` is ("crps_fair" or "crps");
+    `advice`: what to try, by kind (ADVICE, or TUNE_ADVICE after `corrdiff tune`)."""
     found = []
 
-    def add(kind, score, value, message):
+    def add(kind, score, value, finding):
+        message = f"{kind}: {finding}; {advice[kind]}"
         found.append(Flag(str(variable), str(model), kind, score, float(value), message))
 
     low, high = SPREAD_SKILL_RANGE
     if _known(spread_skill) and not low <= spread_skill <= high:
         kind = "under-dispersed" if spread_skill < low else "over-dispersed"
-        meaning = (f"the ensemble is over-confident; {TUNE} (its calibration widens the spread), or {TRAIN}"
-                   if spread_skill < low else
-                   f"the members scatter more than the truth does about their mean; {TUNE} (its calibration "
-                   f"narrows the spread), or {TRAIN}: an undertrained denoiser leaves noise in the members")
+        meaning = "the ensemble is over-confident" if spread_skill < low else \
+            "the members scatter more than the truth does about their mean"
         add(kind, "spread_skill", spread_skill,
-            f"{kind}: the spread is {spread_skill:.2f}× the error of the ensemble mean (spread/skill, trusted "
-            f"{low:g}–{high:g}); {meaning}")
+            f"the spread is {spread_skill:.2f}× the error of the ensemble mean (spread/skill, trusted "
+            f"{low:g}–{high:g}): {meaning}")
     low, high = POWER_RATIO_RANGE
     if _known(power_ratio) and not low <= power_ratio <= high:
         share = f"members carry {power_ratio:.2g}× the truth's power at 2–4 Δx (trusted {low:g}–{high:g}×)"
         if power_ratio > high:
             add("noisy small scales", "power_ratio_smallest_octave", power_ratio,
-                f"noisy small scales: {share}: the diffusion model is undertrained or the sampler too short; "
-                f"{TRAIN}, or {TUNE}")
+                f"{share}: the diffusion model is undertrained or the sampler too short")
         else:
             add("too smooth", "power_ratio_smallest_octave", power_ratio,
-                f"too smooth: {share}: the sampler stops before the finest detail is drawn, or the diffusion "
-                f"model has not learnt it; {TUNE} (more steps, a smaller σ_min), or {TRAIN}")
+                f"{share}: the sampler stops before the finest detail is drawn, or the diffusion model has not "
+                "learnt it")
     if _known(lsd) and lsd > LSD_LIMIT:
         add("spectrum off", "log_spectral_distance", lsd,
-            f"spectrum off: the members' power is {10 ** lsd:.2g}× above or below the truth's on average over "
-            f"wavenumbers (log-spectral distance {lsd:.2f}, trusted up to {LSD_LIMIT:g}): the texture is wrong at "
-            f"many scales; {TRAIN}, or {TUNE}")
+            f"the members' power is {10 ** lsd:.2g}× above or below the truth's on average over wavenumbers "
+            f"(log-spectral distance {lsd:.2f}, trusted up to {LSD_LIMIT:g}): the texture is wrong at many scales")
     if _known(crps) and _known(reference_mae) and crps > reference_mae:
         unit = f" {units}" if units and units != "1" else ""
         which = "fair CRPS" if crps_name == "crps_fair" else "CRPS"
         add("worse than regression", crps_name, crps,
-            f"worse than regression: the ensemble's {which} {crps:.3g}{unit} is above the regression mean's MAE "
-            f"{reference_mae:.3g}{unit} (its CRPS as one member): the diffusion model adds noise, not skill; "
-            f"{TRAIN}, and check the checkpoint pair (the diffusion model must be trained on this regression "
-            "model's residuals)")
+            f"the ensemble's {which} {crps:.3g}{unit} is above the regression mean's MAE {reference_mae:.3g}{unit} "
+            "(its CRPS as one member): the diffusion model adds noise, not skill")
     return found
 
 
@@ -116,16 +132,21 @@ def flags(scores: xr.Dataset, ensembles=None, reference: str | None = REFERENCE)
     return found
 
 
-def setting_flags(table: xr.Dataset, setting: int) -> list[Flag]:
-    """The flags of one setting of `corrdiff tune`'s table, per channel (the model named "setting N").
-    Tune measures no regression mean, so the CRPS rule is not applied."""
+def setting_flags(table: xr.Dataset, setting: int, name: str | None = None, calibrated: bool = False) -> list[Flag]:
+    """The flags of one setting of `corrdiff tune`'s table, per channel, the model named `name` (default
+    "setting N"). `calibrated`: judge the scores after calibration (`*_after`, of the recommended setting) when
+    the table has them. Tune measures no regression mean, so the CRPS rule is not applied."""
     row = table.isel(setting=setting)
+    suffix = "_after" if calibrated and "spread_skill_after" in table else ""
+    source = table if suffix else row
     found = []
     for channel in table["channel"].values:
-        def value(name):
-            return float(row[name].sel(channel=channel)) if name in row else None
+        def value(key):
+            key += suffix
+            return float(source[key].sel(channel=channel)) if key in source else None
 
-        found += check(channel, f"setting {setting}", value("spread_skill"), value("power_ratio"), value("lsd"))
+        found += check(channel, name or f"setting {setting}", value("spread_skill"), value("power_ratio"),
+                       value("lsd"), advice=TUNE_ADVICE)
     return found
 
 

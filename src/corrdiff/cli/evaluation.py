@@ -52,6 +52,7 @@ def _print_scores(result) -> None:
 
     from corrdiff.evaluation.lead_time import lead_time_tables
     from corrdiff.evaluation.tables import rich_tables
+    from corrdiff.evaluation.trust import flags, warning_lines
 
     console = Console()
     times = result.scores.sizes["time"]
@@ -63,6 +64,8 @@ def _print_scores(result) -> None:
         console.print(f"spectra: {result.scores.attrs['spectra_method']}", style="dim")
     for note in result.evaluation.notes:
         console.print(f"note: {note}", style="yellow", markup=False)
+    for line in warning_lines(flags(result.scores)):  # the scores are still the result: the exit code stays 0
+        console.print(line, style="bold red", markup=False, highlight=False)
 
 
 @user_errors

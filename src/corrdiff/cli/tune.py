@@ -75,8 +75,27 @@ def tune_command(
         pairs = zip(recommended.target_channels, recommended.sampler.residual_scale)
         scales = ", ".join(f"{c} {s:g}" for c, s in pairs)
         console.print(f"calibration: residual_scale {scales}", markup=False)
+    print_warnings(console, result)
     for path in result.paths:
         typer.echo(f"written: {path}")
+
+
+def print_warnings(console, result) -> None:
+    """A warning line per trust flag of the recommended setting, calibrated where tune calibrated it
+    (`corrdiff.evaluation.trust`); the outputs are written all the same and the exit code stays 0."""
+    from corrdiff.evaluation.trust import setting_flags, warning_lines
+
+    name = f"recommended {result.recommendation.tuning['setting']}"
+    for line in warning_lines(setting_flags(result.table, result.chosen, name, calibrated=True)):
+        console.print(line, style="bold red", markup=False, highlight=False)
+
+
+def trust_cell(table, setting: int) -> str:
+    """The kinds of the setting's trust flags, short ("under, noisy"), over every channel; "" when none."""
+    from corrdiff.evaluation.trust import setting_flags, SHORT
+
+    kinds = dict.fromkeys(SHORT[flag.kind] for flag in setting_flags(table, setting))
+    return ", ".join(kinds)
 
 
 def rich_table(result):
@@ -85,6 +104,8 @@ def rich_table(result):
     from rich import box
     from rich.table import Table
 
+    from corrdiff.evaluation import trust
+
     table = result.table
     varying = {name: len(set(table[name].values.tolist())) > 1 for name in ("schedule", "S_churn", "sigma_min")}
     view = Table(title=f"samplers on {table.attrs['split']}: {table.attrs['times']} times, "
@@ -92,11 +113,15 @@ def rich_table(result):
                  collapse_padding=True,
                  caption="CRPS, MAE: mean over channels of the score / truth std; power: predicted / true at "
                          "wavelengths of 2-4 grid spacings; LSD: mean |log10 predicted / true power| over "
-                         "wavenumbers")
+                         "wavenumbers; trust: some channel under- or over-dispersed (spread/skill outside "
+                         f"{trust.SPREAD_SKILL_RANGE[0]:g}-{trust.SPREAD_SKILL_RANGE[1]:g}), too smooth or noisy "
+                         f"(power outside {trust.POWER_RATIO_RANGE[0]:g}-{trust.POWER_RATIO_RANGE[1]:g}), LSD above "
+                         f"{trust.LSD_LIMIT:g}")
     columns = ["solver"] + [title for title, name in (("schedule", "schedule"), ("churn", "S_churn"),
                                                       ("σ_min", "sigma_min")) if varying[name]]
     for title in columns + ["steps", "NFE", "CRPS", "MAE", "spread/\nskill", "power\n2-4Δ", "LSD", "s per\nmember"]:
         view.add_column(title, justify="left" if title in ("solver", "schedule") else "right", no_wrap=True)
+    view.add_column("trust")  # may wrap: the only column of words
     for i in range(table.sizes["setting"]):
         row = table.isel(setting=i)
         cells = [str(row["solver"].values)]
@@ -107,6 +132,6 @@ def rich_table(result):
                   f"{float(row['crps_norm']):.4f}" + ("*" if i == result.best else ""), f"{float(row['mae_norm']):.4f}",
                   f"{float(row['spread_skill_mean']):.3f}", f"{float(row['power_ratio_mean']):.3g}",
                   f"{float(row['lsd_mean']):.3f}",
-                  f"{float(row['seconds_per_member']):.3g}"]
+                  f"{float(row['seconds_per_member']):.3g}", trust_cell(table, i)]
         view.add_row(*cells, style="bold" if i == result.chosen else None)
     return view

@@ -4,6 +4,7 @@
     score_models(evaluation) -> xr.Dataset              MAE, RMSE, bias, CRPS, spread-skill, ranks (metrics.py)
     compare_distributions(evaluation) -> Distributions  spectra, histograms, summary numbers (spectra.py)
     evaluate(predictions, truth, ...) -> Result         all of the above in one call (evaluate.py)
+    trust.flags(scores) -> [Flag]                       when an ensemble cannot be trusted, and what to try (trust.py)
     write_report(evaluation, scores, distributions, out_dir) -> index.html  (report.py, plots.py)
     interpolation_baseline / random_forest_baseline     baselines in generate's layout (baselines.py)
     check_scores_output / check_report_folder / check_baseline_output

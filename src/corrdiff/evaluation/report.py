@@ -13,7 +13,7 @@ import xarray as xr
 from tqdm.auto import tqdm
 
 from corrdiff.errors import EvaluationError
-from corrdiff.evaluation import case_study, lead_time, plots
+from corrdiff.evaluation import case_study, lead_time, plots, trust
 from corrdiff.evaluation.evaluate import check_scores_output
 from corrdiff.evaluation.spectra import Distributions
 from corrdiff.evaluation.stores import Evaluation, source_of
@@ -135,7 +135,8 @@ def write_report(evaluation: Evaluation, scores: xr.Dataset, distributions: Dist
 
 def render_html(evaluation: Evaluation, scores: xr.Dataset, figures: dict[str, list[Path]], title: str,
                 time: np.datetime64, spectra: str = "2d", extra=()) -> str:
-    """The report page: inputs, score table with the meaning of each column, notes, then the figures; then
+    """The report page: inputs, the trust warnings, score table with the meaning of each column, notes, then
+    the figures; then
     the optional sections `extra` [(heading, [(figure, caption)])] (lead time, vortex case)."""
     sources = [f"<li><b>{html.escape(name)}</b>: {html.escape(source_of(ds))} ({ds.sizes['member']} member"
                f"{'s' if ds.sizes['member'] > 1 else ''})</li>" for name, ds in evaluation.models.items()]
@@ -147,6 +148,7 @@ def render_html(evaluation: Evaluation, scores: xr.Dataset, figures: dict[str, l
             f"<p>{len(times)} times scored, {str(times.min())[:16]} to {str(times.max())[:16]}; grid spacing "
             f"{evaluation.spacing_km:.3g} km. Written {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC.</p>",
             f"<ul>{''.join(sources)}</ul>",
+            trust_section(trust.flags(scores)),
             "<h2>Scores over all times</h2>", html_table(scores),
             f"<p class='small'>Spectra and distributions from {scores.attrs.get('summary_times', '?')} sampled "
             f"times; spectra shown: {'1-D, along x' if spectra == '1d' else '2-D isotropic'} (`--spectra "
@@ -171,11 +173,29 @@ def render_html(evaluation: Evaluation, scores: xr.Dataset, figures: dict[str, l
              "table.scores{border-collapse:collapse;font-size:0.9em}"
              "table.scores td,table.scores th{padding:2px 8px;text-align:right;border-bottom:1px solid #ddd}"
              "table.scores td:nth-child(-n+2){text-align:left}tr.first td{border-top:2px solid #888}"
+             "table.scores td.flag{background:#fde2e1;font-weight:bold}"
+             ".trust{border-left:6px solid #c0392b;background:#fdf0ef;padding:0.3em 1em;margin:1em 0}"
+             ".trust.ok{border-left-color:#2e8b57;background:#eff8f2}"
              "figure{margin:1em 0}img{max-width:100%}.small{font-size:0.85em;color:#444}dt{font-weight:bold}")
     return ("<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
             f'<meta name="generator" content="{GENERATOR}">'
             f"<title>{html.escape(title)}</title><style>{style}</style></head><body>\n"
             + "\n".join(body) + "\n</body></html>\n")
+
+
+def trust_section(found: list[trust.Flag]) -> str:
+    """The 'Trust' box of the page: a warning per flag with what to try, or that every rule holds."""
+    rules = (f"spread/skill within {trust.SPREAD_SKILL_RANGE[0]:g}–{trust.SPREAD_SKILL_RANGE[1]:g}, power at "
+             f"2–4 Δx within {trust.POWER_RATIO_RANGE[0]:g}–{trust.POWER_RATIO_RANGE[1]:g}× the truth's, "
+             f"log-spectral distance up to {trust.LSD_LIMIT:g}, CRPS no worse than the regression mean's MAE")
+    if not found:
+        return (f"<div class='trust ok'><h2>Trust</h2><p>No warning: every ensemble keeps the rules ({rules})."
+                "</p></div>")
+    items = "".join(f"<li><b>{html.escape(f.variable)}, {html.escape(f.model)}</b>: {html.escape(f.message)}</li>"
+                    for f in found)
+    return (f"<div class='trust'><h2>Trust: {len(found)} warning{'s' if len(found) > 1 else ''}</h2>"
+            f"<p>Rules broken (trusted: {rules}); each warning says what to try:</p>"
+            f"<ul>{items}</ul></div>")
 
 
 def _img(path: Path, caption: str) -> str:

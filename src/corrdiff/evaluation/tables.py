@@ -1,7 +1,8 @@
 """The score table: one row per (variable, model), CorrDiff first and the baselines beside it.
 
 The same rows are rendered three ways: a rich table for the terminal, plain text for logs, HTML for the
-report.
+report. A score that breaks a trust rule (`corrdiff.evaluation.trust`) is marked: "!" after it in the terminal
+and in text, under which the text lists the warnings; a highlighted cell with the warning as tooltip in HTML.
 """
 
 import html
@@ -9,6 +10,8 @@ import io
 
 import numpy as np
 import xarray as xr
+
+from corrdiff.evaluation import trust
 
 # (column title, variable in the scores Dataset, unit: "var" = the variable's units, "1" = dimensionless)
 COLUMNS = [
@@ -69,14 +72,27 @@ def _format(value: float) -> str:
     return text
 
 
+def flagged_cells(scores: xr.Dataset) -> dict[tuple[str, str, str], list[trust.Flag]]:
+    """The trust flags of `scores` by the cell they mark: (variable, model, column title)."""
+    titles = {name: title for title, name, _ in COLUMNS}
+    cells = {}
+    for flag in trust.flags(scores):
+        cells.setdefault((flag.variable, flag.model, titles.get(flag.score, "")), []).append(flag)
+    return cells
+
+
 def rich_tables(scores: xr.Dataset, title: str = "scores over all times") -> list:
     """The scores as rich Tables: skill (MAE … spread/skill) and, when computed, spectra and distributions;
-    two narrow tables rather than one wide one, so that they fit an 80-column terminal."""
+    two narrow tables rather than one wide one, so that they fit an 80-column terminal. A flagged score
+    (`trust`) is followed by "!"."""
     from rich import box
     from rich.table import Table
     from rich.text import Text
 
     header, body = rows(scores)
+    marked = flagged_cells(scores)
+    caption = "(members); units: the variable's, except spread/skill, power and LSD (1)"
+    caption += "; !: a warning below" if marked else ""
     split = header.index("spread/skill") + 1
     groups = [("skill", header[3:split]), ("spectra and distributions", header[split:])]
     units = {str(v): str(u) for v, u in zip(scores["variable"].values, scores["units"].values)} \
@@ -86,7 +102,7 @@ def rich_tables(scores: xr.Dataset, title: str = "scores over all times") -> lis
         if not columns:
             continue
         table = Table(title=f"{title}: {name}", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True,
-                      caption="(members); units: the variable's, except spread/skill, power and LSD (1)")
+                      caption=caption)
         table.add_column("variable", no_wrap=True)
         table.add_column("model", no_wrap=True)
         for column in columns:
@@ -98,7 +114,8 @@ def rich_tables(scores: xr.Dataset, title: str = "scores over all times") -> lis
             label = variable if first else (f"[{units[variable]}]" if units.get(variable) and
                                              body[k - 1][0] else "")
             model = f"{row[1]} ({row[2]})" if row[2] not in ("", "1") else row[1]  # (members) of ensembles
-            cells = [label, model] + [row[header.index(c)] for c in columns]
+            cells = [label, model] + [row[header.index(c)] + ("!" if (variable, row[1], c) in marked else "")
+                                      for c in columns]
             table.add_row(*(Text(c) for c in cells), end_section=False)  # Text: "[m s-1]" is no markup
             previous = variable
         tables.append(table)
@@ -106,23 +123,37 @@ def rich_tables(scores: xr.Dataset, title: str = "scores over all times") -> lis
 
 
 def text_table(scores: xr.Dataset, title: str = "scores over all times", width: int = 100) -> str:
-    """The rich tables rendered as plain text (no colours), for logs and `echo`."""
+    """The rich tables rendered as plain text (no colours), for logs and `echo`, then a warning line per trust
+    flag."""
     from rich.console import Console
 
     buffer = io.StringIO()
     console = Console(file=buffer, width=width, color_system=None, force_terminal=False)
     for table in rich_tables(scores, title):
         console.print(table)
+    for line in trust.warning_lines(trust.flags(scores)):
+        console.print(line, markup=False, highlight=False)
     return buffer.getvalue().rstrip()
 
 
 def html_table(scores: xr.Dataset) -> str:
-    """The scores as an HTML <table>, with the column meanings as tooltips."""
+    """The scores as an HTML <table>, with the column meanings as tooltips; a flagged score (`trust`) is a
+    cell of class 'flag' with its warning as tooltip."""
     header, body = rows(scores)
+    marked = flagged_cells(scores)
     head = "".join(f'<th title="{html.escape(EXPLANATIONS.get(h, h))}">{html.escape(h)}</th>' for h in header)
     lines = ["<table class='scores'>", f"<thead><tr>{head}</tr></thead>", "<tbody>"]
+    variable = None
     for row in body:
-        cells = "".join(f"<td>{html.escape(c)}</td>" for c in row)
+        variable = row[0].split(" [")[0] if row[0] else variable
+        cells = "".join(_cell(c, marked.get((variable, row[1], title))) for c, title in zip(row, header))
         lines.append(f"<tr class='{'first' if row[0] else ''}'>{cells}</tr>")
     lines += ["</tbody>", "</table>"]
     return "\n".join(lines)
+
+
+def _cell(text: str, flags: list[trust.Flag] | None) -> str:
+    if not flags:
+        return f"<td>{html.escape(text)}</td>"
+    warning = html.escape(" ".join(flag.message for flag in flags))
+    return f"<td class='flag' title=\"{warning}\">{html.escape(text)} ⚠</td>"

@@ -297,7 +297,7 @@ def check_outputs(paths: list[Path], overwrite: bool) -> None:
 
 
 def tune(config: RunConfig, regression_path, diffusion_path, out_dir=None, recommendation_path=None,
-         split: str = "validation", members: int = 8, times: int = 8, solvers=SOLVERS, nfe=NFE, churn=CHURN,
+         split: str = "validation", members: int = 8, times: int = 32, solvers=SOLVERS, nfe=NFE, churn=CHURN,
          schedules=None, sigma_mins=None, tolerance: float = 0.01, lsd_tolerance: float | None = LSD_TOLERANCE,
          calibration: bool = True, allow_test_split: bool = False, dataset=None, progress: bool = True,
          overwrite: bool = False) -> TuneResult:

@@ -16,7 +16,8 @@ def tune_command(
     config: Annotated[Path, typer.Argument(help="Run config (YAML) of a trained run.")],
     split: Annotated[str, typer.Option(help="Dataset split scored (it needs targets).")] = "validation",
     members: Annotated[int, typer.Option(help="Ensemble members per time.")] = 8,
-    times: Annotated[int, typer.Option("--times", help="Evenly spaced times of the split scored (0: all).")] = 8,
+    times: Annotated[int, typer.Option("--times", help="Evenly spaced times of the split scored (0: all); "
+                     "docs/sampling.md says why 32.")] = 32,
     solver: Annotated[list[str] | None, typer.Option("--solver", help="Solver to measure (repeatable); default: "
                       "heun, euler, dpmpp_2m, dpmpp_2m_sde.")] = None,
     nfe: Annotated[list[int] | None, typer.Option("--nfe", help="Network evaluations per member (repeatable); each "

@@ -44,7 +44,7 @@ def test_grid_spends_each_evaluation_budget_and_churns_only_where_it_applies():
 
 
 def test_choice_is_the_cheapest_within_tolerance_of_the_best():
-    table = xr.Dataset({"crps_norm": ("setting", [1.000, 1.009, 1.02, 1.005])},
+    table = xr.Dataset({"crps_fair_norm": ("setting", [1.000, 1.009, 1.02, 1.005])},
                        coords={"network_evaluations": ("setting", [35, 11, 5, 11])})
     assert choose(table, 0.01) == 3  # NFE 11 twice within 1%: the lower CRPS of the two
     assert choose(table, 0.001) == 0
@@ -55,7 +55,7 @@ def test_the_cheapest_skilful_setting_is_refused_when_its_texture_is_grainy():
     """The demo's case: the cheapest setting within 1% of the best CRPS (here the best CRPS itself) carries ~3×
     the truth's small-scale power (LSD 0.25); a setting as skilful with the truth's texture is chosen instead,
     the cheapest of those within 0.05 of the lowest LSD in the CRPS band, not the one with the lowest LSD."""
-    table = xr.Dataset({"crps_norm": ("setting", [1.000, 1.004, 1.006, 1.008, 1.050, 1.002]),
+    table = xr.Dataset({"crps_fair_norm": ("setting", [1.000, 1.004, 1.006, 1.008, 1.050, 1.002]),
                         "lsd_mean": ("setting", [0.25, 0.12, 0.08, 0.04, 0.01, 0.06])},
                        coords={"network_evaluations": ("setting", [5, 7, 9, 35, 3, 11])})
     assert choose(table, 0.01, lsd_tolerance=None) == 0  # CRPS alone: the grainy one
@@ -84,9 +84,11 @@ def test_calibration_restores_the_spread_of_an_under_dispersed_ensemble():
     fitted = calibrate(kept, np.stack(truth), identity_stats(["a"], ["u", "v"]))
     scale = fitted["residual_scale"].values
     assert 1.8 <= scale[0] <= 2.2 and 0.9 <= scale[1] <= 1.1
-    assert fitted["crps_after"][0] < 0.99 * fitted["crps_before"][0]  # a Gaussian ensemble half as wide: ≈2% worse
-    assert (fitted["crps_after"] <= fitted["crps_before"]).all()
-    assert abs(float(fitted["spread_skill_after"][0]) - 1) < 0.1 < abs(float(fitted["spread_skill_before"][0]) - 1)
+    # A Gaussian ensemble half as wide has an 8% higher fair CRPS (sqrt(5/4) − 1/(2√2) against 1/√2)
+    assert fitted["crps_fair_after"][0] < 0.95 * fitted["crps_fair_before"][0]
+    assert (fitted["crps_fair_after"] <= fitted["crps_fair_before"]).all()
+    assert 0.95 <= float(fitted["spread_skill_after"][0]) <= 1.05 and float(fitted["spread_skill_before"][0]) < 0.6
+    assert 0.95 <= float(fitted["spread_skill_after"][1]) <= 1.05
 
 
 def test_scores_of_a_perfect_ensemble_member_and_power():
@@ -108,14 +110,25 @@ def test_row_log_reuses_rows_of_the_same_fingerprint_only(tmp_path, caplog):
     path, same = tmp_path / ROWS, Fingerprint({"diffusion_checkpoint_sha256": "abc", "members": 4})
     heun, euler = SamplerConfig(), SamplerConfig(solver="euler", num_steps=7, S_churn=1.0, S_max=float("inf"))
     rows = RowLog(path, same)
-    rows.add(heun, {"crps": np.array([0.5, np.nan])}, 0.25)
-    rows.add(euler, {"crps": np.array([0.4, 0.3])}, 0.1)
+    rng = np.random.default_rng(0)
+    measured = []
+    for _ in range(2):
+        scores = Scores(2, 3, (8, 8))
+        for t in range(2):
+            scores.add(rng.normal(size=(3, 2, 8, 8)).astype(np.float32), rng.normal(size=(2, 8, 8)), t)
+        measured.append(scores)
+    measured[0].sums[1][1, 0] = np.nan  # NaN survives the round trip
+    rows.add(heun, measured[0], 0.25)
+    rows.add(euler, measured[1], 0.1)
     with open(path, "a") as f:
         f.write('{"sampler": {"solver": "dpmpp_2m", "num_')  # the line a kill cut short
     again = RowLog(path, Fingerprint(dict(same.ingredients)))
     scores, seconds = again.get(euler)
-    assert seconds == 0.1 and scores["crps"].tolist() == [0.4, 0.3]
-    assert np.isnan(again.get(heun)[0]["crps"][1]) and again.get(SamplerConfig(num_steps=9)) is None
+    assert seconds == 0.1 and scores.members == 3
+    for name, array in measured[1].arrays().items():
+        np.testing.assert_array_equal(scores.arrays()[name], array)
+    np.testing.assert_array_equal(scores.result()["crps_fair"], measured[1].result()["crps_fair"])
+    assert np.isnan(again.get(heun)[0].sums[1][1, 0]) and again.get(SamplerConfig(num_steps=9)) is None
     assert len(path.read_text().splitlines()) == 3  # the cut line is gone: new rows start on a line of their own
     other = RowLog(path, Fingerprint({"diffusion_checkpoint_sha256": "def", "members": 4}))
     assert other.get(heun) is None and "diffusion_checkpoint_sha256" in caplog.text
@@ -170,27 +183,36 @@ def trained(tmp_path_factory):
 def test_tune_measures_the_grid_recommends_and_matches_generate(trained):
     folder, config = trained
     out = folder / "tuned"
-    result = invoke("tune", config, "--split", "test", "--members", 3, "--times", 2, "--solver", "heun",
-                    "--solver", "dpmpp_2m", "--nfe", 3, "--nfe", 5, "--churn", 0, "--churn", 2, "--sigma-min", 0.002,
-                    "--sigma-min", 0.05, "--out", out, "--quiet")
+    result = invoke("tune", config, "--split", "test", "--allow-test-split", "--members", 3, "--times", 2,
+                    "--solver", "heun", "--solver", "dpmpp_2m", "--nfe", 3, "--nfe", 5, "--churn", 0, "--churn", 2,
+                    "--sigma-min", 0.002, "--sigma-min", 0.05, "--out", out, "--quiet")
     assert "recommended:" in result.output
     for name in ("tune.csv", "tune.nc", "tune.png", "sampler.yaml"):
         assert (out / name).exists()
     assert not (folder / "run" / "sampler.yaml").exists()  # --out keeps the run folder as it was
     table = xr.load_dataset(out / "tune.nc")
-    assert table.sizes == {"setting": 12, "channel": 3, "time": 2, "scale": table.sizes["scale"]}  # (heun 2×2, dpm 2)×2
+    assert {k: table.sizes[k] for k in ("setting", "channel", "time")} == {"setting": 12, "channel": 3, "time": 2}
+    assert table.sizes["stat"] == 13 + 3 + 1  # the per-time sums: SUMS, EXTREMES and 4 rank counts
+    # The per-time sums give the table's scores back, and every combined score has its interval.
+    from corrdiff.evaluation.metrics import scores_from_sums
+    np.testing.assert_allclose(scores_from_sums(table["sums"].sum("time").values, 3)["crps_fair"],
+                               table["crps_fair"].values, rtol=1e-12)
+    assert (table["crps_fair_norm_low"] <= table["crps_fair_norm_high"]).all()
+    assert (table["crps_fair_norm_diff_low"] <= table["crps_fair_norm_diff_high"]).all()
     assert sorted(set(table["sigma_min"].values.tolist())) == [0.002, 0.05]
     assert list(table["channel"].values) == ["t2m", "u10", "refl"]
     assert sorted(set(table["network_evaluations"].values.tolist())) == [3, 5]
     assert (table["seconds_per_member"] > 0).all() and np.isfinite(table["crps"]).all()
     chosen = int(table.attrs["recommended"])
     assert bool(table["recommended"][chosen]) and chosen == choose(table, 0.01)
-    assert (table["crps_after"] <= table["crps_before"]).all()
+    assert (table["crps_fair_after"] <= table["crps_fair_before"]).all()
     csv = (out / "tune.csv").read_text().splitlines()
     assert len(csv) == 13 and "crps_norm" in csv[0] and "crps_refl" in csv[0]
 
     # The recommendation is the chosen setting, calibrated, for this diffusion checkpoint.
     recommendation = sampler_file.read(out / "sampler.yaml")
+    assert recommendation.split == "test" and recommendation.tuning["crps_fair_norm"] == float(
+        table["crps_fair_norm"][chosen])
     row = table.isel(setting=chosen)
     assert (recommendation.sampler.solver, recommendation.sampler.num_steps, recommendation.sampler.sigma_min) == (
         str(row["solver"].values), int(row["num_steps"]), float(row["sigma_min"]))
@@ -225,8 +247,8 @@ def test_a_killed_tune_resumes_from_its_rows_and_a_changed_run_does_not(trained,
     folder, config_path = trained
     config = load_config(config_path)
     run_dir = folder / "run"
-    options = dict(split="test", members=2, times=2, solvers=["euler"], nfe=[2, 3], calibration=False,
-                   progress=False)
+    options = dict(split="test", allow_test_split=True, members=2, times=2, solvers=["euler"], nfe=[2, 3],
+                   calibration=False, progress=False)
     measured, real_measure = [], tuning.measure
 
     def measure(run, setting, *args, **kwargs):
@@ -261,3 +283,26 @@ def test_a_killed_tune_resumes_from_its_rows_and_a_changed_run_does_not(trained,
     tuning.tune(reseeded, run_dir / "regression", run_dir / "diffusion", folder / "changed",
                 folder / "changed/s.yaml", **options)
     assert measured == [2, 2, 3]  # the first setting measured again for the new seed
+
+
+def test_generate_warns_when_it_generates_the_split_its_sampler_was_tuned_on(trained):
+    """The command's own split reaches the warning: tuned on test, generating test warns; generating
+    train does not."""
+    from corrdiff import checkpoint
+    from tests.cli import invoke as run_command
+
+    folder, config = trained
+    run_dir = folder / "run"
+    tuned_dir = folder / "tuned_on_test"
+    sha = checkpoint.load_model(run_dir / "diffusion", kind="diffusion").sha256
+    sampler_file.write(sampler_file.path_in(tuned_dir), sampler_file.Recommendation(
+        SamplerConfig(solver="euler", num_steps=2), sha, ("t2m", "u10", "refl"), {"split": "test"}))
+    outputs = {}
+    for split in ("test", "train"):
+        result = run_command("generate", config, "--out", folder / f"warned_{split}.nc", "--split", split,
+                             "--members", 2, "--quiet", "--set", f"run_dir={tuned_dir}", "--checkpoint-regression",
+                             run_dir / "regression", "--checkpoint-diffusion", run_dir / "diffusion",
+                             "--times", str(fixtures.fine_dataset()["time"].values[-1 if split == "test" else 0]))
+        outputs[split] = result.output
+    assert "tuned on the test split and this generates the test split" in outputs["test"]
+    assert "error" not in outputs["train"] and "tuned on the test split" not in outputs["train"]

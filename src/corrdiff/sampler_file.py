@@ -2,7 +2,8 @@
 
 The file holds a whole `sampler:` section (every field of `corrdiff.diffusion.SamplerConfig`, its calibration
 `residual_scale` included, in the order of `target_channels`), the SHA-256 of the diffusion checkpoint it was
-tuned for, and how it was chosen. A recommendation for another checkpoint is never used.
+tuned for, and how it was chosen, the split it was tuned on among it (`tuning.split`; files written before
+it was recorded load without it). A recommendation for another checkpoint is never used.
 """
 
 import dataclasses
@@ -33,6 +34,16 @@ class Recommendation:
     """The order of `sampler.residual_scale`."""
     tuning: dict = field(default_factory=dict)
     """How it was chosen: split, times, members, seed, tolerance, its CRPS and the best (see `corrdiff tune`)."""
+
+    @property
+    def split(self) -> str | None:
+        """The split it was tuned on; None for a file that does not say (written before tune recorded it)."""
+        split = self.tuning.get("split")
+        return str(split) if split is not None else None
+
+    def tuned_on(self, split: str) -> bool:
+        """Whether the times it was tuned on are among those of `split` (the same split, or either is all)."""
+        return self.split is not None and (self.split == split or "all" in (self.split, split))
 
 
 def path_in(run_dir) -> Path:
@@ -77,8 +88,8 @@ def read(path) -> Recommendation:
                           tuple(raw.get("target_channels") or ()), dict(raw.get("tuning") or {}))
 
 
-def recommended_sampler(run_dir, diffusion_sha256: str | None = None) -> SamplerConfig | None:
-    """The sampler recommended in `run_dir` (its sampler.yaml), or None when there is none.
+def recommended(run_dir, diffusion_sha256: str | None = None) -> Recommendation | None:
+    """The recommendation in `run_dir` (its sampler.yaml), or None when there is none.
 
     With `diffusion_sha256`, a recommendation tuned for another diffusion checkpoint is ignored (None, logged).
     """
@@ -89,7 +100,13 @@ def recommended_sampler(run_dir, diffusion_sha256: str | None = None) -> Sampler
     if diffusion_sha256 is not None and recommendation.diffusion_checkpoint_sha256 != diffusion_sha256:
         log.warning(f"{path}: tuned for another diffusion checkpoint; not used (rerun `corrdiff tune`)")
         return None
-    return recommendation.sampler
+    return recommendation
+
+
+def recommended_sampler(run_dir, diffusion_sha256: str | None = None) -> SamplerConfig | None:
+    """The sampler recommended in `run_dir` (its sampler.yaml), or None when there is none (see `recommended`)."""
+    recommendation = recommended(run_dir, diffusion_sha256)
+    return recommendation.sampler if recommendation is not None else None
 
 
 def _plain(value):

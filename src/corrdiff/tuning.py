@@ -5,20 +5,28 @@ members is generated for `times` evenly spaced times of a split (validation by d
 would use, so every setting sees the same starting noise (common random numbers: differences between settings
 are the solvers', not the draws'). Each is scored per channel in physical units against the truth:
 
-    CRPS, MAE of the ensemble mean, spread/skill (`corrdiff.evaluation.metrics`), and the power ratio in the
-    smallest octave, wavelengths 2–4 grid spacings (`corrdiff.evaluation.spectra`; the members' mean power
-    over the truth's), the log-spectral distance over all wavenumbers up to Nyquist (mean |log10| of the
-    same two spectra's ratio), and the wall-clock seconds per member (regression included, one pass per time;
-    the median over times, after one untimed warm-up pass).
+    CRPS and fair CRPS, MAE of the ensemble mean, spread/skill (`corrdiff.evaluation.metrics`), and the power
+    ratio in the smallest octave, wavelengths 2–4 grid spacings (`corrdiff.evaluation.spectra`; the members'
+    mean power over the truth's), the log-spectral distance over all wavenumbers up to Nyquist (mean |log10| of
+    the same two spectra's ratio), and the wall-clock seconds per member (regression included, one pass per
+    time; the median over times, after one untimed warm-up pass).
 
 Channels are combined by `crps_norm`, the mean over channels of CRPS / (the truth's standard deviation over
-the scored pixels), and likewise `mae_norm`; `lsd_mean` is the mean LSD over channels. The recommendation
-(`choose`) is the cheapest setting (fewest network evaluations, then lowest CRPS) among those whose `crps_norm`
-is within `tolerance` (1%) of the best and whose `lsd_mean` is within `lsd_tolerance` (0.05) of the lowest
-of those: as skilful as the best, and with as true a texture as the skilful ones. Calibration then fits
-one factor s per channel on the residual of the recommended setting's members (member = μ + s·r, so a member
-still depends on its own seed only): among the s on a grid whose CRPS is no worse than s = 1, the one whose
-spread/skill is nearest 1. It is fitted and scored on the same times, so its gain is an in-sample estimate.
+the scored pixels), and likewise `crps_fair_norm` and `mae_norm`; `lsd_mean` is the mean LSD over channels.
+Per-time sums are kept, so every combined score gets a bootstrap interval over the times, and each setting's
+fair CRPS its paired interval of the difference to the best setting's (`corrdiff.tuning_scores`).
+
+Every decision uses the fair CRPS, whose expectation is lowest at the calibrated spread whatever the number of
+members (the usual CRPS of a few members rewards under-dispersion). The recommendation (`choose`) is the
+cheapest setting (fewest network evaluations, then lowest fair CRPS) among the skilful ones — those whose
+`crps_fair_norm` is within `tolerance` (1%) of the best, or whose paired difference interval to the best
+contains 0, as the scored times cannot tell them from the best — whose `lsd_mean` is within `lsd_tolerance`
+(0.05) of the lowest of the skilful ones: as skilful as the best, and with as true a texture as the skilful
+ones. Calibration then fits one factor s per channel on the residual of the recommended setting's members
+(member = μ + s·r, so a member still depends on its own seed only): the s with the lowest fair CRPS, which
+brings spread/skill to about 1. It is fitted and scored on the same times, so its gain is an in-sample
+estimate. The test split is tuned on only when asked (`allow_test_split`); the split is recorded in
+sampler.yaml, and generation warns when it generates the split its sampler was tuned on.
 
 Each measured setting is logged as soon as it is scored (`corrdiff.tuning_files.RowLog`): a killed tune, rerun,
 measures only what is missing, provided the models, data, seeds and members are the same (`run_fingerprint`).
@@ -45,15 +53,14 @@ from corrdiff.diffusion.sampler import SamplerConfig
 from corrdiff.diffusion.solvers import CHURN_SOLVERS, steps_for
 from corrdiff.distributed import pick_device
 from corrdiff.errors import ConfigError, OutputError
-from corrdiff.evaluation.metrics import field_sums, scores_from_sums, STATS
-from corrdiff.evaluation.spectra import (isotropic_power, log_spectral_distance, smallest_octave_power_ratio,
-                                         wavenumbers)
 from corrdiff.inference import checks, downscale, Fingerprint, load_models
 from corrdiff.inference.generate import check_fits
 from corrdiff.inference.member_batching import MemberBatching
 from corrdiff.perf import prepare_denoiser
 from corrdiff.seeding import time_seed
 from corrdiff.tuning_files import markdown_table, OUTPUTS, ROWS, RowLog, write_outputs  # noqa: F401 (re-exported)
+from corrdiff.tuning_scores import bootstrap, combined, LEVEL, PER_CHANNEL, RESAMPLES, Scores, stat_names
+from corrdiff.tuning_scores import SEED as BOOTSTRAP_SEED
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +68,8 @@ SOLVERS = ("heun", "euler", "dpmpp_2m", "dpmpp_2m_sde")
 NFE = (5, 7, 9, 11, 15, 23, 35)
 CHURN = (0.0,)
 SCALES = np.round(np.arange(0.5, 3.0001, 0.05), 2)  # calibration factors tried
+HELD_OUT = ("test", "all")  # splits holding the test times: tuned on only with allow_test_split
 LSD_TOLERANCE = 0.05  # texture rule of `choose`, in log10 units (docs/sampling.md says why)
-PER_CHANNEL = ("crps", "mae", "rmse", "spread", "spread_skill", "power_ratio", "lsd")
 
 
 def sampler_grid(base: SamplerConfig, solvers=SOLVERS, nfe=NFE, churn=CHURN, schedules=None,
@@ -118,34 +125,6 @@ def scored_times(dataset, count: int, seed: int, device) -> Truth:
     return Truth(np.array(times), conditions, truth, seeds, np.nanstd(truth, axis=(0, 2, 3)))
 
 
-class Scores:
-    """Per-channel sums over times of an ensemble's scores, and the power spectra of members and truth."""
-
-    def __init__(self, channels: int, members: int, shape: tuple[int, int]):
-        self.members = members
-        self.sums = np.zeros((channels, STATS + members + 1))
-        self.wavenumber = wavenumbers(shape, 1.0)  # the octave is relative to Nyquist: any spacing gives the ratio
-        self.power = np.zeros((channels, self.wavenumber.size))
-        self.true_power = np.zeros_like(self.power)
-
-    def add(self, ensemble: np.ndarray, truth: np.ndarray, rng_key: int) -> None:
-        """Add one time: ensemble (member, C, H, W) and truth (C, H, W), physical units."""
-        for c in range(truth.shape[0]):
-            rng = np.random.default_rng([rng_key, c])
-            self.sums[c] += field_sums(ensemble[:, c], truth[c], rng)
-        self.power += isotropic_power(ensemble, 1.0).mean(axis=0)
-        self.true_power += isotropic_power(truth, 1.0)
-
-    def result(self) -> dict[str, np.ndarray]:
-        """(C,) arrays: crps, mae, rmse, spread, spread_skill, power_ratio, lsd."""
-        scores = scores_from_sums(self.sums, self.members)
-        scores["power_ratio"] = np.array([smallest_octave_power_ratio(p, t, self.wavenumber, 1.0)
-                                          for p, t in zip(self.power, self.true_power)])
-        scores["lsd"] = np.array([log_spectral_distance(p, t, self.wavenumber, 1.0)
-                                  for p, t in zip(self.power, self.true_power)])
-        return {k: np.asarray(scores[k], dtype=np.float64) for k in PER_CHANNEL}
-
-
 @dataclass
 class Run:
     """What generating with one setting needs besides the setting."""
@@ -159,8 +138,9 @@ class Run:
 
 
 def measure(run: Run, sampler: SamplerConfig, bar=None, keep: bool = False):
-    """Scores of `sampler` over the run's times, seconds per member (the median over times: robust to other
-    work on a shared machine), and (with `keep`) the normalised (mean, ensemble) of each time for calibration."""
+    """The per-time `Scores` of `sampler` over the run's times, seconds per member (the median over times: robust
+    to other work on a shared machine), and (with `keep`) the normalised (mean, ensemble) of each time for
+    calibration."""
     stats = run.models.meta.stats
     truth = run.truth.truth
     scores = Scores(truth.shape[1], run.members, truth.shape[2:])
@@ -176,66 +156,104 @@ def measure(run: Run, sampler: SamplerConfig, bar=None, keep: bool = False):
             kept.append((mean, ensemble))
         if bar is not None:
             bar.update()
-    return scores.result(), float(np.median(seconds)) / run.members, kept
+    return scores, float(np.median(seconds)) / run.members, kept
 
 
 def choose(table: xr.Dataset, tolerance: float, lsd_tolerance: float | None = LSD_TOLERANCE) -> int:
-    """The index of the cheapest setting (fewest evaluations, then lowest CRPS) among those within `tolerance`
-    of the best `crps_norm` whose `lsd_mean` is within `lsd_tolerance` of the lowest among them.
+    """The index of the cheapest setting (fewest evaluations, then lowest fair CRPS/std) among the skilful ones
+    whose `lsd_mean` is within `lsd_tolerance` of the lowest among the skilful ones.
 
-    The texture rule is skipped when `lsd_tolerance` is None or infinite, or the table has no `lsd_mean`.
+    Skilful: a `crps_fair_norm` within `tolerance` of the best (lowest) one, or indistinguishable from it, i.e.
+    the bootstrap interval of its paired difference to the best (`crps_fair_norm_diff_low/high`, when the table
+    has them) contains 0. Settings the scored times cannot tell apart are not called different: the cheapest of
+    them is taken. The texture rule is skipped when `lsd_tolerance` is None or infinite, or the table has no
+    `lsd_mean`.
     """
-    crps = table["crps_norm"].values
-    if not np.isfinite(crps).any():
-        raise ConfigError("tune: no setting gave a finite CRPS")
-    ok = crps <= np.nanmin(crps) * (1 + tolerance)
+    fair = table["crps_fair_norm"].values
+    if not np.isfinite(fair).any():
+        raise ConfigError("tune: no setting gave a finite fair CRPS")
+    ok = fair <= np.nanmin(fair) * (1 + tolerance)
+    if "crps_fair_norm_diff_low" in table:
+        ok |= (table["crps_fair_norm_diff_low"].values <= 0) & (table["crps_fair_norm_diff_high"].values >= 0)
     if lsd_tolerance is not None and np.isfinite(lsd_tolerance) and "lsd_mean" in table:
         lsd = table["lsd_mean"].values
         if np.isfinite(lsd[ok]).any():
             ok &= lsd <= np.nanmin(lsd[ok]) + lsd_tolerance
-    return int(min(np.flatnonzero(ok), key=lambda i: (int(table["network_evaluations"][i]), crps[i])))
+    return int(min(np.flatnonzero(ok), key=lambda i: (int(table["network_evaluations"][i]), fair[i])))
 
 
 def calibrate(kept: list, truth: np.ndarray, stats, scales=SCALES) -> xr.Dataset:
-    """Per-channel residual factors (see the module docstring) and the scores before and after, as a Dataset.
+    """Per-channel residual factors s (member = μ + s·r) and the scores before and after, as a Dataset.
+
+    Each channel's s is the one with the lowest fair CRPS: on the grid `scales`, then refined by the vertex of
+    the parabola through the grid's lowest point and its two neighbours, kept when its fair CRPS is no higher.
+    The fair CRPS is lowest where the members' spread matches the error's (spread/skill 1), so s calibrates
+    the ensemble; the usual CRPS is lowest below that spread and would keep it under-dispersed.
 
     `kept` holds the normalised (mean (1, C, H, W), ensemble (member, C, H, W)) of each time of `truth`
     (time, C, H, W), physical units; `stats` (a Normalization) denormalises the scaled members.
     """
-    channels, members = truth.shape[1], kept[0][1].shape[0]
+    channels = truth.shape[1]
+    scales = np.asarray(scales, dtype=np.float64)
     curves = {k: np.zeros((len(scales), channels)) for k in PER_CHANNEL}
     for i, scale in enumerate(scales):
-        scores = Scores(channels, members, truth.shape[2:])
-        for t, (mean, ensemble) in enumerate(kept):
-            scaled = mean + float(scale) * (ensemble - mean)
-            scores.add(stats.denormalize_target(scaled).numpy(), truth[t], t)
-        for k, v in scores.result().items():
+        for k, v in _scaled_scores(kept, truth, stats, np.full(channels, scale)).items():
             curves[k][i] = v
+    lowest = np.nanargmin(curves["crps_fair"], axis=0)
+    chosen = scales[lowest]
+    refined = np.round([_vertex(scales, curves["crps_fair"][:, c], i) for c, i in enumerate(lowest)], 3)
+    after = {k: v[lowest, np.arange(channels)] for k, v in curves.items()}
+    if not np.allclose(refined, chosen):
+        at_refined = _scaled_scores(kept, truth, stats, refined)
+        better = at_refined["crps_fair"] <= after["crps_fair"]
+        chosen = np.where(better, refined, chosen)
+        after = {k: np.where(better, at_refined[k], after[k]) for k in PER_CHANNEL}
     one = int(np.argmin(np.abs(scales - 1.0)))
-    chosen = []
-    for c in range(channels):
-        ok = np.flatnonzero(curves["crps"][:, c] <= curves["crps"][one, c])
-        chosen.append(int(ok[np.argmin(np.abs(curves["spread_skill"][ok, c] - 1.0))]))
-    pick = lambda k: np.array([curves[k][i, c] for c, i in enumerate(chosen)])  # noqa: E731
-    data = {"residual_scale": (("channel",), scales[chosen].astype(np.float64))}
+    data = {"residual_scale": (("channel",), chosen)}
     for k in PER_CHANNEL:
         data[f"calibration_{k}"] = (("scale", "channel"), curves[k])
         data[f"{k}_before"] = (("channel",), curves[k][one])
-        data[f"{k}_after"] = (("channel",), pick(k))
+        data[f"{k}_after"] = (("channel",), after[k])
     return xr.Dataset(data, coords={"scale": scales})
 
 
-def build_table(settings: list[SamplerConfig], results: list, seconds: list, truth: Truth, channels) -> xr.Dataset:
-    """The measured grid as a Dataset: per-channel scores (setting, channel), combined scores (setting)."""
-    per_channel = {k: np.stack([r[k] for r in results]) for k in PER_CHANNEL}
+def _scaled_scores(kept: list, truth: np.ndarray, stats, scale: np.ndarray) -> dict[str, np.ndarray]:
+    """(C,) scores over all times of the kept members with their residual times `scale` (C,)."""
+    scores = Scores(truth.shape[1], kept[0][1].shape[0], truth.shape[2:])
+    factor = torch.as_tensor(scale, dtype=kept[0][1].dtype).reshape(1, -1, 1, 1)
+    for t, (mean, ensemble) in enumerate(kept):
+        scores.add(stats.denormalize_target(mean + factor * (ensemble - mean)).numpy(), truth[t], t)
+    return scores.result()
+
+
+def _vertex(x: np.ndarray, y: np.ndarray, i: int) -> float:
+    """The abscissa of the lowest point of the parabola through points i − 1, i, i + 1 (x[i] at an end of the
+    grid or when the three do not bend upwards)."""
+    if i == 0 or i == len(x) - 1 or not np.isfinite(y[i - 1:i + 2]).all():
+        return float(x[i])
+    (a, b, _) = np.polyfit(x[i - 1:i + 2], y[i - 1:i + 2], 2)
+    return float(np.clip(-b / (2 * a), x[i - 1], x[i + 1])) if a > 0 else float(x[i])
+
+
+def build_table(settings: list[SamplerConfig], results: list[Scores], seconds: list, truth: Truth, channels,
+                resamples: int = RESAMPLES, seed: int = BOOTSTRAP_SEED) -> xr.Dataset:
+    """The measured grid as a Dataset: per-channel scores (setting, channel), combined scores and their bootstrap
+    intervals (setting), and the per-time sums and spectra they come from (`corrdiff.tuning_scores`)."""
+    members = results[0].members
+    per_channel = {k: np.stack([r.result()[k] for r in results]) for k in PER_CHANNEL}
     data = {k: (("setting", "channel"), v) for k, v in per_channel.items()}
     data["seconds_per_member"] = (("setting",), np.array(seconds))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        data["crps_norm"] = (("setting",), (per_channel["crps"] / truth.scale).mean(axis=1))
-        data["mae_norm"] = (("setting",), (per_channel["mae"] / truth.scale).mean(axis=1))
-    data["spread_skill_mean"] = (("setting",), per_channel["spread_skill"].mean(axis=1))
-    data["power_ratio_mean"] = (("setting",), per_channel["power_ratio"].mean(axis=1))
-    data["lsd_mean"] = (("setting",), per_channel["lsd"].mean(axis=1))
+    scores = combined(per_channel, truth.scale)
+    data |= {k: (("setting",), v) for k, v in scores.items()}
+    arrays = [r.arrays() for r in results]
+    sums, power = np.stack([a["sums"] for a in arrays]), np.stack([a["power"] for a in arrays])
+    best = int(np.nanargmin(scores["crps_fair_norm"])) if np.isfinite(scores["crps_fair_norm"]).any() else 0
+    intervals = bootstrap(sums, power, arrays[0]["true_power"], members, arrays[0]["wavenumber"], truth.scale, best,
+                          resamples, seed)
+    data |= {k: (("setting",), v) for k, v in intervals.items()}
+    data["sums"] = (("setting", "time", "channel", "stat"), sums)
+    data["power"] = (("setting", "time", "channel", "wavenumber"), power)
+    data["true_power"] = (("time", "channel", "wavenumber"), arrays[0]["true_power"])
     coords = {"setting": np.arange(len(settings)), "channel": list(channels),
               "solver": ("setting", [s.solver for s in settings]),
               "schedule": ("setting", [s.schedule for s in settings]),
@@ -243,8 +261,12 @@ def build_table(settings: list[SamplerConfig], results: list, seconds: list, tru
               "network_evaluations": ("setting", [s.network_evaluations for s in settings]),
               "S_churn": ("setting", [s.S_churn for s in settings]),
               "sigma_min": ("setting", [s.sigma_min for s in settings]),
-              "truth_std": ("channel", truth.scale.astype(np.float64)), "time": truth.times}
-    return xr.Dataset(data, coords)
+              "truth_std": ("channel", truth.scale.astype(np.float64)), "time": truth.times,
+              "stat": stat_names(members), "wavenumber": arrays[0]["wavenumber"]}
+    table = xr.Dataset(data, coords)
+    table.attrs.update(members=members, bootstrap_resamples=resamples, bootstrap_seed=seed,
+                       bootstrap_level=LEVEL, best=best)
+    return table
 
 
 @dataclass
@@ -254,6 +276,13 @@ class TuneResult:
     best: int
     chosen: int
     paths: list[Path]
+
+
+def check_split(split: str, allow_test_split: bool) -> None:
+    """A ConfigError, naming --allow-test-split, for a split that holds the test times unless it is allowed."""
+    if split in HELD_OUT and not allow_test_split:
+        raise ConfigError(f"tune: --split {split} holds the test times, which the final scores need held out from "
+                          "the choice of sampler; tune on --split validation, or pass --allow-test-split")
 
 
 def output_paths(out_dir, recommendation_path) -> list[Path]:
@@ -268,14 +297,17 @@ def check_outputs(paths: list[Path], overwrite: bool) -> None:
 
 
 def tune(config: RunConfig, regression_path, diffusion_path, out_dir=None, recommendation_path=None,
-         split: str = "validation", members: int = 8, times: int = 8, solvers=SOLVERS, nfe=NFE, churn=CHURN,
+         split: str = "validation", members: int = 8, times: int = 32, solvers=SOLVERS, nfe=NFE, churn=CHURN,
          schedules=None, sigma_mins=None, tolerance: float = 0.01, lsd_tolerance: float | None = LSD_TOLERANCE,
-         calibration: bool = True, dataset=None, progress: bool = True, overwrite: bool = False) -> TuneResult:
+         calibration: bool = True, allow_test_split: bool = False, dataset=None, progress: bool = True,
+         overwrite: bool = False) -> TuneResult:
     """Measure the grid, recommend a sampler, calibrate it, and write tune.csv, tune.nc, tune.png in `out_dir`
     (default <run_dir>/tune) and the recommendation at `recommendation_path` (default <run_dir>/sampler.yaml).
 
     Settings already measured by an interrupted tune of the same models and data (its row log in `out_dir`)
-    are not measured again."""
+    are not measured again. The test split (or all times, which hold it) is refused unless `allow_test_split`:
+    scores on it would no longer be held out from the choice of sampler."""
+    check_split(split, allow_test_split)
     if members < 2:
         raise ConfigError(f"tune: --members must be at least 2 (spread needs two), got {members}")
     if tolerance < 0 or (lsd_tolerance is not None and not lsd_tolerance >= 0):
@@ -318,16 +350,24 @@ def tune(config: RunConfig, regression_path, diffusion_path, out_dir=None, recom
             table = table.merge(fitted)
             if not np.allclose(fitted["residual_scale"].values, 1.0):
                 sampler = dataclasses.replace(sampler, residual_scale=tuple(fitted["residual_scale"].values.tolist()))
-    best = int(np.nanargmin(table["crps_norm"].values))
+    best = int(table.attrs["best"])
     table["recommended"] = ("setting", np.arange(len(settings)) == chosen)
     lsd_rule = float(lsd_tolerance) if lsd_tolerance is not None else float("inf")
     table.attrs.update(title="corrdiff tune", split=split, times=len(run.truth.times), members=members,
-                       seed=config.generate.seed, tolerance=tolerance, lsd_tolerance=lsd_rule, best=best,
+                       seed=config.generate.seed, tolerance=tolerance, lsd_tolerance=lsd_rule,
                        recommended=chosen, resumed_settings=len(resumed), fingerprint=run.fingerprint.digest,
-                       comment="crps_norm, mae_norm: mean over channels of the score / truth_std; lsd_mean: "
-                               "mean over channels of the log-spectral distance")
+                       comment="crps_norm, crps_fair_norm, mae_norm: mean over channels of the score / truth_std; "
+                               "lsd_mean: mean over channels of the log-spectral distance; <score>_low, _high: "
+                               f"central {LEVEL:.0%} of the score over {RESAMPLES} bootstrap resamples of the "
+                               "times; crps_fair_norm_diff_low, _high: the same for the fair CRPS minus the best "
+                               "setting's, paired (the same resampled times); sums, power, true_power: per time")
+    diff = [float(table["crps_fair_norm_diff_low"][chosen]), float(table["crps_fair_norm_diff_high"][chosen])]
     tuning = {"split": split, "times": len(run.truth.times), "members": members, "seed": config.generate.seed,
               "tolerance": tolerance, "lsd_tolerance": lsd_rule, "network_evaluations": sampler.network_evaluations,
+              "crps_fair_norm": float(table["crps_fair_norm"][chosen]),
+              "best_crps_fair_norm": float(table["crps_fair_norm"][best]),
+              "crps_fair_norm_diff_interval": diff, "interval": f"central {LEVEL:.0%} of {RESAMPLES} bootstrap "
+                                                                "resamples of the times, paired",
               "crps_norm": float(table["crps_norm"][chosen]), "best_crps_norm": float(table["crps_norm"][best]),
               "lsd_mean": float(table["lsd_mean"][chosen]), "best_lsd_mean": float(table["lsd_mean"][best]),
               "setting": label(settings[chosen]),

@@ -1,12 +1,12 @@
 """What `corrdiff tune` writes: the row log a killed tune resumes from, and tune.csv, tune.nc, tune.png.
 
 The row log, `<out>/tune.rows.jsonl`, is a header line (format, the fingerprint's digest and ingredients)
-followed by one JSON line per measured setting: the whole `sampler:` section, its per-channel scores and its
-seconds per member. Each line is flushed to disk as soon as the setting is measured, so a tune killed at any
-point loses at most the setting it was measuring. A rerun reuses the rows whose setting it measures again,
-but only when its fingerprint (`corrdiff.tuning.run_fingerprint`: checkpoints, scored data, seeds, members,
-patches, precision, version) is the same; otherwise it starts over. The log is removed once the outputs are
-written.
+followed by one JSON line per measured setting: the whole `sampler:` section, its per-time sums and spectra
+(`corrdiff.tuning_scores.Scores`) and its seconds per member. Each line is flushed to disk as soon as the
+setting is measured, so a tune killed at any point loses at most the setting it was measuring. A rerun reuses
+the rows whose setting it measures again, but only when its fingerprint (`corrdiff.tuning.run_fingerprint`:
+checkpoints, scored data, seeds, members, patches, precision, version) is the same; otherwise it starts over.
+The log is removed once the outputs are written.
 """
 
 import json
@@ -24,12 +24,13 @@ import xarray as xr  # noqa: E402
 from corrdiff import sampler_file  # noqa: E402
 from corrdiff.diffusion.sampler import SamplerConfig  # noqa: E402
 from corrdiff.inference.fingerprint import Fingerprint  # noqa: E402
+from corrdiff.tuning_scores import Scores  # noqa: E402
 
 log = logging.getLogger(__name__)
 
 OUTPUTS = ("tune.csv", "tune.nc", "tune.png")
 ROWS = "tune.rows.jsonl"
-ROWS_FORMAT = "corrdiff-tune-rows-1"
+ROWS_FORMAT = "corrdiff-tune-rows-2"  # 1 held scores over all times only: no bootstrap from those
 
 
 class RowLog:
@@ -38,14 +39,14 @@ class RowLog:
     def __init__(self, path, fingerprint: Fingerprint):
         self.path = Path(path)
         self.fingerprint = fingerprint
-        self.rows: dict[SamplerConfig, tuple[dict[str, np.ndarray], float]] = self._read()
+        self.rows: dict[SamplerConfig, tuple[Scores, float]] = self._read()
         self._rewrite()  # the header, and only the whole rows: a line cut short by a kill is dropped
 
-    def get(self, setting: SamplerConfig) -> tuple[dict[str, np.ndarray], float] | None:
-        """(per-channel scores, seconds per member) of `setting` if it was measured, else None."""
+    def get(self, setting: SamplerConfig) -> tuple[Scores, float] | None:
+        """(per-time scores, seconds per member) of `setting` if it was measured, else None."""
         return self.rows.get(setting)
 
-    def add(self, setting: SamplerConfig, scores: dict[str, np.ndarray], seconds: float) -> None:
+    def add(self, setting: SamplerConfig, scores: Scores, seconds: float) -> None:
         """Record a measured setting, on disk before returning."""
         self.rows[setting] = (scores, seconds)
         with open(self.path, "a") as f:
@@ -64,8 +65,12 @@ class RowLog:
             header = json.loads(lines[0]) if lines else {}
         except ValueError:
             header = {}
-        if not isinstance(header, dict) or header.get("format") != ROWS_FORMAT:
+        if not isinstance(header, dict) or not str(header.get("format", "")).startswith("corrdiff-tune-rows-"):
             log.warning(f"{self.path}: not a tune row log; measuring every setting")
+            return {}
+        if header["format"] != ROWS_FORMAT:
+            log.warning(f"{self.path}: rows of another corrdiff version ({header['format']}, not {ROWS_FORMAT}); "
+                        "measuring every setting")
             return {}
         earlier = Fingerprint(header.get("ingredients") or {})
         if earlier.digest != self.fingerprint.digest:
@@ -77,8 +82,9 @@ class RowLog:
             try:
                 row = json.loads(line)
                 setting = SamplerConfig(**row["sampler"])
-                rows[setting] = ({k: np.asarray(v, dtype=np.float64) for k, v in row["scores"].items()},
-                                 float(row["seconds_per_member"]))
+                scores = Scores.from_arrays(int(row["members"]), **{k: np.asarray(v, dtype=np.float64)
+                                                                    for k, v in row["scores"].items()})
+                rows[setting] = (scores, float(row["seconds_per_member"]))
             except (ValueError, KeyError, TypeError):
                 break  # the line being written when the tune was killed
         return rows
@@ -92,10 +98,11 @@ class RowLog:
         os.replace(partial, self.path)
 
 
-def _row_line(setting: SamplerConfig, scores: dict[str, np.ndarray], seconds: float) -> str:
+def _row_line(setting: SamplerConfig, scores: Scores, seconds: float) -> str:
     """One setting as a JSON line (NaN and infinities as Python's json writes and reads them)."""
     sampler = {k: list(v) if isinstance(v, tuple) else v for k, v in vars(setting).items()}
-    return json.dumps({"sampler": sampler, "scores": {k: np.asarray(v).tolist() for k, v in scores.items()},
+    return json.dumps({"sampler": sampler, "members": scores.members,
+                       "scores": {k: v.tolist() for k, v in scores.arrays().items()},
                        "seconds_per_member": seconds}) + "\n"
 
 
@@ -115,7 +122,8 @@ def write_outputs(table: xr.Dataset, recommendation, out_dir: Path, recommendati
 
 
 def plot(table: xr.Dataset, path: Path) -> Path:
-    """CRPS (combined) and mean spread/skill against network evaluations, a line per solver, schedule and churn."""
+    """Fair CRPS (combined, with its bootstrap interval) and mean spread/skill against network evaluations, a line
+    per solver, schedule and churn."""
     fig, (ax_crps, ax_ss) = plt.subplots(1, 2, figsize=(10, 4), dpi=100)
     keys = sorted({(str(s), str(k), float(c)) for s, k, c in
                    zip(table["solver"].values, table["schedule"].values, table["S_churn"].values)})
@@ -123,16 +131,21 @@ def plot(table: xr.Dataset, path: Path) -> Path:
         pick = (table["solver"] == solver) & (table["schedule"] == schedule) & (table["S_churn"] == churn)
         line = table.isel(setting=np.flatnonzero(pick.values)).sortby("network_evaluations")
         label = f"{solver} {schedule}" + (f" churn {churn:g}" if churn else "")
-        for ax, name in ((ax_crps, "crps_norm"), (ax_ss, "spread_skill_mean")):
-            ax.plot(line["network_evaluations"], line[name], marker="o", ms=3, label=label)
+        fair = line["crps_fair_norm"].values
+        bars = np.stack([fair - line["crps_fair_norm_low"].values, line["crps_fair_norm_high"].values - fair])
+        ax_crps.errorbar(line["network_evaluations"], fair, yerr=np.clip(bars, 0, None), marker="o", ms=3,
+                         capsize=2, label=label)
+        ax_ss.plot(line["network_evaluations"], line["spread_skill_mean"], marker="o", ms=3, label=label)
     chosen = int(table.attrs["recommended"])
-    best = float(table["crps_norm"].min())
+    best = float(table["crps_fair_norm"].min())
     ax_crps.axhline(best * (1 + float(table.attrs["tolerance"])), color="grey", ls="--", lw=0.8,
                     label=f"best + {100 * float(table.attrs['tolerance']):g}%")
-    ax_crps.plot(table["network_evaluations"][chosen], table["crps_norm"][chosen], "k*", ms=12, label="recommended")
+    ax_crps.plot(table["network_evaluations"][chosen], table["crps_fair_norm"][chosen], "k*", ms=12,
+                 label="recommended")
     ax_ss.axhline(1.0, color="grey", ls="--", lw=0.8)
-    crps_title = "CRPS / truth std, mean over channels"
-    if float(table["crps_norm"].max()) > 1.3 * best:  # a few-step setting far off would flatten the others
+    level = float(table.attrs.get("bootstrap_level", 0.9))
+    crps_title = f"fair CRPS / truth std, mean over channels ({level:.0%} bootstrap)"
+    if float(table["crps_fair_norm"].max()) > 1.3 * best:  # a few-step setting far off would flatten the others
         ax_crps.set_ylim(0.97 * best, 1.2 * best)
         crps_title += " (clipped)"
     for ax, title in ((ax_crps, crps_title), (ax_ss, "spread/skill, mean over channels")):
@@ -151,19 +164,34 @@ def plot(table: xr.Dataset, path: Path) -> Path:
     return path
 
 
+def difference_to_best(table: xr.Dataset, i: int) -> str:
+    """Setting i's fair CRPS/std minus the best's, in % of the best's, and its paired bootstrap interval."""
+    best = float(table["crps_fair_norm"][int(table.attrs["best"])])
+    low, high = (100 * float(table[f"crps_fair_norm_diff_{end}"][i]) / best for end in ("low", "high"))
+    return f"{100 * (float(table['crps_fair_norm'][i]) / best - 1):+.2f}% [{low:+.2f}, {high:+.2f}]"
+
+
 def markdown_table(table: xr.Dataset) -> str:
-    """The combined scores as a Markdown table, one row per setting, sorted by solver and NFE (for docs)."""
-    lines = ["| solver | schedule | churn | σ_min | steps | NFE | CRPS/std | MAE/std | spread/skill | power 2-4Δ | LSD | "
-             "s/member |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    """The combined scores as a Markdown table, one row per setting, sorted by solver and NFE (for docs).
+
+    "CRPS/std" is the usual CRPS, "fair CRPS/std" the fair one with its bootstrap interval, "fair vs best" the
+    fair CRPS's difference to the best setting's in % with the paired bootstrap interval (`tuning_scores`)."""
+    level = f"{float(table.attrs.get('bootstrap_level', 0.9)):.0%}"
+    lines = [f"| solver | schedule | churn | σ_min | steps | NFE | CRPS/std | fair CRPS/std [{level}] | "
+             f"fair vs best [{level}] | MAE/std | spread/skill | power 2-4Δ | LSD | s/member |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     order = sorted(range(table.sizes["setting"]), key=lambda i: (str(table["solver"][i].values),
                    str(table["schedule"][i].values), float(table["S_churn"][i]), float(table["sigma_min"][i]),
                    int(table["network_evaluations"][i])))
     for i in order:
         row = table.isel(setting=i)
         mark = " **(recommended)**" if bool(row["recommended"]) else ""
+        fair = (f"{float(row['crps_fair_norm']):.4f} [{float(row['crps_fair_norm_low']):.4f}, "
+                f"{float(row['crps_fair_norm_high']):.4f}]")
         lines.append(f"| {row['solver'].values}{mark} | {row['schedule'].values} | {float(row['S_churn']):g} | "
                      f"{float(row['sigma_min']):g} | "
                      f"{int(row['num_steps'])} | {int(row['network_evaluations'])} | {float(row['crps_norm']):.4f} | "
+                     f"{fair} | {difference_to_best(table, i)} | "
                      f"{float(row['mae_norm']):.4f} | {float(row['spread_skill_mean']):.3f} | "
                      f"{float(row['power_ratio_mean']):.3f} | {float(row['lsd_mean']):.3f} | "
                      f"{float(row['seconds_per_member']):.3f} |")

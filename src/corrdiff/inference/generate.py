@@ -224,15 +224,20 @@ def downscale_time(sampling: Sampling, sample_input: torch.Tensor, time) -> tupl
     return stats.denormalize_target(ensemble).cpu().numpy(), stats.denormalize_target(mean)[0].cpu().numpy()
 
 
-def with_tuned_sampler(config: RunConfig, models: Models) -> RunConfig:
-    """`config`, with the run folder's recommended sampler (`corrdiff tune`) when the config has no sampler section."""
+def with_tuned_sampler(config: RunConfig, models: Models, split: str | None = None) -> RunConfig:
+    """`config`, with the run folder's recommended sampler (`corrdiff tune`) when the config has no sampler section.
+
+    A warning when that sampler was tuned on times of `split`, the split being generated (None: new inputs)."""
     if "sampler" in config.model_fields_set:
         return config
-    tuned = sampler_file.recommended_sampler(config.run_dir, models.provenance["diffusion_checkpoint_sha256"])
-    if tuned is None:
+    recommendation = sampler_file.recommended(config.run_dir, models.provenance["diffusion_checkpoint_sha256"])
+    if recommendation is None:
         return config
-    log.info(f"sampler: {sampler_file.path_in(config.run_dir)} ({tuned.solver}, "
-             f"{tuned.network_evaluations} network evaluations)")
+    tuned, path = recommendation.sampler, sampler_file.path_in(config.run_dir)
+    log.info(f"sampler: {path} ({tuned.solver}, {tuned.network_evaluations} network evaluations)")
+    if split is not None and recommendation.tuned_on(split):
+        log.warning(f"{path}: its sampler was tuned on the {recommendation.split} split and this generates the "
+                    f"{split} split: scores of this ensemble are not held out from the choice of sampler")
     return config.model_copy(update={"sampler": tuned})
 
 
@@ -289,7 +294,7 @@ def _generate(config, regression_path, diffusion_path, out: Path, times, dataset
         models = models_loader(info.device)
     else:
         models = load_models(regression_path, diffusion_path, info.device, allow_mismatch)
-    config = with_tuned_sampler(config, models)
+    config = with_tuned_sampler(config, models, None if inputs else gen.split)
     if dataset is None:
         dataset = open_inference_dataset(config, models.meta, gen.split, inputs, models.provenance["diffusion_checkpoint"])
     check_fits(models, dataset)

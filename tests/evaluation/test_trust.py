@@ -172,7 +172,9 @@ def tune_result(calibrated_spread_skill=None):
     per_channel = {"spread_skill": [[1.0, 0.6], [1.0, 1.0]], "power_ratio": [[1.0, 1.0], [4.0, 1.0]],
                    "lsd": [[0.1, 0.1], [0.1, 0.1]]}
     data = {k: (("setting", "channel"), v) for k, v in per_channel.items()}
-    for k, v in {"crps_norm": [0.2, 0.21], "mae_norm": [0.3, 0.3], "spread_skill_mean": [0.8, 1.0],
+    for k, v in {"crps_norm": [0.2, 0.21], "crps_fair_norm": [0.19, 0.2], "crps_fair_norm_diff_low": [0.0, 0.005],
+                 "crps_fair_norm_diff_high": [0.0, 0.015], "crps_fair_norm_low": [0.18, 0.19],
+                 "crps_fair_norm_high": [0.2, 0.21], "recommended": [True, False], "mae_norm": [0.3, 0.3], "spread_skill_mean": [0.8, 1.0],
                  "power_ratio_mean": [1.0, 2.5], "lsd_mean": [0.1, 0.1], "seconds_per_member": [1.0, 2.0]}.items():
         data[k] = (("setting",), v)
     if calibrated_spread_skill is not None:
@@ -183,7 +185,8 @@ def tune_result(calibrated_spread_skill=None):
               "schedule": ("setting", ["karras"] * 2), "S_churn": ("setting", [0.0, 0.0]),
               "sigma_min": ("setting", [0.002] * 2), "num_steps": ("setting", [4, 8]),
               "network_evaluations": ("setting", [7, 15])}
-    table = xr.Dataset(data, coords, attrs={"split": "validation", "times": 2, "members": 3})
+    table = xr.Dataset(data, coords, attrs={"split": "validation", "times": 2, "members": 3,
+                                                  "best": 0, "bootstrap_level": 0.9, "bootstrap_resamples": 1000})
     recommendation = SimpleNamespace(tuning={"setting": "heun NFE 7"})
     return SimpleNamespace(table=table, best=0, chosen=0, recommendation=recommendation)
 
@@ -206,3 +209,11 @@ def test_tune_table_has_a_trust_column_and_warns_of_the_recommended_setting():
     console = Console(width=200, color_system=None, record=True)
     print_warnings(console, tune_result(calibrated_spread_skill=[1.0, 0.95]))  # calibration fixed it
     assert "warning" not in console.export_text()
+
+
+def test_tune_markdown_table_names_each_settings_flags():
+    from corrdiff.tuning_files import markdown_table
+
+    rows = markdown_table(tune_result().table).splitlines()
+    assert rows[0].endswith("| trust |")
+    assert rows[2].endswith("| under |") and "(recommended)" in rows[2] and rows[3].endswith("| noisy |")

@@ -59,6 +59,7 @@ def tune_command(
 
     from corrdiff.config import load_config
     from corrdiff.tuning import tune
+    from corrdiff.evaluation.trust import setting_summary
     from corrdiff.tuning_files import difference_to_best
 
     overrides = list(set_ or []) + ([f"generate.seed={seed}"] if seed is not None else [])
@@ -96,14 +97,6 @@ def print_warnings(console, result) -> None:
         console.print(line, style="bold red", markup=False, highlight=False)
 
 
-def trust_cell(table, setting: int) -> str:
-    """The kinds of the setting's trust flags, short ("under, noisy"), over every channel; "" when none."""
-    from corrdiff.evaluation.trust import setting_flags, SHORT
-
-    kinds = dict.fromkeys(SHORT[flag.kind] for flag in setting_flags(table, setting))
-    return ", ".join(kinds)
-
-
 def rich_table(result):
     """The combined scores, one row per setting; the recommended row in bold, the best fair CRPS starred. Columns
     that hold one value for every setting (schedule, churn) are left out."""
@@ -111,6 +104,7 @@ def rich_table(result):
     from rich.table import Table
 
     from corrdiff.evaluation import trust
+    from corrdiff.evaluation.trust import setting_summary
     from corrdiff.tuning_files import difference_to_best
 
     table = result.table
@@ -144,6 +138,6 @@ def rich_table(result):
                   difference_to_best(table, i).replace("%", ""), f"{float(row['mae_norm']):.4f}",
                   f"{float(row['spread_skill_mean']):.3f}", f"{float(row['power_ratio_mean']):.3g}",
                   f"{float(row['lsd_mean']):.3f}", f"{float(row['seconds_per_member']):.3g}",
-                  trust_cell(table, i)]
+                  setting_summary(table, i)]
         view.add_row(*cells, style="bold" if i == result.chosen else None)
     return view

@@ -150,6 +150,11 @@ def setting_flags(table: xr.Dataset, setting: int, name: str | None = None, cali
     return found
 
 
+def setting_summary(table: xr.Dataset, setting: int) -> str:
+    """The kinds of a tune setting's flags, short ("under, noisy"), over every channel; "" when none."""
+    return ", ".join(dict.fromkeys(SHORT[flag.kind] for flag in setting_flags(table, setting)))
+
+
 def warning_lines(found: list[Flag]) -> list[str]:
     """One plain-text line per flag: 'warning: VARIABLE, MODEL: message'."""
     return [f"warning: {flag}" for flag in found]

@@ -25,6 +25,7 @@ measures only what is missing, provided the models, data, seeds and members are 
 """
 
 import dataclasses
+import functools
 import hashlib
 import itertools
 import logging
@@ -45,9 +46,7 @@ from corrdiff.diffusion.sampler import SamplerConfig
 from corrdiff.diffusion.solvers import CHURN_SOLVERS, steps_for
 from corrdiff.distributed import pick_device
 from corrdiff.errors import ConfigError, OutputError
-from corrdiff.evaluation.metrics import field_sums, scores_from_sums, STATS
-from corrdiff.evaluation.spectra import (isotropic_power, log_spectral_distance, smallest_octave_power_ratio,
-                                         wavenumbers)
+from corrdiff.evaluation.ensemble_scores import Scores as EnsembleScores
 from corrdiff.inference import checks, downscale, Fingerprint, load_models
 from corrdiff.inference.generate import check_fits
 from corrdiff.inference.member_batching import MemberBatching
@@ -118,32 +117,8 @@ def scored_times(dataset, count: int, seed: int, device) -> Truth:
     return Truth(np.array(times), conditions, truth, seeds, np.nanstd(truth, axis=(0, 2, 3)))
 
 
-class Scores:
-    """Per-channel sums over times of an ensemble's scores, and the power spectra of members and truth."""
-
-    def __init__(self, channels: int, members: int, shape: tuple[int, int]):
-        self.members = members
-        self.sums = np.zeros((channels, STATS + members + 1))
-        self.wavenumber = wavenumbers(shape, 1.0)  # the octave is relative to Nyquist: any spacing gives the ratio
-        self.power = np.zeros((channels, self.wavenumber.size))
-        self.true_power = np.zeros_like(self.power)
-
-    def add(self, ensemble: np.ndarray, truth: np.ndarray, rng_key: int) -> None:
-        """Add one time: ensemble (member, C, H, W) and truth (C, H, W), physical units."""
-        for c in range(truth.shape[0]):
-            rng = np.random.default_rng([rng_key, c])
-            self.sums[c] += field_sums(ensemble[:, c], truth[c], rng)
-        self.power += isotropic_power(ensemble, 1.0).mean(axis=0)
-        self.true_power += isotropic_power(truth, 1.0)
-
-    def result(self) -> dict[str, np.ndarray]:
-        """(C,) arrays: crps, mae, rmse, spread, spread_skill, power_ratio, lsd."""
-        scores = scores_from_sums(self.sums, self.members)
-        scores["power_ratio"] = np.array([smallest_octave_power_ratio(p, t, self.wavenumber, 1.0)
-                                          for p, t in zip(self.power, self.true_power)])
-        scores["lsd"] = np.array([log_spectral_distance(p, t, self.wavenumber, 1.0)
-                                  for p, t in zip(self.power, self.true_power)])
-        return {k: np.asarray(scores[k], dtype=np.float64) for k in PER_CHANNEL}
+# Per-channel sums over times of an ensemble's scores, giving the PER_CHANNEL ones (corrdiff.evaluation.ensemble_scores).
+Scores = functools.partial(EnsembleScores, keys=PER_CHANNEL)
 
 
 @dataclass

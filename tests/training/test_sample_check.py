@@ -110,3 +110,15 @@ def test_sample_every_0_or_null_turns_the_check_off(tmp_path, regression, monkey
     assert ckpt.read_pointer(root, "best-crps") is None
     # Asked for, best-crps reads as best (by validation loss) in such a run.
     assert ckpt.resolve(tmp_path / "diffusion", "best-crps") == root / ckpt.read_pointer(root, "best")
+
+
+def test_resume_may_change_when_the_check_runs_but_not_what_it_measures(tmp_path, regression, scripted):
+    from corrdiff.errors import ConfigError
+
+    scripted += [0.5, 0.4]
+    train(tmp_path, regression, 4, sample_every=2)
+    with pytest.raises(ConfigError, match=r"diffusion\.sample_members: 2 -> 3"):
+        train(tmp_path, regression, 6, resume=True, sample_every=2, sample_members=3)
+    scripted += [0.3, 0.35]  # steps 5 (the new sample_every) and 8 (the last step, checked whatever sample_every)
+    train(tmp_path, regression, 8, resume=True, sample_every=5)
+    assert [s for s, r in rows(tmp_path).items() if r["val_crps_fair"]] == [2, 4, 5, 8]

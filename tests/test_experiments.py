@@ -1,6 +1,7 @@
 """`corrdiff experiment data-size` on the tiny generic fixture: 9 training times, two steps per training."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -23,7 +24,10 @@ EXPECTED_SAMPLES = [3, 5, 9]  # ⌈f·9⌉ of the fixture's 9 training times
 def experiment(tmp_path_factory):
     """(folder, config, out, the full train times): the experiment run once on three fractions."""
     folder = tmp_path_factory.mktemp("data-size")
-    spec = fixtures.write_generic(folder / "data")
+    spec = fixtures.write_generic(folder / "data", splits={  # the fixture's, with a validation split (best-crps)
+        "train": {"start": "2021-01-01T00", "end": "2021-01-02T02"},
+        "validation": {"start": "2021-01-02T03", "end": "2021-01-02T06"},
+        "test": {"start": "2021-01-02T03", "end": "2021-01-02T21"}})
     config = folder / "config.yaml"
     config.write_text(yaml.safe_dump(CONFIG))
     out = folder / "out"
@@ -151,6 +155,83 @@ def test_fractions_too_close_for_the_data_are_refused():
         data_size.samples_of([0.15, 0.2], 9, "spec")
     with pytest.raises(ConfigError, match="at least one"):
         parse_fractions([])
+
+
+def test_each_fraction_is_scored_at_its_best_checkpoints_and_says_which(experiment):
+    _, _, out, _ = experiment
+    table = xr.open_dataset(out / "data_size.nc")
+    rows = (out / "data_size.csv").read_text().splitlines()
+    header = rows[0].split(",")
+    for fraction in FRACTIONS:
+        folder = out / f"fraction-{fraction:g}"
+        scored = json.loads((folder / "done.json").read_text())["scored"]
+        diffusion = folder / "run" / "diffusion" / "checkpoints"
+        assert scored["diffusion"]["pointer"] == "best-crps"  # the sample check ran at the last step
+        assert scored["diffusion"]["path"] == str(diffusion / ckpt.read_pointer(diffusion, "best-crps"))
+        assert scored["regression"]["pointer"] == "best"
+        with xr.open_dataset(folder / "ensemble.nc") as ensemble:
+            assert ensemble.attrs["diffusion_checkpoint"] == scored["diffusion"]["path"]
+        assert str(table["diffusion_checkpoint"].sel(fraction=fraction).values) == "best-crps"
+        assert int(table["diffusion_step"].sel(fraction=fraction)) == scored["diffusion"]["step"] == 2
+        row = next(r.split(",") for r in rows[1:] if r.startswith(f"{fraction:g},"))
+        assert row[header.index("diffusion_checkpoint")] == "best-crps" and row[header.index("order")] == "contiguous"
+
+
+def test_the_scored_checkpoint_is_the_best_not_the_last(experiment, tmp_path):
+    """On a run whose best-crps is an earlier step than latest: best-crps; without it, best (by loss)."""
+    _, _, out, _ = experiment
+    trained = out / "fraction-1" / "run" / "diffusion" / "checkpoints"
+    root = tmp_path / "run" / "diffusion" / "checkpoints"
+    shutil.copytree(trained / "step-000002", root / "step-000002")
+    shutil.copytree(trained / "step-000002", root / "step-000004")
+    for pointer, name in (("latest", "step-000004"), ("best", "step-000004"), ("best-crps", "step-000002")):
+        ckpt.set_pointer(root, pointer, name)
+    scored = data_size.scored_checkpoint(tmp_path / "run", "diffusion")
+    assert (scored["pointer"], scored["path"]) == ("best-crps", str(root / "step-000002"))
+    (root / "best-crps").unlink()
+    ckpt.set_pointer(root, "best", "step-000002")
+    scored = data_size.scored_checkpoint(tmp_path / "run", "diffusion")
+    assert (scored["pointer"], scored["path"]) == ("best", str(root / "step-000002"))
+
+
+@pytest.mark.parametrize("total, count", [(9, 5), (9, 3), (1200, 300), (1200, 7), (10, 10)])
+def test_spread_takes_times_over_the_whole_record_and_contiguous_a_block(total, count):
+    record = np.datetime64("2000-01-01T00") + np.arange(total) * np.timedelta64(1, "h")
+    spread = data_size.fraction_times(record, count, "spread")
+    assert len(spread) == len(np.unique(spread)) == count and np.all(np.diff(spread) > np.timedelta64(0))
+    picked = np.searchsorted(record, spread)  # indices into the record
+    assert picked[0] == 0 and (total - 1) - picked[-1] < total / count  # the last within one step of the end
+    assert np.all(np.diff(picked) <= np.ceil(total / count))  # and no gap wider than a step
+    np.testing.assert_array_equal(data_size.fraction_times(record, count, "contiguous"), record[:count])
+    with pytest.raises(ConfigError, match="--order must be one of contiguous, spread"):
+        data_size.fraction_times(record, count, "random")
+
+
+def test_a_spread_fraction_spec_reads_back_the_same_times(experiment, tmp_path):
+    folder, _, _, all_train = experiment
+    spec = data_size.fraction_spec(folder / "data" / "spec.yaml", all_train, 4, "spread", tmp_path / "f")
+    read = PairedFields(load_spec(spec)).times("train")
+    np.testing.assert_array_equal(read, data_size.fraction_times(all_train, 4, "spread"))
+    assert read[0] == all_train[0] and read[-1] != all_train[3]  # not the first block
+
+
+def test_order_spread_is_recorded_in_every_output(experiment, tmp_path):
+    folder, config, _, all_train = experiment
+    out = tmp_path / "spread"
+    succeeded(invoke("experiment", "data-size", config, "--fractions", "0.5", "--order", "spread", "--out", out,
+                     "--times", 1, "--quiet"))
+    assert json.loads((out / "experiment.json").read_text())["order"] == "spread"
+    done = json.loads((out / "fraction-0.5" / "done.json").read_text())
+    picked = data_size.fraction_times(all_train, 5, "spread")
+    assert done["order"] == "spread" and done["train_end"] == str(np.datetime64(picked[-1], "s"))
+    times = DownscalingDataset(out / "fraction-0.5" / "spec.yaml", split="train").times
+    np.testing.assert_array_equal(times, picked)
+    assert str(xr.open_dataset(out / "data_size.nc")["order"].values[0]) == "spread"
+    row = (out / "data_size.csv").read_text().splitlines()[1].split(",")
+    assert row[2] == "spread"
+    # The same --out with the other order is another experiment: refused, nothing overwritten.
+    line = refused(invoke("experiment", "data-size", config, "--fractions", "0.5", "--out", out, "--times", 1))
+    assert "other settings" in line and "--order (there: spread)" in line
 
 
 def test_done_record_names_the_fraction_times(experiment):

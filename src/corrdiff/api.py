@@ -39,8 +39,9 @@ def load(path, *, config=None, which: str = "best", device: str = "auto", allow_
     (regression, diffusion) pair of checkpoint folders.
 
     Checkpoints are read with the dataset spec of `config` (a run config file; default: the run config recorded in
-    the diffusion checkpoint), which gives the input rules and the static fields. `which`: "best" or "latest"
-    checkpoint of a run folder. `device`: "auto" (CUDA when there is one), "cpu", "cuda:N".
+    the diffusion checkpoint), which gives the input rules and the static fields. `which`: "best" (lowest validation
+    loss), "best-crps" (the diffusion checkpoint of the lowest validation fair CRPS, `corrdiff.checkpoint.POINTERS`;
+    the regression's best) or "latest" checkpoint of a run folder. `device`: "auto" (CUDA when there is one), "cpu", "cuda:N".
     """
     run_config = load_config(config) if config is not None else None
     if isinstance(path, (tuple, list)):

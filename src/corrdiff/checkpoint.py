@@ -5,9 +5,9 @@ Layout of one checkpoint folder, `<run>/checkpoints/step-000100/`:
   model.json         `CheckpointMeta`: kind, UNet config, channels, normalisation, resolved run config, step,
                      and the SHA-256 of model.safetensors
   state.safetensors  raw weights (`model.*`) and optimizer tensors (`optim.<param>.<name>`), for --resume
-  state.json         `TrainingState`: step, samples seen, best validation loss and folder, optimizer and
-                     scheduler settings, and the SHA-256 of both .safetensors files
-`<run>/checkpoints/latest` and `best` are text files naming a folder. Nothing here is pickled: loading
+  state.json         `TrainingState`: step, samples seen, best validation loss and folder, best validation fair
+                     CRPS and folder, optimizer and scheduler settings, and the SHA-256 of both .safetensors files
+`<run>/checkpoints/latest`, `best` and `best-crps` are text files naming a folder (`POINTERS`). Nothing here is pickled: loading
 a checkpoint reads tensors and JSON only, and runs no code. Folders are written atomically (a temporary
 `.step-*` folder, its files synced, renamed into place), so a crash, a kill or a full disk never leaves a
 half-written checkpoint behind; `clean_temporary` removes what an interrupted write left. Reading verifies
@@ -47,7 +47,11 @@ FORMATS = (FORMAT, FORMAT_SCALED, FORMAT_RESIDUAL)
 STEP_PREFIX = "step-"
 STEP_NAME = re.compile(rf"{STEP_PREFIX}\d{{6,}}")
 MODEL_FILE, MODEL_META, STATE_FILE, STATE_META = "model.safetensors", "model.json", "state.safetensors", "state.json"
-POINTERS = ("latest", "best")
+POINTERS = ("latest", "best", "best-crps")
+# latest: the last checkpoint written; best: the lowest validation loss; best-crps: the lowest validation fair CRPS
+# of the sample check of diffusion training (`corrdiff.training.sample_check`). A pointer a run does not have
+# (best-crps in a regression run or with the check off; best without validation data) reads as the next one here.
+FALLBACK = {"best-crps": "best", "best": "latest"}
 KINDS = ("regression", "diffusion")
 
 
@@ -77,6 +81,8 @@ class CheckpointMeta:
     corrdiff_version: str = __version__
     step: int = 0
     val_loss: float | None = None
+    val_crps_fair: float | None = None
+    """Diffusion only: the sample check's fair CRPS at this step, channel mean, normalised units (None: no check)."""
     sigma_data: float | None = None
     """Diffusion only: σ_data of the EDM preconditioning."""
     regression_checkpoint: RegressionRef | None = None
@@ -159,7 +165,8 @@ class CheckpointMeta:
             data["scale_condition"] = self.scale_condition
             if self.residual_std:  # absent otherwise: checkpoints without it read as they always did
                 data["residual_std"] = list(self.residual_std)
-        data |= {"step": self.step, "val_loss": self.val_loss, "model_sha256": self.model_sha256,
+        data |= {"step": self.step, "val_loss": self.val_loss, "val_crps_fair": self.val_crps_fair,
+                 "model_sha256": self.model_sha256,
                  "input_units": list(self.input_units), "input_ranges": [r.to_dict() for r in self.input_ranges]}
         return json.dumps(data, indent=1)
 
@@ -178,7 +185,8 @@ class CheckpointMeta:
                 input_channels=data["input_channels"], target_channels=data["target_channels"],
                 stats=Normalization.from_dict(data["stats"]), config=data["config"],
                 target_attrs=data.get("target_attrs") or {}, corrdiff_version=data.get("corrdiff_version", "?"),
-                step=int(data.get("step", 0)), val_loss=data.get("val_loss"), sigma_data=data.get("sigma_data"),
+                step=int(data.get("step", 0)), val_loss=data.get("val_loss"),
+                val_crps_fair=data.get("val_crps_fair"), sigma_data=data.get("sigma_data"),
                 regression_checkpoint=RegressionRef(**reference) if reference else None,
                 model_sha256=data.get("model_sha256"), patch_shape=data.get("patch_shape"),
                 input_units=data.get("input_units") or (), input_ranges=data.get("input_ranges") or (),
@@ -208,6 +216,10 @@ class TrainingState:
     """The learning-rate scheduler's state_dict, without its (unpicklable) lambdas."""
     best: str | None = None
     """The folder `best` named when this checkpoint was written (None: no validation yet)."""
+    best_crps: float | None = None
+    """The lowest fair CRPS of the sample check so far (None: no check yet, or a state written before it)."""
+    best_crps_folder: str | None = None
+    """The folder `best-crps` named when this checkpoint was written."""
     model_sha256: str | None = None
     """Hex SHA-256 of the model.safetensors written beside this state: ties the two halves together."""
     state_sha256: str | None = None
@@ -347,8 +359,10 @@ def optimizer_from_tensors(tensors: dict[str, torch.Tensor], meta: dict) -> dict
 
 def save_checkpoint(root: Path, meta: CheckpointMeta, ema_weights: dict[str, torch.Tensor], lat, lon,
                     raw_weights: dict[str, torch.Tensor], optimizer_state: dict, scheduler_state: dict,
-                    samples_seen: int, best_val: float | None, keep_last: int, is_best: bool) -> Path:
-    """Write checkpoint folder `step-NNNNNN` (step from `meta`) atomically, update `latest` (and `best`), prune.
+                    samples_seen: int, best_val: float | None, keep_last: int, is_best: bool,
+                    best_crps: float | None = None, is_best_crps: bool = False) -> Path:
+    """Write checkpoint folder `step-NNNNNN` (step from `meta`) atomically, update `latest` (and `best`, and
+    `best-crps`), prune.
 
     If writing fails (disk full, say), the partial folder is removed and the previous checkpoints and
     pointers are left exactly as they were. The caller checks that the weights are finite.
@@ -363,13 +377,14 @@ def save_checkpoint(root: Path, meta: CheckpointMeta, ema_weights: dict[str, tor
     model_tensors["grid.lon"] = torch.as_tensor(lon, dtype=torch.float64)
     state_tensors = {f"model.{k}": v for k, v in raw_weights.items()} | opt_tensors
     best = name if is_best else read_pointer(root, "best")
+    best_crps_folder = name if is_best_crps else read_pointer(root, "best-crps")
     tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{name}."))
     try:
         model_sha256 = _write_tensors(tmp / MODEL_FILE, model_tensors)
         _write_text(tmp / MODEL_META, meta.replace(model_sha256=model_sha256).to_json())
         state_sha256 = _write_tensors(tmp / STATE_FILE, state_tensors)
         state = TrainingState(meta.step, samples_seen, best_val, opt_meta, scheduler_state, best,
-                              model_sha256, state_sha256)
+                              best_crps, best_crps_folder, model_sha256, state_sha256)
         _write_text(tmp / STATE_META, state.to_json())
         _sync_folder(tmp)
         if final.exists():  # re-saving a step whose folder a killed run renamed but never pointed to
@@ -387,12 +402,14 @@ def save_checkpoint(root: Path, meta: CheckpointMeta, ema_weights: dict[str, tor
     replace_text(root / "latest", name)
     if is_best:
         replace_text(root / "best", name)
+    if is_best_crps:
+        replace_text(root / "best-crps", name)
     prune(root, keep_last)
     return final
 
 
 def read_pointer(root: Path, which: str) -> str | None:
-    """The folder name that `latest` or `best` points at, if the pointer exists; an error if it is unreadable."""
+    """The folder name that a pointer (`POINTERS`) names, if the pointer exists; an error if it is unreadable."""
     pointer = Path(root) / which
     try:
         name = pointer.read_text().strip()
@@ -407,14 +424,14 @@ def read_pointer(root: Path, which: str) -> str | None:
 
 
 def set_pointer(root: Path, which: str, name: str) -> None:
-    """Point `latest` or `best` at checkpoint folder `name` (atomically)."""
+    """Point `latest`, `best` or `best-crps` at checkpoint folder `name` (atomically)."""
     replace_text(Path(root) / which, name)
 
 
 def prune(root: Path, keep_last: int) -> None:
-    """Delete step folders other than the last `keep_last`, the best and the latest."""
+    """Delete step folders other than the last `keep_last` and those a pointer names (latest, best, best-crps)."""
     steps = sorted(p.name for p in Path(root).glob(f"{STEP_PREFIX}*") if p.is_dir())
-    keep = set(steps[-keep_last:]) | {read_pointer(root, "best"), read_pointer(root, "latest")}
+    keep = set(steps[-keep_last:]) | {read_pointer(root, pointer) for pointer in POINTERS}
     for name in steps:
         if name not in keep:
             shutil.rmtree(Path(root) / name, ignore_errors=True)
@@ -447,21 +464,37 @@ def _is_checkpoint_folder(path: Path) -> bool:
         (path / name).exists() for name in (MODEL_FILE, MODEL_META, STATE_FILE, STATE_META))
 
 
-def resolve(path: str | Path, which: str = "best") -> Path:
-    """A checkpoint folder from a folder, a run folder, a `checkpoints` folder or a model.safetensors file.
+def pointer_chain(which: str) -> list[str]:
+    """The pointers `resolve` tries for `which`, in order: it, then its `FALLBACK`s (best-crps, best, latest)."""
+    if which not in POINTERS:
+        raise CheckpointError(f"unknown checkpoint {which!r}: expected one of {', '.join(POINTERS)}")
+    chain = [which]
+    while chain[-1] in FALLBACK:
+        chain.append(FALLBACK[chain[-1]])
+    return chain
 
-    In a run folder, `which` ("best" or "latest") picks the pointer; without a `best` pointer (no
-    validation data) it is `latest`. A pointer naming a folder that is not there is an error.
+
+def resolve(path: str | Path, which: str = "best") -> Path:
+    """A checkpoint folder from a folder, a run folder, a `checkpoints` folder, a pointer file in one
+    (`checkpoints/best-crps`) or a model.safetensors file.
+
+    In a run folder, `which` (one of `POINTERS`) picks the pointer; a pointer the run does not have reads as
+    the next of `pointer_chain(which)`: best-crps → best → latest (a regression run, or a diffusion run with its
+    sample check off, has no best-crps; a run without validation data no best). A pointer naming a folder
+    that is not there is an error.
     """
+    chain = pointer_chain(which)
     path = Path(path)
     if path.is_file() and path.suffix == ".safetensors":
         path = path.parent
+    elif path.is_file() and path.name in POINTERS:
+        path, chain = path.parent, [path.name]
     if path.is_dir() and _is_checkpoint_folder(path):
         return path
     for root in (path / "checkpoints", path):
         if not root.is_dir():
             continue
-        for pointer in dict.fromkeys((which, "latest")):
+        for pointer in chain:
             name = read_pointer(root, pointer)
             if name is None:
                 continue

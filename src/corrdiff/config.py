@@ -193,6 +193,15 @@ class DiffusionSection(TrainSection):
     residual_std_samples: int = Field(256, gt=0, description="training samples (evenly spaced) over which the "
                                       "residual's standard deviation is measured")
 
+    sample_every: int | None = Field(
+        100, ge=0, description="every this many steps (and at the last), sample `sample_times` validation times "
+        "with the EMA network and log fair CRPS, spread/skill, small-scale power ratio and log-spectral distance "
+        "(metrics.csv, TensorBoard); the checkpoint of the lowest fair CRPS is `best-crps`. 0 or null: off")
+    sample_times: int = Field(4, gt=0, description="validation times of the sample check, evenly spaced")
+    sample_members: int = Field(4, ge=2, description="ensemble members per time of the sample check")
+    sample_steps: int = Field(6, gt=0, description="Heun steps of the sample check's sampler (2·steps − 1 "
+                              "network evaluations per member; EDM's karras noise levels)")
+
     def edm_loss(self) -> EDMLoss:
         return EDMLoss(P_mean=self.P_mean, P_std=self.P_std, sigma_data=self.sigma_data)
 

@@ -112,3 +112,31 @@ def test_out_of_memory_suggests_smaller_micro_batch(tmp_path, monkeypatch):
     monkeypatch.setattr(RegressionTask, "loss", oom)
     with pytest.raises(TrainingError, match=r"out of GPU memory.*batch_per_device=4"):
         train(tmp_path, 3)
+
+
+def test_resolve_reads_best_crps_then_best_then_latest_and_a_pointer_file(tmp_path):
+    root = tmp_path / "diffusion" / "checkpoints"
+    for step in (2, 4, 6):
+        (root / f"step-00000{step}").mkdir(parents=True)
+    ckpt.set_pointer(root, "latest", "step-000006")
+    assert ckpt.resolve(tmp_path / "diffusion", "best-crps") == root / "step-000006"  # no best, no best-crps
+    ckpt.set_pointer(root, "best", "step-000002")
+    assert ckpt.resolve(tmp_path / "diffusion", "best-crps") == root / "step-000002"
+    ckpt.set_pointer(root, "best-crps", "step-000004")
+    assert ckpt.resolve(tmp_path / "diffusion", "best-crps") == root / "step-000004"
+    assert ckpt.resolve(tmp_path / "diffusion") == root / "step-000002"  # "best" still means the validation loss
+    assert ckpt.resolve(tmp_path / "diffusion", "latest") == root / "step-000006"
+    # A pointer file is the folder it names, whatever `which` says.
+    assert ckpt.resolve(root / "best-crps", "latest") == root / "step-000004"
+    with pytest.raises(CheckpointError, match="unknown checkpoint 'worst': expected one of latest, best, best-crps"):
+        ckpt.resolve(tmp_path / "diffusion", "worst")
+
+
+def test_export_refuses_an_unknown_which_naming_the_choices(tmp_path):
+    from typer.testing import CliRunner
+
+    from corrdiff.cli.main import app
+
+    result = CliRunner().invoke(app, ["export", str(tmp_path), "--out", str(tmp_path / "out"), "--which", "worst"])
+    assert result.exit_code != 0
+    assert "--which must be one of latest, best, best-crps, got 'worst'" in result.output

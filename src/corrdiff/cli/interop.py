@@ -65,13 +65,17 @@ def export_command(
     run_dir: Annotated[Path, typer.Argument(help="Run folder holding regression/ and diffusion/ checkpoints.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the exported files (a new or empty folder for a package).")],
     format_: Annotated[str, typer.Option("--format", help="package: a corrdiff model package (`corrdiff generate --model`, `corrdiff.load`); physicsnemo: .mdlus files and Earth2Studio package files.")] = "package",
-    which: Annotated[str, typer.Option(help="Checkpoint of each run: best or latest.")] = "best",
+    which: Annotated[str, typer.Option(help="Checkpoint of each run: best (lowest validation loss), best-crps "
+                     "(diffusion: lowest validation fair CRPS of the sample check; the regression's best) or latest.")]
+    = "best",
     config: Annotated[Path | None, typer.Option(help="package: the run config whose dataset spec gives the input rules and static fields (default: the one recorded in the diffusion checkpoint).")] = None,
 ) -> None:
     """Export a run's networks: as a self-contained corrdiff model package (default), or for NVIDIA PhysicsNeMo 2.2
     (`Module.from_checkpoint`) and Earth2Studio."""
-    if which not in ("best", "latest"):
-        raise ConfigError(f"--which must be 'best' or 'latest', got {which!r}")
+    from corrdiff.checkpoint import POINTERS
+
+    if which not in POINTERS:
+        raise ConfigError(f"--which must be one of {', '.join(POINTERS)}, got {which!r}")
     if format_ == "package":
         from corrdiff import model_package
         from corrdiff.config import load_config

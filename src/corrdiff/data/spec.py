@@ -9,7 +9,7 @@ A spec is a small YAML file; paths in it are relative to the file. Example:
       paths: wrf.zarr
       variables: [t2m, u10, v10, refl]
     static: {paths: static.nc, variables: [orography, land_sea_mask]}
-    splits:                      # inclusive bounds
+    splits:                      # inclusive bounds; `count: N` keeps N of the range's times, evenly spread
       train: {start: 2018-01-01, end: 2020-12-31T23}
       validation: {start: 2021-01-01, end: 2021-06-30T23}
       test: {start: 2021-07-01, end: 2021-12-31T23}
@@ -92,11 +92,22 @@ def _timestamp(value) -> dt.datetime:
 Timestamp = Annotated[dt.datetime, BeforeValidator(_timestamp)]
 
 
+def spread_indices(total: int, count: int) -> np.ndarray:
+    """`count` indices of `total` evenly spread over them: ⌊i·total/count⌋ for i < count (all when count ≥ total).
+
+    The first is 0 and the last within one stride (total/count) of the end: the picks cover the whole record.
+    """
+    count = min(count, total)
+    return (np.arange(count, dtype=np.int64) * total) // max(count, 1)
+
+
 class Split(_Section):
-    """An inclusive time range."""
+    """An inclusive time range; with `count`, only that many of its times, evenly spread over it."""
 
     start: Timestamp
     end: Timestamp
+    count: int | None = Field(None, gt=0, description="keep this many of the range's times, evenly spread "
+                              "(`spread_indices`: the first, then every total/count-th); default: all of them")
 
     @model_validator(mode="after")
     def _ordered(self):
@@ -105,9 +116,14 @@ class Split(_Section):
         return self
 
     def select(self, times: np.ndarray) -> np.ndarray:
-        """Boolean mask of the times (datetime64) inside the range."""
+        """Boolean mask of the times (datetime64, sorted) that the split keeps."""
         start, end = np.datetime64(self.start, "ns"), np.datetime64(self.end, "ns")
-        return (times >= start) & (times <= end)
+        inside = (times >= start) & (times <= end)
+        if self.count is None:
+            return inside
+        kept = np.zeros_like(inside)
+        kept[np.flatnonzero(inside)[spread_indices(int(inside.sum()), self.count)]] = True
+        return kept
 
 
 class DatasetSpec(_Section):

@@ -5,7 +5,7 @@ from corrdiff.diffusion.losses import EDMLoss, regression_loss, weighted_mse
 from corrdiff.diffusion.multidiffusion import PatchedDenoiser
 from corrdiff.diffusion.patching import crop, crops_at, global_context, patch_offsets, random_patches
 from corrdiff.diffusion.precond import EDMPrecond, edm_scalings, effective_target
-from corrdiff.diffusion.sampler import SamplerConfig, edm_sample, karras_sigmas, sample_ensemble
+from corrdiff.diffusion.sampler import downscale_ensemble, SamplerConfig, edm_sample, karras_sigmas, sample_ensemble
 
 __all__ = [
     "DiffusionCondition",
@@ -16,6 +16,7 @@ __all__ = [
     "crop",
     "crops_at",
     "diffusion_network",
+    "downscale_ensemble",
     "edm_sample",
     "edm_scalings",
     "effective_target",

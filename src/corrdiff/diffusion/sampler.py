@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
+from corrdiff.diffusion.conditioning import DiffusionCondition
 from corrdiff.diffusion.solvers import CHURN_SOLVERS, network_evaluations, SOLVERS
 from corrdiff.errors import ConfigError
 from corrdiff.seeding import member_generator
@@ -177,6 +178,26 @@ def sample_ensemble(
         residual = edm_sample(denoise, mean.shape[1:], chunk, seed, config, device)
         outputs.append(mean + residual if scale is None else mean + scale * residual)
     return torch.cat(outputs)
+
+
+@torch.no_grad()
+def downscale_ensemble(regression, denoiser, condition_builder: DiffusionCondition, inputs: torch.Tensor,
+                       members: int, seed: int, config: SamplerConfig, member_batch: int | None = None, patcher=None,
+                       residual_unit: Sequence[float] = ()):
+    """Regression mean (1, C, H, W) and ensemble (members, C, H, W), normalised, for one input (1, C_in, H, W).
+
+    The one per-time path of CorrDiff sampling (generation, tune and the sample check of diffusion training):
+    μ = regression(inputs), the denoiser's condition built from it by `condition_builder`, members 0..members−1;
+    `residual_unit` as `sample_ensemble`'s (the checkpoint's `CheckpointMeta.residual_unit()`).
+    """
+    # The mean is one call per time and every member is built on it: float32, never under bf16 autocast.
+    mean = regression(inputs).to(torch.float32)
+    field = condition_builder.field(inputs, mean)
+    # A patcher builds each patch's condition from the whole field; one pass over the domain takes it whole.
+    denoiser_condition = field if patcher is not None else condition_builder.whole_domain(field)
+    ensemble = sample_ensemble(denoiser, mean, denoiser_condition, range(members), seed, config, member_batch,
+                               patcher, residual_unit)
+    return mean, ensemble
 
 
 def residual_scale(config: SamplerConfig, channels: int, device=None) -> torch.Tensor | None:

@@ -1,22 +1,36 @@
-"""Data efficiency: train both steps on nested fractions of the training split, score each on the same test times.
+"""Data efficiency: train both steps on fractions of the training split, score each on the same test times.
 
-Fraction f keeps the first ⌈f·N⌉ of the N training times (sorted), so the fractions are contiguous and nested:
-every time of f = 0.25 is a time of f = 0.5. The fraction reaches training as a config override, not as copied
-data: the driver writes a small dataset spec per fraction (`fraction-F/spec.yaml`: the run's spec with absolute
-paths, its `splits.train` narrowed to those times, its normalisation statistics computed from them alone) and
-trains with `--set data=<that spec>` and `run_dir=fraction-F/run`. Every fraction gets the same optimisation
-steps and batch size (the run config's), so the models differ only by the data they saw, not by how long they
-trained; smaller fractions therefore see each sample more often.
+Fraction f keeps ⌈f·N⌉ of the N training times (sorted), by `--order`:
+
+    contiguous  the first ⌈f·N⌉: a block of the record; the fractions are nested (every time of f = 0.25 is one
+                of f = 0.5)
+    spread      ⌈f·N⌉ times evenly spread over the whole record (`corrdiff.data.spec.spread_indices`: the first
+                time, then every N/⌈f·N⌉-th), so a fraction samples every season and regime of the record; nested
+                when the counts divide each other (N/4 and N/2 of N, say)
+
+The fraction reaches training as a config override, not as copied data: the driver writes a small dataset spec
+per fraction (`fraction-F/spec.yaml`: the run's spec with absolute paths, its `splits.train` narrowed to those
+times, its normalisation statistics computed from them alone) and trains with `--set data=<that spec>` and
+`run_dir=fraction-F/run`. Every fraction gets the same optimisation steps and batch size (the run config's), so
+the models differ only by the data they saw, not by how long they trained; smaller fractions therefore see each
+sample more often.
+
+Each fraction is scored at its best validation checkpoints, not its last: the diffusion step's `best-crps` (the
+lowest fair CRPS of its sample check; `best`, by validation loss, when the check is off) and the regression
+step's `best`, which the diffusion step was trained against (`corrdiff.checkpoint.resolve`). done.json and the
+table name the checkpoint and step scored.
 
 Layout of `--out`:
 
-    experiment.json              what made the folder (kind, run config, fingerprint); only such a folder is resumed
+    experiment.json              what made the folder (kind, run config, order, fingerprint); only such a folder is
+                                 resumed
     fraction-0.25/spec.yaml      the fraction's dataset spec, stats.json its statistics
     fraction-0.25/run/           regression/ and diffusion/ run folders (checkpoints, logs)
-    fraction-0.25/ensemble.nc    the ensemble of the test times; scores.nc its scores; done.json once scored
+    fraction-0.25/ensemble.nc    the ensemble of the test times; scores.nc its scores; done.json once scored (with
+                                 the checkpoints scored)
     data_size.csv, data_size.nc  the table (fraction, model, variable); data_size.png the figure
 
-A fraction whose done.json holds this fingerprint (run config, dataset spec, test times, fraction) is not
+A fraction whose done.json holds this fingerprint (run config, dataset spec, test times, order, fraction) is not
 redone; an unfinished one resumes its training and its ensemble.
 """
 
@@ -29,9 +43,11 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from corrdiff import checkpoint as ckpt
 from corrdiff.checkpoint import read_pointer
 from corrdiff.config import dump_config, load_config, RunConfig
 from corrdiff.data import load_spec, PairedFields
+from corrdiff.data.spec import spread_indices
 from corrdiff.errors import ConfigError, TrainingError
 from corrdiff.evaluation import evaluate, write_scores
 from corrdiff.experiments.data_size_table import data_size_figure, data_size_table, write_table
@@ -42,6 +58,8 @@ KIND = "corrdiff data-size experiment"
 MARKER = "experiment.json"
 DONE = "done.json"
 SOURCE_KEYS = ("inputs", "targets", "static")
+ORDERS = ("contiguous", "spread")
+SCORED = {"regression": "best", "diffusion": "best-crps"}  # the checkpoint of each step a fraction is scored at
 
 
 def parse_fractions(values) -> list[float]:
@@ -78,6 +96,15 @@ def samples_of(fractions: list[float], num_train: int, where: str) -> list[int]:
     return counts
 
 
+def fraction_times(all_train: np.ndarray, count: int, order: str) -> np.ndarray:
+    """The `count` training times of a fraction of `all_train` (sorted), by `order` (module docstring)."""
+    if order == "contiguous":
+        return all_train[:count]
+    if order == "spread":
+        return all_train[spread_indices(len(all_train), count)]
+    raise ConfigError(f"--order must be one of {', '.join(ORDERS)}, got {order!r}")
+
+
 def fraction_dir(out: Path, fraction: float) -> Path:
     return out / f"fraction-{fraction:g}"
 
@@ -86,9 +113,10 @@ def iso(time_value) -> str:
     return str(np.datetime64(time_value, "s"))
 
 
-def fraction_spec(spec_path: Path, train_times: np.ndarray, folder: Path) -> Path:
+def fraction_spec(spec_path: Path, all_train: np.ndarray, count: int, order: str, folder: Path) -> Path:
     """Write `folder/spec.yaml`: the spec at `spec_path` reading the same files (absolute paths), its train split
-    narrowed to `train_times` (sorted, contiguous) and its statistics in `folder/stats.json`."""
+    narrowed to `fraction_times(all_train, count, order)` and its statistics in `folder/stats.json`."""
+    train_times = fraction_times(all_train, count, order)
     spec = load_spec(spec_path)
     raw = yaml.safe_load(Path(spec_path).read_text())
     for key in SOURCE_KEYS:
@@ -99,11 +127,16 @@ def fraction_spec(spec_path: Path, train_times: np.ndarray, folder: Path) -> Pat
     if raw.get("grid"):
         raw["grid"] = str(spec.resolve(raw["grid"]))
     raw["stats"] = "stats.json"  # computed from this fraction's times only, on first use
-    raw.setdefault("splits", {})["train"] = {"start": iso(train_times[0]), "end": iso(train_times[-1])}
+    if order == "spread" and count < len(all_train):  # the split's own rule picks the same times (`Split.count`)
+        split = {"start": iso(all_train[0]), "end": iso(all_train[-1]), "count": count}
+    else:
+        split = {"start": iso(train_times[0]), "end": iso(train_times[-1])}
+    raw.setdefault("splits", {})["train"] = split
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "spec.yaml"
-    path.write_text(f"# training times {iso(train_times[0])} to {iso(train_times[-1])} ({len(train_times)}) of "
-                    f"{spec_path} (written by `corrdiff experiment data-size`)\n" + yaml.safe_dump(raw, sort_keys=False))
+    path.write_text(f"# {len(train_times)} training times ({order}) from {iso(train_times[0])} to "
+                    f"{iso(train_times[-1])} of {spec_path} (written by `corrdiff experiment data-size`)\n"
+                    + yaml.safe_dump(raw, sort_keys=False))
     return path
 
 
@@ -117,18 +150,18 @@ def scored_times(spec_path: Path, split: str, count: int | None) -> list[str]:
     return [iso(t) for t in times]
 
 
-def fingerprint(base: RunConfig, spec_path: Path, tests: list[str]) -> str:
+def fingerprint(base: RunConfig, spec_path: Path, tests: list[str], order: str) -> str:
     """SHA-256 of what decides every fraction's result: the run config (its run_dir aside), the dataset spec's
-    text and the test times."""
+    text, the test times, the order of the fractions and the checkpoints scored."""
     settings = yaml.safe_load(dump_config(base))
     for key in ("run_dir", "source"):
         settings.pop(key, None)
-    text = json.dumps({"config": settings, "spec": Path(spec_path).read_text(), "test_times": tests},
-                      sort_keys=True, default=str)
+    text = json.dumps({"config": settings, "spec": Path(spec_path).read_text(), "test_times": tests,
+                       "order": order, "scored": SCORED}, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def claim_out(out: Path, config_path: Path, digest: str) -> None:
+def claim_out(out: Path, config_path: Path, digest: str, order: str) -> None:
     """Make `out` this experiment's folder: new, empty, or an earlier data-size run of the same settings."""
     marker = out / MARKER
     if out.exists() and not out.is_dir():
@@ -143,10 +176,13 @@ def claim_out(out: Path, config_path: Path, digest: str) -> None:
             raise ConfigError(f"--out {out}: {marker} is not a data-size experiment's; choose another folder")
         if held.get("fingerprint") != digest:
             raise ConfigError(f"--out {out} holds a data-size experiment of other settings (run config "
-                              f"{held.get('config')}, dataset spec or test times changed); choose another --out")
+                              f"{held.get('config')}, dataset spec, test times or --order (there: "
+                              f"{held.get('order', 'contiguous')}) changed, or made by an earlier corrdiff); choose "
+                              "another --out")
         return
     out.mkdir(parents=True, exist_ok=True)
-    marker.write_text(json.dumps({"kind": KIND, "config": str(config_path), "fingerprint": digest}, indent=2) + "\n")
+    marker.write_text(json.dumps({"kind": KIND, "config": str(config_path), "order": order, "fingerprint": digest},
+                                 indent=2) + "\n")
 
 
 def is_done(folder: Path, digest: str) -> bool:
@@ -160,34 +196,50 @@ def is_done(folder: Path, digest: str) -> bool:
         all(read_pointer(run / kind / "checkpoints", "latest") for kind in ("regression", "diffusion"))
 
 
-def run_fraction(config_path: Path, overrides: list[str], spec_path: Path, folder: Path, train_times: np.ndarray,
-                 tests: list[str], progress: bool, stamp) -> Path:
-    """Train both steps on the fraction's times, generate the test times and score them; returns scores.nc."""
-    spec = fraction_spec(spec_path, train_times, folder)
+def scored_checkpoint(run_dir: Path, kind: str) -> dict:
+    """The checkpoint of a step that a fraction is scored at (`SCORED`, read as `resolve` reads it): its folder,
+    the pointer that named it, its step and validation scores."""
+    root = Path(run_dir) / kind / "checkpoints"
+    pointer = next(p for p in ckpt.pointer_chain(SCORED[kind]) if read_pointer(root, p) is not None)
+    meta = ckpt.load_model(root / pointer, kind=kind).meta
+    return {"path": str(ckpt.resolve(root / pointer)), "pointer": pointer, "step": meta.step,
+            "val_loss": meta.val_loss, "val_crps_fair": meta.val_crps_fair}
+
+
+def run_fraction(config_path: Path, overrides: list[str], spec_path: Path, folder: Path, all_train: np.ndarray,
+                 count: int, order: str, tests: list[str], progress: bool, stamp) -> tuple[Path, dict]:
+    """Train both steps on the fraction's times, generate the test times with its best checkpoints and score them;
+    returns scores.nc and the scored checkpoints (`scored_checkpoint`) of each step."""
+    spec = fraction_spec(spec_path, all_train, count, order, folder)
     config = load_config(config_path, [*overrides, f"data={spec}", f"run_dir={folder / 'run'}"])
     for kind in ("regression", "diffusion"):
         stamp(f"training the {kind} step")
         run_dir, status = train(kind, config, resume=True, progress=progress)
         if status == "interrupted":
             raise TrainingError(f"stopped by SIGTERM while training {run_dir}; run the same command again to continue")
-    stamp(f"generating {len(tests)} test times")
     run_dir = Path(config.run_dir)
-    ensemble = generate(config, run_dir / "regression", run_dir / "diffusion", folder / "ensemble.nc",
+    scored = {kind: scored_checkpoint(run_dir, kind) for kind in SCORED}
+    stamp(f"generating {len(tests)} test times with the regression's {scored['regression']['pointer']} (step "
+          f"{scored['regression']['step']}) and the diffusion's {scored['diffusion']['pointer']} (step "
+          f"{scored['diffusion']['step']}) checkpoints")
+    ensemble = generate(config, scored["regression"]["path"], scored["diffusion"]["path"], folder / "ensemble.nc",
                         times=tests, progress=progress)
     stamp("scoring")
     result = evaluate(ensemble, spec, distributions=False)
     try:
-        return write_scores(result.scores, folder / "scores.nc")
+        return write_scores(result.scores, folder / "scores.nc"), scored
     finally:
         result.evaluation.close()
 
 
 def run_data_size(config_path, fractions, out, overrides: list[str] | None = None, test_count: int | None = None,
-                  progress: bool = True, echo=print) -> dict[str, Path]:
+                  progress: bool = True, echo=print, order: str = "contiguous") -> dict[str, Path]:
     """Run the data-size experiment (module docstring); returns the paths of the table, NetCDF and figure."""
     start = time.perf_counter()
     config_path, out, overrides = Path(config_path).resolve(), Path(out).resolve(), list(overrides or [])
     fractions = parse_fractions(fractions)
+    if order not in ORDERS:
+        raise ConfigError(f"--order must be one of {', '.join(ORDERS)}, got {order!r}")
     base = load_config(config_path, overrides)
     spec_path = Path(base.data)
     all_train = PairedFields(load_spec(spec_path)).times("train")
@@ -195,10 +247,10 @@ def run_data_size(config_path, fractions, out, overrides: list[str] | None = Non
         raise ConfigError(f"{spec_path}: the train split has no times to take fractions of")
     counts = samples_of(fractions, len(all_train), str(spec_path))
     tests = scored_times(spec_path, base.generate.split, test_count)
-    digest = fingerprint(base, spec_path, tests)
-    claim_out(out, config_path, digest)
+    digest = fingerprint(base, spec_path, tests, order)
+    claim_out(out, config_path, digest, order)
     steps = f"{base.regression.steps} regression and {base.diffusion.steps} diffusion steps"
-    echo(f"data-size experiment: {len(fractions)} fractions of {len(all_train)} training times, {steps} each, "
+    echo(f"data-size experiment: {len(fractions)} fractions ({order}) of {len(all_train)} training times, {steps} each, "
          f"scored on {len(tests)} {base.generate.split} times; results in {out}")
     for index, (fraction, count) in enumerate(zip(fractions, counts), 1):
         folder = fraction_dir(out, fraction)
@@ -208,13 +260,14 @@ def run_data_size(config_path, fractions, out, overrides: list[str] | None = Non
             echo(f"{label}: done before, skipped")
             continue
         stamp = lambda what, label=label: echo(f"[{time.perf_counter() - start:7.1f} s] {label}: {what}")
-        train_times = all_train[:count]
+        train_times = fraction_times(all_train, count, order)
         began = time.perf_counter()
-        run_fraction(config_path, overrides, spec_path, folder, train_times, tests, progress, stamp)
+        _, scored = run_fraction(config_path, overrides, spec_path, folder, all_train, count, order, tests, progress,
+                                 stamp)
         (folder / DONE).write_text(json.dumps({
-            "fingerprint": fraction_digest, "fraction": fraction, "train_samples": count,
+            "fingerprint": fraction_digest, "fraction": fraction, "train_samples": count, "order": order,
             "train_start": iso(train_times[0]), "train_end": iso(train_times[-1]),
-            "regression_steps": base.regression.steps, "diffusion_steps": base.diffusion.steps,
+            "regression_steps": base.regression.steps, "diffusion_steps": base.diffusion.steps, "scored": scored,
             "seconds": round(time.perf_counter() - began, 1)}, indent=2) + "\n")
     folders = [fraction_dir(out, f) for f in fractions]
     table = data_size_table(folders)

@@ -1,5 +1,6 @@
 """The data-size experiment's table (fraction, model, variable) gathered from each fraction's scores.nc, written
-as CSV and NetCDF, and its figure: CRPS and MAE against the number of training samples, one column per variable."""
+as CSV and NetCDF, and its figure: CRPS and MAE against the number of training samples, one column per variable.
+Each fraction carries the order its times were taken in and the checkpoints (pointer and step) it was scored at."""
 
 import json
 from pathlib import Path
@@ -44,18 +45,29 @@ def data_size_table(folders: list[Path]) -> xr.Dataset:
     }
     units = scores[0]["units"].values if "units" in scores[0].coords else [""] * len(variables)
     fractions = [r["fraction"] for r in records]
+    scored = {kind: [r.get("scored", {}).get(kind, {}) for r in records] for kind in ("regression", "diffusion")}
     table = xr.Dataset(data, coords={
-        "fraction": ("fraction", fractions, {"long_name": "fraction of the training split (its first times)"}),
+        "fraction": ("fraction", fractions, {"long_name": "fraction of the training split"}),
+        "order": ("fraction", [r.get("order", "contiguous") for r in records],
+                  {"long_name": "how the fraction's times were taken: contiguous (the first) or spread (evenly)"}),
         "train_samples": ("fraction", [r["train_samples"] for r in records],
                           {"long_name": "training times (samples) the models saw"}),
         "train_start": ("fraction", [r["train_start"] for r in records]),
         "train_end": ("fraction", [r["train_end"] for r in records]),
+        **{f"{kind}_checkpoint": ("fraction", [s.get("pointer", "latest") for s in scored[kind]],
+                                  {"long_name": f"the {kind} checkpoint scored (latest: recorded before the best "
+                                                "was scored)"}) for kind in scored},
+        **{f"{kind}_step": ("fraction", [int(s.get("step", records[i][f"{kind}_steps"]))
+                                         for i, s in enumerate(scored[kind])],
+                            {"long_name": f"training step of the {kind} checkpoint scored"}) for kind in scored},
         "model": models, "variable": variables, "units": ("variable", [str(u) for u in units]),
     })
     table.attrs.update({
         "title": "corrdiff data-size experiment: scores against the number of training samples",
         "regression_steps": records[0]["regression_steps"], "diffusion_steps": records[0]["diffusion_steps"],
-        "comment": "every fraction trained for the same optimisation steps and batch size, from the same seed",
+        "comment": "every fraction trained for the same optimisation steps and batch size, from the same seed, and "
+                   "scored at its best validation checkpoints (regression_checkpoint, diffusion_checkpoint: the "
+                   "pointer, *_step: the step)",
     })
     return table
 
@@ -63,19 +75,22 @@ def data_size_table(folders: list[Path]) -> xr.Dataset:
 def write_table(table: xr.Dataset, stem: Path) -> dict[str, Path]:
     """`stem.csv` (one row per fraction, model and variable) and `stem.nc`; returns their paths."""
     stem = Path(stem)
-    rows = ["fraction,train_samples,model,variable,units," + ",".join(METRICS)]
+    scored = ("order", "regression_checkpoint", "regression_step", "diffusion_checkpoint", "diffusion_step")
+    rows = ["fraction,train_samples," + ",".join(scored) + ",model,variable,units," + ",".join(METRICS)]
     for i, fraction in enumerate(table["fraction"].values):
+        which = ",".join(str(table[k].values[i]) for k in scored)
         for model in table["model"].values:
             for j, variable in enumerate(table["variable"].values):
                 values = ",".join(f"{float(table[k].values[i, list(table['model'].values).index(model), j]):.6g}"
                                   for k in METRICS)
-                rows.append(f"{fraction:g},{int(table['train_samples'].values[i])},{model},{variable},"
+                rows.append(f"{fraction:g},{int(table['train_samples'].values[i])},{which},{model},{variable},"
                             f"{table['units'].values[j]},{values}")
     paths = {"csv": stem.with_suffix(".csv"), "netcdf": stem.with_suffix(".nc")}
     try:
         paths["csv"].write_text("\n".join(rows) + "\n")
         encoded = table.copy()
-        for name in ("model", "variable", "units", "train_start", "train_end"):
+        for name in ("model", "variable", "units", "train_start", "train_end", "order", "regression_checkpoint",
+                     "diffusion_checkpoint"):
             encoded[name].encoding["dtype"] = "S1"
         encoded.to_netcdf(paths["netcdf"])
     except OSError as err:

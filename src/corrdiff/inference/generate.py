@@ -18,7 +18,7 @@ from corrdiff import checkpoint as ckpt
 from corrdiff.checkpoint import CheckpointMeta, ModelCheckpoint
 from corrdiff.config import dump_config, RunConfig
 from corrdiff.data import DownscalingDataset, load_spec
-from corrdiff.diffusion import DiffusionCondition, PatchedDenoiser, SamplerConfig, sample_ensemble
+from corrdiff.diffusion import DiffusionCondition, downscale_ensemble, PatchedDenoiser, SamplerConfig
 from corrdiff.distributed import barrier, DistInfo, init_distributed, shutdown
 from corrdiff import ensemble_file, sampler_file
 from corrdiff.ensemble_file import FLAG
@@ -115,14 +115,8 @@ def _iso(time: np.datetime64) -> str:
 def downscale(models: Models, condition: torch.Tensor, members: int, seed: int, sampler: SamplerConfig,
               member_batch: int | None = None, patcher: PatchedDenoiser | None = None):
     """Regression mean (1, C, H, W) and ensemble (members, C, H, W), normalised, for one condition (1, C_in, H, W)."""
-    # The mean is one call per time and every member is built on it: float32, never under bf16 autocast.
-    mean = models.regression(condition).to(torch.float32)
-    field = models.condition.field(condition, mean)
-    # A patcher builds each patch's condition from the whole field; one pass over the domain takes it whole.
-    denoiser_condition = field if patcher is not None else models.condition.whole_domain(field)
-    ensemble = sample_ensemble(models.denoiser, mean, denoiser_condition, range(members), seed, sampler,
-                               member_batch, patcher, models.meta.residual_unit())
-    return mean, ensemble
+    return downscale_ensemble(models.regression, models.denoiser, models.condition, condition, members, seed, sampler,
+                              member_batch, patcher, models.meta.residual_unit())
 
 
 def open_inference_dataset(config: RunConfig, meta: CheckpointMeta, split: str, inputs: list[str] | None = None,

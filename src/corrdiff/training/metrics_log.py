@@ -6,21 +6,27 @@ from pathlib import Path
 
 
 class MetricsLog:
-    """metrics.csv (and TensorBoard events when tensorboard is installed) in the run folder."""
+    """metrics.csv (and TensorBoard events when tensorboard is installed) in the run folder.
+
+    `extra`: columns after FIELDS (the sample check's, for a diffusion run); a row leaves empty what it lacks.
+    """
 
     FIELDS = ["step", "loss", "val_loss", "lr", "samples_per_s", "elapsed_s"]
 
-    def __init__(self, run_dir: Path, resume_step: int | None):
+    def __init__(self, run_dir: Path, resume_step: int | None, extra: list[str] = ()):
         self.path = run_dir / "metrics.csv"
+        self.fields = self.FIELDS + [f for f in extra if f not in self.FIELDS]
         rows = []
         if resume_step is not None and self.path.exists():
             # Drop rows logged after the checkpoint we resume from: they are about to be recomputed.
             with open(self.path, newline="") as f:
-                rows = [r for r in csv.DictReader(f) if _step(r) is not None and _step(r) <= resume_step]
+                reader = csv.DictReader(f)
+                rows = [r for r in reader if _step(r, reader.fieldnames) is not None
+                        and _step(r, reader.fieldnames) <= resume_step]
         # Rewritten under a temporary name and renamed: a kill here never loses the log of the steps kept.
         tmp = self.path.with_name(f".{self.path.name}.tmp")
         with open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, self.FIELDS, extrasaction="ignore")
+            writer = csv.DictWriter(f, self.fields, restval="", extrasaction="ignore")
             writer.writeheader()
             writer.writerows(rows)
         os.replace(tmp, self.path)
@@ -34,10 +40,10 @@ class MetricsLog:
 
     def write(self, **row) -> None:
         with open(self.path, "a", newline="") as f:
-            csv.DictWriter(f, self.FIELDS).writerow(row)
+            csv.DictWriter(f, self.fields, restval="").writerow(row)
         if self.tb is not None:
-            for key in ("loss", "val_loss", "lr", "samples_per_s"):
-                if row.get(key) not in (None, ""):
+            for key in self.fields:
+                if key not in ("step", "elapsed_s") and row.get(key) not in (None, ""):
                     self.tb.add_scalar(key, row[key], row["step"])
             self.tb.flush()
 
@@ -46,11 +52,11 @@ class MetricsLog:
             self.tb.close()
 
 
-def _step(row: dict) -> int | None:
+def _step(row: dict, fieldnames) -> int | None:
     """A row's step, or None for a row that a kill cut short (a missing field, or a step that is not a number)."""
-    if None in row or any(row.get(key) is None for key in MetricsLog.FIELDS):
+    if None in row or any(row.get(key) is None for key in fieldnames or ()):
         return None
     try:
         return int(row["step"])
-    except ValueError:
+    except (KeyError, TypeError, ValueError):
         return None

@@ -43,6 +43,8 @@ CHANGEABLE_ON_RESUME = frozenset({
     "log_every", "validate_every", "checkpoint_every", "keep_last", "num_workers",
     "ema_halflife_samples", "ema_rampup", "precision", "compile", "channels_last", "allow_tf32", "fused_norm",
     "regression_cache",  # μ is the same fp32 regression mean read back or recomputed
+    "sample_every",  # when the sample check runs; what it measures (times, members, steps) stays, so that
+                     # best-crps compares like with like
     "recipe",  # its values are compared one by one
     "residual_std_samples",  # a resumed run keeps the standard deviation it measured at its start
 })

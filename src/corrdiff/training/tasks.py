@@ -101,6 +101,10 @@ class DiffusionTask:
         self.residual_unit: torch.Tensor | None = None
         """(1, C_out, 1, 1): training residuals are divided by it (`CheckpointMeta.residual_unit`); None: not."""
 
+    def residual_unit_values(self) -> tuple[float, ...]:
+        """The unit that `set_residual_unit` set, one value per target channel; () for none."""
+        return () if self.residual_unit is None else tuple(self.residual_unit.flatten().tolist())
+
     def to_device(self, device) -> "DiffusionTask":
         """This task with its frozen regression network on `device`."""
         self.regression.to(device)

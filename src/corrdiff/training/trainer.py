@@ -21,6 +21,7 @@ from corrdiff.seeding import derive_seed, Draws
 from corrdiff.training.batches import collate, micro_batching, MicroBatches
 from corrdiff.training.ema import EMA
 from corrdiff.training.metrics_log import MetricsLog
+from corrdiff.training.sample_check import check_fields, HEADLINE, SampleCheck
 from corrdiff.training.schedule import lr_factor
 from corrdiff.training.tasks import Task
 
@@ -62,8 +63,14 @@ class Trainer:
         self.channel_weights = (
             torch.tensor(section.channel_weights, device=self.device) if section.channel_weights else None
         )
-        self.step, self.samples_seen, self.best_val = 0, 0, math.inf
+        self.step, self.samples_seen, self.best_val, self.best_crps = 0, 0, math.inf, math.inf
         self.stop_requested = False
+        # The sample check (diffusion only) runs on the main process: only it logs and writes pointers.
+        self.sample_every = getattr(section, "sample_every", None) or 0
+        self.sample_check = None
+        if task.kind == "diffusion" and self.sample_every and val_set is not None and len(val_set) and info.is_main:
+            self.sample_check = SampleCheck(task, section, val_set, self.device, self.fast)
+        self.log_fields = check_fields(train_set.target_channels) if task.kind == "diffusion" else []
 
     # ----------------------------------------------------------------- state
     def resume(self, checkpoint: ckpt.ModelCheckpoint | None = None) -> bool:
@@ -88,11 +95,13 @@ class Trainer:
         self._apply_optimizer_settings()
         self.step, self.samples_seen = state.step, state.samples_seen
         self.best_val = state.best_val if state.best_val is not None else math.inf
+        self.best_crps = state.best_crps if state.best_crps is not None else math.inf
         if self.info.is_main:
-            # A kill between updating `latest` and `best`, or while pruning, leaves `best` behind and folders
-            # to delete: the state knows which checkpoint was best.
-            if state.best and (root / state.best).is_dir() and ckpt.read_pointer(root, "best") != state.best:
-                ckpt.set_pointer(root, "best", state.best)
+            # A kill between updating `latest` and `best` (or `best-crps`), or while pruning, leaves a pointer
+            # behind and folders to delete: the state knows which checkpoints were best.
+            for pointer, folder in (("best", state.best), ("best-crps", state.best_crps_folder)):
+                if folder and (root / folder).is_dir() and ckpt.read_pointer(root, pointer) != folder:
+                    ckpt.set_pointer(root, pointer, folder)
             ckpt.prune(root, self.section.keep_last)
         return True
 
@@ -123,20 +132,27 @@ class Trainer:
                          weight_decay=self.section.weight_decay)
         self.scheduler.base_lrs = [self.section.lr for _ in self.optimizer.param_groups]
 
-    def save(self, val_loss: float | None) -> Path | None:
-        """Checkpoint (rank 0 writes; all ranks wait); never of non-finite weights or validation loss."""
+    def save(self, val_loss: float | None, val_crps: float | None = None) -> Path | None:
+        """Checkpoint (rank 0 writes; all ranks wait); never of non-finite weights or validation loss.
+
+        `val_crps`: the sample check's fair CRPS of this step (main process), if it ran: `best-crps` follows it."""
         self.check_finite(val_loss)  # every rank decides alike: same weights, all-reduced loss
         folder = None
         if self.info.is_main:
             is_best = val_loss is not None and val_loss <= self.best_val
             if is_best:
                 self.best_val = val_loss
+            is_best_crps = val_crps is not None and val_crps <= self.best_crps  # False for NaN
+            if is_best_crps:
+                self.best_crps = val_crps
             scheduler_state = {k: v for k, v in self.scheduler.state_dict().items() if k != "lr_lambdas"}
             folder = ckpt.save_checkpoint(
-                self.run_dir / "checkpoints", self.meta.replace(step=self.step, val_loss=val_loss),
+                self.run_dir / "checkpoints", self.meta.replace(step=self.step, val_loss=val_loss,
+                                                                val_crps_fair=val_crps),
                 self.ema.module.state_dict(), self.train_set.lat, self.train_set.lon, self.net.state_dict(),
                 self.optimizer.state_dict(), scheduler_state, self.samples_seen,
                 None if math.isinf(self.best_val) else self.best_val, self.section.keep_last, is_best,
+                None if math.isinf(self.best_crps) else self.best_crps, is_best_crps,
             )
         barrier(self.info)
         return folder
@@ -220,7 +236,7 @@ class Trainer:
 
     def fit(self) -> str:
         """Train to the configured number of steps; returns "finished" or "interrupted" (SIGTERM)."""
-        log = MetricsLog(self.run_dir, self.step) if self.info.is_main else None
+        log = MetricsLog(self.run_dir, self.step, self.log_fields) if self.info.is_main else None
         previous = signal.signal(signal.SIGTERM, self._on_sigterm) if _main_thread() else None
         bar = tqdm(total=self.section.steps, initial=self.step, desc=f"train {self.task.kind}",
                    disable=not (self.progress and self.info.is_main), dynamic_ncols=True)
@@ -238,20 +254,25 @@ class Trainer:
                 due_ckpt = self.step % self.section.checkpoint_every == 0 or self.step == self.section.steps
                 if self.step % self.section.validate_every == 0 or due_ckpt:
                     val_loss = self.validate()
-                if self.step % self.section.log_every == 0 or val_loss is not None:
+                checked = {}
+                if self.sample_check is not None and (self.step % self.sample_every == 0
+                                                      or self.step == self.section.steps):
+                    checked = self.sample_check.run(self.ema.module)
+                if self.step % self.section.log_every == 0 or val_loss is not None or checked:
                     now = time.perf_counter()
                     rate = (self.step - tick_step) * self.section.batch_size / max(now - tick, 1e-9)
                     tick, tick_step = now, self.step
                     if log:
                         log.write(step=self.step, loss=loss, val_loss="" if val_loss is None else val_loss,
-                                  lr=self.scheduler.get_last_lr()[0], samples_per_s=rate, elapsed_s=now - start)
+                                  lr=self.scheduler.get_last_lr()[0], samples_per_s=rate, elapsed_s=now - start,
+                                  **checked)
                     bar.set_postfix(loss=f"{loss:.4g}", samples_s=f"{rate:.1f}")
                 if val_loss is not None and not math.isfinite(val_loss):
                     self.check_finite(val_loss)  # diverged: stop now (logged above), not at the next checkpoint
                 bar.update(1)
                 stop = broadcast_flag(self.stop_requested, self.info)
                 if due_ckpt or stop:
-                    self.save(val_loss if val_loss is not None else self.validate())
+                    self.save(val_loss if val_loss is not None else self.validate(), checked.get(HEADLINE))
                 if stop:
                     status = "interrupted"
                     break

@@ -123,6 +123,7 @@ RECIPES: dict[str, dict] = {
         "P_mean": 0.0,
         "P_std": 1.2,
         "sigma_data": 0.5,
+        "residual_normalization": False,  # the residual as it is, in the target's normalised units
     },
 }
 

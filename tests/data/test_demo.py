@@ -37,16 +37,16 @@ def test_files_have_documented_dims_coords_and_attrs(built):
     assert built.name == "spec.yaml" and (folder / "demo.json").is_file()
     ds = open_all(folder)
     fine, coarse, static = ds["fine.nc"], ds["coarse.nc"], ds["static.nc"]
-    assert dict(fine.sizes) == {"time": 40, "y": 64, "x": 64}
+    assert dict(fine.sizes) == {"time": 40, "y": 32, "x": 32}
     assert dict(coarse.sizes) == {"time": 40, "lat": 10, "lon": 10}
-    assert dict(static.sizes) == {"y": 64, "x": 64}
+    assert dict(static.sizes) == {"y": 32, "x": 32}
     assert fine.lat.dims == fine.lon.dims == ("y", "x")
     assert fine.lat.attrs["units"] == "degrees_north" and fine.lon.attrs["units"] == "degrees_east"
     assert coarse.lat.attrs["units"] == "degrees_north" and coarse.lon.attrs["units"] == "degrees_east"
     np.testing.assert_array_equal(static.lat, fine.lat)
     np.testing.assert_array_equal(static.lon, fine.lon)
-    np.testing.assert_allclose(np.diff(fine.lat[:, 0]), 0.1, atol=1e-9)
-    np.testing.assert_allclose(np.diff(fine.lon[0, :]), 0.1, atol=1e-9)
+    np.testing.assert_allclose(np.diff(fine.lat[:, 0]), 0.2, atol=1e-9)
+    np.testing.assert_allclose(np.diff(fine.lon[0, :]), 0.2, atol=1e-9)
     assert (np.diff(coarse.lat) > 0).all() and (np.diff(coarse.lon) > 0).all()
     assert pd.Timestamp(fine.time.values[0]) == pd.Timestamp("2000-01-01T00")
     assert (np.diff(fine.time.values) == np.timedelta64(1, "h")).all()
@@ -69,21 +69,39 @@ def test_files_have_documented_dims_coords_and_attrs(built):
     assert ((static.orography > 0) == (static.land_sea_mask == 1)).all()
 
 
-def test_coarse_is_periodically_padded_block_means_of_fine(built):
+def test_coarse_is_periodically_padded_block_means_close_to_the_fine_fields(built):
+    """The inputs are 8 × 8 block means of the model's fields; the targets that model field cut to the wavenumbers
+    the 32 × 32 grid holds: the 4 × 4 block means of the targets differ from the inputs only by the small scales
+    the cut removed."""
     ds = open_all(built.parent)
     for name in ["u", "v"]:
         fine = ds["fine.nc"][name].values
         coarse = ds["coarse.nc"][name].values
-        block_means = fine.reshape(40, 8, 8, 8, 8).astype(np.float64).mean(axis=(2, 4)).astype(np.float32)
-        np.testing.assert_array_equal(coarse[:, 1:-1, 1:-1], block_means)
+        block_means = fine.reshape(40, 8, 4, 8, 4).astype(np.float64).mean(axis=(2, 4))
+        inner = coarse[:, 1:-1, 1:-1]
+        assert np.sqrt(np.mean((inner - block_means) ** 2)) < 0.2 * inner.std()
+        assert np.corrcoef(inner.ravel(), block_means.ravel())[0, 1] > 0.95
         # The padding ring repeats the opposite edge (the domain is doubly periodic).
-        np.testing.assert_array_equal(coarse[:, 0, 1:-1], block_means[:, -1])
-        np.testing.assert_array_equal(coarse[:, -1, 1:-1], block_means[:, 0])
-        np.testing.assert_array_equal(coarse[:, 1:-1, 0], block_means[:, :, -1])
-        np.testing.assert_array_equal(coarse[:, 1:-1, -1], block_means[:, :, 0])
-    # Block centres: the mean of a block's fine coordinates.
+        np.testing.assert_array_equal(coarse[:, 0, 1:-1], inner[:, -1])
+        np.testing.assert_array_equal(coarse[:, -1, 1:-1], inner[:, 0])
+        np.testing.assert_array_equal(coarse[:, 1:-1, 0], inner[:, :, -1])
+        np.testing.assert_array_equal(coarse[:, 1:-1, -1], inner[:, :, 0])
+    # Block centres: the mean of a block's model cells, whose first is a fine point (fine points are every second).
     fine_lat = ds["fine.nc"].lat.values[:, 0]
-    np.testing.assert_allclose(ds["coarse.nc"].lat.values[1:-1], fine_lat.reshape(8, 8).mean(1), atol=1e-9)
+    np.testing.assert_allclose(ds["coarse.nc"].lat.values[1:-1],
+                               fine_lat.reshape(8, 4).mean(1) + qg_dataset.MODEL_DEG / 2, atol=1e-9)
+
+
+def test_fine_fields_keep_the_scales_the_fine_grid_holds_and_alias_none():
+    """Waves the 32 × 32 grid holds come through exactly at its points; a wave it cannot hold is removed, not
+    folded onto a longer one."""
+    y, x = np.meshgrid(np.arange(64), np.arange(64), indexing="ij")
+    wave = lambda ky, kx: np.cos(2 * np.pi * (ky * y + kx * x) / 64 + 0.3)
+    held = wave(3, -5) + 0.5 * wave(15, 7)
+    np.testing.assert_allclose(qg_dataset.subsample(held.astype(np.float32)), held[::2, ::2], atol=1e-5)
+    np.testing.assert_allclose(qg_dataset.subsample((held + wave(20, 1)).astype(np.float32)), held[::2, ::2],
+                               atol=1e-5)
+    assert np.abs(wave(20, 1)[::2, ::2]).max() > 0.5  # point sampling alone would have kept it, aliased
 
 
 def test_coarse_grid_covers_fine_grid_for_bilinear_interpolation(built):
@@ -165,17 +183,17 @@ def test_spec_parses_and_its_splits_exist_in_the_fine_store(built):
     assert (count("train"), count("validation"), count("test")) == (24, 6, 6)
     assert bounds["train"][1] < bounds["validation"][0] and bounds["validation"][1] < bounds["test"][0]
     marker = json.loads((built.parent / "demo.json").read_text())
-    assert marker["grid_spacing_km"] == 10.0 and marker["parameters"]["times"] == 40
+    assert marker["grid_spacing_km"] == 20.0 and marker["parameters"]["times"] == 40
 
 
 def test_vorticity_is_the_curl_of_the_winds(built):
+    """Exactly, by spectral derivatives: the cut to the fine grid's wavenumbers commutes with the curl."""
     fine = xr.load_dataset(built.parent / "fine.nc")
     u, v = fine.u.values.astype(np.float64), fine.v.values.astype(np.float64)
-    spacing = 10e3  # m, the grid's nominal spacing
-    # Centred differences, periodic: dv/dx - du/dy.
-    curl = ((np.roll(v, -1, axis=2) - np.roll(v, 1, axis=2)) - (np.roll(u, -1, axis=1) - np.roll(u, 1, axis=1))) \
-        / (2 * spacing)
-    assert np.corrcoef(curl.ravel(), fine.vorticity.values.ravel())[0, 1] > 0.9
+    k = 2 * np.pi * np.fft.fftfreq(u.shape[-1], 20e3)  # rad m-1, the grid's nominal 20 km spacing
+    curl = np.fft.ifft2(1j * k[None, None, :] * np.fft.fft2(v) - 1j * k[None, :, None] * np.fft.fft2(u)).real
+    vorticity = fine.vorticity.values
+    assert np.sqrt(np.mean((curl - vorticity) ** 2)) < 1e-3 * vorticity.std()
 
 
 def test_impossible_splits_are_refused(tmp_path):

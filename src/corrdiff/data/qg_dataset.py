@@ -1,17 +1,23 @@
-"""The embedded demo dataset: two-layer quasi-geostrophic turbulence, coarse-grained ×8, as a downscaling problem.
+"""The embedded demo dataset: two-layer quasi-geostrophic turbulence, coarse-grained ×4, as a downscaling problem.
 
 `build_qg_dataset` runs pyqg-jax's two-layer QG model (Phillips' baroclinic instability on a doubly periodic 64 × 64
 grid) to a statistically steady eddying state, saves ~1,400 snapshots and writes, beside a dataset spec:
 
-- `fine.nc`    targets, dims (time, y, x), 2-D lat/lon: upper-layer `u`, `v` (m s-1) and `vorticity` (s-1);
-- `coarse.nc`  inputs, dims (time, lat, lon), 1-D lat/lon: 8 × 8 block means of upper-layer `u`, `v` and lower-layer
-               `u2`, `v2`, padded periodically by one coarse cell on every side (10 × 10), so that bilinear
-               interpolation reaches every fine point without extrapolating, as a global model would;
+- `fine.nc`    targets, dims (time, y, x), 2-D lat/lon, on a 32 × 32 grid (every second model point): upper-layer
+               `u`, `v` (m s-1) and `vorticity` (s-1), spectrally truncated to the wavenumbers that the 32 × 32
+               grid holds (|k| < 16 per axis) before the points are taken, so nothing aliases. The model's own
+               de-aliasing filter leaves almost no power at its finest scales (10 decades below the rest past
+               about half its Nyquist wavenumber): a target on the model grid would have a spectral cliff
+               no downscaling model should be asked to draw, and no real target has;
+- `coarse.nc`  inputs, dims (time, lat, lon), 1-D lat/lon: 8 × 8 block means (of model cells) of upper-layer `u`,
+               `v` and lower-layer `u2`, `v2`, padded periodically by one coarse cell on every side (10 × 10), so
+               that bilinear interpolation reaches every fine point without extrapolating, as a global model would;
 - `static.nc`  synthetic `orography` (m) and `land_sea_mask` (1) on the fine grid;
 - `spec.yaml`  the dataset spec (train / validation / test splits), then `demo.json`, the cache marker, last.
 
 The model runs in its own units (1,000 km domain, 15.6 km cells); the fields are rescaled to look atmospheric:
-a grid cell becomes 10 km (0.1° on a lat/lon box at 30–36.3° N, 10–16.3° E, a label rather than a projection) and
+a model cell becomes 10 km (0.1° on a lat/lon box at 30–36.3° N, 10–16.3° E, a label rather than a projection), a
+fine cell 20 km and a coarse cell 80 km, and
 one snapshot interval (72 model hours by default) becomes one hour, so velocities are multiplied by
 0.64 × 72 = 46.08 (typical |u| ≈ 10 m s-1) and vorticity by 72 (std ≈ 5e-4 s-1,
 strong but consistent with 10 m s-1 eddies a few cells wide). The kinematics stay consistent:
@@ -34,22 +40,26 @@ import xarray as xr
 from tqdm.auto import tqdm
 
 # Bump when the generator changes what it writes: cached datasets with another version are rebuilt.
-DEMO_VERSION = 1
+DEMO_VERSION = 2  # 2: fine grid 32 x 32, spectrally truncated (was the model's 64 x 64)
 
-FINE_SIZE = 64                 # fine grid points per side
-COARSEN = 8                    # fine cells per coarse cell, per side
-GRID_DEG = 0.1                 # fine grid spacing, degrees
-GRID_KM = 10.0                 # nominal fine grid spacing, km
+MODEL_SIZE = 64                # QG model grid points per side
+MODEL_DEG = 0.1                # model grid spacing, degrees (10 km)
+SUBSAMPLE = 2                  # model cells per fine cell, per side
+FINE_SIZE = MODEL_SIZE // SUBSAMPLE  # fine grid points per side
+COARSEN = 4                    # fine cells per coarse cell, per side
+MODEL_COARSEN = COARSEN * SUBSAMPLE  # model cells per coarse cell, per side
+GRID_DEG = MODEL_DEG * SUBSAMPLE     # fine grid spacing, degrees
+GRID_KM = 20.0                 # nominal fine grid spacing, km
 LAT0, LON0 = 30.0, 10.0        # south-west fine grid point, degrees
 
 # Two-layer QG model, in model units (m, s). Weak beta and drag and a deformation radius of ~2.6 cells give eddies
 # large enough for 8 × 8 block means to hold their large scales while the small scales stay a real residual.
-QG_PARAMS = {"nx": FINE_SIZE, "L": 1e6, "rd": 40e3, "U1": 0.1, "U2": 0.0, "beta": 0.75e-11, "rek": 3e-7,
+QG_PARAMS = {"nx": MODEL_SIZE, "L": 1e6, "rd": 40e3, "U1": 0.1, "U2": 0.0, "beta": 0.75e-11, "rek": 3e-7,
              "delta": 0.25, "H1": 500.0}
 DT = 2700.0                    # model time step, s: CFL ≤ 0.27 at the fastest flow seen (blow-ups from ~0.5)
 INITIAL_Q_STD = 2e-6           # white-noise PV to seed the baroclinic instability, s-1 (equilibrium: ~1e-5)
 
-LENGTH_SCALE = GRID_KM * 1e3 / (QG_PARAMS["L"] / FINE_SIZE)    # metres per model metre
+LENGTH_SCALE = GRID_KM / SUBSAMPLE * 1e3 / (QG_PARAMS["L"] / MODEL_SIZE)    # metres per model metre
 TIME_SCALE = 72.0              # model s per s: a default snapshot interval (96 steps, 72 model h) is 1 h
 VELOCITY_SCALE = LENGTH_SCALE * TIME_SCALE
 VORTICITY_SCALE = TIME_SCALE
@@ -145,7 +155,7 @@ def simulate(times: int, spinup_steps: int, steps_per_snapshot: int, chunk: int,
         model = pyqg_jax.steppers.SteppedModel(model=pyqg_jax.qg_model.QGModel(**QG_PARAMS),
                                                stepper=pyqg_jax.steppers.AB3Stepper(dt=DT))
         key = jax.random.key(seed)
-        noise = INITIAL_Q_STD * jax.random.normal(key, (2, FINE_SIZE, FINE_SIZE), jnp.float32)
+        noise = INITIAL_Q_STD * jax.random.normal(key, (2, MODEL_SIZE, MODEL_SIZE), jnp.float32)
         state = model.initialize_stepper_state(model.model.create_initial_state(key).update(q=noise))
         for size in _chunk_sizes(spinup_intervals, chunk):
             state, _ = _advance(model, state, size, steps_per_snapshot)
@@ -195,22 +205,34 @@ def fine_axes() -> tuple[np.ndarray, np.ndarray]:
 
 def coarse_axes() -> tuple[np.ndarray, np.ndarray]:
     """Latitudes and longitudes of the coarse cells' centres, padded by one cell on each side (1-D, ascending)."""
-    blocks = np.arange(-1, FINE_SIZE // COARSEN + 1)
-    centre = GRID_DEG * (COARSEN * blocks + (COARSEN - 1) / 2)
+    blocks = np.arange(-1, MODEL_SIZE // MODEL_COARSEN + 1)
+    centre = MODEL_DEG * (MODEL_COARSEN * blocks + (MODEL_COARSEN - 1) / 2)
     return np.round(LAT0 + centre, 6), np.round(LON0 + centre, 6)
 
 
 def coarsen(field: np.ndarray) -> np.ndarray:
-    """Block means of COARSEN × COARSEN cells of (..., y, x) float32, padded periodically by one block each side."""
+    """Block means of MODEL_COARSEN × MODEL_COARSEN model cells of (..., y, x) float32, padded periodically by one
+    block each side."""
     *lead, ny, nx = field.shape
-    blocks = field.reshape(*lead, ny // COARSEN, COARSEN, nx // COARSEN, COARSEN)
+    blocks = field.reshape(*lead, ny // MODEL_COARSEN, MODEL_COARSEN, nx // MODEL_COARSEN, MODEL_COARSEN)
     means = blocks.astype(np.float64).mean(axis=(-3, -1)).astype(np.float32)
     return np.pad(means, [(0, 0)] * len(lead) + [(1, 1), (1, 1)], mode="wrap")
 
 
+def subsample(field: np.ndarray) -> np.ndarray:
+    """(..., FINE_SIZE, FINE_SIZE) float32: a periodic model field (..., MODEL_SIZE, MODEL_SIZE) cut to the
+    wavenumbers |k| < FINE_SIZE / 2 on each axis (an ideal low-pass, by FFT), then every SUBSAMPLE-th point:
+    what the fine grid can hold, without aliasing."""
+    spectrum = np.fft.rfft2(field.astype(np.float64))
+    k = np.fft.fftfreq(MODEL_SIZE, 1.0 / MODEL_SIZE)
+    keep = (np.abs(k)[:, None] < FINE_SIZE / 2) & (np.arange(spectrum.shape[-1])[None, :] < FINE_SIZE / 2)
+    smooth = np.fft.irfft2(spectrum * keep, s=field.shape[-2:])
+    return smooth[..., ::SUBSAMPLE, ::SUBSAMPLE].astype(np.float32)
+
+
 def _fine_dataset(fields, time_axis, lat, lon, attrs) -> xr.Dataset:
     lat2d, lon2d = np.meshgrid(lat, lon, indexing="ij")
-    data = {name: (("time", "y", "x"), fields[name], ATTRS[name]) for name in TARGET_VARIABLES}
+    data = {name: (("time", "y", "x"), subsample(fields[name]), ATTRS[name]) for name in TARGET_VARIABLES}
     coords = {"time": time_axis, **_lat_lon_2d(lat2d, lon2d)}
     return xr.Dataset(data, coords, {**attrs, "title": "corrdiff demo: fine targets (QG turbulence, 10 km)"})
 
@@ -221,19 +243,21 @@ def _coarse_dataset(fields, time_axis, lat, lon, attrs) -> xr.Dataset:
     coords = {"time": time_axis,
               "lat": ("lat", coarse_lat, {"units": "degrees_north", "standard_name": "latitude"}),
               "lon": ("lon", coarse_lon, {"units": "degrees_east", "standard_name": "longitude"})}
-    title = f"corrdiff demo: coarse inputs ({COARSEN} x {COARSEN} block means, padded periodically by one cell)"
+    title = (f"corrdiff demo: coarse inputs ({MODEL_COARSEN} x {MODEL_COARSEN} block means of model cells, padded "
+             "periodically by one cell)")
     return xr.Dataset(data, coords, {**attrs, "title": title})
 
 
 def _static_dataset(lat, lon, seed: int, attrs) -> xr.Dataset:
     """Synthetic smooth hills: a sum of Gaussians less a sea level; land where they rise above it."""
     rng = np.random.default_rng(seed)
-    y, x = np.meshgrid(np.arange(FINE_SIZE), np.arange(FINE_SIZE), indexing="ij")
+    y, x = np.meshgrid(np.arange(MODEL_SIZE), np.arange(MODEL_SIZE), indexing="ij")  # hills in model cells
     elevation = np.full(y.shape, -300.0)  # sea level: about a third to a half of the box is land
     for _ in range(5):
-        cy, cx = rng.uniform(0, FINE_SIZE, 2)
+        cy, cx = rng.uniform(0, MODEL_SIZE, 2)
         width = rng.uniform(4, 10)
         elevation += rng.uniform(400, 2500) * np.exp(-((y - cy) ** 2 + (x - cx) ** 2) / (2 * width ** 2))
+    elevation = elevation[::SUBSAMPLE, ::SUBSAMPLE]  # smooth: widths of 4-10 model cells
     land = (elevation > 0).astype(np.float32)
     orography = np.maximum(elevation, 0).astype(np.float32)
     lat2d, lon2d = np.meshgrid(lat, lon, indexing="ij")
@@ -276,7 +300,7 @@ def _spec_text(time_axis, held_out: int, gap: int) -> str:
                        for name, (start, end) in split_bounds(time_axis, held_out, gap).items())
     return (f"# corrdiff dataset spec (written by `corrdiff data demo`)\n"
             f"# two-layer QG turbulence (pyqg-jax); fine grid {FINE_SIZE} x {FINE_SIZE} at {GRID_KM:g} km "
-            f"({GRID_DEG} deg), inputs {COARSEN} x {COARSEN} block means ({GRID_KM * COARSEN:g} km)\n"
+            f"({GRID_DEG:g} deg), inputs {COARSEN} x {COARSEN} block means ({GRID_KM * COARSEN:g} km)\n"
             f"inputs:\n  paths: coarse.nc\n  variables: [{', '.join(INPUT_VARIABLES)}]\n"
             f"targets:\n  paths: fine.nc\n  variables: [{', '.join(TARGET_VARIABLES)}]\n"
             f"static:\n  paths: static.nc\n  variables: [{', '.join(STATIC_VARIABLES)}]\n"

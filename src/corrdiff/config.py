@@ -200,8 +200,8 @@ class DiffusionSection(TrainSection):
         "(metrics.csv, TensorBoard); the checkpoint of the lowest fair CRPS is `best-crps`. 0 or null: off")
     sample_times: int = Field(4, gt=0, description="validation times of the sample check, evenly spaced")
     sample_members: int = Field(4, ge=2, description="ensemble members per time of the sample check")
-    sample_steps: int = Field(6, gt=0, description="Heun steps of the sample check's sampler (2·steps − 1 "
-                              "network evaluations per member; EDM's karras noise levels)")
+    sample_steps: int = Field(7, gt=0, description="steps of the sample check's sampler, DPM-Solver++(2M) on "
+                              "log-linear noise levels (one network evaluation per step and member)")
 
     def edm_loss(self) -> EDMLoss:
         return EDMLoss(P_mean=self.P_mean, P_std=self.P_std, sigma_data=self.sigma_data)

@@ -12,7 +12,7 @@ from corrdiff.errors import OutputError
 from corrdiff.inference.member_batching import fitting_batch, MemberBatching
 from tests.inference.test_generate import ensemble, run_dir, run_generate  # noqa: F401 (fixtures)
 
-generate_module = importlib.import_module("corrdiff.inference.generate")  # the package exports a function of that name
+sampler_module = importlib.import_module("corrdiff.diffusion.sampler")  # where generation calls sample_ensemble
 
 
 def test_the_batch_is_what_fits_the_free_memory_within_one_and_all_members():
@@ -23,7 +23,7 @@ def test_the_batch_is_what_fits_the_free_memory_within_one_and_all_members():
 
 def test_out_of_memory_halves_the_batch_and_gives_the_same_members(run_dir, ensemble, tmp_path, monkeypatch,
                                                                    caplog):
-    real = generate_module.sample_ensemble
+    real = sampler_module.sample_ensemble
     sizes = []
 
     def small_memory(*args, **kwargs):
@@ -33,7 +33,7 @@ def test_out_of_memory_halves_the_batch_and_gives_the_same_members(run_dir, ense
             raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(generate_module, "sample_ensemble", small_memory)
+    monkeypatch.setattr(sampler_module, "sample_ensemble", small_memory)
     with caplog.at_level(logging.WARNING, logger="corrdiff"):
         out = run_generate(run_dir, tmp_path / "small.nc")
     assert sizes[:3] == [3, 1, 1] and set(sizes[2:]) == {1}  # halved once (3 -> 1), then kept

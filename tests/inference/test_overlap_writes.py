@@ -25,6 +25,7 @@ from tests.data import fixtures
 from tests.reliability.test_generate_reliability import fill_zarr_disk_at, FullDisk
 
 generate_module = importlib.import_module("corrdiff.inference.generate")  # the package exports a function of this name
+sampler_module = importlib.import_module("corrdiff.diffusion.sampler")  # where generation calls sample_ensemble
 writer_module = importlib.import_module("corrdiff.inference.writer")
 
 CHANNELS = ["t2m", "u10", "refl"]
@@ -256,7 +257,7 @@ def test_a_nan_member_is_refused_from_the_background_as_in_turn(trained, in_turn
     for overlap in ("true", "false"):
         out = tmp_path / overlap / "e.nc"
         out.parent.mkdir()
-        real, calls = generate_module.sample_ensemble, []
+        real, calls = sampler_module.sample_ensemble, []
 
         def nan_in_member_1_of_refl_at_the_first_time(*args, **kwargs):
             ensemble = real(*args, **kwargs)
@@ -266,7 +267,7 @@ def test_a_nan_member_is_refused_from_the_background_as_in_turn(trained, in_turn
             return ensemble
 
         with monkeypatch.context() as patch:
-            patch.setattr(generate_module, "sample_ensemble", nan_in_member_1_of_refl_at_the_first_time)
+            patch.setattr(sampler_module, "sample_ensemble", nan_in_member_1_of_refl_at_the_first_time)
             lines[overlap] = refused(generate(config, out, "--set", f"generate.overlap_writes={overlap}"))
         assert str(out) in lines[overlap]
         with xr.open_dataset(out) as partial:

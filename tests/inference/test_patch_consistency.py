@@ -2,6 +2,7 @@
 model with global context refuses other patches, and the denoiser's condition is the one training built."""
 
 import itertools
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -83,7 +84,8 @@ def test_generation_builds_the_condition_training_built(on_mean, context, patche
         task.loss(training, inputs, torch.zeros(1, 2, 16, 16), None, Draws(seed))
     condition = DiffusionCondition.from_unet(unet)
     sampling = Recorder()
-    models = Models(regression, sampling, None, condition, {})
+    plain_residual = SimpleNamespace(residual_unit=lambda: ())  # the checkpoint meta's part that sampling reads
+    models = Models(regression, sampling, plain_residual, condition, {})
     # Overlap 7 on 8×8 patches of 16×16: every offset is a tile, so each training patch has its twin.
     patcher = PatchedDenoiser((16, 16), patches, (7, 7), condition=condition) if patches else None
     downscale(models, inputs, 1, 0, SamplerConfig(num_steps=1), patcher=patcher)

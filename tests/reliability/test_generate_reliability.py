@@ -26,6 +26,7 @@ from tests.data import fixtures
 CONFIG = {"data": "data/spec.yaml", "run_dir": "run", **TINY_RUN}
 
 generate_module = importlib.import_module("corrdiff.inference.generate")  # `corrdiff.inference.generate` is also a function
+sampler_module = importlib.import_module("corrdiff.diffusion.sampler")  # where generation calls sample_ensemble
 writer_module = importlib.import_module("corrdiff.inference.writer")
 
 FIELDS = ["t2m", "u10", "refl", "t2m_regression", "u10_regression", "refl_regression"]
@@ -272,7 +273,7 @@ def test_a_full_disk_stops_in_one_line_and_the_rerun_resumes_to_the_same_file(tr
 def test_a_member_that_comes_out_nan_stops_the_run_naming_time_and_channel(trained, reference, tmp_path, monkeypatch):
     folder, config = trained
     out = tmp_path / "e.nc"
-    real, calls = generate_module.sample_ensemble, []
+    real, calls = sampler_module.sample_ensemble, []
 
     def nan_in_member_1_of_refl_at_the_second_time(*args, **kwargs):
         ensemble = real(*args, **kwargs)
@@ -282,7 +283,7 @@ def test_a_member_that_comes_out_nan_stops_the_run_naming_time_and_channel(train
         return ensemble
 
     with monkeypatch.context() as patch:
-        patch.setattr(generate_module, "sample_ensemble", nan_in_member_1_of_refl_at_the_second_time)
+        patch.setattr(sampler_module, "sample_ensemble", nan_in_member_1_of_refl_at_the_second_time)
         line = refused(generate(config, out))
     assert str(out) in line and "member 1 of 'refl'" in line and TIMES[1] in line and "NaN or infinite" in line
     with xr.open_dataset(out) as partial:

@@ -206,6 +206,7 @@ def test_tune_measures_the_grid_recommends_and_matches_generate(trained):
     chosen = int(table.attrs["recommended"])
     assert bool(table["recommended"][chosen]) and chosen == choose(table, 0.01)
     assert (table["crps_fair_after"] <= table["crps_fair_before"]).all()
+    assert np.isfinite(table["regression_mae"]).all() and (table["regression_mae"] > 0).all()
     csv = (out / "tune.csv").read_text().splitlines()
     assert len(csv) == 13 and "crps_norm" in csv[0] and "crps_refl" in csv[0]
 

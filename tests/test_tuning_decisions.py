@@ -162,3 +162,19 @@ def test_generate_warns_when_its_sampler_was_tuned_on_the_split_it_generates(tmp
     if warns:
         assert f"tuned on the {tuned_on} split and this generates the {generating} split" in warnings[0]
         assert "\n" not in warnings[0]
+
+
+def test_regression_mae_is_the_mean_absolute_error_of_the_regression_mean_per_channel():
+    from types import SimpleNamespace
+
+    import torch
+
+    from corrdiff.tuning import regression_mae, Truth
+    from tests.training.synthetic import identity_stats
+
+    conditions = [torch.full((1, 2, 4, 4), float(k)) for k in range(3)]  # μ = the inputs: 0, 1, 2 everywhere
+    truth = np.stack([np.stack([np.full((4, 4), 1.0), np.full((4, 4), -1.0)]) for _ in range(3)])
+    models = SimpleNamespace(regression=lambda x: x, meta=SimpleNamespace(stats=identity_stats(["a", "b"],
+                                                                                                  ["a", "b"])))
+    mae = regression_mae(models, Truth(np.arange(3), conditions, truth.astype(np.float32), [0, 1, 2], np.ones(2)))
+    np.testing.assert_allclose(mae, [(1 + 0 + 1) / 3, (1 + 2 + 3) / 3])

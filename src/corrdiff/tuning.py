@@ -135,6 +135,17 @@ class Run:
     batching: MemberBatching  # members at once, as generation chooses them
     patcher: PatchedDenoiser | None
     fingerprint: Fingerprint  # what determines the scores, besides the setting: when logged rows may be reused
+    regression_mae: np.ndarray | None = None
+    """(C,) the regression mean's MAE over the scored times, physical units: what an ensemble's CRPS must beat."""
+
+
+@torch.no_grad()
+def regression_mae(models, truth: Truth) -> np.ndarray:
+    """(C,) MAE of the regression mean μ over the scored times, per channel, physical units (float64 sums)."""
+    errors = [np.abs(models.meta.stats.denormalize_target(models.regression(condition).float().cpu())[0].numpy()
+                     - target).astype(np.float64).mean(axis=(1, 2))
+              for condition, target in zip(truth.conditions, truth.truth)]
+    return np.mean(errors, axis=0)
 
 
 def measure(run: Run, sampler: SamplerConfig, bar=None, keep: bool = False):
@@ -341,6 +352,8 @@ def tune(config: RunConfig, regression_path, diffusion_path, out_dir=None, recom
             results.append(found[0])
             seconds.append(found[1])
         table = build_table(settings, results, seconds, run.truth, channels)
+        if run.regression_mae is not None:  # the trust rule "CRPS worse than the regression mean's MAE"
+            table = table.assign_coords(regression_mae=("channel", run.regression_mae))
         chosen = choose(table, tolerance, lsd_tolerance)
         sampler = settings[chosen]
         if calibration:
@@ -400,7 +413,7 @@ def _prepare(config: RunConfig, regression_path, diffusion_path, split, members,
     batching = MemberBatching(gen.member_batch, members, device)
     truth = scored_times(dataset, times, gen.seed, device)
     fingerprint = run_fingerprint(models, truth, split, members, gen.seed, patch_shape, gen.patch_overlap)
-    run = Run(models, truth, members, batching, patcher, fingerprint)
+    run = Run(models, truth, members, batching, patcher, fingerprint, regression_mae(models, truth))
     # One untimed pass first: lazy initialisation, compilation, CUDA graphs and the GPU's member batch are
     # not the solvers' cost.
     warm = dataclasses.replace(config.sampler, solver="euler", num_steps=2, S_churn=0.0, residual_scale=())

@@ -217,3 +217,15 @@ def test_tune_markdown_table_names_each_settings_flags():
     rows = markdown_table(tune_result().table).splitlines()
     assert rows[0].endswith("| trust |")
     assert rows[2].endswith("| under |") and "(recommended)" in rows[2] and rows[3].endswith("| noisy |")
+
+
+def test_tune_flags_a_setting_whose_fair_crps_is_worse_than_the_regression_means_mae():
+    from corrdiff.evaluation.trust import setting_flags
+
+    table = tune_result().table
+    table["crps_fair"] = (("setting", "channel"), [[0.5, 0.9], [0.5, 0.5]])
+    assert not [f for f in setting_flags(table, 0) if f.kind == "worse than regression"]  # no reference: not judged
+    table = table.assign_coords(regression_mae=("channel", [0.8, 0.8]))
+    worse = [f for f in setting_flags(table, 0) if f.kind == "worse than regression"]
+    assert [f.variable for f in worse] == ["u10"] and "0.9" in worse[0].message
+    assert not [f for f in setting_flags(table, 1) if f.kind == "worse than regression"]

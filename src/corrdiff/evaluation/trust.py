@@ -135,7 +135,8 @@ def flags(scores: xr.Dataset, ensembles=None, reference: str | None = REFERENCE)
 def setting_flags(table: xr.Dataset, setting: int, name: str | None = None, calibrated: bool = False) -> list[Flag]:
     """The flags of one setting of `corrdiff tune`'s table, per channel, the model named `name` (default
     "setting N"). `calibrated`: judge the scores after calibration (`*_after`, of the recommended setting) when
-    the table has them. Tune measures no regression mean, so the CRPS rule is not applied."""
+    the table has them. The CRPS rule compares the fair CRPS with the regression mean's MAE (`regression_mae`, a
+    channel coordinate that tune adds) when the table has it."""
     row = table.isel(setting=setting)
     suffix = "_after" if calibrated and "spread_skill_after" in table else ""
     source = table if suffix else row
@@ -145,8 +146,9 @@ def setting_flags(table: xr.Dataset, setting: int, name: str | None = None, cali
             key += suffix
             return float(source[key].sel(channel=channel)) if key in source else None
 
+        reference = float(table["regression_mae"].sel(channel=channel)) if "regression_mae" in table.coords else None
         found += check(channel, name or f"setting {setting}", value("spread_skill"), value("power_ratio"),
-                       value("lsd"), advice=TUNE_ADVICE)
+                       value("lsd"), value("crps_fair"), reference, advice=TUNE_ADVICE)
     return found
 
 

@@ -127,10 +127,11 @@ def test_grib_names_short_names_and_levels(tmp_path, sources):
     np.testing.assert_allclose(inputs[4], rl.expected("z@850", fields.lat, fields.lon, fields.times("train")[:1])[0],
                                rtol=1e-6)
     for variables, message in (
-            (["q@850"], r"gfs.t00z.pgrb2.2p50.f000: inputs variable 'q' not found; the file has u10 \(10u, "
-                        r"heightAboveGround\), .*t@500/850/1000 \(isobaricInhPa\), .*`rename` under `inputs`"),
-            (["t@700"], r"inputs variable 't@700': level 700 not found; the file has t \(surface\), "
-                        r"t@500/850/1000 \(isobaricInhPa\)"),
+            (["q@850"], r"(?s)gfs.t00z.pgrb2.2p50.f000: inputs variable 'q' not found; map a channel to one of "
+                        r"the file's fields with `rename` under `inputs`; by kind of level, it has:\n"
+                        r"  heightAboveGround: .*u10 \(10u\).*\n  isobaricInhPa: .*t@500/850/1000"),
+            (["t@700"], r"(?s)inputs variable 't@700': level 700 not found; name one the file has:\n"
+                        r"  isobaricInhPa: t@500/850/1000\n  surface: t"),
             (["gh"], r"inputs variable 'gh' has 3 levels \(500, 850, 1000\); name one, e.g. gh@500")):
         edit(spec, lambda raw: raw["inputs"].update(variables=variables))
         with pytest.raises(DataError, match=message):

@@ -52,8 +52,13 @@ def inventory(path: Path, what: str = "GRIB") -> list[Message]:
         raise DataError(f"{path}: reading GRIB needs eccodes and cfgrib ({err}); install them with "
                         "pip install 'corrdiff[grib]'") from None
     found: dict[Message, None] = {}
-    read = 0  # messages read whole
+    read = 0  # fields read whole
     with open(path, "rb") as stream:
+        # NCEP packs U and V (and others) as several fields in one message: without multi-field support eccodes
+        # hands out each message's first field only (307 of a GFS file's 343). On from a clean state for this
+        # file, off after: cfgrib, which reads the fields later, expects it off (as its own reader leaves it).
+        eccodes.codes_grib_multi_support_on()
+        eccodes.codes_grib_multi_support_reset_file(stream)
         try:
             while (handle := eccodes.codes_grib_new_from_file(stream)) is not None:
                 try:
@@ -65,24 +70,41 @@ def inventory(path: Path, what: str = "GRIB") -> list[Message]:
                 found.setdefault(Message(var_name, short_name, type_of_level, level, step_type), None)
                 read += 1
         except eccodes.CodesInternalError as err:  # eccodes' own errors are no OSError
-            raise DataError(f"{path}: {what}: not a readable GRIB file: message {read + 1} is damaged or cut short "
+            raise DataError(f"{path}: {what}: not a readable GRIB file: field {read + 1} is damaged or cut short "
                             f"({err}); download the file again") from None
+        finally:
+            eccodes.codes_grib_multi_support_off()
     if not found:
         raise DataError(f"{path}: {what}: no GRIB messages in the file")
     return list(found)
 
 
-def available(messages: list[Message]) -> str:
-    """The fields as a spec names them: `t2m (2t, heightAboveGround)`, `t@500/850 (isobaricInhPa)`, …"""
-    groups: dict[tuple[str, str, str], list[float]] = {}
+COMMON_LEVELS = ("heightAboveGround", PRESSURE, "surface", "meanSea")  # listed first: what inputs usually are
+
+
+def available(messages: list[Message], names_per_line: int = 24, kinds_shown: int = 6) -> str:
+    """The fields as a spec names them, one line per kind of level (at most `names_per_line` names each, then a
+    count), the common kinds first and at most `kinds_shown` of them, the others named on a last line:
+    `heightAboveGround: t2m (2t), u10 (10u), …`, `isobaricInhPa: t@500/850, …`."""
+    kinds: dict[str, dict[tuple[str, str], list[float]]] = {}
     for m in messages:
-        groups.setdefault((m.var_name, m.short_name, m.type_of_level), []).append(m.level)
-    shown = []
-    for (var_name, short_name, type_of_level), levels in groups.items():
-        name = var_name if len(levels) == 1 else f"{var_name}@{'/'.join(f'{v:g}' for v in sorted(set(levels)))}"
-        alias = f"{short_name}, " if short_name != var_name else ""
-        shown.append(f"{name} ({alias}{type_of_level})")
-    return ", ".join(shown)
+        kinds.setdefault(m.type_of_level, {}).setdefault((m.var_name, m.short_name), []).append(m.level)
+    order = sorted(kinds, key=lambda kind: (COMMON_LEVELS.index(kind) if kind in COMMON_LEVELS
+                                            else len(COMMON_LEVELS), -len(kinds[kind])))
+    lines = []
+    for type_of_level in order[:kinds_shown]:
+        variables = kinds[type_of_level]
+        shown = []
+        for (var_name, short_name), levels in variables.items():
+            levels = sorted(set(levels))
+            name = var_name if len(levels) == 1 else (f"{var_name}@{'/'.join(f'{v:g}' for v in levels)}"
+                                                      if len(levels) <= 4 else f"{var_name}@({len(levels)} levels)")
+            shown.append(name + (f" ({short_name})" if short_name != var_name else ""))
+        more = f", … {len(shown) - names_per_line} more" if len(shown) > names_per_line else ""
+        lines.append(f"  {type_of_level}: {', '.join(shown[:names_per_line])}{more}")
+    if len(order) > kinds_shown:
+        lines.append(f"  and {len(order) - kinds_shown} other kinds of level: {', '.join(order[kinds_shown:])}")
+    return "\n" + "\n".join(lines)
 
 
 def locate(messages: list[Message], name: str, base: str, level, level_dim: str | None, file: str,
@@ -93,8 +115,8 @@ def locate(messages: list[Message], name: str, base: str, level, level_dim: str 
         candidates = [m for m in candidates if m.type_of_level == level_dim]
     if not candidates:
         where = f" on {level_dim} (level_dim)" if level_dim else ""
-        raise DataError(f"{file}: {what} variable {base!r}{where} not found; the file has {available(messages)}; "
-                        f"map a channel to one of these with `rename` under `{what}`")
+        raise DataError(f"{file}: {what} variable {base!r}{where} not found; map a channel to one of the file's "
+                        f"fields with `rename` under `{what}`; by kind of level, it has:{available(messages)}")
     if level is None:
         per_kind = {m.type_of_level: {n.level for n in candidates if n.type_of_level == m.type_of_level}
                     for m in candidates}
@@ -109,13 +131,13 @@ def locate(messages: list[Message], name: str, base: str, level, level_dim: str 
     else:
         chosen = [m for m in candidates if np.isclose(m.level, level)]
         if not chosen:
-            raise DataError(f"{file}: {what} variable {name!r}: level {level:g} not found; the file has "
-                            f"{available(candidates)}")
+            raise DataError(f"{file}: {what} variable {name!r}: level {level:g} not found; name one the file "
+                            f"has:{available(candidates)}")
         if len({m.type_of_level for m in chosen}) > 1 and any(m.type_of_level == PRESSURE for m in chosen):
             chosen = [m for m in chosen if m.type_of_level == PRESSURE]
     if len({(m.type_of_level, m.level) for m in chosen}) > 1:
-        raise DataError(f"{file}: {what} variable {name!r} is ambiguous: {available(chosen)}; set `level_dim` "
-                        "in the spec to the typeOfLevel to use")
+        raise DataError(f"{file}: {what} variable {name!r} is ambiguous; set `level_dim` in the spec to the "
+                        f"typeOfLevel to use, one of:{available(chosen)}")
     if len(chosen) > 1:  # the same field as an instant value and e.g. an average: take the instant one
         chosen = [m for m in chosen if m.step_type == INSTANT] or chosen
         if len(chosen) > 1:

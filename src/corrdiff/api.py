@@ -17,7 +17,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import xarray as xr
-from tqdm.auto import tqdm
 
 from corrdiff import ensemble_file, model_package
 from corrdiff.config import load_config
@@ -32,6 +31,7 @@ from corrdiff.inference.generate import check_fits, downscale_time, ensemble_att
 from corrdiff.inference.inputs import CoarseInputs
 from corrdiff.inference.writer import non_finite
 from corrdiff.model_package import Package
+from corrdiff.progress import bar as progress_bar
 
 
 def load(path, *, config=None, which: str = "best", device: str = "auto", allow_mismatch: bool = False) -> "Downscaler":
@@ -114,7 +114,7 @@ class Downscaler:
         height, width = dataset.lat.shape
         ensembles = np.empty((len(indices), sampling.members, len(channels), height, width), np.float32)
         means = np.empty((len(indices), len(channels), height, width), np.float32)
-        for i, k in enumerate(tqdm(indices, desc="downscale", unit="time", disable=not progress)):
+        for i, k in enumerate(progress_bar(indices, desc="downscale", unit="time", disable=not progress)):
             ensembles[i], means[i] = downscale_time(sampling, dataset[k].input, chosen[i])
             found = non_finite(ensembles[i], means[i], channels)
             if found:  # as generation's writer refuses it
@@ -140,7 +140,7 @@ class Downscaler:
         indices, chosen = self._times(dataset, times)
         stats = self.models.meta.stats
         means = np.empty((len(indices), len(self.target_channels), *dataset.lat.shape), np.float32)
-        for i, k in enumerate(tqdm(indices, desc="regression", unit="time", disable=not progress)):
+        for i, k in enumerate(progress_bar(indices, desc="regression", unit="time", disable=not progress)):
             condition = dataset[k].input[None].to(self.device)
             # As in downscale: one float32 call per time, never under autocast.
             means[i] = stats.denormalize_target(self.models.regression(condition).to(torch.float32))[0].cpu().numpy()

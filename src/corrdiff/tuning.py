@@ -43,7 +43,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import xarray as xr
-from tqdm import tqdm
 
 from corrdiff import __version__, sampler_file
 from corrdiff.config import RunConfig
@@ -57,6 +56,7 @@ from corrdiff.inference import checks, downscale, Fingerprint, load_models
 from corrdiff.inference.generate import check_fits
 from corrdiff.inference.member_batching import MemberBatching
 from corrdiff.perf import prepare_denoiser
+from corrdiff.progress import bar as progress_bar
 from corrdiff.seeding import time_seed
 from corrdiff.tuning_files import markdown_table, OUTPUTS, ROWS, RowLog, write_outputs  # noqa: F401 (re-exported)
 from corrdiff.tuning_scores import bootstrap, combined, LEVEL, PER_CHANNEL, RESAMPLES, Scores, stat_names
@@ -340,7 +340,7 @@ def tune(config: RunConfig, regression_path, diffusion_path, out_dir=None, recom
         log.info(f"{rows.path}: {len(resumed)} of {len(settings)} settings measured by an interrupted tune; "
                  "measuring the rest")
     results, seconds = [], []
-    with tqdm(total=total, desc="tune", unit="time", disable=not progress) as bar:
+    with progress_bar(total=total, desc="tune", unit="time", disable=not progress) as bar:
         for setting in settings:
             found = rows.get(setting)
             if found is None:

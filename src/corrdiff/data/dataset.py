@@ -13,13 +13,13 @@ from typing import Protocol
 import numpy as np
 import torch
 import xarray as xr
-from tqdm.auto import tqdm
 
 from corrdiff.data.fields import field_positions, first_nan, PairedFields
 from corrdiff.data.normalization import Normalization
 from corrdiff.data.spec import load_spec
 from corrdiff.data.stats import load_or_compute_stats
 from corrdiff.errors import DataError
+from corrdiff.progress import bar as progress_bar
 
 log = logging.getLogger(__name__)
 MEMORY_LIMIT = 1 << 30  # splits smaller than this are read once and kept in memory
@@ -143,7 +143,7 @@ class DownscalingDataset(torch.utils.data.Dataset):
     def _load_all(self, progress: bool) -> None:
         inputs, targets = [], []
         chunk = 64
-        for start in tqdm(range(0, len(self.times), chunk), desc=f"loading {self.split or 'all'}", unit="chunk",
+        for start in progress_bar(range(0, len(self.times), chunk), desc=f"loading {self.split or 'all'}", unit="chunk",
                           disable=not progress):
             part = self.times[start : start + chunk]
             inputs.append(self.fields.read_inputs(part))
@@ -189,7 +189,7 @@ class DownscalingDataset(torch.utils.data.Dataset):
         """Keep only times whose inputs and targets are all finite (reads the split once if not in memory)."""
         keep = np.ones(len(self.times), bool)
         chunk = 64
-        for start in tqdm(range(0, len(self.times), chunk), desc="checking for NaNs", disable=not progress):
+        for start in progress_bar(range(0, len(self.times), chunk), desc="checking for NaNs", disable=not progress):
             inputs, targets = self._raw(self.times[start : start + chunk])
             finite = np.isfinite(inputs).all(axis=(1, 2, 3))
             if targets is not None:

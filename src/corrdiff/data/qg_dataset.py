@@ -37,7 +37,8 @@ import numpy as np
 import pandas as pd
 import pyqg_jax
 import xarray as xr
-from tqdm.auto import tqdm
+
+from corrdiff.progress import bar as progress_bar
 
 # Bump when the generator changes what it writes: cached datasets with another version are rebuilt.
 DEMO_VERSION = 2  # 2: fine grid 32 x 32, spectrally truncated (was the model's 64 x 64)
@@ -148,7 +149,7 @@ def simulate(times: int, spinup_steps: int, steps_per_snapshot: int, chunk: int,
     # Spin up in whole snapshot intervals, in the same compiled calls as the sampling: the chunk size then
     # changes nothing in the data.
     spinup_intervals = -(-spinup_steps // steps_per_snapshot)
-    bar = tqdm(total=(spinup_intervals + times) * steps_per_snapshot, unit="step", unit_scale=True,
+    bar = progress_bar(total=(spinup_intervals + times) * steps_per_snapshot, unit="step", unit_scale=True,
                desc="demo: QG turbulence", disable=not progress)
     # pyqg-jax computes its wavenumbers in float64 (its docs ask for x64); the state stays float32.
     with jax.enable_x64(True):

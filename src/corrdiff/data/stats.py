@@ -26,13 +26,13 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from corrdiff.data.fields import first_nan, PairedFields
 from corrdiff.data.normalization import ChannelStats, Normalization
 from corrdiff.data.transforms import forward_transform, per_channel
 from corrdiff.errors import DataError
 from corrdiff.output_paths import check_output, spec_files
+from corrdiff.progress import bar as progress_bar
 
 log = logging.getLogger(__name__)
 STATS_KIND = "a corrdiff statistics file"
@@ -202,7 +202,7 @@ def compute_stats(spec, split: str = "train", chunk_times: int = 16, progress: b
                           [f"target {n!r}" for n in fields.target_channels],
                           [f.file for f in sources] + [f.file for f in fields.targets])
     kept = 0
-    bar = tqdm(total=len(times), desc="statistics", unit="time", disable=not progress)
+    bar = progress_bar(total=len(times), desc="statistics", unit="time", disable=not progress)
     for start in range(0, len(times), chunk_times):
         chunk = times[start : start + chunk_times]
         input_values, target_values = fields.read_inputs(chunk), fields.read_targets(chunk)

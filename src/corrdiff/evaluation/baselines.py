@@ -22,7 +22,6 @@ import dask
 import dask.array as da
 import numpy as np
 import xarray as xr
-from tqdm.auto import tqdm
 
 from corrdiff import ensemble_file
 from corrdiff.data import DownscalingDataset, load_spec, open_coarse_on_fine
@@ -31,6 +30,7 @@ from corrdiff.errors import CorrdiffError, EvaluationError
 from corrdiff.evaluation.evaluate import progress_bar
 from corrdiff.models.embeddings import sinusoidal_grid
 from corrdiff.output_paths import check_output, spec_files
+from corrdiff.progress import bar as progress_bar
 from corrdiff.seeding import derive_seed
 
 RF_TREES = 100
@@ -128,7 +128,7 @@ def training_points(dataset, samples: int, seed: int, max_times: int = RF_MAX_TI
     times = rng.choice(len(dataset), size=min(len(dataset), samples, max_times), replace=False)
     per_time = np.bincount(rng.integers(0, times.size, samples), minlength=times.size)  # points per chosen time
     features, targets = [], []
-    for index, count in tqdm(list(zip(times, per_time)), desc="reading training points", unit="time",
+    for index, count in progress_bar(list(zip(times, per_time)), desc="reading training points", unit="time",
                              leave=False, disable=not progress):
         if count == 0:
             continue
@@ -148,7 +148,7 @@ def fit_random_forest(dataset, samples: int = RF_SAMPLES, trees: int = RF_TREES,
 
     features, targets = training_points(dataset, samples, seed, max_times, progress)
     step = max(1, os.cpu_count() or 1) if jobs < 0 else max(1, jobs)  # trees grown between progress updates
-    bar = tqdm(total=targets.shape[1] * trees, desc="fitting random forests", unit="tree", leave=False,
+    bar = progress_bar(total=targets.shape[1] * trees, desc="fitting random forests", unit="tree", leave=False,
                disable=not progress)
     forests = []
     for c in range(targets.shape[1]):
@@ -185,7 +185,7 @@ def random_forest_baseline(spec, out, split: str | None = "test", samples: int =
         raise EvaluationError(f"{spec.where}: split {split!r} has no times to predict")
     height, width = test.lat.shape
     channels = test.target_channels
-    bar = tqdm(total=len(test), desc="predicting", unit="time", leave=False, disable=not progress)
+    bar = progress_bar(total=len(test), desc="predicting", unit="time", leave=False, disable=not progress)
 
     def predict(block_index: np.ndarray) -> np.ndarray:
         """Physical-unit predictions (time, channel, y, x) for the times in one block."""

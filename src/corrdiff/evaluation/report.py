@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import xarray as xr
-from tqdm.auto import tqdm
 
 from corrdiff.errors import EvaluationError
 from corrdiff.evaluation import case_study, lead_time, plots, trust
@@ -19,6 +18,7 @@ from corrdiff.evaluation.spectra import Distributions
 from corrdiff.evaluation.stores import Evaluation, source_of
 from corrdiff.evaluation.tables import EXPLANATIONS, html_table
 from corrdiff.output_paths import check_folder, check_not_an_input, check_replaceable
+from corrdiff.progress import bar as progress_bar
 
 GENERATOR = "corrdiff report"
 REPORT_FILES = ("scores.nc", "index.html")  # and PNG figures
@@ -112,7 +112,7 @@ def write_report(evaluation: Evaluation, scores: xr.Dataset, distributions: Dist
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     time = choose_time(evaluation.truth, when)
-    bar = tqdm(total=len(evaluation.variables) + 5, desc="figures", unit="figure", leave=False, disable=not progress)
+    bar = progress_bar(total=len(evaluation.variables) + 5, desc="figures", unit="figure", leave=False, disable=not progress)
     figures = {"maps": map_figures(evaluation, out_dir, time, bar.update)}
     for key, draw in (
         ("spectra", lambda path: plots.spectra_figure(path, distributions.spectra, evaluation.truth,

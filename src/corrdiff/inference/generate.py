@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import xarray as xr
-from tqdm import tqdm
 
 from corrdiff import __version__
 from corrdiff import checkpoint as ckpt
@@ -31,6 +30,7 @@ from corrdiff.inference.writer import check_replaceable, EnsembleWriter, io_erro
     overwrite_path, remove, replace, resumable
 from corrdiff.output_paths import check_folder
 from corrdiff.perf import FastPath, prepare_denoiser, to_channels_last
+from corrdiff.progress import bar as progress_bar
 from corrdiff.seeding import time_seed
 
 log = logging.getLogger(__name__)
@@ -330,7 +330,7 @@ def _generate(config, regression_path, diffusion_path, out: Path, times, dataset
     writer = open_writer()
     done = writer.written()  # read before any write is in flight: then only the writer's thread touches the file
     todo = [(slot, k) for slot, k in zip(slots, mine) if not done[slot]]
-    bar = tqdm(total=len(todo), desc="generate", unit="time", disable=not (progress and info.is_main))
+    bar = progress_bar(total=len(todo), desc="generate", unit="time", disable=not (progress and info.is_main))
     # Time t is written in the background while time t+1 is sampled; the bar counts times written.
     output = OverlappedWriter(writer, gen.overlap_writes, on_written=lambda slot: bar.update())
     try:

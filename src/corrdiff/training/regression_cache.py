@@ -32,12 +32,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from corrdiff import checkpoint as ckpt
 from corrdiff.data import PairedDataset, Sample
 from corrdiff.errors import TrainingError
 from corrdiff.files import size_and_mtime
+from corrdiff.progress import bar as progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -155,7 +155,7 @@ def build(folder: Path, dataset: PairedDataset, regression: torch.nn.Module, exp
         log.info(f"resuming the regression-mean cache in {partial} at sample {done} of {len(dataset)}")
     regression.eval()
     last_saved = time.monotonic()
-    with tqdm(total=len(dataset), initial=done, desc="regression mean", unit="sample", disable=not progress) as bar:
+    with progress_bar(total=len(dataset), initial=done, desc="regression mean", unit="sample", disable=not progress) as bar:
         for start in range(done, len(dataset), batch):
             stop = min(start + batch, len(dataset))
             # Always `batch` samples per call (the last ones repeated to fill the last call): a convolution's

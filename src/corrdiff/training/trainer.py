@@ -8,7 +8,6 @@ from pathlib import Path
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
-from tqdm import tqdm
 
 from corrdiff import checkpoint as ckpt
 from corrdiff.checkpoint import CheckpointMeta
@@ -17,6 +16,7 @@ from corrdiff.data import PairedDataset
 from corrdiff.distributed import all_reduce_mean, barrier, broadcast_flag, DistInfo
 from corrdiff.errors import CheckpointError, TrainingError
 from corrdiff.perf import autocast, compile_module, set_fused_norm, to_channels_last
+from corrdiff.progress import bar as progress_bar
 from corrdiff.seeding import derive_seed, Draws
 from corrdiff.training.batches import collate, micro_batching, MicroBatches
 from corrdiff.training.ema import EMA
@@ -238,7 +238,7 @@ class Trainer:
         """Train to the configured number of steps; returns "finished" or "interrupted" (SIGTERM)."""
         log = MetricsLog(self.run_dir, self.step, self.log_fields) if self.info.is_main else None
         previous = signal.signal(signal.SIGTERM, self._on_sigterm) if _main_thread() else None
-        bar = tqdm(total=self.section.steps, initial=self.step, desc=f"train {self.task.kind}",
+        bar = progress_bar(total=self.section.steps, initial=self.step, desc=f"train {self.task.kind}",
                    disable=not (self.progress and self.info.is_main), dynamic_ncols=True)
         batches = iter(self.loader())
         status = "finished"

@@ -144,7 +144,7 @@ class DownscalingDataset(torch.utils.data.Dataset):
         inputs, targets = [], []
         chunk = 64
         for start in progress_bar(range(0, len(self.times), chunk), desc=f"loading {self.split or 'all'}", unit="chunk",
-                          disable=not progress):
+                                  disable=not progress):
             part = self.times[start : start + chunk]
             inputs.append(self.fields.read_inputs(part))
             if self.with_target:

@@ -150,7 +150,7 @@ def simulate(times: int, spinup_steps: int, steps_per_snapshot: int, chunk: int,
     # changes nothing in the data.
     spinup_intervals = -(-spinup_steps // steps_per_snapshot)
     bar = progress_bar(total=(spinup_intervals + times) * steps_per_snapshot, unit="step", unit_scale=True,
-               desc="demo: QG turbulence", disable=not progress)
+                       desc="demo: QG turbulence", disable=not progress)
     # pyqg-jax computes its wavenumbers in float64 (its docs ask for x64); the state stays float32.
     with jax.enable_x64(True):
         model = pyqg_jax.steppers.SteppedModel(model=pyqg_jax.qg_model.QGModel(**QG_PARAMS),

@@ -30,7 +30,7 @@ from corrdiff.errors import CorrdiffError, EvaluationError
 from corrdiff.evaluation.evaluate import progress_bar
 from corrdiff.models.embeddings import sinusoidal_grid
 from corrdiff.output_paths import check_output, spec_files
-from corrdiff.progress import bar as progress_bar
+from corrdiff.progress import bar as make_bar
 from corrdiff.seeding import derive_seed
 
 RF_TREES = 100
@@ -128,8 +128,8 @@ def training_points(dataset, samples: int, seed: int, max_times: int = RF_MAX_TI
     times = rng.choice(len(dataset), size=min(len(dataset), samples, max_times), replace=False)
     per_time = np.bincount(rng.integers(0, times.size, samples), minlength=times.size)  # points per chosen time
     features, targets = [], []
-    for index, count in progress_bar(list(zip(times, per_time)), desc="reading training points", unit="time",
-                             leave=False, disable=not progress):
+    for index, count in make_bar(list(zip(times, per_time)), desc="reading training points", unit="time",
+                                 leave=False, disable=not progress):
         if count == 0:
             continue
         sample = dataset[int(index)]
@@ -148,8 +148,8 @@ def fit_random_forest(dataset, samples: int = RF_SAMPLES, trees: int = RF_TREES,
 
     features, targets = training_points(dataset, samples, seed, max_times, progress)
     step = max(1, os.cpu_count() or 1) if jobs < 0 else max(1, jobs)  # trees grown between progress updates
-    bar = progress_bar(total=targets.shape[1] * trees, desc="fitting random forests", unit="tree", leave=False,
-               disable=not progress)
+    bar = make_bar(total=targets.shape[1] * trees, desc="fitting random forests", unit="tree", leave=False,
+                   disable=not progress)
     forests = []
     for c in range(targets.shape[1]):
         # warm start grows the same trees as one fit (sklearn draws the skipped trees' seeds): progress is free
@@ -185,7 +185,7 @@ def random_forest_baseline(spec, out, split: str | None = "test", samples: int =
         raise EvaluationError(f"{spec.where}: split {split!r} has no times to predict")
     height, width = test.lat.shape
     channels = test.target_channels
-    bar = progress_bar(total=len(test), desc="predicting", unit="time", leave=False, disable=not progress)
+    bar = make_bar(total=len(test), desc="predicting", unit="time", leave=False, disable=not progress)
 
     def predict(block_index: np.ndarray) -> np.ndarray:
         """Physical-unit predictions (time, channel, y, x) for the times in one block."""

@@ -239,7 +239,7 @@ class Trainer:
         log = MetricsLog(self.run_dir, self.step, self.log_fields) if self.info.is_main else None
         previous = signal.signal(signal.SIGTERM, self._on_sigterm) if _main_thread() else None
         bar = progress_bar(total=self.section.steps, initial=self.step, desc=f"train {self.task.kind}",
-                   disable=not (self.progress and self.info.is_main), dynamic_ncols=True)
+                           disable=not (self.progress and self.info.is_main), dynamic_ncols=True)
         batches = iter(self.loader())
         status = "finished"
         try:

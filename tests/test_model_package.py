@@ -129,3 +129,12 @@ def test_misuse_is_refused_in_one_line(trained, package, forecast, tmp_path):
                                                          "--split", "test", "--out", tmp_path / "e.nc"))
     assert "'package' or 'physicsnemo'" in refused(invoke("export", folder / "run", "--out", tmp_path / "x",
                                                           "--format", "onnx"))
+
+
+def test_the_package_and_checkpoints_follow_the_umask(package, trained):
+    from corrdiff.files import umask
+    allowed = 0o777 & ~umask()
+    assert package.stat().st_mode & 0o777 == allowed  # not mkdtemp's 0700
+    folder, _ = trained
+    step = next((folder / "run" / "regression" / "checkpoints").glob("step-*"))
+    assert step.stat().st_mode & 0o777 == allowed

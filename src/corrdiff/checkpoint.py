@@ -35,6 +35,7 @@ from corrdiff.data import Normalization
 from corrdiff.data.stats import ChannelRange
 from corrdiff.diffusion import diffusion_network, EDMPrecond
 from corrdiff.errors import CheckpointError
+from corrdiff.files import as_umask_allows
 from corrdiff.models import UNetConfig
 
 FORMAT = "corrdiff-checkpoint-1"
@@ -325,6 +326,7 @@ def replace_text(path: Path, text: str) -> None:
     """Atomically set a small text file (temp file in the same folder, synced, then renamed)."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    as_umask_allows(Path(tmp))
     with os.fdopen(fd, "w") as f:
         f.write(text)
         f.flush()
@@ -378,7 +380,7 @@ def save_checkpoint(root: Path, meta: CheckpointMeta, ema_weights: dict[str, tor
     state_tensors = {f"model.{k}": v for k, v in raw_weights.items()} | opt_tensors
     best = name if is_best else read_pointer(root, "best")
     best_crps_folder = name if is_best_crps else read_pointer(root, "best-crps")
-    tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{name}."))
+    tmp = as_umask_allows(Path(tempfile.mkdtemp(dir=root, prefix=f".{name}.")))
     try:
         model_sha256 = _write_tensors(tmp / MODEL_FILE, model_tensors)
         _write_text(tmp / MODEL_META, meta.replace(model_sha256=model_sha256).to_json())

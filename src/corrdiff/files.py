@@ -1,4 +1,5 @@
-"""A cheap stand-in for a file's contents in fingerprints: its size and modification time."""
+"""Small facts about files: a cheap stand-in for a file's contents in fingerprints (its size and modification
+time), and the permissions the user's umask gives what corrdiff creates through temporary names."""
 
 import os
 from pathlib import Path
@@ -15,3 +16,23 @@ def size_and_mtime(path: Path) -> tuple[int, int]:
             stat = os.stat(os.path.join(root, name))
             size, mtime_ns = size + stat.st_size, max(mtime_ns, stat.st_mtime_ns)
     return size, mtime_ns
+
+
+def umask() -> int:
+    """The process's umask (from /proc on Linux; elsewhere by setting and restoring it)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def as_umask_allows(path: Path) -> Path:
+    """Give `path` the mode that creating it plainly would have: mkdtemp and mkstemp make 0700 folders and 0600
+    files, which a renamed output would keep (a package others cannot read). Returns `path`."""
+    os.chmod(path, (0o777 if Path(path).is_dir() else 0o666) & ~umask())
+    return path

@@ -43,6 +43,7 @@ from corrdiff.data import load_spec
 from corrdiff.data.readers import open_fields
 from corrdiff.diffusion import SamplerConfig
 from corrdiff.errors import CheckpointError, ConfigError, DataError, OutputError
+from corrdiff.files import as_umask_allows
 from corrdiff.inference import checks
 from corrdiff.inference.generate import generate as run_generation, input_paths, Models, models_from_checkpoints
 from corrdiff.inference.inputs import CoarseInputs, InputRules
@@ -188,7 +189,7 @@ def write(package: Package, out) -> Path:
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise OutputError(f"--out {out}: already exists and is not an empty folder; choose another --out")
     out.absolute().parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.absolute().parent, prefix=f".{out.name}."))
+    tmp = as_umask_allows(Path(tempfile.mkdtemp(dir=out.absolute().parent, prefix=f".{out.name}.")))
     try:
         files = {}
         for kind, name in NETWORK_FILES.items():

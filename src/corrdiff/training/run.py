@@ -268,8 +268,9 @@ def _with_residual_std(task: DiffusionTask, section, train_set: PairedDataset, m
                      f"{min(section.residual_std_samples, len(train_set))} training samples): {listed}")
     else:
         std = ()
-    task.set_residual_unit(meta.replace(residual_std=std).residual_unit())
-    return meta.replace(residual_std=std)
+    meta = meta.replace(residual_std=std)
+    task.set_residual_unit(meta.residual_unit())
+    return meta
 
 
 def _use_regression_cache(section, train_set: PairedDataset, run_dir: Path, info: DistInfo) -> bool:

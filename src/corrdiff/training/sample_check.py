@@ -77,7 +77,7 @@ class SampleCheck:
             inputs = sample.input[None].to(self.device)
             _, ensemble = downscale_ensemble(self.task.regression, wrapped, self.task.condition, inputs,
                                              self.members, seed, self.sampler, patcher=self.patcher,
-                                             residual_unit=self.task.residual_unit_values())
+                                             residual_unit=self.task.residual_unit)
             truth = sample.target.numpy()
             if scores is None:
                 scores = Scores(truth.shape[0], self.members, truth.shape[1:])

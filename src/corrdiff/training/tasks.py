@@ -98,12 +98,9 @@ class DiffusionTask:
         self.condition = DiffusionCondition.from_unet(unet)
         self.net: nn.Module = EDMPrecond(diffusion_network(unet), sigma_data=section.sigma_data)
         self.edm = section.edm_loss()
-        self.residual_unit: torch.Tensor | None = None
-        """(1, C_out, 1, 1): training residuals are divided by it (`CheckpointMeta.residual_unit`); None: not."""
-
-    def residual_unit_values(self) -> tuple[float, ...]:
-        """The unit that `set_residual_unit` set, one value per target channel; () for none."""
-        return () if self.residual_unit is None else tuple(self.residual_unit.flatten().tolist())
+        self.residual_unit: tuple[float, ...] = ()
+        """One value per target channel: training residuals are divided by it (`CheckpointMeta.residual_unit`);
+        (): not."""
 
     def to_device(self, device) -> "DiffusionTask":
         """This task with its frozen regression network on `device`."""
@@ -112,7 +109,7 @@ class DiffusionTask:
 
     def set_residual_unit(self, unit: tuple[float, ...]) -> None:
         """Train on the residual divided by `unit` (one value per target channel; () for the residual as it is)."""
-        self.residual_unit = torch.tensor(unit, dtype=torch.float32).reshape(1, -1, 1, 1) if unit else None
+        self.residual_unit = tuple(float(u) for u in unit)
 
     def inputs_and_mean(self, condition: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(y (batch, C_in, H, W), μ(y) (batch, C_out, H, W) float32): μ cached in `condition`, else computed."""
@@ -134,8 +131,8 @@ class DiffusionTask:
     def loss(self, module, condition, target, channel_weights=None, draws: Draws | None = None):
         condition, mean = self.inputs_and_mean(condition)
         residual = target - mean
-        if self.residual_unit is not None:
-            residual = residual / self.residual_unit.to(residual.device)
+        if self.residual_unit:
+            residual = residual / residual.new_tensor(self.residual_unit).reshape(1, -1, 1, 1)
         field = self.condition.field(condition, mean)
         patch = self.section.patch_shape
         if patch:

@@ -48,7 +48,8 @@ class InterpolatedInputs:
         for c, field in enumerate(fields):
             key = (field.lat.tobytes(), field.lon.tobytes())
             if key not in self._regrid:
-                self._regrid[key] = regridder(field.lat, field.lon, lat, lon, f"{field.file}: {field.name!r}", edge)
+                self._regrid[key] = regridder(field.lat, field.lon, lat, lon, f"{field.file}: {field.name!r}", edge,
+                                              field.mapping)
             self._groups.setdefault(key, []).append(c)
 
     def read(self, times: np.ndarray, out: np.ndarray) -> None:

@@ -22,7 +22,7 @@ import pandas as pd
 import xarray as xr
 
 from corrdiff.data import grib, units
-from corrdiff.data.canonical import canonical, LAT_NAMES, LON_NAMES
+from corrdiff.data.canonical import canonical, grid_mapping, LAT_NAMES, LON_NAMES
 from corrdiff.data.spec import COLUMN_MAX, DatasetSpec, parse_variable, Source
 from corrdiff.errors import DataError
 
@@ -49,6 +49,7 @@ class Field:
     lon: np.ndarray
     times: "pd.Index | None" = None  # set by PairedFields: the time axis, for exact matching
     units_assumed: bool = False  # the file gave no `units`: the expected units were assumed
+    mapping: dict | None = None  # CF grid mapping of a 2-D lat/lon grid, when the file names one (WRF's, CF's)
 
     @property
     def attrs(self) -> dict:
@@ -232,7 +233,8 @@ def generic_field(spec: DatasetSpec, ds: xr.Dataset, name: str, what: str, stati
         raise DataError(f"{file}: {what} variable {name!r} has extra dims {extra}; expected {wanted} "
                         "(select a level with name@level)")
     array, assumed = in_expected_units(spec, name, array, file, what, expected, in_files)
-    return Field(name, array.transpose(*wanted), file, lat, lon, units_assumed=assumed)
+    mapping = grid_mapping(ds) if lat.ndim == 2 else None
+    return Field(name, array.transpose(*wanted), file, lat, lon, units_assumed=assumed, mapping=mapping)
 
 
 def cwa_field(spec: DatasetSpec, ds: xr.Dataset, name: str, group: str, what: str,

@@ -1,10 +1,16 @@
-"""Bilinear interpolation from a rectilinear lat/lon grid to the (possibly curvilinear) fine grid.
+"""Interpolation of coarse input fields onto the (possibly curvilinear) fine grid.
 
-The weights are computed once per pair of grids, as a sparse matrix with four weights per fine point,
-so interpolating every channel of a sample is one sparse product; a test checks the result against
-xarray's `interp` (scipy) on the same points. Descending latitudes (as in
-ERA5) and either longitude convention (0..360 or −180..180) are handled; a global input grid wraps
-around in longitude.
+Every regridder is a sparse matrix (fine points × coarse points), computed once per pair of grids, so
+interpolating every channel of a sample is one sparse product. Three source grids are understood:
+
+- rectilinear lat/lon (1-D `lat`, `lon`): bilinear in degrees (`Bilinear`); descending latitudes (as in ERA5),
+  either longitude convention (0..360 or −180..180) and global grids that wrap around in longitude;
+- curvilinear with a known projection (2-D lat/lon and a CF grid mapping, e.g. WRF's MAP_PROJ attributes or a
+  CF `grid_mapping` variable), regular in that projection: bilinear on the projection's x/y axes
+  (`corrdiff.data.regrid_curvilinear.Projected`, pyproj for the projection);
+- any other curvilinear grid (GRIB Lambert grids of NAM/HRRR as cfgrib opens them, rotated-pole models without
+  a mapping, ocean grids): linear on the Delaunay triangles of the source points in a local azimuthal plane
+  (`corrdiff.data.regrid_curvilinear.Triangulated`, scipy's qhull).
 
 Fine points outside the input grid are an error, unless the spec says `edge: nearest`: then points at most one
 input cell outside take the nearest input values (inputs made by block-averaging the targets, or cut close to
@@ -43,37 +49,62 @@ class Identity:
         return field
 
 
-class Bilinear:
+class Sparse:
+    """A regridding held as a sparse (H·W, ny·nx) matrix: fields (..., ny, nx) → (..., H, W) in one product."""
+
+    def __init__(self, matrix: scipy.sparse.csr_array, src_shape: tuple, dst_shape: tuple):
+        self.matrix, self.src_shape, self.dst_shape = matrix, tuple(src_shape), tuple(dst_shape)
+
+    def __call__(self, field: np.ndarray) -> np.ndarray:
+        field = np.asarray(field)
+        lead = field.shape[:-2]
+        if field.shape[-2:] != self.src_shape:
+            raise ValueError(f"expected fields on a {self.src_shape} grid, got {field.shape[-2:]}")
+        columns = field.reshape(-1, self.src_shape[0] * self.src_shape[1]).T
+        out = (self.matrix @ columns).T.reshape(*lead, *self.dst_shape)
+        return out.astype(field.dtype, copy=False)
+
+
+class Bilinear(Sparse):
     """Interpolate fields (..., ny, nx) on 1-D (lat, lon) to 2-D destination points (H, W).
 
     `edge="nearest"` lets destination points up to one source cell outside the source grid take the nearest
     source values (the interpolation weights are clipped to the grid) instead of being an error.
+    `projected=True`: the axes are a projection's y and x (m), with no longitude convention and no wrap;
+    `dst_degrees` (lat, lon) then names the destination points in errors.
     """
 
     def __init__(self, lat: np.ndarray, lon: np.ndarray, dst_lat: np.ndarray, dst_lon: np.ndarray, where: str,
-                 edge: str = "error"):
+                 edge: str = "error", projected: bool = False, dst_degrees: tuple | None = None):
         if edge not in EDGES:
             raise ValueError(f"edge must be one of {EDGES}, not {edge!r}")
+        names = ("projection y", "projection x") if projected else ("latitude", "longitude")
         lat, lon = np.asarray(lat, np.float64), np.asarray(lon, np.float64)
-        self.flip_y = _monotonic(lat, "latitude", where)
-        self.flip_x = _monotonic(lon, "longitude", where)
+        self.flip_y = _monotonic(lat, names[0], where)
+        self.flip_x = _monotonic(lon, names[1], where)
         lat, lon = (lat[::-1] if self.flip_y else lat), (lon[::-1] if self.flip_x else lon)
         step = float(np.median(np.diff(lon)))
-        self.wrap = lon[-1] - lon[0] + step >= 360.0 - 1e-6  # a global grid: close the circle
+        self.wrap = not projected and lon[-1] - lon[0] + step >= 360.0 - 1e-6  # a global grid: close the circle
         if self.wrap:
             lon = np.append(lon, lon[0] + 360.0)
-        dst_lon = _same_convention(lon, np.asarray(dst_lon, np.float64), self.wrap)
+        dst_lon = np.asarray(dst_lon, np.float64)
+        dst_lon = dst_lon if projected else _same_convention(lon, dst_lon, self.wrap)
         dst_lat = np.asarray(dst_lat, np.float64)
-        self._check_overlap(lat, lon, dst_lat, dst_lon, where, edge)
+        short = ("projection y", "x") if projected else ("lat", "lon")
+        covers = (f"the inputs cover {short[0]} {lat[0]:g}..{lat[-1]:g}, {short[1]} {lon[0]:g}..{lon[-1]:g}"
+                  + (" m" if projected else ""))
+        _check_overlap(np.maximum(_cells_outside(lat, dst_lat), _cells_outside(lon, dst_lon)),
+                       dst_degrees or (dst_lat, dst_lon), covers, where, edge)
         iy, wy = self._axis(lat, dst_lat)
         ix, wx = self._axis(lon, dst_lon)
-        self.src_shape, self.dst_shape = (lat.size, lon.size - self.wrap), dst_lat.shape
-        self.matrix = self._sparse(iy.ravel(), ix.ravel(), wy.ravel(), wx.ravel())
+        src_shape = (lat.size, lon.size - self.wrap)
+        super().__init__(self._sparse(src_shape, iy.ravel(), ix.ravel(), wy.ravel(), wx.ravel()), src_shape,
+                         dst_lat.shape)
 
-    def _sparse(self, iy, ix, wy, wx):
+    def _sparse(self, src_shape, iy, ix, wy, wx):
         """The interpolation as a sparse (H·W, ny·nx) matrix with four weights per row, on the original
         (unflipped, unwrapped) source indices, so applying it to all channels is one sparse product."""
-        ny, nx = self.src_shape
+        ny, nx = src_shape
         rows, cols, weights = [], [], []
         for dy, dx, weight in ((0, 0, (1 - wy) * (1 - wx)), (0, 1, (1 - wy) * wx), (1, 0, wy * (1 - wx)), (1, 1, wy * wx)):
             y, x = iy + dy, (ix + dx) % nx  # the wrapped column is column 0
@@ -91,38 +122,30 @@ class Bilinear:
         weight = (points - coord[index]) / (coord[index + 1] - coord[index])
         return index, np.clip(weight, 0.0, 1.0)
 
-    @staticmethod
-    def _check_overlap(lat, lon, dst_lat, dst_lon, where, edge):
-        tol = 1e-6
-        cells_out = np.maximum(_cells_outside(lat, dst_lat), _cells_outside(lon, dst_lon))  # 0 inside
-        outside = cells_out > tol
-        too_far = cells_out > 1 + tol if edge == "nearest" else outside
-        if not too_far.any():
-            if outside.any():
-                log.warning(f"{where}: edge: nearest: {int(outside.sum())} of {outside.size} fine-grid points lie "
-                            "up to one input cell outside the input grid and take the nearest input values")
-            return
-        covers = f"the inputs cover lat {lat[0]:g}..{lat[-1]:g}, lon {lon[0]:g}..{lon[-1]:g}"
-        wanted = f"the fine grid spans lat {dst_lat.min():g}..{dst_lat.max():g}, lon {dst_lon.min():g}..{dst_lon.max():g}"
-        if outside.all():
-            raise DataError(f"{where}: the input and target grids do not overlap: {covers}; {wanted}")
-        first = np.unravel_index(int(np.flatnonzero(too_far.ravel())[0]), too_far.shape)
-        beyond = " more than one input cell" if edge == "nearest" else ""
-        hint = ("; or, as none lies more than one input cell outside, set `edge: nearest` in the spec to give them "
-                "the nearest input values" if edge == "error" and not (cells_out > 1 + tol).any() else "")
-        raise DataError(f"{where}: {int(too_far.sum())} of {too_far.size} fine-grid points lie{beyond} outside the "
-                        f"input grid (first at y={first[0]}, x={first[1]}: lat {dst_lat[first]:g}, "
-                        f"lon {dst_lon[first]:g}); {covers}; {wanted}. The input domain must cover the target "
-                        f"domain{hint}")
 
-    def __call__(self, field: np.ndarray) -> np.ndarray:
-        field = np.asarray(field)
-        lead = field.shape[:-2]
-        if field.shape[-2:] != self.src_shape:
-            raise ValueError(f"expected fields on a {self.src_shape} grid, got {field.shape[-2:]}")
-        columns = field.reshape(-1, self.src_shape[0] * self.src_shape[1]).T
-        out = (self.matrix @ columns).T.reshape(*lead, *self.dst_shape)
-        return out.astype(field.dtype, copy=False)
+def _check_overlap(cells_out: np.ndarray, dst_degrees: tuple, covers: str, where: str, edge: str) -> None:
+    """A DataError for fine points outside the input grid (`cells_out`: how far outside each lies, in input cells,
+    0 inside), or a warning for those `edge: nearest` lets take the nearest input values."""
+    tol = 1e-6
+    dst_lat, dst_lon = dst_degrees
+    outside = cells_out > tol
+    too_far = cells_out > 1 + tol if edge == "nearest" else outside
+    if not too_far.any():
+        if outside.any():
+            log.warning(f"{where}: edge: nearest: {int(outside.sum())} of {outside.size} fine-grid points lie "
+                        "up to one input cell outside the input grid and take the nearest input values")
+        return
+    wanted = f"the fine grid spans lat {dst_lat.min():g}..{dst_lat.max():g}, lon {dst_lon.min():g}..{dst_lon.max():g}"
+    if outside.all():
+        raise DataError(f"{where}: the input and target grids do not overlap: {covers}; {wanted}")
+    first = np.unravel_index(int(np.flatnonzero(too_far.ravel())[0]), too_far.shape)
+    beyond = " more than one input cell" if edge == "nearest" else ""
+    hint = ("; or, as none lies more than one input cell outside, set `edge: nearest` in the spec to give them "
+            "the nearest input values" if edge == "error" and not (cells_out > 1 + tol).any() else "")
+    raise DataError(f"{where}: {int(too_far.sum())} of {too_far.size} fine-grid points lie{beyond} outside the "
+                    f"input grid (first at y={first[0]}, x={first[1]}: lat {dst_lat[first]:g}, "
+                    f"lon {dst_lon[first]:g}); {covers}; {wanted}. The input domain must cover the target "
+                    f"domain{hint}")
 
 
 def _same_convention(lon: np.ndarray, dst_lon: np.ndarray, wrap: bool) -> np.ndarray:
@@ -142,8 +165,12 @@ def _cells_outside(coord: np.ndarray, points: np.ndarray) -> np.ndarray:
 
 
 def regridder(lat: np.ndarray, lon: np.ndarray, dst_lat: np.ndarray, dst_lon: np.ndarray, where: str,
-              edge: str = "error"):
-    """Identity when the source grid is the fine grid, else bilinear from a rectilinear source grid."""
+              edge: str = "error", mapping: dict | None = None):
+    """Identity when the source grid is the fine grid, else bilinear from a rectilinear source grid, else from a
+    curvilinear one (2-D lat/lon): on its projection's axes when `mapping` (CF grid-mapping attributes) is
+    known and the grid is regular in it, else on triangles (`corrdiff.data.regrid_curvilinear`)."""
+    if edge not in EDGES:
+        raise ValueError(f"edge must be one of {EDGES}, not {edge!r}")
     if lat.ndim == 1 and lat.size == dst_lat.shape[0] and lon.size == dst_lat.shape[1]:
         grid_lat, grid_lon = np.meshgrid(lat, lon, indexing="ij")
         if np.allclose(grid_lat, dst_lat) and np.allclose(grid_lon, dst_lon):
@@ -151,6 +178,6 @@ def regridder(lat: np.ndarray, lon: np.ndarray, dst_lat: np.ndarray, dst_lon: np
     if lat.ndim == 2:
         if lat.shape == dst_lat.shape and np.allclose(lat, dst_lat) and np.allclose(lon, dst_lon):
             return Identity()
-        raise DataError(f"{where}: inputs on a curvilinear grid (2-D lat/lon of shape {lat.shape}) must already be "
-                        f"on the fine grid {dst_lat.shape}; only rectilinear (1-D lat/lon) inputs are interpolated")
+        from corrdiff.data.regrid_curvilinear import curvilinear  # scipy.spatial and pyproj only when needed
+        return curvilinear(lat, lon, dst_lat, dst_lon, where, edge, mapping)
     return Bilinear(lat, lon, dst_lat, dst_lon, where, edge)

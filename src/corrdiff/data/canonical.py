@@ -13,8 +13,9 @@ Sources name and lay out time differently; each file is brought to that form as 
   `XLAT` / `XLONG` are repeated at every time;
 - anything else: the dimension a source's `time_dim` names.
 
-Latitude and longitude that carry the time dimension (WRF's) are replaced by their first time: the grid of a
-run does not move. `grid_mapping(ds)` gives the CF grid mapping of a file's grid: WRF's projection
+Latitude and longitude that carry the time dimension (WRF's) are replaced by their first time when they are the
+same at every time; when they change (a moving nest) they keep the time dimension, and
+`corrdiff.data.moving_grids` decides what that means for inputs, targets and static fields. `grid_mapping(ds)` gives the CF grid mapping of a file's grid: WRF's projection
 (`MAP_PROJ`, `TRUELAT1`, ... global attributes) or the variable a CF file's `grid_mapping` attribute names.
 """
 
@@ -36,14 +37,15 @@ LEAD_TIME_ATTRS = {"standard_name": "forecast_period", "long_name": "lead time",
 WRF_EARTH_RADIUS = 6370000.0  # m: WRF's sphere
 
 
-def canonical(ds: xr.Dataset, time_dim: str | None = None, file: str = "?") -> xr.Dataset:
-    """`ds` with its time axis as a `time` dimension coordinate (when it has one) and a time-invariant grid."""
+def canonical(ds: xr.Dataset, time_dim: str | None = None, file: str = "?", settle_grid: bool = True) -> xr.Dataset:
+    """`ds` with its time axis as a `time` dimension coordinate (when it has one), and lat/lon without time when
+    they do not move (`settle_grid`; False for one of several files, settled once they are combined)."""
     if time_dim is None and "valid_time" in ds.variables:
         ds = _valid_time(ds)
     dim = _time_dim(ds, time_dim, file)
     if dim is not None:
         ds = _time_coordinate(ds, dim, file)
-    return _fixed_grid(ds)
+    return settled_grid(ds) if settle_grid else ds
 
 
 def _valid_time(ds: xr.Dataset) -> xr.Dataset:
@@ -105,12 +107,23 @@ def _wrf_times(ds: xr.Dataset, dim: str, file: str) -> np.ndarray | None:
         raise DataError(f"{file}: Times holds {text[0]!r}, expected dates like 2021-01-01_00:00:00") from None
 
 
-def _fixed_grid(ds: xr.Dataset) -> xr.Dataset:
-    moving = [name for name in LAT_NAMES + LON_NAMES if name in ds.variables and TIME in ds[name].dims]
-    if not moving:
+def settled_grid(ds: xr.Dataset) -> xr.Dataset:
+    """`ds` with lat/lon that carry the time dimension replaced by their first time if they are the same at every
+    time; kept along time (as coordinates) if they move."""
+    from corrdiff.data.moving_grids import moves
+
+    timed = [name for name in LAT_NAMES + LON_NAMES if name in ds.variables and TIME in ds[name].dims]
+    if not timed:
         return ds
-    first = {name: ds[name].isel({TIME: 0}, drop=True).reset_coords(drop=True) for name in moving}
-    return ds.drop_vars(moving).assign_coords(first)
+    lat = next((ds[n] for n in LAT_NAMES if n in timed), None)
+    lon = next((ds[n] for n in LON_NAMES if n in timed), None)
+    if lat is not None and lon is not None and lat.sizes[TIME] > 1:
+        order = [TIME] + [d for d in lat.dims if d != TIME]
+        if moves(np.asarray(lat.transpose(*order).values, np.float64), np.asarray(lon.transpose(*order).values,
+                                                                                   np.float64)):
+            return ds.set_coords(timed)
+    first = {name: ds[name].isel({TIME: 0}, drop=True).reset_coords(drop=True) for name in timed}
+    return ds.drop_vars(timed).assign_coords(first)
 
 
 def grid_mapping(ds: xr.Dataset) -> dict | None:

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 import xarray as xr
 
+from corrdiff.data.moving_grids import PerTime
 from corrdiff.data.fields import field_positions, first_nan, PairedFields
 from corrdiff.data.normalization import Normalization
 from corrdiff.data.spec import load_spec
@@ -239,9 +240,13 @@ def open_coarse_on_fine(spec, split: str | None = None) -> xr.Dataset:
     values = {}
     for name in shared:
         field, regrid = fields.input_field(name)
-        coarse = field.array.isel(time=field_positions(field, times)).chunk({"time": 16})
-        fine = xr.apply_ufunc(lambda block: regrid(np.asarray(block, np.float32)), coarse,
-                              input_core_dims=[list(coarse.dims[1:])], output_core_dims=[["y", "x"]],
+        positions = field_positions(field, times)
+        coarse = field.array.isel(time=positions).chunk({"time": 16})
+        at = xr.DataArray(positions, dims=("time",)).chunk({"time": 16})  # each time's own grid, if it moves
+        interpolate = (lambda block, where: regrid(np.asarray(block, np.float32), where)) \
+            if isinstance(regrid, PerTime) else (lambda block, where: regrid(np.asarray(block, np.float32)))
+        fine = xr.apply_ufunc(interpolate, coarse, at,
+                              input_core_dims=[list(coarse.dims[1:]), []], output_core_dims=[["y", "x"]],
                               dask="parallelized", output_dtypes=[np.float32],
                               dask_gufunc_kwargs={"output_sizes": dict(zip(("y", "x"), fields.lat.shape))})
         fine = fine.drop_vars([c for c in fine.coords if c != "time"]).assign_coords(time=times)

@@ -11,6 +11,7 @@ import pandas as pd
 
 from corrdiff.errors import DataError
 from corrdiff.data.readers import fine_grid, open_fields, time_axis
+from corrdiff.data.moving_grids import PerTime
 from corrdiff.data.regrid import regridder
 from corrdiff.data.spec import DatasetSpec, load_spec
 
@@ -33,14 +34,16 @@ def read_field(field, times: np.ndarray) -> np.ndarray:
     else:
         selection = positions
     try:
-        return np.asarray(field.array.isel(time=selection).values, dtype=np.float32)
+        values = np.asarray(field.array.isel(time=selection).values, dtype=np.float32)
     except (OSError, RuntimeError, ValueError) as err:
         raise DataError(f"{field.file}: reading {field.name!r} failed: {err}") from None
+    return values if field.window is None else field.window.cut(values, positions)
 
 
 class InterpolatedInputs:
     """Coarse input fields interpolated to a fine grid (lat, lon (H, W) degrees), the channels that share a coarse
-    grid together (one regridder per grid; `edge` as the spec's)."""
+    grid together (one regridder per grid; `edge` as the spec's). A grid that moves with time (lat/lon
+    (time, y, x)) is interpolated per time, from each time's own grid (`moving_grids.PerTime`)."""
 
     def __init__(self, fields: list, lat: np.ndarray, lon: np.ndarray, edge: str):
         self.fields, self.shape = fields, lat.shape
@@ -48,15 +51,25 @@ class InterpolatedInputs:
         for c, field in enumerate(fields):
             key = (field.lat.tobytes(), field.lon.tobytes())
             if key not in self._regrid:
-                self._regrid[key] = regridder(field.lat, field.lon, lat, lon, f"{field.file}: {field.name!r}", edge,
-                                              field.mapping)
+                where = f"{field.file}: {field.name!r}"
+                make = lambda src_lat, src_lon, where=where, mapping=field.mapping: regridder(
+                    src_lat, src_lon, lat, lon, where, edge, mapping)
+                self._regrid[key] = PerTime(field.lat, field.lon, make) if field.lat.ndim == 3 else \
+                    make(field.lat, field.lon)
             self._groups.setdefault(key, []).append(c)
 
     def read(self, times: np.ndarray, out: np.ndarray) -> None:
         """Write the fields at `times`, interpolated, into out[:, :len(fields)] (time, C, H, W)."""
         for key, channels in self._groups.items():
             coarse = np.stack([read_field(self.fields[c], times) for c in channels], 1)
-            out[:, channels] = self._regrid[key](coarse)
+            out[:, channels] = self.interpolate(self.fields[channels[0]], coarse, times)
+
+    def interpolate(self, field, coarse: np.ndarray, times: np.ndarray) -> np.ndarray:
+        """(time, ..., H, W) of `coarse` (time, ..., y, x), values of `field`'s grid at `times`."""
+        regrid = self.regridder_of(field)
+        if isinstance(regrid, PerTime):
+            return regrid(coarse, field_positions(field, times))
+        return regrid(coarse)
 
     def regridder_of(self, field):
         """The regridder of `field`'s coarse grid."""
@@ -84,8 +97,8 @@ class PairedFields:
         grid_from = f"the spec's grid file {spec.resolve(spec.grid)}" if spec.grid else \
             (grid_targets or self.static)[0].file
         for field in self.targets + self.static:
-            if field.array.shape[-2:] != shape:
-                raise DataError(f"{field.file}: {field.name!r} has grid shape {field.array.shape[-2:]}, "
+            if field.grid_shape != shape:
+                raise DataError(f"{field.file}: {field.name!r} has grid shape {field.grid_shape}, "
                                 f"the fine grid (from {grid_from}) is {shape}; targets, static fields and the "
                                 "grid must share one fine grid")
         self._interpolated = InterpolatedInputs(self.inputs, self.lat, self.lon, spec.edge)

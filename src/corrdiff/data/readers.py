@@ -13,6 +13,7 @@ are opened one level group at a time (`corrdiff.data.grib`). Channels are looked
 """
 
 import json
+import logging
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -22,9 +23,11 @@ import pandas as pd
 import xarray as xr
 
 from corrdiff.data import grib, units
-from corrdiff.data.canonical import canonical, grid_mapping, LAT_NAMES, LON_NAMES
+from corrdiff.data.canonical import canonical, grid_mapping, LAT_NAMES, LON_NAMES, settled_grid
 from corrdiff.data.spec import COLUMN_MAX, DatasetSpec, parse_variable, Source
 from corrdiff.errors import DataError
+
+log = logging.getLogger(__name__)
 
 # bottom_top: WRF's model levels, which have no coordinate: `REFL_10CM@0` is the lowest (an index).
 LEVEL_NAMES = ("level", "isobaricInhPa", "pressure_level", "plev", "lev", "pressure", "bottom_top")
@@ -50,6 +53,12 @@ class Field:
     times: "pd.Index | None" = None  # set by PairedFields: the time axis, for exact matching
     units_assumed: bool = False  # the file gave no `units`: the expected units were assumed
     mapping: dict | None = None  # CF grid mapping of a 2-D lat/lon grid, when the file names one (WRF's, CF's)
+    window: "object | None" = None  # moving_grids.Window: the fixed window cut from a moving grid at each time
+
+    @property
+    def grid_shape(self) -> tuple:
+        """(y, x) of the values read: the moving grid's window, else the array's own grid."""
+        return (self.window.height, self.window.width) if self.window is not None else tuple(self.array.shape[-2:])
 
     @property
     def attrs(self) -> dict:
@@ -92,14 +101,15 @@ def open_files(files: list[Path], what: str, time_dim: str | None = None, keep: 
     if engine == "cfgrib":
         kwargs["backend_kwargs"] = {"indexpath": ""}  # cfgrib would otherwise write .idx files beside the data
     names: set[str] = set()  # every variable of every file, for the errors
-    prepare = partial(_prepare, time_dim, keep, names)
+    prepare = partial(_prepare, time_dim, keep, names, len(files) == 1)
     try:
         with grib.quiet_cfgrib():
             if len(files) == 1:
                 ds = prepare(xr.open_dataset(files[0], chunks=None, **kwargs))
             else:
-                ds = xr.open_mfdataset(files, combine="by_coords", data_vars="minimal", coords="minimal",
-                                       compat="override", join="outer", preprocess=prepare, **kwargs)
+                ds = settled_grid(xr.open_mfdataset(files, combine="by_coords", data_vars="minimal",
+                                                    coords="minimal", compat="override", join="outer",
+                                                    preprocess=prepare, **kwargs))
     except (OSError, ValueError, KeyError, ImportError) as err:
         if isinstance(err, DataError):
             raise
@@ -128,10 +138,12 @@ def unreadable(files: list[Path], err: Exception) -> str:
     return text
 
 
-def _prepare(time_dim: str | None, keep: set[str] | None, names: set[str], ds: xr.Dataset) -> xr.Dataset:
-    """One file in canonical form, reduced to the variables in `keep` (all when None) and the grid."""
+def _prepare(time_dim: str | None, keep: set[str] | None, names: set[str], alone: bool, ds: xr.Dataset) -> xr.Dataset:
+    """One file in canonical form, reduced to the variables in `keep` (all when None) and the grid; the grid is
+    settled (`canonical.settled_grid`) when the file is `alone`, else once the files are combined, so that a
+    grid moving from file to file is seen."""
     names.update(map(str, ds.data_vars))
-    ds = canonical(ds, time_dim, str(ds.encoding.get("source", "?")))
+    ds = canonical(ds, time_dim, str(ds.encoding.get("source", "?")), settle_grid=alone)
     if keep is None:
         return ds
     return ds.drop_vars([v for v in ds.data_vars if v not in keep and v not in LAT_NAMES + LON_NAMES])
@@ -147,15 +159,18 @@ def _find(names, candidates, what: str, file: str, required: bool = True):
 
 
 def horizontal_coords(ds: xr.Dataset, array: xr.DataArray, file: str, what: str):
-    """(lat, lon, y_dim, x_dim) of a field; lat/lon 1-D for rectilinear grids, 2-D otherwise."""
+    """(lat, lon, y_dim, x_dim) of a field; lat/lon 1-D for rectilinear grids, 2-D for curvilinear ones, and
+    (time, y, x) for a grid that moves with time (`corrdiff.data.moving_grids`)."""
     names = set(ds.coords) | set(ds.data_vars)
     lat_name = _find(names, LAT_NAMES, f"{what} latitude", file)
     lon_name = _find(names, LON_NAMES, f"{what} longitude", file)
     lat, lon = ds[lat_name], ds[lon_name]
+    if lat.ndim == 3 and "time" in lat.dims and lon.dims == lat.dims:
+        lat, lon = (c.transpose("time", *[d for d in c.dims if d != "time"]) for c in (lat, lon))
     if lat.ndim == 1 and lon.ndim == 1:
         y_dim, x_dim = lat.dims[0], lon.dims[0]
-    elif lat.ndim == 2 and lon.shape == lat.shape:
-        y_dim, x_dim = lat.dims
+    elif lat.ndim in (2, 3) and lon.shape == lat.shape and lat.dims == lon.dims:
+        y_dim, x_dim = lat.dims[-2:]
     else:
         raise DataError(f"{file}: {what}: latitude {lat_name}{lat.dims} and longitude {lon_name}{lon.dims} "
                         "must be both 1-D or both 2-D on the same dims")
@@ -223,9 +238,9 @@ def generic_field(spec: DatasetSpec, ds: xr.Dataset, name: str, what: str, stati
                         f"not found; {_names_hint(ds, name, what)}")
     array = select_level(ds[base], in_files, level, spec.level_dim, file, what)
     lat, lon, y_dim, x_dim = horizontal_coords(ds, array, file, what)
-    if static and "time" in array.dims:
+    if static and "time" in array.dims and lat.ndim < 3:
         array = array.isel(time=0)
-    wanted = (y_dim, x_dim) if static else ("time", y_dim, x_dim)
+    wanted = (y_dim, x_dim) if static and lat.ndim < 3 else ("time", y_dim, x_dim)
     if "time" not in array.dims and not static:
         raise DataError(f"{file}: {what} variable {name!r} has no time dimension (dims {array.dims})")
     extra = [d for d in array.dims if d not in wanted]
@@ -233,8 +248,50 @@ def generic_field(spec: DatasetSpec, ds: xr.Dataset, name: str, what: str, stati
         raise DataError(f"{file}: {what} variable {name!r} has extra dims {extra}; expected {wanted} "
                         "(select a level with name@level)")
     array, assumed = in_expected_units(spec, name, array, file, what, expected, in_files)
-    mapping = grid_mapping(ds) if lat.ndim == 2 else None
-    return Field(name, array.transpose(*wanted), file, lat, lon, units_assumed=assumed, mapping=mapping)
+    mapping = grid_mapping(ds) if lat.ndim >= 2 else None
+    field = Field(name, array.transpose(*wanted), file, lat, lon, units_assumed=assumed, mapping=mapping)
+    if lat.ndim == 3:
+        source = getattr(spec, what, None) if what in ("targets", "static") else None
+        return fixed_in_time(field, what, getattr(source, "moving_grid", None), static)
+    return field
+
+
+def fixed_in_time(field: Field, what: str, rule: str | None, static: bool) -> Field:
+    """A field on a grid that moves with time, as its role allows: inputs keep the moving grid (interpolated per
+    time); targets and static fields are cut to the window all times share (`rule` "window"), kept at the times
+    on one time's grid (`rule` a time), or refused (`corrdiff.data.moving_grids`)."""
+    from corrdiff.data import moving_grids
+
+    if what == "inputs" and not static:
+        return field
+    times = np.asarray(field.array["time"].values)
+    where = f"{field.file}: {what} {field.name!r}"
+    if rule is None:
+        raise DataError(f"{where}: the grid moves with time (a moving nest: "
+                        f"{moving_grids.drift(field.lat, field.lon, times)}); a fine grid must stay fixed: set "
+                        f"`moving_grid: window` under `{what}` to keep the sub-window every time covers, or "
+                        f"`moving_grid: <time>` to keep the times on that time's grid")
+    if rule == "window":
+        window, lat, lon = moving_grids.lattice_window(field.lat, field.lon, field.mapping, where)
+        log.info(f"{where}: moving grid: the {window.height}×{window.width} window every time covers")
+        if static:  # the first time's values, in the window
+            y, x = field.array.dims[1:]
+            array = field.array.isel(time=0, drop=True).isel({y: slice(int(window.y0[0]), int(window.y0[0]) + window.height),
+                                                              x: slice(int(window.x0[0]), int(window.x0[0]) + window.width)})
+            return Field(field.name, array, field.file, lat, lon, units_assumed=field.units_assumed,
+                         mapping=field.mapping)
+        return Field(field.name, field.array, field.file, lat, lon, units_assumed=field.units_assumed,
+                     mapping=field.mapping, window=window)
+    chosen = np.flatnonzero(times.astype("datetime64[ns]") == np.datetime64(pd.Timestamp(rule), "ns"))
+    if not chosen.size:
+        raise DataError(f"{where}: `moving_grid: {rule}` is not one of the file's times "
+                        f"({str(times[0])[:16]} … {str(times[-1])[:16]})")
+    firsts, group = moving_grids.grid_groups(field.lat, field.lon)
+    kept = np.flatnonzero(group == group[chosen[0]])
+    log.info(f"{where}: moving grid: the {kept.size} of {times.size} times on the grid of {rule}")
+    array = field.array.isel(time=kept)
+    return Field(field.name, array if not static else array.isel(time=0, drop=True), field.file, field.lat[kept[0]],
+                 field.lon[kept[0]], units_assumed=field.units_assumed, mapping=field.mapping)
 
 
 def cwa_field(spec: DatasetSpec, ds: xr.Dataset, name: str, group: str, what: str,

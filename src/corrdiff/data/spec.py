@@ -48,6 +48,17 @@ class Source(_Section):
                                    "{t2m: T2, refl: REFL_10CM@max}; a base name renames every level (t: TMP)")
     time_dim: str | None = Field(None, description="the time dimension, when not `time`, `valid_time` or `Time`")
     group: str | None = Field(None, description="cwa layout: the array holding the channels (era5 / cwb)")
+    moving_grid: str | None = Field(None, description="targets or static fields on a grid that moves with time "
+                                    "(a moving nest): `window` keeps the sub-window every time covers, a time "
+                                    "(e.g. 2005-08-28T12:00) keeps the times on that time's grid; moving inputs "
+                                    "need nothing (each time is interpolated from its own grid)")
+
+    @field_validator("moving_grid")
+    @classmethod
+    def _window_or_time(cls, rule: str | None) -> str | None:
+        if rule is not None and rule != "window":
+            _timestamp(rule)
+        return rule
 
     @field_validator("variables")
     @classmethod

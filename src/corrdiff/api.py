@@ -11,6 +11,7 @@ statistics. The result is the dataset `corrdiff generate` writes, in memory: the
 fingerprint, since both call `corrdiff.inference.generate.downscale_time` for each time (docs/api.md).
 """
 
+import dataclasses
 import numbers
 from pathlib import Path
 
@@ -28,6 +29,8 @@ from corrdiff.inference import checks
 from corrdiff.inference.context import output_context
 from corrdiff.inference.generate import check_fits, downscale_time, ensemble_attrs, generation_fingerprint_of, \
     prepare, resolve_patches, Sampling, select_times
+from corrdiff.data.open_inputs import argument_errors, input_paths, OPENED
+from corrdiff.inference.input_members import downscale_members, InputMembers, open_members, rules_with_member
 from corrdiff.inference.inputs import CoarseInputs
 from corrdiff.inference.writer import non_finite
 from corrdiff.model_package import Package
@@ -89,33 +92,57 @@ class Downscaler:
     def lon(self) -> np.ndarray:
         return self.package.lon
 
-    def inputs(self, inputs: xr.Dataset) -> CoarseInputs:
-        """The inputs of `inputs` on the fine grid, normalised: `self.inputs(ds)[i].input` is (C_in, H, W)."""
+    def inputs(self, inputs, rename: dict | None = None, member=None):
+        """The inputs on the fine grid, normalised: `self.inputs(ds)[i].input` is (C_in, H, W).
+
+        `inputs`: an xarray Dataset, or a path, glob or list of them (NetCDF, Zarr, GRIB; read as `open_inputs`
+        reads them). `rename`: {channel: its name in the files}, over the model's own; `member`: of ensemble
+        inputs, a member's number, "mean" or "all" (then an `InputMembers`, one dataset per input member)."""
         p = self.package
-        dataset = CoarseInputs.from_dataset(inputs, p.rules, p.lat, p.lon, p.static, p.stats,
-                                            checks.trained_input_units(self.models.meta))
-        check_fits(self.models, dataset)
+        rules = rules_with_member(p.rules, member)
+        if isinstance(inputs, xr.Dataset) and OPENED in inputs.attrs:  # open_inputs named them as the channels
+            rename = {}
+        if rename is not None:
+            rules = dataclasses.replace(rules, source=rules.source.model_copy(update={"rename": dict(rename)}))
+        units = checks.trained_input_units(self.models.meta)
+        if isinstance(inputs, (str, Path, list, tuple)):
+            paths = [Path(x) for x in input_paths(inputs)]
+            open_one = lambda r: CoarseInputs.from_files(paths, r, p.lat, p.lon, p.static, p.stats, units)
+        else:
+            open_one = lambda r: CoarseInputs.from_dataset(inputs, r, p.lat, p.lon, p.static, p.stats, units)
+        with argument_errors():
+            dataset = open_members(open_one, rules)
+            check_fits(self.models, dataset)
         return dataset
 
-    def downscale(self, inputs: xr.Dataset, members: int = 8, seed: int = 0, sampler: SamplerConfig | dict | None = None,
-                  times=None, progress: bool = False) -> xr.Dataset:
+    def downscale(self, inputs, members: int = 8, seed: int = 0, sampler: SamplerConfig | dict | None = None,
+                  times=None, progress: bool = False, rename: dict | None = None, member=None) -> xr.Dataset:
         """The ensemble of every time of `inputs` (or of `times`, ISO strings or datetimes), as `corrdiff generate`
         writes it: `<name>` (time, member, y, x) and `<name>_regression` (time, y, x), float32 in the targets' units,
         2-D lat/lon, provenance and fingerprint attributes. Member m of a time depends on (seed, time, m) only.
 
         `sampler`: a `SamplerConfig` or its fields as a dict (default: the model's, see docs/sampling.md).
+        `inputs`, `rename`, `member`: as `inputs` takes them; with member="all", `members` per input member and an
+        `input_member` coordinate along `member` (`corrdiff.inference.input_members`).
         """
-        dataset = self.inputs(inputs)
+        dataset = self.inputs(inputs, rename, member)
+        try:
+            return self._downscale(dataset, members, seed, sampler, times, progress)
+        finally:
+            dataset.close()
+
+    def _downscale(self, dataset, members, seed, sampler, times, progress) -> xr.Dataset:
         config = self._config(members, seed, sampler)
         config = resolve_patches(config, self.models, dataset.lat.shape)
         sampling = Sampling.build(config, self.models, dataset.lat.shape, self.device)
         indices, chosen = self._times(dataset, times)
         channels = self.target_channels
         height, width = dataset.lat.shape
-        ensembles = np.empty((len(indices), sampling.members, len(channels), height, width), np.float32)
+        total = sampling.members * (len(dataset.labels) if isinstance(dataset, InputMembers) else 1)
+        ensembles = np.empty((len(indices), total, len(channels), height, width), np.float32)
         means = np.empty((len(indices), len(channels), height, width), np.float32)
         for i, k in enumerate(progress_bar(indices, desc="downscale", unit="time", disable=not progress)):
-            ensembles[i], means[i] = downscale_time(sampling, dataset[k].input, chosen[i])
+            ensembles[i], means[i] = downscale_members(downscale_time, sampling, dataset, k, chosen[i])
             found = non_finite(ensembles[i], means[i], channels)
             if found:  # as generation's writer refuses it
                 raise OutputError(f"the ensemble of {found[1]!r} at {np.datetime64(chosen[i], 's')} came out NaN or "
@@ -123,8 +150,10 @@ class Downscaler:
                                   "sampler.num_steps)")
         fingerprint = generation_fingerprint_of(config, self.models, dataset, chosen)
         context = output_context(dataset, chosen)  # forecast reference/lead times, as the file records them
+        if isinstance(dataset, InputMembers):
+            context = dataclasses.replace(context, coords={**context.coords, **dataset.coords(sampling.members)})
         attrs = ensemble_attrs(config, self.models, allow_mismatch=False) | context.attrs | fingerprint.attrs()
-        ds = ensemble_file.template(chosen, sampling.members, dataset.lat, dataset.lon, channels, self.models.meta.target_attrs,
+        ds = ensemble_file.template(chosen, total, dataset.lat, dataset.lon, channels, self.models.meta.target_attrs,
                                     attrs, complete=True, command="corrdiff.Downscaler.downscale",
                                     **context.template_options())
         for c, name in enumerate(channels):
@@ -134,9 +163,20 @@ class Downscaler:
         return ds
 
     @torch.no_grad()
-    def regression(self, inputs: xr.Dataset, times=None, progress: bool = False) -> xr.Dataset:
-        """The regression mean alone: `<name>_regression` (time, y, x) per target, as in `downscale`'s result."""
-        dataset = self.inputs(inputs)
+    def regression(self, inputs, times=None, progress: bool = False, rename: dict | None = None,
+                   member=None) -> xr.Dataset:
+        """The regression mean alone: `<name>_regression` (time, y, x) per target, as in `downscale`'s result
+        (`inputs`, `rename`, `member` as `inputs` takes them; not member="all")."""
+        if member == "all":
+            raise ConfigError("regression(member='all'): give one member, or 'mean'; downscale(member='all') gives "
+                              "the ensemble of every input member")
+        dataset = self.inputs(inputs, rename, member)
+        try:
+            return self._regression(dataset, times, progress)
+        finally:
+            dataset.close()
+
+    def _regression(self, dataset, times, progress: bool) -> xr.Dataset:
         indices, chosen = self._times(dataset, times)
         stats = self.models.meta.stats
         means = np.empty((len(indices), len(self.target_channels), *dataset.lat.shape), np.float32)

@@ -46,6 +46,7 @@ from corrdiff.errors import CheckpointError, ConfigError, DataError, OutputError
 from corrdiff.files import as_umask_allows
 from corrdiff.inference import checks
 from corrdiff.inference.generate import generate as run_generation, input_paths, Models, models_from_checkpoints
+from corrdiff.inference.input_members import open_members, rules_with_member
 from corrdiff.inference.inputs import CoarseInputs, InputRules
 
 FORMAT = "corrdiff-model-package-1"
@@ -99,15 +100,18 @@ class Package:
 
 
 def generate(path, inputs: list[str], out, overrides: list[str] | None = None, times: list[str] | None = None,
-             progress: bool = True, overwrite: bool = False) -> Path:
+             progress: bool = True, overwrite: bool = False, input_member=None) -> Path:
     """`corrdiff generate --model`: downscale every time of the input files (or `times`) with the package at `path`
     into the ensemble file `out`, resumable as any generation (`corrdiff.inference.generate.generate`)."""
     if not inputs:
         raise ConfigError("--model needs --input: the coarse files to downscale (a package holds no dataset)")
     package = load(path)
     config = package.run_config(overrides)
-    dataset = CoarseInputs.from_files(input_paths(inputs), package.rules, package.lat, package.lon, package.static,
-                                      package.stats, checks.trained_input_units(package.diffusion.meta))
+    paths = input_paths(inputs)
+    dataset = open_members(lambda rules: CoarseInputs.from_files(paths, rules, package.lat, package.lon, package.static,
+                                                                 package.stats, checks.trained_input_units(
+                                                                     package.diffusion.meta)),
+                           rules_with_member(package.rules, input_member))
     try:
         return run_generation(config, None, None, out, times=times, dataset=dataset, progress=progress,
                               overwrite=overwrite, models_loader=package.models)

@@ -115,6 +115,7 @@ def generate(
     split: Annotated[str | None, typer.Option(help="Dataset split to downscale: train, validation, test or all.")] = None,
     format_: Annotated[str | None, typer.Option("--format", help="netcdf or zarr, for an --out without .nc/.nc4/.zarr (default: generate.format).")] = None,
     input_: Annotated[list[str] | None, typer.Option("--input", help="Coarse input file or glob to downscale instead of the spec's inputs (e.g. a new forecast; no targets needed); every time it holds, unless --times. Repeatable.")] = None,
+    input_member: Annotated[str | None, typer.Option("--input-member", help="Ensemble inputs (a `number` dimension): a member's number, `mean`, or `all` (--members per input member; the output's input_member coordinate says which). Default: the spec's `member`.")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace what is at --out (once the new file is complete) instead of resuming it.")] = False,
     allow_mismatch: Annotated[bool, typer.Option("--allow-mismatch", help="Generate even if the diffusion checkpoint was trained against another regression checkpoint (recorded in the output).")] = False,
     set_: SetOpt = None,
@@ -135,6 +136,7 @@ def generate(
     if (config is None) == (model is None):
         raise ConfigError("give either a run config or --model (a model package), not both" if config else
                           "give a run config, or --model with a model package (`corrdiff export`)")
+    member = _input_member(input_member)
     overrides = list(set_ or [])
     for key, value in (("members", members), ("seed", seed), ("split", split), ("format", format_)):
         if value is not None:
@@ -150,15 +152,25 @@ def generate(
                               "are the --input files)")
 
         path = model_package.generate(model, input_, out, overrides, times=times, progress=not quiet,
-                                      overwrite=overwrite)
+                                      overwrite=overwrite, input_member=member)
         typer.echo(f"ensemble written: {path}")
         return
     cfg = load_config(config, overrides)
     run_dir = Path(cfg.run_dir)
     path = run_generate(cfg, checkpoint_regression or run_dir / "regression", checkpoint_diffusion or run_dir / "diffusion",
                         out, times=times, progress=not quiet, inputs=input_, overwrite=overwrite,
-                        allow_mismatch=allow_mismatch)
+                        allow_mismatch=allow_mismatch, input_member=member)
     typer.echo(f"ensemble written: {path}")
+
+
+def _input_member(text: str | None):
+    """--input-member as the spec's `member` takes it: a number, "mean" or "all"; a ConfigError otherwise."""
+    if text is None or text in ("mean", "all"):
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise ConfigError(f"--input-member {text!r}: give a member's number (e.g. 0), mean or all") from None
 
 
 @app.command()

@@ -87,6 +87,11 @@ class PairedFields:
             raise DataError(f"{spec.where}: no `targets` in the spec; training and scoring need them")
         self._stores = []  # the opened xarray datasets, for close()
         self.inputs = open_fields(spec, spec.inputs, "inputs", opened=self._stores, expected=input_units)
+        if any(f.members is not None for f in self.inputs):
+            self.close()
+            raise DataError(f"{spec.where}: `member: all` under `inputs` downscales every input member at generation "
+                            "(`corrdiff generate`, the API); to train, check or compute statistics, choose one "
+                            "member (`member: 0`) or their mean (`member: mean`)")
         self.targets = open_fields(spec, spec.targets, "targets", opened=self._stores) if with_target else []
         self.static = open_fields(spec, spec.static, "static", static=True, opened=self._stores,
                                   expected=input_units) if spec.static else []

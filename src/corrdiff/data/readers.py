@@ -30,6 +30,7 @@ from corrdiff.errors import DataError
 log = logging.getLogger(__name__)
 
 # bottom_top: WRF's model levels, which have no coordinate: `REFL_10CM@0` is the lowest (an index).
+ENSEMBLE_DIMS = ("number", "member", "realization", "ensemble_member")  # cfgrib / CDS, CF, ...
 LEVEL_NAMES = ("level", "isobaricInhPa", "pressure_level", "plev", "lev", "pressure", "bottom_top")
 SHOWN_NAMES = 80  # a not-found error lists at most this many of the file's variables
 GRIB_SUFFIXES = (".grib", ".grb", ".grib2", ".grb2")
@@ -54,6 +55,7 @@ class Field:
     units_assumed: bool = False  # the file gave no `units`: the expected units were assumed
     mapping: dict | None = None  # CF grid mapping of a 2-D lat/lon grid, when the file names one (WRF's, CF's)
     window: "object | None" = None  # moving_grids.Window: the fixed window cut from a moving grid at each time
+    members: tuple | None = None  # `member: all`: the input members' labels (the array holds the first one)
 
     @property
     def grid_shape(self) -> tuple:
@@ -232,11 +234,14 @@ def generic_field(spec: DatasetSpec, ds: xr.Dataset, name: str, what: str, stati
     units it is `expected` in (see `in_expected_units`)."""
     file = ds.encoding.get("corrdiff_files", "?")
     in_files = in_files or name
-    base, level = parse_variable(in_files)
+    # a variable named as the channel itself (`corrdiff.open_inputs` names them so: t@850) is taken as it is
+    base, level = (in_files, None) if in_files in ds.data_vars else parse_variable(in_files)
     if base not in ds.data_vars:
         raise DataError(f"{file}: {what} variable {base!r}{'' if base == name else f' (channel {name!r})'} "
                         f"not found; {_names_hint(ds, name, what)}")
     array = select_level(ds[base], in_files, level, spec.level_dim, file, what)
+    source = getattr(spec, what, None) if what in ("inputs", "targets", "static") else None
+    array, members = choose_member(array, name, getattr(source, "member", None), file, what)
     lat, lon, y_dim, x_dim = horizontal_coords(ds, array, file, what)
     if static and "time" in array.dims and lat.ndim < 3:
         array = array.isel(time=0)
@@ -249,11 +254,37 @@ def generic_field(spec: DatasetSpec, ds: xr.Dataset, name: str, what: str, stati
                         "(select a level with name@level)")
     array, assumed = in_expected_units(spec, name, array, file, what, expected, in_files)
     mapping = grid_mapping(ds) if lat.ndim >= 2 else None
-    field = Field(name, array.transpose(*wanted), file, lat, lon, units_assumed=assumed, mapping=mapping)
+    field = Field(name, array.transpose(*wanted), file, lat, lon, units_assumed=assumed, mapping=mapping,
+                  members=members)
     if lat.ndim == 3:
-        source = getattr(spec, what, None) if what in ("targets", "static") else None
         return fixed_in_time(field, what, getattr(source, "moving_grid", None), static)
     return field
+
+
+def choose_member(array: xr.DataArray, name: str, rule, file: str, what: str) -> tuple[xr.DataArray, tuple | None]:
+    """(the array at the ensemble member `rule` asks for (a member's number, "mean", or "all": the first, with the
+    labels of all), the labels for "all" else None); a DataError naming the members when the rule does not fit."""
+    dims = [d for d in array.dims if d in ENSEMBLE_DIMS]
+    if not dims:
+        if rule is not None:
+            raise DataError(f"{file}: {what} variable {name!r} has no ensemble dimension ({'/'.join(ENSEMBLE_DIMS)}; "
+                            f"dims {array.dims}) to take `member: {rule}` from; leave `member` out")
+        return array, None
+    dim = dims[0]
+    labels = np.asarray(array[dim].values) if dim in array.coords else np.arange(array.sizes[dim])
+    listed = f"{dim} {', '.join(str(v) for v in labels[:12])}{' …' if labels.size > 12 else ''}"
+    if rule is None:
+        raise DataError(f"{file}: {what} variable {name!r} has {labels.size} ensemble members ({listed}); choose one "
+                        f"with `member: {labels[0]}`, their mean with `member: mean`, or every one with `member: all` "
+                        f"under `{what}`")
+    if rule == "mean":
+        return array.mean(dim, keep_attrs=True), None
+    if rule == "all":
+        return array.isel({dim: 0}, drop=True), tuple(v.item() if hasattr(v, "item") else v for v in labels)
+    match = np.flatnonzero(labels == rule)
+    if not match.size:
+        raise DataError(f"{file}: {what} variable {name!r}: no member {rule}; it has {listed}")
+    return array.isel({dim: int(match[0])}, drop=True), None
 
 
 def fixed_in_time(field: Field, what: str, rule: str | None, static: bool) -> Field:

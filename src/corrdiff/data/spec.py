@@ -48,6 +48,9 @@ class Source(_Section):
                                    "{t2m: T2, refl: REFL_10CM@max}; a base name renames every level (t: TMP)")
     time_dim: str | None = Field(None, description="the time dimension, when not `time`, `valid_time` or `Time`")
     group: str | None = Field(None, description="cwa layout: the array holding the channels (era5 / cwb)")
+    member: int | Literal["mean", "all"] | None = Field(
+        None, description="inputs with ensemble members (a `number` dimension, as ERA5's EDA, GEFS or ECMWF ENS): "
+        "one member by its number, their `mean`, or `all` (generation: K members downscaled from each input member)")
     moving_grid: str | None = Field(None, description="targets or static fields on a grid that moves with time "
                                     "(a moving nest): `window` keeps the sub-window every time covers, a time "
                                     "(e.g. 2005-08-28T12:00) keeps the times on that time's grid; moving inputs "

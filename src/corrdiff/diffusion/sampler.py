@@ -183,11 +183,12 @@ def sample_ensemble(
 @torch.no_grad()
 def downscale_ensemble(regression, denoiser, condition_builder: DiffusionCondition, inputs: torch.Tensor,
                        members: int, seed: int, config: SamplerConfig, member_batch: int | None = None, patcher=None,
-                       residual_unit: Sequence[float] = ()):
+                       residual_unit: Sequence[float] = (), first_member: int = 0):
     """Regression mean (1, C, H, W) and ensemble (members, C, H, W), normalised, for one input (1, C_in, H, W).
 
     The one per-time path of CorrDiff sampling (generation, tune and the sample check of diffusion training):
-    μ = regression(inputs), the denoiser's condition built from it by `condition_builder`, members 0..members−1;
+    μ = regression(inputs), the denoiser's condition built from it by `condition_builder`, members
+    first_member … first_member + members − 1 (each seeded by its index);
     `residual_unit` as `sample_ensemble`'s (the checkpoint's `CheckpointMeta.residual_unit()`).
     """
     # The mean is one call per time and every member is built on it: float32, never under bf16 autocast.
@@ -195,7 +196,8 @@ def downscale_ensemble(regression, denoiser, condition_builder: DiffusionConditi
     field = condition_builder.field(inputs, mean)
     # A patcher builds each patch's condition from the whole field; one pass over the domain takes it whole.
     denoiser_condition = field if patcher is not None else condition_builder.whole_domain(field)
-    ensemble = sample_ensemble(denoiser, mean, denoiser_condition, range(members), seed, config, member_batch,
+    ensemble = sample_ensemble(denoiser, mean, denoiser_condition, range(first_member, first_member + members), seed,
+                               config, member_batch,
                                patcher, residual_unit)
     return mean, ensemble
 

@@ -61,11 +61,12 @@ class Fingerprint:
 def generation_fingerprint(*, regression_sha256: str, diffusion_sha256: str, sampler: dict, seed: int, members: int,
                            channels, bf16: bool, patch_shape, patch_overlap, times: np.ndarray, lat: np.ndarray,
                            lon: np.ndarray, input_files: list[Path], spec_file: Path | None,
-                           version: str, tf32: bool = False) -> Fingerprint:
+                           version: str, tf32: bool = False, input_member=None) -> Fingerprint:
     """The fingerprint of one generation: checkpoints, sampler, seed, members, precision, patches, inputs, times.
 
     `tf32`: CUDA ran float32 convolutions in TF32 (`allow_tf32`), a lower precision rather than a reordering; kept
-    only when true, so that the fingerprints of files made without it stay what they were."""
+    only when true, so that the fingerprints of files made without it stay what they were; `input_member` (the
+    ensemble input member read: a number, "mean" or "all: <labels>") likewise only when one is chosen."""
     times = np.asarray(times, dtype="datetime64[s]")
     iso = [str(t) for t in times]
     ingredients = {
@@ -78,6 +79,7 @@ def generation_fingerprint(*, regression_sha256: str, diffusion_sha256: str, sam
         "channels": list(channels),
         "bf16": bool(bf16),
         **({"tf32": True} if tf32 else {}),
+        **({"input_member": str(input_member)} if input_member is not None else {}),
         "patch_shape": list(patch_shape) if patch_shape else None,
         "patch_overlap": list(patch_overlap) if patch_shape else None,  # no patches: the overlap is unused
         "times": f"{len(iso)} from {iso[0]} to {iso[-1]}" if iso else "none",

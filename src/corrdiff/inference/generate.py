@@ -25,6 +25,7 @@ from corrdiff.errors import ConfigError, DataError, OutputError
 from corrdiff.inference import checks
 from corrdiff.inference.context import output_context
 from corrdiff.inference.fingerprint import Fingerprint, generation_fingerprint
+from corrdiff.inference.input_members import downscale_members, InputMembers, member_labels, with_member
 from corrdiff.inference.member_batching import MemberBatching
 from corrdiff.inference.writer import check_replaceable, EnsembleWriter, io_error, is_io_error, OverlappedWriter, \
     overwrite_path, remove, replace, resumable
@@ -113,29 +114,38 @@ def _iso(time: np.datetime64) -> str:
 
 @torch.no_grad()
 def downscale(models: Models, condition: torch.Tensor, members: int, seed: int, sampler: SamplerConfig,
-              member_batch: int | None = None, patcher: PatchedDenoiser | None = None):
-    """Regression mean (1, C, H, W) and ensemble (members, C, H, W), normalised, for one condition (1, C_in, H, W)."""
+              member_batch: int | None = None, patcher: PatchedDenoiser | None = None, first_member: int = 0):
+    """Regression mean (1, C, H, W) and ensemble (members, C, H, W), normalised, for one condition (1, C_in, H, W);
+    the members are first_member … first_member + members − 1 of the time's ensemble."""
     return downscale_ensemble(models.regression, models.denoiser, models.condition, condition, members, seed, sampler,
-                              member_batch, patcher, models.meta.residual_unit())
+                              member_batch, patcher, models.meta.residual_unit(), first_member)
 
 
 def open_inference_dataset(config: RunConfig, meta: CheckpointMeta, split: str, inputs: list[str] | None = None,
-                           checkpoint: str = "the diffusion checkpoint"):
+                           checkpoint: str = "the diffusion checkpoint", input_member=None):
     """The dataset to downscale: the run's data spec, without targets, normalised with the checkpoint's stats.
 
     With `inputs` (files or globs, e.g. a new forecast), those replace the spec's input stores and every
     time they hold is downscaled; the spec still gives the variables, static fields and the fine grid.
     The spec's channels are checked against the checkpoint's (`checkpoint` names it) before any file is opened.
+    `input_member` (a member's number, "mean" or "all") replaces the spec's `member`; with "all", the result is
+    an `InputMembers`: one dataset per input member.
     """
     spec = load_spec(config.data)
     if inputs:
         spec = spec.with_inputs([str(p) for p in input_paths(inputs)])
         split = "all"
+    if input_member is not None:
+        spec = with_member(spec, input_member)
     input_channels, target_channels = checks.spec_channels(spec)
     checks.check_channels("input", input_channels, meta.input_channels, spec.where, checkpoint)
     checks.check_channels("target", target_channels, meta.target_channels, spec.where, checkpoint)
-    return DownscalingDataset(spec, split=split, stats=meta.stats, with_target=False,
-                              input_units=checks.trained_input_units(meta))
+    labels = member_labels(spec)
+    open_one = lambda member_spec: DownscalingDataset(member_spec, split=split, stats=meta.stats, with_target=False,
+                                                      input_units=checks.trained_input_units(meta))
+    if labels is None:
+        return open_one(spec)
+    return InputMembers([open_one(with_member(spec, label)) for label in labels], labels)
 
 
 def input_paths(inputs: list[str]) -> list[Path]:
@@ -201,19 +211,21 @@ def prepare(models: Models, fast: FastPath) -> None:
     models.prepared = True
 
 
-def downscale_time(sampling: Sampling, sample_input: torch.Tensor, time) -> tuple[np.ndarray, np.ndarray]:
+def downscale_time(sampling: Sampling, sample_input: torch.Tensor, time, first_member: int = 0) -> tuple[np.ndarray,
+                                                                                                        np.ndarray]:
     """Ensemble (members, C, H, W) and regression mean (C, H, W) of one time, physical units, float32 numpy.
 
     `sample_input`: the normalised input (C_in, H, W) of a dataset's sample, checked against the training ranges
     (a warning per channel far outside them); `time` (datetime64) seeds the members: member m of a time depends on
-    (seed, time, m) only, so any selection of times gives the same fields.
+    (seed, time, m) only, so any selection of times gives the same fields. The members are m = first_member …
+    first_member + sampling.members − 1 (`corrdiff.inference.input_members`: K members per input member).
     """
     sampling.ranges.check(sample_input, time)
     condition = sample_input[None].to(sampling.device)
     seed = time_seed(sampling.seed, time)
     mean, ensemble = sampling.batching.run(
         lambda size: downscale(sampling.models, condition, sampling.members, seed, sampling.sampler, size,
-                               sampling.patcher))
+                               sampling.patcher, first_member))
     stats = sampling.models.meta.stats  # the checkpoint's own normalisation, never one the data carries
     return stats.denormalize_target(ensemble).cpu().numpy(), stats.denormalize_target(mean)[0].cpu().numpy()
 
@@ -260,25 +272,27 @@ def ensemble_attrs(config: RunConfig, models: Models, allow_mismatch: bool) -> d
 
 def generate(config: RunConfig, regression_path, diffusion_path, out, times: list[str] | None = None,
              dataset=None, progress: bool = True, inputs: list[str] | None = None, overwrite: bool = False,
-             allow_mismatch: bool = False, models_loader: Callable[[torch.device], Models] | None = None) -> Path:
+             allow_mismatch: bool = False, models_loader: Callable[[torch.device], Models] | None = None,
+             input_member=None) -> Path:
     """Write an ensemble file for the chosen times (all times of the split by default); resumable.
 
     A file already at `out` is resumed only when its fingerprint is this generation's; else it is refused,
     or with `overwrite` replaced once the new file is complete. The format follows the suffix of `out`.
     Under torchrun, ranks take every world_size-th time; NetCDF ranks write part files that rank 0
     merges into `out`, Zarr ranks write their regions of `out` directly. `models_loader(device)`, when
-    given, replaces loading the two checkpoint paths (a model package: `corrdiff.model_package`).
+    given, replaces loading the two checkpoint paths (a model package: `corrdiff.model_package`). `input_member`
+    (a member's number, "mean" or "all") chooses among the members of ensemble inputs, over the spec's `member`.
     """
     info = init_distributed(config.device)
     try:
         return _generate(config, regression_path, diffusion_path, Path(out), times, dataset, progress, info, inputs,
-                         overwrite, allow_mismatch, models_loader)
+                         overwrite, allow_mismatch, models_loader, input_member)
     finally:
         shutdown(info)
 
 
 def _generate(config, regression_path, diffusion_path, out: Path, times, dataset, progress, info: DistInfo,
-              inputs=None, overwrite=False, allow_mismatch=False, models_loader=None) -> Path:
+              inputs=None, overwrite=False, allow_mismatch=False, models_loader=None, input_member=None) -> Path:
     gen = config.generate
     fmt = checks.output_format(out, gen.format, "format" in gen.model_fields_set)
     check_folder(out)
@@ -290,7 +304,8 @@ def _generate(config, regression_path, diffusion_path, out: Path, times, dataset
         models = load_models(regression_path, diffusion_path, info.device, allow_mismatch)
     config = with_tuned_sampler(config, models, None if inputs else gen.split)
     if dataset is None:
-        dataset = open_inference_dataset(config, models.meta, gen.split, inputs, models.provenance["diffusion_checkpoint"])
+        dataset = open_inference_dataset(config, models.meta, gen.split, inputs, models.provenance["diffusion_checkpoint"],
+                                         input_member)
     check_fits(models, dataset)
     config = resolve_patches(config, models, dataset.lat.shape)
     gen = config.generate
@@ -320,7 +335,10 @@ def _generate(config, regression_path, diffusion_path, out: Path, times, dataset
         path, slot_times = target, chosen_times
     slots = list(range(len(mine))) if parts else mine
     context = output_context(dataset, slot_times)  # forecast reference/lead times, input files, projection
-    open_writer = lambda: EnsembleWriter(path, slot_times, gen.members, dataset.lat, dataset.lon, channels,
+    members = gen.members * (len(dataset.labels) if isinstance(dataset, InputMembers) else 1)
+    if isinstance(dataset, InputMembers):
+        context = dataclasses.replace(context, coords={**context.coords, **dataset.coords(gen.members)})
+    open_writer = lambda: EnsembleWriter(path, slot_times, members, dataset.lat, dataset.lon, channels,
                                          models.meta.target_attrs, {**attrs, **context.attrs}, fmt,
                                          fingerprint=fingerprint, replace=overwrite, **context.template_options())
     if not parts and info.world_size > 1:
@@ -335,7 +353,7 @@ def _generate(config, regression_path, diffusion_path, out: Path, times, dataset
     output = OverlappedWriter(writer, gen.overlap_writes, on_written=lambda slot: bar.update())
     try:
         for slot, k in todo:
-            output.write(slot, *downscale_time(sampling, dataset[indices[k]].input, chosen_times[k]))
+            output.write(slot, *downscale_members(downscale_time, sampling, dataset, indices[k], chosen_times[k]))
     finally:
         try:
             output.close()
@@ -352,6 +370,9 @@ def generation_fingerprint_of(config: RunConfig, models: Models, dataset, times:
     """The fingerprint of generating `times` (datetime64) of `dataset` with `config` and `models`."""
     gen = config.generate
     files, spec_file = checks.input_files(dataset)
+    spec = getattr(dataset, "spec", None)
+    member = f"all: {list(dataset.labels)}" if isinstance(dataset, InputMembers) else \
+        (spec.inputs.member if spec is not None else None)
     return generation_fingerprint(
         regression_sha256=models.provenance["regression_checkpoint_sha256"],
         diffusion_sha256=models.provenance["diffusion_checkpoint_sha256"],
@@ -359,7 +380,7 @@ def generation_fingerprint_of(config: RunConfig, models: Models, dataset, times:
         channels=models.meta.target_channels, bf16=models.fast.bf16, patch_shape=gen.patch_shape,
         patch_overlap=gen.patch_overlap, times=times, lat=dataset.lat, lon=dataset.lon, input_files=files,
         spec_file=spec_file, version=__version__,
-        tf32=gen.allow_tf32 and next(models.regression.parameters()).device.type == "cuda")
+        tf32=gen.allow_tf32 and next(models.regression.parameters()).device.type == "cuda", input_member=member)
 
 
 def _finish(target: Path, out: Path, fmt: str, parts: int, overwrite: bool) -> None:

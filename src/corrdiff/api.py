@@ -93,7 +93,7 @@ class Downscaler:
         """The inputs of `inputs` on the fine grid, normalised: `self.inputs(ds)[i].input` is (C_in, H, W)."""
         p = self.package
         dataset = CoarseInputs.from_dataset(inputs, p.rules, p.lat, p.lon, p.static, p.stats,
-                                            checks.trained_input_units(self.models.meta))
+                                            checks.trained_input_units(self.models.meta), grid_mapping=p.grid_mapping)
         check_fits(self.models, dataset)
         return dataset
 
@@ -146,7 +146,8 @@ class Downscaler:
             means[i] = stats.denormalize_target(self.models.regression(condition).to(torch.float32))[0].cpu().numpy()
         ds = ensemble_file.template(chosen, 1, dataset.lat, dataset.lon, self.target_channels,
                                     self.models.meta.target_attrs, {**self.models.provenance},
-                                    command="corrdiff.Downscaler.regression")
+                                    command="corrdiff.Downscaler.regression",
+                                    **output_context(dataset, chosen).template_options())
         ds = ds.drop_vars([*self.target_channels, FLAG]).drop_dims("member")
         for c, name in enumerate(self.target_channels):
             ds[regression_name(name)] = ds[regression_name(name)].copy(data=means[:, c])

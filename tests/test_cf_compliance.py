@@ -77,7 +77,7 @@ def test_generated_files_have_standard_names_and_no_cf_errors(projected, source)
         assert ds["t2m"].attrs["standard_name"] == ds["t2m_regression"].attrs["standard_name"] == "air_temperature"
         assert ds["u10"].attrs["standard_name"] == "eastward_wind"
         assert ds["refl"].attrs["standard_name"] == "equivalent_reflectivity_factor"
-        assert ds["refl"].attrs["long_name"] == "radar reflectivity"  # the target file's own
+        assert ds["t2m"].attrs["long_name"] == "2 m temperature"  # the target file's own, not the table's
         assert ds["crs"].attrs["grid_mapping_name"] == "lambert_conformal_conic"
     assert cf_errors(projected[source]) == []
 

@@ -105,9 +105,9 @@ def with_cf_names(channel: str, attrs: dict) -> dict:
 
 
 def _long_name(channel: str, known: CFName | None) -> str:
-    base, level = parse_variable(str(channel))
     if known is None:
         return str(channel)
+    level = parse_variable(str(channel))[1]
     if level == COLUMN_MAX:
         return f"column maximum of {known.long_name}"
     return known.long_name if level is None else f"{known.long_name} at level {level:g}"

@@ -43,6 +43,7 @@ def test_file_attributes_win_and_unknown_channels_are_named_by_themselves():
     assert with_cf_names("mystery", {"units": "1"}) == {"units": "1", "long_name": "mystery"}
     assert with_cf_names("refl@max", {"units": "dBZ"})["long_name"] == "column maximum of radar reflectivity"
     assert with_cf_names("t@850", {"units": "K"})["long_name"] == "air temperature at level 850"
+    assert with_cf_names("t@top", {"units": "K"})["long_name"] == "t@top"  # no spec level: named by itself
 
 
 def test_every_channel_of_an_ensemble_file_has_names():

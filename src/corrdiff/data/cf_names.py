@@ -84,7 +84,7 @@ KNOWN: dict[str, tuple[CFName, ...]] = {
 def cf_name(channel: str, channel_units: str | None = None) -> CFName | None:
     """The CF name of `channel` in `channel_units`: the first candidate whose canonical units these convert to
     (the first of all when no units are given); None for a name not in KNOWN or units none of its candidates has."""
-    candidates = KNOWN.get(parse_variable(str(channel))[0].lower(), ())
+    candidates = KNOWN.get(str(channel).partition("@")[0].lower(), ())
     if channel_units is None or not str(channel_units).strip():
         return candidates[0] if candidates else None
     return next((c for c in candidates if units.conversion(str(channel_units), c.canonical_units) is not None), None)
@@ -105,9 +105,12 @@ def with_cf_names(channel: str, attrs: dict) -> dict:
 
 
 def _long_name(channel: str, known: CFName | None) -> str:
+    try:
+        level = parse_variable(str(channel))[1]
+    except ValueError:  # not a spec's `name@level` (a name from elsewhere): named by itself
+        known = None
     if known is None:
         return str(channel)
-    level = parse_variable(str(channel))[1]
     if level == COLUMN_MAX:
         return f"column maximum of {known.long_name}"
     return known.long_name if level is None else f"{known.long_name} at level {level:g}"

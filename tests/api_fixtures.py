@@ -1,6 +1,8 @@
 """A tiny trained run on files, shared by the API and model-package tests (trained once per test session)."""
 
+import shutil
 
+import netCDF4
 import pytest
 import yaml
 
@@ -23,3 +25,29 @@ def trained(tmp_path_factory):
     for kind in ("regression", "diffusion"):
         succeeded(invoke("train", kind, config, "--quiet"))
     return folder, config
+
+
+# WRF's global attributes of a Lambert conformal grid (corrdiff.data.canonical.wrf_grid_mapping reads them)
+LAMBERT = {"MAP_PROJ": 1, "TRUELAT1": 10.0, "TRUELAT2": 40.0, "STAND_LON": 120.0, "MOAD_CEN_LAT": 22.0}
+
+
+@pytest.fixture(scope="session")
+def projected(trained, tmp_path_factory):
+    """The trained run's outputs on a Lambert fine grid: {"run": the file `generate` writes from the run folder,
+    "package": the model package exported from it, "from_package": what `generate --model` writes with it,
+    "forecast": the coarse input file}. The targets' file says the grid is Lambert (WRF's attributes)."""
+    folder, _ = trained
+    root = tmp_path_factory.mktemp("lambert")
+    shutil.copytree(folder / "data", root / "data")
+    with netCDF4.Dataset(root / "data" / "fine.nc", "a") as nc:
+        nc.setncatts(LAMBERT)
+    config = root / "config.yaml"
+    config.write_text(yaml.safe_dump({**CONFIG, "run_dir": str(folder / "run")}))
+    forecast = shutil.copy(folder / "data" / "coarse.nc", root / "forecast.nc")
+    times = ["--times", TIMES[0]]
+    out = {"run": root / "run.nc", "package": root / "model", "from_package": root / "package.nc", "forecast": forecast}
+    succeeded(invoke("generate", config, "--out", out["run"], "--input", forecast, "--quiet", *times))
+    succeeded(invoke("export", folder / "run", "--config", config, "--out", out["package"]))
+    succeeded(invoke("generate", "--model", out["package"], "--input", forecast, "--out", out["from_package"],
+                     "--quiet", *times))
+    return out

@@ -1,12 +1,14 @@
-"""CF-1.11 compliance (issue 11, item 10): the IOOS compliance checker finds no error in an ensemble file written by
-the real writer (with and without forecast context and a WRF projection), nor in a scores file written by
-`write_scores`. "Error" is the checker's high priority (weight 3); its recommendations are not asserted (the one
+"""CF-1.11 compliance (issue 11, item 10; issue 21, item 7): the IOOS compliance checker finds no error in an
+ensemble file written by the real writer (with and without forecast context and a WRF projection), in what
+`corrdiff generate` writes from a run folder and from an exported model package on a Lambert grid (with the
+standard names of `corrdiff.data.cf_names`), nor in a scores file written by `write_scores`. "Error" is the checker's high priority (weight 3); its recommendations are not asserted (the one
 left on the ensemble is the member dimension's place, which CF would put before time: the layout's contract)."""
 
 from pathlib import Path
 
 import numpy as np
 import pytest
+import xarray as xr
 
 try:  # imported before eccodes (cfgrib) loads: its bundled libproj otherwise breaks pyproj, which the checker uses
     import pyproj  # noqa: F401
@@ -18,6 +20,7 @@ from corrdiff.evaluation.evaluate import evaluate, write_scores
 from corrdiff.inference.context import PROJECTION_ATTRS
 from corrdiff.inference.fingerprint import Fingerprint
 from corrdiff.inference.writer import EnsembleWriter
+from tests.api_fixtures import projected, trained  # noqa: F401  (fixtures)
 from tests.evaluation import evaluation_fixtures as fx
 
 checker = pytest.importorskip("compliance_checker.runner", reason="compliance-checker is in the test extra")
@@ -65,6 +68,18 @@ def write_ensemble(path: Path, forecast: bool, projection: bool) -> Path:
 def test_ensemble_file_has_no_cf_errors(tmp_path, forecast, projection):
     path = write_ensemble(tmp_path / "ens.nc", forecast, projection)
     assert cf_errors(path) == []
+
+
+@pytest.mark.parametrize("source", ["run", "from_package"])
+def test_generated_files_have_standard_names_and_no_cf_errors(projected, source):
+    """Run folder and model package alike: every channel named, the projection kept, nothing CF calls an error."""
+    with xr.open_dataset(projected[source]) as ds:
+        assert ds["t2m"].attrs["standard_name"] == ds["t2m_regression"].attrs["standard_name"] == "air_temperature"
+        assert ds["u10"].attrs["standard_name"] == "eastward_wind"
+        assert ds["refl"].attrs["standard_name"] == "equivalent_reflectivity_factor"
+        assert ds["t2m"].attrs["long_name"] == "2 m temperature"  # the target file's own, not the table's
+        assert ds["crs"].attrs["grid_mapping_name"] == "lambert_conformal_conic"
+    assert cf_errors(projected[source]) == []
 
 
 @pytest.mark.parametrize("variables", [("u", "v", "vorticity"), ("u", "v")], ids=["mixed-units", "one-unit"])

@@ -9,9 +9,9 @@ import pytest
 import xarray as xr
 
 import corrdiff
-from corrdiff import checkpoint as ckpt, sampler_file
+from corrdiff import checkpoint as ckpt, model_package, sampler_file
 from corrdiff.diffusion import SamplerConfig
-from tests.api_fixtures import FIELDS, TIMES, trained  # noqa: F401  (trained: a fixture)
+from tests.api_fixtures import FIELDS, LAMBERT, projected, TIMES, trained  # noqa: F401  (fixtures)
 from tests.cli import invoke, refused, succeeded
 
 TIME_OPTIONS = ["--times", TIMES[0], "--times", TIMES[1]]
@@ -138,3 +138,42 @@ def test_the_package_and_checkpoints_follow_the_umask(package, trained):
     folder, _ = trained
     step = next((folder / "run" / "regression" / "checkpoints").glob("step-*"))
     assert step.stat().st_mode & 0o777 == allowed
+
+
+def _plain(attrs: dict) -> dict:
+    """netCDF attributes comparable with ==: arrays as lists."""
+    return {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in attrs.items()}
+
+
+def test_the_package_output_keeps_the_projection_of_the_runs_output(projected):
+    """Generated from an exported package, the output has the run folder's `crs` and projection coordinates."""
+    meta = json.loads((projected["package"] / "model.json").read_text())
+    assert meta["grid"]["mapping"]["grid_mapping_name"] == "lambert_conformal_conic"
+    with xr.open_dataset(projected["run"]) as run, xr.open_dataset(projected["from_package"]) as package:
+        assert run["crs"].attrs["grid_mapping_name"] == "lambert_conformal_conic"
+        assert run["crs"].attrs["standard_parallel"].tolist() == [LAMBERT["TRUELAT1"], LAMBERT["TRUELAT2"]]
+        assert _plain(package["crs"].attrs) == _plain(run["crs"].attrs)
+        for name in ("projection_x", "projection_y"):
+            np.testing.assert_array_equal(package[name].values, run[name].values, err_msg=name)
+            assert package[name].attrs == run[name].attrs
+        for name in FIELDS:
+            assert package[name].attrs["grid_mapping"] == run[name].attrs["grid_mapping"] == "crs", name
+        model = corrdiff.load(projected["package"], device="cpu")
+        with xr.open_dataset(projected["forecast"]) as inputs:
+            for api in (model.downscale(inputs, members=2, seed=0, times=TIMES[:1]), model.regression(inputs, TIMES[:1])):
+                assert _plain(api["crs"].attrs) == _plain(run["crs"].attrs)
+                np.testing.assert_array_equal(api["projection_x"].values, run["projection_x"].values)
+
+
+def test_a_package_exported_before_packages_kept_the_projection_still_loads(projected, tmp_path):
+    old = tmp_path / "model"
+    shutil.copytree(projected["package"], old)
+    body = json.loads((old / "model.json").read_text())
+    del body["metadata_sha256"], body["grid"]["mapping"]
+    (old / "model.json").write_text(json.dumps(body | {"metadata_sha256": model_package._digest(body)}))
+    assert model_package.load(old).grid_mapping is None
+    out = tmp_path / "ens.nc"
+    succeeded(invoke("generate", "--model", old, "--input", projected["forecast"], "--out", out, "--quiet",
+                     "--times", TIMES[0]))
+    with xr.open_dataset(out) as ds:
+        assert "crs" not in ds.variables and "grid_mapping" not in ds["t2m"].attrs

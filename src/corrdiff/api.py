@@ -107,9 +107,11 @@ class Downscaler:
         units = checks.trained_input_units(self.models.meta)
         if isinstance(inputs, (str, Path, list, tuple)):
             paths = [Path(x) for x in input_paths(inputs)]
-            open_one = lambda r: CoarseInputs.from_files(paths, r, p.lat, p.lon, p.static, p.stats, units)
+            open_one = lambda r: CoarseInputs.from_files(paths, r, p.lat, p.lon, p.static, p.stats, units,
+                                                                p.grid_mapping)
         else:
-            open_one = lambda r: CoarseInputs.from_dataset(inputs, r, p.lat, p.lon, p.static, p.stats, units)
+            open_one = lambda r: CoarseInputs.from_dataset(inputs, r, p.lat, p.lon, p.static, p.stats, units,
+                                                                  grid_mapping=p.grid_mapping)
         with argument_errors():
             dataset = open_members(open_one, rules)
             check_fits(self.models, dataset)
@@ -186,7 +188,8 @@ class Downscaler:
             means[i] = stats.denormalize_target(self.models.regression(condition).to(torch.float32))[0].cpu().numpy()
         ds = ensemble_file.template(chosen, 1, dataset.lat, dataset.lon, self.target_channels,
                                     self.models.meta.target_attrs, {**self.models.provenance},
-                                    command="corrdiff.Downscaler.regression")
+                                    command="corrdiff.Downscaler.regression",
+                                    **output_context(dataset, chosen).template_options())
         ds = ds.drop_vars([*self.target_channels, FLAG]).drop_dims("member")
         for c, name in enumerate(self.target_channels):
             ds[regression_name(name)] = ds[regression_name(name)].copy(data=means[:, c])

@@ -15,9 +15,12 @@ CF-1.11 NetCDF, or a Zarr v3 store (a path ending in .zarr):
 
 Chunks: one time × one member × the whole field for each channel (one time × the field for the regression mean):
 each write of a time, and each read of one member's field, touches whole chunks (benchmarks/bench_netcdf.py).
+Every channel variable has a `long_name` and, for a quantity CF names, a `standard_name`: the target files' own
+attributes where they give them, else `corrdiff.data.cf_names`' table (an unknown channel is named by itself).
 Coordinates have no _FillValue. Global attributes: Conventions, title, grid_spacing_km (mean neighbour
 distance) and history, then the writer's own.
-This module imports nothing from corrdiff but its errors, so that inference and evaluation can both use it.
+This module imports nothing from corrdiff but its errors and the CF names table, so that inference and
+evaluation can both use it.
 """
 
 import datetime as dt
@@ -29,6 +32,7 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
+from corrdiff.data.cf_names import with_cf_names
 from corrdiff.errors import EvaluationError
 
 ENSEMBLE_DIMS = ("time", "member", "y", "x")
@@ -88,7 +92,8 @@ def template(times, members: int, lat, lon, channels, channel_attrs: dict | None
              grid_mapping: dict | None = None) -> xr.Dataset:
     """An all-NaN dataset with the file's layout: lazy (dask), one time per chunk.
 
-    `channel_attrs`: {name: attrs} (units, long_name). `regression`: add `<name>_regression`.
+    `channel_attrs`: {name: attrs} (units, long_name, standard_name; `with_cf_names` fills in the names they lack).
+    `regression`: add `<name>_regression`.
     `complete`: the flag is 1 everywhere (a file written whole, as the baselines are); else 0.
     `command` goes into the history attribute; `global_attrs` are added last and win.
     `coords`: extra coordinates {name: (dims, values, attrs)}: the forecast context along ("time",), projection
@@ -101,7 +106,8 @@ def template(times, members: int, lat, lon, channels, channel_attrs: dict | None
     mapped = {"grid_mapping": GRID_MAPPING} if grid_mapping else {}
     data_vars = {}
     for name in channels:
-        attrs = {"coordinates": " ".join(["lat", "lon", *coords]), **channel_attrs.get(name, {}), **mapped}
+        attrs = {"coordinates": " ".join(["lat", "lon", *coords]), **with_cf_names(name, channel_attrs.get(name, {})),
+                 **mapped}
         if str(attrs.get("units", "")) in TEMPERATURE_UNITS:
             attrs.setdefault("units_metadata", "temperature: on_scale")
         data_vars[name] = (ENSEMBLE_DIMS, da.full((n_time, members, height, width), np.nan, dtype="float32",

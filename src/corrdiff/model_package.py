@@ -8,8 +8,13 @@
     model/fields.safetensors       the fine grid `grid.lat`, `grid.lon` (H, W) float64, degrees, and each static
                                    field `static.<name>` (H, W) float32, physical units
     model/model.json               `FORMAT`: both checkpoints' descriptions (channels, units, normalisation, network,
-                                   run config), how inputs are read (`InputRules`), the static channels, the sampler
-                                   and generation defaults, the corrdiff version, and the SHA-256 of every other file
+                                   run config), how inputs are read (`InputRules`), the static channels, the fine
+                                   grid's projection (`grid.mapping`: CF grid-mapping attributes, null for none), the
+                                   sampler and generation defaults, the corrdiff version, and the SHA-256 of every
+                                   other file
+
+Keys are only ever added within a `FORMAT`: a package without `grid.mapping` (exported before it was kept) loads,
+and its output has no `crs`, as before; an older corrdiff reading a newer package ignores the keys it does not know.
 
 Loading verifies every recorded SHA-256 and a digest of model.json's own contents, so a damaged, edited or
 incomplete package is a one-line CheckpointError naming the file. `Package` is what the Python API
@@ -45,6 +50,7 @@ from corrdiff.diffusion import SamplerConfig
 from corrdiff.errors import CheckpointError, ConfigError, DataError, OutputError
 from corrdiff.files import as_umask_allows
 from corrdiff.inference import checks
+from corrdiff.inference.context import fine_grid_mapping
 from corrdiff.inference.generate import generate as run_generation, input_paths, Models, models_from_checkpoints
 from corrdiff.inference.input_members import open_members, rules_with_member
 from corrdiff.inference.inputs import CoarseInputs, InputRules
@@ -77,6 +83,9 @@ class Package:
     mismatches: list[str] = field(default_factory=list)
     config: RunConfig | None = None
     """The run config it was read with (None: loaded from a package folder), recorded in what it generates."""
+    grid_mapping: dict | None = None
+    """CF grid-mapping attributes of the fine grid's projection (None: a lat/lon grid, or a package exported
+    before packages kept it); the output's `crs` and projection coordinates."""
 
     @property
     def stats(self):
@@ -110,7 +119,7 @@ def generate(path, inputs: list[str], out, overrides: list[str] | None = None, t
     paths = input_paths(inputs)
     dataset = open_members(lambda rules: CoarseInputs.from_files(paths, rules, package.lat, package.lon, package.static,
                                                                  package.stats, checks.trained_input_units(
-                                                                     package.diffusion.meta)),
+                                                                     package.diffusion.meta), package.grid_mapping),
                            rules_with_member(package.rules, input_member))
     try:
         return run_generation(config, None, None, out, times=times, dataset=dataset, progress=progress,
@@ -151,7 +160,7 @@ def from_checkpoints(regression_path, diffusion_path, config: RunConfig | None =
     generate = {k: v for k, v in config.generate.model_dump(mode="json").items()
                 if v is not None and k not in ("format", "split")}
     return Package(regression, diffusion, InputRules.from_spec(spec), lat, lon, static, sampler, source, generate,
-                   None, problems, config)
+                   None, problems, config, fine_grid_mapping(spec))
 
 
 def _recorded_config(diffusion: ModelCheckpoint) -> RunConfig:
@@ -236,13 +245,23 @@ def _metadata(package: Package, files: dict[str, str]) -> dict:
                      "units": package.rules.units},
         "normalisation": meta.stats.to_dict(),
         "inputs": package.rules.to_dict(),
-        "grid": {"file": FIELDS_FILE, "shape": list(package.lat.shape), "lat": "grid.lat", "lon": "grid.lon"},
+        "grid": {"file": FIELDS_FILE, "shape": list(package.lat.shape), "lat": "grid.lat", "lon": "grid.lon",
+                 "mapping": _plain(package.grid_mapping)},
         "sampler": _sampler_dict(package.sampler), "sampler_source": package.sampler_source,
         "generate": package.generate, "mismatches": package.mismatches,
         "networks": {kind: {"file": name, "checkpoint": json.loads(getattr(package, kind).meta.to_json())}
                      for kind, name in NETWORK_FILES.items()},
         "files": files,
     }
+
+
+def _plain(value):
+    """`value` with numpy arrays and scalars (as netCDF attributes come) as JSON lists and numbers."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (np.ndarray, list, tuple)):
+        return [_plain(v) for v in value]
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def _digest(body: dict) -> str:
@@ -302,7 +321,7 @@ def load(path) -> Package:
         return Package(checkpoints["regression"], checkpoints["diffusion"], InputRules.from_dict(body["inputs"]),
                        fields["grid.lat"].numpy(), fields["grid.lon"].numpy(), static, _sampler(body["sampler"]),
                        body.get("sampler_source", "?"), dict(body.get("generate") or {}), path,
-                       list(body.get("mismatches") or []))
+                       list(body.get("mismatches") or []), grid_mapping=body["grid"].get("mapping"))
     except (KeyError, TypeError, ValueError) as err:
         raise CheckpointError(f"{where}: not a complete model package description ({type(err).__name__}: "
                               f"{' '.join(str(err).split())})") from None

@@ -10,7 +10,7 @@ from matplotlib.colors import BoundaryNorm
 from PIL import Image
 
 from corrdiff.demo import evaluate_demo
-from corrdiff.evaluation.plots import colour_scale
+from corrdiff.evaluation.plots import colour_scale, degrees_label
 from tests.evaluation import evaluation_fixtures as fx
 from tests.evaluation.test_cli import invoke, spec_case  # noqa: F401  (spec_case: a fixture)
 
@@ -120,6 +120,39 @@ def test_maps_draw_the_shipped_coastlines_without_network(tmp_path, monkeypatch)
         assert image.size[0] <= 1600
     open_sea = coastlines.lines_in(*np.meshgrid(np.linspace(-150, -149, 5), np.linspace(-40, -39, 5)))
     assert open_sea == []
+
+
+@pytest.mark.parametrize("value, axis, expected", [
+    (-90, "lon", "90°W"), (90, "lon", "90°E"), (270, "lon", "90°W"), (0, "lon", "0°"), (180, "lon", "180°"),
+    (-180, "lon", "180°"), (120.25, "lon", "120.25°E"), (-0.0, "lon", "0°"), (115.00000000003, "lon", "115°E"),
+    (23, "lat", "23°N"), (-23.5, "lat", "23.5°S"), (0, "lat", "0°"), (-90, "lat", "90°S"),
+])
+def test_degrees_read_as_on_a_map(value, axis, expected):
+    assert degrees_label(value, axis) == expected
+
+
+def test_map_ticks_read_west_and_south_without_a_minus_sign(tmp_path, monkeypatch):
+    """A (projected) grid west of Greenwich and south of the equator: ticks in °W and °S, as the formatter writes."""
+    from corrdiff.evaluation import case_plots, plots
+
+    drawn = []
+    monkeypatch.setattr(plots.plt, "close", lambda fig: drawn.append(fig))  # keep the figure to look at it
+    lat, lon = np.meshgrid(np.linspace(-4, 3, 12), np.linspace(-95, -84, 14), indexing="ij")
+    field = xr.DataArray(np.zeros(lat.shape), attrs={"units": "K"})
+    plots.map_panels(tmp_path / "map.png", "t2m", {"truth": lat}, None, lat, lon, field, "now")
+    fig, _ = case_plots._map(lat, {"units": "K"}, "t2m", lat, lon)
+    fig.canvas.draw()
+    for ax in (drawn[0].axes[0], fig.axes[0]):
+        xs = [t.get_text() for t in ax.get_xticklabels() if t.get_text()]
+        ys = [t.get_text() for t in ax.get_yticklabels() if t.get_text()]
+        assert xs and all(re.fullmatch(r"\d+(\.\d+)?°W", x) for x in xs), xs
+        assert "0°" in ys and any(y.endswith("°S") for y in ys) and any(y.endswith("°N") for y in ys), ys
+        assert not any("-" in t or "−" in t for t in xs + ys)
+        assert [t.get_text() for t in ax.get_xticklabels()] == [degrees_label(v, "lon") for v in ax.get_xticks()]
+        assert ax.get_xlabel() == "longitude" and ax.get_ylabel() == "latitude"
+    monkeypatch.undo()
+    for figure in (drawn[0], fig):
+        plots.plt.close(figure)
 
 
 @pytest.mark.slow

@@ -11,7 +11,8 @@ import numpy as np
 import xarray as xr
 
 from corrdiff.evaluation import coastlines
-from corrdiff.evaluation.plots import _finish, _panels, _save, _tidy_numbers, colour_of, colour_scale, plt
+from corrdiff.evaluation.plots import _finish, _panels, _save, _tidy_numbers, colour_of, colour_scale, degrees_label, \
+    geographic_axes, plt
 
 
 def _members(ds: xr.Dataset) -> list[str]:
@@ -60,7 +61,8 @@ def vortex_profiles_figure(path: Path, ds: xr.Dataset, time_index: int = 0) -> P
     axes.ravel()[0].legend(fontsize=7)
     when = str(ds["time"].values[time_index])[:16].replace("T", " ")
     truth = ds.sel(source="truth").isel(time=time_index)
-    title = (f"vortex at {when} UTC, centre {float(truth['centre_lat']):.2f}N {float(truth['centre_lon']):.2f}E "
+    centre = f"{degrees_label(truth['centre_lat'], 'lat', 2)} {degrees_label(truth['centre_lon'], 'lon', 2)}"
+    title = (f"vortex at {when} UTC, centre {centre} "
              f"(by {ds.attrs['centre_method']}); truth max wind {float(truth['max_wind']):.3g} "
              f"{ds['max_wind'].attrs.get('units', '')} at {float(truth['rmw']):.3g} km")
     return _finish(fig, axes, len(profile_vars), title, path)
@@ -73,8 +75,7 @@ def _map(field: np.ndarray, field_attrs: dict, name: str, lat: np.ndarray, lon: 
     mesh = ax.pcolormesh(lon, lat, field, cmap=cmap, norm=norm, shading="auto")
     fig.colorbar(mesh, ax=ax, label=f"{field_attrs.get('long_name', name)} [{field_attrs.get('units', '1')}]")
     coastlines.draw(ax, lon, lat)
-    ax.set_xlabel("longitude [°E]")
-    ax.set_ylabel("latitude [°N]")
+    geographic_axes(ax)
     ax.set_aspect(1.0 / max(np.cos(np.radians(np.nanmean(lat))), 0.1))
     return fig, ax
 

@@ -22,15 +22,15 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from corrdiff.data.cf_names import cf_name
 from corrdiff.ensemble_file import grid_spacing_km
 from corrdiff.errors import EvaluationError
 
 EARTH_RADIUS_KM = 6371.0
 METHODS = ("pressure", "vorticity", "wind")  # centre by minimum pressure, vorticity channel, vorticity of u, v
-PRESSURE_NAMES = {"msl", "mslp", "psl", "slp", "prmsl", "sp", "pmsl", "pressure"}
-PRESSURE_STANDARD = {"air_pressure_at_mean_sea_level", "air_pressure_at_sea_level", "surface_air_pressure"}
+PRESSURE_STANDARD = {"air_pressure_at_mean_sea_level", "air_pressure_at_sea_level", "surface_air_pressure",
+                     "air_pressure"}
 WIND_PAIRS = [("u", "v"), ("u10", "v10"), ("u10m", "v10m"), ("ugrd10m", "vgrd10m"), ("u100", "v100")]
-TEMPERATURE_NAMES = {"t", "t2", "t2m", "tas", "temperature", "tmp2m", "air_temperature"}
 
 
 @dataclass
@@ -45,8 +45,15 @@ class Roles:
 
 
 def find_roles(attrs: dict[str, dict], wind: tuple[str, str] | None = None) -> Roles:
-    """Roles of the channels from their names and CF attributes ({name: attrs}); `wind` = (u, v) names."""
+    """Roles of the channels from their names and CF attributes ({name: attrs}); `wind` = (u, v) names.
+
+    Pressure and temperature by standard_name: the channel's own, else the one `corrdiff.data.cf_names` gives its
+    name. Winds by the channels' own standard_names, else by the name pairs WIND_PAIRS (a name alone says no
+    more than that a channel is eastward, not which northward one goes with it).
+    """
     std = {n: str(a.get("standard_name", "")) for n, a in attrs.items()}
+    # by name alone, whatever the units: a pressure in units a file spells oddly is still the pressure
+    named = {n: std[n] or getattr(cf_name(n), "standard_name", "") for n in attrs}
     roles = Roles()
     if wind is not None:
         missing = [w for w in wind if w not in attrs]
@@ -60,12 +67,11 @@ def find_roles(attrs: dict[str, dict], wind: tuple[str, str] | None = None) -> R
         if pairs:
             roles.u, roles.v = pairs[0]
     for name in attrs:
-        low = name.lower()
-        if roles.pressure is None and (std[name] in PRESSURE_STANDARD or low in PRESSURE_NAMES):
+        if roles.pressure is None and named[name] in PRESSURE_STANDARD:
             roles.pressure = name
-        if roles.vorticity is None and (std[name] == "atmosphere_relative_vorticity" or "vort" in low):
+        if roles.vorticity is None and (std[name] == "atmosphere_relative_vorticity" or "vort" in name.lower()):
             roles.vorticity = name
-        if roles.temperature is None and (std[name] == "air_temperature" or low in TEMPERATURE_NAMES):
+        if roles.temperature is None and named[name] == "air_temperature":
             roles.temperature = name
     return roles
 

@@ -1,7 +1,8 @@
 """The report's figures, one function per figure, each writing a modest-sized PNG (matplotlib, Agg).
 
 Every axis carries its units. Maps are on plain longitude/latitude axes with the coastlines shipped in the
-package (`corrdiff.evaluation.coastlines`): nothing is downloaded and cartopy is not needed.
+package (`corrdiff.evaluation.coastlines`), their ticks read as a map's (90°W, 23°N: `degrees_label`): nothing is
+downloaded and cartopy is not needed.
 """
 
 import math
@@ -14,6 +15,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import xarray as xr  # noqa: E402
 from matplotlib.colors import BoundaryNorm, ListedColormap, Normalize  # noqa: E402
+from matplotlib.ticker import FuncFormatter  # noqa: E402
 
 from corrdiff.evaluation import coastlines  # noqa: E402
 
@@ -99,6 +101,28 @@ def _grid(ncols_max: int, n: int) -> tuple[int, int]:
     return math.ceil(n / ncols), ncols
 
 
+def degrees_label(value: float, axis: str, decimals: int | None = None) -> str:
+    """`value` degrees of longitude (`axis` "lon") or latitude ("lat") as a map writes them: 90°W, 23°N, 23.5°S,
+    0°, 180°; longitudes wrapped to (−180, 180]. `decimals`: fixed decimals (default: as few as the value needs)."""
+    # cartopy's LongitudeFormatter does this on its GeoAxes; the maps here are plain axes, cartopy no dependency
+    value = round(float(value), 6 if decimals is None else decimals)  # tick positions carry float noise
+    if axis == "lon":
+        value = 180.0 - (180.0 - value) % 360.0  # (−180, 180]: 270 and −90 are 90°W, −180 is 180°
+    magnitude = f"{abs(value):g}" if decimals is None else f"{abs(value):.{decimals}f}"
+    if value == 0 or (axis == "lon" and abs(value) == 180):
+        return f"{magnitude}°"
+    hemisphere = ("E", "W") if axis == "lon" else ("N", "S")
+    return f"{magnitude}°{hemisphere[value < 0]}"
+
+
+def geographic_axes(ax) -> None:
+    """Label the axes of a map on longitude (x) and latitude (y) degrees, each tick as `degrees_label` writes it."""
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: degrees_label(value, "lon")))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: degrees_label(value, "lat")))
+    ax.set_xlabel("longitude")
+    ax.set_ylabel("latitude")
+
+
 def _tidy_numbers(ax, axis: str = "x") -> None:
     """At most 5 ticks, large or small numbers as ×10ⁿ: labels of fields like vorticity (1e-4) stay apart."""
     from matplotlib.ticker import MaxNLocator
@@ -157,8 +181,7 @@ def map_panels(path: Path, name: str, panels: dict[str, np.ndarray], std: np.nda
         mesh = ax.pcolormesh(lon, lat, values, cmap=panel_cmap, norm=panel_norm, shading="auto")
         coastlines.draw(ax, lon, lat, coast)
         ax.set_title(title, fontsize=10)
-        ax.set_xlabel("longitude [°E]")
-        ax.set_ylabel("latitude [°N]")
+        geographic_axes(ax)
         ax.set_aspect(1.0 / max(np.cos(np.radians(np.nanmean(lat))), 0.1))
         # a colour bar per panel: shared ones upset the grid layout; the value panels share one scale
         extend = "both" if isinstance(panel_norm, BoundaryNorm) else "max" if panel_norm.vmin == 0 else "neither"

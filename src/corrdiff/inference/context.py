@@ -37,9 +37,13 @@ class OutputContext:
 
 
 def output_context(dataset, times: np.ndarray) -> OutputContext:
-    """The context of an ensemble of `dataset` (a DownscalingDataset, or any PairedDataset) at `times` (time,)."""
+    """The context of an ensemble of `dataset` (a DownscalingDataset, or any PairedDataset) at `times` (time,).
+
+    The projection is the dataset's `grid_mapping` when it carries one (`CoarseInputs` of a model package), else
+    that of the file defining the fine grid of its spec.
+    """
     coords = forecast_coords(dataset, times)
-    mapping = fine_grid_mapping(getattr(dataset, "spec", None))
+    mapping = getattr(dataset, "grid_mapping", None) or fine_grid_mapping(getattr(dataset, "spec", None))
     if mapping is not None:
         xy = projected_xy(mapping, dataset.lat, dataset.lon)
         if xy is None:  # CF wants the projection coordinates beside a grid mapping; without them, leave it out

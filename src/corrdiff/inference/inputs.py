@@ -62,11 +62,13 @@ class CoarseInputs:
 
     `lat`, `lon` (H, W) degrees: the fine grid; `static` {name: (H, W)} physical units, in channel order;
     `stats`: the checkpoint's normalisation. `self[i]` is a `Sample` whose input is (C_in, H, W) normalised.
+    `grid_mapping`: CF grid-mapping attributes of the fine grid's projection (None: none known), for the output.
     """
 
     def __init__(self, fields: list[Field], rules: InputRules, lat, lon, static: dict[str, np.ndarray],
-                 stats: Normalization, spec: DatasetSpec, where: str):
+                 stats: Normalization, spec: DatasetSpec, where: str, grid_mapping: dict | None = None):
         self.spec, self.rules, self.stats, self.where = spec, rules, stats, where
+        self.grid_mapping = grid_mapping
         self._stores = []
         self.inputs = fields
         self.lat, self.lon = np.asarray(lat, np.float64), np.asarray(lon, np.float64)
@@ -93,7 +95,8 @@ class CoarseInputs:
 
     @classmethod
     def from_dataset(cls, ds: xr.Dataset, rules: InputRules, lat, lon, static, stats: Normalization,
-                     input_units: dict[str, str] | None = None, where: str = "the input dataset") -> "CoarseInputs":
+                     input_units: dict[str, str] | None = None, where: str = "the input dataset",
+                     grid_mapping: dict | None = None) -> "CoarseInputs":
         """The inputs of an in-memory (or lazily opened) dataset, its variables named as the rules say, each
         converted to `input_units` (channel: CF units the model was trained in) where its own differ."""
         if not isinstance(ds, xr.Dataset):
@@ -108,18 +111,18 @@ class CoarseInputs:
         else:
             fields = [generic_field(spec, ds, name, "inputs", in_files=source.in_files(name), expected=input_units)
                       for name in source.variables]
-        return cls(fields, rules, lat, lon, static, stats, spec, where)
+        return cls(fields, rules, lat, lon, static, stats, spec, where, grid_mapping)
 
     @classmethod
     def from_files(cls, paths: list[Path], rules: InputRules, lat, lon, static, stats: Normalization,
-                   input_units: dict[str, str] | None = None) -> "CoarseInputs":
+                   input_units: dict[str, str] | None = None, grid_mapping: dict | None = None) -> "CoarseInputs":
         """The inputs of files or globs (NetCDF, Zarr, GRIB), opened as a spec's inputs are (see `from_dataset`)."""
         spec = rules.spec(paths)
         stores = []
         try:
             fields = open_fields(spec, spec.inputs, "inputs", opened=stores, expected=input_units)
             where = ", ".join(str(p) for p in paths[:3]) + (" …" if len(paths) > 3 else "")
-            inputs = cls(fields, rules, lat, lon, static, stats, spec, where)
+            inputs = cls(fields, rules, lat, lon, static, stats, spec, where, grid_mapping)
         except BaseException:
             for store in stores:
                 store.close()

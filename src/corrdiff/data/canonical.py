@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from corrdiff.data.moving_grids import moves
 from corrdiff.errors import DataError
 
 TIME = "time"
@@ -110,8 +111,6 @@ def _wrf_times(ds: xr.Dataset, dim: str, file: str) -> np.ndarray | None:
 def settled_grid(ds: xr.Dataset) -> xr.Dataset:
     """`ds` with lat/lon that carry the time dimension replaced by their first time if they are the same at every
     time; kept along time (as coordinates) if they move."""
-    from corrdiff.data.moving_grids import moves
-
     timed = [name for name in LAT_NAMES + LON_NAMES if name in ds.variables and TIME in ds[name].dims]
     if not timed:
         return ds

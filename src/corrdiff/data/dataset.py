@@ -15,7 +15,7 @@ import torch
 import xarray as xr
 
 from corrdiff.data.moving_grids import PerTime
-from corrdiff.data.fields import field_positions, first_nan, PairedFields
+from corrdiff.data.fields import field_positions, first_nan, PairedFields, read_field
 from corrdiff.data.normalization import Normalization
 from corrdiff.data.spec import load_spec
 from corrdiff.data.stats import load_or_compute_stats
@@ -214,10 +214,14 @@ def _as_dataset(values: dict[str, xr.DataArray], fields: PairedFields, times) ->
 def open_targets(spec, split: str | None = None) -> xr.Dataset:
     """Truth of a split, lazily: (time, y, x) per target variable, with units/long_name and 2-D lat/lon."""
     fields = PairedFields(spec)
-    times = fields.times(split)
+    times = fields.times(split, strict=False)
     values = {}
     for field in fields.targets:
         positions = field_positions(field, times)
+        if field.window is not None:  # a moving grid's window: cut at each time's own place (read now)
+            values[field.name] = xr.DataArray(read_field(field, times), dims=("time", "y", "x"),
+                                              coords={"time": times}, attrs=field.attrs).chunk({"time": 16})
+            continue
         array = field.array.isel(time=positions).chunk({"time": 16})
         # Drop the grid's coordinates before renaming its dims: 1-D lat/lon are the dims themselves.
         array = array.drop_vars([c for c in array.coords if c != "time"])
@@ -232,7 +236,7 @@ def open_coarse_on_fine(spec, split: str | None = None) -> xr.Dataset:
     Lazy over time: (time, y, x) per variable, with the targets' names, units and 2-D lat/lon.
     """
     fields = PairedFields(spec)
-    times = fields.times(split)
+    times = fields.times(split, strict=False)
     shared = [n for n in fields.target_channels if n in [f.name for f in fields.inputs]]
     if not shared:
         raise DataError(f"{fields.spec.where}: none of the target variables {fields.target_channels} is among the "

@@ -140,11 +140,12 @@ class PairedFields:
         return [str(f.array.attrs.get("units", "")) for f in self.inputs + self.static]
 
     # --- times ----------------------------------------------------------------------------------------
-    def times(self, split: str | None = None) -> np.ndarray:
+    def times(self, split: str | None = None, strict: bool = True) -> np.ndarray:
         """The times of a split (all times for None/'all') where every input and target exists, sorted.
 
         Targets define the times when there are any; an input missing at one of them is an error that
-        lists the first such times (timestamps are matched exactly).
+        lists the first such times (timestamps are matched exactly), unless not `strict` (scoring: the truth at
+        the times the inputs have too).
         """
         rule = self.spec.split(split)
         reference = self.targets or self.inputs
@@ -156,7 +157,9 @@ class PairedFields:
         if self.targets:
             for field in self.inputs:
                 missing = times[~np.isin(times, field.times.values)]
-                if missing.size:
+                if missing.size and not strict:
+                    times = times[np.isin(times, field.times.values)]
+                elif missing.size:
                     shown = ", ".join(str(t)[:19] for t in missing[:5])
                     raise DataError(f"{field.file}: input {field.name!r} has no data at {missing.size} target "
                                     f"time(s) of split {split or 'all'!r}: {shown}{' …' if missing.size > 5 else ''} "

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from corrdiff.data.regrid_curvilinear import projected_axes
 from corrdiff.errors import DataError
 
 SAME_GRID_DEGREES = 1e-5  # lat/lon closer than this (float32 rounding) are the same point
@@ -77,8 +78,6 @@ def lattice_window(lat: np.ndarray, lon: np.ndarray, mapping: dict | None, where
                                                                                                 np.ndarray]:
     """(the window, its 2-D lat, lon) of a grid (time, y, x) that moves by whole cells of one lattice in the
     projection `mapping` names; a DataError when there is no projection or the shifts are not whole cells."""
-    from corrdiff.data.regrid_curvilinear import projected_axes
-
     if not mapping:
         raise DataError(f"{where}: `moving_grid: window` needs the grid's projection (WRF's MAP_PROJ attributes or a "
                         "CF grid_mapping) to find the shared window; give one time instead (`moving_grid: <time>`)")

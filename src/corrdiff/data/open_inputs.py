@@ -80,8 +80,9 @@ def open_inputs(path_or_paths, variables, *, rename: dict | None = None, member=
     if member == "all":
         raise ConfigError("member='all' is for Downscaler.downscale (K members per input member); open_inputs "
                           "gives one member (member=0) or the mean (member='mean')")
+    paths = input_paths(path_or_paths)
     try:
-        source = Source(paths=input_paths(path_or_paths), variables=list(variables), rename=dict(rename or {}),
+        source = Source(paths=paths, variables=list(variables), rename=dict(rename or {}),
                         time_dim=time_dim, member=member)
         spec = DatasetSpec(inputs=source, level_dim=level_dim, units=dict(units or {}))
     except ValueError as err:  # pydantic's ValidationError

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from corrdiff.data import grib, units
+from corrdiff.data import grib, moving_grids, units
 from corrdiff.data.canonical import canonical, grid_mapping, LAT_NAMES, LON_NAMES, settled_grid
 from corrdiff.data.spec import COLUMN_MAX, DatasetSpec, parse_variable, Source
 from corrdiff.errors import DataError
@@ -291,8 +291,6 @@ def fixed_in_time(field: Field, what: str, rule: str | None, static: bool) -> Fi
     """A field on a grid that moves with time, as its role allows: inputs keep the moving grid (interpolated per
     time); targets and static fields are cut to the window all times share (`rule` "window"), kept at the times
     on one time's grid (`rule` a time), or refused (`corrdiff.data.moving_grids`)."""
-    from corrdiff.data import moving_grids
-
     if what == "inputs" and not static:
         return field
     times = np.asarray(field.array["time"].values)

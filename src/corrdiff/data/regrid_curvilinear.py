@@ -17,7 +17,7 @@ import logging
 import numpy as np
 import scipy.sparse
 
-from corrdiff.data.regrid import Bilinear, Sparse, _check_overlap
+from corrdiff.data.regrid_rectilinear import Bilinear, Sparse, _check_overlap
 
 log = logging.getLogger(__name__)
 REGULAR_TOLERANCE = 1e-3  # of a cell: how far projected rows/columns may stray from straight axes

@@ -396,5 +396,5 @@ def test_real_wrf_nest_coarsened_by_its_ratio_lands_on_its_parent_grid(tmp_path)
         j0, i0 = int(d2.attrs["J_PARENT_START"]) - 1, int(d2.attrs["I_PARENT_START"]) - 1
         parent_lat = np.squeeze(d1["XLAT"].values)[j0:j0 + 60, i0:i0 + 90]
         parent_lon = np.squeeze(d1["XLONG"].values)[j0:j0 + 60, i0:i0 + 90]
-    np.testing.assert_allclose(t2.lat, parent_lat, atol=2e-4)
-    np.testing.assert_allclose(t2.lon, parent_lon, atol=2e-4)
+    np.testing.assert_allclose(t2.lat, parent_lat, atol=1e-4)
+    np.testing.assert_allclose(t2.lon, parent_lon, atol=1e-4)

@@ -123,9 +123,11 @@ def coarsen_values(values: np.ndarray, wy, wx, dtype=np.float32) -> np.ndarray:
     weight is on finite values); `wy`, `wx` from `axis_weights`."""
     values = np.asarray(values)
     finite = np.isfinite(values)
+    full = _weighted_sums(np.ones(values.shape[-2:]), wy, wx)  # the weight a cell has with every value finite
+    if finite.all():  # the common case, in half the time
+        return (_weighted_sums(values.astype(np.float64), wy, wx) / full).astype(dtype, copy=False)
     sums = _weighted_sums(np.where(finite, values, 0.0).astype(np.float64), wy, wx)
     weight = _weighted_sums(finite.astype(np.float64), wy, wx)
-    full = _weighted_sums(np.ones(values.shape[-2:]), wy, wx)  # the weight a cell has with every value finite
     enough = weight >= MIN_VALID * full
     means = np.divide(sums, weight, out=np.full_like(sums, np.nan), where=enough)
     return means.astype(dtype, copy=False)

@@ -45,7 +45,7 @@ from corrdiff.output_paths import check_output
 KIND = "a corrdiff coarsened file"
 MARK = "corrdiff_coarsening"  # the global attribute that says a file is one (and how it was made)
 WHAT = "fine data"  # the source's name in the readers' errors
-CHUNK_BYTES = 64 * 2**20  # fine values (as float64) per task: memory is a few of these per thread
+CHUNK_BYTES = 32 * 2**20  # fine values (as float64) per task: memory is a few of these per thread
 WRF_PROJECTION = ("MAP_PROJ", "MAP_PROJ_CHAR", "TRUELAT1", "TRUELAT2", "STAND_LON", "MOAD_CEN_LAT", "CEN_LAT",
                   "CEN_LON", "POLE_LAT", "POLE_LON")
 WRF_SPACING = ("DX", "DY")  # m, multiplied by the factor

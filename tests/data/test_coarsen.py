@@ -362,6 +362,17 @@ def test_raw_wrfout_coarsens_destaggered_with_its_projection_and_reads_back(tmp_
         np.testing.assert_allclose(ds["HGT"][0].values[:, 0], 100.0 + 10.0 * (2 * np.arange(5) + 0.5), atol=1e-4)
 
 
+def test_a_staggered_dim_not_cut_with_its_grid_is_refused(tmp_path):
+    fine = write_raw_wrfout(tmp_path / "wrfout_d02_2021-01-01_00:00:00")
+    with xr.open_dataset(fine, decode_times=False) as ds:  # cut along west_east, not along west_east_stag
+        ds.isel(west_east=slice(0, 8)).to_netcdf(tmp_path / "cut.nc")
+    message = refused(invoke("data", "coarsen", tmp_path / "cut.nc", "--out", tmp_path / "c.nc", "--factor", "2"))
+    assert "'U' has 15 points along west_east_stag, expected one more than the grid's 8 along west_east" in message
+    result = succeeded(invoke("data", "coarsen", tmp_path / "cut.nc", "--out", tmp_path / "c.nc", "--factor", "2",
+                              "--variable", "T2,V", "--variable", "T2", "-q"))
+    assert "2 variable(s) (T2, V)" in result.output  # named twice: coarsened once
+
+
 @pytest.mark.xfail(reason="inputs on a curvilinear grid are not interpolated yet (main: curvilinear interpolation "
                           "in progress); once they are, this pairing should pass data check", strict=False)
 def test_curvilinear_coarse_inputs_pair_with_their_fine_targets_in_data_check(tmp_path):

@@ -115,7 +115,7 @@ def coarsen_files(files, out, coarsening: Coarsening, variables: list[str] | Non
         grid_dims = ("lat", "lon") if lat.ndim == 1 else (y_dim, x_dim)
         fields, destaggered = {}, []
         for name in names:
-            array, moved = on_mass_points(ds[name], y_dim, x_dim, label)
+            array, moved = on_mass_points(ds[name], {y_dim: fine_shape[0], x_dim: fine_shape[1]}, label)
             fields[name] = coarse_field(array, y_dim, x_dim, grid_dims, wy, wx, coarsening)
             destaggered += [name] if moved else []
         coarse = coarse_dataset(ds, fields, coarse_lat, coarse_lon, grid_dims, coarsening, files, fine_shape)
@@ -141,7 +141,7 @@ def selected_variables(ds: xr.Dataset, variables: list[str] | None, y_dim: str, 
         if off:
             raise DataError(f"{label}: variable {off[0]!r} (dims {ds[off[0]].dims}, {ds[off[0]].dtype}) is not a "
                             f"numeric field on the grid ({y_dim}, {x_dim}); name fields on the grid with --variable")
-        return list(variables)
+        return list(dict.fromkeys(variables))
     chosen = [str(name) for name in ds.data_vars if TIME in ds[name].dims and on_grid(name)]
     if not chosen:
         raise DataError(f"{label}: no numeric variable with a time and the grid's dims ({y_dim}, {x_dim}); name "
@@ -155,20 +155,22 @@ def _listed(ds: xr.Dataset) -> str:
     return (", ".join(names[:SHOWN_NAMES]) + more) or "no variables"
 
 
-def on_mass_points(array: xr.DataArray, y_dim: str, x_dim: str, label: str) -> tuple[xr.DataArray, bool]:
-    """(the array lazily chunked over time, destaggered from WRF's `<dim>_stag` to the grid's dims, whether it
-    was staggered). A staggered dim holds one more point than its grid dim; the mean of two faces is the cell's."""
+def on_mass_points(array: xr.DataArray, grid: dict[str, int], label: str) -> tuple[xr.DataArray, bool]:
+    """(the array lazily chunked over time, destaggered from WRF's `<dim>_stag` to the `grid`'s dims ({dim: size}),
+    whether it was staggered). A staggered dim holds one more point than its grid dim; the mean of two faces is the
+    cell's."""
     array = array.reset_coords(drop=True)
     per_time = 8 * int(np.prod([size for dim, size in array.sizes.items() if dim != TIME]))
     array = array.chunk({dim: max(1, CHUNK_BYTES // per_time) if dim == TIME else -1 for dim in array.dims})
     moved = False
-    for grid_dim in (y_dim, x_dim):
+    for grid_dim, size in grid.items():
         stag = f"{grid_dim}_stag"
         if stag not in array.dims:
             continue
-        if grid_dim in array.sizes and array.sizes[grid_dim] + 1 != array.sizes[stag]:
+        if array.sizes[stag] != size + 1:  # a file cut along the grid's dims but not along the staggered ones
             raise DataError(f"{label}: {array.name!r} has {array.sizes[stag]} points along {stag}, expected one more "
-                            f"than the grid's {array.sizes[grid_dim]} along {grid_dim}")
+                            f"than the grid's {size} along {grid_dim}; cut {stag} with the grid, or leave "
+                            f"{array.name!r} out (--variable)")
         faces = array.variable
         mean = 0.5 * (faces.isel({stag: slice(None, -1)}) + faces.isel({stag: slice(1, None)}))
         array = xr.DataArray(mean.data, dims=[grid_dim if d == stag else d for d in mean.dims], name=array.name,

@@ -26,6 +26,7 @@ from tests.data.real_layouts import latlon_grid, write_latlon_targets, WRF_TIMES
 REALDATA = Path(__file__).resolve().parents[3] / "shared" / "realdata"
 WRF_TIP_D2 = REALDATA / "wrf_tip_d2.nc"
 WRF_TIP_D1 = REALDATA / "wrf_tip_d1.nc"
+KATRINA = REALDATA / "ci_test_file.nc"  # a moving nest
 
 
 def coarsen(values, factor, method="block", sigma=None):
@@ -271,9 +272,10 @@ WRF_PROJECTION = {"MAP_PROJ": np.int32(1), "MAP_PROJ_CHAR": "Lambert Conformal",
                   "POLE_LON": np.float32(0.0), "DX": np.float32(3000.0), "DY": np.float32(3000.0)}
 
 
-def write_raw_wrfout(path: Path, times=WRF_TIMES[:3]) -> Path:
+def write_raw_wrfout(path: Path, times=WRF_TIMES[:3], moving: bool = False) -> Path:
     """One wrfout file as WRF writes it: Times (Time, DateStrLen) characters, XLAT/XLONG per time, staggered U
-    on west_east_stag and V on south_north_stag (with their own XLAT_U, ...), the projection as global attributes.
+    on west_east_stag and V on south_north_stag (with their own XLAT_U, ...), the projection as global attributes;
+    `moving`: a nest moving north by one row per time.
 
     Fields are linear in the grid indices: T2 = linear(j, i, t); U on face k (west of mass cell k) = 2k + t;
     V on face k (south of mass cell k) = −3k; HGT = 100 + 10 j."""
@@ -300,7 +302,7 @@ def write_raw_wrfout(path: Path, times=WRF_TIMES[:3]) -> Path:
             var[:] = np.broadcast_to(values, var.shape)
 
         grid, t = ("Time", "south_north", "west_east"), np.arange(len(times), dtype=float)[:, None, None]
-        variable("XLAT", grid, lat, "degree_north", description="LATITUDE, SOUTH IS NEGATIVE")
+        variable("XLAT", grid, lat + 0.03 * t * moving, "degree_north", description="LATITUDE, SOUTH IS NEGATIVE")
         variable("XLONG", grid, lon, "degree_east", description="LONGITUDE, WEST IS NEGATIVE")
         variable("XLAT_U", ("Time", "south_north", "west_east_stag"), 44.0 + 0.03 * np.arange(ny)[:, None]
                  + 0.002 * (np.arange(nx + 1) - 0.5), "degree_north", "X")
@@ -373,15 +375,41 @@ def test_a_staggered_dim_not_cut_with_its_grid_is_refused(tmp_path):
     assert "2 variable(s) (T2, V)" in result.output  # named twice: coarsened once
 
 
-@pytest.mark.xfail(reason="inputs on a curvilinear grid are not interpolated yet (main: curvilinear interpolation "
-                          "in progress); once they are, this pairing should pass data check", strict=False)
-def test_curvilinear_coarse_inputs_pair_with_their_fine_targets_in_data_check(tmp_path):
+def test_coarsened_wrfout_pairs_with_its_fine_file_in_data_check(tmp_path):
+    # Curvilinear coarse inputs are interpolated to the fine grid (data/regrid_curvilinear.py): the pair is usable.
     fine = write_raw_wrfout(tmp_path / "wrfout_d02_2021-01-01_00:00:00")
     succeeded(invoke("data", "coarsen", fine, "--out", tmp_path / "coarse.nc", "--factor", "2", "-q"))
     spec = tmp_path / "spec.yaml"
-    spec.write_text(yaml.safe_dump({"inputs": {"paths": "coarse.nc", "variables": ["T2"]},
-                                    "targets": {"paths": fine.name, "variables": ["T2"]}, "edge": "nearest"}))
-    succeeded(invoke("data", "check", spec))
+    spec.write_text(yaml.safe_dump({"inputs": {"paths": "coarse.nc", "variables": ["t2m", "u"],
+                                               "rename": {"t2m": "T2", "u": "U@0"}},
+                                    "targets": {"paths": fine.name, "variables": ["t2m"], "rename": {"t2m": "T2"}},
+                                    "edge": "nearest"}))
+    assert "fine grid 10×14" in succeeded(invoke("data", "check", spec)).output
+    fields = PairedFields(spec)
+    try:
+        inputs, targets = fields.read_inputs(fields.times()), fields.read_targets(fields.times())
+    finally:
+        fields.close()
+    assert np.isfinite(inputs).all()
+    inside = (slice(None), slice(1, -1), slice(1, -1))  # T2 is linear: interpolation gives it back inside the rim
+    np.testing.assert_allclose(inputs[:, 0][inside], targets[:, 0][inside], atol=0.05)
+
+
+def test_a_moving_nest_coarsens_on_each_time_s_grid(tmp_path):
+    fine = write_raw_wrfout(tmp_path / "wrfout_d02_2021-01-01_00:00:00", moving=True)
+    out = tmp_path / "coarse.nc"
+    succeeded(invoke("data", "coarsen", fine, "--out", out, "--factor", "2", "--variable", "T2", "-q"))
+    ci, cj = np.meshgrid(block_centres(10, 2), block_centres(14, 2), indexing="ij")
+    t = np.arange(3.0)[:, None, None]
+    with xr.open_dataset(out) as ds:
+        assert ds["lat"].dims == ("time", "south_north", "west_east") and "projection_x" not in ds.coords
+        np.testing.assert_allclose(ds["lat"].values, 44.0 + 0.03 * (ci + t) + 0.002 * cj, atol=1e-5)
+    ds = open_files([out], "inputs")
+    try:
+        field = generic_field(DatasetSpec(inputs=Source(paths=str(out), variables=["T2"])), ds, "T2", "inputs")
+        assert field.lat.shape == (3, 5, 7)  # read as a moving input grid, interpolated per time
+    finally:
+        ds.close()
 
 
 # --- the real file -----------------------------------------------------------------------------------------
@@ -409,3 +437,25 @@ def test_real_wrf_nest_coarsened_by_its_ratio_lands_on_its_parent_grid(tmp_path)
         parent_lon = np.squeeze(d1["XLONG"].values)[j0:j0 + 60, i0:i0 + 90]
     np.testing.assert_allclose(t2.lat, parent_lat, atol=1e-4)
     np.testing.assert_allclose(t2.lon, parent_lon, atol=1e-4)
+    # Paired with the nest itself as targets: data check passes, and the coarse T2 interpolated back is close.
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump({"inputs": {"paths": out.name, "variables": ["T2"]},
+                                    "targets": {"paths": str(WRF_TIP_D2), "variables": ["T2"]}, "edge": "nearest"}))
+    assert "fine grid 180×270" in succeeded(invoke("data", "check", spec)).output
+    fields = PairedFields(spec)
+    try:
+        inputs, targets = fields.read_inputs(fields.times()), fields.read_targets(fields.times())
+    finally:
+        fields.close()
+    assert np.isfinite(inputs).all() and np.abs(inputs - targets).mean() < 1.0  # K (0.59 when written)
+
+
+@pytest.mark.skipif(not KATRINA.exists(), reason=f"{REALDATA} is absent")
+def test_real_moving_nest_coarsens_on_each_time_s_grid(tmp_path):
+    out = tmp_path / "katrina_by_4.nc"
+    result = succeeded(invoke("data", "coarsen", KATRINA, "--out", out, "--factor", "4", "--variable", "T2,U", "-q"))
+    assert "48×48 → 12×12" in result.output and "destaggered to the mass points first: U" in result.output
+    with xr.open_dataset(out) as ds, xr.open_dataset(KATRINA) as fine:
+        lat = fine["XLAT"].values  # (Time, 48, 48), moving
+        np.testing.assert_allclose(ds["lat"].values, lat.reshape(4, 12, 4, 12, 4).mean(axis=(2, 4)), atol=1e-5)
+        assert ds.attrs["DX"] == 4 * fine.attrs["DX"] and grid_mapping(ds)["grid_mapping_name"] == "mercator"

@@ -135,10 +135,11 @@ def coarsen_values(values: np.ndarray, wy, wx, dtype=np.float32) -> np.ndarray:
 
 def coarse_coords(lat: np.ndarray, lon: np.ndarray, coarsening: Coarsening, axes: tuple[str, str] = ("y", "x")):
     """Block-mean latitude and longitude (degrees) of the coarse cells: 1-D (Y',), (X',) for 1-D lat (Y,) and
-    lon (X,), else 2-D (Y', X') for 2-D lat/lon (Y, X); block means whatever `coarsening.method` is."""
+    lon (X,), else (..., Y', X') for lat/lon (..., Y, X) (a grid moving with time: (time, Y, X)); block means
+    whatever `coarsening.method` is."""
     block = Coarsening(coarsening.factor)
     lat, lon = np.asarray(lat, np.float64), np.asarray(lon, np.float64)
-    ny, nx = lat.shape if lat.ndim == 2 else (lat.size, lon.size)
+    ny, nx = lat.shape[-2:] if lat.ndim >= 2 else (lat.size, lon.size)
     wy, wx = axis_weights(ny, block, axes[0]), axis_weights(nx, block, axes[1])
     radians = np.radians(lon)
     if lat.ndim == 1:

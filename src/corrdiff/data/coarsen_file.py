@@ -7,10 +7,11 @@ read, raw wrfout included, brought to one form by `canonical`). The coarse file 
                                        (integers become float32); cell_methods extended by the coarsening
     time                               the fine valid times (forecast_reference_time, lead_time if any)
     lat, lon                           1-D dimension coordinates `lat`, `lon` for a regular fine grid, else
-                                       2-D on the fine grid's dims (south_north, west_east for wrfout): the
-                                       coarse cells' centres (`corrdiff.data.coarsen`)
+                                       2-D on the fine grid's dims (south_north, west_east for wrfout), or
+                                       (time, y, x) for a moving nest: the coarse cells' centres
+                                       (`corrdiff.data.coarsen`)
     crs, projection_x, projection_y    the fine grid's CF grid mapping, when it has one (WRF: MAP_PROJ, …),
-                                       with the coarse cells' projection coordinates (m)
+                                       with the coarse cells' projection coordinates (m; not for a moving nest)
     global attributes                  Conventions, title, history, corrdiff_coarsening (how), corrdiff_fine_files,
                                        corrdiff_fine_grid; WRF's projection attributes (MAP_PROJ, TRUELAT1, …),
                                        with DX and DY multiplied by the factor
@@ -108,7 +109,7 @@ def coarsen_files(files, out, coarsening: Coarsening, variables: list[str] | Non
         label = ds.encoding["corrdiff_files"]
         lat_name, lon_name, y_dim, x_dim = grid_names(ds, label, WHAT)
         names = selected_variables(ds, variables, y_dim, x_dim, label)
-        lat, lon = np.asarray(ds[lat_name].values, np.float64), np.asarray(ds[lon_name].values, np.float64)
+        lat, lon = (grid_values(ds[name], y_dim, x_dim) for name in (lat_name, lon_name))
         fine_shape = (ds.sizes[y_dim], ds.sizes[x_dim])
         wy, wx = axis_weights(fine_shape[0], coarsening, y_dim), axis_weights(fine_shape[1], coarsening, x_dim)
         coarse_lat, coarse_lon = coarse_coords(lat, lon, coarsening, (y_dim, x_dim))
@@ -125,6 +126,14 @@ def coarsen_files(files, out, coarsening: Coarsening, variables: list[str] | Non
         ds.close()
     trimmed = (coarsening.trimmed(fine_shape[0]), coarsening.trimmed(fine_shape[1]))
     return Coarsened(out, names, fine_shape, (wy.shape[0], wx.shape[0]), times, trimmed, destaggered, nan_values)
+
+
+def grid_values(coord: xr.DataArray, y_dim: str, x_dim: str) -> np.ndarray:
+    """Latitude or longitude as float64: (y,) or (x,) on a regular grid, (y, x) on a curvilinear one, (time, y, x)
+    on a grid that moves with time."""
+    if coord.ndim == 1:
+        return np.asarray(coord.values, np.float64)
+    return np.asarray(coord.transpose(..., y_dim, x_dim).values, np.float64)
 
 
 def selected_variables(ds: xr.Dataset, variables: list[str] | None, y_dim: str, x_dim: str, label: str) -> list[str]:
@@ -197,8 +206,8 @@ def coarse_field(array: xr.DataArray, y_dim: str, x_dim: str, grid_dims: tuple[s
 def coarse_dataset(ds: xr.Dataset, fields: dict, lat: np.ndarray, lon: np.ndarray, grid_dims: tuple[str, str],
                    coarsening: Coarsening, files: list[Path], fine_shape: tuple[int, int]) -> xr.Dataset:
     """The coarse fields with their coordinates, grid mapping and global attributes (module docstring)."""
-    lat_dims = grid_dims[:1] if lat.ndim == 1 else grid_dims
-    lon_dims = grid_dims[1:] if lon.ndim == 1 else grid_dims
+    lat_dims = {1: grid_dims[:1], 2: grid_dims, 3: (TIME, *grid_dims)}[lat.ndim]
+    lon_dims = {1: grid_dims[1:], 2: grid_dims, 3: (TIME, *grid_dims)}[lon.ndim]
     centre = "the centre of each coarse cell (mean of its fine cells)"
     coords = {"lat": (lat_dims, lat, {"standard_name": "latitude", "units": "degrees_north",
                                       "long_name": f"latitude of {centre}"}),
@@ -215,7 +224,7 @@ def coarse_dataset(ds: xr.Dataset, fields: dict, lat: np.ndarray, lon: np.ndarra
         for name in fields:
             out[name].attrs["grid_mapping"] = GRID_MAPPING
         grid_lat, grid_lon = (np.meshgrid(lat, lon, indexing="ij") if lat.ndim == 1 else (lat, lon))
-        xy = projected_xy(mapping, grid_lat, grid_lon)
+        xy = projected_xy(mapping, grid_lat, grid_lon) if lat.ndim < 3 else None  # a moving grid has no fixed x, y
         if xy is not None:
             out = out.assign_coords(projection_x=(grid_dims[1:], xy[0], dict(PROJECTION_ATTRS["x"])),
                                     projection_y=(grid_dims[:1], xy[1], dict(PROJECTION_ATTRS["y"])))

@@ -1,7 +1,7 @@
 """Where a command may write: never over one of its own inputs, never over something of another kind.
 
 Every command that writes a file or folder (`score --out`, `report --out`, `baseline interp|rf --out`,
-`data stats`) checks its output here *before* the long work starts:
+`data stats`, `data coarsen --out`) checks its output here *before* the long work starts:
 
 1. an output that is one of the command's inputs — the same path, the same file through a symbolic link or
    a hard link (same device and inode), a path inside an input store (a Zarr folder), or a folder that holds

@@ -1,5 +1,7 @@
-"""`corrdiff data ...` commands: check a dataset spec, compute its statistics, build the demo dataset."""
+"""`corrdiff data ...` commands: check a dataset spec, compute its statistics, coarsen fine files, build the demo
+dataset."""
 
+from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
@@ -7,7 +9,8 @@ import typer
 
 from corrdiff.cli.errors import user_errors
 
-app = typer.Typer(help="Prepare datasets: check a spec, normalisation statistics, the embedded demo dataset.",
+app = typer.Typer(help="Prepare datasets: check a spec, normalisation statistics, coarse inputs made from fine "
+                  "data, the embedded demo dataset.",
                   no_args_is_help=True)
 
 SpecArg = Annotated[Path, typer.Argument(help="Dataset spec (YAML): inputs, targets, static fields, splits.")]
@@ -75,6 +78,58 @@ def check(spec: SpecArg) -> None:
     else:
         scanned = "not scanned for NaN/inf (older file: rerun `corrdiff data stats --overwrite`)"
     typer.echo(f"statistics: {stats_path}; {scanned}")
+
+
+class Method(str, Enum):
+    block = "block"
+    gaussian = "gaussian"
+
+
+@app.command("coarsen")
+@user_errors
+def coarsen(
+    fine: Annotated[list[Path], typer.Argument(help="Fine NetCDF or Zarr files (raw wrfout included; a quoted glob "
+                                                     "is expanded), their times joined.", show_default=False)],
+    out: Annotated[Path, typer.Option("--out", "-o", help="The coarse NetCDF file to write.", show_default=False)],
+    factor: Annotated[int, typer.Option("--factor", help="Fine cells per coarse cell along each axis (at least 2). "
+                                        "A remainder of R rows or columns is left out, R//2 at the start and the "
+                                        "rest at the end, so the coarse grid stays centred.", show_default=False)],
+    method: Annotated[Method, typer.Option("--method", help="block: the mean of each factor×factor block; "
+                                           "gaussian: a Gaussian-weighted mean (σ = --sigma) at the block centres, "
+                                           "on the same coarse grid.")] = Method.block,
+    sigma: Annotated[float | None, typer.Option("--sigma", help="Width σ of the Gaussian, in fine cells "
+                                                "(default: factor / 2).", show_default=False)] = None,
+    variable: Annotated[list[str] | None, typer.Option("--variable", help="A variable to coarsen (repeatable, or "
+                        "comma-separated); default: every numeric one with a time and the grid's dims. WRF's "
+                        "staggered U, V are destaggered first.", show_default=False)] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an earlier output of this command (never "
+                         "another file, never one of the fine files).")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Coarse inputs made from fine files alone, for a perfect-model training pair (docs/real-data.md).
+
+    NaN/inf fine values are left out of the means; a coarse cell with less than half of its weight on finite
+    values is NaN. The coarse latitude and longitude are the block means of the fine ones (across the date line
+    too); a WRF file's projection is kept, with DX and DY times the factor.
+    """
+    from corrdiff.data.coarsen import Coarsening
+    from corrdiff.data.coarsen_file import coarsen_files
+
+    names = [n.strip() for entry in variable or [] for n in entry.split(",") if n.strip()] or None
+    done = coarsen_files(fine, out, Coarsening(factor, method.value, sigma), names, overwrite=overwrite,
+                         progress=not quiet)
+    (fy, fx), (cy, cx) = done.fine_shape, done.coarse_shape
+    typer.echo(f"{len(done.variables)} variable(s) ({', '.join(done.variables)}), {done.times} time(s): "
+               f"{fy}×{fx} → {cy}×{cx} written to {done.path}")
+    (y0, y1), (x0, x1) = done.trimmed
+    if y0 + y1 + x0 + x1:
+        typer.echo(f"  left out (the factor does not divide the grid): rows {y0} at the start, {y1} at the end; "
+                   f"columns {x0} at the start, {x1} at the end")
+    if done.destaggered:
+        typer.echo(f"  destaggered to the mass points first: {', '.join(done.destaggered)}")
+    for name, count in done.nan_values.items():
+        if count:
+            typer.echo(f"  {name}: {count} coarse values are NaN (less than half of their fine weight finite)")
 
 
 @app.command("demo")

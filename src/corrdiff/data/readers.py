@@ -122,6 +122,20 @@ def open_files(files: list[Path], what: str, time_dim: str | None = None, keep: 
     return ds
 
 
+def file_grid_mapping(path: Path) -> dict | None:
+    """CF grid-mapping attributes of the grid of one file (`canonical.grid_mapping`); None for GRIB, whose grids
+    are read as lat/lon, or when the file cannot be read (with a warning: only the projection is lost)."""
+    engine = engine_for(Path(path))
+    if engine == "cfgrib":
+        return None  # GRIB grids are read as lat/lon
+    try:
+        with xr.open_dataset(path, engine=engine, decode_times=False, chunks=None) as ds:
+            return grid_mapping(ds)
+    except (OSError, ValueError) as err:  # the dataset read this file already: a second failure loses only this
+        log.warning(f"{path}: the grid's projection could not be read ({err}); the output has none")
+        return None
+
+
 def unreadable(files: list[Path], err: Exception) -> str:
     """Why xarray could not open `files`, in one line: an empty file, a file of no format it knows, or its error."""
     empty = [f for f in files if f.is_file() and f.stat().st_size == 0]
@@ -160,22 +174,29 @@ def _find(names, candidates, what: str, file: str, required: bool = True):
     return None
 
 
-def horizontal_coords(ds: xr.Dataset, array: xr.DataArray, file: str, what: str):
-    """(lat, lon, y_dim, x_dim) of a field; lat/lon 1-D for rectilinear grids, 2-D for curvilinear ones, and
-    (time, y, x) for a grid that moves with time (`corrdiff.data.moving_grids`)."""
+def grid_names(ds: xr.Dataset, file: str, what: str) -> tuple[str, str, str, str]:
+    """(lat name, lon name, y_dim, x_dim) of the grid of `ds`; lat/lon 1-D for rectilinear grids, 2-D for
+    curvilinear ones, and 3-D with `time` for a grid that moves with time (`corrdiff.data.moving_grids`)."""
     names = set(ds.coords) | set(ds.data_vars)
     lat_name = _find(names, LAT_NAMES, f"{what} latitude", file)
     lon_name = _find(names, LON_NAMES, f"{what} longitude", file)
     lat, lon = ds[lat_name], ds[lon_name]
-    if lat.ndim == 3 and "time" in lat.dims and lon.dims == lat.dims:
-        lat, lon = (c.transpose("time", *[d for d in c.dims if d != "time"]) for c in (lat, lon))
     if lat.ndim == 1 and lon.ndim == 1:
-        y_dim, x_dim = lat.dims[0], lon.dims[0]
-    elif lat.ndim in (2, 3) and lon.shape == lat.shape and lat.dims == lon.dims:
-        y_dim, x_dim = lat.dims[-2:]
-    else:
-        raise DataError(f"{file}: {what}: latitude {lat_name}{lat.dims} and longitude {lon_name}{lon.dims} "
-                        "must be both 1-D or both 2-D on the same dims")
+        return lat_name, lon_name, lat.dims[0], lon.dims[0]
+    if lat.ndim in (2, 3) and lon.shape == lat.shape and lat.dims == lon.dims:
+        y_dim, x_dim = [d for d in lat.dims if d != "time"][-2:]
+        return lat_name, lon_name, y_dim, x_dim
+    raise DataError(f"{file}: {what}: latitude {lat_name}{lat.dims} and longitude {lon_name}{lon.dims} "
+                    "must be both 1-D or both 2-D on the same dims")
+
+
+def horizontal_coords(ds: xr.Dataset, array: xr.DataArray, file: str, what: str):
+    """(lat, lon, y_dim, x_dim) of a field; lat/lon 1-D for rectilinear grids, 2-D for curvilinear ones, and
+    (time, y, x) for a grid that moves with time (`corrdiff.data.moving_grids`)."""
+    lat_name, lon_name, y_dim, x_dim = grid_names(ds, file, what)
+    lat, lon = ds[lat_name], ds[lon_name]
+    if lat.ndim == 3 and "time" in lat.dims:
+        lat, lon = (c.transpose("time", y_dim, x_dim) for c in (lat, lon))
     missing = {y_dim, x_dim} - set(array.dims)
     if missing:
         raise DataError(f"{file}: {what} {array.name!r} has dims {array.dims}, expected the grid dims "

@@ -4,23 +4,17 @@ its projection coordinates). `inference/generate.py` passes `OutputContext` on t
 
 import logging
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import xarray as xr
 
-from corrdiff.data.canonical import grid_mapping, LEAD_TIME, projected_xy, REFERENCE_TIME
-from corrdiff.data.readers import engine_for
+from corrdiff.data.canonical import LEAD_TIME, PROJECTION_ATTRS, projected_xy, REFERENCE_TIME
+from corrdiff.data.readers import file_grid_mapping
 from corrdiff.data.spec import Source
 from corrdiff.inference.checks import input_files
 
 log = logging.getLogger(__name__)
 LISTED_FILES = 50  # input files named one by one in the attributes; more are counted
-PROJECTION_ATTRS = {"x": {"standard_name": "projection_x_coordinate", "long_name": "x in the grid's projection",
-                          "units": "m"},
-                    "y": {"standard_name": "projection_y_coordinate", "long_name": "y in the grid's projection",
-                          "units": "m"}}
 
 
 @dataclass(frozen=True)
@@ -95,16 +89,4 @@ def fine_grid_mapping(spec) -> dict | None:
         files = spec.files(spec.targets, "targets")
     else:
         files = spec.files(spec.static, "static") if spec.static else []
-    return _file_grid_mapping(files[0]) if files else None
-
-
-def _file_grid_mapping(path: Path) -> dict | None:
-    engine = engine_for(Path(path))
-    if engine == "cfgrib":
-        return None  # GRIB grids are read as lat/lon
-    try:
-        with xr.open_dataset(path, engine=engine, decode_times=False, chunks=None) as ds:
-            return grid_mapping(ds)
-    except (OSError, ValueError) as err:  # the dataset read this file already: a second failure loses only this
-        log.warning(f"{path}: the grid's projection could not be read ({err}); the output has none")
-        return None
+    return file_grid_mapping(files[0]) if files else None

@@ -32,6 +32,7 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
+from corrdiff.data.canonical import CONVENTIONS, GRID_MAPPING  # the CF version and projection variable we write
 from corrdiff.data.cf_names import with_cf_names
 from corrdiff.errors import EvaluationError
 
@@ -43,8 +44,6 @@ FLAG_ATTRS = {"long_name": "whether every field of the time is written", "flag_v
               "flag_meanings": "pending written"}
 TIME_UNITS = "hours since 1970-01-01 00:00:00"
 TIME_ENCODING = {"units": TIME_UNITS, "calendar": "proleptic_gregorian", "dtype": "float64"}
-CONVENTIONS = "CF-1.11"
-GRID_MAPPING = "crs"  # the 0-D variable holding the fine grid's projection, when it has one
 REFERENCE_TIME = "forecast_reference_time"  # encoded as `time` is
 TEMPERATURE_UNITS = ("K", "degC", "degree_Celsius", "celsius", "degF")  # these get units_metadata (CF 1.11)
 ENGINES = {"netcdf": "netcdf4", "zarr": "zarr"}  # format name (as in the run config) -> xarray engine

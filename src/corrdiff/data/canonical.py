@@ -36,6 +36,8 @@ REFERENCE_TIME, LEAD_TIME = "forecast_reference_time", "lead_time"  # a forecast
 REFERENCE_TIME_ATTRS = {"standard_name": "forecast_reference_time", "long_name": "forecast reference time"}
 LEAD_TIME_ATTRS = {"standard_name": "forecast_period", "long_name": "lead time", "units": "hours"}
 WRF_EARTH_RADIUS = 6370000.0  # m: WRF's sphere
+CONVENTIONS = "CF-1.11"  # of the files corrdiff writes (ensembles, coarsened inputs)
+GRID_MAPPING = "crs"  # the 0-D variable holding a written grid's projection, when it has one
 # The attributes of the projection coordinates that `projected_xy` gives, beside a grid mapping in an output.
 PROJECTION_ATTRS = {"x": {"standard_name": "projection_x_coordinate", "long_name": "x in the grid's projection",
                           "units": "m"},

@@ -36,10 +36,10 @@ import xarray as xr
 from tqdm.dask import TqdmCallback
 
 from corrdiff import progress as progress_bars
-from corrdiff.data.canonical import LAT_NAMES, LON_NAMES, PROJECTION_ATTRS, projected_xy, TIME
+from corrdiff.data.canonical import CONVENTIONS, GRID_MAPPING, LAT_NAMES, LON_NAMES, PROJECTION_ATTRS, projected_xy, \
+    TIME
 from corrdiff.data.coarsen import axis_weights, coarse_coords, coarsen_values, Coarsening
 from corrdiff.data.readers import file_grid_mapping, files_label, grid_names, open_files, SHOWN_NAMES
-from corrdiff.ensemble_file import CONVENTIONS, GRID_MAPPING
 from corrdiff.errors import DataError, OutputError
 from corrdiff.output_paths import check_output
 

@@ -125,3 +125,34 @@ def test_real_wrf_parent_to_nest_t2_is_closer_than_nearest_neighbour():
     triangulated = regridder(lat.astype(np.float64), lon, dst_lat, dst_lon, "d1")
     assert np.abs(triangulated(t2_parent) - t2_nest).mean() == pytest.approx(mae, rel=0.02)
     assert 0.5 < mae < 1.2  # K: the 30 km run against its own 10 km nest, a real difference, not a misplacement
+
+
+def test_a_cordex_rotated_pole_file_is_read_and_interpolated_on_its_rotated_axes(tmp_path):
+    """A regional climate model's NetCDF as CORDEX writes it: rlat/rlon dims, 2-D lat/lon, a `rotated_pole` mapping."""
+    from corrdiff.data import PairedFields
+
+    rotated = {"grid_mapping_name": "rotated_latitude_longitude", "grid_north_pole_latitude": 39.25,
+               "grid_north_pole_longitude": -162.0}
+    rlat, rlon = np.arange(-6.0, 6.01, 0.44), np.arange(-8.0, 8.01, 0.44)
+    lat, lon, grid_rlon, grid_rlat = projected_grid(rotated, rlon, rlat)
+    times = np.array(["2021-01-01T00", "2021-01-01T06"], "datetime64[ns]")
+    field = np.stack([np.sin(np.radians(15 * grid_rlat)) + 0.1 * grid_rlon + k for k in range(2)]).astype(np.float32)
+    xr.Dataset({"tas": (("time", "rlat", "rlon"), field, {"units": "K", "grid_mapping": "rotated_pole"}),
+                "rotated_pole": ((), np.int32(0), rotated)},
+               coords={"time": times, "rlat": rlat, "rlon": rlon, "lat": (("rlat", "rlon"), lat),
+                       "lon": (("rlat", "rlon"), lon)}).to_netcdf(tmp_path / "cordex.nc")
+    dst_lat, dst_lon = np.meshgrid(np.linspace(lat.min() + 2, lat.max() - 2, 6), np.linspace(
+        np.median(lon) - 3, np.median(lon) + 3, 8), indexing="ij")
+    xr.Dataset({"tas": (("time", "y", "x"), np.zeros((2, 6, 8), np.float32), {"units": "K"})},
+               coords={"time": times, "lat": (("y", "x"), dst_lat), "lon": (("y", "x"), dst_lon)}
+               ).to_netcdf(tmp_path / "fine.nc")
+    (tmp_path / "spec.yaml").write_text("inputs: {paths: cordex.nc, variables: [tas]}\n"
+                                        "targets: {paths: fine.nc, variables: [tas]}\n")
+    fields = PairedFields(tmp_path / "spec.yaml")
+    assert isinstance(fields._interpolated.regridder_of(fields.inputs[0]), Projected)
+    crs = pyproj.CRS.from_cf(rotated)
+    dst_rlon, dst_rlat = pyproj.Transformer.from_crs(crs.geodetic_crs, crs, always_xy=True).transform(dst_lon, dst_lat)
+    expected = np.sin(np.radians(15 * dst_rlat)) + 0.1 * dst_rlon
+    bound = (0.44 ** 2) * np.radians(15) ** 2 / 8
+    read = fields.read_inputs(times)[:, 0]
+    assert np.abs(read[1] - read[0] - 1).max() < 1e-5 and np.abs(read[0] - expected).max() <= bound

@@ -162,7 +162,9 @@ def _prepare(time_dim: str | None, keep: set[str] | None, names: set[str], alone
     ds = canonical(ds, time_dim, str(ds.encoding.get("source", "?")), settle_grid=alone)
     if keep is None:
         return ds
-    return ds.drop_vars([v for v in ds.data_vars if v not in keep and v not in LAT_NAMES + LON_NAMES])
+    mappings = {str(ds[v].attrs["grid_mapping"]).split(":")[0].strip() for v in keep
+                if v in ds.data_vars and "grid_mapping" in ds[v].attrs}  # a CF projection variable stays too
+    return ds.drop_vars([v for v in ds.data_vars if v not in keep | mappings and v not in LAT_NAMES + LON_NAMES])
 
 
 def _find(names, candidates, what: str, file: str, required: bool = True):
@@ -427,6 +429,9 @@ def fine_grid(spec: DatasetSpec, targets: list[Field] | None, static: list[Field
         file = str(spec.resolve(spec.grid))
         lat, lon = ds[_find(names, LAT_NAMES, "grid latitude", file)], ds[_find(names, LON_NAMES, "grid longitude", file)]
         lat, lon = np.asarray(lat.values, np.float64), np.asarray(lon.values, np.float64)
+        if lat.ndim > 2:
+            raise DataError(f"{file}: grid: latitude and longitude have {lat.ndim} dimensions (a grid that moves with "
+                            "time?); the grid file must hold one fixed grid, 1-D or 2-D")
     elif targets:
         lat, lon = targets[0].lat, targets[0].lon
     elif static:

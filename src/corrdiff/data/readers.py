@@ -267,7 +267,7 @@ def generic_field(spec: DatasetSpec, ds: xr.Dataset, name: str, what: str, stati
     array, members = choose_member(array, name, getattr(source, "member", None), file, what)
     lat, lon, y_dim, x_dim = horizontal_coords(ds, array, file, what)
     if static and "time" in array.dims and lat.ndim < 3:
-        array = array.isel(time=0)
+        array = static_at_one_time(array, name, getattr(source, "time", None), file)
     wanted = (y_dim, x_dim) if static and lat.ndim < 3 else ("time", y_dim, x_dim)
     if "time" not in array.dims and not static:
         raise DataError(f"{file}: {what} variable {name!r} has no time dimension (dims {array.dims})")
@@ -282,6 +282,28 @@ def generic_field(spec: DatasetSpec, ds: xr.Dataset, name: str, what: str, stati
     if lat.ndim == 3:
         return fixed_in_time(field, what, getattr(source, "moving_grid", None), static)
     return field
+
+
+def static_at_one_time(array: xr.DataArray, name: str, chosen, file: str) -> xr.DataArray:
+    """A static field given with a time dimension: the time the spec's `static.time` names, else the field if it
+    is the same at every time; a DataError when it changes and no time is named."""
+    times = np.asarray(array["time"].values) if "time" in array.coords else None
+    if chosen is not None:
+        if times is None or not np.issubdtype(times.dtype, np.datetime64):
+            raise DataError(f"{file}: static variable {name!r} has no dated time axis to take `time: {chosen}` from")
+        match = np.flatnonzero(times.astype("datetime64[ns]") == np.datetime64(pd.Timestamp(chosen), "ns"))
+        if not match.size:
+            raise DataError(f"{file}: static variable {name!r} has no time {chosen} (it has {times.size} times, "
+                            f"{str(times[0])[:16]} … {str(times[-1])[:16]})")
+        return array.isel(time=int(match[0]), drop=True)
+    if array.sizes["time"] > 1:
+        values = np.asarray(array.values)
+        changes = np.nanmax(np.abs(values - values[:1])) if np.isfinite(values).any() else 0.0
+        if changes > 0:
+            raise DataError(f"{file}: static variable {name!r} has {array.sizes['time']} times and changes along them "
+                            f"(by up to {changes:.3g}); a static field must be one field: name its time with "
+                            "`time: <time>` under `static`, or give a file with one time")
+    return array.isel(time=0, drop=True)
 
 
 def choose_member(array: xr.DataArray, name: str, rule, file: str, what: str) -> tuple[xr.DataArray, tuple | None]:

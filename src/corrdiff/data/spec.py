@@ -34,6 +34,17 @@ from corrdiff.data.transforms import parse_transform
 from corrdiff.errors import DataError, yaml_problem
 
 
+def _timestamp(value) -> dt.datetime:
+    """Any ISO-like time (`2021-01-01`, `2021-01-01T06`, a YAML date) as a datetime."""
+    try:
+        return pd.Timestamp(value).to_pydatetime()
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"{value!r} is not a time such as 2021-01-01T06 ({err})") from None
+
+
+Timestamp = Annotated[dt.datetime, BeforeValidator(_timestamp)]
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -51,6 +62,8 @@ class Source(_Section):
     member: int | Literal["mean", "all"] | None = Field(
         None, description="inputs with ensemble members (a `number` dimension, as ERA5's EDA, GEFS or ECMWF ENS): "
         "one member by its number, their `mean`, or `all` (generation: K members downscaled from each input member)")
+    time: Timestamp | None = Field(None, description="static fields given with a time dimension that changes: the "
+                                   "time to take them at (a field that is the same at every time needs none)")
     moving_grid: str | None = Field(None, description="targets or static fields on a grid that moves with time "
                                     "(a moving nest): `window` keeps the sub-window every time covers, a time "
                                     "(e.g. 2005-08-28T12:00) keeps the times on that time's grid; moving inputs "
@@ -95,15 +108,6 @@ class Source(_Section):
         return self.rename.get(base, base) + sep + level
 
 
-def _timestamp(value) -> dt.datetime:
-    """Any ISO-like time (`2021-01-01`, `2021-01-01T06`, a YAML date) as a datetime."""
-    try:
-        return pd.Timestamp(value).to_pydatetime()
-    except (ValueError, TypeError) as err:
-        raise ValueError(f"{value!r} is not a time such as 2021-01-01T06 ({err})") from None
-
-
-Timestamp = Annotated[dt.datetime, BeforeValidator(_timestamp)]
 
 
 def spread_indices(total: int, count: int) -> np.ndarray:

@@ -12,14 +12,14 @@ fingerprint, since both call `corrdiff.inference.generate.downscale_time` for ea
 """
 
 import dataclasses
-import numbers
 from pathlib import Path
 
 import numpy as np
 import torch
 import xarray as xr
 
-from corrdiff import ensemble_file, model_package
+from corrdiff import arguments, ensemble_file, model_package
+from corrdiff.checkpoint import POINTERS
 from corrdiff.config import load_config
 from corrdiff.diffusion import SamplerConfig
 from corrdiff.distributed import pick_device
@@ -46,6 +46,7 @@ def load(path, *, config=None, which: str = "best", device: str = "auto", allow_
     loss), "best-crps" (the diffusion checkpoint of the lowest validation fair CRPS, `corrdiff.checkpoint.POINTERS`;
     the regression's best) or "latest" checkpoint of a run folder. `device`: "auto" (CUDA when there is one), "cpu", "cuda:N".
     """
+    arguments.one_of("which", which, POINTERS)  # also for a package, which holds one checkpoint of each kind
     run_config = load_config(config) if config is not None else None
     if isinstance(path, (tuple, list)):
         if len(path) != 2:
@@ -103,6 +104,9 @@ class Downscaler:
         if isinstance(inputs, xr.Dataset) and OPENED in inputs.attrs:  # open_inputs named them as the channels
             rename = {}
         if rename is not None:
+            if not isinstance(rename, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                                       for k, v in rename.items()):
+                raise ConfigError(f"rename {rename!r}: expected a dict {{channel: its name in the files}} of strings")
             rules = dataclasses.replace(rules, source=rules.source.model_copy(update={"rename": dict(rename)}))
         units = checks.trained_input_units(self.models.meta)
         if isinstance(inputs, (str, Path, list, tuple)):
@@ -196,9 +200,8 @@ class Downscaler:
         return ds
 
     def _config(self, members: int, seed: int, sampler):
-        if not isinstance(members, numbers.Integral) or members < 1:
-            raise ConfigError(f"members must be a positive integer, got {members!r}")
-        gen = self.config.generate.model_copy(update={"members": int(members), "seed": int(seed)})
+        members, seed = arguments.whole_number("members", members, 1), arguments.whole_number("seed", seed, 0)
+        gen = self.config.generate.model_copy(update={"members": members, "seed": seed})
         update = {"generate": gen}
         if sampler is not None:
             try:
@@ -210,6 +213,6 @@ class Downscaler:
     @staticmethod
     def _times(dataset: CoarseInputs, times) -> tuple[list[int], np.ndarray]:
         if times is not None:
-            times = [t if isinstance(t, str) else str(np.datetime64(t, "s")) for t in np.atleast_1d(times)]
+            times = [str(t) if isinstance(t, str) else str(np.datetime64(t, "s")) for t in np.atleast_1d(times)]
         indices = select_times(dataset.times, times)
         return indices, np.asarray(dataset.times, dtype="datetime64[ns]")[indices]

@@ -148,7 +148,7 @@ class TrainSection(FastPathSection):
     grad_clip: float | None = Field(1.0, gt=0)
     ema_halflife_samples: float = Field(2000.0, gt=0, description="EMA half-life, in training samples")
     ema_rampup: float | None = Field(0.05, description="half-life ≤ rampup × samples seen so far")
-    seed: int = 0
+    seed: int = Field(0, ge=0, description="seed of every random draw of training (samples, noise)")
     num_workers: int = Field(0, ge=0)
     patch_shape: tuple[int, int] | None = Field(None, description="train on random patches of this (h, w)")
     log_every: int = Field(10, gt=0)
@@ -211,7 +211,7 @@ class GenerateSection(FastPathSection):
     """Ensemble generation settings."""
 
     members: int = Field(8, gt=0)
-    seed: int = 0
+    seed: int = Field(0, ge=0, description="member m of time t depends on (seed, t, m) only")
     member_batch: int | None = Field(None, gt=0, description="members denoised at once; default: all on a CPU, as many as fit on a GPU (halved on out-of-memory)")
     split: str = "test"
     format: Literal["netcdf", "zarr"] = "netcdf"

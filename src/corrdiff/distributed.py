@@ -27,7 +27,10 @@ def pick_device(requested: str = "auto", local_rank: int = 0) -> torch.device:
     """`auto`: this process's CUDA device when there is one, else the CPU."""
     if requested == "auto":
         return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
-    device = torch.device(requested)
+    try:
+        device = torch.device(requested)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"device {requested!r}: expected 'auto', 'cpu', 'cuda' or 'cuda:N'") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device {requested!r} asked for, but no CUDA device is available; set device: auto or cpu")
     return device

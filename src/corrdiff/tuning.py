@@ -44,12 +44,12 @@ import numpy as np
 import torch
 import xarray as xr
 
-from corrdiff import __version__, sampler_file
+from corrdiff import __version__, arguments, sampler_file
 from corrdiff.config import RunConfig
 from corrdiff.data import DownscalingDataset, load_spec
 from corrdiff.diffusion import PatchedDenoiser
 from corrdiff.diffusion.sampler import SamplerConfig
-from corrdiff.diffusion.solvers import CHURN_SOLVERS, steps_for
+from corrdiff.diffusion.solvers import CHURN_SOLVERS, min_network_evaluations, steps_for
 from corrdiff.distributed import pick_device
 from corrdiff.errors import ConfigError, OutputError
 from corrdiff.inference import checks, downscale, Fingerprint, load_models
@@ -77,6 +77,10 @@ def sampler_grid(base: SamplerConfig, solvers=SOLVERS, nfe=NFE, churn=CHURN, sch
     """The settings to measure: `base` with each solver, schedule, smallest noise level σ_min (default: the
     config's), step count (the most steps within each NFE) and churn (heun and euler only; the others are measured
     once, without). Duplicates are dropped."""
+    for solver in solvers:
+        arguments.one_of("--solver", solver, list(SOLVERS))
+        for evaluations in nfe:
+            arguments.whole_number("--nfe", evaluations, min_network_evaluations(solver))
     settings = []
     for solver, schedule, sigma_min in itertools.product(solvers, schedules or (base.schedule,),
                                                          sigma_mins or (base.sigma_min,)):
@@ -321,9 +325,10 @@ def tune(config: RunConfig, regression_path, diffusion_path, out_dir=None, recom
     check_split(split, allow_test_split)
     if members < 2:
         raise ConfigError(f"tune: --members must be at least 2 (spread needs two), got {members}")
-    if tolerance < 0 or (lsd_tolerance is not None and not lsd_tolerance >= 0):
-        raise ConfigError(f"tune: --tolerance and --lsd-tolerance must be at least 0, got {tolerance} and "
-                          f"{lsd_tolerance}")
+    arguments.whole_number("--times", times, 0)
+    arguments.at_least("--tolerance", tolerance, 0)
+    if lsd_tolerance is not None:
+        arguments.at_least("--lsd-tolerance", lsd_tolerance, 0)
     out_dir = Path(out_dir) if out_dir is not None else Path(config.run_dir) / "tune"
     recommendation_path = Path(recommendation_path or sampler_file.path_in(config.run_dir))
     paths = output_paths(out_dir, recommendation_path)

@@ -483,6 +483,7 @@ CONFIG_CASES = [
          ("--set", "regression.patch_shape", "not valid YAML")),
     Case("config-device-cuda-on-cpu", train(set_in("device", "cuda")), ("device", "'cuda'", "auto"), marks=(NO_CUDA,)),
     Case("config-device-nonsense", train(set_in("device", "gpu")), ("device", "'gpu'")),
+    Case("config-seed-negative", train(set_in("regression", "seed", -1)), ("config.yaml", "regression.seed")),
     Case("config-set-option-without-value", lambda w, tmp: ["train", "regression", w.spec, "--set"], ("--set",),
          usage=True),
 ]
@@ -565,7 +566,44 @@ CLI_CASES = [
          ("spec.yaml", "does not exist")),
 ]
 
-CASES = SPEC_CASES + DATA_CASES + CONFIG_CASES + CLI_CASES
+def tune(*args):
+    """`corrdiff tune` of the trained run on its train split, into tmp/tune, with `args`."""
+    return lambda w, tmp: ["tune", w.config, "--split", "train", "--out", tmp / "tune", "-q", *args]
+
+
+def case(*args):
+    """`corrdiff case` of the generated ensemble into tmp/case, with `args`."""
+    return lambda w, tmp: ["case", w.ensemble, "--truth", w.spec, "--out", tmp / "case", *args]
+
+
+# Arguments out of their range or role (issue 22): each named with its value and what is allowed.
+ARGUMENT_CASES = [
+    Case("cli-generate-seed-negative", generate("--seed", "-1"), ("generate.seed", "greater than or equal to 0")),
+    Case("cli-tune-nfe-0", tune("--nfe", "0"), ("--nfe 0", "at least 1")),
+    Case("cli-tune-nfe-negative-for-heun", tune("--solver", "heun", "--nfe", "-3"), ("--nfe -3", "at least 1")),
+    Case("cli-tune-times-negative", tune("--times", "-1"), ("--times -1", "at least 0")),
+    Case("cli-tune-tolerance-nan", tune("--tolerance", "nan"), ("--tolerance nan", "at least 0")),
+    Case("cli-tune-solver-unknown", tune("--solver", "rk4"), ("--solver 'rk4'", "'heun'", "'dpmpp_2m'")),
+    Case("cli-tune-seed-negative", tune("--seed", "-2"), ("generate.seed", "greater than or equal to 0")),
+    Case("cli-case-section-latitude-95", case("--section", "95,113:23,113"),
+         ("--section 95,113:23,113", "latitude 95", "-90..90")),
+    Case("cli-case-section-longitude-400", case("--section", "21,116:22,400"),
+         ("--section 21,116:22,400", "longitude 400", "-180..360")),
+    Case("cli-case-near-latitude-minus-91", case("--vortex", "--near", "-91,118"), ("--near", "latitude -91")),
+    Case("cli-case-wind-a-temperature", case("--vortex", "--wind", "u10,t2m"),
+         ("--wind u10,t2m", "'t2m' is air temperature (K)", "not a wind component")),
+    Case("cli-case-wind-a-reflectivity", case("--vortex", "--wind", "u10,refl"),
+         ("--wind u10,refl", "'refl'", "not a wind component")),
+    Case("cli-case-wind-twice-eastward", case("--vortex", "--wind", "u10,u10"),
+         ("--wind u10,u10", "'u10' is the eastward wind", "eastward (u) component first")),
+    Case("cli-case-centre-by-unknown", case("--vortex", "--centre-by", "eye"), ("--centre-by",), usage=True),
+    Case("cli-baseline-rf-seed-negative", lambda w, tmp: ["baseline", "rf", w.spec, "--out", tmp / "rf.nc", "--seed",
+                                                          "-1", "-q"], ("--seed",), usage=True),
+    Case("cli-export-which-unknown", lambda w, tmp: ["export", w.config.parent / "run", "--out", tmp / "m",
+                                                     "--which", "worst"], ("--which", "'worst'", "best-crps")),
+]
+
+CASES = SPEC_CASES + DATA_CASES + CONFIG_CASES + CLI_CASES + ARGUMENT_CASES
 
 
 def params(cases):

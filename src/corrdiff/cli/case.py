@@ -91,25 +91,29 @@ def case_command(
     if not vortex and section is None:
         raise typer.BadParameter("say what to study: --vortex and/or --section LAT1,LON1:LAT2,LON2 (or auto)")
     near_at, wind_names = _pair(near, "--near"), _pair(wind, "--wind")
+    if near_at is not None:
+        case_study.check_point(*near_at, "--near")
+    if section not in (None, "auto"):
+        case_study.parse_line(section)  # before any file is opened
     case_study.check_case_folder(out, evaluation_inputs(predictions, truth), overwrite)
     evaluation = collect(predictions, truth, split=split, interp=False, variables=variable)
     try:
         times = sorted({choose_time(evaluation.truth, t) for t in time} if time else
                        {choose_time(evaluation.truth, None)})
-        datasets, figures = [], []
+        # Every case is computed before the folder is made: a refused one leaves nothing behind.
+        vortex_ds = case_study.vortex_case(evaluation, times, centre_by.value, near_at, search_km, smooth_km,
+                                           radius_km, wind_names) if vortex else None
+        section_ds = case_study.section_case(evaluation, times[0], section, field, colocate, length_km,
+                                             wind_names) if section is not None else None
         out.mkdir(parents=True, exist_ok=True)
-        if vortex:
-            ds = case_study.vortex_case(evaluation, times, centre_by.value, near_at, search_km, smooth_km, radius_km,
-                                        wind_names)
-            datasets.append(ds)
-            figures += case_study.vortex_figures(evaluation, ds, out)
-            _echo_vortex(ds, np)
-        if section is not None:
-            ds = case_study.section_case(evaluation, times[0], section, field, colocate, length_km, wind_names)
-            datasets.append(ds)
-            figures += case_study.section_figures(evaluation, ds, out)
-            _echo_section(ds, np)
-        path = case_study.write_case(datasets, out)
+        figures = []
+        if vortex_ds is not None:
+            figures += case_study.vortex_figures(evaluation, vortex_ds, out)
+            _echo_vortex(vortex_ds, np)
+        if section_ds is not None:
+            figures += case_study.section_figures(evaluation, section_ds, out)
+            _echo_section(section_ds, np)
+        path = case_study.write_case([ds for ds in (vortex_ds, section_ds) if ds is not None], out)
     finally:
         evaluation.close()
     typer.echo(f"case written: {path} and {len(figures)} figures in {out}")

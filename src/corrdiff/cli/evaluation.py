@@ -163,7 +163,7 @@ def rf_command(
     split: BaselineSplitOpt = "test",
     samples: Annotated[int, typer.Option(min=1, help="(time, pixel) points of the train split to fit on.")] = 50_000,
     trees: Annotated[int, typer.Option(min=1, help="Trees in each forest (one forest per target channel).")] = 100,
-    seed: Annotated[int, typer.Option(help="Seed of the subsample and the forests.")] = 0,
+    seed: Annotated[int, typer.Option(min=0, help="Seed of the subsample and the forests.")] = 0,
     jobs: Annotated[int, typer.Option(help="CPU cores for fitting and predicting (-1: all).")] = 1,
     overwrite: OverwriteOpt = False,
     quiet: QuietOpt = False,

@@ -131,6 +131,14 @@ def network_evaluations(solver: str, steps: int) -> int:
     return 2 * steps - 1 if solver == "heun" else steps
 
 
+def min_network_evaluations(solver: str) -> int:
+    """The fewest denoiser calls a sample of `solver` can take: those of one step."""
+    return network_evaluations(solver, 1)
+
+
 def steps_for(solver: str, nfe: int) -> int:
-    """The most steps whose evaluations do not exceed `nfe` (at least 1)."""
-    return max((nfe + 1) // 2 if solver == "heun" else nfe, 1)
+    """The most steps whose evaluations do not exceed `nfe`; a ValueError below `min_network_evaluations`."""
+    if nfe < min_network_evaluations(solver):
+        raise ValueError(f"{solver} needs at least {min_network_evaluations(solver)} network evaluation(s) "
+                         f"(one step), not {nfe}")
+    return (nfe + 1) // 2 if solver == "heun" else nfe

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
+from corrdiff import arguments
 from corrdiff.errors import EvaluationError
 from corrdiff.evaluation import case_plots, cases
 from corrdiff.evaluation.stores import Evaluation
@@ -63,6 +64,8 @@ def vortex_case(evaluation: Evaluation, times, method: str = "auto", near: tuple
     the wind speed, tangential and radial wind, in rings one grid spacing wide out to `max_radius_km`
     (default: 15 grid spacings); maximum wind and its radius from the mean tangential wind (in truth's
     sense of rotation; the mean wind speed would count a background flow), and the maximum mean speed."""
+    if near is not None:
+        near = check_point(*near, "--near")
     lat, lon = lat_lon(evaluation)
     attrs = channel_attrs(evaluation)
     roles = cases.find_roles(attrs, wind)
@@ -137,7 +140,12 @@ def parse_line(text: str) -> tuple[float, float, float, float]:
     except ValueError:
         raise EvaluationError(f"--section {text!r}: expected LAT1,LON1:LAT2,LON2 in degrees, e.g. "
                               "23.5,120.0:25.0,122.0, or auto") from None
-    return lat1, lon1, lat2, lon2
+    return (*check_point(lat1, lon1, f"--section {text}"), *check_point(lat2, lon2, f"--section {text}"))
+
+
+def check_point(lat: float, lon: float, option: str) -> tuple[float, float]:
+    """(lat, lon) when they are a latitude (-90..90) and a longitude (-180..360); an error naming `option`."""
+    return arguments.latitude(option, lat), arguments.longitude(option, lon)
 
 
 def section_case(evaluation: Evaluation, when, line: str = "auto", field: str | None = None,

@@ -23,6 +23,7 @@ import numpy as np
 from scipy import ndimage
 
 from corrdiff.data.cf_names import cf_name
+from corrdiff.data.units import conversion
 from corrdiff.ensemble_file import grid_spacing_km
 from corrdiff.errors import EvaluationError
 
@@ -56,9 +57,7 @@ def find_roles(attrs: dict[str, dict], wind: tuple[str, str] | None = None) -> R
     named = {n: std[n] or getattr(cf_name(n), "standard_name", "") for n in attrs}
     roles = Roles()
     if wind is not None:
-        missing = [w for w in wind if w not in attrs]
-        if missing:
-            raise EvaluationError(f"--wind {','.join(wind)}: no channel {missing}; channels are {sorted(attrs)}")
+        check_wind_pair(attrs, wind)
         roles.u, roles.v = wind
     else:
         east = [n for n, s in std.items() if s == "eastward_wind"]
@@ -74,6 +73,32 @@ def find_roles(attrs: dict[str, dict], wind: tuple[str, str] | None = None) -> R
         if roles.temperature is None and named[name] == "air_temperature":
             roles.temperature = name
     return roles
+
+
+def check_wind_pair(attrs: dict[str, dict], wind: tuple[str, str]) -> None:
+    """Refuse a `--wind U,V` that is not the eastward then the northward wind component: each channel's
+    standard_name (its own, else `cf_names`' for its name and units) must say so, or, for a quantity the table
+    does not know, its units must be a speed."""
+    option = f"--wind {','.join(wind)}"
+    missing = [w for w in wind if w not in attrs]
+    if missing:
+        raise EvaluationError(f"{option}: no channel {missing}; channels are {sorted(attrs)}")
+    for name, role, other in ((wind[0], "eastward", "northward"), (wind[1], "northward", "eastward")):
+        units = str(attrs[name].get("units", "")).strip()
+        standard = str(attrs[name].get("standard_name", "")) or getattr(cf_name(name, units or None),
+                                                                         "standard_name", "")
+        if standard == f"{role}_wind":
+            continue
+        if standard == f"{other}_wind":
+            raise EvaluationError(f"{option}: {name!r} is the {other} wind; give the eastward (u) component first, "
+                                  "then the northward (v) one")
+        if standard:
+            raise EvaluationError(f"{option}: {name!r} is {standard.replace('_', ' ')}{f' ({units})' if units else ''}, "
+                                  f"not a wind component; give the eastward and northward wind channels")
+        if not units or conversion(units, "m s-1") is None:
+            raise EvaluationError(f"{option}: {name!r} is not a wind component: its units are "
+                                  f"{repr(units) if units else 'not given'}, not a speed (m s-1), and it has no "
+                                  "standard_name eastward_wind/northward_wind; give the wind channels")
 
 
 def local_km(lat, lon, lat0: float, lon0: float) -> tuple[np.ndarray, np.ndarray]:

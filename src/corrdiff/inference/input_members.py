@@ -9,13 +9,14 @@ beside it (`<name>_regression`) is the mean over the input members' regression m
 """
 
 import dataclasses
+import numbers
 from dataclasses import dataclass
 
 import numpy as np
 
 from corrdiff.data.readers import open_fields
 from corrdiff.data.spec import DatasetSpec
-from corrdiff.errors import DataError
+from corrdiff.errors import ConfigError, DataError
 
 INPUT_MEMBER = "input_member"
 INPUT_MEMBER_ATTRS = {"long_name": "member of the ensemble input this member was downscaled from", "units": "1"}
@@ -99,6 +100,8 @@ def rules_with_member(rules, member):
     """`InputRules` choosing input `member` (a number, "mean" or "all"); `rules` as they are for None."""
     if member is None:
         return rules
+    if member not in ("mean", "all") and (isinstance(member, bool) or not isinstance(member, numbers.Integral)):
+        raise ConfigError(f"member {member!r}: expected a member's number (e.g. 0), 'mean' or 'all'")
     return dataclasses.replace(rules, source=rules.source.model_copy(update={"member": member}))
 
 

@@ -7,6 +7,9 @@ command line, with exit code 2 and a message naming the file and the variable.
    or truth with no finite value.
 3. `data stats` counts NaN/inf per channel and applies the spec's `nan_policy` before anything is trained.
 4. Truth and forecasts in different units are refused, not scored.
+5. A forecast is scored only when it is placed: its lat/lon are truth's, point by point, within a tenth of the
+   grid spacing; a flipped or shifted grid is refused naming the flip or the offset, and a file without lat/lon
+   is refused unless --same-grid says it is on truth's grid points.
 """
 
 import hashlib
@@ -22,6 +25,8 @@ from typer.testing import CliRunner
 
 from corrdiff.cli.data import app as data_app
 from corrdiff.cli.evaluation import baseline_app, report_command, score_command
+from corrdiff.errors import EvaluationError
+from corrdiff.evaluation import evaluate
 from tests.data import fixtures as data_fixtures
 from tests.evaluation import evaluation_fixtures as fx
 
@@ -255,3 +260,80 @@ def test_truth_in_other_units_than_the_forecast_is_refused(tmp_path):
     xr.Dataset({"t2m": (("time", "y", "x"), truth["t2m"] + 290, {"units": "kelvin"})},
                fx.coords(fx.time_axis(2), (8, 8))).to_netcdf(spelled)
     assert invoke("score", ens, "--truth", spelled, "-q", "--spectra", "none").exit_code == 0
+
+
+# --- 5. placed data -------------------------------------------------------------------------------------
+def flip(arrays: dict, axis: int) -> dict:
+    """Every (…, y, x) array of `arrays` in the opposite order along y (axis -2) or x (axis -1)."""
+    return {n: np.flip(a, axis=axis).copy() for n, a in arrays.items()}
+
+
+def without_lat_lon(path):
+    """The file at `path` rewritten without its lat/lon coordinates (as a file from another tool may come)."""
+    ds = xr.load_dataset(path).drop_vars(["lat", "lon"])
+    for name in ds.variables:
+        ds[name].attrs.pop("coordinates", None)
+        ds[name].encoding.pop("coordinates", None)
+    ds.to_netcdf(path)
+    return path
+
+
+def test_a_forecast_without_lat_lon_is_refused_unless_it_is_said_to_be_on_truths_grid(case):
+    folder, _, truth, arrays = case
+    # the issue's file: flipped north-south and without coordinates to tell, which scored 2.5× the true MAE
+    ens = without_lat_lon(fx.write_ensemble(folder / "bare.nc", flip(arrays["ensemble"], -2),
+                                            flip(arrays["regression"], -2)))
+    message = error_of(invoke("score", ens, "--truth", truth, "-q", "--spectra", "none"))
+    assert f"{ens} (corrdiff) has no 2-D lat/lon: it cannot be placed against truth ({truth})" in message
+    assert "pass --same-grid if it is on truth's grid points" in message
+    with pytest.raises(EvaluationError, match="bare.nc .corrdiff. has no 2-D lat/lon"):
+        evaluate(ens, truth, distributions=False)
+    # the user says it is on truth's grid: scored, with a note saying what was taken on trust
+    result = invoke("score", ens, "--truth", truth, "-q", "--spectra", "none", "--same-grid")
+    assert result.exit_code == 0, result.output
+    assert "has no 2-D lat/lon: taken to be on the same grid points (--same-grid)" in " ".join(result.output.split())
+    found = evaluate(ens, truth, distributions=False, same_grid=True)
+    assert found.scores.sizes["time"] == 3
+    found.evaluation.close()
+
+
+def test_truth_without_lat_lon_is_refused_unless_same_grid(case):
+    folder, ens, _, arrays = case
+    bare = without_lat_lon(fx.write_truth(folder / "bare_truth.nc", arrays["truth"]))
+    message = error_of(invoke("score", ens, "--truth", bare, "-q", "--spectra", "none"))
+    assert f"truth ({bare}) has no 2-D lat/lon: {ens} (corrdiff) cannot be placed against it" in message
+    assert invoke("score", ens, "--truth", bare, "-q", "--spectra", "none", "--same-grid").exit_code == 0
+
+
+PLACEMENTS = {  # how the forecast's grid differs from truth's, and what the one line says
+    "flipped north-south": (lambda lat, lon: (lat[::-1], lon[::-1]), -2, "flipped north–south (its first row is at"),
+    "flipped east-west": (lambda lat, lon: (lat[:, ::-1], lon[:, ::-1]), -1, "flipped east–west (its first column"),
+    "shifted a cell north": (lambda lat, lon: (lat + 0.09, lon), None, "shifted from truth's"),
+    "shifted a fifth of a cell east": (lambda lat, lon: (lat, lon + 0.018), None, "+0.018° east"),
+}
+
+
+@pytest.mark.parametrize("how", sorted(PLACEMENTS))
+def test_a_flipped_or_shifted_forecast_is_never_scored(case, how):
+    folder, _, truth, arrays = case
+    move, axis, words = PLACEMENTS[how]
+    ensemble, regression = arrays["ensemble"], arrays["regression"]
+    if axis is not None:  # the data turned with its coordinates: the file is consistent, just not truth's order
+        ensemble, regression = flip(ensemble, axis), flip(regression, axis)
+    ens = fx.write_ensemble(folder / "moved.nc", ensemble, regression, lat_lon=move(*fx.grid((8, 8))))
+    for same_grid in ([], ["--same-grid"]):  # --same-grid is for files without lat/lon: these say otherwise
+        message = error_of(invoke("score", ens, "--truth", truth, "-q", "--spectra", "none", *same_grid))
+        assert f"{ens} (corrdiff): its grid is" in message and words in message, message
+        assert f"truth's ({truth})" in message and "scores would compare different places" in message
+    with pytest.raises(EvaluationError, match="its grid is"):
+        evaluate(ens, truth, distributions=False)
+
+
+def test_lat_lon_that_agree_within_a_tenth_of_a_cell_are_the_same_grid(case):
+    """Longitudes in 0..360 against -180..180, and coordinates rounded to 0.001°, are the same points."""
+    folder, _, truth, arrays = case
+    lat, lon = fx.grid((8, 8))
+    lon = lon - 360.0  # 120°E written as -240°
+    ens = fx.write_ensemble(folder / "same.nc", arrays["ensemble"], arrays["regression"],
+                            lat_lon=(np.round(lat + 0.0004, 3), lon))
+    assert invoke("score", ens, "--truth", truth, "-q", "--spectra", "none").exit_code == 0

@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from corrdiff.cli.errors import user_errors
-from corrdiff.cli.evaluation import OverwriteOpt, PredictionsArg, SplitOpt, VariableOpt
+from corrdiff.cli.evaluation import OverwriteOpt, PredictionsArg, SameGridOpt, SplitOpt, VariableOpt
 
 TruthOpt = Annotated[Path, typer.Option("--truth", "-t", help="Truth: the dataset spec (YAML) or a NetCDF/Zarr store "
                                         "with (time, y, x) variables named as the predicted ones.")]
@@ -72,6 +72,7 @@ def case_command(
                          "default: 40 grid spacings.")] = None,
     split: SplitOpt = None,
     variable: VariableOpt = None,
+    same_grid: SameGridOpt = False,
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Case study of coherent structures at given times: truth, the regression mean and every member.
@@ -96,7 +97,7 @@ def case_command(
     if section not in (None, "auto"):
         case_study.parse_line(section)  # before any file is opened
     case_study.check_case_folder(out, evaluation_inputs(predictions, truth), overwrite)
-    evaluation = collect(predictions, truth, split=split, interp=False, variables=variable)
+    evaluation = collect(predictions, truth, split=split, interp=False, variables=variable, same_grid=same_grid)
     try:
         times = sorted({choose_time(evaluation.truth, t) for t in time} if time else
                        {choose_time(evaluation.truth, None)})

@@ -39,6 +39,9 @@ SpectraTimesOpt = Annotated[int, typer.Option(min=0, help="Times (evenly spaced)
 SpectraOpt = Annotated[Spectra, typer.Option("--spectra", help="Power spectra: 2d = isotropic, mean removed, Hann "
                        "window; 1d = along x per row, unwindowed, averaged over rows (the convention of the "
                        "CorrDiff paper's figures); none = skip spectra and distributions (score only).")]
+SameGridOpt = Annotated[bool, typer.Option("--same-grid", help="A forecast or truth file without lat/lon is on "
+                        "the other's grid points, in the same order (without it, such a file is refused: it cannot "
+                        "be placed).")]
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace an existing output of this command "
                          "(never an input, never a file of another kind).")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
@@ -80,6 +83,7 @@ def score_command(
     spectra: SpectraOpt = Spectra.two_d,
     no_spectra: Annotated[bool, typer.Option("--no-spectra", hidden=True, help="Same as --spectra none.")] = False,
     spectra_times: SpectraTimesOpt = 16,
+    same_grid: SameGridOpt = False,
     overwrite: OverwriteOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -96,7 +100,7 @@ def score_command(
     kind = "none" if no_spectra else spectra.value
     result = evaluate(predictions, truth, baseline, split=split, variables=variable, interp=interp,
                       distributions=kind != "none", spectra_times=spectra_times,
-                      spectra=kind if kind != "none" else "2d", progress=not quiet)
+                      spectra=kind if kind != "none" else "2d", progress=not quiet, same_grid=same_grid)
     try:
         _print_scores(result)
         if out is not None:
@@ -121,6 +125,7 @@ def report_command(
     spectra: Annotated[Spectra, typer.Option("--spectra", help="Power spectra shown: 2d = isotropic, windowed; "
                        "1d = along x per row, unwindowed (the CorrDiff paper's convention).")] = Spectra.two_d,
     spectra_times: SpectraTimesOpt = 16,
+    same_grid: SameGridOpt = False,
     overwrite: OverwriteOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -133,7 +138,7 @@ def report_command(
         raise typer.BadParameter("a report shows spectra: choose 2d or 1d", param_hint="--spectra")
     check_report_folder(out, evaluation_inputs(predictions, truth, baseline), overwrite)
     result = evaluate(predictions, truth, baseline, split=split, variables=variable, interp=interp,
-                      spectra_times=spectra_times, spectra=spectra.value, progress=not quiet)
+                      spectra_times=spectra_times, spectra=spectra.value, progress=not quiet, same_grid=same_grid)
     try:
         _print_scores(result)
         write_scores(result.scores, Path(out) / "scores.nc")

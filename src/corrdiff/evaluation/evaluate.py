@@ -44,16 +44,19 @@ def progress_bar(desc: str, progress: bool):
 
 def evaluate(predictions, truth, baselines=None, split: str | None = None, variables=None,
              interp: bool | None = None, distributions: bool = True, spectra_times: int = SPECTRA_TIMES,
-             seed: int = 0, workers: int | None = None, spectra: str = "2d", progress: bool = False) -> Result:
+             seed: int = 0, workers: int | None = None, spectra: str = "2d", progress: bool = False,
+             same_grid: bool = False) -> Result:
     """Score `predictions` (generate's layout) against `truth` (a dataset spec or a store) beside the
     regression mean, the interpolation baseline (when truth is a spec) and `baselines` ({name: path} or
     NAME=FILE strings). Lazy over time: memory is bounded by a few dask chunks per worker thread.
 
     `spectra`: "2d" (isotropic, windowed) or "1d" (along x, unwindowed) spectra; `progress`: bars on stderr.
+    `same_grid`: a file without lat/lon is on truth's grid points (else it is refused: `stores.collect`).
     NaN/inf values are counted and noted; a forecast or truth with no finite value is an EvaluationError.
     """
     start = time.perf_counter()
-    evaluation = collect(predictions, truth, baselines, split=split, interp=interp, variables=variables)
+    evaluation = collect(predictions, truth, baselines, split=split, interp=interp, variables=variables,
+                         same_grid=same_grid)
     with dask.config.set(scheduler="threads", num_workers=workers):
         with progress_bar("scoring", progress):
             scores = score_models(evaluation, seed=seed)

@@ -17,6 +17,7 @@ from corrdiff.data import load_spec, open_coarse_on_fine, open_targets
 from corrdiff.data.readers import UNIT_ALIASES
 from corrdiff.ensemble_file import ENSEMBLE_DIMS, ensemble_variables, FIELD_DIMS, FLAG, regression_name
 from corrdiff.errors import DataError, EvaluationError
+from corrdiff.evaluation.placement import place
 
 CHUNK_BYTES = 64 * 2**20  # dask blocks of about this size: big enough to amortise overhead, small for memory
 
@@ -164,13 +165,14 @@ class Evaluation:
 
 
 def collect(predictions, truth_source, baselines=None, split: str | None = None, interp: bool | None = None,
-            variables: list[str] | None = None) -> Evaluation:
+            variables: list[str] | None = None, same_grid: bool = False) -> Evaluation:
     """Open and align the prediction file, truth, the regression mean and baselines.
 
     `baselines`: {name: path} or `NAME=FILE` strings. `interp`: add the bilinear-interpolation baseline
     (needs truth given as a dataset spec); None adds it when truth is a spec, it has the coarse variables
     and no baseline is named "interp". `variables`: score only these (default: every predicted one, each
-    of which truth must have). Times are cut to those every source has.
+    of which truth must have). Times are cut to those every source has. Every file is placed against truth by
+    its lat/lon; one without them is scored only with `same_grid` (the user says it is on truth's grid).
     """
     opened = open_rechunked(predictions)
     ensemble_file.validate(opened, predictions)
@@ -198,7 +200,7 @@ def collect(predictions, truth_source, baselines=None, split: str | None = None,
             notes.append(note)
     for name, path in named.items():
         models[name] = open_forecast(path, name)
-    return align(truth, models, variables, notes, quiet={"interp"} - set(named))
+    return align(truth, models, variables, notes, quiet={"interp"} - set(named), same_grid=same_grid)
 
 
 def check_truth(truth: xr.Dataset, source, variables, predictions) -> None:
@@ -226,17 +228,24 @@ def _interpolation_or_note(truth_source, split, required: bool):
         return None, f"no interpolation baseline: {err}"
 
 
-def align(truth: xr.Dataset, models: dict[str, xr.Dataset], variables, notes=None, quiet=()) -> Evaluation:
-    """Restrict every model and truth to the times they all have; check that the grids match.
+def align(truth: xr.Dataset, models: dict[str, xr.Dataset], variables, notes=None, quiet=(),
+          same_grid: bool = False) -> Evaluation:
+    """Restrict every model and truth to the times they all have; check that the grids match, point by point
+    (`placement`: a file without lat/lon only with `same_grid`).
 
     Times a model loses are noted, except for models in `quiet` (derived from truth, which spans more)."""
-    notes = list(notes or [])
+    notes, placed = list(notes or []), {}
     for name, ds in models.items():
         check_grid(ds, name, truth)
+        new_ds, new_truth, note = place(ds, f"{source_of(ds)} ({name})", truth, source_of(truth), same_grid)
+        placed[name] = ds if new_ds is ds else linked(new_ds, ds)
+        truth = truth if new_truth is truth else linked(new_truth, truth)
+        notes += [note] if note else []
         notes += check_units(ds, name, truth, variables)
         absent = [v for v in variables if v not in ds]
         if absent and name != "corrdiff":
             notes.append(f"{name} has no {', '.join(absent)}: left blank in its rows")
+    models = placed
     times = np.asarray(truth["time"].values)
     for ds in models.values():
         times = np.intersect1d(times, ds["time"].values)
@@ -286,7 +295,7 @@ def check_units(ds: xr.Dataset, name: str, truth: xr.Dataset, variables) -> list
 
 
 def check_grid(ds: xr.Dataset, name: str, truth: xr.Dataset) -> None:
-    """Same grid size as truth, and the same lat/lon (to 0.01°) where both have them."""
+    """The ensemble dims and the same grid size as truth (whether the points are the same: `placement.place`)."""
     missing = [d for d in ENSEMBLE_DIMS if d not in ds.dims]
     if missing:
         raise EvaluationError(f"{source_of(ds)} ({name}): no dims {missing}; expected {ENSEMBLE_DIMS}")
@@ -294,12 +303,6 @@ def check_grid(ds: xr.Dataset, name: str, truth: xr.Dataset) -> None:
     if (ds.sizes["y"], ds.sizes["x"]) != shape:
         raise EvaluationError(f"{source_of(ds)} ({name}): grid {ds.sizes['y']}×{ds.sizes['x']} differs from "
                               f"truth's {shape[0]}×{shape[1]} ({source_of(truth)})")
-    for c in ("lat", "lon"):
-        if c in ds.coords and c in truth.coords and ds[c].shape == truth[c].shape:
-            worst = float(np.nanmax(np.abs(np.asarray(ds[c].values) - np.asarray(truth[c].values))))
-            if worst > 0.01:
-                raise EvaluationError(f"{source_of(ds)} ({name}): {c} differs from truth's ({source_of(truth)}) "
-                                      f"by up to {worst:.3g}°; the grids must be the same")
 
 
 def time_range(ds: xr.Dataset) -> str:

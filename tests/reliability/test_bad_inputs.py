@@ -14,6 +14,7 @@ Last, a slow test SIGKILLs `corrdiff generate` (a process of its own, NetCDF and
 writing and checks that rerunning the same command gives the file an uninterrupted run writes, bit for bit.
 """
 
+import json
 import os
 import random
 import shutil
@@ -234,6 +235,16 @@ def stats_of_other_channels(w: World, tmp: Path):
     assert result.exit_code == 0, result.output
     spec = spec_file(w, tmp)  # same folder, so the same stats.json
     config = config_file(w, tmp, set_in("data", str(spec)))
+    return ["train", "regression", config, "--quiet"]
+
+
+def stats_missing_a_std(w: World, tmp: Path):
+    """`corrdiff train` of a spec whose stats.json lists one std fewer than it has input channels."""
+    w.config  # trained: the spec's statistics are computed
+    raw = json.loads((w.data / "stats.json").read_text())
+    raw["input"]["std"].pop()
+    write(tmp / "stats.json", json.dumps(raw))  # beside the spec written next
+    config = config_file(w, tmp, set_in("data", str(spec_file(w, tmp))))
     return ["train", "regression", config, "--quiet"]
 
 
@@ -483,6 +494,8 @@ CONFIG_CASES = [
          ("--set", "regression.patch_shape", "not valid YAML")),
     Case("config-device-cuda-on-cpu", train(set_in("device", "cuda")), ("device", "'cuda'", "auto"), marks=(NO_CUDA,)),
     Case("config-device-nonsense", train(set_in("device", "gpu")), ("device", "'gpu'")),
+    Case("config-stats-std-missing", stats_missing_a_std,
+         ("stats.json", "4 channels", "std holds 3 values", "corrdiff data stats --overwrite")),
     Case("config-seed-negative", train(set_in("regression", "seed", -1)), ("config.yaml", "regression.seed")),
     Case("config-set-option-without-value", lambda w, tmp: ["train", "regression", w.spec, "--set"], ("--set",),
          usage=True),
@@ -599,6 +612,12 @@ ARGUMENT_CASES = [
     Case("cli-case-centre-by-unknown", case("--vortex", "--centre-by", "eye"), ("--centre-by",), usage=True),
     Case("cli-baseline-rf-seed-negative", lambda w, tmp: ["baseline", "rf", w.spec, "--out", tmp / "rf.nc", "--seed",
                                                           "-1", "-q"], ("--seed",), usage=True),
+    Case("cli-import-out-is-a-file",
+         lambda w, tmp: ["import", "physicsnemo", "--out", write(tmp / "run.txt", "x"), "--package", tmp],
+         ("--out", "run.txt", "is a file, not a folder")),
+    Case("cli-export-out-is-a-file",
+         lambda w, tmp: ["export", w.config.parent / "run", "--out", write(tmp / "model.txt", "x")],
+         ("--out", "model.txt", "is a file, not a folder")),
     Case("cli-export-which-unknown", lambda w, tmp: ["export", w.config.parent / "run", "--out", tmp / "m",
                                                      "--which", "worst"], ("--which", "'worst'", "best-crps")),
 ]

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from corrdiff.cli.errors import user_errors
-from corrdiff.errors import ConfigError
+from corrdiff.errors import ConfigError, OutputError
 
 import_app = typer.Typer(help="Import networks trained with another CorrDiff implementation as a corrdiff run folder.",
                          no_args_is_help=True)
@@ -35,6 +35,7 @@ def import_physicsnemo_command(
 
     if only not in (None, "regression", "diffusion"):
         raise ConfigError(f"--only must be 'regression' or 'diffusion', got {only!r}")
+    _check_out_folder(out)
     notes = []
     if package is not None:
         found = read_package(package)
@@ -73,23 +74,37 @@ def export_command(
     """Export a run's networks: as a self-contained corrdiff model package (default), or for NVIDIA PhysicsNeMo 2.2
     (`Module.from_checkpoint`) and Earth2Studio."""
     from corrdiff.checkpoint import POINTERS
+    from corrdiff.files import whole_or_nothing
 
     if which not in POINTERS:
         raise ConfigError(f"--which must be one of {', '.join(POINTERS)}, got {which!r}")
+    if format_ not in ("package", "physicsnemo"):
+        raise ConfigError(f"--format must be 'package' or 'physicsnemo', got {format_!r}")
+    _check_out_folder(out)
     if format_ == "package":
         from corrdiff import model_package
         from corrdiff.config import load_config
 
         package = model_package.from_checkpoints(run_dir / "regression", run_dir / "diffusion",
                                                  load_config(config) if config else None, run_dir=run_dir, which=which)
-        typer.echo(f"model package written: {model_package.write(package, out)} (sampler: {package.sampler_source})")
+        with whole_or_nothing(out, "writing the model package"):
+            written = model_package.write(package, out)
+        typer.echo(f"model package written: {written} (sampler: {package.sampler_source})")
         return
-    if format_ != "physicsnemo":
-        raise ConfigError(f"--format must be 'package' or 'physicsnemo', got {format_!r}")
     from corrdiff.interop import export_physicsnemo
 
-    files, notes = export_physicsnemo(run_dir, out, which)
+    with whole_or_nothing(out, "exporting for PhysicsNeMo"):  # a full disk: no half set of files
+        files, notes = export_physicsnemo(run_dir, out, which)
     for path in files:
         typer.echo(f"written: {path}")
     for note in notes:
         typer.echo(f"note: {note}")
+
+
+def _check_out_folder(out: Path) -> None:
+    """--out must be a folder or a path where one can be made: not a file, nor under one."""
+    from corrdiff.output_paths import check_folder
+
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"--out {out}: is a file, not a folder; give a new or empty folder")
+    check_folder(out)

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from corrdiff.errors import DataError
-from corrdiff.data.readers import fine_grid, open_fields, time_axis
+from corrdiff.data.readers import fine_grid, is_damaged_read, open_fields, time_axis
 from corrdiff.data.moving_grids import PerTime
 from corrdiff.data.regrid import regridder
 from corrdiff.data.spec import DatasetSpec, load_spec
@@ -35,7 +35,9 @@ def read_field(field, times: np.ndarray) -> np.ndarray:
         selection = positions
     try:
         values = np.asarray(field.array.isel(time=selection).values, dtype=np.float32)
-    except (OSError, RuntimeError, ValueError) as err:
+    except (OSError, RuntimeError, ValueError, AttributeError, OverflowError) as err:  # a damaged file, say
+        if isinstance(err, AttributeError) and not is_damaged_read(err):
+            raise
         raise DataError(f"{field.file}: reading {field.name!r} failed: {err}") from None
     return values if field.window is None else field.window.cut(values, positions)
 

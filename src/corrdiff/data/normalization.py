@@ -15,6 +15,8 @@ import torch
 from corrdiff.data.transforms import forward_transform, inverse_transform, per_channel
 from corrdiff.errors import DataError
 
+FORMAT = "corrdiff-stats-1"  # the `format` of the statistics file
+
 
 @dataclass
 class ChannelStats:
@@ -29,6 +31,13 @@ class ChannelStats:
         self.mean = np.asarray(self.mean, np.float64)
         self.std = np.asarray(self.std, np.float64)
         self.transforms = list(self.transforms) or [None] * len(self.names)
+        counts = {"mean": self.mean.shape, "std": self.std.shape, "transforms": (len(self.transforms),)}
+        wrong = {key: shape for key, shape in counts.items() if shape != (len(self.names),)}
+        if wrong:
+            raise ValueError(f"{len(self.names)} channels {list(self.names)}, but " + ", ".join(
+                f"{key} holds {shape[0] if len(shape) == 1 else shape} values" for key, shape in wrong.items()))
+        if not (self.std > 0).all():  # NaN too
+            raise ValueError(f"std must be positive, got {self.std.tolist()}")
 
     def _shape(self, values):
         """(mean, std) broadcastable to values (..., C, H, W)."""
@@ -80,7 +89,7 @@ class Normalization:
         return self.target.denormalize(values)
 
     def to_dict(self) -> dict:
-        return {"format": "corrdiff-stats-1", "input": self.input.to_dict(), "target": self.target.to_dict(),
+        return {"format": FORMAT, "input": self.input.to_dict(), "target": self.target.to_dict(),
                 "info": self.info}
 
     @classmethod
@@ -101,7 +110,18 @@ class Normalization:
         try:
             return cls.from_dict(json.loads(Path(path).read_text()))
         except (OSError, ValueError, KeyError, TypeError) as err:
-            raise DataError(f"{path}: not a corrdiff statistics file ({err}); rerun `corrdiff data stats`") from None
+            hint = ("compute them again with `corrdiff data stats --overwrite`" if cls.is_file_of_this_format(path)
+                    else "move it away (or set the spec's `stats:` to another file) and run `corrdiff data stats`")
+            raise DataError(f"{path}: not a corrdiff statistics file ({err}); {hint}") from None
+
+    @staticmethod
+    def is_file_of_this_format(path: Path) -> bool:
+        """Whether `path` is a JSON statistics file by its `format`, readable or damaged (which may be replaced)."""
+        try:
+            raw = json.loads(Path(path).read_text())
+        except (OSError, ValueError):
+            return False
+        return isinstance(raw, dict) and raw.get("format") == FORMAT
 
     def check(self, input_channels, target_channels, where: str) -> None:
         """An error when the statistics were computed for other channels than the data gives."""

@@ -25,7 +25,7 @@ import xarray as xr
 from corrdiff.data import grib, moving_grids, units
 from corrdiff.data.canonical import canonical, grid_mapping, LAT_NAMES, LON_NAMES, settled_grid
 from corrdiff.data.spec import COLUMN_MAX, DatasetSpec, parse_variable, Source
-from corrdiff.errors import DataError
+from corrdiff.errors import CorrdiffError, DataError
 
 log = logging.getLogger(__name__)
 
@@ -416,11 +416,28 @@ def open_fields(spec: DatasetSpec, source: Source, what: str, static: bool = Fal
     """The fields (channels) a source names, in the spec's order, each in the units it is `expected` in
     (channel: units, overriding the spec's `units`); the opened stores are appended to `opened`. Channels
     whose files give no `units` are assumed to be in the expected ones, with one warning for the source."""
-    fields = _open_fields(spec, source, what, static, [] if opened is None else opened, expected)
+    try:
+        fields = _open_fields(spec, source, what, static, [] if opened is None else opened, expected)
+    except (OSError, RuntimeError, AttributeError, OverflowError) as err:  # lazily read coordinates and attributes
+        if not is_damaged_read(err):
+            raise
+        files = spec.files(source, what)
+        why = "cannot be read" if isinstance(err, OSError) and (err.errno or 0) > 0 else "is damaged"  # netCDF's < 0
+        raise DataError(f"{what}: reading {files_label(files)} failed ({type(err).__name__}: "
+                        f"{' '.join(str(err).split())}): the file {why}; download or write it again") from None
     assumed = {f.name: f.array.attrs["units"] for f in fields if f.units_assumed}
     origin = TRAINED_UNITS if any((expected or {}).get(n) for n in assumed) else "the spec's `units`"
     units.warn_assumed(fields[0].file if fields else what, what, assumed, origin)
     return fields
+
+
+def is_damaged_read(err: BaseException) -> bool:
+    """Whether `err` is what reading a damaged file raises: an OS error, netCDF4's RuntimeError or AttributeError
+    ("NetCDF: HDF error", "NetCDF: Can't open HDF5 attribute"), or a value out of range (OverflowError)."""
+    if isinstance(err, CorrdiffError):
+        return False
+    return isinstance(err, (OSError, OverflowError)) or (isinstance(err, (RuntimeError, AttributeError))
+                                                         and str(err).startswith("NetCDF"))
 
 
 def _open_fields(spec: DatasetSpec, source: Source, what: str, static: bool, opened: list,

@@ -165,12 +165,9 @@ class NonFinite:
 
 
 def is_stats_file(path) -> bool:
-    """Whether `path` holds statistics saved by `compute_stats` (`Normalization.load` reads it)."""
-    try:
-        Normalization.load(path)
-        return True
-    except DataError:
-        return False
+    """Whether `path` holds statistics saved by `compute_stats`, by their format (a damaged one included: it
+    is replaced with --overwrite)."""
+    return Normalization.is_file_of_this_format(path)
 
 
 def check_stats_output(spec, overwrite: bool) -> None:

@@ -15,12 +15,13 @@ import xarray as xr
 from tqdm.dask import TqdmCallback
 
 from corrdiff.data import load_spec
-from corrdiff.errors import DataError, EvaluationError
+from corrdiff.errors import DataError
 from corrdiff.evaluation.lead_time import add_lead_time_scores
 from corrdiff.evaluation.metrics import nan_notes, score_models, TITLE
 from corrdiff.evaluation.scores_cf import cf_scores
 from corrdiff.evaluation.spectra import compare_distributions, Distributions
 from corrdiff.evaluation.stores import collect, Evaluation, is_spec, parse_baselines
+from corrdiff.files import is_write_error, write_failed
 from corrdiff.output_paths import check_output, spec_files
 
 SPECTRA_TIMES = 16  # spectra and histograms from this many evenly spaced times: enough for smooth curves
@@ -80,9 +81,12 @@ def write_scores(scores: xr.Dataset, out) -> Path:
     tmp = out.with_name(f".{out.name}.tmp")
     try:
         cf_scores(scores).to_netcdf(tmp)
-    except OSError as err:
-        raise EvaluationError(f"{out}: cannot write the scores ({err})") from None
-    tmp.replace(out)
+        tmp.replace(out)
+    except BaseException as err:  # a full disk (OSError, or netCDF's RuntimeError), an interrupt: no half file
+        tmp.unlink(missing_ok=True)
+        if is_write_error(err):
+            raise write_failed(out, err, "writing the scores") from None
+        raise
     return out
 
 

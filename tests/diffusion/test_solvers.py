@@ -214,6 +214,11 @@ def test_residual_scale_multiplies_each_channels_residual_around_the_mean():
     ({"solver": "dpmpp_2m", "S_churn": 1.0}, "S_churn applies to the solvers"),
     ({"residual_scale": (1.0, -1.0)}, "residual_scale must hold positive"),
     ({"rho": 0.0}, "rho must be positive"),
+    ({"rho": float("nan")}, "rho must be positive"),  # NaN fails every comparison: each check is written for it
+    ({"S_churn": float("nan")}, "S_churn and S_noise must be at least 0"),
+    ({"S_noise": float("nan")}, "S_churn and S_noise must be at least 0"),
+    ({"sigma_max": float("inf")}, r"need 0 < sigma_min < sigma_max \(finite\)"),
+    ({"S_min": 2.0, "S_max": 1.0}, "need 0 <= S_min <= S_max"),
 ])
 def test_settings_are_checked_with_a_clear_message(settings, message):
     with pytest.raises(ValueError, match=message):

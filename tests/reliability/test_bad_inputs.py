@@ -597,6 +597,8 @@ ARGUMENT_CASES = [
     Case("cli-tune-times-negative", tune("--times", "-1"), ("--times -1", "at least 0")),
     Case("cli-tune-tolerance-nan", tune("--tolerance", "nan"), ("--tolerance nan", "at least 0")),
     Case("cli-tune-solver-unknown", tune("--solver", "rk4"), ("--solver 'rk4'", "'heun'", "'dpmpp_2m'")),
+    Case("cli-tune-churn-nan", tune("--solver", "heun", "--churn", "nan"), ("S_churn", "nan", "at least 0")),
+    Case("cli-generate-sampler-rho-nan", generate("--set", "sampler.rho=.nan"), ("sampler", "rho must be positive")),
     Case("cli-tune-seed-negative", tune("--seed", "-2"), ("generate.seed", "greater than or equal to 0")),
     Case("cli-case-section-latitude-95", case("--section", "95,113:23,113"),
          ("--section 95,113:23,113", "latitude 95", "-90..90")),

@@ -60,12 +60,15 @@ class SamplerConfig:
             raise ValueError(f"schedule must be one of {list(SCHEDULES)}, got {self.schedule!r}")
         if self.num_steps < 1:
             raise ValueError(f"num_steps must be at least 1, got {self.num_steps}")
-        if not 0 < self.sigma_min < self.sigma_max:
-            raise ValueError(f"need 0 < sigma_min < sigma_max, got {self.sigma_min} and {self.sigma_max}")
-        if self.rho <= 0:
+        # Written `not x >= 0`, not `x < 0`: a NaN (YAML's .nan, `--churn nan`) fails every comparison.
+        if not 0 < self.sigma_min < self.sigma_max < math.inf:
+            raise ValueError(f"need 0 < sigma_min < sigma_max (finite), got {self.sigma_min} and {self.sigma_max}")
+        if not self.rho > 0:
             raise ValueError(f"rho must be positive, got {self.rho}")
-        if self.S_churn < 0 or self.S_noise < 0:
+        if not (self.S_churn >= 0 and self.S_noise >= 0):
             raise ValueError(f"S_churn and S_noise must be at least 0, got {self.S_churn} and {self.S_noise}")
+        if not 0 <= self.S_min <= self.S_max:
+            raise ValueError(f"need 0 <= S_min <= S_max, got {self.S_min} and {self.S_max}")
         if self.S_churn > 0 and self.solver not in CHURN_SOLVERS:
             raise ValueError(f"S_churn applies to the solvers {list(CHURN_SOLVERS)}, not {self.solver!r}; "
                              "set S_churn: 0 (dpmpp_2m_sde is stochastic by itself)")

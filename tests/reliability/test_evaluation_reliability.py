@@ -329,6 +329,21 @@ def test_a_flipped_or_shifted_forecast_is_never_scored(case, how):
         evaluate(ens, truth, distributions=False)
 
 
+def test_truth_with_1d_latitude_and_longitude_is_placed(case):
+    """A truth store on a regular grid, its coordinates named as many files name them: latitude(y), longitude(x)."""
+    folder, ens, _, arrays = case
+    lat, lon = fx.grid((8, 8))
+    regular = folder / "regular.nc"
+    xr.Dataset({n: (("time", "y", "x"), a, fx.attrs_of(n)) for n, a in arrays["truth"].items()},
+               {"time": fx.time_axis(3), "latitude": ("y", lat[:, 0]), "longitude": ("x", lon[0])}).to_netcdf(regular)
+    assert invoke("score", ens, "--truth", regular, "-q", "--spectra", "none").exit_code == 0
+    flipped = folder / "flipped.nc"  # and placed, so a flip is seen
+    xr.Dataset({n: (("time", "y", "x"), a[:, ::-1], fx.attrs_of(n)) for n, a in arrays["truth"].items()},
+               {"time": fx.time_axis(3), "latitude": ("y", lat[::-1, 0]), "longitude": ("x", lon[0])}
+               ).to_netcdf(flipped)
+    assert "flipped north–south" in error_of(invoke("score", ens, "--truth", flipped, "-q", "--spectra", "none"))
+
+
 def test_lat_lon_that_agree_within_a_tenth_of_a_cell_are_the_same_grid(case):
     """Longitudes in 0..360 against -180..180, and coordinates rounded to 0.001°, are the same points."""
     folder, _, truth, arrays = case

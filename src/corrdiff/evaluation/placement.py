@@ -11,6 +11,7 @@ file without lat/lon cannot be placed: it is refused unless the user states that
 import numpy as np
 import xarray as xr
 
+from corrdiff.data.canonical import LAT_NAMES, LON_NAMES
 from corrdiff.ensemble_file import grid_spacing_km
 from corrdiff.errors import EvaluationError
 
@@ -19,10 +20,19 @@ KM_PER_DEGREE = 6371.0 * np.pi / 180
 
 
 def lat_lon(ds: xr.Dataset) -> tuple[np.ndarray, np.ndarray] | None:
-    """2-D lat, lon (degrees) of `ds`, or None when it has none."""
-    if "lat" in ds.variables and "lon" in ds.variables and ds["lat"].ndim == 2 and ds["lon"].ndim == 2:
-        return np.asarray(ds["lat"].values, np.float64), np.asarray(ds["lon"].values, np.float64)
-    return None
+    """2-D lat, lon (degrees, (y, x)) of `ds`, or None when it has none: `lat`/`lon` as corrdiff writes them,
+    or another common name (`latitude`, WRF's `XLAT`, ...), 2-D over (y, x) or 1-D along y and x."""
+    lat = next((ds[n] for n in LAT_NAMES if n in ds.variables and set(ds[n].dims) <= {"y", "x"}), None)
+    lon = next((ds[n] for n in LON_NAMES if n in ds.variables and set(ds[n].dims) <= {"y", "x"}), None)
+    if lat is None or lon is None:
+        return None
+    if lat.dims == ("y",) and lon.dims == ("x",):
+        lat, lon = xr.broadcast(lat, lon)
+    if lat.ndim != 2 or lon.ndim != 2:
+        return None
+    order = ("y", "x")
+    return (np.asarray(lat.transpose(*order).values, np.float64),
+            np.asarray(lon.transpose(*order).values, np.float64))
 
 
 def distance_km(lat_a, lon_a, lat_b, lon_b) -> np.ndarray:
@@ -47,9 +57,9 @@ def place(ds: xr.Dataset, label: str, truth: xr.Dataset, truth_label: str,
             raise EvaluationError(f"{what}, and a flipped or shifted grid would be scored in silence; add lat/lon "
                                   "coordinates, or pass --same-grid if it is on truth's grid points, in truth's order")
         if theirs is not None:
-            ds = ds.assign_coords(lat=truth["lat"], lon=truth["lon"])
+            ds = ds.assign_coords(lat=(("y", "x"), theirs[0]), lon=(("y", "x"), theirs[1]))
         elif mine is not None:
-            truth = truth.assign_coords(lat=ds["lat"], lon=ds["lon"])
+            truth = truth.assign_coords(lat=(("y", "x"), mine[0]), lon=(("y", "x"), mine[1]))
         return ds, truth, f"{unplaced} has no 2-D lat/lon: taken to be on the same grid points (--same-grid)"
     if mine[0].shape != theirs[0].shape:
         raise EvaluationError(f"{label}: lat/lon of shape {mine[0].shape}, truth's ({truth_label}) "

@@ -74,16 +74,29 @@ def is_write_error(err: BaseException) -> bool:
 
 
 @contextmanager
+def write_errors(path, doing: str):
+    """Run a block that writes `path`: a file system's error (a full disk) comes out as `write_failed`'s line."""
+    try:
+        yield Path(path)
+    except BaseException as err:
+        if is_write_error(err):
+            raise write_failed(path, err, doing) from None
+        raise
+
+
+@contextmanager
 def whole_or_nothing(folder, doing: str):
     """Run a block that writes into `folder`: when it fails, remove what it made there (the folder itself if it
     was not there, else the entries that were not there before, temporaries included), and raise a file
-    system's error (a full disk) as `write_failed`'s one line. Files it replaced cannot be brought back."""
+    system's error (a full disk) as `write_failed`'s one line. Files it replaced cannot be brought back. Only for
+    a folder no other process writes meanwhile (one the command holds the lock of)."""
     folder = Path(folder)
     existed = folder.is_dir()
     before = set(os.listdir(folder)) if existed else set()
     try:
-        yield folder
-    except BaseException as err:
+        with write_errors(folder, doing):
+            yield folder
+    except BaseException:
         if not existed:
             shutil.rmtree(folder, ignore_errors=True)
         elif folder.is_dir():
@@ -91,6 +104,4 @@ def whole_or_nothing(folder, doing: str):
                 entry = folder / name
                 shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() and not entry.is_symlink() else \
                     entry.unlink(missing_ok=True)
-        if is_write_error(err):
-            raise write_failed(folder, err, doing) from None
         raise

@@ -74,7 +74,7 @@ def export_command(
     """Export a run's networks: as a self-contained corrdiff model package (default), or for NVIDIA PhysicsNeMo 2.2
     (`Module.from_checkpoint`) and Earth2Studio."""
     from corrdiff.checkpoint import POINTERS
-    from corrdiff.files import whole_or_nothing
+    from corrdiff.files import whole_or_nothing, write_errors
 
     if which not in POINTERS:
         raise ConfigError(f"--which must be one of {', '.join(POINTERS)}, got {which!r}")
@@ -87,7 +87,7 @@ def export_command(
 
         package = model_package.from_checkpoints(run_dir / "regression", run_dir / "diffusion",
                                                  load_config(config) if config else None, run_dir=run_dir, which=which)
-        with whole_or_nothing(out, "writing the model package"):
+        with write_errors(out, "writing the model package"):  # write() removes its temporary folder itself
             written = model_package.write(package, out)
         typer.echo(f"model package written: {written} (sampler: {package.sampler_source})")
         return

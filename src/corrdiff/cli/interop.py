@@ -74,7 +74,7 @@ def export_command(
     """Export a run's networks: as a self-contained corrdiff model package (default), or for NVIDIA PhysicsNeMo 2.2
     (`Module.from_checkpoint`) and Earth2Studio."""
     from corrdiff.checkpoint import POINTERS
-    from corrdiff.files import whole_or_nothing, write_errors
+    from corrdiff.failed_writes import whole_or_nothing, write_errors
 
     if which not in POINTERS:
         raise ConfigError(f"--which must be one of {', '.join(POINTERS)}, got {which!r}")

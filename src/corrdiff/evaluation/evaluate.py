@@ -21,7 +21,7 @@ from corrdiff.evaluation.metrics import nan_notes, score_models, TITLE
 from corrdiff.evaluation.scores_cf import cf_scores
 from corrdiff.evaluation.spectra import compare_distributions, Distributions
 from corrdiff.evaluation.stores import collect, Evaluation, is_spec, parse_baselines
-from corrdiff.files import is_write_error, write_failed
+from corrdiff.failed_writes import is_write_error, write_failed
 from corrdiff.output_paths import check_output, spec_files
 
 SPECTRA_TIMES = 16  # spectra and histograms from this many evenly spaced times: enough for smooth curves

@@ -97,7 +97,38 @@ def test_the_file_records_a_fingerprint_of_everything_that_makes_its_values(trai
     assert ingredients["times"] == f"3 from {TIMES[0]} to {TIMES[-1]}"
     assert len(ingredients["data_spec_sha256"]) == 64 and len(ingredients["grid_sha256"]) == 64
     listed = " ".join(ingredients["input_files"])
-    assert "coarse.nc (" in listed and "static.nc (" in listed and "bytes, modified" in listed
+    coarse = trained[0] / "data" / "coarse.nc"
+    assert f"coarse.nc (sha256 {digest(coarse)})" in listed and "static.nc (sha256 " in listed
+    assert str(coarse.parent) not in listed  # by name and contents: where the inputs lie does not enter
+    cache = json.loads(attrs["corrdiff_input_hashes"])  # the hashes by path, size and mtime, outside the digest
+    assert cache[str(coarse)][1:] == [coarse.stat().st_mtime_ns, digest(coarse)]
+
+
+def test_inputs_are_compared_by_contents_not_by_time_or_place(trained, reference, tmp_path):
+    """A `touch` resumes the file, an edit of the same size within a second is seen, and a copy of the data
+    elsewhere (a run folder that travels) resumes it."""
+    folder, config = trained
+    out = copy_of_reference(reference, tmp_path)
+    coarse = folder / "data" / "coarse.nc"
+    saved = coarse.read_bytes()
+    os.utime(coarse, ns=(coarse.stat().st_atime_ns, coarse.stat().st_mtime_ns + 10**9))  # touch
+    succeeded(generate(config, out))
+    assert_same_fields(out, reference)
+    stamp = coarse.stat().st_mtime_ns
+    try:
+        with netCDF4.Dataset(coarse, "a") as nc:  # one value changed, same size, same second
+            nc["t2m"][0, 0, 0] = nc["t2m"][0, 0, 0] + 1.0
+        os.utime(coarse, ns=(stamp, stamp))
+        assert coarse.stat().st_size == len(saved)
+        assert "input_files: " in refused(generate(config, out))
+    finally:
+        coarse.write_bytes(saved)
+    moved = tmp_path / "moved"
+    shutil.copytree(folder / "data", moved / "data")
+    shutil.copy2(config, moved / "config.yaml")
+    os.symlink(folder / "run", moved / "run")
+    succeeded(generate(moved / "config.yaml", out))  # the same data elsewhere: the same ensemble, resumed
+    assert_same_fields(out, reference)
 
 
 @pytest.mark.parametrize("options, change", [

@@ -28,7 +28,7 @@ from corrdiff.inference.fingerprint import Fingerprint, generation_fingerprint
 from corrdiff.inference.input_members import downscale_members, InputMembers, member_labels, with_member
 from corrdiff.inference.member_batching import MemberBatching
 from corrdiff.inference.writer import check_replaceable, EnsembleWriter, io_error, is_io_error, OverlappedWriter, \
-    overwrite_path, remove, replace, resumable
+    overwrite_path, recorded_input_hashes, remove, replace, resumable
 from corrdiff.output_paths import check_folder
 from corrdiff.perf import FastPath, prepare_denoiser, to_channels_last
 from corrdiff.progress import bar as progress_bar
@@ -313,7 +313,7 @@ def _generate(config, regression_path, diffusion_path, out: Path, times, dataset
     sampling = Sampling.build(config, models, dataset.lat.shape, info.device)
     indices = select_times(dataset.times, times)
     chosen_times = np.asarray(dataset.times, dtype="datetime64[ns]")[indices]
-    fingerprint = generation_fingerprint_of(config, models, dataset, chosen_times)
+    fingerprint = generation_fingerprint_of(config, models, dataset, chosen_times, recorded_input_hashes(out, fmt))
     channels = list(models.meta.target_channels)
     attrs = ensemble_attrs(config, models, allow_mismatch)
     # With --overwrite the new file is built beside `out` and renamed over it once complete.
@@ -366,8 +366,9 @@ def _generate(config, regression_path, diffusion_path, out: Path, times, dataset
     return out
 
 
-def generation_fingerprint_of(config: RunConfig, models: Models, dataset, times: np.ndarray) -> Fingerprint:
-    """The fingerprint of generating `times` (datetime64) of `dataset` with `config` and `models`."""
+def generation_fingerprint_of(config: RunConfig, models: Models, dataset, times: np.ndarray, hashes=None) -> Fingerprint:
+    """The fingerprint of generating `times` (datetime64) of `dataset` with `config` and `models`; `hashes`: the
+    input hashes an earlier file recorded (`writer.recorded_input_hashes`), so unchanged inputs are not read."""
     gen = config.generate
     files, spec_file = checks.input_files(dataset)
     spec = getattr(dataset, "spec", None)
@@ -380,7 +381,8 @@ def generation_fingerprint_of(config: RunConfig, models: Models, dataset, times:
         channels=models.meta.target_channels, bf16=models.fast.bf16, patch_shape=gen.patch_shape,
         patch_overlap=gen.patch_overlap, times=times, lat=dataset.lat, lon=dataset.lon, input_files=files,
         spec_file=spec_file, version=__version__,
-        tf32=gen.allow_tf32 and next(models.regression.parameters()).device.type == "cuda", input_member=member)
+        tf32=gen.allow_tf32 and next(models.regression.parameters()).device.type == "cuda", input_member=member,
+        hashes=hashes)
 
 
 def _finish(target: Path, out: Path, fmt: str, parts: int, overwrite: bool) -> None:

@@ -14,6 +14,7 @@ import xarray as xr
 
 from corrdiff.data import DatasetSpec, Normalization, Sample
 from corrdiff.data.canonical import canonical
+from corrdiff.data.crop import crop_fields
 from corrdiff.data.fields import first_nan, InterpolatedInputs
 from corrdiff.data.readers import cwa_field, Field, generic_field, open_fields, time_axis
 from corrdiff.data.spec import Source
@@ -70,8 +71,8 @@ class CoarseInputs:
         self.spec, self.rules, self.stats, self.where = spec, rules, stats, where
         self.grid_mapping = grid_mapping
         self._stores = []
-        self.inputs = fields
         self.lat, self.lon = np.asarray(lat, np.float64), np.asarray(lon, np.float64)
+        self.inputs = fields = crop_fields(fields, self.lat, self.lon)  # read only the box the fine grid needs
         self.static_names = list(static)
         self.static = np.stack([np.asarray(v, np.float32) for v in static.values()]) if static else \
             np.zeros((0, *self.lat.shape), np.float32)

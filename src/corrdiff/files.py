@@ -1,8 +1,17 @@
 """Small facts about files: a cheap stand-in for a file's contents in fingerprints (its size and modification
-time), and the permissions the user's umask gives what corrdiff creates through temporary names."""
+time), the permissions the user's umask gives what corrdiff creates through temporary names, and whether a path
+is a URL (a store read through fsspec, `corrdiff.data.remote`) rather than a local file."""
 
 import os
+import re
 from pathlib import Path
+
+URL_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+
+
+def is_url(path) -> bool:
+    """Whether `path` (a str; a pathlib.Path never is) is a URL: it starts with a scheme, `s3://`, `https://`, …"""
+    return isinstance(path, str) and URL_SCHEME.match(path) is not None
 
 
 def size_and_mtime(path: Path) -> tuple[int, int]:

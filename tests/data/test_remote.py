@@ -11,6 +11,11 @@ import yaml
 from corrdiff.data import DataError, load_spec, PairedFields
 from corrdiff.data import remote
 from corrdiff.data.regrid import Bilinear
+from corrdiff.inference import checks, fingerprint
+from corrdiff.inference.generate import input_paths
+from corrdiff.inference.inputs import InputRules
+from corrdiff.output_paths import check_not_an_input, spec_files
+from corrdiff.training import regression_cache
 from tests.cli import invoke, refused, succeeded
 from tests.data import s3_server
 from tests.data.s3_server import ARCO_NAMES, BUCKET, chunk_keys, isolate_aws, TIMES
@@ -191,3 +196,21 @@ def test_spec_errors_for_urls(server, tmp_path):
 def test_cli_error_is_one_line(server, tmp_path):
     line = refused(invoke("data", "check", write_spec(tmp_path, server, url=f"s3://{BUCKET}/missing.zarr")))
     assert f"inputs: cannot open s3://{BUCKET}/missing.zarr: nothing at" in line
+
+
+def test_urls_pass_the_checks_made_on_local_files(server, tmp_path):
+    """Where the commands look at a spec's files on disk (outputs that must not overwrite inputs, fingerprints,
+    --input, model packages), a URL is taken as it is: never stat-ed, listed or made a local path."""
+    spec = load_spec(write_spec(tmp_path, server))
+    dataset = type("Dataset", (), {"spec": spec})()
+    assert server.url in spec_files(spec) and tmp_path / "fine.nc" in spec_files(spec)
+    check_not_an_input(tmp_path / "out.nc", {"a file of the spec": spec_files(spec)})
+    found = checks.command_files(None, dataset, [])
+    assert tmp_path / "fine.nc" in found and not any("era5" in str(path) for path in found)
+    assert checks.input_files(dataset)[0] == [server.url]
+    assert fingerprint._describe_files([server.url]) == {"input_files": [server.url]}
+    assert regression_cache._file_entry(server.url) == server.url
+    assert input_paths([server.url, str(tmp_path / "fine.nc")]) == [server.url, tmp_path / "fine.nc"]
+    rules = InputRules.from_spec(spec)  # how inputs are read, never the credentials (they may be secrets)
+    assert rules.source.storage_options == {} and "storage_options" not in rules.to_dict()["source"]
+    assert InputRules.from_dict(rules.to_dict()) == rules

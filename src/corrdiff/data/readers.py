@@ -26,6 +26,7 @@ from corrdiff.data import grib, moving_grids, remote, units
 from corrdiff.data.canonical import canonical, grid_mapping, LAT_NAMES, LON_NAMES, settled_grid
 from corrdiff.data.spec import COLUMN_MAX, DatasetSpec, parse_variable, Source
 from corrdiff.errors import DataError
+from corrdiff.files import is_url
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +69,7 @@ class Field:
 
 
 def engine_for(path: Path | str) -> str | None:
-    if remote.is_url(path):  # stores by URL are read as Zarr (corrdiff.data.remote)
+    if is_url(path):  # stores by URL are read as Zarr (corrdiff.data.remote)
         return "zarr"
     if path.suffix.lower() == ".zarr" or (path.is_dir() and (path / "zarr.json").exists()) \
             or (path.is_dir() and (path / ".zgroup").exists()):
@@ -108,7 +109,7 @@ def open_files(files: list[Path | str], what: str, time_dim: str | None = None, 
         kwargs["backend_kwargs"] = {"indexpath": ""}  # cfgrib would otherwise write .idx files beside the data
     names: set[str] = set()  # every variable of every file, for the errors
     prepare = partial(_prepare, time_dim, keep, names, len(files) == 1)
-    if any(remote.is_url(f) for f in files):
+    if any(is_url(f) for f in files):
         ds = remote.open_urls([str(f) for f in files], what, prepare, storage_options)
         ds = ds if len(files) == 1 else settled_grid(ds)
         ds.encoding["corrdiff_files"] = files_label(files)
@@ -132,14 +133,17 @@ def open_files(files: list[Path | str], what: str, time_dim: str | None = None, 
     return ds
 
 
-def file_grid_mapping(path: Path) -> dict | None:
+def file_grid_mapping(path: Path | str, storage_options: dict | None = None) -> dict | None:
     """CF grid-mapping attributes of the grid of one file (`canonical.grid_mapping`); None for GRIB, whose grids
-    are read as lat/lon, or when the file cannot be read (with a warning: only the projection is lost)."""
-    engine = engine_for(Path(path))
+    are read as lat/lon, or when the file cannot be read (with a warning: only the projection is lost). A URL is
+    opened through `corrdiff.data.remote` with `storage_options`."""
+    engine = engine_for(path if is_url(path) else Path(path))
     if engine == "cfgrib":
         return None  # GRIB grids are read as lat/lon
     try:
-        with xr.open_dataset(path, engine=engine, decode_times=False, chunks=None) as ds:
+        opened = remote.open_store(path, "grid", storage_options) if is_url(path) else \
+            xr.open_dataset(path, engine=engine, decode_times=False, chunks=None)
+        with opened as ds:
             return grid_mapping(ds)
     except (OSError, ValueError) as err:  # the dataset read this file already: a second failure loses only this
         log.warning(f"{path}: the grid's projection could not be read ({err}); the output has none")

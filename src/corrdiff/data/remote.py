@@ -18,14 +18,12 @@ Credentials, in this order:
    default credentials when there are any, else anonymous); https:// sends none.
 """
 
-import re
 from urllib.parse import urlsplit
 
 import xarray as xr
 
 from corrdiff.errors import DataError
-
-SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+from corrdiff.files import URL_SCHEME
 # The package fsspec needs for a protocol, for the error when it is missing.
 PACKAGES = {"s3": "s3fs", "s3a": "s3fs", "gs": "gcsfs", "gcs": "gcsfs", "http": "aiohttp", "https": "aiohttp",
             "az": "adlfs", "abfs": "adlfs"}
@@ -44,14 +42,9 @@ DENIED_CODES = ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "
                 "403 Forbidden", "401 Unauthorized")
 
 
-def is_url(path) -> bool:
-    """Whether `path` (a str; a pathlib.Path never is) is a URL: it starts with a scheme, `s3://`, `https://`, …"""
-    return isinstance(path, str) and SCHEME.match(path) is not None
-
-
 def protocol(url: str) -> str:
     """`s3` for s3://bucket/key."""
-    return SCHEME.match(url).group(1).lower()
+    return URL_SCHEME.match(url).group(1).lower()
 
 
 def storage_options(url: str, given: dict | None = None) -> dict:

@@ -30,9 +30,9 @@ import pandas as pd
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator, ValidationError
 
-from corrdiff.data.remote import is_url
 from corrdiff.data.transforms import parse_transform
 from corrdiff.errors import DataError, yaml_problem
+from corrdiff.files import is_url
 
 
 def _timestamp(value) -> dt.datetime:
@@ -92,7 +92,7 @@ class Source(_Section):
 
     @model_validator(mode="after")
     def _options_need_urls(self):
-        if self.storage_options and not any(is_url(p) for p in self._patterns()):
+        if self.storage_options and self._patterns() and not any(is_url(p) for p in self._patterns()):
             raise ValueError("storage_options: only for paths that are URLs (s3://, gs://, https://), and none is")
         return self
 

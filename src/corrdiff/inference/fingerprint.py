@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from corrdiff.files import size_and_mtime
+from corrdiff.files import is_url, size_and_mtime
 
 FINGERPRINT = "corrdiff_fingerprint"
 INGREDIENTS = "corrdiff_fingerprint_ingredients"
@@ -93,16 +93,19 @@ def generation_fingerprint(*, regression_sha256: str, diffusion_sha256: str, sam
 
 def _describe_files(paths: list[Path]) -> dict:
     """Path, size and modification time of each input (hashing their contents would cost a read of every input)."""
-    entries = [_file_entry(Path(p)) for p in paths]
+    entries = [_file_entry(p) for p in paths]
     if len(entries) <= LISTED_FILES:
         return {"input_files": entries}
     return {"input_files": f"{len(entries)} files from {entries[0]} to {entries[-1]}",
             "input_files_sha256": _sha256("\n".join(entries))}
 
 
-def _file_entry(path: Path) -> str:
-    """`path (N bytes, modified T)`; a folder (a Zarr store) counts every file in it."""
-    path = path.absolute()
+def _file_entry(path: Path | str) -> str:
+    """`path (N bytes, modified T)`; a folder (a Zarr store) counts every file in it; a URL as it is (listing a
+    cloud store could mean millions of requests)."""
+    if is_url(path):
+        return path
+    path = Path(path).absolute()
     size, mtime_ns = size_and_mtime(path)
     modified = dt.datetime.fromtimestamp(mtime_ns // 1000 / 1e6, dt.timezone.utc).isoformat()
     return f"{path} ({size} bytes, modified {modified})"

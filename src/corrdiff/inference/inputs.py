@@ -37,11 +37,12 @@ class InputRules:
 
     @classmethod
     def from_spec(cls, spec: DatasetSpec) -> "InputRules":
-        return cls(spec.inputs.model_copy(update={"paths": []}), spec.layout, spec.level_dim, spec.edge,
-                   dict(spec.units), spec.nan_policy)
+        # A package says how inputs are read, never with which credentials (storage_options may hold secrets).
+        source = spec.inputs.model_copy(update={"paths": [], "storage_options": {}})
+        return cls(source, spec.layout, spec.level_dim, spec.edge, dict(spec.units), spec.nan_policy)
 
     def to_dict(self) -> dict:
-        source = self.source.model_dump(mode="json", exclude={"paths"})
+        source = self.source.model_dump(mode="json", exclude={"paths", "storage_options"})
         return {"source": source, "layout": self.layout, "level_dim": self.level_dim, "edge": self.edge,
                 "units": dict(self.units), "nan_policy": self.nan_policy}
 

@@ -16,14 +16,14 @@ from corrdiff.inference.generate import input_paths
 from corrdiff.inference.inputs import InputRules
 from corrdiff.output_paths import check_not_an_input, spec_files
 from corrdiff.training import regression_cache
-from tests.cli import invoke, refused, succeeded
+from tests.cli import invoke, refused, succeeded, TINY_RUN
 from tests.data import s3_server
 from tests.data.s3_server import ARCO_NAMES, BUCKET, chunk_keys, isolate_aws, TIMES
 
 STORE = "ar/era5.zarr"
-FINE_SHAPE = (16, 22)
-# The fine grid's box, lat 25..33.6 and lon -6.75..4.5, plus 2 cells: latitude rows 54..67 (chunk rows 0 and 1 of
-# 60 rows) and longitude columns 351..359 then 0..7 (chunk columns 3 and 0 of 90): 4 of the 16 chunks of a time.
+FINE_SHAPE = (16, 24)
+# The fine grid's box, lat 25..33.7 and lon -6.75..5.5, plus 2 cells: latitude rows 54..67 (chunk rows 0 and 1 of
+# 60 rows) and longitude columns 351..359 then 0..8 (chunk columns 3 and 0 of 90): 4 of the 16 chunks of a time.
 BOX_ROWS, BOX_COLUMNS = (0, 1), (0, 3)
 
 
@@ -43,7 +43,7 @@ def aws(monkeypatch, tmp_path):
 
 
 def fine_grid(shape=FINE_SHAPE):
-    """A slightly rotated grid across the 0° meridian (longitudes -6.75..4.5) and a chunk row (30°N)."""
+    """A slightly rotated grid across the 0° meridian (longitudes -6.75..5.5) and a chunk row (30°N)."""
     j, i = np.meshgrid(np.arange(shape[0]), np.arange(shape[1]), indexing="ij")
     return 25.0 + 0.5 * j + 0.05 * i, -6.0 + 0.5 * i - 0.05 * j
 
@@ -105,7 +105,7 @@ def test_only_the_chunks_of_the_box_and_the_times_asked_for_are_fetched(server, 
         expected[:, 2] /= 9.80665
     np.testing.assert_allclose(values, expected, rtol=1e-6, atol=1e-4)
     field = fields.inputs[0]
-    assert field.array.shape == (len(TIMES), 14, 17) and list(field.lon[[0, 8, 9, -1]]) == [351, 359, 360, 367]
+    assert field.array.shape == (len(TIMES), 14, 18) and list(field.lon[[0, 8, 9, -1]]) == [351, 359, 360, 368]
     fields.close()
 
 
@@ -214,3 +214,20 @@ def test_urls_pass_the_checks_made_on_local_files(server, tmp_path):
     rules = InputRules.from_spec(spec)  # how inputs are read, never the credentials (they may be secrets)
     assert rules.source.storage_options == {} and "storage_options" not in rules.to_dict()["source"]
     assert InputRules.from_dict(rules.to_dict()) == rules
+
+
+@pytest.mark.slow
+def test_generate_downscales_inputs_read_from_s3(server, tmp_path):
+    """Train both steps (2 steps each) on the store by URL, then `corrdiff generate` reads it again for the test split."""
+    spec = write_spec(tmp_path, server)
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({"data": "spec.yaml", "run_dir": "run", "device": "cpu", **TINY_RUN}))
+    for kind in ("regression", "diffusion"):
+        succeeded(invoke("train", kind, config, "--quiet"))
+    server.log.requests.clear()
+    out = tmp_path / "test.nc"
+    succeeded(invoke("generate", config, "--out", out, "--quiet"))
+    with xr.open_dataset(out) as ds:
+        assert list(ds["time"].values) == list(TIMES.values[4:]) and ds["t2m"].sizes["member"] == 2
+        assert server.url in ds.attrs["corrdiff_input_files"]
+    assert sorted(data_keys(server)) == sorted(expected_keys([4, 5]))  # the test split's times, the box's chunks

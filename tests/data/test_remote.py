@@ -75,9 +75,9 @@ def expected_inputs(times_index) -> np.ndarray:
     return regrid(coarse)
 
 
-def data_keys(server) -> list[str]:
+def data_keys(server, fetched=None) -> list[str]:
     """The keys of data chunks (not coordinates or metadata) fetched from the store, in order."""
-    fetched = server.log.fetched(f"{BUCKET}/{STORE}")
+    fetched = server.log.fetched(f"{BUCKET}/{STORE}") if fetched is None else fetched
     return [key for key in fetched if key.split("/")[0] in ARCO_NAMES.values() and not key.split("/")[1].startswith(".")]
 
 
@@ -123,6 +123,22 @@ def test_several_stores_by_url_are_combined_by_time(server, tmp_path):
     fields = PairedFields(write_spec(tmp_path, server, url=[first, second]))
     np.testing.assert_allclose(fields.read_inputs(TIMES.values[[2, 3]]), expected_inputs([2, 3]), rtol=1e-6)
     assert fields.times("all").size == len(TIMES)
+
+
+def test_a_store_over_https_is_read_the_same_way(server, tmp_path):
+    """https:// (here plain http from a local web server): the same lazy reading, the same chunks fetched."""
+    s3_server.arco_dataset().chunk(s3_server.CHUNKS).to_zarr(tmp_path / "era5.zarr", zarr_format=2, consolidated=True)
+    web = s3_server.HTTPServer(tmp_path)
+    try:
+        spec = write_spec(tmp_path, server, url=f"{web.endpoint}/era5.zarr")
+        raw = yaml.safe_load(spec.read_text())
+        del raw["inputs"]["storage_options"]
+        spec.write_text(yaml.safe_dump(raw))
+        values = PairedFields(spec).read_inputs(TIMES.values[[1, 4]])
+    finally:
+        web.stop()
+    assert sorted(data_keys(web, web.fetched("era5.zarr"))) == sorted(expected_keys([1, 4]))
+    np.testing.assert_allclose(values, expected_inputs([1, 4]), rtol=1e-6)
 
 
 def test_anonymous_only_when_no_credentials_are_found(server, tmp_path, monkeypatch):

@@ -18,9 +18,12 @@ Credentials, in this order:
    default credentials when there are any, else anonymous); https:// sends none.
 """
 
+import atexit
 from urllib.parse import urlsplit
 
 import xarray as xr
+from zarr.core.sync import sync
+from zarr.storage import FsspecStore
 
 from corrdiff.errors import DataError
 from corrdiff.files import URL_SCHEME
@@ -80,14 +83,38 @@ def open_store(url: str, what: str, options: dict | None = None, chunks=None) ->
     the store's chunks); a DataError naming the URL and what to do when it cannot be opened."""
     options = storage_options(url, options)
     try:
-        from zarr.storage import FsspecStore
-
         store = FsspecStore.from_url(url, storage_options=options, read_only=True)
+        _close_at_exit(store.fs)
         ds = xr.open_dataset(store, engine="zarr", chunks=chunks, decode_timedelta=False)
     except Exception as err:  # fsspec's backends (botocore, aiohttp, gcsfs) share no base class: each is sorted below
         raise DataError(f"{what}: cannot open {url}: {problem(url, options, err)}") from None
     ds.encoding["source"] = url
     return ds
+
+
+_OPENED: list = []  # the asynchronous filesystems opened, held until their aiohttp sessions are closed at exit
+
+
+def _close_at_exit(fs) -> None:
+    """Close `fs`'s sessions at exit: fsspec leaves those of the asynchronous filesystems zarr uses open, and
+    aiohttp then complains on stderr. Registered after zarr's own exit hook, so it runs first, on zarr's loop."""
+    if not _OPENED:
+        atexit.register(_close_sessions)
+    if not any(fs is known for known in _OPENED):
+        _OPENED.append(fs)
+
+
+def _close_sessions() -> None:
+    for fs in _OPENED:
+        http_session, s3_client = getattr(fs, "_session", None), getattr(fs, "_s3creator", None)  # fsspec's, s3fs's
+        try:
+            if http_session is not None and not http_session.closed:
+                sync(http_session.close(), timeout=1)
+            if s3_client is not None:
+                sync(s3_client.__aexit__(None, None, None), timeout=1)
+        except Exception:  # at exit, nothing is left to tell
+            pass
+    _OPENED.clear()
 
 
 def open_urls(urls: list[str], what: str, prepare, options: dict | None = None) -> xr.Dataset:

@@ -113,8 +113,8 @@ def field(lat: np.ndarray, lon: np.ndarray, t: float, kind: int) -> np.ndarray:
     return np.cos(rad_lat) * (3.0 + kind) + np.sin(rad_lon + 0.3 * t) * np.cos(rad_lat) + 0.1 * kind * t
 
 
-def arco_dataset(times=TIMES) -> xr.Dataset:
-    """A global 1° dataset in the ARCO-ERA5 layout, chunked in space (CHUNKS) so that a crop is visible."""
+def arco_dataset(times=TIMES, more: bool = False) -> xr.Dataset:
+    """A global 1° dataset in the ARCO-ERA5 layout (`more`: with 10m_v_component_of_wind and temperature too)."""
     lat = np.arange(90.0, -90.5, -1.0)
     lon = np.arange(0.0, 360.0, 1.0)
     grid_lat, grid_lon = np.meshgrid(lat, lon, indexing="ij")
@@ -132,18 +132,22 @@ def arco_dataset(times=TIMES) -> xr.Dataset:
         coords={"time": times, "level": ("level", np.array(LEVELS, np.int64), {"units": "millibars"}),
                 "latitude": ("latitude", lat, {"units": "degrees_north"}),
                 "longitude": ("longitude", lon, {"units": "degrees_east"})})
+    if more:
+        ds["10m_v_component_of_wind"] = (dims, (-0.5 * u10).astype(np.float32), {"units": "m s**-1"})
+        ds["temperature"] = (("time", "level", "latitude", "longitude"), (z / 9.80665 / 30.0).astype(np.float32),
+                             {"units": "K"})
     return ds
 
 
 def write_arco(server: S3Server, store: str = "ar/era5.zarr", times=TIMES, bucket: str = BUCKET,
-               public: bool = False, chunks: dict = CHUNKS) -> str:
+               public: bool = False, chunks: dict = CHUNKS, more: bool = False) -> str:
     """The ARCO-layout dataset written to the server as a consolidated Zarr v2 store (`public`: objects anyone may
     read, as in a public data set); its s3:// URL."""
     fs = server.filesystem()
     if not fs.exists(bucket):
         fs.mkdir(bucket)
     with tempfile.TemporaryDirectory() as folder:  # written here, then uploaded: quicker than object by object
-        arco_dataset(times).chunk(chunks).to_zarr(f"{folder}/store.zarr", zarr_format=2, consolidated=True)
+        arco_dataset(times, more).chunk(chunks).to_zarr(f"{folder}/store.zarr", zarr_format=2, consolidated=True)
         fs.put(f"{folder}/store.zarr/", f"{bucket}/{store}", recursive=True,
                **({"ACL": "public-read"} if public else {}))
     return f"s3://{bucket}/{store}"

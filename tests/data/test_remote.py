@@ -2,6 +2,9 @@
 times asked for are fetched, the ARCO-ERA5 layout is understood end to end (`corrdiff data check`), credentials
 follow corrdiff.data.remote's rule, and every way of failing is one line naming the URL."""
 
+import re
+from pathlib import Path
+
 import fsspec.config
 import numpy as np
 import pytest
@@ -230,6 +233,24 @@ def test_urls_pass_the_checks_made_on_local_files(server, tmp_path):
     rules = InputRules.from_spec(spec)  # how inputs are read, never the credentials (they may be secrets)
     assert rules.source.storage_options == {} and "storage_options" not in rules.to_dict()["source"]
     assert InputRules.from_dict(rules.to_dict()) == rules
+
+
+GUIDE = Path(__file__).resolve().parents[2] / "docs" / "real-data.md"
+
+
+def test_the_arco_era5_spec_of_the_guide(server, tmp_path):
+    """docs/real-data.md's ARCO-ERA5 spec through `corrdiff data check`, on a store of its layout with all its
+    variables: only `paths` and `storage_options` are pointed at the local server."""
+    match = re.search(r"<!-- spec \(tests/data/test_remote.py\): arco-era5 -->\s*```yaml\n(.*?)```", GUIDE.read_text(),
+                      re.S)
+    assert match, f"no ARCO-ERA5 spec in {GUIDE}"
+    raw = yaml.safe_load(match.group(1))
+    url = s3_server.write_arco(server, "ar/full.zarr", chunks=s3_server.WHOLE, more=True)
+    raw["inputs"].update(paths=url, storage_options=server.options)
+    spec = write_spec(tmp_path, server)  # its fine.nc: the targets the guide's spec names
+    spec.write_text(yaml.safe_dump(raw, sort_keys=False))
+    output = succeeded(invoke("data", "check", spec)).output
+    assert "inputs  (5): t2m, u10, v10, z@500, t@850" in output and "split test" in output
 
 
 @pytest.mark.slow

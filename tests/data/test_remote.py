@@ -11,6 +11,7 @@ import pytest
 import xarray as xr
 import yaml
 
+import corrdiff
 from corrdiff.data import DataError, load_spec, PairedFields
 from corrdiff.data import remote
 from corrdiff.data.regrid import Bilinear
@@ -233,6 +234,15 @@ def test_urls_pass_the_checks_made_on_local_files(server, tmp_path):
     rules = InputRules.from_spec(spec)  # how inputs are read, never the credentials (they may be secrets)
     assert rules.source.storage_options == {} and "storage_options" not in rules.to_dict()["source"]
     assert InputRules.from_dict(rules.to_dict()) == rules
+
+
+def test_open_inputs_reads_a_store_by_url(server, monkeypatch):
+    """corrdiff.open_inputs takes URLs as paths; with no storage_options argument, fsspec's config gives the endpoint."""
+    monkeypatch.setitem(fsspec.config.conf, "s3", server.options)
+    ds = corrdiff.open_inputs(server.url, ["t2m", "z@500"], rename=ARCO_NAMES)
+    expected = s3_server.arco_dataset()["geopotential"].sel(level=500).isel(time=2).values
+    np.testing.assert_allclose(ds["z@500"].isel(time=2).values, expected)
+    assert ds["t2m"].dims == ("time", "lat", "lon") and ds.sizes["lat"] == 181
 
 
 GUIDE = Path(__file__).resolve().parents[2] / "docs" / "real-data.md"

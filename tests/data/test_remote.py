@@ -1,6 +1,7 @@
-"""Inputs read by URL from an S3-compatible server (moto's, local): only the chunks of the fine grid's box and the
-times asked for are fetched, the ARCO-ERA5 layout is understood end to end (`corrdiff data check`), credentials
-follow corrdiff.data.remote's rule, and every way of failing is one line naming the URL."""
+"""Inputs read by URL from an S3-compatible server (moto's, local) and a local web server: only the chunks of the
+fine grid's box and the times asked for are fetched, the ARCO-ERA5 layout is understood end to end (`corrdiff data
+check`, `corrdiff generate`, the guide's spec), credentials follow corrdiff.data.remote's rule, and every way of
+failing is one line naming the URL."""
 
 import re
 from pathlib import Path
@@ -12,8 +13,7 @@ import xarray as xr
 import yaml
 
 import corrdiff
-from corrdiff.data import DataError, load_spec, PairedFields
-from corrdiff.data import remote
+from corrdiff.data import DataError, load_spec, PairedFields, remote
 from corrdiff.data.regrid import Bilinear
 from corrdiff.inference import checks, fingerprint
 from corrdiff.inference.generate import input_paths
@@ -52,7 +52,7 @@ def fine_grid(shape=FINE_SHAPE):
     return 25.0 + 0.5 * j + 0.05 * i, -6.0 + 0.5 * i - 0.05 * j
 
 
-def write_spec(folder, server, url=None, **inputs) -> "Path":
+def write_spec(folder, server, url=None) -> Path:
     """A spec whose inputs are the ARCO store on the server and whose targets are a small local NetCDF."""
     lat, lon = fine_grid()
     rng = np.random.default_rng(0)
@@ -60,7 +60,7 @@ def write_spec(folder, server, url=None, **inputs) -> "Path":
     xr.Dataset({"t2m": (dims, rng.normal(270, 5, (len(TIMES), *FINE_SHAPE)).astype(np.float32), {"units": "K"})},
                coords={"time": TIMES, "lat": (dims[1:], lat), "lon": (dims[1:], lon)}).to_netcdf(folder / "fine.nc")
     spec = {"inputs": {"paths": url or server.url, "variables": ["t2m", "u10", "z@500"], "rename": ARCO_NAMES,
-                       "storage_options": server.options, **inputs},
+                       "storage_options": server.options},
             "targets": {"paths": "fine.nc", "variables": ["t2m"]},
             "splits": {"train": {"start": "2021-01-01T00", "end": "2021-01-01T18"},
                        "test": {"start": "2021-01-02T00", "end": "2021-01-02T06"}}}

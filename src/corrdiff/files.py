@@ -1,9 +1,10 @@
 """Small facts about files: their contents' SHA-256 (with a cache keyed by path, size and modification time, so that
-fingerprints by content stay cheap), and the permissions the user's umask gives what corrdiff creates through
-temporary names."""
+fingerprints by content stay cheap), the permissions the user's umask gives what corrdiff creates through temporary
+names, and whether a path is a URL (a store read through fsspec, `corrdiff.data.remote`) rather than a local file."""
 
 import hashlib
 import os
+import re
 from pathlib import Path
 
 HASH_BLOCK = 1 << 22  # bytes read at a time when hashing
@@ -54,6 +55,12 @@ class ContentHashes:
         """The entries of `paths`, to record beside what they made."""
         return {str(Path(p).absolute()): self.known[str(Path(p).absolute())] for p in paths
                 if str(Path(p).absolute()) in self.known}
+URL_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+
+
+def is_url(path) -> bool:
+    """Whether `path` (a str; a pathlib.Path never is) is a URL: it starts with a scheme, `s3://`, `https://`, …"""
+    return isinstance(path, str) and URL_SCHEME.match(path) is not None
 
 
 def size_and_mtime(path: Path) -> tuple[int, int]:

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from corrdiff.errors import OutputError
+from corrdiff.files import is_url
 
 
 def _real(path) -> Path:
@@ -54,7 +55,7 @@ def check_not_an_input(out, inputs: dict[str, Iterable], option: str = "--out") 
     """Refuse `out` when it is, is inside, or holds one of `inputs` ({role: paths}, e.g. {"truth": [...]})."""
     for role, paths in inputs.items():
         for source in paths:
-            if source is None:
+            if source is None or is_url(source):  # stores by URL (corrdiff.data.remote) are never written here
                 continue
             relation = clash(out, source)
             if relation is not None:

@@ -10,6 +10,7 @@ import numpy as np
 from corrdiff import ensemble_file
 from corrdiff.data.spec import Source
 from corrdiff.errors import CheckpointError, ConfigError, DataError, OutputError
+from corrdiff.files import is_url
 
 log = logging.getLogger(__name__)
 GRID_TOLERANCE_DEG = 1e-4  # ~10 m: the same grid read from float32 and float64 files agrees far closer
@@ -207,7 +208,8 @@ def command_files(config, dataset, checkpoint_paths) -> dict[Path, str]:
             sources.append(("grid", Source(paths=spec.grid, variables=["grid"])))
         for what, source in sources:
             try:
-                found |= {p.absolute(): f"a file of the spec's {what}" for p in (spec.files(source, what) if source else [])}
+                found |= {p.absolute(): f"a file of the spec's {what}" for p in (spec.files(source, what) if source else [])
+                          if not is_url(p)}  # stores by URL are never an output
             except DataError:  # targets a new forecast does without
                 continue
     return found

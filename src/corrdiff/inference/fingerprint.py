@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from corrdiff.files import ContentHashes, sha256_bytes, sha256_file
+from corrdiff.files import ContentHashes, is_url, sha256_bytes, sha256_file
 
 FINGERPRINT = "corrdiff_fingerprint"
 INGREDIENTS = "corrdiff_fingerprint_ingredients"
@@ -110,8 +110,9 @@ def generation_fingerprint(*, regression_sha256: str, diffusion_sha256: str, sam
 
 
 def _describe_files(paths: list[Path], hashes: ContentHashes) -> dict:
-    """Name and contents' SHA-256 of each input (its folder and modification time do not enter)."""
-    entries = [f"{Path(p).name} (sha256 {hashes.sha256(Path(p))})" for p in paths]
+    """Name and contents' SHA-256 of each input (its folder and modification time do not enter); a URL as it is
+    (hashing a cloud store could mean millions of requests)."""
+    entries = [str(p) if is_url(p) else f"{Path(p).name} (sha256 {hashes.sha256(Path(p))})" for p in paths]
     if len(entries) <= LISTED_FILES:
         return {"input_files": entries}
     return {"input_files": f"{len(entries)} files from {entries[0]} to {entries[-1]}",

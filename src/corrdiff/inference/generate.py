@@ -22,6 +22,7 @@ from corrdiff.distributed import barrier, DistInfo, init_distributed, shutdown
 from corrdiff import ensemble_file, sampler_file
 from corrdiff.ensemble_file import FLAG
 from corrdiff.errors import ConfigError, DataError, OutputError
+from corrdiff.files import is_url
 from corrdiff.inference import checks
 from corrdiff.inference.context import output_context
 from corrdiff.inference.fingerprint import Fingerprint, generation_fingerprint
@@ -148,10 +149,13 @@ def open_inference_dataset(config: RunConfig, meta: CheckpointMeta, split: str, 
     return InputMembers([open_one(with_member(spec, label)) for label in labels], labels)
 
 
-def input_paths(inputs: list[str]) -> list[Path]:
-    """--input files or globs as absolute paths; a ConfigError naming one that matches nothing."""
-    paths = [Path(p).expanduser().absolute() for p in inputs]
+def input_paths(inputs: list[str]) -> list[Path | str]:
+    """--input files or globs as absolute paths, URLs (Zarr stores, corrdiff.data.remote) as they are; a ConfigError
+    naming a file or glob that matches nothing."""
+    paths = [p if is_url(p) else Path(p).expanduser().absolute() for p in inputs]
     for path in paths:
+        if is_url(path):
+            continue
         pattern = any(ch in str(path) for ch in "*?[")
         if not (glob.glob(str(path)) if pattern else path.exists()):
             raise ConfigError(f"--input {path}: {'no file matches it' if pattern else 'no such file'}")

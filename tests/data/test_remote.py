@@ -15,6 +15,7 @@ import yaml
 import corrdiff
 from corrdiff.data import DataError, load_spec, PairedFields, remote
 from corrdiff.data.regrid import Bilinear
+from corrdiff.files import ContentHashes
 from corrdiff.inference import checks, fingerprint
 from corrdiff.inference.generate import input_paths
 from corrdiff.inference.inputs import InputRules
@@ -228,7 +229,7 @@ def test_urls_pass_the_checks_made_on_local_files(server, tmp_path):
     found = checks.command_files(None, dataset, [])
     assert tmp_path / "fine.nc" in found and not any("era5" in str(path) for path in found)
     assert checks.input_files(dataset)[0] == [server.url]
-    assert fingerprint._describe_files([server.url]) == {"input_files": [server.url]}
+    assert fingerprint._describe_files([server.url], ContentHashes()) == {"input_files": [server.url]}
     assert regression_cache._file_entry(server.url) == server.url
     assert input_paths([server.url, str(tmp_path / "fine.nc")]) == [server.url, tmp_path / "fine.nc"]
     rules = InputRules.from_spec(spec)  # how inputs are read, never the credentials (they may be secrets)

@@ -27,6 +27,7 @@ from corrdiff.models import UNetConfig
 from corrdiff.perf import to_channels_last
 from corrdiff.training import regression_cache
 from corrdiff.training.batches import micro_batching
+from corrdiff.training.data_identity import data_fingerprint
 from corrdiff.training.tasks import DiffusionTask, RegressionTask, residual_std
 from corrdiff.training.trainer import Trainer
 
@@ -114,7 +115,11 @@ def check_resumable(kind: str, config: RunConfig, meta: CheckpointMeta, previous
             changeable = key in CHANGEABLE_ON_RESUME or key.startswith(CHANGEABLE_PREFIXES)
             (applied if changeable else refused).append(f"{kind}.{key}: {old_section[key]!r} -> {value!r}")
     if "data" in saved and saved["data"] != new["data"]:
-        refused.append(f"data: {saved['data']!r} -> {new['data']!r}")
+        if saved.get("data_fingerprint") and saved["data_fingerprint"] == new.get("data_fingerprint"):
+            applied.append(f"data: {saved['data']!r} -> {new['data']!r}: the same spec and data files by contents "
+                           "(a run folder moved with its data)")
+        else:
+            refused.append(f"data: {saved['data']!r} -> {new['data']!r}")
     old_unet, new_unet = previous.meta.unet.to_dict(), meta.unet.to_dict()
     refused += [f"model.{key}: {old_unet[key]!r} -> {new_unet[key]!r}" for key in new_unet
                 if old_unet.get(key) != new_unet[key]]
@@ -195,6 +200,9 @@ def run_training(kind: str, config: RunConfig, train_set: PairedDataset, val_set
     check_settings(kind, section, unet, train_set.target_channels)
     micro_batching(section, info.world_size, kind)  # before the run folder is made
     run_dir = Path(config.run_dir) / kind
+    spec = getattr(train_set, "spec", None)
+    if spec is not None:  # what lets a copied or moved run folder resume (`check_resumable`)
+        config = config.model_copy(update={"data_fingerprint": data_fingerprint(spec, run_dir)})
     meta = CheckpointMeta(
         kind=kind, unet=unet, input_channels=train_set.input_channels, target_channels=train_set.target_channels,
         target_attrs=dict(getattr(train_set, "target_attrs", {}) or {}), stats=train_set.stats,

@@ -11,7 +11,7 @@ from tests.cli import invoke, succeeded
 
 # Attributes that name how a result was made (its command, the input files, hence the fingerprint) differ by design.
 MADE_HOW = {"history", "corrdiff_fingerprint", "corrdiff_fingerprint_ingredients", "corrdiff_input_files",
-            "corrdiff_dataset_spec"}
+            "corrdiff_dataset_spec", "corrdiff_input_hashes"}
 
 
 @pytest.fixture(scope="module")

@@ -55,10 +55,10 @@ def test_a_hard_link_to_an_input_or_to_a_file_inside_an_input_folder_counts(inpu
     os.link(inputs["file"], tmp_path / "alias.nc")
     assert clash(tmp_path / "alias.nc", inputs["file"]) == "is"
     os.link(inputs["checkpoint"] / "model.json", tmp_path / "model-copy.json")
-    assert clash(tmp_path / "model-copy.json", inputs["checkpoint"]) == "is a hard link to a file of"
-    assert clash(tmp_path / "model-copy.json", inputs["run"]) == "is a hard link to a file of"
+    assert clash(tmp_path / "model-copy.json", inputs["checkpoint"]) == "is a hard link into"
+    assert clash(tmp_path / "model-copy.json", inputs["run"]) == "is a hard link into"
     os.link(inputs["store"] / "t2m" / "c" / "0", tmp_path / "chunk")
-    assert clash(tmp_path / "chunk", inputs["store"]) == "is a hard link to a file of"
+    assert clash(tmp_path / "chunk", inputs["store"]) == "is a hard link into"
     (tmp_path / "copy.json").write_text("model.json")  # a copy is another file
     assert clash(tmp_path / "copy.json", inputs["checkpoint"]) is None
 

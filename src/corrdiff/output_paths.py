@@ -65,8 +65,8 @@ class _Output:
         self.linked = self.identity if self.path.is_file() and os.stat(self.path).st_nlink > 1 else None
 
     def relation(self, source) -> str | None:
-        """How writing this output would touch `source` ("is", "is inside", "holds", "is a hard link to a file
-        of"), or None."""
+        """How writing this output would touch `source` ("is", "is inside", "holds", "is a hard link into"), or
+        None."""
         source = Path(source)
         real_source, identity = _real(source), _identity(source)
         if real_source == self.real or (identity is not None and identity == self.identity):
@@ -77,18 +77,18 @@ class _Output:
                                                      and self.identity in _above(source) | _above(real_source)):
             return "holds"
         if self.linked is not None and source.is_dir() and _holds_file(source, self.linked):
-            return "is a hard link to a file of"
+            return "is a hard link into"
         return None
 
 
 def clash(out, source) -> str | None:
-    """How writing `out` would touch the input `source` ("is", "is inside", "holds", "is a hard link to a file
-    of"), or None: by resolved path (symbolic links) and by device and inode (hard links)."""
+    """How writing `out` would touch the input `source` ("is", "is inside", "holds", "is a hard link into"), or
+    None: by resolved path (symbolic links) and by device and inode (hard links)."""
     return _Output(out).relation(source)
 
 
 def check_not_an_input(out, inputs: dict[str, Iterable], option: str = "--out") -> None:
-    """Refuse `out` when it is, is inside, or holds one of `inputs` ({role: paths}, e.g. {"the truth": [...]})."""
+    """Refuse `out` when it is, is inside, holds or is a hard link into one of `inputs` ({role: paths})."""
     output = _Output(out)
     for role, paths in inputs.items():
         for source in paths:

@@ -291,6 +291,8 @@ def generate(config: RunConfig, regression_path, diffusion_path, out, times: lis
     merges into `out`, Zarr ranks write their regions of `out` directly. `models_loader(device)`, when
     given, replaces loading the two checkpoint paths (a model package: `corrdiff.model_package`). `input_member`
     (a member's number, "mean" or "all") chooses among the members of ensemble inputs, over the spec's `member`.
+    `out` never is, lies inside or holds what the generation reads (`corrdiff.output_paths`), and one generation at a
+    time writes it (`corrdiff.locks`: a second is refused, naming the first one's PID).
     """
     info = init_distributed(config.device)
     try:

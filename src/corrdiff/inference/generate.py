@@ -313,7 +313,7 @@ def _generate(config, regression_path, diffusion_path, out: Path, times, dataset
         models = models_loader(info.device)
     else:
         models = load_models(regression_path, diffusion_path, info.device, allow_mismatch)
-    read = generation_inputs(config, models, dataset, {"regression": regression_path, "diffusion": diffusion_path},
+    read = generation_inputs(config, models, {"regression": regression_path, "diffusion": diffusion_path},
                              inputs)  # before the tuned sampler replaces the config's
     config = with_tuned_sampler(config, models, None if inputs else gen.split)
     if dataset is None:
@@ -327,7 +327,7 @@ def _generate(config, regression_path, diffusion_path, out: Path, times, dataset
         return _write_ensemble(config, models, dataset, out, fmt, times, overwrite, allow_mismatch, progress, info)
 
 
-def generation_inputs(config: RunConfig, models: Models, dataset, checkpoint_paths: dict, inputs) -> dict[str, list]:
+def generation_inputs(config: RunConfig, models: Models, checkpoint_paths: dict, inputs) -> dict[str, list]:
     """What a generation reads besides its dataset's files (`spec_inputs_of`), by role: the checkpoints as given
     (run folders or checkpoint folders) and as loaded (or the model package), the run config, the --input files
     and the run's recommended sampler (`corrdiff tune`)."""

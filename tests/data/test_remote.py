@@ -17,7 +17,7 @@ from corrdiff.data import DataError, load_spec, PairedFields, remote
 from corrdiff.data.regrid import Bilinear
 from corrdiff.files import ContentHashes
 from corrdiff.inference import checks, fingerprint
-from corrdiff.inference.generate import input_paths
+from corrdiff.inference.generate import input_paths, spec_inputs_of
 from corrdiff.inference.inputs import InputRules
 from corrdiff.output_paths import check_not_an_input, spec_files
 from corrdiff.training import regression_cache
@@ -226,8 +226,10 @@ def test_urls_pass_the_checks_made_on_local_files(server, tmp_path):
     dataset = type("Dataset", (), {"spec": spec})()
     assert server.url in spec_files(spec) and tmp_path / "fine.nc" in spec_files(spec)
     check_not_an_input(tmp_path / "out.nc", {"a file of the spec": spec_files(spec)})
-    found = checks.command_files(None, dataset, [])
-    assert tmp_path / "fine.nc" in found and not any("era5" in str(path) for path in found)
+    found = spec_inputs_of(dataset)  # what a generation reads, by role: the URL as it is, never a local path
+    assert tmp_path / "fine.nc" in found["a file of the spec's targets"]
+    assert not any("era5" in str(path) for paths in found.values() for path in paths if not isinstance(path, str))
+    check_not_an_input(tmp_path / "out.nc", found)
     assert checks.input_files(dataset)[0] == [server.url]
     assert fingerprint._describe_files([server.url], ContentHashes()) == {"input_files": [server.url]}
     assert regression_cache._file_entry(server.url) == server.url

@@ -19,7 +19,7 @@ from corrdiff.config import dump_config, RunConfig
 from corrdiff.data import DownscalingDataset, load_spec
 from corrdiff.diffusion import DiffusionCondition, downscale_ensemble, PatchedDenoiser, SamplerConfig
 from corrdiff.distributed import barrier, DistInfo, init_distributed, shutdown
-from corrdiff import ensemble_file, sampler_file
+from corrdiff import ensemble_file, locks, sampler_file
 from corrdiff.ensemble_file import FLAG
 from corrdiff.errors import ConfigError, DataError, OutputError
 from corrdiff.files import is_url
@@ -30,7 +30,7 @@ from corrdiff.inference.input_members import downscale_members, InputMembers, me
 from corrdiff.inference.member_batching import MemberBatching
 from corrdiff.inference.writer import check_replaceable, EnsembleWriter, io_error, is_io_error, OverlappedWriter, \
     overwrite_path, recorded_input_hashes, remove, replace, resumable
-from corrdiff.output_paths import check_folder
+from corrdiff.output_paths import check_folder, check_not_an_input, make_folder, spec_inputs
 from corrdiff.perf import FastPath, prepare_denoiser, to_channels_last
 from corrdiff.progress import bar as progress_bar
 from corrdiff.seeding import time_seed
@@ -52,6 +52,9 @@ class Models:
     """(checkpoint folder, lat (H, W) or None, lon (H, W) or None) of each checkpoint: the grid it was trained on."""
     mismatches: list[str] = field(default_factory=list)
     """Why the two checkpoints do not belong together, when --allow-mismatch let them through."""
+    sources: dict[str, list[Path]] = field(default_factory=dict)
+    """What the networks were read from, by role (checkpoint folders, or a model package): inputs that a
+    generation never writes over (`corrdiff.output_paths`)."""
     prepared: bool = False
     """Whether `prepare` has put the networks on the fast path (`fast`) already."""
 
@@ -84,8 +87,10 @@ def models_from_checkpoints(regression: ModelCheckpoint, diffusion: ModelCheckpo
     }
     grids = [(c.path, None if c.lat is None else c.lat.numpy(), None if c.lon is None else c.lon.numpy())
              for c in (regression, diffusion)]
+    sources = {f"the {c.meta.kind} checkpoint": [Path(c.path)] for c in (regression, diffusion)}
     return Models(ckpt.load_network(regression, device), ckpt.load_network(diffusion, device), diffusion.meta,
-                  DiffusionCondition.from_unet(diffusion.meta.unet), provenance, grids=grids, mismatches=problems)
+                  DiffusionCondition.from_unet(diffusion.meta.unet), provenance, grids=grids, mismatches=problems,
+                  sources=sources)
 
 
 def select_times(dataset_times: np.ndarray, requested: list[str] | None) -> list[int]:
@@ -286,6 +291,8 @@ def generate(config: RunConfig, regression_path, diffusion_path, out, times: lis
     merges into `out`, Zarr ranks write their regions of `out` directly. `models_loader(device)`, when
     given, replaces loading the two checkpoint paths (a model package: `corrdiff.model_package`). `input_member`
     (a member's number, "mean" or "all") chooses among the members of ensemble inputs, over the spec's `member`.
+    `out` never is, lies inside or holds what the generation reads (`corrdiff.output_paths`), and one generation at a
+    time writes it (`corrdiff.locks`: a second is refused, naming the first one's PID).
     """
     info = init_distributed(config.device)
     try:
@@ -306,14 +313,45 @@ def _generate(config, regression_path, diffusion_path, out: Path, times, dataset
         models = models_loader(info.device)
     else:
         models = load_models(regression_path, diffusion_path, info.device, allow_mismatch)
+    read = generation_inputs(config, models, {"regression": regression_path, "diffusion": diffusion_path},
+                             inputs)  # before the tuned sampler replaces the config's
     config = with_tuned_sampler(config, models, None if inputs else gen.split)
     if dataset is None:
         dataset = open_inference_dataset(config, models.meta, gen.split, inputs, models.provenance["diffusion_checkpoint"],
                                          input_member)
     check_fits(models, dataset)
     config = resolve_patches(config, models, dataset.lat.shape)
+    check_not_an_input(out, read | spec_inputs_of(dataset))
+    make_folder(out)  # as score, report and the baselines do
+    with locks.for_output(out, info):  # rank 0 holds it until every rank is done
+        return _write_ensemble(config, models, dataset, out, fmt, times, overwrite, allow_mismatch, progress, info)
+
+
+def generation_inputs(config: RunConfig, models: Models, checkpoint_paths: dict, inputs) -> dict[str, list]:
+    """What a generation reads besides its dataset's files (`spec_inputs_of`), by role: the checkpoints as given
+    (run folders or checkpoint folders) and as loaded (or the model package), the run config, the --input files
+    and the run's recommended sampler (`corrdiff tune`)."""
+    read = checks.checkpoint_inputs(checkpoint_paths)
+    for role, paths in models.sources.items():
+        read[role] = read.get(role, []) + list(paths)
+    read["the run config"] = [config.source] if getattr(config, "source", None) else []
+    read["an --input file"] = [p for path in input_paths(inputs or []) for p in map(Path, glob.glob(str(path)))]
+    if config.run_dir and "sampler" not in config.model_fields_set:
+        read["the run's recommended sampler"] = [sampler_file.path_in(config.run_dir)]
+    return read
+
+
+def spec_inputs_of(dataset) -> dict[str, list[Path]]:
+    """The files a dataset reads, by role (`corrdiff.output_paths.spec_inputs`); none for one given in memory."""
+    spec = getattr(dataset, "spec", None)
+    return spec_inputs(spec) if spec is not None else {}
+
+
+def _write_ensemble(config: RunConfig, models: Models, dataset, out: Path, fmt: str, times, overwrite: bool,
+                    allow_mismatch: bool, progress: bool, info: DistInfo) -> Path:
+    """Generate the chosen times into `out` (checked, and locked by this run): resume, or with `overwrite` build
+    the new file beside it; under torchrun each rank its share of the times."""
     gen = config.generate
-    checks.refuse_input_as_output(out, checks.command_files(config, dataset, [p for p, _, _ in models.grids]))
     sampling = Sampling.build(config, models, dataset.lat.shape, info.device)
     indices = select_times(dataset.times, times)
     chosen_times = np.asarray(dataset.times, dtype="datetime64[ns]")[indices]
@@ -322,11 +360,6 @@ def _generate(config, regression_path, diffusion_path, out: Path, times, dataset
     attrs = ensemble_attrs(config, models, allow_mismatch)
     # With --overwrite the new file is built beside `out` and renamed over it once complete.
     target = overwrite_path(out) if overwrite else out
-    try:
-        out.absolute().parent.mkdir(parents=True, exist_ok=True)  # as score, report and the baselines do
-    except OSError as err:
-        raise OutputError(f"--out {out}: cannot create its folder {out.absolute().parent} ({err}); "
-                          "choose another --out") from None
     # Ranks take every world_size-th time. NetCDF cannot take concurrent writers: each rank fills a part
     # file of its own times; a Zarr store is shared, each rank writing its own time chunks.
     mine = list(range(len(indices)))[info.rank :: info.world_size]

@@ -65,14 +65,15 @@ def generation_fingerprint(*, regression_sha256: str, diffusion_sha256: str, sam
     """The fingerprint of one generation: checkpoints, sampler, seed, members, precision, patches, inputs, times.
 
     `tf32`: CUDA ran float32 convolutions in TF32 (`allow_tf32`), a lower precision rather than a reordering; kept
-    only when true, so that the fingerprints of files made without it stay what they were."""
+    only when true, so that the fingerprints of files made without it stay what they were. The same for the
+    sampler's `arithmetic`, kept only when it is not "edm"."""
     times = np.asarray(times, dtype="datetime64[s]")
     iso = [str(t) for t in times]
     ingredients = {
         "corrdiff_version": version,
         "regression_checkpoint_sha256": regression_sha256,
         "diffusion_checkpoint_sha256": diffusion_sha256,
-        **{f"sampler.{k}": _plain(v) for k, v in sampler.items()},
+        **{f"sampler.{k}": _plain(v) for k, v in sampler.items() if (k, v) != ("arithmetic", "edm")},
         "seed": int(seed),
         "members": int(members),
         "channels": list(channels),

@@ -121,5 +121,6 @@ def test_physicsnemos_arithmetic_is_refused_for_a_denoiser_it_cannot_sample(tmp_
     result = generate_cli(tmp_path, spec, "native", tmp_path / "out.nc", "sampler.arithmetic=physicsnemo")
     assert result.exit_code != 0
     assert "sampler.arithmetic: physicsnemo reproduces PhysicsNeMo's CorrDiff, which cannot run" in result.output
-    assert "residual divided by its standard deviation" in result.output and "use sampler.arithmetic: edm" in result.output
+    assert "residual divided by its standard deviation" in result.output
+    assert "use sampler.arithmetic: edm" in result.output
     assert not (tmp_path / "out.nc").exists()

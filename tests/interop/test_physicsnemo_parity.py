@@ -27,7 +27,8 @@ def test_eval_mode_forwards_match_with_the_unbiased_variance(ref):
     regression, _ = network("regression", "regression")
     denoiser, _ = network("diffusion", "diffusion")
     scaled, converted = network("diffusion_scaled", "diffusion")
-    condition = DiffusionCondition.from_unet(converted.layout.unet).field(ref["y"], torch.from_numpy(ref["regression_eval"]))
+    mean = torch.from_numpy(ref["regression_eval"])
+    condition = DiffusionCondition.from_unet(converted.layout.unet).field(ref["y"], mean)
     for arithmetic in ("physicsnemo", "edm"):
         use_arithmetic(arithmetic, regression, denoiser, scaled)
         errors = [relative_error(regression(ref["y"]), ref["regression_eval"])]

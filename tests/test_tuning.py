@@ -155,6 +155,15 @@ def test_recommendation_round_trips_and_is_used_only_for_its_checkpoint(tmp_path
         sampler_file.recommended_sampler(tmp_path)
 
 
+def test_a_recommended_sampler_records_its_arithmetic(tmp_path):
+    """sampler.yaml keeps `arithmetic` (a file written before it existed reads as edm)."""
+    sampler = SamplerConfig(num_steps=8, S_churn=40.0, arithmetic="physicsnemo")
+    path = sampler_file.write(sampler_file.path_in(tmp_path), sampler_file.Recommendation(sampler, "abc", ("u",)))
+    assert "arithmetic: physicsnemo" in path.read_text() and sampler_file.read(path).sampler == sampler
+    path.write_text(path.read_text().replace("  arithmetic: physicsnemo\n", ""))
+    assert sampler_file.read(path).sampler.arithmetic == "edm"
+
+
 def test_tune_refuses_physicsnemos_arithmetic(tmp_path):
     path = tmp_path / "run.yaml"
     path.write_text("data: spec.yaml\nsampler:\n  arithmetic: physicsnemo\n")

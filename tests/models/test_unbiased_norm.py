@@ -31,7 +31,9 @@ def test_unbiased_in_eval_mode_only_with_the_same_parameters():
     with torch.no_grad():
         torch.testing.assert_close(norm.eval()(x), physicsnemo_eval(x, norm), rtol=0, atol=1e-5)
         expected = torch.nn.functional.silu(physicsnemo_eval(x, pre_activation))
-        torch.testing.assert_close(pre_activation.eval()(x), expected, rtol=0, atol=1e-5)
+        for fused in (False, True):
+            pre_activation.fused = fused
+            torch.testing.assert_close(pre_activation.eval()(x), expected, rtol=0, atol=1e-5)
         biased = torch.nn.functional.group_norm(x, norm.num_groups, norm.weight, norm.bias, norm.eps)
         torch.testing.assert_close(norm.train()(x), biased, rtol=0, atol=0)  # training mode: torch's, as PhysicsNeMo
         assert (norm.eval()(x) - biased).abs().max() > 1e-2  # 8 channels × 15 pixels a group: a 1/120 difference

@@ -68,10 +68,18 @@ class GroupNorm(nn.GroupNorm):
         """1 where this layer divides by the unbiased variance now (`unbiased`, eval mode), else 0."""
         return int(self.unbiased and not self.training)
 
+    def group_norm_args(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
+        """(weight, bias, eps) with which torch's biased-variance group_norm of x computes this layer.
+
+        With the unbiased variance: (x − m)/sqrt(v·n/(n − 1) + ε) = s·(x − m)/sqrt(v + s²ε), s² = (n − 1)/n, so
+        torch's kernel with the weight times s and ε times s² (one kernel, not the several ops of the formula)."""
+        if not self.variance_correction:
+            return self.weight, self.bias, self.eps
+        shrink = 1 - self.num_groups / x[0].numel()  # (n − 1)/n, n = (C/G)·H·W values in a group
+        return self.weight * math.sqrt(shrink), self.bias, self.eps * shrink
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.variance_correction:
-            return normalise_groups(x, self.num_groups, self.weight, self.bias, self.eps, 1).to(x.dtype)
-        return super().forward(x)
+        return F.group_norm(x, self.num_groups, *self.group_norm_args(x))
 
 
 class GroupNormSiLU(GroupNorm):
@@ -84,17 +92,16 @@ class GroupNormSiLU(GroupNorm):
       bf16 autocast GroupNorm runs in float32 (autocast's rule): its input is cast up, its output is float32.
     - fused: `group_norm_silu`, equal to float32 round-off; under bf16 autocast the output is bf16 (the
       statistics stay float32). It pays only when compiled: run eagerly it is several ops, slower than plain.
-    With `unbiased` (`GroupNorm`), eval mode takes the fused computation with the unbiased variance.
-    Parameters and state dict are nn.GroupNorm's (`weight`, `bias`) on every path.
+    Both divide by the unbiased variance in eval mode with `unbiased` (`GroupNorm`). Parameters and state dict
+    are nn.GroupNorm's (`weight`, `bias`) on both paths.
     """
 
     fused: bool = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        correction = self.variance_correction
-        if self.fused or correction:
-            return group_norm_silu(x, self.num_groups, self.weight, self.bias, self.eps, correction)
-        return F.silu(nn.GroupNorm.forward(self, x), inplace=True)
+        if self.fused:
+            return group_norm_silu(x, self.num_groups, self.weight, self.bias, self.eps, self.variance_correction)
+        return F.silu(F.group_norm(x, self.num_groups, *self.group_norm_args(x)), inplace=True)
 
 
 def set_fused_norm(module: nn.Module, fused: bool = True) -> nn.Module:

@@ -22,6 +22,7 @@ import xarray as xr
 from corrdiff import ensemble_file, model_package
 from corrdiff.config import load_config
 from corrdiff.diffusion import SamplerConfig
+from corrdiff.diffusion.sampler import use_arithmetic
 from corrdiff.distributed import pick_device
 from corrdiff.ensemble_file import FLAG, regression_name
 from corrdiff.errors import CheckpointError, ConfigError, OutputError
@@ -124,7 +125,9 @@ class Downscaler:
         writes it: `<name>` (time, member, y, x) and `<name>_regression` (time, y, x), float32 in the targets' units,
         2-D lat/lon, provenance and fingerprint attributes. Member m of a time depends on (seed, time, m) only.
 
-        `sampler`: a `SamplerConfig` or its fields as a dict (default: the model's, see docs/sampling.md).
+        `sampler`: a `SamplerConfig` or its fields as a dict (default: the model's, see docs/sampling.md);
+        `{"arithmetic": "physicsnemo"}` reproduces PhysicsNeMo's numbers for networks imported from it (then member
+        m depends on (seed, m) only, docs/interop.md).
         `inputs`, `rename`, `member`: as `inputs` takes them; with member="all", `members` per input member and an
         `input_member` coordinate along `member` (`corrdiff.inference.input_members`).
         """
@@ -169,7 +172,8 @@ class Downscaler:
     def regression(self, inputs, times=None, progress: bool = False, rename: dict | None = None,
                    member=None) -> xr.Dataset:
         """The regression mean alone: `<name>_regression` (time, y, x) per target, as in `downscale`'s result
-        (`inputs`, `rename`, `member` as `inputs` takes them; not member="all")."""
+        (`inputs`, `rename`, `member` as `inputs` takes them; not member="all"), with the GroupNorm of the model's
+        `sampler.arithmetic`."""
         if member == "all":
             raise ConfigError("regression(member='all'): give one member, or 'mean'; downscale(member='all') gives "
                               "the ensemble of every input member")
@@ -182,6 +186,7 @@ class Downscaler:
     def _regression(self, dataset, times, progress: bool) -> xr.Dataset:
         indices, chosen = self._times(dataset, times)
         stats = self.models.meta.stats
+        use_arithmetic(self.config.sampler.arithmetic, self.models.regression)  # the model's sampler's GroupNorm
         means = np.empty((len(indices), len(self.target_channels), *dataset.lat.shape), np.float32)
         for i, k in enumerate(progress_bar(indices, desc="regression", unit="time", disable=not progress)):
             condition = dataset[k].input[None].to(self.device)

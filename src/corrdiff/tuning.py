@@ -330,6 +330,9 @@ def tune(config: RunConfig, regression_path, diffusion_path, out_dir=None, recom
     scores on it would no longer be held out from the choice of sampler. One tune at a time writes `out_dir`
     (`corrdiff.locks`)."""
     check_split(split, allow_test_split)
+    if config.sampler.arithmetic != "edm":
+        raise ConfigError(f"tune: sampler.arithmetic is {config.sampler.arithmetic}, which reproduces another "
+                          "implementation's sampling rather than choosing corrdiff's; tune with arithmetic: edm")
     if members < 2:
         raise ConfigError(f"tune: --members must be at least 2 (spread needs two), got {members}")
     if tolerance < 0 or (lsd_tolerance is not None and not lsd_tolerance >= 0):

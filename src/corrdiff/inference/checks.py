@@ -10,6 +10,7 @@ import numpy as np
 
 from corrdiff import checkpoint as ckpt, ensemble_file
 from corrdiff.errors import CheckpointError, ConfigError, DataError
+from corrdiff.interop.physicsnemo import physicsnemo_problem
 
 log = logging.getLogger(__name__)
 GRID_TOLERANCE_DEG = 1e-4  # ~10 m: the same grid read from float32 and float64 files agrees far closer
@@ -17,6 +18,17 @@ GRID_TOLERANCE_DEG = 1e-4  # ~10 m: the same grid read from float32 and float64 
 # for more than OUTSIDE_FRACTION of a time's points (a wrong unit moves nearly all of them; a record, a few).
 RANGE_MARGIN = 0.5
 OUTSIDE_FRACTION = 0.01
+
+
+def check_arithmetic(arithmetic: str, meta, checkpoint: str, *networks) -> None:
+    """A ConfigError when `arithmetic` (`sampler.arithmetic`) is physicsnemo and PhysicsNeMo's CorrDiff cannot run
+    the `networks` of diffusion checkpoint `checkpoint` (its `CheckpointMeta` `meta`): nothing to reproduce."""
+    if arithmetic != "physicsnemo":
+        return
+    problem = physicsnemo_problem(meta, *networks)
+    if problem:
+        raise ConfigError(f"sampler.arithmetic: physicsnemo reproduces PhysicsNeMo's CorrDiff, which cannot run "
+                          f"{checkpoint}: {problem}; use sampler.arithmetic: edm")
 
 
 def trained_input_units(meta) -> dict[str, str] | None:

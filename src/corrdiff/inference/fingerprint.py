@@ -81,9 +81,10 @@ def generation_fingerprint(*, regression_sha256: str, diffusion_sha256: str, sam
     """The fingerprint of one generation: checkpoints, sampler, seed, members, precision, patches, inputs, times.
 
     `tf32`: CUDA ran float32 convolutions in TF32 (`allow_tf32`), a lower precision rather than a reordering; kept
-    only when true, so that the fingerprints of files made without it stay what they were; `input_member` (the
-    ensemble input member read: a number, "mean" or "all: <labels>") likewise only when one is chosen. `hashes`:
-    the input hashes an earlier run recorded (`Fingerprint.hashes_from_attrs`), to skip reading unchanged inputs."""
+    only when true, so that the fingerprints of files made without it stay what they were; the same for the
+    sampler's `arithmetic`, kept only when it is not "edm", and `input_member` (the ensemble input member read: a
+    number, "mean" or "all: <labels>"), kept only when one is chosen. `hashes`: the input hashes an earlier run
+    recorded (`Fingerprint.hashes_from_attrs`), to skip reading unchanged inputs."""
     hashes = hashes if hashes is not None else ContentHashes()
     times = np.asarray(times, dtype="datetime64[s]")
     iso = [str(t) for t in times]
@@ -91,7 +92,7 @@ def generation_fingerprint(*, regression_sha256: str, diffusion_sha256: str, sam
         "corrdiff_version": version,
         "regression_checkpoint_sha256": regression_sha256,
         "diffusion_checkpoint_sha256": diffusion_sha256,
-        **{f"sampler.{k}": _plain(v) for k, v in sampler.items()},
+        **{f"sampler.{k}": _plain(v) for k, v in sampler.items() if (k, v) != ("arithmetic", "edm")},
         "seed": int(seed),
         "members": int(members),
         "channels": list(channels),

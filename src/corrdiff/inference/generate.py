@@ -33,7 +33,7 @@ from corrdiff.inference.writer import check_replaceable, EnsembleWriter, io_erro
 from corrdiff.output_paths import check_folder, check_not_an_input, make_folder, spec_inputs
 from corrdiff.perf import FastPath, prepare_denoiser, to_channels_last
 from corrdiff.progress import bar as progress_bar
-from corrdiff.seeding import time_seed
+from corrdiff.seeding import members_seed
 
 log = logging.getLogger(__name__)
 
@@ -199,6 +199,8 @@ class Sampling:
     def build(cls, config: RunConfig, models: Models, grid_shape, device) -> "Sampling":
         """From a config whose patches `resolve_patches` has settled, on the fine grid (H, W)."""
         gen = config.generate
+        checks.check_arithmetic(config.sampler.arithmetic, models.meta, models.provenance["diffusion_checkpoint"],
+                                models.regression, models.denoiser)
         prepare(models, gen.fast_path(device))
         patcher = None
         if gen.patch_shape:
@@ -226,12 +228,13 @@ def downscale_time(sampling: Sampling, sample_input: torch.Tensor, time, first_m
 
     `sample_input`: the normalised input (C_in, H, W) of a dataset's sample, checked against the training ranges
     (a warning per channel far outside them); `time` (datetime64) seeds the members: member m of a time depends on
-    (seed, time, m) only, so any selection of times gives the same fields. The members are m = first_member …
+    (seed, time, m) only, so any selection of times gives the same fields (with `sampler.arithmetic: physicsnemo`
+    on (seed, m) only, as in PhysicsNeMo: `corrdiff.seeding.members_seed`). The members are m = first_member …
     first_member + sampling.members − 1 (`corrdiff.inference.input_members`: K members per input member).
     """
     sampling.ranges.check(sample_input, time)
     condition = sample_input[None].to(sampling.device)
-    seed = time_seed(sampling.seed, time)
+    seed = members_seed(sampling.seed, time, sampling.sampler.arithmetic)
     mean, ensemble = sampling.batching.run(
         lambda size: downscale(sampling.models, condition, sampling.members, seed, sampling.sampler, size,
                                sampling.patcher, first_member))

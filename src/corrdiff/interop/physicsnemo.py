@@ -275,3 +275,33 @@ def check_group_norms(net: torch.nn.Module) -> None:
         if isinstance(module, torch.nn.GroupNorm) and module.num_groups != physicsnemo_groups(module.num_channels):
             raise ValueError(f"{name} normalises {module.num_channels} channels in {module.num_groups} groups, "
                              f"PhysicsNeMo in {physicsnemo_groups(module.num_channels)}")
+
+
+RESIDUAL_STD_PROBLEM = ("this denoiser learnt the residual divided by its standard deviation "
+                        "(diffusion.residual_normalization), which PhysicsNeMo's CorrDiff cannot sample")
+
+
+def architecture_problem(unet: UNetConfig) -> str | None:
+    """Why PhysicsNeMo's SongUNet cannot have the architecture `unet` (an option it lacks), or None."""
+    if unet.num_heads != 1:
+        return f"num_heads={unet.num_heads}: PhysicsNeMo's SongUNet has one attention head"
+    if unet.global_context:
+        return "global_context: PhysicsNeMo's networks have no global-context condition"
+    return None
+
+
+def physicsnemo_problem(meta, *networks: torch.nn.Module) -> str | None:
+    """Why PhysicsNeMo's CorrDiff cannot run the networks of a checkpoint (`CheckpointMeta` `meta`, its loaded
+    `networks`), or None when it can: what the export refuses, and what `sampler.arithmetic: physicsnemo` will
+    not pretend to reproduce."""
+    if meta.residual_std:
+        return RESIDUAL_STD_PROBLEM
+    problem = architecture_problem(meta.unet)
+    if problem:
+        return problem
+    try:
+        for net in networks:
+            check_group_norms(net)
+    except ValueError as err:
+        return str(err)
+    return None

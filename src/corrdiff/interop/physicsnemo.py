@@ -135,10 +135,16 @@ def _options(archive: MdlusFile) -> tuple[str, dict]:
     return network, options
 
 
+MAX_PIXELS = 1 << 26  # 8192² points: the largest image args.json may describe (its grid embedding is built)
+
+
 def _image_shape(archive: MdlusFile, value) -> tuple[int, int]:
     shape = (value, value) if isinstance(value, int) else tuple(value)
     if len(shape) != 2 or not all(isinstance(n, int) and n > 0 for n in shape):
         raise _refuse(archive.path, f"img_resolution {value!r} is not a size (H, W)")
+    if shape[0] * shape[1] > MAX_PIXELS:
+        raise _refuse(archive.path, f"img_resolution {list(shape)} is {shape[0] * shape[1]:,} points, above the ceiling "
+                                    f"of {MAX_PIXELS:,}; not built")
     return shape
 
 
@@ -239,7 +245,8 @@ def describe(archive: MdlusFile, input_channels: int, output_channels: int, kind
             attn_resolutions=tuple(min(shape) >> level for level in attention), dropout=float(options["dropout"]),
             noise_embedding=embedding if kind == "diffusion" else "positional", grid_embedding=grid_kind,
             grid_channels=grid_channels, num_heads=1, condition_on_mean=mean_first)
-        check_group_norms(network_for(unet, kind, 0.5))
+        with torch.device("meta"):  # its layers only: nothing is allocated for what args.json asks
+            check_group_norms(network_for(unet, kind, 0.5))
     except ValueError as err:
         raise _refuse(archive.path, f"no corrdiff network has this architecture ({err})") from None
     sigma_data = float(options.get("sigma_data", 0.5)) if kind == "diffusion" else None

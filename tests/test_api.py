@@ -5,13 +5,13 @@ import pytest
 import xarray as xr
 
 import corrdiff
-from corrdiff.errors import CheckpointError, DataError
+from corrdiff.errors import CheckpointError, ConfigError, DataError
 from tests.api_fixtures import FIELDS, TIMES, trained  # noqa: F401  (trained: a fixture)
 from tests.cli import invoke, succeeded
 
 # Attributes that name how a result was made (its command, the input files, hence the fingerprint) differ by design.
 MADE_HOW = {"history", "corrdiff_fingerprint", "corrdiff_fingerprint_ingredients", "corrdiff_input_files",
-            "corrdiff_dataset_spec"}
+            "corrdiff_dataset_spec", "corrdiff_input_hashes"}
 
 
 @pytest.fixture(scope="module")
@@ -87,6 +87,16 @@ def test_a_sampler_given_as_a_dict_is_used_and_recorded(model, forecast):
     default = model.downscale(forecast, members=2, times=TIMES[:1])
     assert default.attrs["sampler_num_steps"] == "2"  # the run config's
     assert not np.array_equal(ens["t2m"].values, default["t2m"].values)
+
+
+def test_physicsnemos_arithmetic_is_checked_by_the_sampler_dict(model, forecast):
+    """The run's denoiser learnt the normalised residual (residual_normalization), which PhysicsNeMo cannot sample:
+    nothing to reproduce (tests/interop/test_physicsnemo_parity.py reproduces PhysicsNeMo on its own networks)."""
+    with pytest.raises(ConfigError, match=r"sampler: arithmetic must be one of \['edm', 'physicsnemo'\]"):
+        model.downscale(forecast, members=2, sampler={"arithmetic": "nvidia"}, times=TIMES[:1])
+    with pytest.raises(ConfigError, match="sampler.arithmetic: physicsnemo reproduces PhysicsNeMo's CorrDiff, which "
+                                          "cannot run .*residual divided by its standard deviation"):
+        model.downscale(forecast, members=2, sampler={"arithmetic": "physicsnemo"}, times=TIMES[:1])
 
 
 def test_a_missing_variable_is_a_data_error_naming_it(model, forecast):

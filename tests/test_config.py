@@ -57,7 +57,8 @@ def test_sampler_section_is_the_sampler_config_and_checks_its_values(tmp_path):
     path = tmp_path / "run.yaml"
     path.write_text("data: spec.yaml\nsampler:\n  num_steps: 4\n  S_churn: 2\n")
     assert load_config(path).sampler == SamplerConfig(num_steps=4, S_churn=2.0)
-    for bad, message in (("num_steps: 0", "num_steps must be at least 1"), ("stpes: 3", "sampler.stpes")):
+    for bad, message in (("num_steps: 0", "num_steps must be at least 1"), ("stpes: 3", "sampler.stpes"),
+                         ("arithmetic: nvidia", r"sampler: .*arithmetic must be one of \['edm', 'physicsnemo'\]")):
         path.write_text(f"data: spec.yaml\nsampler:\n  {bad}\n")
         with pytest.raises(ConfigError, match=message):
             load_config(path)

@@ -21,6 +21,8 @@ def test_sampler_used_names_solver_steps_and_network_evaluations():
     tuned = SamplerConfig(solver="euler", schedule="loglinear", num_steps=11, S_churn=2.0, residual_scale=(1.2, 0.9))
     assert sampler_used(attrs_of(tuned)) == "euler (loglinear), 11 steps, NFE 11, S_churn 2, residual_scale (1.2, 0.9)"
     assert sampler_used({}) == "sampler not recorded"
+    parity = SamplerConfig(S_churn=40.0, arithmetic="physicsnemo")
+    assert sampler_used(attrs_of(parity)) == "heun (karras), 18 steps, NFE 35, S_churn 40, arithmetic physicsnemo"
 
 
 def test_demo_config_samples_with_the_recommended_setting():

@@ -14,7 +14,8 @@ from corrdiff.cli import app
 from corrdiff.diffusion.sampler import SamplerConfig
 from corrdiff.errors import ConfigError, OutputError
 from corrdiff.inference import Fingerprint
-from corrdiff.tuning import calibrate, check_outputs, choose, label, sampler_grid, Scores
+from corrdiff.config import load_config
+from corrdiff.tuning import calibrate, check_outputs, choose, label, sampler_grid, Scores, tune
 from corrdiff.tuning_files import ROWS, RowLog
 from tests.data import fixtures
 from tests.training.synthetic import identity_stats
@@ -152,6 +153,22 @@ def test_recommendation_round_trips_and_is_used_only_for_its_checkpoint(tmp_path
     path.write_text(path.read_text().replace("solver: dpmpp_2m", "solver: rk4"))
     with pytest.raises(ConfigError, match="sampler.yaml: sampler: solver must be one of"):
         sampler_file.recommended_sampler(tmp_path)
+
+
+def test_a_recommended_sampler_records_its_arithmetic(tmp_path):
+    """sampler.yaml keeps `arithmetic` (a file written before it existed reads as edm)."""
+    sampler = SamplerConfig(num_steps=8, S_churn=40.0, arithmetic="physicsnemo")
+    path = sampler_file.write(sampler_file.path_in(tmp_path), sampler_file.Recommendation(sampler, "abc", ("u",)))
+    assert "arithmetic: physicsnemo" in path.read_text() and sampler_file.read(path).sampler == sampler
+    path.write_text(path.read_text().replace("  arithmetic: physicsnemo\n", ""))
+    assert sampler_file.read(path).sampler.arithmetic == "edm"
+
+
+def test_tune_refuses_physicsnemos_arithmetic(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("data: spec.yaml\nsampler:\n  arithmetic: physicsnemo\n")
+    with pytest.raises(ConfigError, match="tune: sampler.arithmetic is physicsnemo.*tune with arithmetic: edm"):
+        tune(load_config(path), tmp_path / "regression", tmp_path / "diffusion")
 
 
 def test_existing_outputs_are_refused_without_overwrite(tmp_path):

@@ -22,9 +22,11 @@ from corrdiff import arguments, ensemble_file, model_package
 from corrdiff.checkpoint import POINTERS
 from corrdiff.config import load_config
 from corrdiff.diffusion import SamplerConfig
+from corrdiff.diffusion.sampler import use_arithmetic
 from corrdiff.distributed import pick_device
 from corrdiff.ensemble_file import FLAG, regression_name
 from corrdiff.errors import CheckpointError, ConfigError, OutputError
+from corrdiff.files import is_url
 from corrdiff.inference import checks
 from corrdiff.inference.context import output_context
 from corrdiff.inference.generate import check_fits, downscale_time, ensemble_attrs, generation_fingerprint_of, \
@@ -110,7 +112,7 @@ class Downscaler:
             rules = dataclasses.replace(rules, source=rules.source.model_copy(update={"rename": dict(rename)}))
         units = checks.trained_input_units(self.models.meta)
         if isinstance(inputs, (str, Path, list, tuple)):
-            paths = [Path(x) for x in input_paths(inputs)]
+            paths = [x if is_url(x) else Path(x) for x in input_paths(inputs)]
             open_one = lambda r: CoarseInputs.from_files(paths, r, p.lat, p.lon, p.static, p.stats, units,
                                                                 p.grid_mapping)
         else:
@@ -127,7 +129,9 @@ class Downscaler:
         writes it: `<name>` (time, member, y, x) and `<name>_regression` (time, y, x), float32 in the targets' units,
         2-D lat/lon, provenance and fingerprint attributes. Member m of a time depends on (seed, time, m) only.
 
-        `sampler`: a `SamplerConfig` or its fields as a dict (default: the model's, see docs/sampling.md).
+        `sampler`: a `SamplerConfig` or its fields as a dict (default: the model's, see docs/sampling.md);
+        `{"arithmetic": "physicsnemo"}` reproduces PhysicsNeMo's numbers for networks imported from it (then member
+        m depends on (seed, m) only, docs/interop.md).
         `inputs`, `rename`, `member`: as `inputs` takes them; with member="all", `members` per input member and an
         `input_member` coordinate along `member` (`corrdiff.inference.input_members`).
         """
@@ -172,7 +176,8 @@ class Downscaler:
     def regression(self, inputs, times=None, progress: bool = False, rename: dict | None = None,
                    member=None) -> xr.Dataset:
         """The regression mean alone: `<name>_regression` (time, y, x) per target, as in `downscale`'s result
-        (`inputs`, `rename`, `member` as `inputs` takes them; not member="all")."""
+        (`inputs`, `rename`, `member` as `inputs` takes them; not member="all"), with the GroupNorm of the model's
+        `sampler.arithmetic`."""
         if member == "all":
             raise ConfigError("regression(member='all'): give one member, or 'mean'; downscale(member='all') gives "
                               "the ensemble of every input member")
@@ -185,6 +190,7 @@ class Downscaler:
     def _regression(self, dataset, times, progress: bool) -> xr.Dataset:
         indices, chosen = self._times(dataset, times)
         stats = self.models.meta.stats
+        use_arithmetic(self.config.sampler.arithmetic, self.models.regression)  # the model's sampler's GroupNorm
         means = np.empty((len(indices), len(self.target_channels), *dataset.lat.shape), np.float32)
         for i, k in enumerate(progress_bar(indices, desc="regression", unit="time", disable=not progress)):
             condition = dataset[k].input[None].to(self.device)

@@ -234,6 +234,8 @@ class RunConfig(Section):
     sampler: SamplerConfig = Field(SamplerConfig(), description="EDM sampler (corrdiff.diffusion.SamplerConfig)")
     generate: GenerateSection = GenerateSection()
     source: str | None = Field(None, description="(set on load) the file this config came from")
+    data_fingerprint: str | None = Field(None, description="(set by training) the data's contents, by which a moved "
+                                         "run folder resumes (corrdiff.training.data_identity)")
 
     @field_validator("device")
     @classmethod

@@ -54,7 +54,8 @@ def held_out_times(spec: Path, count: int) -> list[str]:
 
 def sampler_used(attrs) -> str:
     """The sampler an ensemble file records (generate writes `sampler_<setting>` attributes), in a few words:
-    solver, schedule, steps and network evaluations per member, churn and calibration when used."""
+    solver, schedule, steps and network evaluations per member, churn, calibration and PhysicsNeMo's arithmetic
+    when used."""
     solver, steps = attrs.get("sampler_solver"), attrs.get("sampler_num_steps")
     if solver is None or steps is None:
         return "sampler not recorded"
@@ -64,6 +65,8 @@ def sampler_used(attrs) -> str:
         words += f", S_churn {float(attrs['sampler_S_churn']):g}"
     if str(attrs.get("sampler_residual_scale", "()")) not in ("()", "[]", ""):
         words += f", residual_scale {attrs['sampler_residual_scale']}"
+    if attrs.get("sampler_arithmetic", "edm") != "edm":
+        words += f", arithmetic {attrs['sampler_arithmetic']}"
     return words
 
 

@@ -40,7 +40,7 @@ from pydantic import ValidationError
 from safetensors import SafetensorError
 from safetensors.torch import load as load_tensors, save as save_tensors
 
-from corrdiff import __version__, sampler_file
+from corrdiff import __version__, locks, sampler_file
 from corrdiff import checkpoint as ckpt
 from corrdiff.checkpoint import CheckpointMeta, ModelCheckpoint
 from corrdiff.config import apply_overrides, RunConfig
@@ -54,6 +54,7 @@ from corrdiff.inference.context import fine_grid_mapping
 from corrdiff.inference.generate import generate as run_generation, input_paths, Models, models_from_checkpoints
 from corrdiff.inference.input_members import open_members, rules_with_member
 from corrdiff.inference.inputs import CoarseInputs, InputRules
+from corrdiff.output_paths import check_not_an_input, make_folder, spec_inputs
 
 FORMAT = "corrdiff-model-package-1"
 META = "model.json"
@@ -93,7 +94,10 @@ class Package:
 
     def models(self, device) -> Models:
         """Both networks on `device`, frozen; provenance names the checkpoint folders, or the package's files."""
-        return models_from_checkpoints(self.regression, self.diffusion, device, allow_mismatch=bool(self.mismatches))
+        models = models_from_checkpoints(self.regression, self.diffusion, device, allow_mismatch=bool(self.mismatches))
+        if self.source is not None:  # what a generation with it must never write over
+            models.sources = {"the model package": [Path(self.source)]}
+        return models
 
     def run_config(self, overrides: list[str] | None = None) -> RunConfig:
         """A run config holding the package's sampler and generation defaults, with `section.key=value` overrides."""
@@ -190,6 +194,23 @@ def _static_fields(spec, shape, units: dict[str, str] | None) -> dict[str, np.nd
         if not np.isfinite(values[f.name]).all():
             raise DataError(f"{f.file}: static field {f.name!r} has NaN/inf values; static fields must be complete")
     return values
+
+
+def export(run_dir, out, config: RunConfig | None = None, which: str = "best") -> Package:
+    """`corrdiff export`: the package of a run folder's two checkpoints (`from_checkpoints`), written as the folder
+    `out` (`write`). `out` is never one of what the export reads, nor inside or holding one (`corrdiff.output_paths`),
+    and one export at a time writes it (`corrdiff.locks`)."""
+    run_dir = Path(run_dir)
+    paths = {kind: run_dir / kind for kind in ckpt.KINDS}
+    package = from_checkpoints(paths["regression"], paths["diffusion"], config, run_dir=run_dir, which=which)
+    read = checks.checkpoint_inputs(paths, which) | spec_inputs(load_spec(package.config.data))
+    read["the run config"] = [package.config.source] if package.config.source else []
+    read["the run's recommended sampler"] = [sampler_file.path_in(run_dir)]
+    check_not_an_input(out, read)
+    make_folder(out)
+    with locks.for_output(out):
+        write(package, out)
+    return package
 
 
 # --------------------------------------------------------------------------------------------- writing

@@ -1,25 +1,30 @@
 """Where a command may write: never over one of its own inputs, never over something of another kind.
 
-Every command that writes a file or folder (`score --out`, `report --out`, `baseline interp|rf --out`,
-`data stats`, `data coarsen --out`) checks its output here *before* the long work starts:
+Every command that writes a file or folder checks its output here *before* it writes anything: `generate`,
+`tune`, `experiment`, `export`, `import physicsnemo`, `score`, `report`, `case`, `baseline`, `data stats` and
+`data coarsen`. Each lists what it reads ({role: paths}: checkpoints, run folders, model packages, the run
+config, the dataset spec and its data files or Zarr stores), and:
 
-1. an output that is one of the command's inputs — the same path, the same file through a symbolic link or
-   a hard link (same device and inode), a path inside an input store (a Zarr folder), or a folder that holds
-   an input — is refused, whatever the flags;
+1. an output that is one of the command's inputs, lies inside one (a checkpoint folder, a run folder, a model
+   package, a Zarr store) or holds one is refused, whatever the flags. Paths are compared resolved, so a
+   symbolic link anywhere along either path counts, and by device and inode, so a hard link to an input, or to
+   a file inside an input folder, counts too;
 2. an output whose folder cannot be made (a file is in the way) is refused; missing folders are created;
 3. an output that already exists is replaced only with `--overwrite`, and only when it is an earlier output
    of the same command (a corrdiff scores file, report folder, baseline file, statistics file); anything else
    is left alone and the command stops, naming it.
 
 Callers say what their kind of output is (`kind`, a phrase) and how to recognise one (`is_kind`). The
-module knows nothing of file formats, so both `corrdiff.data` and `corrdiff.evaluation` can use it.
+module knows nothing of file formats, so both `corrdiff.data` and `corrdiff.evaluation` can use it. Two runs
+into one output are kept apart by `corrdiff.locks`.
 """
 
 import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from corrdiff.errors import OutputError
+from corrdiff.errors import DataError, OutputError
+from corrdiff.files import is_url
 
 
 def _real(path) -> Path:
@@ -27,42 +32,72 @@ def _real(path) -> Path:
     return Path(os.path.realpath(Path(path).expanduser()))
 
 
-def _same_file(a: Path, b: Path) -> bool:
-    """Whether a and b are one file or folder: same resolved path, or same device and inode (hard links)."""
-    if _real(a) == _real(b):
-        return True
+def _identity(path) -> tuple[int, int] | None:
+    """(device, inode) of what `path` names, links followed; None when it does not exist."""
     try:
-        return os.path.samefile(a, b)
-    except OSError:  # one of them does not exist
-        return False
+        found = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    return found.st_dev, found.st_ino
+
+
+def _above(path: Path) -> set[tuple[int, int]]:
+    """The identities of the existing folders above `path` (its own name not included)."""
+    return {identity for parent in Path(path).absolute().parents if (identity := _identity(parent))}
+
+
+def _holds_file(folder: Path, identity: tuple[int, int]) -> bool:
+    """Whether a file under `folder` has this (device, inode): a hard link to it elsewhere shares them."""
+    for root, _, names in os.walk(folder):
+        if any(_identity(Path(root) / name) == identity for name in names):
+            return True
+    return False
+
+
+class _Output:
+    """An output path, resolved and identified once, to compare with each input (`relation`)."""
+
+    def __init__(self, out):
+        self.path, self.real = Path(out), _real(out)
+        self.identity = _identity(out)
+        self.above = _above(out) | _above(self.real)
+        # A file with several names may be a hard link to a file inside an input folder.
+        self.linked = self.identity if self.path.is_file() and os.stat(self.path).st_nlink > 1 else None
+
+    def relation(self, source) -> str | None:
+        """How writing this output would touch `source` ("is", "is inside", "holds", "is a hard link into"), or
+        None."""
+        source = Path(source)
+        real_source, identity = _real(source), _identity(source)
+        if real_source == self.real or (identity is not None and identity == self.identity):
+            return "is"
+        if self.real.is_relative_to(real_source) or (identity is not None and identity in self.above):
+            return "is inside"
+        if real_source.is_relative_to(self.real) or (self.identity is not None and self.path.is_dir()
+                                                     and self.identity in _above(source) | _above(real_source)):
+            return "holds"
+        if self.linked is not None and source.is_dir() and _holds_file(source, self.linked):
+            return "is a hard link into"
+        return None
 
 
 def clash(out, source) -> str | None:
-    """How writing `out` would touch the input `source` ("is", "is inside", "holds"), or None."""
-    out, source = Path(out), Path(source)
-    if _same_file(out, source):
-        return "is"
-    real_out, real_source = _real(out), _real(source)
-    if real_out.is_relative_to(real_source):
-        return "is inside"
-    if real_source.is_relative_to(real_out):
-        return "holds"
-    return None
+    """How writing `out` would touch the input `source` ("is", "is inside", "holds", "is a hard link into"), or
+    None: by resolved path (symbolic links) and by device and inode (hard links)."""
+    return _Output(out).relation(source)
 
 
 def check_not_an_input(out, inputs: dict[str, Iterable], option: str = "--out") -> None:
-    """Refuse `out` when it is, is inside, or holds one of `inputs` ({role: paths}, e.g. {"truth": [...]})."""
+    """Refuse `out` when it is, is inside, holds or is a hard link into one of `inputs` ({role: paths})."""
+    output = _Output(out)
     for role, paths in inputs.items():
         for source in paths:
-            if source is None:
+            if source is None or is_url(source):  # stores by URL (corrdiff.data.remote) are never written here
                 continue
-            relation = clash(out, source)
+            relation = output.relation(source)
             if relation is not None:
-                where = "" if relation == "is" else f" {relation} "
-                detail = f"{option} {out} is {role} {source}" if relation == "is" else \
-                    f"{option} {out}{where}{role} {source}"
-                raise OutputError(f"{detail}: this command never writes over its own inputs; "
-                                  "choose another output path")
+                raise OutputError(f"{option} {out} {relation} {role} {source}: this command never writes over its "
+                                  "own inputs; choose another output path")
 
 
 def check_replaceable(out, kind: str, is_kind: Callable[[Path], bool], overwrite: bool,
@@ -97,13 +132,36 @@ def check_output(out, inputs: dict[str, Iterable], kind: str, is_kind: Callable[
     return Path(out)
 
 
-def spec_files(spec) -> list[Path]:
-    """The files a dataset spec (`corrdiff.data.DatasetSpec`) reads: the spec itself and its stores."""
-    files = [spec.source_file] if getattr(spec, "source_file", None) else []
-    for what in ("inputs", "targets", "static"):
+def make_folder(out, option: str = "--out") -> None:
+    """Create the folder `out` goes in; an OutputError naming it when it cannot be made."""
+    folder = Path(out).absolute().parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise OutputError(f"{option} {out}: cannot create its folder {folder} ({err}); choose another {option}") from None
+
+
+SPEC_ROLES = {"inputs": "a file of the spec's inputs", "targets": "a file of the spec's targets",
+              "static": "a file of the spec's static fields"}
+
+
+def spec_inputs(spec) -> dict[str, list[Path]]:
+    """What a dataset spec (`corrdiff.data.DatasetSpec`) reads, by role: the spec itself, the files or Zarr stores of
+    its inputs, targets and static fields, and its grid file. A source whose files cannot be listed (a glob that
+    matches nothing) is left out: the command that reads it says what is wrong."""
+    found = {"the dataset spec": [spec.source_file] if getattr(spec, "source_file", None) else []}
+    for what, role in SPEC_ROLES.items():
         source = getattr(spec, what, None)
         if source is not None:
-            files += spec.files(source, what)
+            try:
+                found[role] = spec.files(source, what)
+            except DataError:  # e.g. targets that a new forecast does without
+                continue
     if getattr(spec, "grid", None):
-        files.append(spec.resolve(spec.grid))
-    return files
+        found["the spec's grid file"] = [spec.resolve(spec.grid)]
+    return found
+
+
+def spec_files(spec) -> list[Path]:
+    """Every file `spec_inputs` names, in one list."""
+    return [path for paths in spec_inputs(spec).values() for path in paths]

@@ -212,6 +212,13 @@ class FastDenoiser(nn.Module):
             return self.graphs[key](x, sigma, condition)
         return self._eager_call(x, sigma, condition, positions)
 
+    def reset(self) -> None:
+        """Forget the compiled code and CUDA graphs, after something changed what the network computes (e.g. its
+        GroupNorm variance, `corrdiff.models.layers.set_unbiased_norm`): the next calls compile and capture anew."""
+        self.graphs.clear()
+        if self.fast.compile:
+            self.net = compile_module(self.denoiser)
+
     def _eager_call(self, x, sigma, condition=None, positions=None):
         # The autocast cache must be off inside a CUDA graph capture (cast weights would be captured stale).
         with autocast(self.fast.bf16, x.device, cache_enabled=not self.fast.cuda_graphs):

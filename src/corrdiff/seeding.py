@@ -3,6 +3,12 @@
 Training draws the samples of step s from `derive_seed(seed, epoch)` and the noise of micro-batch m from
 `derive_seed(seed, s, m)`; generation draws member k of time t from `derive_seed(time_seed(seed, t), k)`. A draw
 therefore does not depend on the batch, the process or the order it is made in.
+
+With `sampler.arithmetic: physicsnemo`, generation seeds as PhysicsNeMo's CorrDiff does instead
+(`member_generator(..., arithmetic="physicsnemo")`, `members_seed`): member k of every time draws from a generator
+seeded with (seed + k) mod 2**32, as its `StackedRandomGenerator` seeds sample k of seeds 0, 1, … (its CorrDiff
+example's generate.py; Earth2Studio's CorrDiff adds a base seed). Still one generator per member, independent of
+the batch.
 """
 
 import numpy as np
@@ -27,9 +33,19 @@ def generator(seed: int, device=None) -> torch.Generator:
     return torch.Generator(device=device if device is not None else "cpu").manual_seed(int(seed))
 
 
-def member_generator(seed: int, member: int, device=None) -> torch.Generator:
-    """The generator of ensemble member `member`: its stream depends only on (seed, member)."""
+def member_generator(seed: int, member: int, device=None, arithmetic: str = "edm") -> torch.Generator:
+    """The generator of ensemble member `member`: its stream depends only on (seed, member).
+
+    `arithmetic` "physicsnemo": seeded with (seed + member) mod 2**32, PhysicsNeMo's `StackedRandomGenerator`."""
+    if arithmetic == "physicsnemo":
+        return generator((int(seed) + int(member)) % 2**32, device)
     return generator(derive_seed(seed, member), device)
+
+
+def members_seed(seed: int, time, arithmetic: str = "edm") -> int:
+    """The seed that time `time`'s members are drawn with (`member_generator`): `time_seed(seed, time)`, or `seed`
+    itself with `arithmetic` "physicsnemo" (PhysicsNeMo's CorrDiff draws the same latents at every time)."""
+    return int(seed) if arithmetic == "physicsnemo" else time_seed(seed, time)
 
 
 class Draws:

@@ -44,17 +44,18 @@ import numpy as np
 import torch
 import xarray as xr
 
-from corrdiff import __version__, arguments, sampler_file
+from corrdiff import __version__, arguments, locks, sampler_file
 from corrdiff.config import RunConfig
 from corrdiff.data import DownscalingDataset, load_spec
 from corrdiff.diffusion import PatchedDenoiser
 from corrdiff.diffusion.sampler import SamplerConfig
 from corrdiff.diffusion.solvers import CHURN_SOLVERS, min_network_evaluations, steps_for
 from corrdiff.distributed import pick_device
-from corrdiff.errors import ConfigError, OutputError
+from corrdiff.errors import ConfigError
 from corrdiff.inference import checks, downscale, Fingerprint, load_models
 from corrdiff.inference.generate import check_fits
 from corrdiff.inference.member_batching import MemberBatching
+from corrdiff.output_paths import check_not_an_input, check_output, make_folder, spec_inputs
 from corrdiff.perf import prepare_denoiser
 from corrdiff.progress import bar as progress_bar
 from corrdiff.seeding import time_seed
@@ -69,6 +70,7 @@ NFE = (5, 7, 9, 11, 15, 23, 35)
 CHURN = (0.0,)
 SCALES = np.round(np.arange(0.5, 3.0001, 0.05), 2)  # calibration factors tried
 HELD_OUT = ("test", "all")  # splits holding the test times: tuned on only with allow_test_split
+TUNE_KIND = "an output of corrdiff tune"
 LSD_TOLERANCE = 0.05  # texture rule of `choose`, in log10 units (docs/sampling.md says why)
 
 
@@ -304,11 +306,19 @@ def output_paths(out_dir, recommendation_path) -> list[Path]:
     return [Path(out_dir) / name for name in OUTPUTS] + [Path(recommendation_path)]
 
 
-def check_outputs(paths: list[Path], overwrite: bool) -> None:
-    """An OutputError before any work when an output exists and `overwrite` is not given."""
-    existing = [str(p) for p in paths if p.exists()]
-    if existing and not overwrite:
-        raise OutputError(f"{', '.join(existing)} exist(s); pass --overwrite to replace them")
+def check_outputs(paths: list[Path], overwrite: bool, inputs: dict[str, list] | None = None) -> None:
+    """An OutputError before any work when an output is, lies inside or holds one of the command's `inputs`
+    ({role: paths}), or exists and `overwrite` is not given (`corrdiff.output_paths`)."""
+    for path in paths:
+        check_output(path, inputs or {}, TUNE_KIND, lambda found: found.is_file(), overwrite, option="output")
+
+
+def tune_inputs(config: RunConfig, regression_path, diffusion_path, dataset=None) -> dict[str, list]:
+    """What a tune reads, by role: the checkpoints, the run config, the dataset spec and its files."""
+    read = checks.checkpoint_inputs({"regression": regression_path, "diffusion": diffusion_path})
+    read["the run config"] = [config.source] if config.source else []
+    spec = getattr(dataset, "spec", None) if dataset is not None else load_spec(config.data)
+    return read | (spec_inputs(spec) if spec is not None else {})
 
 
 def tune(config: RunConfig, regression_path, diffusion_path, out_dir=None, recommendation_path=None,
@@ -321,21 +331,37 @@ def tune(config: RunConfig, regression_path, diffusion_path, out_dir=None, recom
 
     Settings already measured by an interrupted tune of the same models and data (its row log in `out_dir`)
     are not measured again. The test split (or all times, which hold it) is refused unless `allow_test_split`:
-    scores on it would no longer be held out from the choice of sampler."""
+    scores on it would no longer be held out from the choice of sampler. One tune at a time writes `out_dir`
+    (`corrdiff.locks`)."""
     check_split(split, allow_test_split)
+    if config.sampler.arithmetic != "edm":
+        raise ConfigError(f"tune: sampler.arithmetic is {config.sampler.arithmetic}, which reproduces another "
+                          "implementation's sampling rather than choosing corrdiff's; tune with arithmetic: edm")
     if members < 2:
         raise ConfigError(f"tune: --members must be at least 2 (spread needs two), got {members}")
     arguments.whole_number("--times", times, 0)
     arguments.at_least("--tolerance", tolerance, 0)
     if lsd_tolerance is not None:
         arguments.at_least("--lsd-tolerance", lsd_tolerance, 0)
-    out_dir = Path(out_dir) if out_dir is not None else Path(config.run_dir) / "tune"
-    recommendation_path = Path(recommendation_path or sampler_file.path_in(config.run_dir))
-    paths = output_paths(out_dir, recommendation_path)
-    check_outputs(paths, overwrite)
     settings = sampler_grid(config.sampler, solvers, nfe, churn, schedules, sigma_mins)
     if not settings:
         raise ConfigError("tune: the grid is empty (give at least one solver and one NFE)")
+    out_dir = Path(out_dir) if out_dir is not None else Path(config.run_dir) / "tune"
+    recommendation_path = Path(recommendation_path or sampler_file.path_in(config.run_dir))
+    read = tune_inputs(config, regression_path, diffusion_path, dataset)
+    check_not_an_input(out_dir, read)
+    make_folder(out_dir)
+    with locks.for_output(out_dir):
+        check_outputs(output_paths(out_dir, recommendation_path), overwrite, read)
+        return _tune(config, regression_path, diffusion_path, settings, out_dir, recommendation_path, split=split,
+                     members=members, times=times, tolerance=tolerance, lsd_tolerance=lsd_tolerance,
+                     calibration=calibration, dataset=dataset, progress=progress)
+
+
+def _tune(config: RunConfig, regression_path, diffusion_path, settings: list[SamplerConfig], out_dir: Path,
+          recommendation_path: Path, split: str, members: int, times: int, tolerance: float,
+          lsd_tolerance: float | None, calibration: bool, dataset, progress: bool) -> TuneResult:
+    """`tune` of checked settings into checked, locked outputs."""
     run = _prepare(config, regression_path, diffusion_path, split, members, times, dataset)
     channels = list(run.models.meta.target_channels)
     total = len(run.truth.times) * (len(settings) + (1 if calibration else 0))

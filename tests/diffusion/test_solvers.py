@@ -219,7 +219,41 @@ def test_residual_scale_multiplies_each_channels_residual_around_the_mean():
     ({"S_noise": float("nan")}, "S_churn and S_noise must be at least 0"),
     ({"sigma_max": float("inf")}, r"need 0 < sigma_min < sigma_max \(finite\)"),
     ({"S_min": 2.0, "S_max": 1.0}, "need 0 <= S_min <= S_max"),
+    ({"arithmetic": "nvidia"}, r"arithmetic must be one of \['edm', 'physicsnemo'\], got 'nvidia'"),
+    ({"arithmetic": "physicsnemo", "solver": "dpmpp_2m"}, "solver heun or euler on the karras schedule"),
+    ({"arithmetic": "physicsnemo", "schedule": "loglinear"}, "solver heun or euler on the karras schedule"),
+    ({"arithmetic": "physicsnemo", "solver": "euler", "S_churn": 1.0}, "set S_churn: 0"),
 ])
 def test_settings_are_checked_with_a_clear_message(settings, message):
     with pytest.raises(ValueError, match=message):
         SamplerConfig(**settings)
+
+
+# ---- arithmetic physicsnemo: PhysicsNeMo's stochastic_sampler ------------------------------------------------
+
+@pytest.mark.parametrize("arithmetic", ["edm", "physicsnemo"])
+def test_physicsnemo_churn_is_uncapped_and_draws_at_every_step(arithmetic):
+    """S_churn = 40 over 18 steps: γ = 2.22, capped at √2 − 1 by EDM only; churn inside [S_min, S_max] only, but
+    PhysicsNeMo draws (and multiplies by 0) at the other steps too, so that its draws line up step by step."""
+    steps, window = 18, (0.05, 50.0)
+    sigmas = karras_sigmas(SamplerConfig(num_steps=steps, sigma_max=80.0)).tolist()
+    seen, draws = [], []
+
+    def denoise(x, sigma):
+        seen.append(float(sigma[0]))
+        return torch.zeros_like(x)
+
+    def noise():
+        draws.append(1)
+        return torch.zeros(1, 1, 2, 2)
+
+    heun_solver = SOLVERS["heun"]
+    heun_solver(denoise, torch.zeros(1, 1, 2, 2, dtype=torch.float64), sigmas, noise, 40.0, *window, 1.0, arithmetic)
+    gamma = 40.0 / steps if arithmetic == "physicsnemo" else math.sqrt(2) - 1
+    churned = [i for i in range(steps) if window[0] <= sigmas[i] <= window[1]]
+    assert 0 < len(churned) < steps
+    first_evals = seen[::2]  # each step's first evaluation is at σ̂; the second (Heun's correction) at σ_{i+1}
+    for i in range(steps):
+        expected = sigmas[i] * (1 + gamma) if i in churned else sigmas[i]
+        assert first_evals[i] == pytest.approx(expected, rel=1e-6)  # the network sees σ in float32
+    assert len(draws) == (steps if arithmetic == "physicsnemo" else len(churned))

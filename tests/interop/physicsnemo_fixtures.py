@@ -5,9 +5,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from corrdiff.data import ChannelStats, Normalization
-from corrdiff.interop.convert import convert
 from corrdiff.checkpoint import network_for
+from corrdiff.data import ChannelStats, Normalization
+from corrdiff.diffusion import DiffusionCondition, edm_sample, SamplerConfig
+from corrdiff.diffusion.sampler import use_arithmetic
+from corrdiff.interop.convert import convert
+from corrdiff.seeding import member_generator
 
 FIXTURES = Path(__file__).parent / "fixtures"
 SHAPE = (24, 16)
@@ -46,3 +49,33 @@ def network(name: str, kind: str):
 def relative_error(got: torch.Tensor, reference: np.ndarray) -> float:
     """max |got − reference| / std(reference)."""
     return float(np.abs(got.detach().numpy() - reference).max() / reference.std())
+
+
+# PhysicsNeMo's own inference (fixture keys parity_*): network, sampler settings and the seed of sample 0 (its
+# `StackedRandomGenerator` seeds sample k with seed + k). The condition is y[:1] for every sample.
+PARITY = {
+    "parity_churn": ("diffusion", dict(num_steps=18, sigma_max=80.0, S_churn=40.0), 0),
+    "parity_window": ("diffusion", dict(num_steps=18, sigma_max=80.0, S_churn=40.0, S_min=0.05, S_max=50.0), 0),
+    "parity_scaled": ("diffusion_scaled", dict(num_steps=18, sigma_max=80.0, S_churn=40.0), 5),
+    "parity_euler": ("diffusion", dict(solver="euler", num_steps=8, sigma_max=80.0), 0),
+}
+PARITY_TOLERANCE = 1e-5  # complete samplers in PhysicsNeMo's arithmetic: measured ≤ 3e-6
+
+
+def parity_residual(key: str, y: torch.Tensor, norm: str = "physicsnemo", churn: str = "physicsnemo") -> torch.Tensor:
+    """corrdiff's residual (2, C, H, W) for PhysicsNeMo's run `key`, with PhysicsNeMo's seeds, GroupNorm of the
+    arithmetic `norm` and churn of the arithmetic `churn` (each "edm" or "physicsnemo"): the parts one by one."""
+    name, fields, seed = PARITY[key]
+    denoiser, converted = network(name, "diffusion")
+    condition = DiffusionCondition.from_unet(converted.layout.unet)
+    y0 = y[:1]
+    mean = None
+    if converted.layout.unet.condition_on_mean:
+        regression, _ = network("regression", "regression")
+        use_arithmetic("physicsnemo", regression)
+        mean = regression(y0)
+    field = condition.whole_domain(condition.field(y0, mean)).expand(2, -1, -1, -1)
+    use_arithmetic(norm, denoiser)
+    generators = [member_generator(seed, k, arithmetic="physicsnemo") for k in range(2)]
+    return edm_sample(lambda x, sigma: denoiser(x, sigma, field), (2, *SHAPE), [0, 1], seed,
+                      SamplerConfig(arithmetic=churn, **fields), generators=generators)

@@ -77,6 +77,18 @@ def reference(trained):
     return folder / "reference.nc"
 
 
+def edit_one_value(path, name: str = "t2m") -> None:
+    """Change the first value of `name` in a NetCDF file in place, keeping its size: the float's own bytes are
+    rewritten (opening the file for writing is not possible while this process's xarray holds it open)."""
+    with xr.open_dataset(path) as ds:
+        first = np.float32(ds[name].values.flat[0])
+    data = bytearray(path.read_bytes())
+    at = data.find(first.tobytes())
+    assert at >= 0, f"{name}'s first value not found in {path}"
+    data[at:at + 4] = np.float32(first + 1.0).tobytes()
+    path.write_bytes(bytes(data))
+
+
 def copy_of_reference(reference, tmp_path):
     out = tmp_path / "e.nc"
     shutil.copy2(reference, out)
@@ -97,7 +109,37 @@ def test_the_file_records_a_fingerprint_of_everything_that_makes_its_values(trai
     assert ingredients["times"] == f"3 from {TIMES[0]} to {TIMES[-1]}"
     assert len(ingredients["data_spec_sha256"]) == 64 and len(ingredients["grid_sha256"]) == 64
     listed = " ".join(ingredients["input_files"])
-    assert "coarse.nc (" in listed and "static.nc (" in listed and "bytes, modified" in listed
+    coarse = trained[0] / "data" / "coarse.nc"
+    assert f"coarse.nc (sha256 {digest(coarse)})" in listed and "static.nc (sha256 " in listed
+    assert str(coarse.parent) not in listed  # by name and contents: where the inputs lie does not enter
+    cache = json.loads(attrs["corrdiff_input_hashes"])  # the hashes by path, size and mtime, outside the digest
+    assert cache[str(coarse)][1:] == [coarse.stat().st_mtime_ns, digest(coarse)]
+
+
+def test_inputs_are_compared_by_contents_not_by_time_or_place(trained, reference, tmp_path):
+    """A `touch` resumes the file, an edit of the same size within a second is seen, and a copy of the data
+    elsewhere (a run folder that travels) resumes it."""
+    folder, config = trained
+    out = copy_of_reference(reference, tmp_path)
+    coarse = folder / "data" / "coarse.nc"
+    saved = coarse.read_bytes()
+    os.utime(coarse, ns=(coarse.stat().st_atime_ns, coarse.stat().st_mtime_ns + 10**9))  # touch
+    succeeded(generate(config, out))
+    assert_same_fields(out, reference)
+    stamp = coarse.stat().st_mtime_ns
+    try:
+        edit_one_value(coarse)  # one value changed, same size, same second
+        os.utime(coarse, ns=(stamp, stamp))
+        assert coarse.stat().st_size == len(saved)
+        assert "input_files: " in refused(generate(config, out))
+    finally:
+        coarse.write_bytes(saved)
+    moved = tmp_path / "moved"
+    shutil.copytree(folder / "data", moved / "data")
+    shutil.copy2(config, moved / "config.yaml")
+    os.symlink(folder / "run", moved / "run")
+    succeeded(generate(moved / "config.yaml", out))  # the same data elsewhere: the same ensemble, resumed
+    assert_same_fields(out, reference)
 
 
 @pytest.mark.parametrize("options, change", [
@@ -120,12 +162,12 @@ def test_changed_input_files_are_refused(trained, reference, tmp_path):
     folder, config = trained
     out = copy_of_reference(reference, tmp_path)
     coarse = folder / "data" / "coarse.nc"
-    stat = coarse.stat()
-    os.utime(coarse, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # as a re-download of the data would
+    saved = coarse.read_bytes()
     try:
+        edit_one_value(coarse)  # as a re-download with corrected data would
         line = refused(generate(config, out))
     finally:
-        os.utime(coarse, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+        coarse.write_bytes(saved)
     assert "input_files" in line and "--overwrite" in line
 
 

@@ -32,9 +32,12 @@ def import_physicsnemo_command(
     gives the same input, static and target channels.
     """
     from corrdiff.interop import import_physicsnemo, read_grid, read_package, read_stats
+    from corrdiff.output_paths import check_not_an_input
 
     if only not in (None, "regression", "diffusion"):
         raise ConfigError(f"--only must be 'regression' or 'diffusion', got {only!r}")
+    check_not_an_input(out, {"the regression checkpoint": [regression], "the diffusion checkpoint": [diffusion],
+                             "the statistics file": [stats], "the grid file": [grid], "the package": [package]})
     _check_out_folder(out)
     notes = []
     if package is not None:
@@ -85,15 +88,18 @@ def export_command(
         from corrdiff import model_package
         from corrdiff.config import load_config
 
-        package = model_package.from_checkpoints(run_dir / "regression", run_dir / "diffusion",
-                                                 load_config(config) if config else None, run_dir=run_dir, which=which)
         with write_errors(out, "writing the model package"):  # write() removes its temporary folder itself
-            written = model_package.write(package, out)
-        typer.echo(f"model package written: {written} (sampler: {package.sampler_source})")
+            package = model_package.export(run_dir, out, load_config(config) if config else None, which)
+        typer.echo(f"model package written: {out} (sampler: {package.sampler_source})")
         return
+    from corrdiff import locks
+    from corrdiff.inference.checks import checkpoint_inputs
     from corrdiff.interop import export_physicsnemo
+    from corrdiff.output_paths import check_not_an_input, make_folder
 
-    with whole_or_nothing(out, "exporting for PhysicsNeMo"):  # a full disk: no half set of files
+    check_not_an_input(out, checkpoint_inputs({kind: run_dir / kind for kind in ("regression", "diffusion")}, which))
+    make_folder(out)
+    with locks.for_output(out), whole_or_nothing(out, "exporting for PhysicsNeMo"):  # no half set of files
         files, notes = export_physicsnemo(run_dir, out, which)
     for path in files:
         typer.echo(f"written: {path}")

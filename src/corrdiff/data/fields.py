@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from corrdiff.errors import DataError
+from corrdiff.data.crop import crop_fields
 from corrdiff.data.readers import fine_grid, is_damaged_read, open_fields, time_axis
 from corrdiff.data.moving_grids import PerTime
 from corrdiff.data.regrid import regridder
@@ -108,6 +109,7 @@ class PairedFields:
                 raise DataError(f"{field.file}: {field.name!r} has grid shape {field.grid_shape}, "
                                 f"the fine grid (from {grid_from}) is {shape}; targets, static fields and the "
                                 "grid must share one fine grid")
+        self.inputs = crop_fields(self.inputs, self.lat, self.lon)  # read only the box the fine grid needs
         self._interpolated = InterpolatedInputs(self.inputs, self.lat, self.lon, spec.edge)
         for field in self.inputs + self.targets:  # an input and a target often share a name (t2m): keep apart
             field.times = pd.Index(time_axis(field))

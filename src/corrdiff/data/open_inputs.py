@@ -16,6 +16,7 @@ import xarray as xr
 from corrdiff.data.readers import open_fields
 from corrdiff.data.spec import DatasetSpec, Source
 from corrdiff.errors import ConfigError, DataError
+from corrdiff.files import is_url
 
 OPENED = "corrdiff_channels"  # attribute of a dataset open_inputs made: its variables are channels already
 
@@ -57,9 +58,8 @@ def input_paths(path_or_paths) -> list[str]:
         raise ConfigError("no input files given: pass a path, a glob or a list of them")
     paths = []
     for item in given:
-        text = str(Path(item).expanduser().absolute()) if not str(item).startswith(("s3://", "gs://", "http")) \
-            else str(item)
-        if "://" not in text and not (glob.glob(text) if any(ch in text for ch in "*?[") else Path(text).exists()):
+        text = str(item) if is_url(item) else str(Path(item).expanduser().absolute())
+        if not is_url(text) and not (glob.glob(text) if any(ch in text for ch in "*?[") else Path(text).exists()):
             raise DataError(f"inputs {item}: no such file (or no file matches the glob)")
         paths.append(text)
     return paths

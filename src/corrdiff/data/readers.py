@@ -22,10 +22,11 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from corrdiff.data import grib, moving_grids, units
+from corrdiff.data import grib, moving_grids, remote, units
 from corrdiff.data.canonical import canonical, grid_mapping, LAT_NAMES, LON_NAMES, settled_grid
 from corrdiff.data.spec import COLUMN_MAX, DatasetSpec, parse_variable, Source
 from corrdiff.errors import CorrdiffError, DataError
+from corrdiff.files import is_url
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +68,9 @@ class Field:
         return {k: str(v) for k, v in self.array.attrs.items() if k in ("units", "long_name", "standard_name")}
 
 
-def engine_for(path: Path) -> str | None:
+def engine_for(path: Path | str) -> str | None:
+    if is_url(path):  # stores by URL are read as Zarr (corrdiff.data.remote)
+        return "zarr"
     if path.suffix.lower() == ".zarr" or (path.is_dir() and (path / "zarr.json").exists()) \
             or (path.is_dir() and (path / ".zgroup").exists()):
         return "zarr"
@@ -94,16 +97,24 @@ def single_engine(files: list[Path], what: str) -> str | None:
     return engines.pop()
 
 
-def open_files(files: list[Path], what: str, time_dim: str | None = None, keep: set[str] | None = None) -> xr.Dataset:
+def open_files(files: list[Path | str], what: str, time_dim: str | None = None, keep: set[str] | None = None,
+               storage_options: dict | None = None) -> xr.Dataset:
     """The files of one source opened as one lazy dataset (times concatenated, variables merged), in canonical
     form; with `keep`, only those variables (and the grid) are kept from each file, which makes globs of files
-    with hundreds of variables (wrfout) quick to combine. `what` names the source in errors."""
+    with hundreds of variables (wrfout) quick to combine. `what` names the source in errors. URLs (str) are Zarr
+    stores read through fsspec with `storage_options` (`corrdiff.data.remote`)."""
     engine = single_engine(files, what)
     kwargs = {"engine": engine, "decode_timedelta": False}
     if engine == "cfgrib":
         kwargs["backend_kwargs"] = {"indexpath": ""}  # cfgrib would otherwise write .idx files beside the data
     names: set[str] = set()  # every variable of every file, for the errors
     prepare = partial(_prepare, time_dim, keep, names, len(files) == 1)
+    if any(is_url(f) for f in files):
+        ds = remote.open_urls([str(f) for f in files], what, prepare, storage_options)
+        ds = ds if len(files) == 1 else settled_grid(ds)
+        ds.encoding["corrdiff_files"] = files_label(files)
+        ds.encoding["corrdiff_names"] = sorted(names)
+        return ds
     try:
         with grib.quiet_cfgrib():
             if len(files) == 1:
@@ -122,14 +133,17 @@ def open_files(files: list[Path], what: str, time_dim: str | None = None, keep: 
     return ds
 
 
-def file_grid_mapping(path: Path) -> dict | None:
+def file_grid_mapping(path: Path | str, storage_options: dict | None = None) -> dict | None:
     """CF grid-mapping attributes of the grid of one file (`canonical.grid_mapping`); None for GRIB, whose grids
-    are read as lat/lon, or when the file cannot be read (with a warning: only the projection is lost)."""
-    engine = engine_for(Path(path))
+    are read as lat/lon, or when the file cannot be read (with a warning: only the projection is lost). A URL is
+    opened through `corrdiff.data.remote` with `storage_options`."""
+    engine = engine_for(path if is_url(path) else Path(path))
     if engine == "cfgrib":
         return None  # GRIB grids are read as lat/lon
     try:
-        with xr.open_dataset(path, engine=engine, decode_times=False, chunks=None) as ds:
+        opened = remote.open_store(path, "grid", storage_options) if is_url(path) else \
+            xr.open_dataset(path, engine=engine, decode_times=False, chunks=None)
+        with opened as ds:
             return grid_mapping(ds)
     except (OSError, ValueError) as err:  # the dataset read this file already: a second failure loses only this
         log.warning(f"{path}: the grid's projection could not be read ({err}); the output has none")
@@ -453,7 +467,7 @@ def _open_fields(spec: DatasetSpec, source: Source, what: str, static: bool, ope
         return [generic_field(spec, ds, name, what, static, variable, expected)
                 for name, (ds, variable) in found.items()]
     keep = None if spec.layout == "cwa" else {parse_variable(n)[0] for n in in_files.values()}
-    ds = open_files(files, what, source.time_dim, keep)
+    ds = open_files(files, what, source.time_dim, keep, source.storage_options)
     opened.append(ds)
     if spec.layout == "cwa" and not static:
         return [cwa_field(spec, ds, name, source.group, what, in_files[name], expected) for name in source.variables]

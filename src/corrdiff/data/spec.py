@@ -3,7 +3,7 @@
 A spec is a small YAML file; paths in it are relative to the file. Example:
 
     inputs:                      # coarse fields (≈25 km), interpolated to the fine grid
-      paths: era5/*.nc           # a path, a glob, or a list of them (NetCDF, Zarr, GRIB)
+      paths: era5/*.nc           # a path, a glob, or a list of them (NetCDF, Zarr, GRIB); or a Zarr store's URL
       variables: [t2m, u10, v10, t@850, z@500]
     targets:                     # fine fields (≈2 km)
       paths: wrf.zarr
@@ -23,7 +23,7 @@ files (`{t2m: T2}` for WRF, `{z: gh}` for GFS), so inputs and targets from diffe
 import datetime as dt
 import glob
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -32,6 +32,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_valida
 
 from corrdiff.data.transforms import parse_transform
 from corrdiff.errors import DataError, yaml_problem
+from corrdiff.files import is_url
 
 
 def _timestamp(value) -> dt.datetime:
@@ -68,6 +69,9 @@ class Source(_Section):
                                     "(a moving nest): `window` keeps the sub-window every time covers, a time "
                                     "(e.g. 2005-08-28T12:00) keeps the times on that time's grid; moving inputs "
                                     "need nothing (each time is interpolated from its own grid)")
+    storage_options: dict[str, Any] = Field(default_factory=dict, description="for paths that are URLs (s3://, "
+                                            "gs://, https://): fsspec's options, e.g. {anon: true}, {profile: NAME}, "
+                                            "{endpoint_url: URL}; see corrdiff.data.remote for the credentials rule")
 
     @field_validator("moving_grid")
     @classmethod
@@ -85,6 +89,15 @@ class Source(_Section):
         for name in names:
             _check_name(name)
         return names
+
+    @model_validator(mode="after")
+    def _options_need_urls(self):
+        if self.storage_options and self._patterns() and not any(is_url(p) for p in self._patterns()):
+            raise ValueError("storage_options: only for paths that are URLs (s3://, gs://, https://), and none is")
+        return self
+
+    def _patterns(self) -> list[str]:
+        return [self.paths] if isinstance(self.paths, str) else list(self.paths)
 
     @model_validator(mode="after")
     def _renames_are_names(self):
@@ -178,16 +191,23 @@ class DatasetSpec(_Section):
     def where(self) -> str:
         return str(self.source_file) if self.source_file else "dataset spec"
 
-    def resolve(self, pattern: str) -> Path:
+    def resolve(self, pattern: str) -> Path | str:
+        """`pattern` relative to the spec's folder; a URL (s3://…) as it is."""
+        if is_url(pattern):
+            return pattern
         return (self.root / pattern).resolve() if not Path(pattern).is_absolute() else Path(pattern)
 
-    def files(self, source: Source, what: str) -> list[Path]:
-        """The files (or Zarr folders) a source names, globs expanded, in sorted order."""
-        patterns = [source.paths] if isinstance(source.paths, str) else source.paths
-        found: list[Path] = []
-        for pattern in patterns:
+    def files(self, source: Source, what: str) -> list[Path | str]:
+        """The files (or Zarr folders) a source names, globs expanded, in sorted order; URLs (str) as they are."""
+        found: list[Path | str] = []
+        for pattern in source._patterns():
             full = self.resolve(pattern)
-            if any(ch in pattern for ch in "*?["):
+            if is_url(pattern):  # read through fsspec (corrdiff.data.remote): neither globbed nor checked here
+                if any(ch in pattern for ch in "*?["):
+                    raise DataError(f"{self.where}: {what}.paths: {pattern}: globs are not expanded in URLs; "
+                                    "list each store")
+                found.append(pattern)
+            elif any(ch in pattern for ch in "*?["):
                 matches = sorted(Path(p) for p in glob.glob(str(full)))
                 if not matches:
                     raise DataError(f"{self.where}: {what}.paths: no file matches {full}")

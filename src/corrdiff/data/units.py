@@ -76,7 +76,10 @@ class Conversion:
         """`array` in the expected units, lazily (dask, one chunk per time), computed in float64, with attrs kept."""
         if self.identity:
             return array.assign_attrs(units=self.expected)
-        lazy = array.chunk({"time": 1}) if "time" in array.dims else array.chunk()
+        # In the store's own chunks in space (Zarr's), so that a crop of the result (corrdiff.data.crop) still
+        # reads only the chunks it needs.
+        stored = {dim: size for dim, size in array.encoding.get("preferred_chunks", {}).items() if dim in array.dims}
+        lazy = array.chunk({**stored, "time": 1}) if "time" in array.dims else array.chunk(stored)
         converted = lazy.astype("float64") * self.scale + self.offset
         return converted.assign_attrs({**array.attrs, "units": self.expected})
 

@@ -5,6 +5,10 @@ The solvers themselves (Heun, Euler, DPM-Solver++(2M) and its SDE variant) are i
 Member k of an ensemble draws all of its noise (the starting point, churn, SDE noise) from its own generator,
 seeded by (seed, k) alone (`corrdiff.seeding.member_generator`), so a member is the same whatever batch it is
 generated in, for every solver.
+
+`SamplerConfig.arithmetic` chooses between EDM's arithmetic (the default) and PhysicsNeMo 2.2.2's inference, for
+comparing networks imported from it with PhysicsNeMo and Earth2Studio (docs/interop.md): its eval-mode GroupNorm
+(both networks), its uncapped churn and its noise draws.
 """
 
 import math
@@ -16,12 +20,15 @@ import torch
 from corrdiff.diffusion.conditioning import DiffusionCondition
 from corrdiff.diffusion.solvers import CHURN_SOLVERS, network_evaluations, SOLVERS
 from corrdiff.errors import ConfigError
+from corrdiff.models.layers import set_unbiased_norm
+from corrdiff.perf import FastDenoiser
 from corrdiff.seeding import member_generator
 
 Denoise = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 """D(x, sigma) -> denoised x; x (batch, C, H, W), sigma (batch,). Conditioning is closed over."""
 
 SCHEDULES = ("karras", "loglinear")
+ARITHMETICS = ("edm", "physicsnemo")
 
 
 @dataclass(frozen=True)
@@ -52,6 +59,13 @@ class SamplerConfig:
     residual_scale: tuple[float, ...] = ()
     """Per target channel factor s on the sampled residual r (member = μ + s·r), fitted by `corrdiff tune` to
     calibrate the spread; () leaves every channel as sampled."""
+    arithmetic: str = "edm"
+    """edm (Karras et al.'s Algorithm 2; corrdiff's own) or physicsnemo: PhysicsNeMo 2.2.2's inference, to reproduce
+    its (and Earth2Studio's) numbers with networks imported from it. physicsnemo changes three things: GroupNorm in
+    both networks divides by the unbiased group variance (PhysicsNeMo's eval mode), heun's churn γ = S_churn/N is
+    not capped at √2 − 1 (its `stochastic_sampler`), and member k draws from a generator seeded with seed + k, the
+    same at every time, with a churn draw at every step (its `StackedRandomGenerator`). heun on the karras
+    schedule is its `stochastic_sampler`; euler without churn its `deterministic_sampler(solver="euler")`."""
 
     def __post_init__(self):
         if self.solver not in SOLVERS:
@@ -72,9 +86,24 @@ class SamplerConfig:
         if self.S_churn > 0 and self.solver not in CHURN_SOLVERS:
             raise ValueError(f"S_churn applies to the solvers {list(CHURN_SOLVERS)}, not {self.solver!r}; "
                              "set S_churn: 0 (dpmpp_2m_sde is stochastic by itself)")
+        if self.arithmetic not in ARITHMETICS:
+            raise ValueError(f"arithmetic must be one of {list(ARITHMETICS)}, got {self.arithmetic!r}")
+        if self.arithmetic == "physicsnemo":
+            self._check_physicsnemo()
         if any(not (s > 0 and math.isfinite(s)) for s in self.residual_scale):
             raise ValueError(f"residual_scale must hold positive finite numbers, got {list(self.residual_scale)}")
         object.__setattr__(self, "residual_scale", tuple(float(s) for s in self.residual_scale))
+
+    def _check_physicsnemo(self) -> None:
+        """A ValueError unless PhysicsNeMo has this sampler: heun (`stochastic_sampler`) or euler without churn
+        (`deterministic_sampler`, whose churn draws corrdiff does not reproduce), on the karras schedule."""
+        if self.solver not in CHURN_SOLVERS or self.schedule != "karras":
+            raise ValueError(f"arithmetic 'physicsnemo' reproduces PhysicsNeMo's samplers: solver heun or euler on "
+                             f"the karras schedule, not solver {self.solver!r} on {self.schedule!r}")
+        if self.solver == "euler" and self.S_churn > 0:
+            raise ValueError("arithmetic 'physicsnemo' with solver euler reproduces PhysicsNeMo's "
+                             "deterministic_sampler without churn: set S_churn: 0, or solver: heun (its "
+                             "stochastic_sampler) for churn")
 
     @property
     def network_evaluations(self) -> int:
@@ -124,18 +153,22 @@ def edm_sample(
 
     `shape` is (C, H, W) of one sample; members are integer ids (member k of a seed is reproducible).
     `latents` (len(members), *shape), standard normal, replaces the members' first draw if given.
-    `config.residual_scale` is not applied here (it belongs to the ensemble: `sample_ensemble`).
+    `config.residual_scale` is not applied here (it belongs to the ensemble: `sample_ensemble`), nor the
+    networks' part of `config.arithmetic` (`use_arithmetic`, which `downscale_ensemble` applies).
     """
     device = torch.device(device) if device is not None else torch.device("cpu")
     if generators is None:
-        generators = [member_generator(seed, k, device) for k in members]
+        generators = [member_generator(seed, k, device, config.arithmetic) for k in members]
     sigma_list = sigma_schedule(config).tolist()  # on the host: the step logic branches on them, no device syncs
     if latents is None:
         latents = _randn(shape, generators, device)
     x = latents.to(device=device, dtype=torch.float64) * sigma_list[0]
     noise = lambda: _randn(shape, generators, device)  # noqa: E731 - every draw from the members' own streams
     solver = SOLVERS[config.solver]
-    if config.solver in CHURN_SOLVERS:
+    if config.solver == "heun":
+        x = solver(denoise, x, sigma_list, noise, config.S_churn, config.S_min, config.S_max, config.S_noise,
+                   config.arithmetic)
+    elif config.solver in CHURN_SOLVERS:  # euler: with arithmetic physicsnemo, only without churn (SamplerConfig)
         x = solver(denoise, x, sigma_list, noise, config.S_churn, config.S_min, config.S_max, config.S_noise)
     else:
         x = solver(denoise, x, sigma_list, noise)
@@ -194,6 +227,7 @@ def downscale_ensemble(regression, denoiser, condition_builder: DiffusionConditi
     first_member … first_member + members − 1 (each seeded by its index);
     `residual_unit` as `sample_ensemble`'s (the checkpoint's `CheckpointMeta.residual_unit()`).
     """
+    use_arithmetic(config.arithmetic, regression, denoiser)
     # The mean is one call per time and every member is built on it: float32, never under bf16 autocast.
     mean = regression(inputs).to(torch.float32)
     field = condition_builder.field(inputs, mean)
@@ -203,6 +237,14 @@ def downscale_ensemble(regression, denoiser, condition_builder: DiffusionConditi
                                config, member_batch,
                                patcher, residual_unit)
     return mean, ensemble
+
+
+def use_arithmetic(arithmetic: str, *networks: torch.nn.Module) -> None:
+    """Set the GroupNorm layers of `networks` to `arithmetic`'s eval-mode variance (unbiased for "physicsnemo"),
+    in place; a network on the fast path that changes forgets its compiled code and CUDA graphs."""
+    for net in networks:
+        if set_unbiased_norm(net, arithmetic == "physicsnemo") and isinstance(net, FastDenoiser):
+            net.reset()
 
 
 def residual_scale(config: SamplerConfig, channels: int, device=None) -> torch.Tensor | None:

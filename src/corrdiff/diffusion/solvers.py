@@ -6,7 +6,10 @@ noise of x's shape from the members' own generators (`corrdiff.diffusion.sampler
 back x at σ = 0, float64. Network evaluations (NFE) for N steps: Heun 2N − 1 (its last step, to σ = 0,
 is an Euler step), the others N.
 
-- `heun`: Karras et al. 2022, Algorithm 2 (second order; S_churn > 0 adds their stochastic churn).
+- `heun`: Karras et al. 2022, Algorithm 2 (second order; S_churn > 0 adds their stochastic churn). With
+  arithmetic "physicsnemo", PhysicsNeMo 2.2.2's `stochastic_sampler` instead: γ = S_churn/N is not capped at
+  √2 − 1, and churn noise is drawn at every step, also where γ = 0 (there multiplied by 0), so that each
+  member's stream of draws lines up with PhysicsNeMo's.
 - `euler`: the same without the correction (first order; churn as in Heun). In EDM's parameterisation
   (x = y + σn) an Euler step in σ is also DDIM and DPM-Solver++(1).
 - `dpmpp_2m`: DPM-Solver++(2M), Lu et al. 2022 (Algorithm 2): exponential integrator in λ = −log σ for the
@@ -33,11 +36,14 @@ def _denoised(denoise: Denoise, x: torch.Tensor, sigma: float) -> torch.Tensor:
     return denoise(x.to(torch.float32), sigma_batch).to(torch.float64)
 
 
-def _churned(x: torch.Tensor, sigma: float, gamma: float, S_noise: float,
-             noise: Noise) -> tuple[torch.Tensor, float]:
-    """Karras et al.'s churn, (x̂, σ̂): x raised from σ to σ̂ = σ(1 + γ) with fresh noise; γ = 0: x unchanged."""
+def _churned(x: torch.Tensor, sigma: float, gamma: float, S_noise: float, noise: Noise,
+             always_draw: bool = False) -> tuple[torch.Tensor, float]:
+    """Karras et al.'s churn, (x̂, σ̂): x raised from σ to σ̂ = σ(1 + γ) with fresh noise; γ = 0: x unchanged (and
+    no draw, unless `always_draw`: PhysicsNeMo draws and multiplies by 0)."""
     sigma_hat = sigma * (1 + gamma)
     if gamma <= 0:
+        if always_draw:
+            noise()
         return x, sigma_hat
     return x + math.sqrt(sigma_hat**2 - sigma**2) * S_noise * noise().to(torch.float64), sigma_hat
 
@@ -48,15 +54,19 @@ def _gamma(sigma: float, steps: int, S_churn: float, S_min: float, S_max: float)
 
 
 def heun(denoise: Denoise, x: torch.Tensor, sigmas: list[float], noise: Noise, S_churn: float = 0.0,
-         S_min: float = 0.0, S_max: float = float("inf"), S_noise: float = 1.0) -> torch.Tensor:
-    """x at σ = 0 by Heun's method with churn (Karras et al. 2022, Algorithm 2): 2N − 1 evaluations."""
+         S_min: float = 0.0, S_max: float = float("inf"), S_noise: float = 1.0,
+         arithmetic: str = "edm") -> torch.Tensor:
+    """x at σ = 0 by Heun's method with churn (Karras et al. 2022, Algorithm 2): 2N − 1 evaluations.
+
+    `arithmetic` "physicsnemo": PhysicsNeMo's `stochastic_sampler` (γ uncapped, a churn draw at every step)."""
     steps = len(sigmas) - 1
-    gamma_max = min(S_churn / steps, math.sqrt(2) - 1)
+    physicsnemo = arithmetic == "physicsnemo"
+    gamma_max = S_churn / steps if physicsnemo else min(S_churn / steps, math.sqrt(2) - 1)
     x_next = x
     for i in range(steps):
         t_cur, t_next = sigmas[i], sigmas[i + 1]
         gamma = gamma_max if S_min <= t_cur <= S_max else 0.0
-        x_hat, t_hat = _churned(x_next, t_cur, gamma, S_noise, noise)
+        x_hat, t_hat = _churned(x_next, t_cur, gamma, S_noise, noise, always_draw=physicsnemo)
         d_cur = (x_hat - _denoised(denoise, x_hat, t_hat)) / t_hat
         x_next = x_hat + (t_next - t_hat) * d_cur
         if i < steps - 1:  # Heun correction, skipped on the last step to σ = 0

@@ -31,7 +31,9 @@ Layout of `--out`:
     data_size.csv, data_size.nc  the table (fraction, model, variable); data_size.png the figure
 
 A fraction whose done.json holds this fingerprint (run config, dataset spec, test times, order, fraction) is not
-redone; an unfinished one resumes its training and its ensemble.
+redone; an unfinished one resumes its training and its ensemble. `--out` is never the run config, the dataset spec
+or one of its files, nor a folder inside or holding one (`corrdiff.output_paths`), and one experiment at a time
+writes it (`corrdiff.locks`).
 """
 
 import hashlib
@@ -43,7 +45,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from corrdiff import checkpoint as ckpt
+from corrdiff import checkpoint as ckpt, locks
 from corrdiff.checkpoint import read_pointer
 from corrdiff.config import dump_config, load_config, RunConfig
 from corrdiff.data import load_spec, PairedFields
@@ -52,6 +54,7 @@ from corrdiff.errors import ConfigError, TrainingError
 from corrdiff.evaluation import evaluate, write_scores
 from corrdiff.experiments.data_size_table import data_size_figure, data_size_table, write_table
 from corrdiff.inference import generate
+from corrdiff.output_paths import check_not_an_input, make_folder, spec_inputs
 from corrdiff.training import train
 
 KIND = "corrdiff data-size experiment"
@@ -236,42 +239,47 @@ def run_data_size(config_path, fractions, out, overrides: list[str] | None = Non
                   progress: bool = True, echo=print, order: str = "contiguous") -> dict[str, Path]:
     """Run the data-size experiment (module docstring); returns the paths of the table, NetCDF and figure."""
     start = time.perf_counter()
-    config_path, out, overrides = Path(config_path).resolve(), Path(out).resolve(), list(overrides or [])
+    given_out = Path(out)  # as the user named it, in the messages
+    config_path, out, overrides = Path(config_path).resolve(), given_out.resolve(), list(overrides or [])
     fractions = parse_fractions(fractions)
     if order not in ORDERS:
         raise ConfigError(f"--order must be one of {', '.join(ORDERS)}, got {order!r}")
     base = load_config(config_path, overrides)
     spec_path = Path(base.data)
-    all_train = PairedFields(load_spec(spec_path)).times("train")
+    spec = load_spec(spec_path)
+    all_train = PairedFields(spec).times("train")
     if len(all_train) == 0:
         raise ConfigError(f"{spec_path}: the train split has no times to take fractions of")
     counts = samples_of(fractions, len(all_train), str(spec_path))
     tests = scored_times(spec_path, base.generate.split, test_count)
     digest = fingerprint(base, spec_path, tests, order)
-    claim_out(out, config_path, digest, order)
-    steps = f"{base.regression.steps} regression and {base.diffusion.steps} diffusion steps"
-    echo(f"data-size experiment: {len(fractions)} fractions ({order}) of {len(all_train)} training times, {steps} each, "
-         f"scored on {len(tests)} {base.generate.split} times; results in {out}")
-    for index, (fraction, count) in enumerate(zip(fractions, counts), 1):
-        folder = fraction_dir(out, fraction)
-        label = f"fraction {index}/{len(fractions)} ({fraction:g}: {count} training times)"
-        fraction_digest = hashlib.sha256(f"{digest} {fraction!r} {count}".encode()).hexdigest()
-        if is_done(folder, fraction_digest):
-            echo(f"{label}: done before, skipped")
-            continue
-        stamp = lambda what, label=label: echo(f"[{time.perf_counter() - start:7.1f} s] {label}: {what}")
-        train_times = fraction_times(all_train, count, order)
-        began = time.perf_counter()
-        _, scored = run_fraction(config_path, overrides, spec_path, folder, all_train, count, order, tests, progress,
-                                 stamp)
-        (folder / DONE).write_text(json.dumps({
-            "fingerprint": fraction_digest, "fraction": fraction, "train_samples": count, "order": order,
-            "train_start": iso(train_times[0]), "train_end": iso(train_times[-1]),
-            "regression_steps": base.regression.steps, "diffusion_steps": base.diffusion.steps, "scored": scored,
-            "seconds": round(time.perf_counter() - began, 1)}, indent=2) + "\n")
-    folders = [fraction_dir(out, f) for f in fractions]
-    table = data_size_table(folders)
-    paths = write_table(table, out / "data_size")
-    paths["figure"] = data_size_figure(table, out / "data_size.png")
+    check_not_an_input(given_out, {"the run config": [config_path]} | spec_inputs(spec))
+    make_folder(out)
+    with locks.for_output(given_out):  # one experiment at a time in `out`
+        claim_out(out, config_path, digest, order)
+        steps = f"{base.regression.steps} regression and {base.diffusion.steps} diffusion steps"
+        echo(f"data-size experiment: {len(fractions)} fractions ({order}) of {len(all_train)} training times, {steps} "
+             f"each, scored on {len(tests)} {base.generate.split} times; results in {out}")
+        for index, (fraction, count) in enumerate(zip(fractions, counts), 1):
+            folder = fraction_dir(out, fraction)
+            label = f"fraction {index}/{len(fractions)} ({fraction:g}: {count} training times)"
+            fraction_digest = hashlib.sha256(f"{digest} {fraction!r} {count}".encode()).hexdigest()
+            if is_done(folder, fraction_digest):
+                echo(f"{label}: done before, skipped")
+                continue
+            stamp = lambda what, label=label: echo(f"[{time.perf_counter() - start:7.1f} s] {label}: {what}")
+            train_times = fraction_times(all_train, count, order)
+            began = time.perf_counter()
+            _, scored = run_fraction(config_path, overrides, spec_path, folder, all_train, count, order, tests,
+                                     progress, stamp)
+            (folder / DONE).write_text(json.dumps({
+                "fingerprint": fraction_digest, "fraction": fraction, "train_samples": count, "order": order,
+                "train_start": iso(train_times[0]), "train_end": iso(train_times[-1]),
+                "regression_steps": base.regression.steps, "diffusion_steps": base.diffusion.steps,
+                "scored": scored, "seconds": round(time.perf_counter() - began, 1)}, indent=2) + "\n")
+        folders = [fraction_dir(out, f) for f in fractions]
+        table = data_size_table(folders)
+        paths = write_table(table, out / "data_size")
+        paths["figure"] = data_size_figure(table, out / "data_size.png")
     echo(f"[{time.perf_counter() - start:7.1f} s] done")
     return paths

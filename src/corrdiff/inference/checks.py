@@ -1,5 +1,6 @@
-"""Checks made before anything is generated: the two checkpoints belong together, they fit the data, and
-the output goes where nothing of the command's own is lost. Each error names both sides and what differs.
+"""Checks made before anything is generated: the two checkpoints belong together, they fit the data, and the
+output format follows its name (where it may be written is `corrdiff.output_paths`'s). Each error names both sides
+and what differs.
 While generating, inputs far outside the range the model was trained on are warned about (`InputRanges`)."""
 
 import logging
@@ -7,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from corrdiff import ensemble_file
-from corrdiff.data.spec import Source
-from corrdiff.errors import CheckpointError, ConfigError, DataError, OutputError
+from corrdiff import checkpoint as ckpt, ensemble_file
+from corrdiff.errors import CheckpointError, ConfigError, DataError
+from corrdiff.interop.physicsnemo import physicsnemo_problem
 
 log = logging.getLogger(__name__)
 GRID_TOLERANCE_DEG = 1e-4  # ~10 m: the same grid read from float32 and float64 files agrees far closer
@@ -17,6 +18,17 @@ GRID_TOLERANCE_DEG = 1e-4  # ~10 m: the same grid read from float32 and float64 
 # for more than OUTSIDE_FRACTION of a time's points (a wrong unit moves nearly all of them; a record, a few).
 RANGE_MARGIN = 0.5
 OUTSIDE_FRACTION = 0.01
+
+
+def check_arithmetic(arithmetic: str, meta, checkpoint: str, *networks) -> None:
+    """A ConfigError when `arithmetic` (`sampler.arithmetic`) is physicsnemo and PhysicsNeMo's CorrDiff cannot run
+    the `networks` of diffusion checkpoint `checkpoint` (its `CheckpointMeta` `meta`): nothing to reproduce."""
+    if arithmetic != "physicsnemo":
+        return
+    problem = physicsnemo_problem(meta, *networks)
+    if problem:
+        raise ConfigError(f"sampler.arithmetic: physicsnemo reproduces PhysicsNeMo's CorrDiff, which cannot run "
+                          f"{checkpoint}: {problem}; use sampler.arithmetic: edm")
 
 
 def trained_input_units(meta) -> dict[str, str] | None:
@@ -193,34 +205,20 @@ def output_format(out: Path, configured: str, explicit: bool) -> str:
     return by_suffix
 
 
-def command_files(config, dataset, checkpoint_paths) -> dict[Path, str]:
-    """The files and folders this generation reads (absolute): {path: what it is}."""
-    found = {Path(p).absolute(): "a checkpoint" for p in checkpoint_paths}
-    if getattr(config, "source", None):
-        found[Path(config.source).absolute()] = "the run config"
-    spec = getattr(dataset, "spec", None)
-    if spec is not None:
-        if spec.source_file:
-            found[Path(spec.source_file).absolute()] = "the dataset spec"
-        sources = [("inputs", spec.inputs), ("targets", spec.targets), ("static", spec.static)]
-        if spec.grid:
-            sources.append(("grid", Source(paths=spec.grid, variables=["grid"])))
-        for what, source in sources:
-            try:
-                found |= {p.absolute(): f"a file of the spec's {what}" for p in (spec.files(source, what) if source else [])}
-            except DataError:  # targets a new forecast does without
-                continue
+def checkpoint_inputs(paths: dict, which: str = "best") -> dict[str, list[Path]]:
+    """{"the <kind> checkpoint": [the path as given, the checkpoint folder it resolves to]} for each {kind: path}
+    (None: left out): inputs that a command never writes over (`corrdiff.output_paths`). A path that does not
+    resolve is listed as given; loading it says what is wrong."""
+    found = {}
+    for kind, path in paths.items():
+        if path is None:
+            continue
+        found[f"the {kind} checkpoint"] = [Path(path)]
+        try:
+            found[f"the {kind} checkpoint"].append(ckpt.resolve(path, which))
+        except CheckpointError:
+            pass
     return found
-
-
-def refuse_input_as_output(out: Path, files: dict[Path, str]) -> None:
-    """An OutputError when `out` is one of the command's files, or a folder holding one (even with --overwrite)."""
-    target = Path(out).absolute().resolve()
-    for path, what in files.items():
-        path = path.resolve()
-        if path == target or target in path.parents:
-            holds = "is" if path == target else f"holds {path}, which is"
-            raise OutputError(f"--out {out} {holds} {what} of this command; choose another --out")
 
 
 def input_files(dataset) -> tuple[list[Path], Path | None]:

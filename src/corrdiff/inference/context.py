@@ -84,9 +84,8 @@ def fine_grid_mapping(spec) -> dict | None:
     if spec is None:
         return None
     if spec.grid:
-        files = spec.files(Source(paths=spec.grid, variables=["grid"]), "grid")
-    elif spec.targets is not None:
-        files = spec.files(spec.targets, "targets")
+        what, source = "grid", Source(paths=spec.grid, variables=["grid"])
     else:
-        files = spec.files(spec.static, "static") if spec.static else []
-    return file_grid_mapping(files[0]) if files else None
+        what, source = ("targets", spec.targets) if spec.targets is not None else ("static", spec.static)
+    files = spec.files(source, what) if source is not None else []
+    return file_grid_mapping(files[0], source.storage_options) if files else None

@@ -4,24 +4,28 @@ A file records the digest (global attribute `corrdiff_fingerprint`) and its read
 (`corrdiff_fingerprint_ingredients`, JSON). A rerun may resume a file only when its own fingerprint is the
 same, so that no file mixes members made with other weights, settings, seeds, inputs or times.
 
+Input files enter by their name and contents (SHA-256), not their folder or modification time: a `touch` changes
+nothing, an edit of the same size within a second is seen, and inputs moved elsewhere with the file resume it. So
+that this stays cheap, a file records its inputs' hashes by path, size and modification time
+(`corrdiff_input_hashes`), and a rerun reads again only the inputs that changed (`corrdiff.files.ContentHashes`).
+
 Left out on purpose: what only reorders float32 arithmetic (device, channels_last, compile, CUDA graphs,
 member_batch, the number of processes), so that a run may be resumed on another machine; where and how
 the file is written (path, format); and --allow-mismatch, which changes no value (the checkpoints' SHA-256s
 are in) and is recorded in the file's attributes.
 """
 
-import datetime as dt
-import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from corrdiff.files import size_and_mtime
+from corrdiff.files import ContentHashes, is_url, sha256_bytes, sha256_file
 
 FINGERPRINT = "corrdiff_fingerprint"
 INGREDIENTS = "corrdiff_fingerprint_ingredients"
+INPUT_HASHES = "corrdiff_input_hashes"  # {path: [size, mtime_ns, sha256]}: the hash cache, not in the digest
 LISTED_FILES = 20  # input files listed one by one in the ingredients; more are summarised by a hash
 
 
@@ -30,14 +34,25 @@ class Fingerprint:
     """What determines an ensemble's values: `ingredients` (flat, JSON-able) and their SHA-256 `digest`."""
 
     ingredients: dict
+    input_hashes: dict = field(default_factory=dict, compare=False)  # ContentHashes.recorded of the inputs
 
     @property
     def digest(self) -> str:
-        return _sha256(_canonical(self.ingredients))
+        return sha256_bytes(_canonical(self.ingredients))
 
     def attrs(self) -> dict[str, str]:
-        """The global attributes that record it."""
-        return {FINGERPRINT: self.digest, INGREDIENTS: _canonical(self.ingredients)}
+        """The global attributes that record it (and the inputs' hash cache)."""
+        cache = {INPUT_HASHES: json.dumps(self.input_hashes, sort_keys=True)} if self.input_hashes else {}
+        return {FINGERPRINT: self.digest, INGREDIENTS: _canonical(self.ingredients), **cache}
+
+    @staticmethod
+    def hashes_from_attrs(attrs) -> ContentHashes:
+        """The inputs' hash cache a file records (empty when it records none or it cannot be read)."""
+        try:
+            known = json.loads(str(attrs.get(INPUT_HASHES, "{}")))
+        except ValueError:
+            known = {}
+        return ContentHashes(known if isinstance(known, dict) else {})
 
     @classmethod
     def from_attrs(cls, attrs) -> "Fingerprint | None":
@@ -61,19 +76,23 @@ class Fingerprint:
 def generation_fingerprint(*, regression_sha256: str, diffusion_sha256: str, sampler: dict, seed: int, members: int,
                            channels, bf16: bool, patch_shape, patch_overlap, times: np.ndarray, lat: np.ndarray,
                            lon: np.ndarray, input_files: list[Path], spec_file: Path | None,
-                           version: str, tf32: bool = False, input_member=None) -> Fingerprint:
+                           version: str, tf32: bool = False, input_member=None,
+                           hashes: ContentHashes | None = None) -> Fingerprint:
     """The fingerprint of one generation: checkpoints, sampler, seed, members, precision, patches, inputs, times.
 
     `tf32`: CUDA ran float32 convolutions in TF32 (`allow_tf32`), a lower precision rather than a reordering; kept
-    only when true, so that the fingerprints of files made without it stay what they were; `input_member` (the
-    ensemble input member read: a number, "mean" or "all: <labels>") likewise only when one is chosen."""
+    only when true, so that the fingerprints of files made without it stay what they were; the same for the
+    sampler's `arithmetic`, kept only when it is not "edm", and `input_member` (the ensemble input member read: a
+    number, "mean" or "all: <labels>"), kept only when one is chosen. `hashes`: the input hashes an earlier run
+    recorded (`Fingerprint.hashes_from_attrs`), to skip reading unchanged inputs."""
+    hashes = hashes if hashes is not None else ContentHashes()
     times = np.asarray(times, dtype="datetime64[s]")
     iso = [str(t) for t in times]
     ingredients = {
         "corrdiff_version": version,
         "regression_checkpoint_sha256": regression_sha256,
         "diffusion_checkpoint_sha256": diffusion_sha256,
-        **{f"sampler.{k}": _plain(v) for k, v in sampler.items()},
+        **{f"sampler.{k}": _plain(v) for k, v in sampler.items() if (k, v) != ("arithmetic", "edm")},
         "seed": int(seed),
         "members": int(members),
         "channels": list(channels),
@@ -83,29 +102,22 @@ def generation_fingerprint(*, regression_sha256: str, diffusion_sha256: str, sam
         "patch_shape": list(patch_shape) if patch_shape else None,
         "patch_overlap": list(patch_overlap) if patch_shape else None,  # no patches: the overlap is unused
         "times": f"{len(iso)} from {iso[0]} to {iso[-1]}" if iso else "none",
-        "times_sha256": _sha256("\n".join(iso)),
-        "grid_sha256": _sha256(np.asarray(lat, "<f8").tobytes() + np.asarray(lon, "<f8").tobytes()),
-        "data_spec_sha256": _file_sha256(spec_file) if spec_file else None,
-        **_describe_files(input_files),
+        "times_sha256": sha256_bytes("\n".join(iso)),
+        "grid_sha256": sha256_bytes(np.asarray(lat, "<f8").tobytes() + np.asarray(lon, "<f8").tobytes()),
+        "data_spec_sha256": sha256_file(spec_file) if spec_file else None,
+        **_describe_files(input_files, hashes),
     }
-    return Fingerprint(ingredients)
+    return Fingerprint(ingredients, hashes.recorded(input_files))
 
 
-def _describe_files(paths: list[Path]) -> dict:
-    """Path, size and modification time of each input (hashing their contents would cost a read of every input)."""
-    entries = [_file_entry(Path(p)) for p in paths]
+def _describe_files(paths: list[Path], hashes: ContentHashes) -> dict:
+    """Name and contents' SHA-256 of each input (its folder and modification time do not enter); a URL as it is
+    (hashing a cloud store could mean millions of requests)."""
+    entries = [str(p) if is_url(p) else f"{Path(p).name} (sha256 {hashes.sha256(Path(p))})" for p in paths]
     if len(entries) <= LISTED_FILES:
         return {"input_files": entries}
     return {"input_files": f"{len(entries)} files from {entries[0]} to {entries[-1]}",
-            "input_files_sha256": _sha256("\n".join(entries))}
-
-
-def _file_entry(path: Path) -> str:
-    """`path (N bytes, modified T)`; a folder (a Zarr store) counts every file in it."""
-    path = path.absolute()
-    size, mtime_ns = size_and_mtime(path)
-    modified = dt.datetime.fromtimestamp(mtime_ns // 1000 / 1e6, dt.timezone.utc).isoformat()
-    return f"{path} ({size} bytes, modified {modified})"
+            "input_files_sha256": sha256_bytes("\n".join(entries))}
 
 
 def _plain(value):
@@ -122,12 +134,3 @@ def _canonical(ingredients: dict) -> str:
 def _short(value) -> str:
     text = json.dumps(value)
     return text if len(text) <= 60 else text[:57] + "…"
-
-
-def _sha256(data: str | bytes) -> str:
-    return hashlib.sha256(data.encode() if isinstance(data, str) else data).hexdigest()
-
-
-def _file_sha256(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.sha256(f.read()).hexdigest()  # a spec is a small YAML file

@@ -19,20 +19,21 @@ from corrdiff.config import dump_config, RunConfig
 from corrdiff.data import DownscalingDataset, load_spec
 from corrdiff.diffusion import DiffusionCondition, downscale_ensemble, PatchedDenoiser, SamplerConfig
 from corrdiff.distributed import barrier, DistInfo, init_distributed, shutdown
-from corrdiff import ensemble_file, sampler_file
+from corrdiff import ensemble_file, locks, sampler_file
 from corrdiff.ensemble_file import FLAG
 from corrdiff.errors import ConfigError, DataError, OutputError
+from corrdiff.files import is_url
 from corrdiff.inference import checks
 from corrdiff.inference.context import output_context
 from corrdiff.inference.fingerprint import Fingerprint, generation_fingerprint
 from corrdiff.inference.input_members import downscale_members, InputMembers, member_labels, with_member
 from corrdiff.inference.member_batching import MemberBatching
 from corrdiff.inference.writer import check_replaceable, EnsembleWriter, io_error, is_io_error, OverlappedWriter, \
-    overwrite_path, remove, replace, resumable
-from corrdiff.output_paths import check_folder
+    overwrite_path, recorded_input_hashes, remove, replace, resumable
+from corrdiff.output_paths import check_folder, check_not_an_input, make_folder, spec_inputs
 from corrdiff.perf import FastPath, prepare_denoiser, to_channels_last
 from corrdiff.progress import bar as progress_bar
-from corrdiff.seeding import time_seed
+from corrdiff.seeding import members_seed
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,9 @@ class Models:
     """(checkpoint folder, lat (H, W) or None, lon (H, W) or None) of each checkpoint: the grid it was trained on."""
     mismatches: list[str] = field(default_factory=list)
     """Why the two checkpoints do not belong together, when --allow-mismatch let them through."""
+    sources: dict[str, list[Path]] = field(default_factory=dict)
+    """What the networks were read from, by role (checkpoint folders, or a model package): inputs that a
+    generation never writes over (`corrdiff.output_paths`)."""
     prepared: bool = False
     """Whether `prepare` has put the networks on the fast path (`fast`) already."""
 
@@ -83,8 +87,10 @@ def models_from_checkpoints(regression: ModelCheckpoint, diffusion: ModelCheckpo
     }
     grids = [(c.path, None if c.lat is None else c.lat.numpy(), None if c.lon is None else c.lon.numpy())
              for c in (regression, diffusion)]
+    sources = {f"the {c.meta.kind} checkpoint": [Path(c.path)] for c in (regression, diffusion)}
     return Models(ckpt.load_network(regression, device), ckpt.load_network(diffusion, device), diffusion.meta,
-                  DiffusionCondition.from_unet(diffusion.meta.unet), provenance, grids=grids, mismatches=problems)
+                  DiffusionCondition.from_unet(diffusion.meta.unet), provenance, grids=grids, mismatches=problems,
+                  sources=sources)
 
 
 def select_times(dataset_times: np.ndarray, requested: list[str] | None) -> list[int]:
@@ -148,10 +154,13 @@ def open_inference_dataset(config: RunConfig, meta: CheckpointMeta, split: str, 
     return InputMembers([open_one(with_member(spec, label)) for label in labels], labels)
 
 
-def input_paths(inputs: list[str]) -> list[Path]:
-    """--input files or globs as absolute paths; a ConfigError naming one that matches nothing."""
-    paths = [Path(p).expanduser().absolute() for p in inputs]
+def input_paths(inputs: list[str]) -> list[Path | str]:
+    """--input files or globs as absolute paths, URLs (Zarr stores, corrdiff.data.remote) as they are; a ConfigError
+    naming a file or glob that matches nothing."""
+    paths = [p if is_url(p) else Path(p).expanduser().absolute() for p in inputs]
     for path in paths:
+        if is_url(path):
+            continue
         pattern = any(ch in str(path) for ch in "*?[")
         if not (glob.glob(str(path)) if pattern else path.exists()):
             raise ConfigError(f"--input {path}: {'no file matches it' if pattern else 'no such file'}")
@@ -190,6 +199,8 @@ class Sampling:
     def build(cls, config: RunConfig, models: Models, grid_shape, device) -> "Sampling":
         """From a config whose patches `resolve_patches` has settled, on the fine grid (H, W)."""
         gen = config.generate
+        checks.check_arithmetic(config.sampler.arithmetic, models.meta, models.provenance["diffusion_checkpoint"],
+                                models.regression, models.denoiser)
         prepare(models, gen.fast_path(device))
         patcher = None
         if gen.patch_shape:
@@ -217,12 +228,13 @@ def downscale_time(sampling: Sampling, sample_input: torch.Tensor, time, first_m
 
     `sample_input`: the normalised input (C_in, H, W) of a dataset's sample, checked against the training ranges
     (a warning per channel far outside them); `time` (datetime64) seeds the members: member m of a time depends on
-    (seed, time, m) only, so any selection of times gives the same fields. The members are m = first_member …
+    (seed, time, m) only, so any selection of times gives the same fields (with `sampler.arithmetic: physicsnemo`
+    on (seed, m) only, as in PhysicsNeMo: `corrdiff.seeding.members_seed`). The members are m = first_member …
     first_member + sampling.members − 1 (`corrdiff.inference.input_members`: K members per input member).
     """
     sampling.ranges.check(sample_input, time)
     condition = sample_input[None].to(sampling.device)
-    seed = time_seed(sampling.seed, time)
+    seed = members_seed(sampling.seed, time, sampling.sampler.arithmetic)
     mean, ensemble = sampling.batching.run(
         lambda size: downscale(sampling.models, condition, sampling.members, seed, sampling.sampler, size,
                                sampling.patcher, first_member))
@@ -282,6 +294,8 @@ def generate(config: RunConfig, regression_path, diffusion_path, out, times: lis
     merges into `out`, Zarr ranks write their regions of `out` directly. `models_loader(device)`, when
     given, replaces loading the two checkpoint paths (a model package: `corrdiff.model_package`). `input_member`
     (a member's number, "mean" or "all") chooses among the members of ensemble inputs, over the spec's `member`.
+    `out` never is, lies inside or holds what the generation reads (`corrdiff.output_paths`), and one generation at a
+    time writes it (`corrdiff.locks`: a second is refused, naming the first one's PID).
     """
     info = init_distributed(config.device)
     try:
@@ -302,27 +316,53 @@ def _generate(config, regression_path, diffusion_path, out: Path, times, dataset
         models = models_loader(info.device)
     else:
         models = load_models(regression_path, diffusion_path, info.device, allow_mismatch)
+    read = generation_inputs(config, models, {"regression": regression_path, "diffusion": diffusion_path},
+                             inputs)  # before the tuned sampler replaces the config's
     config = with_tuned_sampler(config, models, None if inputs else gen.split)
     if dataset is None:
         dataset = open_inference_dataset(config, models.meta, gen.split, inputs, models.provenance["diffusion_checkpoint"],
                                          input_member)
     check_fits(models, dataset)
     config = resolve_patches(config, models, dataset.lat.shape)
+    check_not_an_input(out, read | spec_inputs_of(dataset))
+    make_folder(out)  # as score, report and the baselines do
+    with locks.for_output(out, info):  # rank 0 holds it until every rank is done
+        return _write_ensemble(config, models, dataset, out, fmt, times, overwrite, allow_mismatch, progress, info)
+
+
+def generation_inputs(config: RunConfig, models: Models, checkpoint_paths: dict, inputs) -> dict[str, list]:
+    """What a generation reads besides its dataset's files (`spec_inputs_of`), by role: the checkpoints as given
+    (run folders or checkpoint folders) and as loaded (or the model package), the run config, the --input files
+    and the run's recommended sampler (`corrdiff tune`)."""
+    read = checks.checkpoint_inputs(checkpoint_paths)
+    for role, paths in models.sources.items():
+        read[role] = read.get(role, []) + list(paths)
+    read["the run config"] = [config.source] if getattr(config, "source", None) else []
+    read["an --input file"] = [p for path in input_paths(inputs or []) for p in map(Path, glob.glob(str(path)))]
+    if config.run_dir and "sampler" not in config.model_fields_set:
+        read["the run's recommended sampler"] = [sampler_file.path_in(config.run_dir)]
+    return read
+
+
+def spec_inputs_of(dataset) -> dict[str, list[Path]]:
+    """The files a dataset reads, by role (`corrdiff.output_paths.spec_inputs`); none for one given in memory."""
+    spec = getattr(dataset, "spec", None)
+    return spec_inputs(spec) if spec is not None else {}
+
+
+def _write_ensemble(config: RunConfig, models: Models, dataset, out: Path, fmt: str, times, overwrite: bool,
+                    allow_mismatch: bool, progress: bool, info: DistInfo) -> Path:
+    """Generate the chosen times into `out` (checked, and locked by this run): resume, or with `overwrite` build
+    the new file beside it; under torchrun each rank its share of the times."""
     gen = config.generate
-    checks.refuse_input_as_output(out, checks.command_files(config, dataset, [p for p, _, _ in models.grids]))
     sampling = Sampling.build(config, models, dataset.lat.shape, info.device)
     indices = select_times(dataset.times, times)
     chosen_times = np.asarray(dataset.times, dtype="datetime64[ns]")[indices]
-    fingerprint = generation_fingerprint_of(config, models, dataset, chosen_times)
+    fingerprint = generation_fingerprint_of(config, models, dataset, chosen_times, recorded_input_hashes(out, fmt))
     channels = list(models.meta.target_channels)
     attrs = ensemble_attrs(config, models, allow_mismatch)
     # With --overwrite the new file is built beside `out` and renamed over it once complete.
     target = overwrite_path(out) if overwrite else out
-    try:
-        out.absolute().parent.mkdir(parents=True, exist_ok=True)  # as score, report and the baselines do
-    except OSError as err:
-        raise OutputError(f"--out {out}: cannot create its folder {out.absolute().parent} ({err}); "
-                          "choose another --out") from None
     # Ranks take every world_size-th time. NetCDF cannot take concurrent writers: each rank fills a part
     # file of its own times; a Zarr store is shared, each rank writing its own time chunks.
     mine = list(range(len(indices)))[info.rank :: info.world_size]
@@ -366,8 +406,9 @@ def _generate(config, regression_path, diffusion_path, out: Path, times, dataset
     return out
 
 
-def generation_fingerprint_of(config: RunConfig, models: Models, dataset, times: np.ndarray) -> Fingerprint:
-    """The fingerprint of generating `times` (datetime64) of `dataset` with `config` and `models`."""
+def generation_fingerprint_of(config: RunConfig, models: Models, dataset, times: np.ndarray, hashes=None) -> Fingerprint:
+    """The fingerprint of generating `times` (datetime64) of `dataset` with `config` and `models`; `hashes`: the
+    input hashes an earlier file recorded (`writer.recorded_input_hashes`), so unchanged inputs are not read."""
     gen = config.generate
     files, spec_file = checks.input_files(dataset)
     spec = getattr(dataset, "spec", None)
@@ -380,7 +421,8 @@ def generation_fingerprint_of(config: RunConfig, models: Models, dataset, times:
         channels=models.meta.target_channels, bf16=models.fast.bf16, patch_shape=gen.patch_shape,
         patch_overlap=gen.patch_overlap, times=times, lat=dataset.lat, lon=dataset.lon, input_files=files,
         spec_file=spec_file, version=__version__,
-        tf32=gen.allow_tf32 and next(models.regression.parameters()).device.type == "cuda", input_member=member)
+        tf32=gen.allow_tf32 and next(models.regression.parameters()).device.type == "cuda", input_member=member,
+        hashes=hashes)
 
 
 def _finish(target: Path, out: Path, fmt: str, parts: int, overwrite: bool) -> None:

@@ -14,6 +14,7 @@ import xarray as xr
 
 from corrdiff.data import DatasetSpec, Normalization, Sample
 from corrdiff.data.canonical import canonical
+from corrdiff.data.crop import crop_fields
 from corrdiff.data.fields import first_nan, InterpolatedInputs
 from corrdiff.data.readers import cwa_field, Field, generic_field, open_fields, time_axis
 from corrdiff.data.spec import Source
@@ -36,11 +37,12 @@ class InputRules:
 
     @classmethod
     def from_spec(cls, spec: DatasetSpec) -> "InputRules":
-        return cls(spec.inputs.model_copy(update={"paths": []}), spec.layout, spec.level_dim, spec.edge,
-                   dict(spec.units), spec.nan_policy)
+        # A package says how inputs are read, never with which credentials (storage_options may hold secrets).
+        source = spec.inputs.model_copy(update={"paths": [], "storage_options": {}})
+        return cls(source, spec.layout, spec.level_dim, spec.edge, dict(spec.units), spec.nan_policy)
 
     def to_dict(self) -> dict:
-        source = self.source.model_dump(mode="json", exclude={"paths"})
+        source = self.source.model_dump(mode="json", exclude={"paths", "storage_options"})
         return {"source": source, "layout": self.layout, "level_dim": self.level_dim, "edge": self.edge,
                 "units": dict(self.units), "nan_policy": self.nan_policy}
 
@@ -70,8 +72,8 @@ class CoarseInputs:
         self.spec, self.rules, self.stats, self.where = spec, rules, stats, where
         self.grid_mapping = grid_mapping
         self._stores = []
-        self.inputs = fields
         self.lat, self.lon = np.asarray(lat, np.float64), np.asarray(lon, np.float64)
+        self.inputs = fields = crop_fields(fields, self.lat, self.lon)  # read only the box the fine grid needs
         self.static_names = list(static)
         self.static = np.stack([np.asarray(v, np.float32) for v in static.values()]) if static else \
             np.zeros((0, *self.lat.shape), np.float32)

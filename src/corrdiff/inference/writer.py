@@ -311,6 +311,19 @@ def recorded_fingerprint(path: Path, fmt: str) -> tuple[Fingerprint | None, str]
     return found, "" if found else "records no fingerprint of its generation (an older corrdiff wrote it)"
 
 
+def recorded_input_hashes(path: Path, fmt: str):
+    """The input hashes (`ContentHashes`) an ensemble at `path` records; empty when there is none to read."""
+    path = Path(path)
+    if not path.exists():
+        return Fingerprint.hashes_from_attrs({})
+    try:
+        with xr.open_dataset(path, engine=ENGINES[fmt], decode_times=False, chunks=None,
+                             **({"consolidated": False} if fmt == "zarr" else {})) as ds:
+            return Fingerprint.hashes_from_attrs(ds.attrs)
+    except Exception:  # noqa: BLE001  (whatever is there, resumable() says what is wrong with it)
+        return Fingerprint.hashes_from_attrs({})
+
+
 def marker_path(path: Path) -> Path:
     """The marker that exists while a NetCDF writer may have a write in flight."""
     return Path(path).with_name(f".{Path(path).name}.writing")

@@ -21,7 +21,8 @@ from corrdiff.checkpoint import CheckpointMeta, RegressionRef
 from corrdiff.data import Normalization
 from corrdiff.errors import CheckpointError
 from corrdiff.interop.mdlus import MdlusFile, read_mdlus, write_mdlus
-from corrdiff.interop.physicsnemo import check_group_norms, describe, Layout
+from corrdiff.interop.physicsnemo import architecture_problem, check_group_norms, describe, Layout, \
+    RESIDUAL_STD_PROBLEM
 from corrdiff.interop.weights import to_corrdiff, to_physicsnemo
 
 PHYSICSNEMO_VERSION = "2.2.2"  # the release whose classes and file layout the export targets
@@ -130,10 +131,9 @@ def import_physicsnemo(out: str | Path, stats: Normalization, lat, lon, regressi
 def export_args(meta: CheckpointMeta) -> dict:
     """The constructor arguments (args.json's `__args__`) of the PhysicsNeMo network equal to `meta`'s."""
     unet = meta.unet
-    if unet.num_heads != 1:
-        raise CheckpointError(f"num_heads={unet.num_heads}: PhysicsNeMo's SongUNet has one attention head")
-    if unet.global_context:
-        raise CheckpointError("global_context: PhysicsNeMo's networks have no global-context condition")
+    problem = architecture_problem(unet)
+    if problem:
+        raise CheckpointError(problem)
     height = unet.img_shape[0]
     levels = [level for level in range(len(unet.channel_mult)) if (min(unet.img_shape) >> level) in unet.attn_resolutions]
     grid = unet.grid_channels if unet.grid_embedding != "none" else 0
@@ -190,10 +190,8 @@ def export_physicsnemo(run_dir: str | Path, out: str | Path, which: str = "best"
     if (run_dir / "diffusion").exists():
         diffusion = ckpt.load_model(run_dir / "diffusion", which, kind="diffusion")
         if diffusion.meta.residual_std:  # before anything is written
-            raise CheckpointError(
-                f"{diffusion.path}: this denoiser learnt the residual divided by its standard deviation "
-                "(diffusion.residual_normalization), which PhysicsNeMo's CorrDiff cannot sample; train the diffusion "
-                "step with diffusion.residual_normalization=false to export it")
+            raise CheckpointError(f"{diffusion.path}: {RESIDUAL_STD_PROBLEM}; train the diffusion step with "
+                                  "diffusion.residual_normalization=false to export it")
     for kind in ckpt.KINDS:
         if not (run_dir / kind).exists():
             continue

@@ -8,6 +8,10 @@ PhysicsNeMo ≥ 2 writes a zip archive; Modulus and early PhysicsNeMo releases (
 checkpoints) a tar archive with the same members. Both are read here. model.pt is a pickle: it is only ever
 opened with `torch.load(weights_only=True)`, which builds tensors and plain containers and refuses anything
 else, and it must hold a flat {name: tensor} mapping. Nothing is extracted to disk.
+
+An untrusted file is bounded before anything is allocated: each member's declared size must be under
+`MAX_MEMBER_BYTES` and at most `MAX_INFLATION` times what it takes in the file (a 3 MB archive that inflates to
+3 GiB is refused from its header), and members are read in blocks, stopping at the declared size.
 """
 
 import io
@@ -23,6 +27,10 @@ from corrdiff.errors import CheckpointError
 
 MEMBERS = ("args.json", "metadata.json", "model.pt")
 MAX_JSON_BYTES = 1 << 20  # args.json and metadata.json are a few kB; anything larger is not a PhysicsNeMo file
+MAX_MEMBER_BYTES = 16 << 30  # 16 GiB: model.pt of 4 billion float32 parameters (CorrDiff's are 80 million, 320 MB)
+MAX_INFLATION = 20  # uncompressed / stored: torch's tensor bytes hardly compress (zip stores them as they are)
+INFLATION_SLACK = 1 << 20  # bytes any member may take regardless of the ratio (small JSON members compress well)
+READ_BLOCK = 1 << 22
 
 
 @dataclass
@@ -50,19 +58,47 @@ def _fail(path: Path, message: str) -> CheckpointError:
     return CheckpointError(f"{path}: {message}")
 
 
+def _check_declared(path: Path, name: str, declared: int, stored: int) -> None:
+    """Refuse a member whose declared size is above the ceiling or far above what it takes in the file."""
+    if declared > MAX_MEMBER_BYTES:
+        raise _fail(path, f"{name} declares {declared / 2**30:.1f} GiB, above the {MAX_MEMBER_BYTES / 2**30:.0f} GiB "
+                          "a checkpoint member may hold; not read")
+    if declared > MAX_INFLATION * max(stored, 1) + INFLATION_SLACK:
+        raise _fail(path, f"{name} would inflate from {stored} to {declared} bytes ({declared / max(stored, 1):.0f}×, "
+                          f"more than the {MAX_INFLATION}× of any weights file); not read")
+
+
+def _read_bounded(stream, path: Path, name: str, declared: int) -> bytes:
+    """The member's bytes, read in blocks; refused as soon as it holds more than it declared."""
+    chunks, total = [], 0
+    while block := stream.read(min(READ_BLOCK, declared + 1 - total)):
+        total += len(block)
+        if total > declared:
+            raise _fail(path, f"{name} holds more than the {declared} bytes its header declares; not read")
+        chunks.append(block)
+    return b"".join(chunks)
+
+
 def _members_from_zip(path: Path) -> dict[str, bytes]:
+    found = {}
     with zipfile.ZipFile(path) as archive:
-        names = set(archive.namelist())
-        return {name: archive.read(name) for name in MEMBERS if name in names}
+        for info in archive.infolist():
+            if info.filename in MEMBERS and info.filename not in found:
+                _check_declared(path, info.filename, info.file_size, info.compress_size)
+                with archive.open(info) as stream:
+                    found[info.filename] = _read_bounded(stream, path, info.filename, info.file_size)
+    return found
 
 
 def _members_from_tar(path: Path) -> dict[str, bytes]:
     found = {}
+    stored = path.stat().st_size  # a compressed tar (.tar.gz) inflates as a whole
     with tarfile.open(path) as archive:
-        for member in archive.getmembers():
+        for member in archive:  # one header at a time: a bomb's members are never all listed in memory
             name = member.name[2:] if member.name.startswith("./") else member.name
             if name in MEMBERS and member.isfile():  # links and devices are never followed
-                found[name] = archive.extractfile(member).read()
+                _check_declared(path, name, member.size, stored)
+                found[name] = _read_bounded(archive.extractfile(member), path, name, member.size)
     return found
 
 

@@ -135,10 +135,16 @@ def _options(archive: MdlusFile) -> tuple[str, dict]:
     return network, options
 
 
+MAX_PIXELS = 1 << 26  # 8192² points: the largest image args.json may describe (its grid embedding is built)
+
+
 def _image_shape(archive: MdlusFile, value) -> tuple[int, int]:
     shape = (value, value) if isinstance(value, int) else tuple(value)
     if len(shape) != 2 or not all(isinstance(n, int) and n > 0 for n in shape):
         raise _refuse(archive.path, f"img_resolution {value!r} is not a size (H, W)")
+    if shape[0] * shape[1] > MAX_PIXELS:
+        raise _refuse(archive.path, f"img_resolution {list(shape)} is {shape[0] * shape[1]:,} points, above the ceiling "
+                                    f"of {MAX_PIXELS:,}; not built")
     return shape
 
 
@@ -239,7 +245,8 @@ def describe(archive: MdlusFile, input_channels: int, output_channels: int, kind
             attn_resolutions=tuple(min(shape) >> level for level in attention), dropout=float(options["dropout"]),
             noise_embedding=embedding if kind == "diffusion" else "positional", grid_embedding=grid_kind,
             grid_channels=grid_channels, num_heads=1, condition_on_mean=mean_first)
-        check_group_norms(network_for(unet, kind, 0.5))
+        with torch.device("meta"):  # its layers only: nothing is allocated for what args.json asks
+            check_group_norms(network_for(unet, kind, 0.5))
     except ValueError as err:
         raise _refuse(archive.path, f"no corrdiff network has this architecture ({err})") from None
     sigma_data = float(options.get("sigma_data", 0.5)) if kind == "diffusion" else None
@@ -275,3 +282,33 @@ def check_group_norms(net: torch.nn.Module) -> None:
         if isinstance(module, torch.nn.GroupNorm) and module.num_groups != physicsnemo_groups(module.num_channels):
             raise ValueError(f"{name} normalises {module.num_channels} channels in {module.num_groups} groups, "
                              f"PhysicsNeMo in {physicsnemo_groups(module.num_channels)}")
+
+
+RESIDUAL_STD_PROBLEM = ("this denoiser learnt the residual divided by its standard deviation "
+                        "(diffusion.residual_normalization), which PhysicsNeMo's CorrDiff cannot sample")
+
+
+def architecture_problem(unet: UNetConfig) -> str | None:
+    """Why PhysicsNeMo's SongUNet cannot have the architecture `unet` (an option it lacks), or None."""
+    if unet.num_heads != 1:
+        return f"num_heads={unet.num_heads}: PhysicsNeMo's SongUNet has one attention head"
+    if unet.global_context:
+        return "global_context: PhysicsNeMo's networks have no global-context condition"
+    return None
+
+
+def physicsnemo_problem(meta, *networks: torch.nn.Module) -> str | None:
+    """Why PhysicsNeMo's CorrDiff cannot run the networks of a checkpoint (`CheckpointMeta` `meta`, its loaded
+    `networks`), or None when it can: what the export refuses, and what `sampler.arithmetic: physicsnemo` will
+    not pretend to reproduce."""
+    if meta.residual_std:
+        return RESIDUAL_STD_PROBLEM
+    problem = architecture_problem(meta.unet)
+    if problem:
+        return problem
+    try:
+        for net in networks:
+            check_group_norms(net)
+    except ValueError as err:
+        return str(err)
+    return None

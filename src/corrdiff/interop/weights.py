@@ -105,9 +105,11 @@ def to_corrdiff(state: dict[str, torch.Tensor], layout: Layout, where) -> dict[s
     A CheckpointError naming `where` when a weight is missing, left over, or of another shape.
     """
     unet, kind = layout.unet, layout.kind
-    net = network_for(unet, kind, layout.sigma_data)
-    song = net if kind == "regression" else net.net
-    wanted = song.state_dict()
+    with torch.device("meta"):  # shapes only: args.json may describe any size, checked before anything is allocated
+        described = network_for(unet, kind, layout.sigma_data)
+    song_shapes = described if kind == "regression" else described.net
+    _check_size(song_shapes, state, where)
+    wanted = song_shapes.state_dict()
     pn = _tidy(state, where)
     h = layout.pn_height
     renames = {f"enc.{h}x{h}_conv": "input_conv", f"dec.{h}x{h}_aux_norm": "out_norm",
@@ -148,12 +150,31 @@ def to_corrdiff(state: dict[str, torch.Tensor], layout: Layout, where) -> dict[s
         mine["map_noise.freqs"] = freqs
     if unet.grid_embedding == "learned":
         mine["grid.grid"] = pn.pop("pos_embd", None) if layout.grid is None else layout.grid
-    state = _checked(mine, list(pn), wanted, song, kind, where)
+    state = _checked(mine, list(pn), wanted, song_shapes, kind, where)
+    # The weights fit: the real network is now no larger than they are.
+    net = network_for(unet, kind, layout.sigma_data)
+    song = net if kind == "regression" else net.net
     positional = song.map_noise.freqs if kind == "diffusion" and unet.noise_embedding == "positional" else None
     if freqs is not None and positional is not None and (
             freqs.shape != positional.shape or not torch.allclose(freqs.float(), positional, rtol=1e-6, atol=0)):
         raise CheckpointError(f"{where}: map_noise.freqs are not the positional embedding's frequencies")
     return state
+
+
+MAX_PARAMETERS = 4_000_000_000  # what a checkpoint's args.json may ask for (CorrDiff's networks have ~80 million)
+
+
+def _check_size(described: torch.nn.Module, state: dict[str, torch.Tensor], where) -> None:
+    """Refuse, before building it, a network args.json describes that is above the ceiling or far larger than the
+    weights the file holds (a hostile or mistaken args.json would otherwise allocate gigabytes first)."""
+    asked = sum(p.numel() for p in described.parameters())
+    held = sum(t.numel() for t in state.values())
+    if asked > MAX_PARAMETERS:
+        raise CheckpointError(f"{where}: args.json describes a network of {asked:,} parameters, above the ceiling of "
+                              f"{MAX_PARAMETERS:,}; not built")
+    if asked > 2 * held + 1_000_000:
+        raise CheckpointError(f"{where}: args.json describes a network of {asked:,} parameters, but the file holds "
+                              f"{held:,} weights; the arguments do not belong to these weights (not built)")
 
 
 def _checked(mine, leftover, wanted, song, kind, where) -> dict[str, torch.Tensor]:

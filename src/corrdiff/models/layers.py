@@ -7,12 +7,12 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def group_norm(channels: int, eps: float = 1e-6) -> nn.GroupNorm:
+def group_norm(channels: int, eps: float = 1e-6) -> "GroupNorm":
     """GroupNorm with up to 32 groups of at least 4 channels each (as in DDPM++).
 
     The group count is the largest such number that divides `channels` (32 for the paper's widths).
     """
-    return nn.GroupNorm(num_groups=group_count(channels), num_channels=channels, eps=eps)
+    return GroupNorm(channels, eps)
 
 
 def group_count(channels: int) -> int:
@@ -23,24 +23,66 @@ def group_count(channels: int) -> int:
     return groups
 
 
+def normalise_groups(x: torch.Tensor, num_groups: int, weight: torch.Tensor, bias: torch.Tensor, eps: float,
+                     correction: int = 0) -> torch.Tensor:
+    """GroupNorm(x) with float32 statistics, float32 out: (B, C, H, W) -> (B, C, H, W).
+
+    `correction` 0 divides by the biased group variance (torch's GroupNorm), 1 by the unbiased one (PhysicsNeMo's
+    GroupNorm in eval mode). Splitting the channel axis into (groups, channels per group) is a view in NCHW and
+    channels-last alike, so neither layout is transposed.
+    """
+    channels = x.shape[1]
+    grouped = x.unflatten(1, (num_groups, channels // num_groups)).float()  # (B, G, C/G, H, W)
+    var, mean = torch.var_mean(grouped, dim=tuple(range(2, grouped.dim())), correction=correction, keepdim=True)
+    normed = ((grouped - mean) * torch.rsqrt(var + eps)).flatten(1, 2)  # (B, C, H, W)
+    per_channel = (1, channels) + (1,) * (x.dim() - 2)
+    return normed * weight.view(per_channel) + bias.view(per_channel)
+
+
 def group_norm_silu(x: torch.Tensor, num_groups: int, weight: torch.Tensor, bias: torch.Tensor,
-                    eps: float) -> torch.Tensor:
+                    eps: float, correction: int = 0) -> torch.Tensor:
     """SiLU(GroupNorm(x)) with float32 statistics, in x's dtype and memory format: (B, C, H, W) -> (B, C, H, W).
 
     Written as one var_mean and elementwise ops so that torch.compile (inductor) makes it a statistics
     reduction and one kernel that normalises, scales, shifts, applies SiLU and casts: under bf16 autocast it
-    reads and writes bf16 and never stores a float32 copy of the activations. Splitting the channel axis into
-    (groups, channels per group) is a view in NCHW and channels-last alike, so neither layout is transposed.
+    reads and writes bf16 and never stores a float32 copy of the activations. `correction` as `normalise_groups`'.
     """
-    channels = x.shape[1]
-    grouped = x.unflatten(1, (num_groups, channels // num_groups)).float()  # (B, G, C/G, H, W)
-    var, mean = torch.var_mean(grouped, dim=tuple(range(2, grouped.dim())), correction=0, keepdim=True)
-    normed = ((grouped - mean) * torch.rsqrt(var + eps)).flatten(1, 2)  # (B, C, H, W), biased variance as GroupNorm
-    per_channel = (1, channels) + (1,) * (x.dim() - 2)
-    return F.silu(normed * weight.view(per_channel) + bias.view(per_channel)).to(x.dtype)
+    return F.silu(normalise_groups(x, num_groups, weight, bias, eps, correction)).to(x.dtype)
 
 
-class GroupNormSiLU(nn.GroupNorm):
+class GroupNorm(nn.GroupNorm):
+    """torch's GroupNorm with `group_norm`'s groups, and PhysicsNeMo's eval-mode variance on request.
+
+    `unbiased` (set by `set_unbiased_norm`, for `sampler.arithmetic: physicsnemo`): in eval mode, divide by the
+    unbiased group variance, as PhysicsNeMo 2.x's GroupNorm does in eval mode (in training mode it, torch and
+    corrdiff divide by the biased one). The two differ by a factor n/(n − 1), n the values in a group.
+    """
+
+    unbiased: bool = False
+
+    def __init__(self, channels: int, eps: float = 1e-6):
+        super().__init__(num_groups=group_count(channels), num_channels=channels, eps=eps)
+
+    @property
+    def variance_correction(self) -> int:
+        """1 where this layer divides by the unbiased variance now (`unbiased`, eval mode), else 0."""
+        return int(self.unbiased and not self.training)
+
+    def group_norm_args(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
+        """(weight, bias, eps) with which torch's biased-variance group_norm of x computes this layer.
+
+        With the unbiased variance: (x − m)/sqrt(v·n/(n − 1) + ε) = s·(x − m)/sqrt(v + s²ε), s² = (n − 1)/n, so
+        torch's kernel with the weight times s and ε times s² (one kernel, not the several ops of the formula)."""
+        if not self.variance_correction:
+            return self.weight, self.bias, self.eps
+        shrink = 1 - self.num_groups / x[0].numel()  # (n − 1)/n, n = (C/G)·H·W values in a group
+        return self.weight * math.sqrt(shrink), self.bias, self.eps * shrink
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.group_norm(x, self.num_groups, *self.group_norm_args(x))
+
+
+class GroupNormSiLU(GroupNorm):
     """SiLU(GroupNorm(x)), the pre-activation of the UNet's blocks: (B, C, H, W) -> (B, C, H, W).
 
     The groups are `group_norm`'s (up to 32 of at least 4 channels).
@@ -50,18 +92,16 @@ class GroupNormSiLU(nn.GroupNorm):
       bf16 autocast GroupNorm runs in float32 (autocast's rule): its input is cast up, its output is float32.
     - fused: `group_norm_silu`, equal to float32 round-off; under bf16 autocast the output is bf16 (the
       statistics stay float32). It pays only when compiled: run eagerly it is several ops, slower than plain.
-    Parameters and state dict are nn.GroupNorm's (`weight`, `bias`) on both paths.
+    Both divide by the unbiased variance in eval mode with `unbiased` (`GroupNorm`). Parameters and state dict
+    are nn.GroupNorm's (`weight`, `bias`) on both paths.
     """
 
     fused: bool = False
 
-    def __init__(self, channels: int, eps: float = 1e-6):
-        super().__init__(num_groups=group_count(channels), num_channels=channels, eps=eps)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.fused:
-            return group_norm_silu(x, self.num_groups, self.weight, self.bias, self.eps)
-        return F.silu(super().forward(x), inplace=True)
+            return group_norm_silu(x, self.num_groups, self.weight, self.bias, self.eps, self.variance_correction)
+        return F.silu(F.group_norm(x, self.num_groups, *self.group_norm_args(x)), inplace=True)
 
 
 def set_fused_norm(module: nn.Module, fused: bool = True) -> nn.Module:
@@ -70,6 +110,18 @@ def set_fused_norm(module: nn.Module, fused: bool = True) -> nn.Module:
         if isinstance(layer, GroupNormSiLU):
             layer.fused = fused
     return module
+
+
+def set_unbiased_norm(module: nn.Module, unbiased: bool = True) -> bool:
+    """Make every GroupNorm inside `module` divide by the unbiased (or biased) variance in eval mode, in place.
+
+    Returns whether any layer changed (compiled code or CUDA graphs of `module` are then stale)."""
+    changed = False
+    for layer in module.modules():
+        if isinstance(layer, GroupNorm) and layer.unbiased != unbiased:
+            layer.unbiased = unbiased
+            changed = True
+    return changed
 
 
 def init_(module: nn.Module, scale: float = 1.0) -> nn.Module:

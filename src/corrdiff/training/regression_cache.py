@@ -36,7 +36,7 @@ import torch
 from corrdiff import checkpoint as ckpt
 from corrdiff.data import PairedDataset, Sample
 from corrdiff.errors import TrainingError
-from corrdiff.files import size_and_mtime
+from corrdiff.files import is_url, size_and_mtime
 from corrdiff.progress import bar as progress_bar
 
 log = logging.getLogger(__name__)
@@ -52,8 +52,12 @@ def _sha256(data: bytes | str) -> str:
     return hashlib.sha256(data.encode() if isinstance(data, str) else data).hexdigest()
 
 
-def _file_entry(path: Path) -> str:
-    """`path size mtime_ns`; a folder (a Zarr store) sums its files' sizes and takes their latest time."""
+def _file_entry(path: Path | str) -> str:
+    """`path size mtime_ns`; a folder (a Zarr store) sums its files' sizes and takes their latest time; a URL as it
+    is (listing a cloud store could mean millions of requests)."""
+    if is_url(path):
+        return path
+    path = Path(path)
     size, mtime = size_and_mtime(path)
     return f"{path.absolute()} {size} {mtime}"
 
@@ -81,7 +85,7 @@ def fingerprint(dataset: PairedDataset, regression_sha256: str) -> dict:
     spec = getattr(dataset, "spec", None)
     if spec is not None:  # a DownscalingDataset: its spec file and input files
         files = spec.files(spec.inputs, "inputs") + (spec.files(spec.static, "static") if spec.static else [])
-        ingredients["input_files_sha256"] = _sha256("\n".join(_file_entry(Path(f)) for f in files))
+        ingredients["input_files_sha256"] = _sha256("\n".join(_file_entry(f) for f in files))
         ingredients["spec_sha256"] = _sha256(Path(spec.source_file).read_bytes()) if spec.source_file else None
     return ingredients | {"digest": _sha256(json.dumps(ingredients, sort_keys=True))}
 

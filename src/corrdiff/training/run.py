@@ -1,22 +1,17 @@
 """Entry points: train the regression or the diffusion step of a run config, on one process or many.
 
-A step's run folder (`<run_dir>/<kind>`) is trained by one process group at a time (`train.lock`), and a
-resumed run keeps the settings that decide what it learns (`check_resumable`).
+A step's run folder (`<run_dir>/<kind>`) is trained by one process group at a time (`train.lock`, taken with
+`corrdiff.locks`), and a resumed run keeps the settings that decide what it learns (`check_resumable`).
 """
 
-import contextlib
-import errno
-import fcntl
 import logging
-import os
-import socket
 from pathlib import Path
 
 import numpy as np
 import torch
 import yaml
 
-from corrdiff import checkpoint as ckpt
+from corrdiff import checkpoint as ckpt, locks
 from corrdiff.checkpoint import CheckpointMeta, ModelCheckpoint, RegressionRef
 from corrdiff.config import dump_config, RunConfig, TrainSection
 from corrdiff.data import DownscalingDataset, load_spec, Normalization, PairedDataset
@@ -27,6 +22,7 @@ from corrdiff.models import UNetConfig
 from corrdiff.perf import to_channels_last
 from corrdiff.training import regression_cache
 from corrdiff.training.batches import micro_batching
+from corrdiff.training.data_identity import data_fingerprint
 from corrdiff.training.tasks import DiffusionTask, RegressionTask, residual_std
 from corrdiff.training.trainer import Trainer
 
@@ -114,7 +110,11 @@ def check_resumable(kind: str, config: RunConfig, meta: CheckpointMeta, previous
             changeable = key in CHANGEABLE_ON_RESUME or key.startswith(CHANGEABLE_PREFIXES)
             (applied if changeable else refused).append(f"{kind}.{key}: {old_section[key]!r} -> {value!r}")
     if "data" in saved and saved["data"] != new["data"]:
-        refused.append(f"data: {saved['data']!r} -> {new['data']!r}")
+        if saved.get("data_fingerprint") and saved["data_fingerprint"] == new.get("data_fingerprint"):
+            applied.append(f"data: {saved['data']!r} -> {new['data']!r}: the same spec and data files by contents "
+                           "(a run folder moved with its data)")
+        else:
+            refused.append(f"data: {saved['data']!r} -> {new['data']!r}")
     old_unet, new_unet = previous.meta.unet.to_dict(), meta.unet.to_dict()
     refused += [f"model.{key}: {old_unet[key]!r} -> {new_unet[key]!r}" for key in new_unet
                 if old_unet.get(key) != new_unet[key]]
@@ -145,43 +145,13 @@ def _same_stats(old: Normalization, new: Normalization) -> bool:
     )
 
 
-@contextlib.contextmanager
 def exclusive(run_dir: Path, info: DistInfo):
-    """Hold `run_dir/train.lock` while training (rank 0); a TrainingError, naming the holder, if another has it.
-
-    The lock is `flock`'s: the system releases it when its process ends, however it ends, so a killed
-    training never leaves a stale lock behind.
-    """
-    handle, holder = None, None
-    if info.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        handle = open(run_dir / LOCK_FILE, "a+")
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as err:
-            if err.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):  # e.g. no locks on this filesystem
-                log.warning(f"could not lock {run_dir / LOCK_FILE} ({err}); make sure no other training uses {run_dir}")
-            else:
-                handle.seek(0)
-                holder = handle.read().strip() or "another process"
-                handle.close()
-                handle = None
-        else:
-            handle.truncate(0)
-            handle.write(f"PID {os.getpid()} on {socket.gethostname()}\n")
-            handle.flush()
-    if broadcast_flag(holder is not None, info):
-        raise TrainingError(
-            f"{run_dir} is being trained by {holder or 'another process'} (lock file {run_dir / LOCK_FILE}); two "
-            "trainings of one run folder would mix their checkpoints and logs: wait for it to end or stop it, "
-            "or set another run_dir"
-        )
-    try:
-        yield
-    finally:
-        if handle is not None:
-            handle.truncate(0)
-            handle.close()  # releases the lock
+    """Hold `run_dir/train.lock` while training (rank 0, `corrdiff.locks`); a TrainingError, naming the holder, if
+    another has it."""
+    lock_file = Path(run_dir) / LOCK_FILE
+    return locks.exclusive(lock_file, lambda holder: TrainingError(
+        f"{run_dir} is being trained by {holder} (lock file {lock_file}); two trainings of one run folder would mix "
+        "their checkpoints and logs: wait for it to end or stop it, or set another run_dir"), info)
 
 
 def run_training(kind: str, config: RunConfig, train_set: PairedDataset, val_set: PairedDataset | None,
@@ -195,6 +165,9 @@ def run_training(kind: str, config: RunConfig, train_set: PairedDataset, val_set
     check_settings(kind, section, unet, train_set.target_channels)
     micro_batching(section, info.world_size, kind)  # before the run folder is made
     run_dir = Path(config.run_dir) / kind
+    spec = getattr(train_set, "spec", None)
+    if spec is not None:  # what lets a copied or moved run folder resume (`check_resumable`)
+        config = config.model_copy(update={"data_fingerprint": data_fingerprint(spec, run_dir)})
     meta = CheckpointMeta(
         kind=kind, unet=unet, input_channels=train_set.input_channels, target_channels=train_set.target_channels,
         target_attrs=dict(getattr(train_set, "target_attrs", {}) or {}), stats=train_set.stats,

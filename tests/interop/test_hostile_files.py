@@ -1,8 +1,9 @@
 """Untrusted `.mdlus` files are bounded before anything is allocated: archives that inflate far beyond their size,
 and an args.json that describes a network much larger than its weights (or above the ceiling), are refused in one
-line from their headers and shapes. The peak memory of the process grows by less than `GROWTH_MB` (the meta
-device's shape inference loads some of torch's modules), where reading or building what the files ask for would
-take from 256 MB (the archives) to 27 GB (a 2048-channel network)."""
+line from their headers and shapes. The peak memory of a fresh process grows by less than `ARCHIVE_GROWTH_MB` for
+the archives (reading them would take 256 MB) and `NETWORK_GROWTH_MB` for the networks (the meta device's shape
+inference loads some of torch's modules: about 75 MB, as much as converting a valid tiny file; building what
+args.json asks for would take 420 MB for 256 channels and 27 GB for 2048)."""
 
 import json
 import subprocess
@@ -18,7 +19,7 @@ from tests.interop.physicsnemo_fixtures import FIXTURES
 from tests.interop.test_bad_archives import expect_error, rewrite
 
 INFLATED = 256 << 20  # bytes of zeros a bomb's model.pt inflates to (from a few hundred kB)
-GROWTH_MB = 150
+ARCHIVE_GROWTH_MB, NETWORK_GROWTH_MB = 100, 250
 
 
 def zip_bomb(path):
@@ -84,7 +85,7 @@ def test_an_archive_that_inflates_is_refused_from_its_header(tmp_path, make, nam
     expect_error(path, rf"model\.pt would inflate from \d+ to {INFLATED} bytes \(\d+×, more than the 20× of any "
                        r"weights file\); not read")
     growth, message = peak_growth_mb(path)
-    assert "would inflate" in message and growth < GROWTH_MB, (growth, message)
+    assert "would inflate" in message and growth < ARCHIVE_GROWTH_MB, (growth, message)
 
 
 def test_args_describing_a_far_larger_network_than_the_weights_are_refused_before_building_it(tmp_path):
@@ -93,7 +94,7 @@ def test_args_describing_a_far_larger_network_than_the_weights_are_refused_befor
                        r"weights; the arguments do not belong to these weights \(not built\)")
     for channels in (256, 2048):  # 420 MB and 27 GB if built
         growth, message = peak_growth_mb(rewrite(tmp_path, "diffusion", args={"model_channels": channels}))
-        assert "not built" in message and growth < GROWTH_MB, (channels, growth, message)
+        assert "not built" in message and growth < NETWORK_GROWTH_MB, (channels, growth, message)
 
 
 def test_a_network_above_the_ceiling_is_refused_with_the_ceiling_stated(tmp_path):

@@ -57,20 +57,19 @@ def tar_bomb(path):
 def peak_growth_mb(path, kind: str = "diffusion") -> tuple[float, str]:
     """(how far the peak resident memory rose above the one after imports, MB; the error) of converting `path` in a
     fresh process."""
+    # VmHWM, the peak of this process's own memory (ru_maxrss would keep the peak of the forked pytest across exec)
     script = textwrap.dedent(f"""
-        import resource
         from corrdiff.errors import CheckpointError
         from corrdiff.interop.convert import convert
         from tests.interop.physicsnemo_fixtures import stats
-        rss = lambda: int(next(l for l in open("/proc/self/status") if l.startswith("VmRSS")).split()[1])
-        before = rss()
+        status = lambda key: int(next(l for l in open("/proc/self/status") if l.startswith(key)).split()[1])
+        before = status("VmRSS")
         try:
             convert({str(path)!r}, {kind!r}, stats())
             message = "converted"
         except CheckpointError as err:
             message = str(err)
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        print(max(peak - before, 0) / 1024)
+        print(max(status("VmHWM") - before, 0) / 1024)
         print(message)
     """)
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd=FIXTURES.parents[2])

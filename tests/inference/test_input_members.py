@@ -125,3 +125,17 @@ def test_open_inputs_reads_as_the_spec_does_and_feeds_downscale(model, ensemble_
         corrdiff.open_inputs(ensemble_file, ["q"], member=0)
     with pytest.raises(DataError, match=r"inputs .*nothere\.nc: no such file"):
         corrdiff.open_inputs(ensemble_file.parent / "nothere.nc", ["t2m"])
+
+
+def test_a_model_package_downscales_every_input_member_as_the_run_does(trained, ensemble_file, tmp_path):
+    folder, config = trained
+    package = tmp_path / "model"
+    succeeded(invoke("export", folder / "run", "--out", package))
+    from_package, from_run = tmp_path / "pkg.nc", tmp_path / "run.nc"
+    for out, source in ((from_package, ["--model", package]), (from_run, [config])):
+        succeeded(invoke("generate", *source, "--out", out, "--input", ensemble_file, "--input-member", "all",
+                         "--quiet", "--times", TIMES[0]))
+    with xr.open_dataset(from_package) as a, xr.open_dataset(from_run) as b:
+        assert a.sizes["member"] == 2 * len(OFFSETS)
+        np.testing.assert_array_equal(a["t2m"].values, b["t2m"].values)
+        np.testing.assert_array_equal(a[INPUT_MEMBER].values, b[INPUT_MEMBER].values)

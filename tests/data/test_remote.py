@@ -8,6 +8,7 @@ from pathlib import Path
 
 import fsspec.config
 import numpy as np
+import pandas as pd
 import pytest
 import xarray as xr
 import yaml
@@ -281,3 +282,30 @@ def test_generate_downscales_inputs_read_from_s3(server, tmp_path):
         assert list(ds["time"].values) == list(TIMES.values[4:]) and ds["t2m"].sizes["member"] == 2
         assert server.url in ds.attrs["corrdiff_input_files"]
     assert sorted(data_keys(server)) == sorted(expected_keys([4, 5]))  # the test split's times, the box's chunks
+
+
+def test_a_store_that_fails_in_the_middle_of_a_read_is_one_line():
+    """The network goes while a time is read: whatever the client raises becomes one line naming the store."""
+    from corrdiff.data.fields import read_field
+    from corrdiff.data.readers import Field
+
+    class ConnectionLost(Exception):  # as botocore's and aiohttp's errors are: not OSError
+        pass
+
+    class Failing:
+        def isel(self, **_):
+            return self
+
+        @property
+        def values(self):
+            raise ConnectionLost("Connection was closed before we received a valid response")
+
+    field = Field("t2m", Failing(), "s3://era5/store.zarr", np.zeros(2), np.zeros(2),
+                  times=pd.Index(np.array(["2021-01-01"], "datetime64[ns]")))
+    with pytest.raises(DataError, match=r"^s3://era5/store\.zarr: reading 't2m' failed: Connection was closed before "
+                                        r"we received a valid response; the store is read over the network: check "
+                                        r"the connection and the credentials, then run again$"):
+        read_field(field, np.array(["2021-01-01"], "datetime64[ns]"))
+    field.file = "local.nc"
+    with pytest.raises(ConnectionLost):  # a local file's unknown error is a bug to see, not a message to hide
+        read_field(field, np.array(["2021-01-01"], "datetime64[ns]"))

@@ -15,6 +15,7 @@ from corrdiff.data.readers import fine_grid, is_damaged_read, open_fields, time_
 from corrdiff.data.moving_grids import PerTime
 from corrdiff.data.regrid import regridder
 from corrdiff.data.spec import DatasetSpec, load_spec
+from corrdiff.files import is_url
 
 
 def field_positions(field, times: np.ndarray) -> np.ndarray:
@@ -36,10 +37,16 @@ def read_field(field, times: np.ndarray) -> np.ndarray:
         selection = positions
     try:
         values = np.asarray(field.array.isel(time=selection).values, dtype=np.float32)
-    except (OSError, RuntimeError, ValueError, AttributeError, OverflowError) as err:  # a damaged file, say
-        if isinstance(err, AttributeError) and not is_damaged_read(err):
+    except Exception as err:  # noqa: BLE001  (a damaged file; or a store over the network, whose clients fail their own way)
+        remote = is_url(str(field.file))
+        local = isinstance(err, (OSError, RuntimeError, ValueError, OverflowError)) or (
+            isinstance(err, AttributeError) and is_damaged_read(err))
+        if not (remote or local):
             raise
-        raise DataError(f"{field.file}: reading {field.name!r} failed: {err}") from None
+        why = " ".join(str(err).split())[:300] or type(err).__name__
+        hint = "; the store is read over the network: check the connection and the credentials, then run again" \
+            if remote else ""
+        raise DataError(f"{field.file}: reading {field.name!r} failed: {why}{hint}") from None
     return values if field.window is None else field.window.cut(values, positions)
 
 

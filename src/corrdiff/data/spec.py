@@ -300,7 +300,3 @@ def _cwa_defaults(spec: DatasetSpec) -> DatasetSpec:
         updates["targets"] = spec.targets.model_copy(update={"group": spec.targets.group or "cwb"})
     return spec.model_copy(update=updates)
 
-
-def dump_spec(spec: DatasetSpec) -> str:
-    """The spec as YAML (paths as written)."""
-    return yaml.safe_dump(spec.model_dump(mode="json", exclude_none=True), sort_keys=False)

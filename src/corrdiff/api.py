@@ -34,7 +34,7 @@ from corrdiff.inference.generate import check_fits, downscale_time, ensemble_att
 from corrdiff.data.open_inputs import argument_errors, input_paths, OPENED
 from corrdiff.inference.input_members import downscale_members, InputMembers, open_members, rules_with_member
 from corrdiff.inference.inputs import CoarseInputs
-from corrdiff.inference.writer import non_finite
+from corrdiff.inference.writer import first_nonfinite_field
 from corrdiff.model_package import Package
 from corrdiff.progress import bar as progress_bar
 
@@ -153,7 +153,7 @@ class Downscaler:
         means = np.empty((len(indices), len(channels), height, width), np.float32)
         for i, k in enumerate(progress_bar(indices, desc="downscale", unit="time", disable=not progress)):
             ensembles[i], means[i] = downscale_members(downscale_time, sampling, dataset, k, chosen[i])
-            found = non_finite(ensembles[i], means[i], channels)
+            found = first_nonfinite_field(ensembles[i], means[i], channels)
             if found:  # as generation's writer refuses it
                 raise OutputError(f"the ensemble of {found[1]!r} at {np.datetime64(chosen[i], 's')} came out NaN or "
                                   "infinite; the checkpoints or the input at this time may be broken (try more "

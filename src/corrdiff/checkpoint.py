@@ -272,7 +272,7 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def nonfinite(tensors: dict[str, torch.Tensor]) -> list[str]:
+def nonfinite_tensors(tensors: dict[str, torch.Tensor]) -> list[str]:
     """Names of the floating-point tensors that hold a NaN or an infinity."""
     return [name for name, t in tensors.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
 
@@ -600,7 +600,7 @@ def build_network(meta: CheckpointMeta) -> nn.Module:
 
 def load_weights(module: nn.Module, weights: dict[str, torch.Tensor], where: Path) -> None:
     """Load `weights` into `module`; a CheckpointError naming `where` if they are not finite or do not fit."""
-    bad = nonfinite(weights)
+    bad = nonfinite_tensors(weights)
     if bad:
         raise CheckpointError(f"{where}: holds non-finite weights (NaN or infinity, in {', '.join(bad[:3])}"
                               f"{', …' if len(bad) > 3 else ''}): training had diverged; use an earlier checkpoint")

@@ -97,14 +97,14 @@ def test_writer_resumes_only_its_own_generation(tmp_path):
         assert Fingerprint.from_attrs(ds.attrs).digest == fingerprint(members=5).digest
 
 
-def test_non_finite_names_the_first_bad_channel_and_what_in_it_is_bad():
-    from corrdiff.inference.writer import non_finite
+def test_first_nonfinite_field_names_the_first_bad_channel_and_what_in_it_is_bad():
+    from corrdiff.inference.writer import first_nonfinite_field
 
     ensemble, mean = np.zeros((4, 2, 3, 3), np.float32), np.zeros((2, 3, 3), np.float32)
-    assert non_finite(ensemble, mean, ["t2m", "u10"]) is None
+    assert first_nonfinite_field(ensemble, mean, ["t2m", "u10"]) is None
     ensemble[[1, 3], 1, 0, 0] = [np.nan, np.inf]
-    assert non_finite(ensemble, mean, ["t2m", "u10"]) == ("members 1, 3", "u10")
+    assert first_nonfinite_field(ensemble, mean, ["t2m", "u10"]) == ("members 1, 3", "u10")
     mean[1, 2, 2] = np.nan  # the mean is named before the members of the same channel
-    assert non_finite(ensemble, mean, ["t2m", "u10"]) == ("the regression mean", "u10")
+    assert first_nonfinite_field(ensemble, mean, ["t2m", "u10"]) == ("the regression mean", "u10")
     ensemble[0, 0, 1, 1] = -np.inf  # an earlier channel comes first
-    assert non_finite(ensemble, mean, ["t2m", "u10"]) == ("member 0", "t2m")
+    assert first_nonfinite_field(ensemble, mean, ["t2m", "u10"]) == ("member 0", "t2m")

@@ -69,7 +69,7 @@ def assert_no_nonfinite_checkpoint(run_dir):
         meta = json.loads(meta_file.read_text())
         assert meta["val_loss"] is None or abs(meta["val_loss"]) < float("inf"), meta_file
         for name in (ckpt.MODEL_FILE, ckpt.STATE_FILE):
-            assert not ckpt.nonfinite(load_file(str(meta_file.parent / name))), meta_file.parent / name
+            assert not ckpt.nonfinite_tensors(load_file(str(meta_file.parent / name))), meta_file.parent / name
 
 
 def test_diverging_learning_rate_stops_before_writing_a_nan_checkpoint(tmp_path):

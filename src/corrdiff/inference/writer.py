@@ -87,7 +87,7 @@ class EnsembleWriter:
 
         Raises OutputError, writing nothing, when a value is not finite; and when the disk is full.
         """
-        self._refuse_non_finite(index, ensemble, mean)
+        self._refuse_nonfinite(index, ensemble, mean)
         try:
             if self._nc is not None:
                 self._write_netcdf(index, ensemble, mean)
@@ -135,8 +135,8 @@ class EnsembleWriter:
         xr.Dataset(fields).to_zarr(self.path, region=region, consolidated=False)
         xr.Dataset({FLAG: (("time",), np.ones(1, dtype="int8"))}).to_zarr(self.path, region=region, consolidated=False)
 
-    def _refuse_non_finite(self, index: int, ensemble: np.ndarray, mean: np.ndarray) -> None:
-        found = non_finite(ensemble, mean, self.channels)
+    def _refuse_nonfinite(self, index: int, ensemble: np.ndarray, mean: np.ndarray) -> None:
+        found = first_nonfinite_field(ensemble, mean, self.channels)
         if found:
             what, name = found
             raise OutputError(f"{self.path}: {what} of {name!r} at {_iso(self.times[index])} came out NaN or infinite; "
@@ -244,7 +244,7 @@ class OverlappedWriter:
         self._on_written(index)
 
 
-def non_finite(ensemble: np.ndarray, mean: np.ndarray, channels) -> tuple[str, str] | None:
+def first_nonfinite_field(ensemble: np.ndarray, mean: np.ndarray, channels) -> tuple[str, str] | None:
     """(what, channel) of the first channel whose regression mean (C, H, W) or members (members, C, H, W) hold a
     NaN or an infinity, `what` being "the regression mean" or "member(s) k, …"; None when all are finite."""
     for c, name in enumerate(channels):

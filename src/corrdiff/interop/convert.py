@@ -58,7 +58,7 @@ def convert(path: str | Path, kind: str, stats: Normalization) -> Converted:
     archive = read_mdlus(path)
     layout = describe(archive, len(stats.input.names), len(stats.target.names), kind)
     weights = to_corrdiff(archive.state, layout, archive.path)
-    bad = ckpt.nonfinite(weights)
+    bad = ckpt.nonfinite_tensors(weights)
     if bad:
         raise CheckpointError(f"{archive.path}: holds non-finite weights (in {', '.join(bad[:3])})")
     return Converted(archive, layout, weights, ckpt.file_sha256(archive.path))

@@ -117,7 +117,7 @@ class Trainer:
                     expected = tuple(params[param_id].shape) if param_id < len(params) else "no such parameter"
                     raise CheckpointError(f"{where}: optimizer tensor {name} has shape {tuple(value.shape)}, "
                                           f"the network's parameter {expected}")
-                if ckpt.nonfinite({name: value}):
+                if ckpt.nonfinite_tensors({name: value}):
                     raise CheckpointError(f"{where}: optimizer tensor {name} is not finite")
         try:
             self.optimizer.load_state_dict(optimizer_state)
@@ -161,7 +161,7 @@ class Trainer:
         """Stop with a TrainingError if the weights, their EMA or the validation loss are not finite."""
         problems = []
         for what, module in (("weights", self.net), ("EMA weights", self.ema.module)):
-            bad = ckpt.nonfinite(module.state_dict())
+            bad = ckpt.nonfinite_tensors(module.state_dict())
             if bad:
                 problems.append(f"non-finite {what} ({', '.join(bad[:2])}{', …' if len(bad) > 2 else ''})")
         if val_loss is not None and not math.isfinite(val_loss):

@@ -26,7 +26,6 @@ from corrdiff.diffusion.sampler import use_arithmetic
 from corrdiff.distributed import pick_device
 from corrdiff.ensemble_file import FLAG, regression_name
 from corrdiff.errors import CheckpointError, ConfigError, OutputError
-from corrdiff.files import is_url
 from corrdiff.inference import checks
 from corrdiff.inference.context import output_context
 from corrdiff.inference.generate import check_fits, downscale_time, ensemble_attrs, generation_fingerprint_of, \
@@ -112,7 +111,7 @@ class Downscaler:
             rules = dataclasses.replace(rules, source=rules.source.model_copy(update={"rename": dict(rename)}))
         units = checks.trained_input_units(self.models.meta)
         if isinstance(inputs, (str, Path, list, tuple)):
-            paths = [x if is_url(x) else Path(x) for x in input_paths(inputs)]
+            paths = input_paths(inputs)
             open_one = lambda r: CoarseInputs.from_files(paths, r, p.lat, p.lon, p.static, p.stats, units,
                                                                 p.grid_mapping)
         else:

@@ -42,9 +42,10 @@ class ContentHashes:
     def __init__(self, known: dict | None = None):
         self.known = {str(k): list(v) for k, v in (known or {}).items() if isinstance(v, (list, tuple)) and len(v) == 3}
 
-    def sha256(self, path: Path) -> str:
+    def sha256(self, path: Path, stat: tuple[int, int] | None = None) -> str:
+        """The contents' SHA-256; `stat`: the (size, mtime_ns) `size_and_mtime` gave already, if the caller has it."""
         path = Path(path).absolute()
-        size, mtime_ns = size_and_mtime(path)
+        size, mtime_ns = stat if stat is not None else size_and_mtime(path)
         entry = self.known.get(str(path))
         if entry is None or entry[:2] != [size, mtime_ns]:
             entry = [size, mtime_ns, sha256_path(path)]

@@ -6,6 +6,7 @@ multi-field GRIB2 message, one level group at a time), `rename`, levels (`t@850`
 function's arguments (`rename={...}`), not of spec keys (`as_arguments`).
 """
 
+import glob
 import re
 from contextlib import contextmanager
 from pathlib import Path
@@ -49,20 +50,26 @@ def argument_errors():
         raise DataError(as_arguments(str(err))) from None
 
 
-def input_paths(path_or_paths) -> list[str]:
-    """A path, a glob or a list of them as strings; a DataError naming one that matches nothing."""
-    import glob
+def existing_inputs(items, missing) -> list[Path | str]:
+    """Input files or globs as absolute Paths, URLs (stores read through fsspec, `corrdiff.data.remote`) as they are;
+    `missing(item, path, is_glob)` gives the error raised for a file or glob that matches nothing."""
+    paths = [item if is_url(item) else Path(item).expanduser().absolute() for item in items]
+    for item, path in zip(items, paths):
+        if is_url(path):
+            continue
+        pattern = any(ch in str(path) for ch in "*?[")
+        if not (glob.glob(str(path)) if pattern else path.exists()):
+            raise missing(item, path, pattern)
+    return paths
 
+
+def input_paths(path_or_paths) -> list[Path | str]:
+    """A path, a glob or a list of them (`existing_inputs`); a DataError naming one that matches nothing."""
     given = [path_or_paths] if isinstance(path_or_paths, (str, Path)) else list(path_or_paths)
     if not given:
         raise ConfigError("no input files given: pass a path, a glob or a list of them")
-    paths = []
-    for item in given:
-        text = str(item) if is_url(item) else str(Path(item).expanduser().absolute())
-        if not is_url(text) and not (glob.glob(text) if any(ch in text for ch in "*?[") else Path(text).exists()):
-            raise DataError(f"inputs {item}: no such file (or no file matches the glob)")
-        paths.append(text)
-    return paths
+    return existing_inputs(given, lambda item, _, __: DataError(f"inputs {item}: no such file (or no file matches "
+                                                                   "the glob)"))
 
 
 def open_inputs(path_or_paths, variables, *, rename: dict | None = None, member=None, time_dim: str | None = None,
@@ -80,7 +87,7 @@ def open_inputs(path_or_paths, variables, *, rename: dict | None = None, member=
     if member == "all":
         raise ConfigError("member='all' is for Downscaler.downscale (K members per input member); open_inputs "
                           "gives one member (member=0) or the mean (member='mean')")
-    paths = input_paths(path_or_paths)
+    paths = [str(p) for p in input_paths(path_or_paths)]
     try:
         source = Source(paths=paths, variables=list(variables), rename=dict(rename or {}),
                         time_dim=time_dim, member=member)

@@ -12,6 +12,7 @@ are opened one level group at a time (`corrdiff.data.grib`). Channels are looked
   `<array>_pressure`, and 2-D `XLAT` / `XLONG`.
 """
 
+import dataclasses
 import json
 import logging
 from dataclasses import dataclass
@@ -364,12 +365,11 @@ def fixed_in_time(field: Field, what: str, rule: str | None, static: bool) -> Fi
         log.info(f"{where}: moving grid: the {window.height}×{window.width} window every time covers")
         if static:  # the first time's values, in the window
             y, x = field.array.dims[1:]
-            array = field.array.isel(time=0, drop=True).isel({y: slice(int(window.y0[0]), int(window.y0[0]) + window.height),
-                                                              x: slice(int(window.x0[0]), int(window.x0[0]) + window.width)})
-            return Field(field.name, array, field.file, lat, lon, units_assumed=field.units_assumed,
-                         mapping=field.mapping)
-        return Field(field.name, field.array, field.file, lat, lon, units_assumed=field.units_assumed,
-                     mapping=field.mapping, window=window)
+            rows = slice(int(window.y0[0]), int(window.y0[0]) + window.height)
+            columns = slice(int(window.x0[0]), int(window.x0[0]) + window.width)
+            array = field.array.isel(time=0, drop=True).isel({y: rows, x: columns})
+            return dataclasses.replace(field, array=array, lat=lat, lon=lon)
+        return dataclasses.replace(field, lat=lat, lon=lon, window=window)
     chosen = np.flatnonzero(times.astype("datetime64[ns]") == np.datetime64(pd.Timestamp(rule), "ns"))
     if not chosen.size:
         raise DataError(f"{where}: `moving_grid: {rule}` is not one of the file's times "
@@ -378,8 +378,8 @@ def fixed_in_time(field: Field, what: str, rule: str | None, static: bool) -> Fi
     kept = np.flatnonzero(group == group[chosen[0]])
     log.info(f"{where}: moving grid: the {kept.size} of {times.size} times on the grid of {rule}")
     array = field.array.isel(time=kept)
-    return Field(field.name, array if not static else array.isel(time=0, drop=True), field.file, field.lat[kept[0]],
-                 field.lon[kept[0]], units_assumed=field.units_assumed, mapping=field.mapping)
+    return dataclasses.replace(field, array=array if not static else array.isel(time=0, drop=True),
+                               lat=field.lat[kept[0]], lon=field.lon[kept[0]])
 
 
 def cwa_field(spec: DatasetSpec, ds: xr.Dataset, name: str, group: str, what: str,

@@ -97,9 +97,9 @@ class Triangulated(Sparse):
         dst_xy = np.stack(plane(dst_lat, dst_lon), -1).reshape(-1, 2)
         cell = _cell_size(src_xy)  # (ny, nx), m
         kept = np.flatnonzero((finite & _near_box(src_xy, cell, dst_xy)).ravel())
+        covers = (f"the inputs cover lat {np.nanmin(lat):g}..{np.nanmax(lat):g}, "
+                  f"lon {np.nanmin(lon):g}..{np.nanmax(lon):g}")
         if kept.size < 3:
-            covers = (f"the inputs cover lat {np.nanmin(lat):g}..{np.nanmax(lat):g}, "
-                      f"lon {np.nanmin(lon):g}..{np.nanmax(lon):g}")
             _check_overlap(np.full(dst_lat.shape, np.inf), (dst_lat, dst_lon), covers, where, "error")
         points = src_xy.reshape(-1, 2)[kept]
         triangulation = Delaunay(points)
@@ -108,7 +108,6 @@ class Triangulated(Sparse):
         tree = cKDTree(points)
         distance, nearest = tree.query(dst_xy)
         cells_out = np.where(inside, 0.0, distance / cell.ravel()[kept][nearest])
-        covers = f"the inputs cover lat {np.nanmin(lat):g}..{np.nanmax(lat):g}, lon {np.nanmin(lon):g}..{np.nanmax(lon):g}"
         _check_overlap(cells_out.reshape(dst_lat.shape), (dst_lat, dst_lon), covers, where, edge)
         rows, cols, weights = [], [], []
         vertices = triangulation.simplices[simplex[inside]]  # (n, 3) indices into `points`

@@ -17,12 +17,12 @@ from corrdiff import checkpoint as ckpt
 from corrdiff.checkpoint import CheckpointMeta, ModelCheckpoint
 from corrdiff.config import dump_config, RunConfig
 from corrdiff.data import DownscalingDataset, load_spec
+from corrdiff.data.open_inputs import existing_inputs
 from corrdiff.diffusion import DiffusionCondition, downscale_ensemble, PatchedDenoiser, SamplerConfig
 from corrdiff.distributed import barrier, DistInfo, init_distributed, shutdown
 from corrdiff import ensemble_file, locks, sampler_file
 from corrdiff.ensemble_file import FLAG
 from corrdiff.errors import ConfigError, DataError, OutputError
-from corrdiff.files import is_url
 from corrdiff.inference import checks
 from corrdiff.inference.context import output_context
 from corrdiff.inference.fingerprint import Fingerprint, generation_fingerprint
@@ -157,14 +157,8 @@ def open_inference_dataset(config: RunConfig, meta: CheckpointMeta, split: str, 
 def input_paths(inputs: list[str]) -> list[Path | str]:
     """--input files or globs as absolute paths, URLs (Zarr stores, corrdiff.data.remote) as they are; a ConfigError
     naming a file or glob that matches nothing."""
-    paths = [p if is_url(p) else Path(p).expanduser().absolute() for p in inputs]
-    for path in paths:
-        if is_url(path):
-            continue
-        pattern = any(ch in str(path) for ch in "*?[")
-        if not (glob.glob(str(path)) if pattern else path.exists()):
-            raise ConfigError(f"--input {path}: {'no file matches it' if pattern else 'no such file'}")
-    return paths
+    return existing_inputs(inputs, lambda _, path, pattern: ConfigError(
+        f"--input {path}: {'no file matches it' if pattern else 'no such file'}"))
 
 
 def check_fits(models: Models, dataset) -> None:

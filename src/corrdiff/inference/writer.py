@@ -297,12 +297,18 @@ def resumable(path: Path, fmt: str, fingerprint: Fingerprint, replace: bool = Fa
                       "resuming it would mix the two: pass --overwrite to replace it, or choose another --out")
 
 
+def _recorded_attrs(path: Path, fmt: str) -> tuple[dict, bool]:
+    """(the global attributes, whether it has the completion flag) of the ensemble at `path`; what fails to open it
+    is raised."""
+    with xr.open_dataset(path, engine=ENGINES[fmt], decode_times=False, chunks=None,
+                         **({"consolidated": False} if fmt == "zarr" else {})) as ds:
+        return dict(ds.attrs), FLAG in ds
+
+
 def recorded_fingerprint(path: Path, fmt: str) -> tuple[Fingerprint | None, str]:
     """The fingerprint the ensemble at `path` records, or None and why it has none."""
     try:
-        with xr.open_dataset(path, engine=ENGINES[fmt], decode_times=False, chunks=None,
-                             **({"consolidated": False} if fmt == "zarr" else {})) as ds:
-            attrs, has_flag = dict(ds.attrs), FLAG in ds
+        attrs, has_flag = _recorded_attrs(path, fmt)
     except Exception as err:  # noqa: BLE001  (any file at all may be here; each library fails its own way)
         return None, f"cannot be read as a {fmt} ensemble ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})"
     if not has_flag:
@@ -313,15 +319,13 @@ def recorded_fingerprint(path: Path, fmt: str) -> tuple[Fingerprint | None, str]
 
 def recorded_input_hashes(path: Path, fmt: str):
     """The input hashes (`ContentHashes`) an ensemble at `path` records; empty when there is none to read."""
-    path = Path(path)
-    if not path.exists():
+    if not Path(path).exists():
         return Fingerprint.hashes_from_attrs({})
     try:
-        with xr.open_dataset(path, engine=ENGINES[fmt], decode_times=False, chunks=None,
-                             **({"consolidated": False} if fmt == "zarr" else {})) as ds:
-            return Fingerprint.hashes_from_attrs(ds.attrs)
+        attrs, _ = _recorded_attrs(path, fmt)
     except Exception:  # noqa: BLE001  (whatever is there, resumable() says what is wrong with it)
-        return Fingerprint.hashes_from_attrs({})
+        attrs = {}
+    return Fingerprint.hashes_from_attrs(attrs)
 
 
 def marker_path(path: Path) -> Path:

@@ -33,11 +33,12 @@ def data_fingerprint(spec: DatasetSpec, run_dir: Path) -> str:
     """The SHA-256 of the spec's contents and of its files' (or, above `CONTENT_LIMIT`, their names and sizes)."""
     files = data_files(spec)
     root = Path(spec.source_file).parent if spec.source_file else Path(".")
-    sizes = [size_and_mtime(f)[0] for f in files]
+    stats = [size_and_mtime(f) for f in files]  # one walk of each store, for the sizes and the hash cache
     cache_path = Path(run_dir) / CACHE
     hashes = ContentHashes(_read_cache(cache_path))
-    by_contents = sum(sizes) <= CONTENT_LIMIT
-    entries = [f"{_relative(f, root)} {size} {hashes.sha256(f) if by_contents else ''}" for f, size in zip(files, sizes)]
+    by_contents = sum(size for size, _ in stats) <= CONTENT_LIMIT
+    entries = [f"{_relative(f, root)} {stat[0]} {hashes.sha256(f, stat) if by_contents else ''}"
+               for f, stat in zip(files, stats)]
     spec_text = sha256_file(spec.source_file) if spec.source_file else ""
     if by_contents:
         try:

@@ -22,7 +22,6 @@ size gives the same values whatever the samples batched with it, so with the tra
 cache holds exactly the μ that training would recompute (another batch size differs in the last bits).
 """
 
-import hashlib
 import json
 import logging
 import os
@@ -36,7 +35,7 @@ import torch
 from corrdiff import checkpoint as ckpt
 from corrdiff.data import PairedDataset, Sample
 from corrdiff.errors import TrainingError
-from corrdiff.files import is_url, size_and_mtime
+from corrdiff.files import is_url, sha256_bytes, size_and_mtime
 from corrdiff.progress import bar as progress_bar
 
 log = logging.getLogger(__name__)
@@ -46,10 +45,6 @@ FOLDER, PARTIAL = "regression_mean", "regression_mean.partial"
 MEAN_FILE, META_FILE, PROGRESS_FILE = "mean.npy", "cache.json", "progress.json"
 DTYPE = np.float32
 SAVE_EVERY_S = 10.0  # how often a build records the rows it has written (what a killed build keeps)
-
-
-def _sha256(data: bytes | str) -> str:
-    return hashlib.sha256(data.encode() if isinstance(data, str) else data).hexdigest()
 
 
 def _file_entry(path: Path | str) -> str:
@@ -74,20 +69,21 @@ def fingerprint(dataset: PairedDataset, regression_sha256: str) -> dict:
         "regression_sha256": regression_sha256,
         "shape": [n, len(dataset.target_channels), height, width],
         "dtype": np.dtype(DTYPE).name,
-        "times_sha256": _sha256(times.tobytes()),
-        "grid_sha256": _sha256(np.asarray(dataset.lat, "<f8").tobytes() + np.asarray(dataset.lon, "<f8").tobytes()),
+        "times_sha256": sha256_bytes(times.tobytes()),
+        "grid_sha256": sha256_bytes(np.asarray(dataset.lat, "<f8").tobytes()
+                                    + np.asarray(dataset.lon, "<f8").tobytes()),
         "input_channels": list(dataset.input_channels),
-        "input_stats_sha256": _sha256(json.dumps([list(stats.names), stats.mean.tolist(), stats.std.tolist(),
-                                                  [str(t) for t in stats.transforms]])),
-        "probe_inputs_sha256": _sha256(b"".join(
+        "input_stats_sha256": sha256_bytes(json.dumps([list(stats.names), stats.mean.tolist(), stats.std.tolist(),
+                                                       [str(t) for t in stats.transforms]])),
+        "probe_inputs_sha256": sha256_bytes(b"".join(
             dataset[i].input.numpy().astype("<f4").tobytes() for i in probes)),
     }
     spec = getattr(dataset, "spec", None)
     if spec is not None:  # a DownscalingDataset: its spec file and input files
         files = spec.files(spec.inputs, "inputs") + (spec.files(spec.static, "static") if spec.static else [])
-        ingredients["input_files_sha256"] = _sha256("\n".join(_file_entry(f) for f in files))
-        ingredients["spec_sha256"] = _sha256(Path(spec.source_file).read_bytes()) if spec.source_file else None
-    return ingredients | {"digest": _sha256(json.dumps(ingredients, sort_keys=True))}
+        ingredients["input_files_sha256"] = sha256_bytes("\n".join(_file_entry(f) for f in files))
+        ingredients["spec_sha256"] = sha256_bytes(Path(spec.source_file).read_bytes()) if spec.source_file else None
+    return ingredients | {"digest": sha256_bytes(json.dumps(ingredients, sort_keys=True))}
 
 
 def cache_bytes(dataset: PairedDataset) -> int:

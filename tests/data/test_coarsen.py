@@ -42,6 +42,16 @@ def block_centres(size, factor):
     return start + factor * np.arange(size // factor) + (factor - 1) / 2
 
 
+def read_pair(spec, split: str | None = None, count: int | None = None):
+    """(inputs, targets) of a spec at the first `count` times of `split` (default: all), its files closed again."""
+    fields = PairedFields(spec)
+    try:
+        times = fields.times(split)[:count]
+        return fields.read_inputs(times), fields.read_targets(times)
+    finally:
+        fields.close()
+
+
 def linear(i, j, t=0.0):
     return 3.0 + 0.7 * i - 1.3 * j + 5.0 * t
 
@@ -176,12 +186,7 @@ def test_a_regular_grid_coarsened_pairs_with_its_fine_file_in_data_check(regular
                    "test": {"start": "2021-01-01T15", "end": "2021-01-01T21"}}}))
     checked = succeeded(invoke("data", "check", spec))
     assert "fine grid 16×24" in checked.output and "split train" in checked.output
-    fields = PairedFields(spec)
-    try:
-        times = fields.times("train")[:2]
-        inputs, targets = fields.read_inputs(times), fields.read_targets(times)
-    finally:
-        fields.close()
+    inputs, targets = read_pair(spec, "train", count=2)
     assert np.isfinite(inputs).all()
     assert np.abs(inputs[:, 0] - targets[:, 0]).mean() < 1.0  # t2m: the fine field's smooth part, back again
 
@@ -385,11 +390,7 @@ def test_coarsened_wrfout_pairs_with_its_fine_file_in_data_check(tmp_path):
                                     "targets": {"paths": fine.name, "variables": ["t2m"], "rename": {"t2m": "T2"}},
                                     "edge": "nearest"}))
     assert "fine grid 10×14" in succeeded(invoke("data", "check", spec)).output
-    fields = PairedFields(spec)
-    try:
-        inputs, targets = fields.read_inputs(fields.times()), fields.read_targets(fields.times())
-    finally:
-        fields.close()
+    inputs, targets = read_pair(spec)
     assert np.isfinite(inputs).all()
     inside = (slice(None), slice(1, -1), slice(1, -1))  # T2 is linear: interpolation gives it back inside the rim
     np.testing.assert_allclose(inputs[:, 0][inside], targets[:, 0][inside], atol=0.05)
@@ -442,11 +443,7 @@ def test_real_wrf_nest_coarsened_by_its_ratio_lands_on_its_parent_grid(tmp_path)
     spec.write_text(yaml.safe_dump({"inputs": {"paths": out.name, "variables": ["T2"]},
                                     "targets": {"paths": str(WRF_TIP_D2), "variables": ["T2"]}, "edge": "nearest"}))
     assert "fine grid 180×270" in succeeded(invoke("data", "check", spec)).output
-    fields = PairedFields(spec)
-    try:
-        inputs, targets = fields.read_inputs(fields.times()), fields.read_targets(fields.times())
-    finally:
-        fields.close()
+    inputs, targets = read_pair(spec)
     assert np.isfinite(inputs).all() and np.abs(inputs - targets).mean() < 1.0  # K (0.59 when written)
 
 

@@ -9,7 +9,7 @@ from corrdiff.checkpoint import network_for
 from corrdiff.data import ChannelStats, Normalization
 from corrdiff.diffusion import DiffusionCondition, edm_sample, SamplerConfig
 from corrdiff.diffusion.sampler import use_arithmetic
-from corrdiff.interop.convert import convert
+from corrdiff.interop.convert import convert, import_physicsnemo
 from corrdiff.seeding import member_generator
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -35,6 +35,12 @@ def grid() -> tuple[np.ndarray, np.ndarray]:
     """A regular fine grid (24, 16) of lat and lon in degrees."""
     lon, lat = np.meshgrid(np.linspace(118.0, 122.0, SHAPE[1]), np.linspace(21.0, 26.0, SHAPE[0]))
     return lat, lon
+
+
+def imported_run(out: Path, diffusion: str = "diffusion"):
+    """The fixtures' regression network and denoiser `diffusion` imported as a run folder `out`, on `grid()`."""
+    return import_physicsnemo(out, stats(), *grid(), regression=FIXTURES / "regression.mdlus",
+                              diffusion=FIXTURES / f"{diffusion}.mdlus")
 
 
 def network(name: str, kind: str):

@@ -14,17 +14,14 @@ from corrdiff.errors import CheckpointError
 from corrdiff.inference.generate import load_models
 from corrdiff.interop import export_physicsnemo, import_physicsnemo, read_mdlus, read_package
 from corrdiff.interop.convert import export_args
-from tests.interop.physicsnemo_fixtures import (expected, FIXTURES, grid, INPUTS, relative_error, stats, TARGETS,
-                                                TOLERANCE)
+from tests.interop.physicsnemo_fixtures import (expected, FIXTURES, grid, imported_run, INPUTS, relative_error, stats,
+                                                TARGETS, TOLERANCE)
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     out = tmp_path_factory.mktemp("imported") / "run"
-    lat, lon = grid()
-    result = import_physicsnemo(out, stats(), lat, lon, regression=FIXTURES / "regression.mdlus",
-                                diffusion=FIXTURES / "diffusion.mdlus")
-    return out, result
+    return out, imported_run(out)
 
 
 def test_import_writes_checkpoints_that_load_and_match(run):

@@ -23,7 +23,7 @@ from corrdiff.inference.inputs import InputRules
 from corrdiff.interop import export_physicsnemo, import_physicsnemo, read_mdlus
 from corrdiff.interop.convert import convert
 from corrdiff.models import UNetConfig
-from tests.interop.physicsnemo_fixtures import (expected, FIXTURES, grid, INPUTS, network, relative_error, stats,
+from tests.interop.physicsnemo_fixtures import (expected, grid, imported_run, INPUTS, network, relative_error, stats,
                                                 TOLERANCE)
 from tests.interop.test_bad_archives import expect_error, rewrite
 
@@ -117,8 +117,7 @@ def test_scale_cond_input_outside_edmprecondsr_or_not_a_boolean_is_refused(tmp_p
 @pytest.fixture(scope="module")
 def imported(tmp_path_factory):
     out = tmp_path_factory.mktemp("scaled") / "run"
-    import_physicsnemo(out, stats(), *grid(), regression=FIXTURES / "regression.mdlus",
-                       diffusion=FIXTURES / "diffusion_scaled.mdlus")
+    imported_run(out, "diffusion_scaled")
     return out
 
 

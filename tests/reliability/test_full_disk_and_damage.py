@@ -26,12 +26,11 @@ from corrdiff import model_package
 from corrdiff.data import Normalization
 from corrdiff.errors import DataError, OutputError
 from corrdiff.evaluation import evaluate, write_scores
-from corrdiff.interop import import_physicsnemo
 from tests.api_fixtures import trained  # noqa: F401  (trained: a fixture)
 from tests.cli import invoke, refused, succeeded
 from tests.data import fixtures as data_fixtures, real_layouts
 from tests.evaluation import evaluation_fixtures as fx
-from tests.interop.physicsnemo_fixtures import FIXTURES, grid, stats
+from tests.interop.physicsnemo_fixtures import imported_run
 from tests.reliability.disks import fill, listing, no_space, partial_write_then_enospc, small_disk
 
 REALDATA = Path(__file__).resolve().parents[3] / "shared" / "realdata"
@@ -82,8 +81,7 @@ def test_export_of_a_package_on_a_full_disk_is_one_line_and_leaves_no_folder(tra
 def imported(tmp_path_factory):
     """A run folder imported from the PhysicsNeMo fixtures: it exports to PhysicsNeMo (~520 KiB per network)."""
     out = tmp_path_factory.mktemp("imported") / "run"
-    import_physicsnemo(out, stats(), *grid(), regression=FIXTURES / "regression.mdlus",
-                       diffusion=FIXTURES / "diffusion.mdlus")
+    imported_run(out)
     return out
 
 

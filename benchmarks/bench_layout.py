@@ -1,8 +1,8 @@
 """Layout and normalisation choices for corrdiff's denoiser on one device: the measurements behind the perf tables.
 
-Default: NCHW against channels-last (`corrdiff.perf.CHANNELS_LAST_AUTO`), eager; writes
+Default: NCHW against channels-last (`corrdiff.fast_path.CHANNELS_LAST_AUTO`), eager; writes
 benchmarks/results/channels_last.json. With --fused-norm: the compiled denoiser (in the device's channels-last
-setting) with torch's GroupNorm then SiLU against the fused GroupNorm+SiLU (`corrdiff.perf.FUSED_NORM_AUTO`);
+setting) with torch's GroupNorm then SiLU against the fused GroupNorm+SiLU (`corrdiff.fast_path.FUSED_NORM_AUTO`);
 writes benchmarks/results/fused_norm.json, with whether each contender really ran compiled.
 
 The paper denoiser's sampling forward (eval, no_grad) and training forward+backward, in the device's
@@ -25,7 +25,7 @@ from common import environment, fmt_s, interleaved, pick_device, write_results  
 from contenders import config_for, ours  # noqa: E402
 
 from corrdiff.diffusion import SamplerConfig  # noqa: E402
-from corrdiff.perf import CHANNELS_LAST_AUTO, FastPath  # noqa: E402
+from corrdiff.fast_path import CHANNELS_LAST_AUTO, FastPath  # noqa: E402
 
 KINDS = ("forward", "forward+backward")
 

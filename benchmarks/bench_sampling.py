@@ -22,7 +22,7 @@ from common import environment, fmt_s, interleaved, pick_device, print_table, ra
 from contenders import config_for, ours, reference, reference_available, ReferenceSwitches  # noqa: E402
 
 from corrdiff.diffusion import SamplerConfig  # noqa: E402
-from corrdiff.perf import FastPath  # noqa: E402
+from corrdiff.fast_path import FastPath  # noqa: E402
 
 
 def main(argv=None) -> int:

@@ -26,7 +26,7 @@ from contenders import config_for, ours, reference, reference_available, Referen
 
 from corrdiff.data import compute_stats, DownscalingDataset, load_spec  # noqa: E402
 from corrdiff.diffusion import SamplerConfig  # noqa: E402
-from corrdiff.perf import autocast, FastPath  # noqa: E402
+from corrdiff.fast_path import autocast, FastPath  # noqa: E402
 
 
 def batches(dataset, batch_size, workers, device):

@@ -34,7 +34,7 @@ from common import (peak_mib, environment, fmt_s, interleaved, dense_peak_tflops
 from contenders import config_for, ours, reference, reference_available, ReferenceSwitches  # noqa: E402
 
 from corrdiff.diffusion import SamplerConfig  # noqa: E402
-from corrdiff.perf import autocast, FastPath  # noqa: E402
+from corrdiff.fast_path import autocast, FastPath  # noqa: E402
 
 
 @functools.cache  # asked for every case of a size, and again for the table

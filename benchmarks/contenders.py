@@ -19,7 +19,7 @@ from corrdiff.config import DiffusionSection
 from corrdiff.diffusion import diffusion_network, EDMPrecond, SamplerConfig, sample_ensemble
 from corrdiff.diffusion.losses import regression_loss
 from corrdiff.models import presets, UNetConfig
-from corrdiff.perf import autocast, CompiledOrEager, FastPath, prepare_denoiser, to_channels_last
+from corrdiff.fast_path import autocast, CompiledOrEager, FastPath, prepare_denoiser, to_channels_last
 
 
 def reference_available() -> str | None:

@@ -3,7 +3,7 @@
 #   1. builds what it needs (.venv-bench with the CUDA torch and PhysicsNeMo, pytest in it) or reports why not;
 #   2. probes the optional pieces (CUDA, torch.compile, Apex) and reports each;
 #   3. runs the GPU test subset (CUDA graphs, compile, bf16 against fp32 tolerances, autocast smoke runs);
-#   4. measures what decides perf.py's per-device tables (channels-last, and the fused GroupNorm+SiLU compiled),
+#   4. measures what decides fast_path.py's per-device tables (channels-last, and the fused GroupNorm+SiLU compiled),
 #      then the model benchmarks at the paper configuration (448², paper preset), trimmed to the time budget
 #      (GPU_CHECK_FULL=1: the whole `make bench` at its defaults instead, which takes longer);
 #   5. writes the tables, with the device name and date, into docs/benchmarks.md ("GPU results").
@@ -119,7 +119,7 @@ done <<< "$facts"
 grep -q $'^failed\tCUDA in torch' "$LOG" && failed=1
 
 # 3. the GPU test subset (CUDA-only tests skip themselves elsewhere)
-TESTS=(tests/test_perf.py tests/test_compile_graph.py tests/test_bench_contenders.py tests/models/test_fused_norm.py)
+TESTS=(tests/test_fast_path.py tests/test_compile_graph.py tests/benchmarks/test_bench_contenders.py tests/models/test_fused_norm.py)
 step "GPU test subset (CUDA graphs, compile graphs, bf16 tolerances, autocast smoke runs)" 150 \
     env OMP_NUM_THREADS=4 "$PY" -m pytest -q -p no:cacheprovider "${TESTS[@]}"
 record "not covered" "DDP on NCCL" "the DDP tests run on gloo/CPU (tests/training/test_ddp_sync.py); no NCCL test yet"
@@ -141,7 +141,7 @@ else
     SAMPLING=(--device cuda --size 448 --batches 1 4 --steps 8 --repeats 1 --compile)
     TRAINING=(--device cuda --size 448 --batch 4 --repeats 4)
 fi
-# The two measurements that decide perf.py's per-device tables run in both modes (`make bench` has neither).
+# The two measurements that decide fast_path.py's per-device tables run in both modes (`make bench` has neither).
 step "channels-last against NCHW (bench_layout.py)" 60 "$PY" benchmarks/bench_layout.py "${LAYOUT[@]}"
 step "fused GroupNorm+SiLU against plain, compiled (bench_layout.py --fused-norm)" 120 \
     "$PY" benchmarks/bench_layout.py --fused-norm "${FUSED[@]}"

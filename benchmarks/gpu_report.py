@@ -84,7 +84,7 @@ def layout_section(data: dict) -> list[str]:
     rows = [[r["case"], fmt_s(r["nchw_s"]), fmt_s(r["channels_last_s"]), fmt_x(r["channels_last_s"] / r["nchw_s"])]
             for r in data["records"]]
     lines = ["Memory layout of corrdiff's denoiser on this device (the measurement that decides "
-             "`corrdiff.perf.CHANNELS_LAST_AUTO[\"cuda\"]`): " + data["recommendation"], ""]
+             "`corrdiff.fast_path.CHANNELS_LAST_AUTO[\"cuda\"]`): " + data["recommendation"], ""]
     return lines + table(["case", "NCHW", "channels-last", "ratio"], rows)
 
 
@@ -95,7 +95,7 @@ def fused_norm_section(data: dict) -> list[str]:
              compiled_note({n: {"ran_compiled": r.get(f"{n}_ran_compiled")} for n in names}, names)]
             for r in data["records"]]
     lines = ["Fused GroupNorm+SiLU against torch's GroupNorm then SiLU, both compiled (`bench_layout.py --fused-norm`; "
-             "the measurement that decides `corrdiff.perf.FUSED_NORM_AUTO[\"cuda\"]`): " + data["recommendation"], ""]
+             "the measurement that decides `corrdiff.fast_path.FUSED_NORM_AUTO[\"cuda\"]`): " + data["recommendation"], ""]
     return lines + table(["case", "plain", "fused", "ratio", "ran compiled"], rows)
 
 

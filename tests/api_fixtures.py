@@ -6,7 +6,7 @@ import netCDF4
 import pytest
 import yaml
 
-from tests.cli import invoke, succeeded, TINY_RUN
+from tests.cli_runner import invoke, succeeded, TINY_RUN
 from tests.data import fixtures
 
 CONFIG = {"data": "data/spec.yaml", "run_dir": "run", **TINY_RUN}

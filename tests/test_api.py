@@ -7,7 +7,7 @@ import xarray as xr
 import corrdiff
 from corrdiff.errors import CheckpointError, ConfigError, DataError
 from tests.api_fixtures import FIELDS, TIMES, trained  # noqa: F401  (trained: a fixture)
-from tests.cli import invoke, succeeded
+from tests.cli_runner import invoke, succeeded
 
 # Attributes that name how a result was made (its command, the input files, hence the fingerprint) differ by design.
 MADE_HOW = {"history", "corrdiff_fingerprint", "corrdiff_fingerprint_ingredients", "corrdiff_input_files",

@@ -18,7 +18,8 @@ import numpy as np
 import torch
 import xarray as xr
 
-from corrdiff import arguments, ensemble_file, model_package
+from corrdiff import arguments, ensemble_file
+from corrdiff.inference import model_package
 from corrdiff.checkpoint import POINTERS
 from corrdiff.config import load_config
 from corrdiff.diffusion import SamplerConfig
@@ -34,7 +35,7 @@ from corrdiff.data.open_inputs import argument_errors, input_paths, OPENED
 from corrdiff.inference.input_members import downscale_members, InputMembers, open_members, rules_with_member
 from corrdiff.inference.inputs import CoarseInputs
 from corrdiff.inference.writer import first_nonfinite_field
-from corrdiff.model_package import Package
+from corrdiff.inference.model_package import Package
 from corrdiff.progress import bar as progress_bar
 
 

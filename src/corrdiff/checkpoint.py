@@ -35,7 +35,7 @@ from corrdiff.data import Normalization
 from corrdiff.data.stats import ChannelRange
 from corrdiff.diffusion import diffusion_network, EDMPrecond
 from corrdiff.errors import CheckpointError
-from corrdiff.files import as_umask_allows
+from corrdiff.file_integrity import as_umask_allows
 from corrdiff.models import UNetConfig
 
 FORMAT = "corrdiff-checkpoint-1"

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, create_model, Field, field_validator
 from corrdiff.diffusion import EDMLoss, SamplerConfig
 from corrdiff.errors import ConfigError, yaml_problem
 from corrdiff.models import presets, UNetConfig
-from corrdiff.perf import configure_backends, FastPath
+from corrdiff.fast_path import configure_backends, FastPath
 
 
 class Section(BaseModel):
@@ -85,18 +85,18 @@ ModelSection = create_model(
 
 
 class FastPathSection(Section):
-    """Switches that make a step faster without changing the method (corrdiff.perf)."""
+    """Switches that make a step faster without changing the method (corrdiff.fast_path)."""
 
     precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 autocast on CUDA, fp32 on CPU")
     compile: bool = Field(False, description="torch.compile the network (eager, with a warning, if unavailable)")
     channels_last: Literal["auto"] | bool = Field(
-        "auto", description="NHWC memory format; auto: by device type (corrdiff.perf.CHANNELS_LAST_AUTO: on for both)")
+        "auto", description="NHWC memory format; auto: by device type (corrdiff.fast_path.CHANNELS_LAST_AUTO: on for both)")
     allow_tf32: bool = Field(False, description="CUDA: let float32 convolutions and matrix products use TF32 (10-bit "
                              "mantissa); off: fp32 is fp32 (PyTorch's own default runs fp32 convolutions in TF32)")
     fused_norm: Literal["auto"] | bool = Field(
         "auto", description="compute each GroupNorm+SiLU as one fused, compiled step (float32 statistics, bf16 in and "
         "out under autocast) instead of torch's GroupNorm; pays only with compile; auto: with compile, by device type "
-        "(corrdiff.perf.FUSED_NORM_AUTO: off for both until measured on a GPU)")
+        "(corrdiff.fast_path.FUSED_NORM_AUTO: off for both until measured on a GPU)")
 
     def fast_path(self, device) -> FastPath:
         """What these switches mean on `device`; also sets the process's CUDA math (TF32, cuDNN autotuning)."""

@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from corrdiff.errors import DataError, OutputError
-from corrdiff.files import is_url
+from corrdiff.file_integrity import is_url
 
 
 def _real(path) -> Path:

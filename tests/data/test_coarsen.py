@@ -19,7 +19,7 @@ from corrdiff.data.coarsen import axis_weights, coarse_coords, coarsen_values, C
 from corrdiff.data.readers import generic_field, open_files
 from corrdiff.data.spec import DatasetSpec, Source
 from corrdiff.errors import DataError
-from tests.cli import invoke, refused, succeeded
+from tests.cli_runner import invoke, refused, succeeded
 from tests.data import fixtures
 from tests.data.real_layouts import latlon_grid, write_latlon_targets, WRF_TIMES
 

@@ -50,7 +50,7 @@ def test_missing_files_variables_and_levels(generic):
 
 
 def test_units_that_disagree_with_the_spec(generic):
-    # Compatible units (degC for K) are converted (tests/test_units.py); incompatible ones are refused.
+    # Compatible units (degC for K) are converted (tests/data/test_units.py); incompatible ones are refused.
     edit_spec(generic, lambda raw: raw.update(units={"t2m": "m s-1", "u10": "m/s"}))
     with pytest.raises(DataError, match=r"coarse.nc: inputs variable 't2m' has units 'K', which cannot be converted "
                                         r"to 'm s-1' \(the spec's `units`\)"):

@@ -11,7 +11,7 @@ import xarray as xr
 import yaml
 
 from corrdiff.data import PairedFields
-from tests.cli import invoke, refused, succeeded
+from tests.cli_runner import invoke, refused, succeeded
 
 REALDATA = Path(__file__).resolve().parents[3] / "shared" / "realdata"
 pytestmark = pytest.mark.skipif(not REALDATA.is_dir(), reason="../shared/realdata is absent")

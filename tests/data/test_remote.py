@@ -16,13 +16,13 @@ import yaml
 import corrdiff
 from corrdiff.data import DataError, load_spec, PairedFields, remote
 from corrdiff.data.regrid import Bilinear
-from corrdiff.files import ContentHashes
+from corrdiff.file_integrity import ContentHashes
 from corrdiff.inference import checks, fingerprint
 from corrdiff.inference.generate import input_paths, spec_inputs_of
 from corrdiff.inference.inputs import InputRules
 from corrdiff.output_paths import check_not_an_input, spec_files
 from corrdiff.training import regression_cache
-from tests.cli import invoke, refused, succeeded, TINY_RUN
+from tests.cli_runner import invoke, refused, succeeded, TINY_RUN
 from tests.data import s3_server
 from tests.data.s3_server import ARCO_NAMES, BUCKET, chunk_keys, isolate_aws, TIMES
 

@@ -212,7 +212,7 @@ def test_tune_table_has_a_trust_column_and_warns_of_the_recommended_setting():
 
 
 def test_tune_markdown_table_names_each_settings_flags():
-    from corrdiff.tuning_files import markdown_table
+    from corrdiff.experiments.tuning_files import markdown_table
 
     rows = markdown_table(tune_result().table).splitlines()
     assert rows[0].endswith("| trust |")

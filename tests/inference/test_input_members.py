@@ -10,7 +10,7 @@ import corrdiff
 from corrdiff.data import DataError, PairedFields
 from corrdiff.inference.input_members import INPUT_MEMBER
 from tests.api_fixtures import TIMES, trained  # noqa: F401  (trained: a fixture)
-from tests.cli import invoke, refused, succeeded
+from tests.cli_runner import invoke, refused, succeeded
 from tests.data import fixtures
 
 OFFSETS = np.array([0.0, 1.5, -2.0])  # K added to member k's temperatures (u10 follows from t2m)

@@ -20,7 +20,7 @@ from zarr.storage import LocalStore
 from corrdiff.ensemble_file import FLAG
 from corrdiff.errors import OutputError
 from corrdiff.inference.writer import OverlappedWriter
-from tests.cli import invoke, refused, succeeded, TINY_RUN
+from tests.cli_runner import invoke, refused, succeeded, TINY_RUN
 from tests.data import fixtures
 from tests.reliability.test_generate_reliability import fill_zarr_disk_at, FullDisk
 

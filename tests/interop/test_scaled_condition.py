@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from corrdiff import checkpoint as ckpt, model_package
+from corrdiff import checkpoint as ckpt
+from corrdiff.inference import model_package
 from corrdiff.checkpoint import CheckpointMeta, network_for
 from corrdiff.data.spec import Source
 from corrdiff.diffusion import DiffusionCondition, edm_sample, edm_scalings, EDMPrecond, SamplerConfig

@@ -13,7 +13,7 @@ from corrdiff.config import FastPathSection
 from corrdiff.diffusion import diffusion_network, EDMPrecond
 from corrdiff.models import presets
 from corrdiff.models.layers import GroupNormSiLU, set_fused_norm
-from corrdiff.perf import FastPath, prepare_denoiser
+from corrdiff.fast_path import FastPath, prepare_denoiser
 
 TINY = presets["tiny"]  # 32×32 grid
 FP32_ATOL = 2e-5  # outputs are O(1)-O(10): a few float32 ulps

@@ -7,7 +7,7 @@ from corrdiff.diffusion import diffusion_network, EDMPrecond
 from corrdiff.diffusion.sampler import use_arithmetic
 from corrdiff.models import presets
 from corrdiff.models.layers import group_norm, GroupNorm, GroupNormSiLU, set_unbiased_norm
-from corrdiff.perf import FastDenoiser, FastPath
+from corrdiff.fast_path import FastDenoiser, FastPath
 
 
 def physicsnemo_eval(x: torch.Tensor, norm: GroupNorm) -> torch.Tensor:

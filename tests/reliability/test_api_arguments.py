@@ -6,7 +6,7 @@ import pytest
 import corrdiff
 from corrdiff.errors import ConfigError
 from tests.api_fixtures import TIMES, trained  # noqa: F401  (trained: a fixture)
-from tests.cli import invoke, succeeded
+from tests.cli_runner import invoke, succeeded
 
 
 @pytest.fixture(scope="module")

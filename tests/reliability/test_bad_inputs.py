@@ -34,7 +34,7 @@ import torch
 import xarray as xr
 import yaml
 
-from tests.cli import invoke, TINY_RUN
+from tests.cli_runner import invoke, TINY_RUN
 from tests.data import fixtures
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

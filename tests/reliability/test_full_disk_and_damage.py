@@ -22,12 +22,12 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from corrdiff import model_package
+from corrdiff.inference import model_package
 from corrdiff.data import Normalization
 from corrdiff.errors import DataError, OutputError
 from corrdiff.evaluation import evaluate, write_scores
 from tests.api_fixtures import trained  # noqa: F401  (trained: a fixture)
-from tests.cli import invoke, refused, succeeded
+from tests.cli_runner import invoke, refused, succeeded
 from tests.data import fixtures as data_fixtures, real_layouts
 from tests.evaluation import evaluation_fixtures as fx
 from tests.interop.physicsnemo_fixtures import imported_run

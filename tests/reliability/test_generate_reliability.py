@@ -20,7 +20,7 @@ import yaml
 from zarr.storage import LocalStore
 
 from corrdiff.inference import Fingerprint
-from tests.cli import invoke, refused, succeeded, TINY_RUN
+from tests.cli_runner import invoke, refused, succeeded, TINY_RUN
 from tests.data import fixtures
 
 CONFIG = {"data": "data/spec.yaml", "run_dir": "run", **TINY_RUN}

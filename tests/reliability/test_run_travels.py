@@ -5,7 +5,7 @@ import shutil
 import netCDF4
 import yaml
 
-from tests.cli import invoke, refused, succeeded, TINY_RUN
+from tests.cli_runner import invoke, refused, succeeded, TINY_RUN
 from tests.data import fixtures
 
 

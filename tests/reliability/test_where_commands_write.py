@@ -22,7 +22,7 @@ import yaml
 
 from corrdiff import locks
 from tests.api_fixtures import trained  # noqa: F401  (the session's tiny trained run)
-from tests.cli import invoke, refused, succeeded
+from tests.cli_runner import invoke, refused, succeeded
 from tests.data import fixtures
 from tests.evaluation import evaluation_fixtures as fx
 

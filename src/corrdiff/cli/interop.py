@@ -1,5 +1,5 @@
 """`corrdiff import physicsnemo` and `corrdiff export`: checkpoints to and from NVIDIA PhysicsNeMo / Earth2Studio, and
-corrdiff's own model packages (`corrdiff.model_package`)."""
+corrdiff's own model packages (`corrdiff.inference.model_package`)."""
 
 from pathlib import Path
 from typing import Annotated
@@ -85,7 +85,7 @@ def export_command(
         raise ConfigError(f"--format must be 'package' or 'physicsnemo', got {format_!r}")
     _check_out_folder(out)
     if format_ == "package":
-        from corrdiff import model_package
+        from corrdiff.inference import model_package
         from corrdiff.config import load_config
 
         with write_errors(out, "writing the model package"):  # write() removes its temporary folder itself

@@ -142,7 +142,7 @@ def generate(
         if value is not None:
             overrides.append(f"generate.{key}={value}")
     if model is not None:
-        from corrdiff import model_package
+        from corrdiff.inference import model_package
 
         given = [name for name, value in (("--checkpoint-regression", checkpoint_regression),
                                           ("--checkpoint-diffusion", checkpoint_diffusion), ("--split", split),

@@ -1,4 +1,4 @@
-"""`corrdiff tune`: parse, call `corrdiff.tuning.tune`, print the table. The main CLI registers `tune_command`."""
+"""`corrdiff tune`: parse, call `corrdiff.experiments.tuning.tune`, print the table. The main CLI registers `tune_command`."""
 
 from pathlib import Path
 from typing import Annotated
@@ -7,7 +7,7 @@ import typer
 
 from corrdiff.cli.errors import user_errors
 
-DEFAULT_SOLVERS = ["heun", "euler", "dpmpp_2m", "dpmpp_2m_sde"]  # corrdiff.tuning.SOLVERS, without importing torch
+DEFAULT_SOLVERS = ["heun", "euler", "dpmpp_2m", "dpmpp_2m_sde"]  # corrdiff.experiments.tuning.SOLVERS, without importing torch
 DEFAULT_NFE = [5, 7, 9, 11, 15, 23, 35]
 
 
@@ -58,9 +58,9 @@ def tune_command(
     from rich.console import Console
 
     from corrdiff.config import load_config
-    from corrdiff.tuning import tune
+    from corrdiff.experiments.tuning import tune
     from corrdiff.evaluation.trust import setting_summary
-    from corrdiff.tuning_files import difference_to_best
+    from corrdiff.experiments.tuning_files import difference_to_best
 
     overrides = list(set_ or []) + ([f"generate.seed={seed}"] if seed is not None else [])
     cfg = load_config(config, overrides)
@@ -105,7 +105,7 @@ def rich_table(result):
 
     from corrdiff.evaluation import trust
     from corrdiff.evaluation.trust import setting_summary
-    from corrdiff.tuning_files import difference_to_best
+    from corrdiff.experiments.tuning_files import difference_to_best
 
     table = result.table
     level = f"{float(table.attrs['bootstrap_level']):.0%}"

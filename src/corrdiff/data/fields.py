@@ -15,7 +15,7 @@ from corrdiff.data.readers import fine_grid, is_damaged_read, open_fields, time_
 from corrdiff.data.moving_grids import PerTime
 from corrdiff.data.regrid import regridder
 from corrdiff.data.spec import DatasetSpec, load_spec
-from corrdiff.files import is_url
+from corrdiff.file_integrity import is_url
 
 
 def field_positions(field, times: np.ndarray) -> np.ndarray:

@@ -17,7 +17,7 @@ import xarray as xr
 from corrdiff.data.readers import open_fields
 from corrdiff.data.spec import DatasetSpec, Source
 from corrdiff.errors import ConfigError, DataError
-from corrdiff.files import is_url
+from corrdiff.file_integrity import is_url
 
 OPENED = "corrdiff_channels"  # attribute of a dataset open_inputs made: its variables are channels already
 

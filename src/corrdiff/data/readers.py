@@ -27,7 +27,7 @@ from corrdiff.data import grib, moving_grids, remote, units
 from corrdiff.data.canonical import canonical, grid_mapping, LAT_NAMES, LON_NAMES, settled_grid
 from corrdiff.data.spec import COLUMN_MAX, DatasetSpec, parse_variable, Source
 from corrdiff.errors import CorrdiffError, DataError
-from corrdiff.files import is_url
+from corrdiff.file_integrity import is_url
 
 log = logging.getLogger(__name__)
 

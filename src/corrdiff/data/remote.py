@@ -26,7 +26,7 @@ from zarr.core.sync import sync
 from zarr.storage import FsspecStore
 
 from corrdiff.errors import DataError
-from corrdiff.files import URL_SCHEME
+from corrdiff.file_integrity import URL_SCHEME
 # The package fsspec needs for a protocol, for the error when it is missing.
 PACKAGES = {"s3": "s3fs", "s3a": "s3fs", "gs": "gcsfs", "gcs": "gcsfs", "http": "aiohttp", "https": "aiohttp",
             "az": "adlfs", "abfs": "adlfs"}

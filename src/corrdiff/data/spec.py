@@ -32,7 +32,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_valida
 
 from corrdiff.data.transforms import parse_transform
 from corrdiff.errors import DataError, yaml_problem
-from corrdiff.files import is_url
+from corrdiff.file_integrity import is_url
 
 
 def _timestamp(value) -> dt.datetime:

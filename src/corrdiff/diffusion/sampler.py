@@ -21,7 +21,7 @@ from corrdiff.diffusion.conditioning import DiffusionCondition
 from corrdiff.diffusion.solvers import CHURN_SOLVERS, network_evaluations, SOLVERS
 from corrdiff.errors import ConfigError
 from corrdiff.models.layers import set_unbiased_norm
-from corrdiff.perf import FastDenoiser
+from corrdiff.fast_path import FastDenoiser
 from corrdiff.seeding import member_generator
 
 Denoise = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -192,7 +192,7 @@ def sample_ensemble(
     `mean` (1, C, H, W) is the regression prediction μ, `condition` (1, C_cond, H, W) the diffusion
     condition; members are generated `batch_size` at a time (all at once by default). With a
     `patcher` (corrdiff.diffusion.patching.PatchedDenoiser), the denoiser runs on stitched patches.
-    For the fast path, pass a denoiser wrapped once with `corrdiff.perf.prepare_denoiser`.
+    For the fast path, pass a denoiser wrapped once with `corrdiff.fast_path.prepare_denoiser`.
     """
     device = mean.device
     members = list(members)

@@ -1,5 +1,5 @@
 """Per-channel scores of in-memory ensembles, kept per time: the point scores of `metrics` and the spectral ones
-of `spectra`, as `corrdiff tune` (with bootstrap intervals over the times, `corrdiff.tuning_scores`) and the
+of `spectra`, as `corrdiff tune` (with bootstrap intervals over the times, `corrdiff.experiments.tuning_scores`) and the
 sample check of diffusion training compute them.
 
     crps, crps_fair, mae, rmse, spread, spread_skill   `metrics.scores_from_sums` over the added times

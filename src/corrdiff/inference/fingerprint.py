@@ -7,7 +7,7 @@ same, so that no file mixes members made with other weights, settings, seeds, in
 Input files enter by their name and contents (SHA-256), not their folder or modification time: a `touch` changes
 nothing, an edit of the same size within a second is seen, and inputs moved elsewhere with the file resume it. So
 that this stays cheap, a file records its inputs' hashes by path, size and modification time
-(`corrdiff_input_hashes`), and a rerun reads again only the inputs that changed (`corrdiff.files.ContentHashes`).
+(`corrdiff_input_hashes`), and a rerun reads again only the inputs that changed (`corrdiff.file_integrity.ContentHashes`).
 
 Left out on purpose: what only reorders float32 arithmetic (device, channels_last, compile, CUDA graphs,
 member_batch, the number of processes), so that a run may be resumed on another machine; where and how
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from corrdiff.files import ContentHashes, is_url, sha256_bytes, sha256_file
+from corrdiff.file_integrity import ContentHashes, is_url, sha256_bytes, sha256_file
 
 FINGERPRINT = "corrdiff_fingerprint"
 INGREDIENTS = "corrdiff_fingerprint_ingredients"

@@ -31,7 +31,7 @@ from corrdiff.inference.member_batching import MemberBatching
 from corrdiff.inference.writer import check_replaceable, EnsembleWriter, io_error, is_io_error, OverlappedWriter, \
     overwrite_path, recorded_input_hashes, remove, replace, resumable
 from corrdiff.output_paths import check_folder, check_not_an_input, make_folder, spec_inputs
-from corrdiff.perf import FastPath, prepare_denoiser, to_channels_last
+from corrdiff.fast_path import FastPath, prepare_denoiser, to_channels_last
 from corrdiff.progress import bar as progress_bar
 from corrdiff.seeding import members_seed
 
@@ -43,7 +43,7 @@ class Models:
     """The two networks of a CorrDiff run, ready to sample, with what the checkpoints say about them."""
 
     regression: torch.nn.Module
-    denoiser: torch.nn.Module  # EDMPrecond, or a corrdiff.perf.FastDenoiser around it
+    denoiser: torch.nn.Module  # EDMPrecond, or a corrdiff.fast_path.FastDenoiser around it
     meta: CheckpointMeta  # the diffusion checkpoint's
     condition: DiffusionCondition
     provenance: dict
@@ -72,7 +72,7 @@ def load_models(regression_path, diffusion_path, device, allow_mismatch: bool = 
 
 def models_from_checkpoints(regression: ModelCheckpoint, diffusion: ModelCheckpoint, device,
                             allow_mismatch: bool = False) -> Models:
-    """`Models` from two loaded checkpoints (`load_models`; a model package's are read by `corrdiff.model_package`)."""
+    """`Models` from two loaded checkpoints (`load_models`; a model package's are read by `corrdiff.inference.model_package`)."""
     regression_sha256, diffusion_sha256 = regression.sha256, diffusion.sha256
     problems = checks.pairing_problems(regression, diffusion, regression_sha256)
     if not allow_mismatch:
@@ -286,7 +286,7 @@ def generate(config: RunConfig, regression_path, diffusion_path, out, times: lis
     or with `overwrite` replaced once the new file is complete. The format follows the suffix of `out`.
     Under torchrun, ranks take every world_size-th time; NetCDF ranks write part files that rank 0
     merges into `out`, Zarr ranks write their regions of `out` directly. `models_loader(device)`, when
-    given, replaces loading the two checkpoint paths (a model package: `corrdiff.model_package`). `input_member`
+    given, replaces loading the two checkpoint paths (a model package: `corrdiff.inference.model_package`). `input_member`
     (a member's number, "mean" or "all") chooses among the members of ensemble inputs, over the spec's `member`.
     `out` never is, lies inside or holds what the generation reads (`corrdiff.output_paths`), and one generation at a
     time writes it (`corrdiff.locks`: a second is refused, naming the first one's PID).

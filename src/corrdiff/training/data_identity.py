@@ -13,7 +13,7 @@ import logging
 from pathlib import Path
 
 from corrdiff.data.spec import DatasetSpec
-from corrdiff.files import ContentHashes, is_url, sha256_bytes, sha256_file, size_and_mtime
+from corrdiff.file_integrity import ContentHashes, is_url, sha256_bytes, sha256_file, size_and_mtime
 
 log = logging.getLogger(__name__)
 CONTENT_LIMIT = 4 * 1024 ** 3  # bytes of data files hashed by contents; above, by name and size

@@ -35,7 +35,7 @@ import torch
 from corrdiff import checkpoint as ckpt
 from corrdiff.data import PairedDataset, Sample
 from corrdiff.errors import TrainingError
-from corrdiff.files import is_url, sha256_bytes, size_and_mtime
+from corrdiff.file_integrity import is_url, sha256_bytes, size_and_mtime
 from corrdiff.progress import bar as progress_bar
 
 log = logging.getLogger(__name__)

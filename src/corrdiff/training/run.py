@@ -19,7 +19,7 @@ from corrdiff.data.stats import input_ranges
 from corrdiff.distributed import broadcast_flag, DistInfo, init_distributed, shutdown
 from corrdiff.errors import CheckpointError, ConfigError, TrainingError
 from corrdiff.models import UNetConfig
-from corrdiff.perf import to_channels_last
+from corrdiff.fast_path import to_channels_last
 from corrdiff.training import regression_cache
 from corrdiff.training.batches import micro_batching
 from corrdiff.training.data_identity import data_fingerprint

@@ -31,7 +31,7 @@ from corrdiff.config import DiffusionSection, GenerateSection
 from corrdiff.data import PairedDataset
 from corrdiff.diffusion import downscale_ensemble, PatchedDenoiser, SamplerConfig
 from corrdiff.evaluation.ensemble_scores import Scores
-from corrdiff.perf import FastDenoiser, FastPath
+from corrdiff.fast_path import FastDenoiser, FastPath
 from corrdiff.seeding import derive_seed
 from corrdiff.training.tasks import DiffusionTask
 

@@ -15,7 +15,7 @@ from corrdiff.config import TrainSection
 from corrdiff.data import PairedDataset
 from corrdiff.distributed import all_reduce_mean, barrier, broadcast_flag, DistInfo
 from corrdiff.errors import CheckpointError, TrainingError
-from corrdiff.perf import autocast, compile_module, set_fused_norm, to_channels_last
+from corrdiff.fast_path import autocast, compile_module, set_fused_norm, to_channels_last
 from corrdiff.progress import bar as progress_bar
 from corrdiff.seeding import derive_seed, Draws
 from corrdiff.training.batches import collate, micro_batching, MicroBatches

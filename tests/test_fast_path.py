@@ -12,7 +12,7 @@ import torch
 
 from corrdiff.diffusion import diffusion_network, EDMPrecond, SamplerConfig, sample_ensemble
 from corrdiff.models import presets
-from corrdiff.perf import (CHANNELS_LAST_AUTO, CompiledOrEager, configure_backends, FastDenoiser, FastPath,
+from corrdiff.fast_path import (CHANNELS_LAST_AUTO, CompiledOrEager, configure_backends, FastDenoiser, FastPath,
                            prepare_denoiser)
 
 TINY = presets["tiny"]
@@ -231,7 +231,7 @@ def test_errors_during_cuda_graph_capture_are_never_swallowed(monkeypatch):
         return compiled
 
     monkeypatch.setattr(torch, "compile", lazy_broken_compile)
-    monkeypatch.setattr("corrdiff.perf._capturing", lambda: True)
+    monkeypatch.setattr("corrdiff.fast_path._capturing", lambda: True)
     denoiser = perturbed_denoiser()
     denoiser.register_forward_hook(lambda *a: eager_calls.append(1))
     wrapped = CompiledOrEager(denoiser)

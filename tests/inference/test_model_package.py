@@ -9,10 +9,11 @@ import pytest
 import xarray as xr
 
 import corrdiff
-from corrdiff import checkpoint as ckpt, model_package, sampler_file
+from corrdiff import checkpoint as ckpt, sampler_file
+from corrdiff.inference import model_package
 from corrdiff.diffusion import SamplerConfig
 from tests.api_fixtures import FIELDS, LAMBERT, projected, TIMES, trained  # noqa: F401  (fixtures)
-from tests.cli import invoke, refused, succeeded
+from tests.cli_runner import invoke, refused, succeeded
 
 TIME_OPTIONS = ["--times", TIMES[0], "--times", TIMES[1]]
 
@@ -132,7 +133,7 @@ def test_misuse_is_refused_in_one_line(trained, package, forecast, tmp_path):
 
 
 def test_the_package_and_checkpoints_follow_the_umask(package, trained):
-    from corrdiff.files import umask
+    from corrdiff.file_integrity import umask
     allowed = 0o777 & ~umask()
     assert package.stat().st_mode & 0o777 == allowed  # not mkdtemp's 0700
     folder, _ = trained

@@ -18,7 +18,7 @@ from corrdiff.data.stats import ChannelRange
 from corrdiff.data.units import conversion, STANDARD_GRAVITY
 from corrdiff.errors import DataError
 from corrdiff.inference import checks
-from tests.cli import invoke, TINY_RUN
+from tests.cli_runner import invoke, TINY_RUN
 from tests.data import fixtures
 
 KELVIN = 273.15

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).parents[1] / "benchmarks" / "cost_table.py"
+SCRIPT = Path(__file__).parents[2] / "benchmarks" / "cost_table.py"
 
 
 def load_script():

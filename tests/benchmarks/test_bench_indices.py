@@ -9,7 +9,7 @@ import pytest
 
 pytestmark = pytest.mark.slow  # a subprocess, like the other benchmark smoke tests
 
-SCRIPT = Path(__file__).parents[1] / "benchmarks" / "bench_indices.py"
+SCRIPT = Path(__file__).parents[2] / "benchmarks" / "bench_indices.py"
 
 
 def test_indices_benchmark_times_both_methods_and_writes_json(tmp_path):

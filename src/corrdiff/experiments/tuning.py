@@ -14,7 +14,7 @@ are the solvers', not the draws'). Each is scored per channel in physical units 
 Channels are combined by `crps_norm`, the mean over channels of CRPS / (the truth's standard deviation over
 the scored pixels), and likewise `crps_fair_norm` and `mae_norm`; `lsd_mean` is the mean LSD over channels.
 Per-time sums are kept, so every combined score gets a bootstrap interval over the times, and each setting's
-fair CRPS its paired interval of the difference to the best setting's (`corrdiff.tuning_scores`).
+fair CRPS its paired interval of the difference to the best setting's (`corrdiff.experiments.tuning_scores`).
 
 Every decision uses the fair CRPS, whose expectation is lowest at the calibrated spread whatever the number of
 members (the usual CRPS of a few members rewards under-dispersion). The recommendation (`choose`) is the
@@ -28,7 +28,7 @@ brings spread/skill to about 1. It is fitted and scored on the same times, so it
 estimate. The test split is tuned on only when asked (`allow_test_split`); the split is recorded in
 sampler.yaml, and generation warns when it generates the split its sampler was tuned on.
 
-Each measured setting is logged as soon as it is scored (`corrdiff.tuning_files.RowLog`): a killed tune, rerun,
+Each measured setting is logged as soon as it is scored (`corrdiff.experiments.tuning_files.RowLog`): a killed tune, rerun,
 measures only what is missing, provided the models, data, seeds and members are the same (`run_fingerprint`).
 """
 
@@ -56,12 +56,12 @@ from corrdiff.inference import checks, downscale, Fingerprint, load_models
 from corrdiff.inference.generate import check_fits
 from corrdiff.inference.member_batching import MemberBatching
 from corrdiff.output_paths import check_not_an_input, check_output, make_folder, spec_inputs
-from corrdiff.perf import prepare_denoiser
+from corrdiff.fast_path import prepare_denoiser
 from corrdiff.progress import bar as progress_bar
 from corrdiff.seeding import time_seed
-from corrdiff.tuning_files import markdown_table, OUTPUTS, ROWS, RowLog, write_outputs  # noqa: F401 (re-exported)
-from corrdiff.tuning_scores import bootstrap, combined, LEVEL, PER_CHANNEL, RESAMPLES, Scores, stat_names
-from corrdiff.tuning_scores import SEED as BOOTSTRAP_SEED
+from corrdiff.experiments.tuning_files import markdown_table, OUTPUTS, ROWS, RowLog, write_outputs  # noqa: F401 (re-exported)
+from corrdiff.experiments.tuning_scores import bootstrap, combined, LEVEL, PER_CHANNEL, RESAMPLES, Scores, stat_names
+from corrdiff.experiments.tuning_scores import SEED as BOOTSTRAP_SEED
 
 log = logging.getLogger(__name__)
 
@@ -255,7 +255,7 @@ def _vertex(x: np.ndarray, y: np.ndarray, i: int) -> float:
 def build_table(settings: list[SamplerConfig], results: list[Scores], seconds: list, truth: Truth, channels,
                 resamples: int = RESAMPLES, seed: int = BOOTSTRAP_SEED) -> xr.Dataset:
     """The measured grid as a Dataset: per-channel scores (setting, channel), combined scores and their bootstrap
-    intervals (setting), and the per-time sums and spectra they come from (`corrdiff.tuning_scores`)."""
+    intervals (setting), and the per-time sums and spectra they come from (`corrdiff.experiments.tuning_scores`)."""
     members = results[0].members
     per_channel = {k: np.stack([r.result()[k] for r in results]) for k in PER_CHANNEL}
     data = {k: (("setting", "channel"), v) for k, v in per_channel.items()}

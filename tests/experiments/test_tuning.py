@@ -15,8 +15,8 @@ from corrdiff.diffusion.sampler import SamplerConfig
 from corrdiff.errors import ConfigError, OutputError
 from corrdiff.inference import Fingerprint
 from corrdiff.config import load_config
-from corrdiff.tuning import calibrate, check_outputs, choose, label, sampler_grid, Scores, tune
-from corrdiff.tuning_files import ROWS, RowLog
+from corrdiff.experiments.tuning import calibrate, check_outputs, choose, label, sampler_grid, Scores, tune
+from corrdiff.experiments.tuning_files import ROWS, RowLog
 from tests.data import fixtures
 from tests.training.synthetic import identity_stats
 
@@ -259,7 +259,7 @@ def test_tune_measures_the_grid_recommends_and_matches_generate(trained):
 def test_a_killed_tune_resumes_from_its_rows_and_a_changed_run_does_not(trained, monkeypatch):
     """Killed after the first setting, the rerun measures only the second, and the table equals an
     uninterrupted run's (CPU arithmetic is deterministic); another seed changes the fingerprint: all measured."""
-    from corrdiff import tuning
+    from corrdiff.experiments import tuning
     from corrdiff.config import load_config
 
     folder, config_path = trained
@@ -307,7 +307,7 @@ def test_generate_warns_when_it_generates_the_split_its_sampler_was_tuned_on(tra
     """The command's own split reaches the warning: tuned on test, generating test warns; generating
     train does not."""
     from corrdiff import checkpoint
-    from tests.cli import invoke as run_command
+    from tests.cli_runner import invoke as run_command
 
     folder, config = trained
     run_dir = folder / "run"

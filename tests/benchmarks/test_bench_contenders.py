@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).parents[1]
+ROOT = Path(__file__).parents[2]
 BENCH_PY = ROOT / ".venv-bench" / "bin" / "python"
 sys.path.insert(0, str(ROOT / "benchmarks"))
 

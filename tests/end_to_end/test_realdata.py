@@ -15,9 +15,9 @@ import xarray as xr
 import yaml
 
 import corrdiff
-from tests.cli import invoke, succeeded, TINY_RUN
+from tests.cli_runner import invoke, succeeded, TINY_RUN
 
-REALDATA = Path(__file__).resolve().parents[2] / "shared" / "realdata"
+REALDATA = Path(__file__).resolve().parents[3] / "shared" / "realdata"
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not REALDATA.is_dir(), reason="../shared/realdata is absent")]
 GFS = REALDATA / "gfs.t12z.pgrbf120.2p5deg.grib2"
 NAM = REALDATA / "nam.t00z.awp21100.tm00.grib2"

@@ -2,9 +2,9 @@
 
 The row log, `<out>/tune.rows.jsonl`, is a header line (format, the fingerprint's digest and ingredients)
 followed by one JSON line per measured setting: the whole `sampler:` section, its per-time sums and spectra
-(`corrdiff.tuning_scores.Scores`) and its seconds per member. Each line is flushed to disk as soon as the
+(`corrdiff.experiments.tuning_scores.Scores`) and its seconds per member. Each line is flushed to disk as soon as the
 setting is measured, so a tune killed at any point loses at most the setting it was measuring. A rerun reuses
-the rows whose setting it measures again, but only when its fingerprint (`corrdiff.tuning.run_fingerprint`:
+the rows whose setting it measures again, but only when its fingerprint (`corrdiff.experiments.tuning.run_fingerprint`:
 checkpoints, scored data, seeds, members, patches, precision, version) is the same; otherwise it starts over.
 The log is removed once the outputs are written.
 """
@@ -25,7 +25,7 @@ from corrdiff import sampler_file  # noqa: E402
 from corrdiff.evaluation.trust import setting_summary  # noqa: E402
 from corrdiff.diffusion.sampler import SamplerConfig  # noqa: E402
 from corrdiff.inference.fingerprint import Fingerprint  # noqa: E402
-from corrdiff.tuning_scores import Scores  # noqa: E402
+from corrdiff.experiments.tuning_scores import Scores  # noqa: E402
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ Each switch is independent and off in `FastPath()` (the plain path: float32, NCH
 on CUDA, the fused GroupNorm+SiLU nowhere yet.
 
 - `bf16`: autocast to bfloat16 (matrix products and convolutions; norms and the EDM boundary stay
-  float32). Results differ from float32 by bf16 rounding (about 1e-2 relative), see tests/test_perf.py.
+  float32). Results differ from float32 by bf16 rounding (about 1e-2 relative), see tests/test_fast_path.py.
 - `channels_last`: NHWC memory format for the UNet's weights and activations; the same arithmetic in
   another order (about 1e-6 relative in float32). Faster convolutions on CUDA tensor cores, and with
   oneDNN on CPU: 10-25% on the paper and demo networks (docs/benchmarks.md).

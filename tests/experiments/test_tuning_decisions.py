@@ -13,9 +13,9 @@ from corrdiff.config import RunConfig
 from corrdiff.diffusion.sampler import SamplerConfig
 from corrdiff.evaluation.metrics import SUMS
 from corrdiff.inference.generate import with_tuned_sampler
-from corrdiff.tuning import build_table, choose, Scores, Truth
-from corrdiff.tuning_files import markdown_table
-from tests.cli import invoke, refused
+from corrdiff.experiments.tuning import build_table, choose, Scores, Truth
+from corrdiff.experiments.tuning_files import markdown_table
+from tests.cli_runner import invoke, refused
 
 MEMBERS = 4
 
@@ -169,7 +169,7 @@ def test_regression_mae_is_the_mean_absolute_error_of_the_regression_mean_per_ch
 
     import torch
 
-    from corrdiff.tuning import regression_mae, Truth
+    from corrdiff.experiments.tuning import regression_mae, Truth
     from tests.training.synthetic import identity_stats
 
     conditions = [torch.full((1, 2, 4, 4), float(k)) for k in range(3)]  # μ = the inputs: 0, 1, 2 everywhere

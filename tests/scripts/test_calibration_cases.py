@@ -9,7 +9,7 @@ import xarray as xr
 
 from corrdiff.data import PairedFields
 
-REPO = Path(__file__).parents[1]
+REPO = Path(__file__).parents[2]
 WRF = REPO.parent / "shared" / "realdata" / "wrf_tip_d2.nc"
 
 

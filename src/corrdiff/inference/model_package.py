@@ -48,7 +48,7 @@ from corrdiff.data import load_spec
 from corrdiff.data.readers import open_fields
 from corrdiff.diffusion import SamplerConfig
 from corrdiff.errors import CheckpointError, ConfigError, DataError, OutputError
-from corrdiff.files import as_umask_allows
+from corrdiff.file_integrity import as_umask_allows
 from corrdiff.inference import checks
 from corrdiff.inference.context import fine_grid_mapping
 from corrdiff.inference.generate import generate as run_generation, input_paths, Models, models_from_checkpoints

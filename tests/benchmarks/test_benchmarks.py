@@ -12,7 +12,7 @@ import pytest
 
 pytestmark = pytest.mark.slow  # two benchmark scripts in subprocesses, the paper-size network: about a minute
 
-BENCH = Path(__file__).parents[1] / "benchmarks"
+BENCH = Path(__file__).parents[2] / "benchmarks"
 
 
 def run_bench(script, args, tmp_path):

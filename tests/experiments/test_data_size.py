@@ -13,7 +13,7 @@ from corrdiff.data import DownscalingDataset, load_spec, Normalization, PairedFi
 from corrdiff.errors import ConfigError
 from corrdiff.experiments import data_size, parse_fractions
 from tests.api_fixtures import CONFIG
-from tests.cli import invoke, refused, succeeded
+from tests.cli_runner import invoke, refused, succeeded
 from tests.data import fixtures
 
 FRACTIONS = [0.25, 0.5, 1.0]

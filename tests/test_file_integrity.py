@@ -5,7 +5,7 @@ import tempfile
 from pathlib import Path
 
 from corrdiff.checkpoint import replace_text
-from corrdiff.files import as_umask_allows, umask
+from corrdiff.file_integrity import as_umask_allows, umask
 
 
 def test_temporary_folders_and_files_take_the_umasks_mode(tmp_path):

@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.cli import invoke, succeeded
+from tests.cli_runner import invoke, succeeded
 from tests.data.real_layouts import write_wrfout
 from tests.data.test_realdata_check import fine_box, latlon_file
 
-GUIDE = Path(__file__).resolve().parents[1] / "docs" / "real-data.md"
-REALDATA = Path(__file__).resolve().parents[2] / "shared" / "realdata"
+GUIDE = Path(__file__).resolve().parents[2] / "docs" / "real-data.md"
+REALDATA = Path(__file__).resolve().parents[3] / "shared" / "realdata"
 # spec name: (real files it reads, a companion to write: (file, times, (lat, lon), {variable: units}) or None)
 REAL_SPECS = {
     "wrf-parent-nest": (["wrf_tip_d1.nc", "wrf_tip_d2.nc"], None),

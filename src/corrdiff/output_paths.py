@@ -100,7 +100,7 @@ def check_not_an_input(out, inputs: dict[str, Iterable], option: str = "--out") 
                                   "own inputs; choose another output path")
 
 
-def check_replaceable(out, kind: str, is_kind: Callable[[Path], bool], overwrite: bool,
+def check_earlier_output(out, kind: str, is_kind: Callable[[Path], bool], overwrite: bool,
                       option: str = "--out") -> None:
     """Refuse an existing `out` unless `overwrite` is given and it is an earlier output of this `kind`."""
     out = Path(out)
@@ -128,7 +128,7 @@ def check_output(out, inputs: dict[str, Iterable], kind: str, is_kind: Callable[
     """The checks above (inputs first: --overwrite never makes writing over an input acceptable); returns `out`."""
     check_not_an_input(out, inputs, option)
     check_folder(out, option)
-    check_replaceable(out, kind, is_kind, overwrite, option)
+    check_earlier_output(out, kind, is_kind, overwrite, option)
     return Path(out)
 
 

@@ -54,11 +54,11 @@ def path_in(run_dir) -> Path:
 def write(path, recommendation: Recommendation) -> Path:
     """Write `recommendation` as YAML at `path` (atomically: a reader sees the old file or the new one)."""
     path = Path(path)
-    sampler = {k: _plain(v) for k, v in dataclasses.asdict(recommendation.sampler).items()}
+    sampler = {k: _yaml_value(v) for k, v in dataclasses.asdict(recommendation.sampler).items()}
     body = {"format": FORMAT, "sampler": sampler,
             "diffusion_checkpoint_sha256": recommendation.diffusion_checkpoint_sha256,
             "target_channels": list(recommendation.target_channels),
-            "tuning": {k: _plain(v) for k, v in recommendation.tuning.items()}}
+            "tuning": {k: _yaml_value(v) for k, v in recommendation.tuning.items()}}
     text = ("# The sampler `corrdiff tune` recommends for this run's diffusion checkpoint (docs/sampling.md).\n"
             "# `corrdiff generate` uses it when the run config has no sampler section of its own.\n"
             + yaml.safe_dump(body, sort_keys=False))
@@ -109,10 +109,10 @@ def recommended_sampler(run_dir, diffusion_sha256: str | None = None) -> Sampler
     return recommendation.sampler if recommendation is not None else None
 
 
-def _plain(value):
+def _yaml_value(value):
     """A YAML-friendly value: tuples as lists, infinities as YAML's .inf (safe_dump writes them so)."""
     if isinstance(value, tuple):
-        return [_plain(v) for v in value]
+        return [_yaml_value(v) for v in value]
     if isinstance(value, float) and math.isnan(value):
         return None
     return value

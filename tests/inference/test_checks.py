@@ -56,11 +56,11 @@ def test_a_suffix_that_contradicts_an_explicit_format_is_refused(tmp_path):
 
 
 def test_grid_check_names_the_largest_difference_and_wraps_longitude():
-    checks.check_grid(LAT, LON, "spec.yaml", "ckpt", LAT + 1e-6, LON - 360)  # 360° apart is the same place
+    checks.check_trained_grid(LAT, LON, "spec.yaml", "ckpt", LAT + 1e-6, LON - 360)  # 360° apart is the same place
     with pytest.raises(DataError, match=r"spec.yaml: the fine grid differs .* ckpt .*\|Δlat\| = 0.25°, max \|Δlon\| = 0°"):
-        checks.check_grid(LAT, LON, "spec.yaml", "ckpt", LAT + 0.25, LON)
+        checks.check_trained_grid(LAT, LON, "spec.yaml", "ckpt", LAT + 0.25, LON)
     with pytest.raises(DataError, match=r"the fine grid is 4×5, checkpoint ckpt was trained on 5×4"):
-        checks.check_grid(LAT, LON, "spec.yaml", "ckpt", LAT.T, LON.T)
+        checks.check_trained_grid(LAT, LON, "spec.yaml", "ckpt", LAT.T, LON.T)
 
 
 def writer(path, **options):

@@ -141,7 +141,7 @@ def test_the_package_and_checkpoints_follow_the_umask(package, trained):
     assert step.stat().st_mode & 0o777 == allowed
 
 
-def _plain(attrs: dict) -> dict:
+def _as_lists(attrs: dict) -> dict:
     """netCDF attributes comparable with ==: arrays as lists."""
     return {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in attrs.items()}
 
@@ -153,7 +153,7 @@ def test_the_package_output_keeps_the_projection_of_the_runs_output(projected):
     with xr.open_dataset(projected["run"]) as run, xr.open_dataset(projected["from_package"]) as package:
         assert run["crs"].attrs["grid_mapping_name"] == "lambert_conformal_conic"
         assert run["crs"].attrs["standard_parallel"].tolist() == [LAMBERT["TRUELAT1"], LAMBERT["TRUELAT2"]]
-        assert _plain(package["crs"].attrs) == _plain(run["crs"].attrs)
+        assert _as_lists(package["crs"].attrs) == _as_lists(run["crs"].attrs)
         for name in ("projection_x", "projection_y"):
             np.testing.assert_array_equal(package[name].values, run[name].values, err_msg=name)
             assert package[name].attrs == run[name].attrs
@@ -162,7 +162,7 @@ def test_the_package_output_keeps_the_projection_of_the_runs_output(projected):
         model = corrdiff.load(projected["package"], device="cpu")
         with xr.open_dataset(projected["forecast"]) as inputs:
             for api in (model.downscale(inputs, members=2, seed=0, times=TIMES[:1]), model.regression(inputs, TIMES[:1])):
-                assert _plain(api["crs"].attrs) == _plain(run["crs"].attrs)
+                assert _as_lists(api["crs"].attrs) == _as_lists(run["crs"].attrs)
                 np.testing.assert_array_equal(api["projection_x"].values, run["projection_x"].values)
 
 

@@ -7,7 +7,7 @@ import torch
 
 from corrdiff.distributed import DistInfo
 from corrdiff.seeding import derive_seed
-from corrdiff.training.batches import DataOrder, MicroBatches, step_indices
+from corrdiff.training.batches import DataOrder, MicroBatches
 
 
 def reference_step_indices(step, global_batch, num_samples, seed):
@@ -32,7 +32,7 @@ def test_same_indices_as_the_per_sample_definition(num_samples, batch, steps):
     for step in steps:
         expected = reference_step_indices(step, batch, num_samples, 7)
         assert order.step(step, batch) == expected
-        assert step_indices(step, batch, num_samples, 7) == expected  # the stateless entry point
+        assert DataOrder(num_samples, seed=7).step(step, batch) == expected  # a fresh order: no cache
 
 
 def test_steps_in_any_order_give_the_same_indices():

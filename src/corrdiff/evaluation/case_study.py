@@ -20,7 +20,7 @@ from corrdiff import arguments
 from corrdiff.errors import EvaluationError
 from corrdiff.evaluation import case_plots, cases
 from corrdiff.evaluation.stores import Evaluation
-from corrdiff.output_paths import check_folder, check_not_an_input, check_replaceable
+from corrdiff.output_paths import check_folder, check_not_an_input, check_earlier_output
 
 TITLE = "corrdiff case study"  # the title attribute of case.nc: how `corrdiff case --overwrite` knows its folder
 SEARCH_KM = 300.0  # forecasts' centres are looked for this close to truth's
@@ -246,7 +246,7 @@ def check_case_folder(out_dir, inputs: dict[str, list[Path]], overwrite: bool) -
     check_not_an_input(out_dir / "case.nc", inputs)
     check_folder(out_dir)
     if out_dir.exists() and not (out_dir.is_dir() and not any(out_dir.iterdir())):
-        check_replaceable(out_dir, "a corrdiff case folder", is_case_folder, overwrite)
+        check_earlier_output(out_dir, "a corrdiff case folder", is_case_folder, overwrite)
     return out_dir
 
 

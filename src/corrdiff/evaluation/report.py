@@ -17,7 +17,7 @@ from corrdiff.evaluation.evaluate import check_scores_output
 from corrdiff.evaluation.spectra import Distributions
 from corrdiff.evaluation.stores import Evaluation, source_of
 from corrdiff.evaluation.tables import EXPLANATIONS, html_table
-from corrdiff.output_paths import check_folder, check_not_an_input, check_replaceable
+from corrdiff.output_paths import check_folder, check_not_an_input, check_earlier_output
 from corrdiff.progress import bar as progress_bar
 
 GENERATOR = "corrdiff report"
@@ -101,7 +101,7 @@ def check_report_folder(out_dir, inputs: dict[str, list[Path]], overwrite: bool)
         check_not_an_input(out_dir / name, inputs)
     check_folder(out_dir)
     if out_dir.exists() and not (out_dir.is_dir() and not any(out_dir.iterdir())):
-        check_replaceable(out_dir, "a corrdiff report folder", is_report_folder, overwrite)
+        check_earlier_output(out_dir, "a corrdiff report folder", is_report_folder, overwrite)
         check_scores_output(out_dir / "scores.nc", inputs, overwrite=True)
     return out_dir
 

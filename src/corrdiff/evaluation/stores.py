@@ -236,7 +236,7 @@ def align(truth: xr.Dataset, models: dict[str, xr.Dataset], variables, notes=Non
     Times a model loses are noted, except for models in `quiet` (derived from truth, which spans more)."""
     notes, placed = list(notes or []), {}
     for name, ds in models.items():
-        check_grid(ds, name, truth)
+        check_ensemble_shape(ds, name, truth)
         new_ds, new_truth, note = place(ds, f"{source_of(ds)} ({name})", truth, source_of(truth), same_grid)
         placed[name] = ds if new_ds is ds else linked(new_ds, ds)
         truth = truth if new_truth is truth else linked(new_truth, truth)
@@ -294,7 +294,7 @@ def check_units(ds: xr.Dataset, name: str, truth: xr.Dataset, variables) -> list
     return notes
 
 
-def check_grid(ds: xr.Dataset, name: str, truth: xr.Dataset) -> None:
+def check_ensemble_shape(ds: xr.Dataset, name: str, truth: xr.Dataset) -> None:
     """The ensemble dims and the same grid size as truth (whether the points are the same: `placement.place`)."""
     missing = [d for d in ENSEMBLE_DIMS if d not in ds.dims]
     if missing:

@@ -302,7 +302,8 @@ def check_split(split: str, allow_test_split: bool) -> None:
                           "the choice of sampler; tune on --split validation, or pass --allow-test-split")
 
 
-def output_paths(out_dir, recommendation_path) -> list[Path]:
+def tune_files(out_dir, recommendation_path) -> list[Path]:
+    """The files a tune writes: its tables in `out_dir`, and the recommended sampler."""
     return [Path(out_dir) / name for name in OUTPUTS] + [Path(recommendation_path)]
 
 
@@ -352,7 +353,7 @@ def tune(config: RunConfig, regression_path, diffusion_path, out_dir=None, recom
     check_not_an_input(out_dir, read)
     make_folder(out_dir)
     with locks.for_output(out_dir):
-        check_outputs(output_paths(out_dir, recommendation_path), overwrite, read)
+        check_outputs(tune_files(out_dir, recommendation_path), overwrite, read)
         return _tune(config, regression_path, diffusion_path, settings, out_dir, recommendation_path, split=split,
                      members=members, times=times, tolerance=tolerance, lsd_tolerance=lsd_tolerance,
                      calibration=calibration, dataset=dataset, progress=progress)

@@ -141,7 +141,7 @@ def spec_channels(spec) -> tuple[list[str], list[str]]:
     return inputs, list(spec.targets.variables) if spec.targets else []
 
 
-def check_grid(lat: np.ndarray, lon: np.ndarray, data_where: str, checkpoint_path, trained_lat, trained_lon) -> None:
+def check_trained_grid(lat: np.ndarray, lon: np.ndarray, data_where: str, checkpoint_path, trained_lat, trained_lon) -> None:
     """A DataError when the data's fine grid (H, W) is not the one the checkpoint was trained on."""
     if trained_lat is None or trained_lon is None:
         return  # a checkpoint that records no grid

@@ -92,7 +92,7 @@ def generation_fingerprint(*, regression_sha256: str, diffusion_sha256: str, sam
         "corrdiff_version": version,
         "regression_checkpoint_sha256": regression_sha256,
         "diffusion_checkpoint_sha256": diffusion_sha256,
-        **{f"sampler.{k}": _plain(v) for k, v in sampler.items() if (k, v) != ("arithmetic", "edm")},
+        **{f"sampler.{k}": _json_exact(v) for k, v in sampler.items() if (k, v) != ("arithmetic", "edm")},
         "seed": int(seed),
         "members": int(members),
         "channels": list(channels),
@@ -120,7 +120,7 @@ def _describe_files(paths: list[Path], hashes: ContentHashes) -> dict:
             "input_files_sha256": sha256_bytes("\n".join(entries))}
 
 
-def _plain(value):
+def _json_exact(value):
     """A JSON value that reads back equal (inf and nan as text)."""
     if isinstance(value, float) and not np.isfinite(value):
         return str(value)

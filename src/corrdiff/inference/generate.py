@@ -28,7 +28,7 @@ from corrdiff.inference.context import output_context
 from corrdiff.inference.fingerprint import Fingerprint, generation_fingerprint
 from corrdiff.inference.input_members import downscale_members, InputMembers, member_labels, with_member
 from corrdiff.inference.member_batching import MemberBatching
-from corrdiff.inference.writer import check_replaceable, EnsembleWriter, io_error, is_io_error, OverlappedWriter, \
+from corrdiff.inference.writer import check_not_a_folder, EnsembleWriter, io_error, is_io_error, OverlappedWriter, \
     overwrite_path, recorded_input_hashes, remove, replace, resumable
 from corrdiff.output_paths import check_folder, check_not_an_input, make_folder, spec_inputs
 from corrdiff.fast_path import FastPath, prepare_denoiser, to_channels_last
@@ -169,7 +169,7 @@ def check_fits(models: Models, dataset) -> None:
     checks.check_channels("input", dataset.input_channels, models.meta.input_channels, where, diffusion)
     checks.check_channels("target", dataset.target_channels, models.meta.target_channels, where, diffusion)
     for path, lat, lon in models.grids:
-        checks.check_grid(dataset.lat, dataset.lon, where, path, lat, lon)
+        checks.check_trained_grid(dataset.lat, dataset.lon, where, path, lat, lon)
     if not checks.same_stats(dataset.stats, models.meta.stats):
         raise DataError(f"{where}: normalises with other statistics than checkpoint {diffusion}; "
                         "open it with the checkpoint's (generation denormalises with them)")
@@ -305,7 +305,7 @@ def _generate(config, regression_path, diffusion_path, out: Path, times, dataset
     fmt = checks.output_format(out, gen.format, "format" in gen.model_fields_set)
     check_folder(out)
     if overwrite:
-        check_replaceable(out)
+        check_not_a_folder(out)
     if models_loader is not None:
         models = models_loader(info.device)
     else:

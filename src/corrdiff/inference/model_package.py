@@ -267,7 +267,7 @@ def _metadata(package: Package, files: dict[str, str]) -> dict:
         "normalisation": meta.stats.to_dict(),
         "inputs": package.rules.to_dict(),
         "grid": {"file": FIELDS_FILE, "shape": list(package.lat.shape), "lat": "grid.lat", "lon": "grid.lon",
-                 "mapping": _plain(package.grid_mapping)},
+                 "mapping": _json_from_netcdf(package.grid_mapping)},
         "sampler": _sampler_dict(package.sampler), "sampler_source": package.sampler_source,
         "generate": package.generate, "mismatches": package.mismatches,
         "networks": {kind: {"file": name, "checkpoint": json.loads(getattr(package, kind).meta.to_json())}
@@ -276,12 +276,12 @@ def _metadata(package: Package, files: dict[str, str]) -> dict:
     }
 
 
-def _plain(value):
+def _json_from_netcdf(value):
     """`value` with numpy arrays and scalars (as netCDF attributes come) as JSON lists and numbers."""
     if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): _json_from_netcdf(v) for k, v in value.items()}
     if isinstance(value, (np.ndarray, list, tuple)):
-        return [_plain(v) for v in value]
+        return [_json_from_netcdf(v) for v in value]
     return value.item() if isinstance(value, np.generic) else value
 
 

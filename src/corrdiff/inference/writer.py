@@ -338,7 +338,7 @@ def overwrite_path(out: Path) -> Path:
     return Path(out).with_name(f".{Path(out).name}.new")
 
 
-def check_replaceable(out: Path) -> None:
+def check_not_a_folder(out: Path) -> None:
     """An OutputError when `out` is a folder other than a Zarr store (--overwrite never removes such a folder)."""
     out = Path(out)
     if out.is_dir() and not out.is_symlink() and not ensemble_file.is_zarr(out):

@@ -45,11 +45,6 @@ class DataOrder:
         return indices
 
 
-def step_indices(step: int, global_batch: int, num_samples: int, seed: int) -> list[int]:
-    """Dataset indices of global step `step` (one `DataOrder` step; keep a `DataOrder` to draw many)."""
-    return DataOrder(num_samples, seed).step(step, global_batch)
-
-
 class MicroBatches(torch.utils.data.Sampler):
     """Index lists of this rank's micro-batches, step after step, from `start_step` on."""
 

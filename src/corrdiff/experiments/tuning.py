@@ -59,7 +59,7 @@ from corrdiff.output_paths import check_not_an_input, check_output, make_folder,
 from corrdiff.fast_path import prepare_denoiser
 from corrdiff.progress import bar as progress_bar
 from corrdiff.seeding import time_seed
-from corrdiff.experiments.tuning_files import markdown_table, OUTPUTS, ROWS, RowLog, write_outputs  # noqa: F401 (re-exported)
+from corrdiff.experiments.tuning_files import OUTPUTS, ROWS, RowLog, write_outputs
 from corrdiff.experiments.tuning_scores import bootstrap, combined, LEVEL, PER_CHANNEL, RESAMPLES, Scores, stat_names
 from corrdiff.experiments.tuning_scores import SEED as BOOTSTRAP_SEED
 

@@ -102,7 +102,8 @@ def lead_time_tables(scores: xr.Dataset) -> list:
     leads = scores[LEAD].values
     tables = []
     for metric in ("crps", "mae"):
-        table = Table(title=f"{SCORES[metric].title} by lead time", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+        table = Table(title=f"{SCORES[metric].title} by lead time", box=box.SIMPLE_HEAD, pad_edge=False,
+                      collapse_padding=True)
         table.add_column("variable", no_wrap=True)
         table.add_column("model", no_wrap=True)
         for hours in as_hours(leads):

@@ -86,10 +86,10 @@ class SamplerConfig:
         if not 0 <= self.S_min <= self.S_max:
             raise ValueError(f"need 0 <= S_min <= S_max, got {self.S_min} and {self.S_max}")
         if self.S_churn > 0 and not SOLVERS[self.solver].takes_churn:
-            stochastic = [name for name, solver in SOLVERS.items() if solver.sde]
+            sde = [name for name, solver in SOLVERS.items() if solver.sde]
+            hint = f" ({' and '.join(sde)} {'is' if len(sde) == 1 else 'are'} stochastic by itself)" if sde else ""
             raise ValueError(f"S_churn applies to the solvers {churn_solvers()}, not {self.solver!r}; "
-                             f"set S_churn: 0 ({' and '.join(stochastic)} "
-                             f"{'is' if len(stochastic) == 1 else 'are'} stochastic by itself)")
+                             f"set S_churn: 0{hint}")
         if self.arithmetic not in ARITHMETICS:
             raise ValueError(f"arithmetic must be one of {list(ARITHMETICS)}, got {self.arithmetic!r}")
         if self.arithmetic == "physicsnemo":

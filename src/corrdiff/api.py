@@ -109,7 +109,7 @@ class Downscaler:
             if not isinstance(rename, dict) or not all(isinstance(k, str) and isinstance(v, str)
                                                        for k, v in rename.items()):
                 raise ConfigError(f"rename {rename!r}: expected a dict {{channel: its name in the files}} of strings")
-            rules = dataclasses.replace(rules, source=rules.source.model_copy(update={"rename": dict(rename)}))
+            rules = rules.model_copy(update={"inputs": rules.inputs.model_copy(update={"rename": dict(rename)})})
         units = checks.trained_input_units(self.models.meta)
         if isinstance(inputs, (str, Path, list, tuple)):
             paths = input_paths(inputs)

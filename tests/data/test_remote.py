@@ -236,7 +236,7 @@ def test_urls_pass_the_checks_made_on_local_files(server, tmp_path):
     assert regression_cache._file_entry(server.url) == server.url
     assert input_paths([server.url, str(tmp_path / "fine.nc")]) == [server.url, tmp_path / "fine.nc"]
     rules = InputRules.from_spec(spec)  # how inputs are read, never the credentials (they may be secrets)
-    assert rules.source.storage_options == {} and "storage_options" not in rules.to_dict()["source"]
+    assert rules.inputs.storage_options == {} and "storage_options" not in rules.to_dict()["source"]
     assert InputRules.from_dict(rules.to_dict()) == rules
 
 

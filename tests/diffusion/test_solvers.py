@@ -164,7 +164,7 @@ def test_first_multistep_step_is_euler():
         return denoise
 
     for solver in ("euler", "dpmpp_2m"):
-        SOLVERS[solver](recording(solver), x.clone(), sigmas, None)
+        SOLVERS[solver].integrate(recording(solver), x.clone(), sigmas, None)
     torch.testing.assert_close(seen["euler"][1], seen["dpmpp_2m"][1])
 
 
@@ -247,7 +247,7 @@ def test_physicsnemo_churn_is_uncapped_and_draws_at_every_step(arithmetic):
         draws.append(1)
         return torch.zeros(1, 1, 2, 2)
 
-    heun_solver = SOLVERS["heun"]
+    heun_solver = SOLVERS["heun"].integrate
     heun_solver(denoise, torch.zeros(1, 1, 2, 2, dtype=torch.float64), sigmas, noise, 40.0, *window, 1.0, arithmetic)
     gamma = 40.0 / steps if arithmetic == "physicsnemo" else math.sqrt(2) - 1
     churned = [i for i in range(steps) if window[0] <= sigmas[i] <= window[1]]

@@ -211,14 +211,6 @@ def test_tune_table_has_a_trust_column_and_warns_of_the_recommended_setting():
     assert "warning" not in console.export_text()
 
 
-def test_tune_markdown_table_names_each_settings_flags():
-    from corrdiff.experiments.tuning_files import markdown_table
-
-    rows = markdown_table(tune_result().table).splitlines()
-    assert rows[0].endswith("| trust |")
-    assert rows[2].endswith("| under |") and "(recommended)" in rows[2] and rows[3].endswith("| noisy |")
-
-
 def test_tune_flags_a_setting_whose_fair_crps_is_worse_than_the_regression_means_mae():
     from corrdiff.evaluation.trust import setting_flags
 

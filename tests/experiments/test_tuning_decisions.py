@@ -14,7 +14,6 @@ from corrdiff.diffusion.sampler import SamplerConfig
 from corrdiff.evaluation.metrics import SUMS
 from corrdiff.inference.generate import with_tuned_sampler
 from corrdiff.experiments.tuning import build_table, choose, Scores, Truth
-from corrdiff.experiments.tuning_files import markdown_table
 from tests.cli_runner import invoke, refused
 
 MEMBERS = 4
@@ -104,17 +103,22 @@ def test_settings_the_times_cannot_tell_apart_are_not_called_different():
     assert choose(table, 0.001) == 0  # the tolerance alone
 
 
-def test_the_tables_label_the_usual_and_the_fair_crps():
+def test_the_table_labels_the_usual_and_the_fair_crps():
+    from rich.console import Console
+
+    from corrdiff.cli.tune import rich_table
+
     base = np.linspace(0.5, 1.5, 8)
     table = table_of([base, base + 0.02], [35, 5])
-    table["recommended"] = ("setting", [True, False])
-    text = markdown_table(table)
-    header = text.splitlines()[0]
-    assert "| CRPS/std |" in header and "| fair CRPS/std [90%] |" in header and "fair vs best [90%]" in header
-    dear = next(line for line in text.splitlines() if "(recommended)" in line)
-    cheap = next(line for line in text.splitlines()[2:] if "(recommended)" not in line)
-    assert f"| {base.mean():.4f} [" in dear and "+0.00% [+0.00, +0.00]" in dear
-    assert f"+{2 / base.mean():.2f}% [+{2 / base.mean():.2f}, +{2 / base.mean():.2f}]" in cheap
+    table.attrs.update(split="validation", times=8, members=MEMBERS)
+    console = Console(width=250, color_system=None, record=True)
+    console.print(rich_table(SimpleNamespace(table=table, best=0, chosen=0)))
+    text = console.export_text()
+    assert "CRPS (usual), fair CRPS" in text and "fair vs best" in text and "% [90%]" in text
+    dear, cheap = (next(line for line in text.splitlines() if line.split()[:3] == ["euler", steps, steps])
+                   for steps in ("35", "5"))
+    assert f" {base.mean():.4f}* " in dear and "+0.00 [+0.00, +0.00]" in dear
+    assert f"+{2 / base.mean():.2f} [+{2 / base.mean():.2f}, +{2 / base.mean():.2f}]" in cheap
 
 
 # ---- which split ------------------------------------------------------------------------------------------------

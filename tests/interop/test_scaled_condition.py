@@ -138,7 +138,8 @@ def test_model_package_keeps_it(imported, ref, tmp_path):
     regression = ckpt.load_model(imported / "regression")
     diffusion = ckpt.load_model(imported / "diffusion")
     lat, lon = grid()
-    package = model_package.Package(regression, diffusion, InputRules(Source(paths=[], variables=INPUTS)), lat, lon,
+    rules = InputRules(inputs=Source(paths=[], variables=INPUTS))
+    package = model_package.Package(regression, diffusion, rules, lat, lon,
                                     {}, SamplerConfig(), "test")
     loaded = model_package.load(model_package.write(package, tmp_path / "model"))
     assert loaded.diffusion.meta.scale_condition is True

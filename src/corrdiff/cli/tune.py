@@ -7,7 +7,6 @@ import typer
 
 from corrdiff.cli.errors import user_errors
 
-DEFAULT_SOLVERS = ["heun", "euler", "dpmpp_2m", "dpmpp_2m_sde"]  # corrdiff.experiments.tuning.SOLVERS, without importing torch
 DEFAULT_NFE = [5, 7, 9, 11, 15, 23, 35]
 
 
@@ -19,11 +18,13 @@ def tune_command(
     times: Annotated[int, typer.Option("--times", help="Evenly spaced times of the split scored (0: all); "
                      "docs/sampling.md says why 32.")] = 32,
     solver: Annotated[list[str] | None, typer.Option("--solver", help="Solver to measure (repeatable); default: "
-                      "heun, euler, dpmpp_2m, dpmpp_2m_sde.")] = None,
+                      "every solver (docs/sampling.md tables them; a name it does not know is refused with the "
+                      "list).")] = None,
     nfe: Annotated[list[int] | None, typer.Option("--nfe", help="Network evaluations per member (repeatable); each "
                    "solver gets the most steps within it. Default: 5 7 9 11 15 23 35.")] = None,
-    churn: Annotated[list[float] | None, typer.Option("--churn", help="S_churn for heun and euler (repeatable); "
-                     "default: 0. S_min, S_max, S_noise come from the config's sampler section.")] = None,
+    churn: Annotated[list[float] | None, typer.Option("--churn", help="S_churn for the solvers that take churn "
+                     "(repeatable); default: 0. S_min, S_max, S_noise come from the config's sampler "
+                     "section.")] = None,
     schedule: Annotated[list[str] | None, typer.Option("--schedule", help="karras or loglinear (repeatable); "
                         "default: the config's.")] = None,
     sigma_min: Annotated[list[float] | None, typer.Option("--sigma-min", help="Smallest noise level the sampler "
@@ -58,6 +59,7 @@ def tune_command(
     from rich.console import Console
 
     from corrdiff.config import load_config
+    from corrdiff.diffusion.solvers import SOLVERS
     from corrdiff.experiments.tuning import tune
     from corrdiff.evaluation.trust import setting_summary
     from corrdiff.experiments.tuning_files import difference_to_best
@@ -67,7 +69,7 @@ def tune_command(
     run_dir = Path(cfg.run_dir)
     result = tune(cfg, checkpoint_regression or run_dir / "regression", checkpoint_diffusion or run_dir / "diffusion",
                   out_dir=out, recommendation_path=out / "sampler.yaml" if out is not None else None, split=split,
-                  members=members, times=times, solvers=solver or DEFAULT_SOLVERS, nfe=nfe or DEFAULT_NFE,
+                  members=members, times=times, solvers=solver or list(SOLVERS), nfe=nfe or DEFAULT_NFE,
                   churn=churn or [0.0], schedules=schedule or None, sigma_mins=sigma_min or None, tolerance=tolerance,
                   lsd_tolerance=lsd_tolerance, calibration=calibrate, allow_test_split=allow_test_split,
                   progress=not quiet, overwrite=overwrite)

@@ -236,6 +236,12 @@ class DatasetSpec(_Section):
         return self.model_copy(update={"inputs": self.inputs.model_copy(update={"paths": paths})})
 
 
+INPUT_KEYS = ("inputs", "layout", "level_dim", "edge", "units", "nan_policy")
+"""The keys of `DatasetSpec` that say how its inputs are read: a model reads new inputs by them alone
+(`corrdiff.inference.inputs.InputRules` is made of these fields, and model packages keep them). A new key that
+concerns the inputs is a field of `DatasetSpec` and its name here."""
+
+
 def _is_number(text: str) -> bool:
     try:
         float(text)

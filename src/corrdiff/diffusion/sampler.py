@@ -1,6 +1,6 @@
 """Sampling the residual with the EDM family of solvers: settings, noise schedules, seeding, ensembles.
 
-The solvers themselves (Heun, Euler, DPM-Solver++(2M) and its SDE variant) are in
+The solvers themselves, and the list of them (`SOLVERS`), are in
 `corrdiff.diffusion.solvers`; this module chooses the noise levels, draws the noise and builds the ensemble.
 Member k of an ensemble draws all of its noise (the starting point, churn, SDE noise) from its own generator,
 seeded by (seed, k) alone (`corrdiff.seeding.member_generator`), so a member is the same whatever batch it is
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from corrdiff.diffusion.conditioning import DiffusionCondition
-from corrdiff.diffusion.solvers import CHURN_SOLVERS, network_evaluations, SOLVERS
+from corrdiff.diffusion.solvers import churn_solvers, network_evaluations, SOLVERS
 from corrdiff.errors import ConfigError
 from corrdiff.models.layers import set_unbiased_norm
 from corrdiff.fast_path import FastDenoiser
@@ -42,17 +42,19 @@ class SamplerConfig:
     __pydantic_config__ = {"extra": "forbid"}  # read by pydantic when the run config is validated
 
     solver: str = "heun"
-    """heun (Karras et al. 2022), euler, dpmpp_2m (DPM-Solver++(2M), Lu et al. 2022) or dpmpp_2m_sde."""
+    """A name in `corrdiff.diffusion.solvers.SOLVERS` (docs/sampling.md tables them); heun is Karras et al. 2022's."""
     schedule: str = "karras"
     """Noise levels from sigma_max down to sigma_min: karras (uniform in σ^(1/ρ)) or loglinear (in log σ)."""
     num_steps: int = 18
-    """Steps; network evaluations per sample: 2·num_steps − 1 for heun, num_steps for the others."""
+    """Steps; network evaluations per sample: 2·num_steps − 1 for heun, num_steps for the others
+    (`corrdiff.diffusion.solvers.network_evaluations`)."""
     sigma_min: float = 0.002
     sigma_max: float = 800.0
     rho: float = 7.0
     """ρ of the karras schedule (larger: more steps at small σ)."""
     S_churn: float = 0.0
-    """Stochastic churn (heun and euler only): 0 is deterministic given the seed."""
+    """Stochastic churn (the solvers that take it: `corrdiff.diffusion.solvers.churn_solvers`): 0 is deterministic
+    given the seed."""
     S_min: float = 0.0
     S_max: float = float("inf")
     S_noise: float = 1.0
@@ -83,9 +85,11 @@ class SamplerConfig:
             raise ValueError(f"S_churn and S_noise must be at least 0, got {self.S_churn} and {self.S_noise}")
         if not 0 <= self.S_min <= self.S_max:
             raise ValueError(f"need 0 <= S_min <= S_max, got {self.S_min} and {self.S_max}")
-        if self.S_churn > 0 and self.solver not in CHURN_SOLVERS:
-            raise ValueError(f"S_churn applies to the solvers {list(CHURN_SOLVERS)}, not {self.solver!r}; "
-                             "set S_churn: 0 (dpmpp_2m_sde is stochastic by itself)")
+        if self.S_churn > 0 and not SOLVERS[self.solver].takes_churn:
+            sde = [name for name, solver in SOLVERS.items() if solver.sde]
+            hint = f" ({' and '.join(sde)} {'is' if len(sde) == 1 else 'are'} stochastic by itself)" if sde else ""
+            raise ValueError(f"S_churn applies to the solvers {churn_solvers()}, not {self.solver!r}; "
+                             f"set S_churn: 0{hint}")
         if self.arithmetic not in ARITHMETICS:
             raise ValueError(f"arithmetic must be one of {list(ARITHMETICS)}, got {self.arithmetic!r}")
         if self.arithmetic == "physicsnemo":
@@ -95,19 +99,23 @@ class SamplerConfig:
         object.__setattr__(self, "residual_scale", tuple(float(s) for s in self.residual_scale))
 
     def _check_physicsnemo(self) -> None:
-        """A ValueError unless PhysicsNeMo has this sampler: heun (`stochastic_sampler`) or euler without churn
-        (`deterministic_sampler`, whose churn draws corrdiff does not reproduce), on the karras schedule."""
-        if self.solver not in CHURN_SOLVERS or self.schedule != "karras":
-            raise ValueError(f"arithmetic 'physicsnemo' reproduces PhysicsNeMo's samplers: solver heun or euler on "
-                             f"the karras schedule, not solver {self.solver!r} on {self.schedule!r}")
-        if self.solver == "euler" and self.S_churn > 0:
-            raise ValueError("arithmetic 'physicsnemo' with solver euler reproduces PhysicsNeMo's "
-                             "deterministic_sampler without churn: set S_churn: 0, or solver: heun (its "
-                             "stochastic_sampler) for churn")
+        """A ValueError unless PhysicsNeMo has this sampler (`Solver.physicsnemo`: heun its `stochastic_sampler`,
+        euler without churn its `deterministic_sampler`, whose churn draws corrdiff does not reproduce), on the
+        karras schedule."""
+        reproduced = {name: solver.physicsnemo for name, solver in SOLVERS.items() if solver.physicsnemo}
+        if self.solver not in reproduced or self.schedule != "karras":
+            raise ValueError(f"arithmetic 'physicsnemo' reproduces PhysicsNeMo's samplers: solver "
+                             f"{' or '.join(reproduced)} on the karras schedule, not solver {self.solver!r} on "
+                             f"{self.schedule!r}")
+        if reproduced[self.solver] == "deterministic_sampler" and self.S_churn > 0:
+            churned = " or ".join(f"solver: {name} (its {sampler})" for name, sampler in reproduced.items()
+                                  if sampler != "deterministic_sampler")
+            raise ValueError(f"arithmetic 'physicsnemo' with solver {self.solver} reproduces PhysicsNeMo's "
+                             f"deterministic_sampler without churn: set S_churn: 0, or {churned} for churn")
 
     @property
     def network_evaluations(self) -> int:
-        """Denoiser calls per sample (NFE): 2·num_steps − 1 for heun, num_steps for the others."""
+        """Denoiser calls per sample (NFE): 2·num_steps − 1 for heun, num_steps for the others (`Solver`)."""
         return network_evaluations(self.solver, self.num_steps)
 
 
@@ -165,14 +173,8 @@ def edm_sample(
     x = latents.to(device=device, dtype=torch.float64) * sigma_list[0]
     noise = lambda: _randn(shape, generators, device)  # noqa: E731 - every draw from the members' own streams
     solver = SOLVERS[config.solver]
-    if config.solver == "heun":
-        x = solver(denoise, x, sigma_list, noise, config.S_churn, config.S_min, config.S_max, config.S_noise,
-                   config.arithmetic)
-    elif config.solver in CHURN_SOLVERS:  # euler: with arithmetic physicsnemo, only without churn (SamplerConfig)
-        x = solver(denoise, x, sigma_list, noise, config.S_churn, config.S_min, config.S_max, config.S_noise)
-    else:
-        x = solver(denoise, x, sigma_list, noise)
-    return x.to(torch.float32)
+    settings = {name: getattr(config, name) for name in solver.settings}
+    return solver.integrate(denoise, x, sigma_list, noise, **settings).to(torch.float32)
 
 
 def sample_ensemble(

@@ -19,10 +19,14 @@ is an Euler step), the others N.
 
 The first step of the multistep solvers (no previous D) and their last step (to σ = 0, where λ is infinite)
 are first order; the last step of every solver returns D(x, σ_{N−1}).
+
+`SOLVERS` names them: a new solver is its integrator here and its row there (and a test in
+tests/diffusion/test_solvers.py); the config, the sampler and `corrdiff tune` take it from that row.
 """
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
@@ -132,13 +136,52 @@ def dpmpp_2m_sde(denoise: Denoise, x: torch.Tensor, sigmas: list[float], noise: 
     return x
 
 
-SOLVERS = {"heun": heun, "euler": euler, "dpmpp_2m": dpmpp_2m, "dpmpp_2m_sde": dpmpp_2m_sde}
-CHURN_SOLVERS = ("heun", "euler")  # the solvers that take S_churn, S_min, S_max, S_noise
+CHURN = ("S_churn", "S_min", "S_max", "S_noise")  # Karras et al.'s churn, as `SamplerConfig` names it
+
+
+@dataclass(frozen=True)
+class Solver:
+    """One solver as the sampler, `SamplerConfig` and `corrdiff tune` know it: its integrator and properties."""
+
+    integrate: Callable[..., torch.Tensor]
+    """x at σ = 0 from (denoise, x, sigmas, noise, **settings), as the integrators above."""
+    settings: tuple[str, ...] = ()
+    """The `SamplerConfig` fields it takes as keyword arguments (those of CHURN: it takes churn)."""
+    evaluations_per_step: int = 1
+    """Network evaluations of each step but the last."""
+    last_step_evaluations: int = 1
+    """Network evaluations of the last step, to σ = 0."""
+    sde: bool = False
+    """It solves the reverse SDE: fresh noise at every step, stochastic without churn."""
+    physicsnemo: str | None = None
+    """The PhysicsNeMo 2.2.2 sampler it reproduces with arithmetic "physicsnemo" (None: it has none);
+    its `deterministic_sampler` without churn only."""
+
+    @property
+    def takes_churn(self) -> bool:
+        return "S_churn" in self.settings
+
+
+SOLVERS = {
+    "heun": Solver(heun, CHURN + ("arithmetic",), evaluations_per_step=2, physicsnemo="stochastic_sampler"),
+    "euler": Solver(euler, CHURN, physicsnemo="deterministic_sampler"),
+    "dpmpp_2m": Solver(dpmpp_2m),
+    "dpmpp_2m_sde": Solver(dpmpp_2m_sde, sde=True),
+}
+"""Every solver by the name `SamplerConfig.solver` takes, in the order `corrdiff tune` measures them: the one list
+of solvers (the sampler's dispatch, the config's check, tune's grid and its `--solver` read it)."""
+
+
+def churn_solvers() -> list[str]:
+    """The names of the solvers that take S_churn, S_min, S_max, S_noise."""
+    return [name for name, solver in SOLVERS.items() if solver.takes_churn]
 
 
 def network_evaluations(solver: str, steps: int) -> int:
-    """Denoiser calls of one sample with `steps` steps: 2N − 1 for Heun, N for the others."""
-    return 2 * steps - 1 if solver == "heun" else steps
+    """Denoiser calls of one sample with `steps` steps: 2N − 1 for Heun (its last step is an Euler step), N for the
+    others."""
+    rule = SOLVERS[solver]
+    return rule.evaluations_per_step * (steps - 1) + rule.last_step_evaluations
 
 
 def min_network_evaluations(solver: str) -> int:
@@ -151,4 +194,5 @@ def steps_for(solver: str, nfe: int) -> int:
     if nfe < min_network_evaluations(solver):
         raise ValueError(f"{solver} needs at least {min_network_evaluations(solver)} network evaluation(s) "
                          f"(one step), not {nfe}")
-    return (nfe + 1) // 2 if solver == "heun" else nfe
+    rule = SOLVERS[solver]
+    return 1 + (nfe - rule.last_step_evaluations) // rule.evaluations_per_step

@@ -5,9 +5,10 @@ coordinates `lead_time` (CF standard_name forecast_period) and `forecast_referen
 flattened. `by_lead_time` groups every per-time score of `corrdiff.evaluation.metrics.score_models` by lead
 time; `corrdiff score` prints the tables and the report draws CRPS and MAE against lead time.
 
-Scores of a lead time pool its times with equal weight: MAE, bias and CRPS are means of the per-time values,
-RMSE and spread roots of mean squares. That equals pooling the pixels when every time has as many valid
-pixels, as it has unless fields hold NaN.
+Scores of a lead time pool its times with equal weight, each as `corrdiff.evaluation.scores.SCORES` says (its
+`lead_time`): MAE, bias and CRPS are means of the per-time values, RMSE and spread roots of mean squares, and
+spread/skill is that of the pooled spread and RMSE. That equals pooling the pixels when every time has as many
+valid pixels, as it has unless fields hold NaN.
 """
 
 from pathlib import Path
@@ -16,14 +17,13 @@ import numpy as np
 import xarray as xr
 
 from corrdiff.evaluation.plots import _finish, _panels, colour_of
+from corrdiff.evaluation.scores import MEAN, named, ROOT_MEAN_SQUARE, SCORES, SPREAD_SKILL
 
 LEAD = "lead_time"
 REFERENCE = "forecast_reference_time"
 HOUR = np.timedelta64(3600, "s")
 UNIT_HOURS = {"s": 1 / 3600, "sec": 1 / 3600, "second": 1 / 3600, "seconds": 1 / 3600, "min": 1 / 60,
               "minute": 1 / 60, "minutes": 1 / 60, "h": 1.0, "hour": 1.0, "hours": 1.0, "day": 24.0, "days": 24.0}
-MEANS = ("mae", "bias", "crps")  # averaged over the times of a lead time
-ROOTS = ("rmse", "spread")  # root of the mean of squares
 
 
 def lead_hours(forecast: xr.Dataset) -> np.ndarray | None:
@@ -39,20 +39,22 @@ def lead_hours(forecast: xr.Dataset) -> np.ndarray | None:
 
 
 def by_lead_time(scores: xr.Dataset, hours: np.ndarray) -> xr.Dataset:
-    """`scores` with `<metric>_by_lead_time` (model, variable, lead_time) for every per-time metric and
-    `times_by_lead_time` (lead_time); `hours` (time,) is the lead time of each scored time."""
+    """`scores` with `<metric>_by_lead_time` (model, variable, lead_time) for every per-time metric pooled by lead
+    time (`corrdiff.evaluation.scores`) and `times_by_lead_time` (lead_time); `hours` (time,) is the lead time of
+    each scored time."""
     leads = np.unique(hours[np.isfinite(hours)])
     members = scores["members"].values.astype(np.float64)[:, None, None]
     data, counts = {}, np.array([int(np.sum(hours == lead)) for lead in leads])
     grouped = {}
-    for metric in MEANS + ROOTS:
+    for metric in named(lead_time=MEAN) + named(lead_time=ROOT_MEAN_SQUARE):
         per_time = scores[f"{metric}_by_time"].transpose("model", "variable", "time").values
-        power = 2 if metric in ROOTS else 1
+        power = 2 if SCORES[metric].lead_time == ROOT_MEAN_SQUARE else 1
         with np.errstate(invalid="ignore"):
             columns = [_nanmean(per_time[..., hours == lead] ** power) ** (1 / power) for lead in leads]
         grouped[metric] = np.stack(columns, axis=-1) if columns else np.zeros(per_time.shape[:2] + (0,))
     with np.errstate(invalid="ignore", divide="ignore"):
-        grouped["spread_skill"] = np.sqrt((members + 1) / members) * grouped["spread"] / grouped["rmse"]
+        for metric in named(lead_time=SPREAD_SKILL):
+            grouped[metric] = np.sqrt((members + 1) / members) * grouped["spread"] / grouped["rmse"]
     for metric, values in grouped.items():
         source = scores.get(f"{metric}_by_time")
         attrs = dict(source.attrs) if source is not None else {"long_name": metric, "units": "1"}
@@ -99,8 +101,9 @@ def lead_time_tables(scores: xr.Dataset) -> list:
 
     leads = scores[LEAD].values
     tables = []
-    for metric, title in (("crps", "CRPS"), ("mae", "MAE")):
-        table = Table(title=f"{title} by lead time", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    for metric in ("crps", "mae"):
+        table = Table(title=f"{SCORES[metric].title} by lead time", box=box.SIMPLE_HEAD, pad_edge=False,
+                      collapse_padding=True)
         table.add_column("variable", no_wrap=True)
         table.add_column("model", no_wrap=True)
         for hours in as_hours(leads):

@@ -34,21 +34,13 @@ import numpy as np
 import xarray as xr
 
 from corrdiff.errors import EvaluationError
+from corrdiff.evaluation.scores import FROM_SUMS, named, PER_VARIABLE, SCORES
 from corrdiff.evaluation.stores import Evaluation
 
 SUMS = ("count", "abs_error", "squared_error", "error", "crps", "variance", "nan_forecast", "nan_truth", "crps_fair")
 EXTREMES = ("forecast_min", "forecast_max", "truth_min", "truth_max")  # ranges for the histograms, same pass
 STATS = len(SUMS) + len(EXTREMES)  # then the rank counts 0..M
 TITLE = "corrdiff scores"  # the title attribute of a scores file: how `corrdiff score` recognises its own
-METRICS = {
-    "mae": "mean absolute error of the ensemble mean",
-    "rmse": "root-mean-square error of the ensemble mean",
-    "bias": "mean of ensemble mean minus truth",
-    "crps": "continuous ranked probability score of the ensemble (empirical distribution)",
-    "crps_fair": "fair (unbiased) continuous ranked probability score of the ensemble (Ferro 2014)",
-    "spread": "root of the mean ensemble variance (ddof=1)",
-    "spread_skill": "sqrt((M+1)/M) * spread / rmse; 1 for a calibrated ensemble",
-}
 
 
 def crps_ensemble(obs: np.ndarray, ensemble: np.ndarray, member_axis: int = 0) -> np.ndarray:
@@ -166,7 +158,8 @@ def forecast_sums(forecast: xr.DataArray, truth: xr.DataArray, seed: int = 0, cr
 
 
 def scores_from_sums(sums: np.ndarray, members: int) -> dict[str, np.ndarray]:
-    """The METRICS from sums (..., stat); sum over time first for the scores over all times."""
+    """The scores FROM_SUMS of `corrdiff.evaluation.scores.SCORES` from sums (..., stat); sum over time first for
+    the scores over all times."""
     s = {name: sums[..., i] for i, name in enumerate(SUMS)}
     with np.errstate(invalid="ignore", divide="ignore"):
         n = np.where(s["count"] > 0, s["count"], np.nan)
@@ -185,8 +178,8 @@ def score_models(evaluation: Evaluation, seed: int = 0, crps: str = "sorted") ->
     computed = dict(zip(keys, dask.compute(*[s.data for s in lazy])))
     members = {m: evaluation.members(m) for m in models}
     shape = (len(models), len(variables))
-    out = {k: np.full(shape, np.nan) for k in METRICS}
-    out |= {f"{k}_by_time": np.full(shape + (evaluation.truth.sizes["time"],), np.nan) for k in METRICS}
+    out = {k: np.full(shape, np.nan) for k in named(FROM_SUMS)}
+    out |= {f"{k}_by_time": np.full(shape + (evaluation.truth.sizes["time"],), np.nan) for k in named(FROM_SUMS)}
     out |= {k: np.full(shape, np.nan) for k in EXTREMES}
     out["rank_histogram"] = np.full(shape + (max(members.values()) + 1,), np.nan)
     out["count"] = np.zeros(shape, dtype=np.int64)
@@ -252,11 +245,9 @@ def _scores_dataset(evaluation, models, members, out, computed) -> xr.Dataset:
     units = [str(evaluation.truth[v].attrs.get("units", evaluation.predictions[v].attrs.get("units", "")))
              for v in variables]
     data = {}
-    for k, desc in METRICS.items():
-        unit = "1" if k == "spread_skill" else "units of the variable"
-        data[k] = (("model", "variable"), out[k], {"long_name": f"{desc}, over all times", "units": unit})
-        data[f"{k}_by_time"] = (("model", "variable", "time"), out[f"{k}_by_time"],
-                                {"long_name": f"{desc}, per time", "units": unit})
+    for k in named(FROM_SUMS):
+        data[k] = (("model", "variable"), out[k], SCORES[k].attrs(", over all times"))
+        data[f"{k}_by_time"] = (("model", "variable", "time"), out[f"{k}_by_time"], SCORES[k].attrs(", per time"))
     data["rank_histogram"] = (("model", "variable", "rank"), out["rank_histogram"],
                               {"long_name": "count of valid pixels where `rank` members lie below the truth",
                                "comment": "NaN for ranks above the model's member count"})
@@ -272,13 +263,13 @@ def _scores_dataset(evaluation, models, members, out, computed) -> xr.Dataset:
     data["members"] = (("model",), np.array([members[m] for m in models]), {"long_name": "ensemble members"})
     for k in ("forecast_min", "forecast_max"):
         data[k] = (("model", "variable"), out[k], {"long_name": f"{k.split('_')[1]}imum forecast value, all times",
-                                                   "units": "units of the variable"})
+                                                   "units": PER_VARIABLE})
     with np.errstate(invalid="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns: a variable no model has
         data["truth_min"] = (("variable",), np.nanmin(out["truth_min"], axis=0),
-                             {"long_name": "minimum true value, all times", "units": "units of the variable"})
+                             {"long_name": "minimum true value, all times", "units": PER_VARIABLE})
         data["truth_max"] = (("variable",), np.nanmax(out["truth_max"], axis=0),
-                             {"long_name": "maximum true value, all times", "units": "units of the variable"})
+                             {"long_name": "maximum true value, all times", "units": PER_VARIABLE})
     coords = {"model": models, "variable": variables, "units": ("variable", units),
               "time": evaluation.truth["time"].values, "rank": np.arange(out["rank_histogram"].shape[-1])}
     pixels = evaluation.pixels

@@ -16,7 +16,8 @@ from corrdiff.evaluation import case_study, lead_time, plots, trust
 from corrdiff.evaluation.evaluate import check_scores_output
 from corrdiff.evaluation.spectra import Distributions
 from corrdiff.evaluation.stores import Evaluation, source_of
-from corrdiff.evaluation.tables import EXPLANATIONS, html_table
+from corrdiff.evaluation.scores import dimensionless_titles
+from corrdiff.evaluation.tables import explained, html_table
 from corrdiff.output_paths import check_folder, check_not_an_input, check_earlier_output
 from corrdiff.progress import bar as progress_bar
 
@@ -142,7 +143,7 @@ def render_html(evaluation: Evaluation, scores: xr.Dataset, figures: dict[str, l
                f"{'s' if ds.sizes['member'] > 1 else ''})</li>" for name, ds in evaluation.models.items()]
     sources.append(f"<li><b>truth</b>: {html.escape(source_of(evaluation.truth))}</li>")
     times = evaluation.truth["time"].values
-    legend = "".join(f"<dt>{html.escape(k)}</dt><dd>{html.escape(v)}</dd>" for k, v in EXPLANATIONS.items())
+    legend = "".join(f"<dt>{html.escape(k)}</dt><dd>{html.escape(v)}</dd>" for k, v in explained().items())
     notes = "".join(f"<li>{html.escape(n)}</li>" for n in evaluation.notes)
     body = [f"<h1>{html.escape(title)}</h1>",
             f"<p>{len(times)} times scored, {str(times.min())[:16]} to {str(times.max())[:16]}; grid spacing "
@@ -152,8 +153,7 @@ def render_html(evaluation: Evaluation, scores: xr.Dataset, figures: dict[str, l
             "<h2>Scores over all times</h2>", html_table(scores),
             f"<p class='small'>Spectra and distributions from {scores.attrs.get('summary_times', '?')} sampled "
             f"times; spectra shown: {'1-D, along x' if spectra == '1d' else '2-D isotropic'} (`--spectra "
-            f"{spectra}`). Units: those of the variable, except spread/skill, power 2-4Δ and LSD "
-            "(dimensionless).</p>",
+            f"{spectra}`). Units: those of the variable, except {dimensionless_titles()} (dimensionless).</p>",
             f"<dl class='small'>{legend}</dl>"]
     if notes:
         body.append(f"<h3>Notes</h3><ul>{notes}</ul>")

@@ -11,8 +11,9 @@ import datetime as dt
 
 import xarray as xr
 
+from corrdiff.evaluation.scores import PER_VARIABLE  # how the scores file marks a score in its variable's units
+
 CONVENTIONS = "CF-1.11"
-PER_VARIABLE = "units of the variable"  # how the metrics mark a score in its variable's units
 COORD_ATTRS = {
     "time": {"standard_name": "time", "long_name": "valid time", "units_metadata": "leap_seconds: none"},
     "rank": {"long_name": "rank of the truth among the sorted members"},

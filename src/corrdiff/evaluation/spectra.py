@@ -34,6 +34,7 @@ import numpy as np
 import xarray as xr
 from scipy.stats import wasserstein_distance
 
+from corrdiff.evaluation.scores import PER_VARIABLE, SCORES
 from corrdiff.evaluation.stores import Evaluation
 
 HISTOGRAM_BINS = 2000  # fine bins: W1 and percentiles from histograms are within one bin width of exact
@@ -292,16 +293,11 @@ def summarise(spectra: xr.Dataset, histograms: xr.Dataset, evaluation: Evaluatio
             p999[i, j] = quantile_from_histogram(edges, counts, 0.999) - truth_p999[j]
     dims = ("model", "variable")
     return xr.Dataset({
-        "power_ratio_smallest_octave": (dims, ratio, {"long_name": "predicted / true spectral power at "
-                                                      "wavelengths 2-4 grid spacings", "units": "1"}),
-        "log_spectral_distance": (dims, lsd, {"long_name": "mean over wavenumbers up to Nyquist of |log10(predicted "
-                                              "/ true power)|, members' spectra averaged", "units": "1"}),
-        "wasserstein": (dims, w1, {"long_name": "Wasserstein-1 distance between predicted and true value "
-                                   "distributions", "units": "units of the variable"}),
-        "p999_difference": (dims, p999, {"long_name": "99.9th percentile of predictions minus that of truth",
-                                         "units": "units of the variable"}),
-        "truth_p999": (("variable",), truth_p999, {"long_name": "99.9th percentile of truth",
-                                                   "units": "units of the variable"}),
+        "power_ratio_smallest_octave": (dims, ratio, SCORES["power_ratio_smallest_octave"].attrs()),
+        "log_spectral_distance": (dims, lsd, SCORES["log_spectral_distance"].attrs()),
+        "wasserstein": (dims, w1, SCORES["wasserstein"].attrs()),
+        "p999_difference": (dims, p999, SCORES["p999_difference"].attrs()),
+        "truth_p999": (("variable",), truth_p999, {"long_name": "99.9th percentile of truth", "units": PER_VARIABLE}),
     }, {"model": models, "variable": variables},
         {"summary_times": int(histograms.attrs["times_used"]), "spectra": spectra.attrs.get("spectra", "2d"),
          "spectra_method": spectra.attrs.get("spectra_method", SPECTRA["2d"])})

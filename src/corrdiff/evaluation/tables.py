@@ -1,8 +1,9 @@
 """The score table: one row per (variable, model), CorrDiff first and the baselines beside it.
 
 The same rows are rendered three ways: a rich table for the terminal, plain text for logs, HTML for the
-report. A score that breaks a trust rule (`corrdiff.evaluation.trust`) is marked: "!" after it in the terminal
-and in text, under which the text lists the warnings; a highlighted cell with the warning as tooltip in HTML.
+report; their columns, with their meanings and units, are those of `corrdiff.evaluation.scores.SCORES`. A score
+that breaks a trust rule (`corrdiff.evaluation.trust`) is marked: "!" after it in the terminal and in text, under
+which the text lists the warnings; a highlighted cell with the warning as tooltip in HTML.
 """
 
 import html
@@ -12,48 +13,26 @@ import numpy as np
 import xarray as xr
 
 from corrdiff.evaluation import trust
+from corrdiff.evaluation.scores import dimensionless_titles, FROM_SUMS, table_columns
 
-# (column title, variable in the scores Dataset, unit: "var" = the variable's units, "1" = dimensionless)
-COLUMNS = [
-    ("MAE", "mae", "var"),
-    ("RMSE", "rmse", "var"),
-    ("bias", "bias", "var"),
-    ("CRPS", "crps", "var"),
-    ("fair CRPS", "crps_fair", "var"),
-    ("spread/skill", "spread_skill", "1"),
-    ("power 2-4Δ", "power_ratio_smallest_octave", "1"),
-    ("LSD", "log_spectral_distance", "1"),
-    ("W1", "wasserstein", "var"),
-    ("Δp99.9", "p999_difference", "var"),
-]
-EXPLANATIONS = {
-    "MAE": "mean absolute error of the ensemble mean (of the field itself for one member)",
-    "RMSE": "root-mean-square error of the ensemble mean",
-    "bias": "mean of forecast minus truth",
-    "CRPS": "continuous ranked probability score of the members (the paper's); equals MAE for one member; "
-            "lower is better; favours ensembles narrower than calibrated",
-    "fair CRPS": "unbiased CRPS estimator over pairs of distinct members (Ferro 2014): what the score would be "
-                 "with infinitely many members; lowest at the calibrated spread; corrdiff decides with it",
-    "spread/skill": "sqrt((M+1)/M)·spread / RMSE; 1 for a calibrated ensemble, < 1 over-confident",
-    "power 2-4Δ": "predicted / true spectral power at wavelengths of 2-4 grid spacings; 1 is ideal",
-    "LSD": "log-spectral distance: mean over wavenumbers up to Nyquist of |log10(predicted / true power)|, "
-           "members' spectra averaged; 0 is ideal, 0.1 is a factor 1.26 on average",
-    "W1": "Wasserstein-1 distance between predicted and true value distributions",
-    "Δp99.9": "99.9th percentile of the forecast minus that of the truth",
-}
+
+def explained() -> dict[str, str]:
+    """The meaning of each column by its title, in order."""
+    return {score.title: score.explanation for score in table_columns().values()}
 
 
 def rows(scores: xr.Dataset) -> tuple[list[str], list[list[str]]]:
     """(header, rows of formatted cells) for the columns present in `scores`."""
-    columns = [c for c in COLUMNS if c[1] in scores]
-    header = ["variable", "model", "members"] + [title for title, _, _ in columns]
+    present = {name: score for name, score in table_columns().items() if name in scores}
+    header = ["variable", "model", "members"] + [score.title for score in present.values()]
     table = []
     for variable in scores["variable"].values:
         units = str(scores["units"].sel(variable=variable).values) if "units" in scores.coords else ""
         label = f"{variable} [{units}]" if units else str(variable)
         for model in scores["model"].values:
-            values = [float(scores[name].sel(model=model, variable=variable)) for _, name, _ in columns]
-            if all(np.isnan(values[:4])):
+            values = [float(scores[name].sel(model=model, variable=variable)) for name in present]
+            skill = [v for v, score in zip(values, present.values()) if score.source == FROM_SUMS] or values
+            if all(np.isnan(skill)):
                 continue  # the model has no such variable
             members = int(scores["members"].sel(model=model)) if "members" in scores else ""
             table.append([label, str(model), str(members)] + [_format(v) for v in values])
@@ -74,7 +53,7 @@ def _format(value: float) -> str:
 
 def flagged_cells(scores: xr.Dataset) -> dict[tuple[str, str, str], list[trust.Flag]]:
     """The trust flags of `scores` by the cell they mark: (variable, model, column title)."""
-    titles = {name: title for title, name, _ in COLUMNS}
+    titles = {name: score.title for name, score in table_columns().items()}
     cells = {}
     for flag in trust.flags(scores):
         cells.setdefault((flag.variable, flag.model, titles.get(flag.score, "")), []).append(flag)
@@ -82,19 +61,20 @@ def flagged_cells(scores: xr.Dataset) -> dict[tuple[str, str, str], list[trust.F
 
 
 def rich_tables(scores: xr.Dataset, title: str = "scores over all times") -> list:
-    """The scores as rich Tables: skill (MAE … spread/skill) and, when computed, spectra and distributions;
-    two narrow tables rather than one wide one, so that they fit an 80-column terminal. A flagged score
-    (`trust`) is followed by "!"."""
+    """The scores as rich Tables: skill (the scores from per-time sums, MAE … spread/skill) and, when computed,
+    spectra and distributions; two narrow tables rather than one wide one, so that they fit an 80-column terminal.
+    A flagged score (`trust`) is followed by "!"."""
     from rich import box
     from rich.table import Table
     from rich.text import Text
 
     header, body = rows(scores)
     marked = flagged_cells(scores)
-    caption = "(members); units: the variable's, except spread/skill, power and LSD (1)"
+    caption = f"(members); units: the variable's, except {dimensionless_titles()} (1)"
     caption += "; !: a warning below" if marked else ""
-    split = header.index("spread/skill") + 1
-    groups = [("skill", header[3:split]), ("spectra and distributions", header[split:])]
+    skill = {score.title for score in table_columns().values() if score.source == FROM_SUMS}
+    groups = [("skill", [h for h in header[3:] if h in skill]),
+              ("spectra and distributions", [h for h in header[3:] if h not in skill])]
     units = {str(v): str(u) for v, u in zip(scores["variable"].values, scores["units"].values)} \
         if "units" in scores.coords else {}
     tables = []
@@ -141,7 +121,8 @@ def html_table(scores: xr.Dataset) -> str:
     cell of class 'flag' with its warning as tooltip."""
     header, body = rows(scores)
     marked = flagged_cells(scores)
-    head = "".join(f'<th title="{html.escape(EXPLANATIONS.get(h, h))}">{html.escape(h)}</th>' for h in header)
+    explanations = explained()
+    head = "".join(f'<th title="{html.escape(explanations.get(h, h))}">{html.escape(h)}</th>' for h in header)
     lines = ["<table class='scores'>", f"<thead><tr>{head}</tr></thead>", "<tbody>"]
     variable = None
     for row in body:

@@ -49,7 +49,7 @@ from corrdiff.config import RunConfig
 from corrdiff.data import DownscalingDataset, load_spec
 from corrdiff.diffusion import PatchedDenoiser
 from corrdiff.diffusion.sampler import SamplerConfig
-from corrdiff.diffusion.solvers import CHURN_SOLVERS, min_network_evaluations, steps_for
+from corrdiff.diffusion.solvers import min_network_evaluations, SOLVERS, steps_for
 from corrdiff.distributed import pick_device
 from corrdiff.errors import ConfigError
 from corrdiff.inference import checks, downscale, Fingerprint, load_models
@@ -59,13 +59,12 @@ from corrdiff.output_paths import check_not_an_input, check_output, make_folder,
 from corrdiff.fast_path import prepare_denoiser
 from corrdiff.progress import bar as progress_bar
 from corrdiff.seeding import time_seed
-from corrdiff.experiments.tuning_files import markdown_table, OUTPUTS, ROWS, RowLog, write_outputs  # noqa: F401 (re-exported)
+from corrdiff.experiments.tuning_files import OUTPUTS, ROWS, RowLog, write_outputs
 from corrdiff.experiments.tuning_scores import bootstrap, combined, LEVEL, PER_CHANNEL, RESAMPLES, Scores, stat_names
 from corrdiff.experiments.tuning_scores import SEED as BOOTSTRAP_SEED
 
 log = logging.getLogger(__name__)
 
-SOLVERS = ("heun", "euler", "dpmpp_2m", "dpmpp_2m_sde")
 NFE = (5, 7, 9, 11, 15, 23, 35)
 CHURN = (0.0,)
 SCALES = np.round(np.arange(0.5, 3.0001, 0.05), 2)  # calibration factors tried
@@ -76,9 +75,9 @@ LSD_TOLERANCE = 0.05  # texture rule of `choose`, in log10 units (docs/sampling.
 
 def sampler_grid(base: SamplerConfig, solvers=SOLVERS, nfe=NFE, churn=CHURN, schedules=None,
                  sigma_mins=None) -> list[SamplerConfig]:
-    """The settings to measure: `base` with each solver, schedule, smallest noise level σ_min (default: the
-    config's), step count (the most steps within each NFE) and churn (heun and euler only; the others are measured
-    once, without). Duplicates are dropped."""
+    """The settings to measure: `base` with each solver (default: every one of `SOLVERS`), schedule, smallest noise
+    level σ_min (default: the config's), step count (the most steps within each NFE) and churn (for the solvers
+    that take it; the others are measured once, without). Duplicates are dropped."""
     for solver in solvers:
         arguments.one_of("--solver", solver, list(SOLVERS))
         for evaluations in nfe:
@@ -87,7 +86,7 @@ def sampler_grid(base: SamplerConfig, solvers=SOLVERS, nfe=NFE, churn=CHURN, sch
     for solver, schedule, sigma_min in itertools.product(solvers, schedules or (base.schedule,),
                                                          sigma_mins or (base.sigma_min,)):
         for evaluations in sorted(nfe):
-            for s_churn in churn if solver in CHURN_SOLVERS else (0.0,):
+            for s_churn in churn if SOLVERS[solver].takes_churn else (0.0,):
                 try:
                     setting = dataclasses.replace(base, solver=solver, schedule=schedule, S_churn=float(s_churn),
                                                   sigma_min=float(sigma_min),

@@ -22,7 +22,6 @@ import numpy as np  # noqa: E402
 import xarray as xr  # noqa: E402
 
 from corrdiff import sampler_file  # noqa: E402
-from corrdiff.evaluation.trust import setting_summary  # noqa: E402
 from corrdiff.diffusion.sampler import SamplerConfig  # noqa: E402
 from corrdiff.inference.fingerprint import Fingerprint  # noqa: E402
 from corrdiff.experiments.tuning_scores import Scores  # noqa: E402
@@ -170,31 +169,3 @@ def difference_to_best(table: xr.Dataset, i: int) -> str:
     best = float(table["crps_fair_norm"][int(table.attrs["best"])])
     low, high = (100 * float(table[f"crps_fair_norm_diff_{end}"][i]) / best for end in ("low", "high"))
     return f"{100 * (float(table['crps_fair_norm'][i]) / best - 1):+.2f}% [{low:+.2f}, {high:+.2f}]"
-
-
-def markdown_table(table: xr.Dataset) -> str:
-    """The combined scores as a Markdown table, one row per setting, sorted by solver and NFE (for docs).
-
-    "trust" lists the kinds of `corrdiff.evaluation.trust` flags that some channel of the setting raises.
-    "CRPS/std" is the usual CRPS, "fair CRPS/std" the fair one with its bootstrap interval, "fair vs best" the
-    fair CRPS's difference to the best setting's in % with the paired bootstrap interval (`tuning_scores`)."""
-    level = f"{float(table.attrs.get('bootstrap_level', 0.9)):.0%}"
-    lines = [f"| solver | schedule | churn | σ_min | steps | NFE | CRPS/std | fair CRPS/std [{level}] | "
-             f"fair vs best [{level}] | MAE/std | spread/skill | power 2-4Δ | LSD | s/member | trust |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    order = sorted(range(table.sizes["setting"]), key=lambda i: (str(table["solver"][i].values),
-                   str(table["schedule"][i].values), float(table["S_churn"][i]), float(table["sigma_min"][i]),
-                   int(table["network_evaluations"][i])))
-    for i in order:
-        row = table.isel(setting=i)
-        mark = " **(recommended)**" if bool(row["recommended"]) else ""
-        fair = (f"{float(row['crps_fair_norm']):.4f} [{float(row['crps_fair_norm_low']):.4f}, "
-                f"{float(row['crps_fair_norm_high']):.4f}]")
-        lines.append(f"| {row['solver'].values}{mark} | {row['schedule'].values} | {float(row['S_churn']):g} | "
-                     f"{float(row['sigma_min']):g} | "
-                     f"{int(row['num_steps'])} | {int(row['network_evaluations'])} | {float(row['crps_norm']):.4f} | "
-                     f"{fair} | {difference_to_best(table, i)} | "
-                     f"{float(row['mae_norm']):.4f} | {float(row['spread_skill_mean']):.3f} | "
-                     f"{float(row['power_ratio_mean']):.3f} | {float(row['lsd_mean']):.3f} | "
-                     f"{float(row['seconds_per_member']):.3f} | {setting_summary(table, i) or 'ok'} |")
-    return "\n".join(lines)

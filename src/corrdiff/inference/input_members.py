@@ -8,7 +8,6 @@ ensemble (member m of a time depends on (seed, time, m) only). The output's `inp
 beside it (`<name>_regression`) is the mean over the input members' regression means.
 """
 
-import dataclasses
 import numbers
 from dataclasses import dataclass
 
@@ -102,7 +101,7 @@ def rules_with_member(rules, member):
         return rules
     if member not in ("mean", "all") and (isinstance(member, bool) or not isinstance(member, numbers.Integral)):
         raise ConfigError(f"member {member!r}: expected a member's number (e.g. 0), 'mean' or 'all'")
-    return dataclasses.replace(rules, source=rules.source.model_copy(update={"member": member}))
+    return rules.model_copy(update={"inputs": rules.inputs.model_copy(update={"member": member})})
 
 
 def open_members(open_one, rules):

@@ -4,59 +4,68 @@ a model package's rules. Both are read by the same rules as a spec's inputs (`co
 fields and normalised with the checkpoint's statistics, so a time gives the tensor `DownscalingDataset` would.
 """
 
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
 import torch
 import xarray as xr
+from pydantic import BaseModel, ConfigDict, create_model
 
 from corrdiff.data import DatasetSpec, Normalization, Sample
 from corrdiff.data.canonical import canonical
 from corrdiff.data.crop import crop_fields
 from corrdiff.data.fields import first_nan, InterpolatedInputs
 from corrdiff.data.readers import cwa_field, Field, generic_field, open_fields, time_axis
-from corrdiff.data.spec import Source
+from corrdiff.data.spec import INPUT_KEYS
 from corrdiff.errors import DataError
 
 READ_CHUNK = 64  # times read and interpolated at once, as DownscalingDataset reads them
 
 
-@dataclass(frozen=True)
-class InputRules:
-    """How a model reads its coarse inputs: the keys of its dataset spec that concern them (docs/data-format.md)."""
+class _Rules(BaseModel):
+    """The methods of `InputRules`; its fields are made by `input_rules` from the spec's."""
 
-    source: Source
-    """The spec's `inputs` section: variables (the input channels, in order), rename, time_dim, group."""
-    layout: str = "generic"
-    level_dim: str | None = None
-    edge: str = "error"
-    units: dict[str, str] = field(default_factory=dict)
-    nan_policy: str = "error"
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    spec_model: ClassVar[type[DatasetSpec]] = DatasetSpec
 
     @classmethod
-    def from_spec(cls, spec: DatasetSpec) -> "InputRules":
+    def from_spec(cls, spec: DatasetSpec):
         # A package says how inputs are read, never with which credentials (storage_options may hold secrets).
-        source = spec.inputs.model_copy(update={"paths": [], "storage_options": {}})
-        return cls(source, spec.layout, spec.level_dim, spec.edge, dict(spec.units), spec.nan_policy)
+        inputs = spec.inputs.model_copy(update={"paths": [], "storage_options": {}})
+        return cls(**{key: getattr(spec, key) for key in cls.model_fields} | {"inputs": inputs})
 
     def to_dict(self) -> dict:
-        source = self.source.model_dump(mode="json", exclude={"paths", "storage_options"})
-        return {"source": source, "layout": self.layout, "level_dim": self.level_dim, "edge": self.edge,
-                "units": dict(self.units), "nan_policy": self.nan_policy}
+        """The JSON form a model package keeps; the inputs section under "source", as packages have always had it."""
+        raw = self.model_dump(mode="json", exclude={"inputs": {"paths", "storage_options"}})
+        return {"source": raw.pop("inputs"), **raw}
 
     @classmethod
-    def from_dict(cls, raw: dict) -> "InputRules":
-        """Raises ValueError, TypeError or KeyError when `raw` is not what `to_dict` writes."""
-        return cls(Source(paths=[], **raw["source"]), raw["layout"], raw.get("level_dim"), raw.get("edge", "error"),
-                   dict(raw.get("units") or {}), raw.get("nan_policy", "error"))
+    def from_dict(cls, raw: dict):
+        """Raises ValueError, TypeError or KeyError when `raw` is not what `to_dict` writes. Keys it does not know
+        (a newer corrdiff's) are left out; keys it lacks (an older package's) take the spec's defaults."""
+        known = {key: value for key, value in raw.items() if key in cls.model_fields and key != "inputs"}
+        return cls.model_validate(known | {"inputs": {**raw["source"], "paths": []}})
 
     def spec(self, paths=()) -> DatasetSpec:
         """A spec of these inputs alone, read from `paths` (none: a dataset given in memory)."""
-        source = self.source.model_copy(update={"paths": [str(p) for p in paths]})
-        return DatasetSpec(layout=self.layout, inputs=source, level_dim=self.level_dim, edge=self.edge,
-                           units=self.units, nan_policy=self.nan_policy)
+        inputs = self.inputs.model_copy(update={"paths": [str(p) for p in paths]})
+        return self.spec_model(**{key: getattr(self, key) for key in type(self).model_fields} | {"inputs": inputs})
+
+
+def input_rules(spec_model: type[DatasetSpec] = DatasetSpec, keys=INPUT_KEYS) -> type[_Rules]:
+    """A frozen model of the fields `keys` of `spec_model`, with their types, defaults and descriptions."""
+    fields = {key: (spec_model.model_fields[key].annotation, spec_model.model_fields[key]) for key in keys}
+    rules = create_model("InputRules", __base__=_Rules, __module__=__name__, **fields)
+    rules.spec_model = spec_model
+    return rules
+
+
+InputRules = input_rules()
+InputRules.__doc__ = """How a model reads its coarse inputs: the keys of its dataset spec that concern them,
+`corrdiff.data.spec.INPUT_KEYS` (docs/data-format.md), named, typed and defaulted as `DatasetSpec` has them;
+`inputs` is the spec's `inputs` section without its paths and storage_options."""
 
 
 class CoarseInputs:
@@ -104,9 +113,9 @@ class CoarseInputs:
         if not isinstance(ds, xr.Dataset):
             raise DataError(f"{where}: expected an xarray.Dataset, got {type(ds).__name__}")
         spec = rules.spec()
-        ds = canonical(ds.copy(deep=False), rules.source.time_dim, where)  # the caller's dataset stays as it was
+        ds = canonical(ds.copy(deep=False), rules.inputs.time_dim, where)  # the caller's dataset stays as it was
         ds.encoding["corrdiff_files"] = where
-        source = rules.source
+        source = rules.inputs
         if rules.layout == "cwa":
             fields = [cwa_field(spec, ds, name, source.group, "inputs", source.in_files(name), input_units)
                       for name in source.variables]

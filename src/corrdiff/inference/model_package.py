@@ -261,7 +261,7 @@ def _metadata(package: Package, files: dict[str, str]) -> dict:
         "format": FORMAT, "corrdiff_version": __version__,
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "exported_from": {kind: str(getattr(package, kind).path) for kind in NETWORK_FILES},
-        "channels": {"inputs": list(package.rules.source.variables), "static": list(package.static),
+        "channels": {"inputs": list(package.rules.inputs.variables), "static": list(package.static),
                      "targets": list(meta.target_channels), "target_attrs": meta.target_attrs,
                      "units": package.rules.units},
         "normalisation": meta.stats.to_dict(),

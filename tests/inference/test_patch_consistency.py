@@ -13,7 +13,7 @@ from corrdiff.checkpoint import load_model
 from corrdiff.config import ConfigError
 from corrdiff.diffusion import DiffusionCondition, PatchedDenoiser, SamplerConfig
 from corrdiff.inference import generate
-from corrdiff.inference.generate import downscale, Models
+from corrdiff.inference.downscaling import downscale, Models
 from corrdiff.models import presets
 from corrdiff.seeding import Draws
 from corrdiff.training.tasks import DiffusionTask

@@ -53,7 +53,7 @@ from corrdiff.diffusion.solvers import CHURN_SOLVERS, min_network_evaluations, s
 from corrdiff.distributed import pick_device
 from corrdiff.errors import ConfigError
 from corrdiff.inference import checks, downscale, Fingerprint, load_models
-from corrdiff.inference.generate import check_fits
+from corrdiff.inference.downscaling import check_fits
 from corrdiff.inference.member_batching import MemberBatching
 from corrdiff.output_paths import check_not_an_input, check_output, make_folder, spec_inputs
 from corrdiff.fast_path import prepare_denoiser
@@ -135,7 +135,7 @@ def scored_times(dataset, count: int, seed: int, device) -> Truth:
 class Run:
     """What generating with one setting needs besides the setting."""
 
-    models: object  # corrdiff.inference.generate.Models
+    models: object  # corrdiff.inference.downscaling.Models
     truth: Truth
     members: int
     batching: MemberBatching  # members at once, as generation chooses them

@@ -51,7 +51,8 @@ from corrdiff.errors import CheckpointError, ConfigError, DataError, OutputError
 from corrdiff.file_integrity import as_umask_allows
 from corrdiff.inference import checks
 from corrdiff.inference.context import fine_grid_mapping
-from corrdiff.inference.generate import generate as run_generation, input_paths, Models, models_from_checkpoints
+from corrdiff.inference.downscaling import Models, models_from_checkpoints
+from corrdiff.inference.generate import generate as run_generation, input_paths
 from corrdiff.inference.input_members import open_members, rules_with_member
 from corrdiff.inference.inputs import CoarseInputs, InputRules
 from corrdiff.output_paths import check_not_an_input, make_folder, spec_inputs

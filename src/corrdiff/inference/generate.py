@@ -6,6 +6,7 @@ import dataclasses
 import glob
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -84,52 +85,83 @@ def with_tuned_sampler(config: RunConfig, models: Models, split: str | None = No
     return config.model_copy(update={"sampler": tuned})
 
 
-def generate(config: RunConfig, regression_path, diffusion_path, out, times: list[str] | None = None,
-             dataset=None, progress: bool = True, inputs: list[str] | None = None, overwrite: bool = False,
-             allow_mismatch: bool = False, models_loader: Callable[[torch.device], Models] | None = None,
-             input_member=None) -> Path:
-    """Write an ensemble file for the chosen times (all times of the split by default); resumable.
+@dataclass(frozen=True)
+class GenerationRequest:
+    """What a generation reads: the two networks, the data, and which of its times."""
 
-    A file already at `out` is resumed only when its fingerprint is this generation's; else it is refused,
-    or with `overwrite` replaced once the new file is complete. The format follows the suffix of `out`.
-    Under torchrun, ranks take every world_size-th time; NetCDF ranks write part files that rank 0
-    merges into `out`, Zarr ranks write their regions of `out` directly. `models_loader(device)`, when
-    given, replaces loading the two checkpoint paths (a model package: `corrdiff.inference.model_package`). `input_member`
-    (a member's number, "mean" or "all") chooses among the members of ensemble inputs, over the spec's `member`.
-    `out` never is, lies inside or holds what the generation reads (`corrdiff.output_paths`), and one generation at a
-    time writes it (`corrdiff.locks`: a second is refused, naming the first one's PID).
+    regression: Path | str | None = None
+    """The regression checkpoint: a checkpoint folder or a run folder (None with `models_loader`)."""
+    diffusion: Path | str | None = None
+    """The diffusion checkpoint, likewise."""
+    models_loader: Callable[[torch.device], Models] | None = None
+    """`models_loader(device)` gives both networks instead of the two checkpoints (a model package:
+    `corrdiff.inference.model_package`)."""
+    allow_mismatch: bool = False
+    """Generate with a diffusion checkpoint trained against another regression checkpoint (logged and recorded)."""
+    dataset: object = None
+    """The dataset to downscale (a `PairedDataset`, or `InputMembers`); None: opened from the config's spec."""
+    inputs: list[str] | None = None
+    """Files or globs (--input) read instead of the spec's inputs; every time they hold is downscaled."""
+    input_member: int | str | None = None
+    """Of ensemble inputs: a member's number, "mean" or "all"; over the spec's `member`."""
+    times: list[str] | None = None
+    """ISO times to downscale; None: every time of the split (or of `inputs`)."""
+
+
+@dataclass(frozen=True)
+class EnsembleOutput:
+    """Where and how a generation writes its ensemble."""
+
+    path: Path
+    """The ensemble file: NetCDF (.nc, .nc4) or a Zarr store (.zarr); the suffix sets the format."""
+    overwrite: bool = False
+    """Replace what is at `path` once the new file is complete, instead of resuming it."""
+    progress: bool = True
+    """A progress bar (rank 0's) of the times written."""
+
+
+def generate(config: RunConfig, request: GenerationRequest, output: EnsembleOutput) -> Path:
+    """Write an ensemble file for the chosen times (all times of the split by default); resumable. `config` says
+    how to sample (the sampler and the `generate:` section), `request` what to read, `output` what to write.
+
+    A file already at `output.path` is resumed only when its fingerprint is this generation's; else it is refused,
+    or with `output.overwrite` replaced once the new file is complete. Under torchrun, ranks take every
+    world_size-th time; NetCDF ranks write part files that rank 0 merges into the file, Zarr ranks write their
+    regions of the store directly. The file never is, lies inside or holds what the generation reads
+    (`corrdiff.output_paths`), and one generation at a time writes it (`corrdiff.locks`: a second is refused,
+    naming the first one's PID).
     """
     info = init_distributed(config.device)
     try:
-        return _generate(config, regression_path, diffusion_path, Path(out), times, dataset, progress, info, inputs,
-                         overwrite, allow_mismatch, models_loader, input_member)
+        return _generate(config, request, dataclasses.replace(output, path=Path(output.path)), info)
     finally:
         shutdown(info)
 
 
-def _generate(config, regression_path, diffusion_path, out: Path, times, dataset, progress, info: DistInfo,
-              inputs=None, overwrite=False, allow_mismatch=False, models_loader=None, input_member=None) -> Path:
-    gen = config.generate
-    fmt = checks.output_format(out, gen.format, "format" in gen.model_fields_set)
+def _generate(config: RunConfig, request: GenerationRequest, output: EnsembleOutput, info: DistInfo) -> Path:
+    generation = config.generate
+    out = output.path
+    file_format = checks.output_format(out, generation.format, "format" in generation.model_fields_set)
     check_folder(out)
-    if overwrite:
+    if output.overwrite:
         check_replaceable(out)
-    if models_loader is not None:
-        models = models_loader(info.device)
+    if request.models_loader is not None:
+        models = request.models_loader(info.device)
     else:
-        models = load_models(regression_path, diffusion_path, info.device, allow_mismatch)
-    read = generation_inputs(config, models, {"regression": regression_path, "diffusion": diffusion_path},
-                             inputs)  # before the tuned sampler replaces the config's
-    config = with_tuned_sampler(config, models, None if inputs else gen.split)
+        models = load_models(request.regression, request.diffusion, info.device, request.allow_mismatch)
+    checkpoints = {"regression": request.regression, "diffusion": request.diffusion}
+    read_by_role = generation_inputs(config, models, checkpoints, request.inputs)  # before the tuned sampler's
+    config = with_tuned_sampler(config, models, None if request.inputs else generation.split)
+    dataset = request.dataset
     if dataset is None:
-        dataset = open_inference_dataset(config, models.meta, gen.split, inputs, models.provenance["diffusion_checkpoint"],
-                                         input_member)
+        dataset = open_inference_dataset(config, models.meta, generation.split, request.inputs,
+                                         models.provenance["diffusion_checkpoint"], request.input_member)
     check_fits(models, dataset)
     config = resolve_patches(config, models, dataset.lat.shape)
-    check_not_an_input(out, read | spec_inputs_of(dataset))
+    check_not_an_input(out, read_by_role | spec_inputs_of(dataset))
     make_folder(out)  # as score, report and the baselines do
     with locks.for_output(out, info):  # rank 0 holds it until every rank is done
-        return _write_ensemble(config, models, dataset, out, fmt, times, overwrite, allow_mismatch, progress, info)
+        return _write_ensemble(config, models, dataset, request, output, file_format, info)
 
 
 def generation_inputs(config: RunConfig, models: Models, checkpoint_paths: dict, inputs) -> dict[str, list]:
@@ -152,58 +184,62 @@ def spec_inputs_of(dataset) -> dict[str, list[Path]]:
     return spec_inputs(spec) if spec is not None else {}
 
 
-def _write_ensemble(config: RunConfig, models: Models, dataset, out: Path, fmt: str, times, overwrite: bool,
-                    allow_mismatch: bool, progress: bool, info: DistInfo) -> Path:
-    """Generate the chosen times into `out` (checked, and locked by this run): resume, or with `overwrite` build
-    the new file beside it; under torchrun each rank its share of the times."""
-    gen = config.generate
+def _write_ensemble(config: RunConfig, models: Models, dataset, request: GenerationRequest, output: EnsembleOutput,
+                    file_format: str, info: DistInfo) -> Path:
+    """Generate the chosen times into `output.path` (checked, and locked by this run): resume, or with `overwrite`
+    build the new file beside it; under torchrun each rank its share of the times."""
+    generation = config.generate
+    out = output.path
     sampling = Sampling.build(config, models, dataset.lat.shape, info.device)
-    indices = select_times(dataset.times, times)
+    indices = select_times(dataset.times, request.times)
     chosen_times = np.asarray(dataset.times, dtype="datetime64[ns]")[indices]
-    fingerprint = generation_fingerprint_of(config, models, dataset, chosen_times, recorded_input_hashes(out, fmt))
+    fingerprint = generation_fingerprint_of(config, models, dataset, chosen_times,
+                                            recorded_input_hashes(out, file_format))
     channels = list(models.meta.target_channels)
-    attrs = ensemble_attrs(config, models, allow_mismatch)
+    attrs = ensemble_attrs(config, models, request.allow_mismatch)
     # With --overwrite the new file is built beside `out` and renamed over it once complete.
-    target = overwrite_path(out) if overwrite else out
+    target = overwrite_path(out) if output.overwrite else out
     # Ranks take every world_size-th time. NetCDF cannot take concurrent writers: each rank fills a part
     # file of its own times; a Zarr store is shared, each rank writing its own time chunks.
-    mine = list(range(len(indices)))[info.rank :: info.world_size]
-    parts = info.world_size > 1 and fmt == "netcdf"
-    if parts and not overwrite and resumable(out, fmt, fingerprint):
+    my_positions = list(range(len(indices)))[info.rank :: info.world_size]  # in `indices`, this rank's
+    in_part_files = info.world_size > 1 and file_format == "netcdf"
+    if in_part_files and not output.overwrite and resumable(out, file_format, fingerprint):
         return out  # merged already: parts are merged only once every time is written
-    if parts:
-        path, slot_times = part_path(target, info.rank, info.world_size), chosen_times[mine]
+    if in_part_files:
+        path, slot_times = part_path(target, info.rank, info.world_size), chosen_times[my_positions]
     else:
         path, slot_times = target, chosen_times
-    slots = list(range(len(mine))) if parts else mine
+    slots = list(range(len(my_positions))) if in_part_files else my_positions  # the file's time index of each
     context = output_context(dataset, slot_times)  # forecast reference/lead times, input files, projection
-    members = gen.members * (len(dataset.labels) if isinstance(dataset, InputMembers) else 1)
+    members = generation.members * (len(dataset.labels) if isinstance(dataset, InputMembers) else 1)
     if isinstance(dataset, InputMembers):
-        context = dataclasses.replace(context, coords={**context.coords, **dataset.coords(gen.members)})
+        context = dataclasses.replace(context, coords={**context.coords, **dataset.coords(generation.members)})
     open_writer = lambda: EnsembleWriter(path, slot_times, members, dataset.lat, dataset.lon, channels,
-                                         models.meta.target_attrs, {**attrs, **context.attrs}, fmt,
-                                         fingerprint=fingerprint, replace=overwrite, **context.template_options())
-    if not parts and info.world_size > 1:
+                                         models.meta.target_attrs, {**attrs, **context.attrs}, file_format,
+                                         fingerprint=fingerprint, replace=output.overwrite,
+                                         **context.template_options())
+    if not in_part_files and info.world_size > 1:
         if info.is_main:
             open_writer().close()  # rank 0 lays out the shared store before anyone writes to it
         barrier(info)
     writer = open_writer()
     done = writer.written()  # read before any write is in flight: then only the writer's thread touches the file
-    todo = [(slot, k) for slot, k in zip(slots, mine) if not done[slot]]
-    bar = progress_bar(total=len(todo), desc="generate", unit="time", disable=not (progress and info.is_main))
+    todo = [(slot, position) for slot, position in zip(slots, my_positions) if not done[slot]]
+    bar = progress_bar(total=len(todo), desc="generate", unit="time", disable=not (output.progress and info.is_main))
     # Time t is written in the background while time t+1 is sampled; the bar counts times written.
-    output = OverlappedWriter(writer, gen.overlap_writes, on_written=lambda slot: bar.update())
+    overlapped = OverlappedWriter(writer, generation.overlap_writes, on_written=lambda slot: bar.update())
     try:
-        for slot, k in todo:
-            output.write(slot, *downscale_members(downscale_time, sampling, dataset, indices[k], chosen_times[k]))
+        for slot, position in todo:
+            overlapped.write(slot, *downscale_members(downscale_time, sampling, dataset, indices[position],
+                                                      chosen_times[position]))
     finally:
         try:
-            output.close()
+            overlapped.close()
         finally:
             bar.close()
     barrier(info)
     if info.is_main:
-        _finish(target, out, fmt, info.world_size if parts else 0, overwrite)
+        _finish(target, out, file_format, info.world_size if in_part_files else 0, output.overwrite)
     barrier(info)
     return out
 

@@ -121,7 +121,7 @@ LAYERS = {
         "corrdiff.distributed", "corrdiff.locks", "corrdiff.arguments", "corrdiff.failed_writes",
     ),
     "library": (
-        # the steps of a run, and foreign checkpoints (inference.checks maps PhysicsNeMo's architecture options)
+        # the steps of a run, and foreign checkpoints (inference.checks asks interop.physicsnemo about a checkpoint)
         "corrdiff.training", "corrdiff.inference", "corrdiff.evaluation", "corrdiff.interop",
     ),
     "applications": (

@@ -150,7 +150,8 @@ def _generate(config: RunConfig, request: GenerationRequest, output: EnsembleOut
     else:
         models = load_models(request.regression, request.diffusion, info.device, request.allow_mismatch)
     checkpoints = {"regression": request.regression, "diffusion": request.diffusion}
-    read_by_role = generation_inputs(config, models, checkpoints, request.inputs)  # before the tuned sampler's
+    # Before the tuned sampler replaces the config's: then the run's sampler.yaml is among what is read.
+    read_by_role = generation_inputs(config, models, checkpoints, request.inputs)
     config = with_tuned_sampler(config, models, None if request.inputs else generation.split)
     dataset = request.dataset
     if dataset is None:

@@ -1,5 +1,6 @@
 """The package graph: no import cycle between corrdiff's modules or its packages, inference and training
-independent of each other. Imports inside functions count: they hide a cycle, they don't break it."""
+independent of each other, and every module in a layer that imports only its own or lower ones (`LAYERS`).
+Imports inside functions count: they hide a cycle, they don't break it."""
 
 import ast
 from pathlib import Path
@@ -102,6 +103,80 @@ def test_the_cycle_finder_finds_a_cycle_hidden_in_a_function():
     graph = {"a": {"b"}, "b": {"a"}, "c": {"a"}}
     assert find_cycle(graph) == ["a", "b", "a"]
     assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+# The layers, lowest first. A module imports only from its own layer or a lower one: the library (core, library)
+# never imports an application or the command line. A package is assigned whole; every other module by name, so a
+# new top-level module fails `test_every_module_has_a_layer...` until it is given one here.
+LAYERS = {
+    "core": (
+        # the method: networks, diffusion, data
+        "corrdiff.models", "corrdiff.diffusion", "corrdiff.data",
+        # contracts that training, generation and evaluation share: checkpoints, the run config, the ensemble and
+        # sampler files, where a command may write, the fast path
+        "corrdiff.checkpoint", "corrdiff.config", "corrdiff.ensemble_file", "corrdiff.sampler_file",
+        "corrdiff.output_paths", "corrdiff.fast_path",
+        # small helpers that import nothing of corrdiff but errors (locks: and distributed)
+        "corrdiff.errors", "corrdiff.seeding", "corrdiff.file_integrity", "corrdiff.progress",
+        "corrdiff.distributed", "corrdiff.locks", "corrdiff.arguments", "corrdiff.failed_writes",
+    ),
+    "library": (
+        # the steps of a run, and foreign checkpoints (inference.checks asks interop.physicsnemo about a checkpoint)
+        "corrdiff.training", "corrdiff.inference", "corrdiff.evaluation", "corrdiff.interop",
+    ),
+    "applications": (
+        # what runs the steps for a user: experiments (tune, data size), the Python API (which the `corrdiff`
+        # package itself exports), the demo
+        "corrdiff.experiments", "corrdiff.api", "corrdiff", "corrdiff.demo",
+    ),
+    "command line": (
+        # the `corrdiff` command
+        "corrdiff.cli", "corrdiff.__main__",
+    ),
+}
+
+
+def layer_of(module: str, layers: dict[str, tuple[str, ...]]) -> int | None:
+    """The index of `module`'s layer: its own entry's, else its package's (never the root package's: `corrdiff`
+    is a module of its own); None when it has none."""
+    rank = {name: i for i, names in enumerate(layers.values()) for name in names}
+    parts = module.split(".")
+    candidates = [module] + [".".join(parts[:n]) for n in range(len(parts) - 1, 1, -1)]
+    return next((rank[name] for name in candidates if name in rank), None)
+
+
+def layer_violations(graph: dict[str, set[str]], layers: dict[str, tuple[str, ...]]) -> list[str]:
+    """One line per module without a layer and per import of a higher layer than the importer's."""
+    names = list(layers)
+    problems = []
+    for module in sorted(graph):
+        mine = layer_of(module, layers)
+        if mine is None:
+            problems.append(f"{module}: no layer; give it one in LAYERS (tests/test_architecture.py)")
+            continue
+        for imported in sorted(graph[module]):
+            theirs = layer_of(imported, layers)
+            if theirs is not None and theirs > mine:
+                problems.append(f"{module} ({names[mine]}) imports {imported} ({names[theirs]})")
+    return problems
+
+
+def test_every_module_has_a_layer_and_imports_only_its_own_or_lower_ones():
+    modules = module_names()
+    stale = [name for names in LAYERS.values() for name in names if name not in modules]
+    assert not stale, f"LAYERS names modules that do not exist: {stale}"
+    problems = layer_violations(import_graph(), LAYERS)
+    assert not problems, "\n".join(problems)
+
+
+def test_the_layer_checker_finds_an_upward_import_and_a_module_without_a_layer():
+    """The checker itself, on a known case: a package's modules take its layer, the root package does not pass
+    its own on, and an import of a higher layer is named."""
+    layers = {"low": ("p.a", "p.pkg"), "high": ("p", "p.b")}
+    assert layer_violations({"p.a": set(), "p.pkg.x": {"p.a"}, "p.b": {"p.pkg.x"}, "p": {"p.b"}}, layers) == []
+    assert layer_violations({"p.pkg.x": {"p.b"}, "p.b": set()}, layers) == ["p.pkg.x (low) imports p.b (high)"]
+    assert layer_violations({"p.c": {"p.a"}, "p.a": set()}, layers) == [
+        "p.c: no layer; give it one in LAYERS (tests/test_architecture.py)"]
 
 
 # The command line imports lazily so that `corrdiff --help` answers at once; the optional demo dependencies

@@ -8,7 +8,7 @@
 The inputs are read by the model's dataset-spec rules (variable names and `rename`, levels such as `t@850`, the time
 axis, units), interpolated to the fine grid, followed by the static fields and normalised with the checkpoint's
 statistics. The result is the dataset `corrdiff generate` writes, in memory: the same values, attributes and
-fingerprint, since both call `corrdiff.inference.generate.downscale_time` for each time (docs/api.md).
+fingerprint, since both call `corrdiff.inference.downscaling.downscale_time` for each time (docs/api.md).
 """
 
 import dataclasses
@@ -29,7 +29,7 @@ from corrdiff.ensemble_file import FLAG, regression_name
 from corrdiff.errors import CheckpointError, ConfigError, OutputError
 from corrdiff.inference import checks
 from corrdiff.inference.context import output_context
-from corrdiff.inference.generate import check_fits, downscale_time, ensemble_attrs, generation_fingerprint_of, \
+from corrdiff.inference.downscaling import check_fits, downscale_time, ensemble_attrs, generation_fingerprint_of, \
     prepare, resolve_patches, Sampling, select_times
 from corrdiff.data.open_inputs import argument_errors, input_paths, OPENED
 from corrdiff.inference.input_members import downscale_members, InputMembers, open_members, rules_with_member

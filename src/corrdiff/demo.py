@@ -15,7 +15,7 @@ from corrdiff.config import apply_overrides, load_config
 from corrdiff.data import build_demo_dataset, PairedFields
 from corrdiff.diffusion.solvers import network_evaluations
 from corrdiff.evaluation import evaluate, text_table, write_report, write_scores
-from corrdiff.inference import generate
+from corrdiff.inference.generate import EnsembleOutput, generate, GenerationRequest
 from corrdiff.training import train
 
 # Sized for ~10 minutes on 2 CPU cores, venv and data included; the networks are small versions of the
@@ -108,8 +108,8 @@ def run_demo(out_dir: Path, overrides: list[str] | None = None, progress: bool =
     stamp("generating the ensemble for the held-out times")
     ensemble = out_dir / "ensemble.nc"
     run_dir = Path(config.run_dir)
-    generate(config, run_dir / "regression", run_dir / "diffusion", ensemble, progress=progress,
-             times=held_out_times(spec, times))
+    request = GenerationRequest(run_dir / "regression", run_dir / "diffusion", times=held_out_times(spec, times))
+    generate(config, request, EnsembleOutput(ensemble, progress=progress))
     stamp("scoring against interpolation and the regression mean; writing the report")
     results = evaluate_demo(spec, ensemble, out_dir, echo=echo)
     stamp("done")

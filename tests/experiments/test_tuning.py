@@ -15,7 +15,8 @@ from corrdiff.diffusion.sampler import SamplerConfig
 from corrdiff.errors import ConfigError, OutputError
 from corrdiff.inference import Fingerprint
 from corrdiff.config import load_config
-from corrdiff.experiments.tuning import calibrate, check_outputs, choose, label, sampler_grid, Scores, tune
+from corrdiff.experiments.tuning import calibrate, check_outputs, choose, label, RecommendationRule, sampler_grid, \
+    Scores, tune, TuneGrid, TuneOutputs, TuneRequest
 from corrdiff.experiments.tuning_files import ROWS, RowLog
 from tests.data import fixtures
 from tests.training.synthetic import identity_stats
@@ -168,7 +169,7 @@ def test_tune_refuses_physicsnemos_arithmetic(tmp_path):
     path = tmp_path / "run.yaml"
     path.write_text("data: spec.yaml\nsampler:\n  arithmetic: physicsnemo\n")
     with pytest.raises(ConfigError, match="tune: sampler.arithmetic is physicsnemo.*tune with arithmetic: edm"):
-        tune(load_config(path), tmp_path / "regression", tmp_path / "diffusion")
+        tune(load_config(path), TuneRequest(tmp_path / "regression", tmp_path / "diffusion"))
 
 
 def test_existing_outputs_are_refused_without_overwrite(tmp_path):
@@ -265,8 +266,10 @@ def test_a_killed_tune_resumes_from_its_rows_and_a_changed_run_does_not(trained,
     folder, config_path = trained
     config = load_config(config_path)
     run_dir = folder / "run"
-    options = dict(split="test", allow_test_split=True, members=2, times=2, solvers=["euler"], nfe=[2, 3],
-                   calibration=False, progress=False)
+    request = TuneRequest(run_dir / "regression", run_dir / "diffusion", split="test", allow_test_split=True,
+                          members=2, times=2)
+    grid, rule = TuneGrid(solvers=["euler"], nfe=[2, 3]), RecommendationRule(calibration=False)
+    into = lambda name: TuneOutputs(folder / name, folder / name / "s.yaml", progress=False)
     measured, real_measure = [], tuning.measure
 
     def measure(run, setting, *args, **kwargs):
@@ -278,28 +281,23 @@ def test_a_killed_tune_resumes_from_its_rows_and_a_changed_run_does_not(trained,
     monkeypatch.setattr(tuning, "measure", measure)
     kill_after = 1
     with pytest.raises(KeyboardInterrupt):
-        tuning.tune(config, run_dir / "regression", run_dir / "diffusion", folder / "killed", folder / "killed/s.yaml",
-                    **options)
+        tuning.tune(config, request, grid, rule, into("killed"))
     assert measured == [2] and (folder / "killed" / ROWS).exists() and not (folder / "killed" / "tune.nc").exists()
     kill_after = None
-    resumed = tuning.tune(config, run_dir / "regression", run_dir / "diffusion", folder / "killed",
-                          folder / "killed/s.yaml", **options)
+    resumed = tuning.tune(config, request, grid, rule, into("killed"))
     assert measured == [2, 3] and resumed.table.attrs["resumed_settings"] == 1
     assert not (folder / "killed" / ROWS).exists()  # the outputs hold every row
-    whole = tuning.tune(config, run_dir / "regression", run_dir / "diffusion", folder / "whole",
-                        folder / "whole/s.yaml", **options)
+    whole = tuning.tune(config, request, grid, rule, into("whole"))
     for name in ("crps", "lsd", "spread_skill"):
         np.testing.assert_array_equal(resumed.table[name].values, whole.table[name].values)
 
     measured.clear()
     kill_after = 1
     with pytest.raises(KeyboardInterrupt):
-        tuning.tune(config, run_dir / "regression", run_dir / "diffusion", folder / "changed",
-                    folder / "changed/s.yaml", **options)
+        tuning.tune(config, request, grid, rule, into("changed"))
     kill_after = None
     reseeded = load_config(config_path, ["generate.seed=7"])
-    tuning.tune(reseeded, run_dir / "regression", run_dir / "diffusion", folder / "changed",
-                folder / "changed/s.yaml", **options)
+    tuning.tune(reseeded, request, grid, rule, into("changed"))
     assert measured == [2, 2, 3]  # the first setting measured again for the new seed
 
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from corrdiff.inference import generate
 from corrdiff.inference import writer as writer_module
+from corrdiff.inference.generate import EnsembleOutput, generate, GenerationRequest
 from tests.training.run_synthetic import main as train_main, REPO_ROOT, synthetic_config
 from tests.training.synthetic import SyntheticDataset
 
@@ -32,9 +32,13 @@ def config_for(run_dir, **generate_options):
     return synthetic_config(str(run_dir), 10, overrides)
 
 
+def request_for(run_dir, times=None):
+    return GenerationRequest(run_dir / "regression", run_dir / "diffusion", dataset=SyntheticDataset(TIMES, seed=3),
+                             times=times)
+
+
 def run_generate(run_dir, out, **options):
-    return generate(config_for(run_dir, **options), run_dir / "regression", run_dir / "diffusion", out,
-                    dataset=SyntheticDataset(TIMES, seed=3), progress=False)
+    return generate(config_for(run_dir, **options), request_for(run_dir), EnsembleOutput(out, progress=False))
 
 
 @pytest.fixture(scope="module")
@@ -101,8 +105,8 @@ def test_existing_output_for_other_members_is_refused(run_dir, ensemble):
     from corrdiff.inference import OutputError
 
     with pytest.raises(OutputError, match=r"ens.nc holds an ensemble made with other settings \(members: 3 → 4\)"):
-        generate(config_for(run_dir, members=MEMBERS + 1), run_dir / "regression", run_dir / "diffusion",
-                 ensemble, dataset=SyntheticDataset(TIMES, seed=3), progress=False)
+        generate(config_for(run_dir, members=MEMBERS + 1), request_for(run_dir),
+                 EnsembleOutput(ensemble, progress=False))
 
 
 def test_zarr_output_equals_netcdf(run_dir, ensemble, tmp_path):
@@ -115,8 +119,7 @@ def test_zarr_output_equals_netcdf(run_dir, ensemble, tmp_path):
 def test_member_depends_only_on_seed_time_and_index(run_dir, ensemble, tmp_path):
     cfg = config_for(run_dir)
     times = [str(SyntheticDataset(TIMES, seed=3).times[3])]
-    out = generate(cfg, run_dir / "regression", run_dir / "diffusion", tmp_path / "one.nc", times=times,
-                   dataset=SyntheticDataset(TIMES, seed=3), progress=False)
+    out = generate(cfg, request_for(run_dir, times), EnsembleOutput(tmp_path / "one.nc", progress=False))
     with xr.open_dataset(out) as one, xr.open_dataset(ensemble) as whole:
         np.testing.assert_allclose(one["u"].values[0], whole["u"].values[3], rtol=1e-5, atol=1e-5)
 
@@ -138,17 +141,17 @@ def test_unknown_time_is_a_clear_error(run_dir, tmp_path):
     from corrdiff.config import ConfigError
 
     with pytest.raises(ConfigError, match="times not in the dataset: 1999-01-01"):
-        generate(config_for(run_dir), run_dir / "regression", run_dir / "diffusion", tmp_path / "x.nc",
-                 times=["1999-01-01T00"], dataset=SyntheticDataset(TIMES, seed=3), progress=False)
+        generate(config_for(run_dir), request_for(run_dir, ["1999-01-01T00"]),
+                 EnsembleOutput(tmp_path / "x.nc", progress=False))
 
 
 GENERATE_SCRIPT = """
-from corrdiff.inference import generate
+from corrdiff.inference.generate import EnsembleOutput, generate, GenerationRequest
 from tests.training.run_synthetic import synthetic_config
 from tests.training.synthetic import SyntheticDataset
 cfg = synthetic_config({run!r}, 10, ["sampler.num_steps=4", "generate.members={members}", "generate.format={fmt}"])
-generate(cfg, {run!r} + "/regression", {run!r} + "/diffusion", {out!r}, dataset=SyntheticDataset({times}, seed=3),
-         progress=False)
+request = GenerationRequest({run!r} + "/regression", {run!r} + "/diffusion", dataset=SyntheticDataset({times}, seed=3))
+generate(cfg, request, EnsembleOutput({out!r}, progress=False))
 """
 
 

@@ -24,7 +24,7 @@ from tests.cli_runner import invoke, refused, succeeded, TINY_RUN
 from tests.data import fixtures
 from tests.reliability.test_generate_reliability import fill_zarr_disk_at, FullDisk
 
-generate_module = importlib.import_module("corrdiff.inference.generate")  # the package exports a function of this name
+downscaling_module = importlib.import_module("corrdiff.inference.downscaling")  # where downscale_time calls downscale
 sampler_module = importlib.import_module("corrdiff.diffusion.sampler")  # where generation calls sample_ensemble
 writer_module = importlib.import_module("corrdiff.inference.writer")
 
@@ -118,7 +118,7 @@ def test_time_t_is_written_while_time_t_plus_1_is_sampled_one_write_at_a_time(tr
     sampled, lock = [], threading.Lock()
     next_sampling = [threading.Event() for _ in TIMES]
     in_flight, most_in_flight, waited = [0], [0], []
-    real_downscale, real_write = generate_module.downscale, writer_module.EnsembleWriter.write
+    real_downscale, real_write = downscaling_module.downscale, writer_module.EnsembleWriter.write
 
     def downscale(*args, **kwargs):
         sampled.append(1)
@@ -139,7 +139,7 @@ def test_time_t_is_written_while_time_t_plus_1_is_sampled_one_write_at_a_time(tr
                 in_flight[0] -= 1
 
     with monkeypatch.context() as patch:
-        patch.setattr(generate_module, "downscale", downscale)
+        patch.setattr(downscaling_module, "downscale", downscale)
         patch.setattr(writer_module.EnsembleWriter, "write", write)
         succeeded(generate(config, tmp_path / "e.nc"))
     assert waited == [True, True] and most_in_flight[0] == 1

@@ -12,8 +12,8 @@ import xarray as xr
 from corrdiff.checkpoint import load_model
 from corrdiff.config import ConfigError
 from corrdiff.diffusion import DiffusionCondition, PatchedDenoiser, SamplerConfig
-from corrdiff.inference import generate
-from corrdiff.inference.generate import downscale, Models
+from corrdiff.inference.downscaling import downscale, Models
+from corrdiff.inference.generate import EnsembleOutput, generate, GenerationRequest
 from corrdiff.models import presets
 from corrdiff.seeding import Draws
 from corrdiff.training.tasks import DiffusionTask
@@ -35,8 +35,8 @@ def run_dir(tmp_path_factory):
 
 def run(run_dir, out, *overrides):
     config = synthetic_config(str(run_dir), 5, [*PATCH, *GENERATE, *overrides])
-    return generate(config, run_dir / "regression", run_dir / "diffusion", out, dataset=SyntheticDataset(3, seed=3),
-                    progress=False)
+    return generate(config, GenerationRequest(run_dir / "regression", run_dir / "diffusion",
+                                              dataset=SyntheticDataset(3, seed=3)), EnsembleOutput(out, progress=False))
 
 
 def test_the_training_patches_are_generations_default(run_dir, tmp_path):

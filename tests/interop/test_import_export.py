@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from corrdiff import checkpoint as ckpt
 from corrdiff.cli.main import app
 from corrdiff.errors import CheckpointError
-from corrdiff.inference.generate import load_models
+from corrdiff.inference.downscaling import load_models
 from corrdiff.interop import export_physicsnemo, import_physicsnemo, read_mdlus, read_package
 from corrdiff.interop.convert import export_args
 from tests.interop.physicsnemo_fixtures import (expected, FIXTURES, grid, imported_run, INPUTS, relative_error, stats,

@@ -19,7 +19,7 @@ from corrdiff.data.spec import Source
 from corrdiff.diffusion import DiffusionCondition, edm_sample, edm_scalings, EDMPrecond, SamplerConfig
 from corrdiff.diffusion.multidiffusion import PatchedDenoiser
 from corrdiff.errors import CheckpointError
-from corrdiff.inference.generate import load_models
+from corrdiff.inference.downscaling import load_models
 from corrdiff.inference.inputs import InputRules
 from corrdiff.interop import export_physicsnemo, import_physicsnemo, read_mdlus
 from corrdiff.interop.convert import convert

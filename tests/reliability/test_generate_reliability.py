@@ -25,7 +25,7 @@ from tests.data import fixtures
 
 CONFIG = {"data": "data/spec.yaml", "run_dir": "run", **TINY_RUN}
 
-generate_module = importlib.import_module("corrdiff.inference.generate")  # `corrdiff.inference.generate` is also a function
+downscaling_module = importlib.import_module("corrdiff.inference.downscaling")  # where downscale_time calls downscale
 sampler_module = importlib.import_module("corrdiff.diffusion.sampler")  # where generation calls sample_ensemble
 writer_module = importlib.import_module("corrdiff.inference.writer")
 
@@ -282,8 +282,8 @@ def fill_zarr_disk_at(patch, store_name: str, at_time: int):
 
 
 def count_downscaled(patch) -> list:
-    calls, real = [], generate_module.downscale
-    patch.setattr(generate_module, "downscale", lambda *a, **k: calls.append(1) or real(*a, **k))
+    calls, real = [], downscaling_module.downscale
+    patch.setattr(downscaling_module, "downscale", lambda *a, **k: calls.append(1) or real(*a, **k))
     return calls
 
 

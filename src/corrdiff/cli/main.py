@@ -129,7 +129,7 @@ def generate(
     or choose another --out.
     """
     from corrdiff.config import load_config
-    from corrdiff.inference import generate as run_generate
+    from corrdiff.inference.generate import EnsembleOutput, generate as run_generate, GenerationRequest
 
     if out is None:
         raise ConfigError("give --out: the ensemble file to write (.nc or .zarr)")
@@ -157,9 +157,10 @@ def generate(
         return
     cfg = load_config(config, overrides)
     run_dir = Path(cfg.run_dir)
-    path = run_generate(cfg, checkpoint_regression or run_dir / "regression", checkpoint_diffusion or run_dir / "diffusion",
-                        out, times=times, progress=not quiet, inputs=input_, overwrite=overwrite,
-                        allow_mismatch=allow_mismatch, input_member=member)
+    request = GenerationRequest(checkpoint_regression or run_dir / "regression",
+                                checkpoint_diffusion or run_dir / "diffusion", allow_mismatch=allow_mismatch,
+                                inputs=input_, input_member=member, times=times)
+    path = run_generate(cfg, request, EnsembleOutput(out, overwrite=overwrite, progress=not quiet))
     typer.echo(f"ensemble written: {path}")
 
 

@@ -60,19 +60,22 @@ def tune_command(
 
     from corrdiff.config import load_config
     from corrdiff.diffusion.solvers import SOLVERS
-    from corrdiff.experiments.tuning import tune
+    from corrdiff.experiments.tuning import RecommendationRule, tune, TuneGrid, TuneOutputs, TuneRequest
     from corrdiff.evaluation.trust import setting_summary
     from corrdiff.experiments.tuning_files import difference_to_best
 
     overrides = list(set_ or []) + ([f"generate.seed={seed}"] if seed is not None else [])
     cfg = load_config(config, overrides)
     run_dir = Path(cfg.run_dir)
-    result = tune(cfg, checkpoint_regression or run_dir / "regression", checkpoint_diffusion or run_dir / "diffusion",
-                  out_dir=out, recommendation_path=out / "sampler.yaml" if out is not None else None, split=split,
-                  members=members, times=times, solvers=solver or list(SOLVERS), nfe=nfe or DEFAULT_NFE,
-                  churn=churn or [0.0], schedules=schedule or None, sigma_mins=sigma_min or None, tolerance=tolerance,
-                  lsd_tolerance=lsd_tolerance, calibration=calibrate, allow_test_split=allow_test_split,
-                  progress=not quiet, overwrite=overwrite)
+    request = TuneRequest(checkpoint_regression or run_dir / "regression",
+                          checkpoint_diffusion or run_dir / "diffusion", split=split,
+                          allow_test_split=allow_test_split, times=times, members=members)
+    grid = TuneGrid(solvers=solver or list(SOLVERS), nfe=nfe or DEFAULT_NFE, churn=churn or [0.0],
+                    schedules=schedule or None, sigma_mins=sigma_min or None)
+    rule = RecommendationRule(tolerance=tolerance, lsd_tolerance=lsd_tolerance, calibration=calibrate)
+    outputs = TuneOutputs(out, out / "sampler.yaml" if out is not None else None, overwrite=overwrite,
+                          progress=not quiet)
+    result = tune(cfg, request, grid, rule, outputs)
     console = Console()
     console.print(rich_table(result))
     recommended = result.recommendation

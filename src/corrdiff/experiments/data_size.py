@@ -53,7 +53,7 @@ from corrdiff.data.spec import spread_indices
 from corrdiff.errors import ConfigError, TrainingError
 from corrdiff.evaluation import evaluate, write_scores
 from corrdiff.experiments.data_size_table import data_size_figure, data_size_table, write_table
-from corrdiff.inference import generate
+from corrdiff.inference.generate import EnsembleOutput, generate, GenerationRequest
 from corrdiff.output_paths import check_not_an_input, make_folder, spec_inputs
 from corrdiff.training import train
 
@@ -225,8 +225,8 @@ def run_fraction(config_path: Path, overrides: list[str], spec_path: Path, folde
     stamp(f"generating {len(tests)} test times with the regression's {scored['regression']['pointer']} (step "
           f"{scored['regression']['step']}) and the diffusion's {scored['diffusion']['pointer']} (step "
           f"{scored['diffusion']['step']}) checkpoints")
-    ensemble = generate(config, scored["regression"]["path"], scored["diffusion"]["path"], folder / "ensemble.nc",
-                        times=tests, progress=progress)
+    request = GenerationRequest(scored["regression"]["path"], scored["diffusion"]["path"], times=tests)
+    ensemble = generate(config, request, EnsembleOutput(folder / "ensemble.nc", progress=progress))
     stamp("scoring")
     result = evaluate(ensemble, spec, distributions=False)
     try:

@@ -37,6 +37,7 @@ import hashlib
 import itertools
 import logging
 import time as clock
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,7 +54,7 @@ from corrdiff.diffusion.solvers import min_network_evaluations, SOLVERS, steps_f
 from corrdiff.distributed import pick_device
 from corrdiff.errors import ConfigError
 from corrdiff.inference import checks, downscale, Fingerprint, load_models
-from corrdiff.inference.generate import check_fits
+from corrdiff.inference.downscaling import check_fits
 from corrdiff.inference.member_batching import MemberBatching
 from corrdiff.output_paths import check_not_an_input, check_output, make_folder, spec_inputs
 from corrdiff.fast_path import prepare_denoiser
@@ -134,7 +135,7 @@ def scored_times(dataset, count: int, seed: int, device) -> Truth:
 class Run:
     """What generating with one setting needs besides the setting."""
 
-    models: object  # corrdiff.inference.generate.Models
+    models: object  # corrdiff.inference.downscaling.Models
     truth: Truth
     members: int
     batching: MemberBatching  # members at once, as generation chooses them
@@ -294,6 +295,68 @@ class TuneResult:
     paths: list[Path]
 
 
+@dataclass(frozen=True)
+class TuneGrid:
+    """The sampler settings to measure: each solver × network evaluations × churn × schedule × σ_min, on the
+    config's sampler (`sampler_grid`)."""
+
+    solvers: Sequence[str] = SOLVERS
+    nfe: Sequence[int] = NFE
+    """Network evaluations per member: each solver gets the most steps within each."""
+    churn: Sequence[float] = CHURN
+    """S_churn, for heun and euler (the others are measured once, without)."""
+    schedules: Sequence[str] | None = None
+    """karras or loglinear; None: the config's."""
+    sigma_mins: Sequence[float] | None = None
+    """Smallest noise levels the sampler stops at; None: the config's sampler.sigma_min."""
+
+
+@dataclass(frozen=True)
+class TuneRequest:
+    """What a tune reads and scores: the two checkpoints, and members for evenly spaced times of a split."""
+
+    regression: Path | str
+    """The regression checkpoint: a checkpoint folder or a run folder."""
+    diffusion: Path | str
+    """The diffusion checkpoint, likewise."""
+    split: str = "validation"
+    """The split scored; it needs targets."""
+    allow_test_split: bool = False
+    """Tune on the test split (or all times, which hold it): its scores are then no longer held out."""
+    times: int = 32
+    """Evenly spaced times of the split scored (0: all)."""
+    members: int = 8
+    """Ensemble members per time (at least 2: spread needs two)."""
+    dataset: object = None
+    """The dataset scored, with targets; None: the config's spec, `split`."""
+
+
+@dataclass(frozen=True)
+class RecommendationRule:
+    """How the recommended setting is chosen from the measured grid (`choose`), and whether it is calibrated."""
+
+    tolerance: float = 0.01
+    """Fraction of the best fair CRPS within which a setting counts as skilful."""
+    lsd_tolerance: float | None = LSD_TOLERANCE
+    """log10 units above the lowest log-spectral distance of the skilful settings; None or inf: no texture rule."""
+    calibration: bool = True
+    """Fit a per-channel residual factor to the recommended setting (`calibrate`)."""
+
+
+@dataclass(frozen=True)
+class TuneOutputs:
+    """Where a tune writes: tune.csv, tune.nc, tune.png (and its row log) in `folder`, and the recommendation."""
+
+    folder: Path | None = None
+    """None: <run_dir>/tune."""
+    recommendation: Path | None = None
+    """The recommended sampler (sampler.yaml); None: <run_dir>/sampler.yaml, where generate finds it."""
+    overwrite: bool = False
+    """Replace the outputs of an earlier tune."""
+    progress: bool = True
+    """A progress bar of the times measured."""
+
+
 def check_split(split: str, allow_test_split: bool) -> None:
     """A ConfigError, naming --allow-test-split, for a split that holds the test times unless it is allowed."""
     if split in HELD_OUT and not allow_test_split:
@@ -313,142 +376,148 @@ def check_outputs(paths: list[Path], overwrite: bool, inputs: dict[str, list] | 
         check_output(path, inputs or {}, TUNE_KIND, lambda found: found.is_file(), overwrite, option="output")
 
 
-def tune_inputs(config: RunConfig, regression_path, diffusion_path, dataset=None) -> dict[str, list]:
+def tune_inputs(config: RunConfig, request: TuneRequest) -> dict[str, list]:
     """What a tune reads, by role: the checkpoints, the run config, the dataset spec and its files."""
-    read = checks.checkpoint_inputs({"regression": regression_path, "diffusion": diffusion_path})
+    read = checks.checkpoint_inputs({"regression": request.regression, "diffusion": request.diffusion})
     read["the run config"] = [config.source] if config.source else []
-    spec = getattr(dataset, "spec", None) if dataset is not None else load_spec(config.data)
+    spec = getattr(request.dataset, "spec", None) if request.dataset is not None else load_spec(config.data)
     return read | (spec_inputs(spec) if spec is not None else {})
 
 
-def tune(config: RunConfig, regression_path, diffusion_path, out_dir=None, recommendation_path=None,
-         split: str = "validation", members: int = 8, times: int = 32, solvers=SOLVERS, nfe=NFE, churn=CHURN,
-         schedules=None, sigma_mins=None, tolerance: float = 0.01, lsd_tolerance: float | None = LSD_TOLERANCE,
-         calibration: bool = True, allow_test_split: bool = False, dataset=None, progress: bool = True,
-         overwrite: bool = False) -> TuneResult:
-    """Measure the grid, recommend a sampler, calibrate it, and write tune.csv, tune.nc, tune.png in `out_dir`
-    (default <run_dir>/tune) and the recommendation at `recommendation_path` (default <run_dir>/sampler.yaml).
+def tune(config: RunConfig, request: TuneRequest, grid: TuneGrid = TuneGrid(),
+         rule: RecommendationRule = RecommendationRule(), outputs: TuneOutputs = TuneOutputs()) -> TuneResult:
+    """Measure the `grid` on the times of `request`, recommend a sampler by `rule`, calibrate it, and write
+    tune.csv, tune.nc, tune.png in `outputs.folder` (default <run_dir>/tune) and the recommendation at
+    `outputs.recommendation` (default <run_dir>/sampler.yaml). `config` gives the base sampler, the seed and
+    generation's patches, fast path and member batching.
 
-    Settings already measured by an interrupted tune of the same models and data (its row log in `out_dir`)
-    are not measured again. The test split (or all times, which hold it) is refused unless `allow_test_split`:
-    scores on it would no longer be held out from the choice of sampler. One tune at a time writes `out_dir`
-    (`corrdiff.locks`)."""
-    check_split(split, allow_test_split)
+    Settings already measured by an interrupted tune of the same models and data (its row log in the folder)
+    are not measured again. The test split (or all times, which hold it) is refused unless
+    `request.allow_test_split`: scores on it would no longer be held out from the choice of sampler. One tune
+    at a time writes the folder (`corrdiff.locks`)."""
+    check_split(request.split, request.allow_test_split)
     if config.sampler.arithmetic != "edm":
         raise ConfigError(f"tune: sampler.arithmetic is {config.sampler.arithmetic}, which reproduces another "
                           "implementation's sampling rather than choosing corrdiff's; tune with arithmetic: edm")
-    if members < 2:
-        raise ConfigError(f"tune: --members must be at least 2 (spread needs two), got {members}")
-    arguments.whole_number("--times", times, 0)
-    arguments.at_least("--tolerance", tolerance, 0)
-    if lsd_tolerance is not None:
-        arguments.at_least("--lsd-tolerance", lsd_tolerance, 0)
-    settings = sampler_grid(config.sampler, solvers, nfe, churn, schedules, sigma_mins)
+    if request.members < 2:
+        raise ConfigError(f"tune: --members must be at least 2 (spread needs two), got {request.members}")
+    arguments.whole_number("--times", request.times, 0)
+    arguments.at_least("--tolerance", rule.tolerance, 0)
+    if rule.lsd_tolerance is not None:
+        arguments.at_least("--lsd-tolerance", rule.lsd_tolerance, 0)
+    settings = sampler_grid(config.sampler, grid.solvers, grid.nfe, grid.churn, grid.schedules, grid.sigma_mins)
     if not settings:
         raise ConfigError("tune: the grid is empty (give at least one solver and one NFE)")
-    out_dir = Path(out_dir) if out_dir is not None else Path(config.run_dir) / "tune"
-    recommendation_path = Path(recommendation_path or sampler_file.path_in(config.run_dir))
-    read = tune_inputs(config, regression_path, diffusion_path, dataset)
-    check_not_an_input(out_dir, read)
-    make_folder(out_dir)
-    with locks.for_output(out_dir):
-        check_outputs(tune_files(out_dir, recommendation_path), overwrite, read)
-        return _tune(config, regression_path, diffusion_path, settings, out_dir, recommendation_path, split=split,
-                     members=members, times=times, tolerance=tolerance, lsd_tolerance=lsd_tolerance,
-                     calibration=calibration, dataset=dataset, progress=progress)
+    folder = Path(outputs.folder) if outputs.folder is not None else Path(config.run_dir) / "tune"
+    recommendation_path = Path(outputs.recommendation or sampler_file.path_in(config.run_dir))
+    outputs = dataclasses.replace(outputs, folder=folder, recommendation=recommendation_path)
+    read_by_role = tune_inputs(config, request)
+    check_not_an_input(folder, read_by_role)
+    make_folder(folder)
+    with locks.for_output(folder):
+        check_outputs(tune_files(folder, recommendation_path), outputs.overwrite, read_by_role)
+        return _tune(config, request, settings, rule, outputs)
 
 
-def _tune(config: RunConfig, regression_path, diffusion_path, settings: list[SamplerConfig], out_dir: Path,
-          recommendation_path: Path, split: str, members: int, times: int, tolerance: float,
-          lsd_tolerance: float | None, calibration: bool, dataset, progress: bool) -> TuneResult:
-    """`tune` of checked settings into checked, locked outputs."""
-    run = _prepare(config, regression_path, diffusion_path, split, members, times, dataset)
+def _tune(config: RunConfig, request: TuneRequest, settings: list[SamplerConfig], rule: RecommendationRule,
+          outputs: TuneOutputs) -> TuneResult:
+    """`tune` of checked settings into checked, locked outputs (`outputs` with both paths settled)."""
+    run = _prepare(config, request)
     channels = list(run.models.meta.target_channels)
-    total = len(run.truth.times) * (len(settings) + (1 if calibration else 0))
-    rows = RowLog(out_dir / ROWS, run.fingerprint)
-    resumed = [s for s in settings if rows.get(s) is not None]
+    passes = len(run.truth.times) * (len(settings) + (1 if rule.calibration else 0))
+    row_log = RowLog(outputs.folder / ROWS, run.fingerprint)
+    resumed = [s for s in settings if row_log.get(s) is not None]
     if resumed:
-        log.info(f"{rows.path}: {len(resumed)} of {len(settings)} settings measured by an interrupted tune; "
+        log.info(f"{row_log.path}: {len(resumed)} of {len(settings)} settings measured by an interrupted tune; "
                  "measuring the rest")
-    results, seconds = [], []
-    with progress_bar(total=total, desc="tune", unit="time", disable=not progress) as bar:
+    scores_of_settings, seconds_per_member = [], []
+    with progress_bar(total=passes, desc="tune", unit="time", disable=not outputs.progress) as bar:
         for setting in settings:
-            found = rows.get(setting)
-            if found is None:
+            measured = row_log.get(setting)  # (scores, seconds per member), of an interrupted tune
+            if measured is None:
                 bar.set_postfix_str(f"{setting.solver} NFE {setting.network_evaluations} churn {setting.S_churn:g}")
-                found = measure(run, setting, bar)[:2]
-                rows.add(setting, *found)
+                measured = measure(run, setting, bar)[:2]
+                row_log.add(setting, *measured)
             else:
                 bar.update(len(run.truth.times))
-            results.append(found[0])
-            seconds.append(found[1])
-        table = build_table(settings, results, seconds, run.truth, channels)
+            scores_of_settings.append(measured[0])
+            seconds_per_member.append(measured[1])
+        table = build_table(settings, scores_of_settings, seconds_per_member, run.truth, channels)
         if run.regression_mae is not None:  # the trust rule "CRPS worse than the regression mean's MAE"
             table = table.assign_coords(regression_mae=("channel", run.regression_mae))
-        chosen = choose(table, tolerance, lsd_tolerance)
-        sampler = settings[chosen]
-        if calibration:
+        chosen = choose(table, rule.tolerance, rule.lsd_tolerance)
+        recommended = settings[chosen]
+        if rule.calibration:
             bar.set_postfix_str("calibration")
-            _, _, kept = measure(run, sampler, bar, keep=True)
-            fitted = calibrate(kept, run.truth.truth, run.models.meta.stats)
-            table = table.merge(fitted)
-            if not np.allclose(fitted["residual_scale"].values, 1.0):
-                sampler = dataclasses.replace(sampler, residual_scale=tuple(fitted["residual_scale"].values.tolist()))
+            _, _, kept_fields = measure(run, recommended, bar, keep=True)
+            calibration = calibrate(kept_fields, run.truth.truth, run.models.meta.stats)
+            table = table.merge(calibration)
+            if not np.allclose(calibration["residual_scale"].values, 1.0):
+                recommended = dataclasses.replace(
+                    recommended, residual_scale=tuple(calibration["residual_scale"].values.tolist()))
     best = int(table.attrs["best"])
     table["recommended"] = ("setting", np.arange(len(settings)) == chosen)
-    lsd_rule = float(lsd_tolerance) if lsd_tolerance is not None else float("inf")
-    table.attrs.update(title="corrdiff tune", split=split, times=len(run.truth.times), members=members,
-                       seed=config.generate.seed, tolerance=tolerance, lsd_tolerance=lsd_rule,
-                       recommended=chosen, resumed_settings=len(resumed), fingerprint=run.fingerprint.digest,
+    lsd_rule = float(rule.lsd_tolerance) if rule.lsd_tolerance is not None else float("inf")
+    table.attrs.update(title="corrdiff tune", split=request.split, times=len(run.truth.times),
+                       members=request.members, seed=config.generate.seed, tolerance=rule.tolerance,
+                       lsd_tolerance=lsd_rule, recommended=chosen, resumed_settings=len(resumed),
+                       fingerprint=run.fingerprint.digest,
                        comment="crps_norm, crps_fair_norm, mae_norm: mean over channels of the score / truth_std; "
                                "lsd_mean: mean over channels of the log-spectral distance; <score>_low, _high: "
                                f"central {LEVEL:.0%} of the score over {RESAMPLES} bootstrap resamples of the "
                                "times; crps_fair_norm_diff_low, _high: the same for the fair CRPS minus the best "
                                "setting's, paired (the same resampled times); sums, power, true_power: per time")
-    diff = [float(table["crps_fair_norm_diff_low"][chosen]), float(table["crps_fair_norm_diff_high"][chosen])]
-    tuning = {"split": split, "times": len(run.truth.times), "members": members, "seed": config.generate.seed,
-              "tolerance": tolerance, "lsd_tolerance": lsd_rule, "network_evaluations": sampler.network_evaluations,
+    difference_interval = [float(table["crps_fair_norm_diff_low"][chosen]),
+                           float(table["crps_fair_norm_diff_high"][chosen])]
+    record = {"split": request.split, "times": len(run.truth.times), "members": request.members,
+              "seed": config.generate.seed, "tolerance": rule.tolerance, "lsd_tolerance": lsd_rule,
+              "network_evaluations": recommended.network_evaluations,
               "crps_fair_norm": float(table["crps_fair_norm"][chosen]),
               "best_crps_fair_norm": float(table["crps_fair_norm"][best]),
-              "crps_fair_norm_diff_interval": diff, "interval": f"central {LEVEL:.0%} of {RESAMPLES} bootstrap "
-                                                                "resamples of the times, paired",
+              "crps_fair_norm_diff_interval": difference_interval,
+              "interval": f"central {LEVEL:.0%} of {RESAMPLES} bootstrap resamples of the times, paired",
               "crps_norm": float(table["crps_norm"][chosen]), "best_crps_norm": float(table["crps_norm"][best]),
               "lsd_mean": float(table["lsd_mean"][chosen]), "best_lsd_mean": float(table["lsd_mean"][best]),
               "setting": label(settings[chosen]),
               "best": label(settings[best]), "seconds_per_member": float(table["seconds_per_member"][chosen]),
-              "table": str(out_dir / "tune.nc")}
+              "table": str(outputs.folder / "tune.nc")}
     recommendation = sampler_file.Recommendation(
-        sampler, run.models.provenance["diffusion_checkpoint_sha256"], tuple(channels), tuning)
-    written = write_outputs(table, recommendation, out_dir, recommendation_path)
-    rows.remove()  # the outputs hold every row now
+        recommended, run.models.provenance["diffusion_checkpoint_sha256"], tuple(channels), record)
+    written = write_outputs(table, recommendation, outputs.folder, outputs.recommendation)
+    row_log.remove()  # the outputs hold every row now
     return TuneResult(table, recommendation, best, chosen, written)
 
 
-def _prepare(config: RunConfig, regression_path, diffusion_path, split, members, times, dataset) -> Run:
+def _prepare(config: RunConfig, request: TuneRequest) -> Run:
     """Models on the configured device, with generation's fast path, patches and member batching; the scored
     times."""
-    gen = config.generate
+    generation = config.generate
+    members = request.members
     device = pick_device(config.device)
-    models = load_models(regression_path, diffusion_path, device)
+    models = load_models(request.regression, request.diffusion, device)
+    dataset = request.dataset
     if dataset is None:
-        dataset = DownscalingDataset(load_spec(config.data), split=split, stats=models.meta.stats, with_target=True)
+        dataset = DownscalingDataset(load_spec(config.data), split=request.split, stats=models.meta.stats,
+                                     with_target=True)
     check_fits(models, dataset)
-    patch_shape = checks.generation_patches("patch_shape" in gen.model_fields_set, gen.patch_shape, models.meta)
-    checks.check_patches(patch_shape, gen.patch_overlap, dataset.lat.shape, models.meta.unet.channel_mult)
-    models.fast = gen.fast_path(device)
+    patch_shape = checks.generation_patches("patch_shape" in generation.model_fields_set, generation.patch_shape,
+                                            models.meta)
+    checks.check_patches(patch_shape, generation.patch_overlap, dataset.lat.shape, models.meta.unet.channel_mult)
+    models.fast = generation.fast_path(device)
     models.denoiser = prepare_denoiser(models.denoiser, models.fast)
     patcher = None
     if patch_shape:
-        patcher = PatchedDenoiser(tuple(dataset.lat.shape), tuple(patch_shape), tuple(gen.patch_overlap),
+        patcher = PatchedDenoiser(tuple(dataset.lat.shape), tuple(patch_shape), tuple(generation.patch_overlap),
                                   condition=models.condition)
-    batching = MemberBatching(gen.member_batch, members, device)
-    truth = scored_times(dataset, times, gen.seed, device)
-    fingerprint = run_fingerprint(models, truth, split, members, gen.seed, patch_shape, gen.patch_overlap)
+    batching = MemberBatching(generation.member_batch, members, device)
+    truth = scored_times(dataset, request.times, generation.seed, device)
+    fingerprint = run_fingerprint(models, truth, request.split, members, generation.seed, patch_shape,
+                                  generation.patch_overlap)
     run = Run(models, truth, members, batching, patcher, fingerprint, regression_mae(models, truth))
     # One untimed pass first: lazy initialisation, compilation, CUDA graphs and the GPU's member batch are
     # not the solvers' cost.
-    warm = dataclasses.replace(config.sampler, solver="euler", num_steps=2, S_churn=0.0, residual_scale=())
-    batching.run(lambda size: downscale(models, run.truth.conditions[0], members, 0, warm, size, patcher))
+    warm_up = dataclasses.replace(config.sampler, solver="euler", num_steps=2, S_churn=0.0, residual_scale=())
+    batching.run(lambda size: downscale(models, run.truth.conditions[0], members, 0, warm_up, size, patcher))
     return run
 
 

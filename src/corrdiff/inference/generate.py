@@ -1,130 +1,37 @@
-"""Generation: load both checkpoints, check that they belong together and fit the data, downscale each
-requested time into an ensemble, and write it so that a rerun resumes it (`corrdiff.inference.writer`)."""
+"""Generation into a file: load both checkpoints, check that they belong together and fit the data, downscale
+each requested time (`corrdiff.inference.downscaling`) and write the ensemble so that a rerun resumes it
+(`corrdiff.inference.writer`); under torchrun each rank takes its share of the times."""
 
 import dataclasses
 import glob
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import xarray as xr
 
-from corrdiff import __version__
-from corrdiff import checkpoint as ckpt
-from corrdiff.checkpoint import CheckpointMeta, ModelCheckpoint
-from corrdiff.config import dump_config, RunConfig
+from corrdiff.checkpoint import CheckpointMeta
+from corrdiff.config import RunConfig
 from corrdiff.data import DownscalingDataset, load_spec
 from corrdiff.data.open_inputs import existing_inputs
-from corrdiff.diffusion import DiffusionCondition, downscale_ensemble, PatchedDenoiser, SamplerConfig
 from corrdiff.distributed import barrier, DistInfo, init_distributed, shutdown
 from corrdiff import ensemble_file, locks, sampler_file
 from corrdiff.ensemble_file import FLAG
-from corrdiff.errors import ConfigError, DataError, OutputError
+from corrdiff.errors import ConfigError, OutputError
 from corrdiff.inference import checks
 from corrdiff.inference.context import output_context
-from corrdiff.inference.fingerprint import Fingerprint, generation_fingerprint
+from corrdiff.inference.downscaling import check_fits, downscale_time, ensemble_attrs, generation_fingerprint_of, \
+    load_models, Models, resolve_patches, Sampling, select_times
 from corrdiff.inference.input_members import downscale_members, InputMembers, member_labels, with_member
-from corrdiff.inference.member_batching import MemberBatching
 from corrdiff.inference.writer import check_not_a_folder, EnsembleWriter, io_error, is_io_error, OverlappedWriter, \
     overwrite_path, recorded_input_hashes, remove, replace, resumable
 from corrdiff.output_paths import check_folder, check_not_an_input, make_folder, spec_inputs
-from corrdiff.fast_path import FastPath, prepare_denoiser, to_channels_last
 from corrdiff.progress import bar as progress_bar
-from corrdiff.seeding import members_seed
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Models:
-    """The two networks of a CorrDiff run, ready to sample, with what the checkpoints say about them."""
-
-    regression: torch.nn.Module
-    denoiser: torch.nn.Module  # EDMPrecond, or a corrdiff.fast_path.FastDenoiser around it
-    meta: CheckpointMeta  # the diffusion checkpoint's
-    condition: DiffusionCondition
-    provenance: dict
-    fast: FastPath = FastPath()
-    grids: list = field(default_factory=list)
-    """(checkpoint folder, lat (H, W) or None, lon (H, W) or None) of each checkpoint: the grid it was trained on."""
-    mismatches: list[str] = field(default_factory=list)
-    """Why the two checkpoints do not belong together, when --allow-mismatch let them through."""
-    sources: dict[str, list[Path]] = field(default_factory=dict)
-    """What the networks were read from, by role (checkpoint folders, or a model package): inputs that a
-    generation never writes over (`corrdiff.output_paths`)."""
-    prepared: bool = False
-    """Whether `prepare` has put the networks on the fast path (`fast`) already."""
-
-
-def load_models(regression_path, diffusion_path, device, allow_mismatch: bool = False) -> Models:
-    """Frozen EMA networks from a regression and a diffusion checkpoint (folders or run folders).
-
-    The diffusion checkpoint must have been trained against this regression checkpoint (its SHA-256) with
-    the same normalisation; `allow_mismatch` lets a mismatch through, logged and kept in `Models.mismatches`.
-    """
-    regression = ckpt.load_model(regression_path, kind="regression")
-    diffusion = ckpt.load_model(diffusion_path, kind="diffusion")
-    return models_from_checkpoints(regression, diffusion, device, allow_mismatch)
-
-
-def models_from_checkpoints(regression: ModelCheckpoint, diffusion: ModelCheckpoint, device,
-                            allow_mismatch: bool = False) -> Models:
-    """`Models` from two loaded checkpoints (`load_models`; a model package's are read by `corrdiff.inference.model_package`)."""
-    regression_sha256, diffusion_sha256 = regression.sha256, diffusion.sha256
-    problems = checks.pairing_problems(regression, diffusion, regression_sha256)
-    if not allow_mismatch:
-        checks.refuse_mismatch(problems)
-    for problem in problems:
-        log.warning(f"--allow-mismatch: {problem}")
-    provenance = {
-        "regression_checkpoint": str(regression.path),
-        "regression_checkpoint_sha256": regression_sha256,
-        "diffusion_checkpoint": str(diffusion.path),
-        "diffusion_checkpoint_sha256": diffusion_sha256,
-    }
-    grids = [(c.path, None if c.lat is None else c.lat.numpy(), None if c.lon is None else c.lon.numpy())
-             for c in (regression, diffusion)]
-    sources = {f"the {c.meta.kind} checkpoint": [Path(c.path)] for c in (regression, diffusion)}
-    return Models(ckpt.load_network(regression, device), ckpt.load_network(diffusion, device), diffusion.meta,
-                  DiffusionCondition.from_unet(diffusion.meta.unet), provenance, grids=grids, mismatches=problems,
-                  sources=sources)
-
-
-def select_times(dataset_times: np.ndarray, requested: list[str] | None) -> list[int]:
-    """Dataset indices of the requested ISO times (all when None); an error lists the missing ones."""
-    times = np.asarray(dataset_times, dtype="datetime64[ns]")
-    if not requested:
-        return list(range(len(times)))
-    wanted = np.array([_time(t) for t in requested])
-    missing = [_iso(t) for t in wanted if t not in times]
-    if missing:
-        held = f"{len(times)} times, {_iso(times[0])} … {_iso(times[-1])}" if len(times) else "no time"
-        raise ConfigError(f"--times: times not in the dataset: {', '.join(missing[:5])}"
-                          f"{' …' if len(missing) > 5 else ''} (it has {held}; times are matched exactly)")
-    return [int(np.flatnonzero(times == t)[0]) for t in wanted]
-
-
-def _time(text: str) -> np.datetime64:
-    try:
-        return np.datetime64(str(text).strip(), "ns")
-    except ValueError:
-        raise ConfigError(f"--times {text!r} is not a time; give ISO times such as 2021-01-01T06") from None
-
-
-def _iso(time: np.datetime64) -> str:
-    return str(np.datetime64(time, "s"))
-
-
-@torch.no_grad()
-def downscale(models: Models, condition: torch.Tensor, members: int, seed: int, sampler: SamplerConfig,
-              member_batch: int | None = None, patcher: PatchedDenoiser | None = None, first_member: int = 0):
-    """Regression mean (1, C, H, W) and ensemble (members, C, H, W), normalised, for one condition (1, C_in, H, W);
-    the members are first_member … first_member + members − 1 of the time's ensemble."""
-    return downscale_ensemble(models.regression, models.denoiser, models.condition, condition, members, seed, sampler,
-                              member_batch, patcher, models.meta.residual_unit(), first_member)
 
 
 def open_inference_dataset(config: RunConfig, meta: CheckpointMeta, split: str, inputs: list[str] | None = None,
@@ -161,81 +68,6 @@ def input_paths(inputs: list[str]) -> list[Path | str]:
         f"--input {path}: {'no file matches it' if pattern else 'no such file'}"))
 
 
-def check_fits(models: Models, dataset) -> None:
-    """A DataError naming what differs when the data's channels, grid or normalisation are not the checkpoints'."""
-    spec = getattr(dataset, "spec", None)
-    where = spec.where if spec is not None else "the dataset"
-    diffusion = models.provenance["diffusion_checkpoint"]
-    checks.check_channels("input", dataset.input_channels, models.meta.input_channels, where, diffusion)
-    checks.check_channels("target", dataset.target_channels, models.meta.target_channels, where, diffusion)
-    for path, lat, lon in models.grids:
-        checks.check_trained_grid(dataset.lat, dataset.lon, where, path, lat, lon)
-    if not checks.same_stats(dataset.stats, models.meta.stats):
-        raise DataError(f"{where}: normalises with other statistics than checkpoint {diffusion}; "
-                        "open it with the checkpoint's (generation denormalises with them)")
-
-
-@dataclass
-class Sampling:
-    """What every time of one generation shares: the networks on their fast path and their device, the sampler,
-    members and patches, and the check of inputs against their training ranges (which warns once per channel)."""
-
-    models: Models
-    sampler: SamplerConfig
-    members: int
-    seed: int
-    patcher: PatchedDenoiser | None
-    batching: MemberBatching
-    device: torch.device
-    ranges: checks.InputRanges
-
-    @classmethod
-    def build(cls, config: RunConfig, models: Models, grid_shape, device) -> "Sampling":
-        """From a config whose patches `resolve_patches` has settled, on the fine grid (H, W)."""
-        gen = config.generate
-        checks.check_arithmetic(config.sampler.arithmetic, models.meta, models.provenance["diffusion_checkpoint"],
-                                models.regression, models.denoiser)
-        prepare(models, gen.fast_path(device))
-        patcher = None
-        if gen.patch_shape:
-            patcher = PatchedDenoiser(tuple(grid_shape), tuple(gen.patch_shape), tuple(gen.patch_overlap),
-                                      condition=models.condition)
-        return cls(models, config.sampler, gen.members, gen.seed, patcher,
-                   MemberBatching(gen.member_batch, gen.members, device), torch.device(device),
-                   checks.InputRanges(models.meta, models.provenance["diffusion_checkpoint"]))
-
-
-def prepare(models: Models, fast: FastPath) -> None:
-    """Put the networks on the fast path, once: compiled code and CUDA graphs are kept across calls."""
-    if models.prepared:
-        return
-    models.fast = fast
-    models.denoiser = prepare_denoiser(models.denoiser, fast)
-    if fast.channels_last:
-        to_channels_last(models.regression)
-    models.prepared = True
-
-
-def downscale_time(sampling: Sampling, sample_input: torch.Tensor, time, first_member: int = 0) -> tuple[np.ndarray,
-                                                                                                        np.ndarray]:
-    """Ensemble (members, C, H, W) and regression mean (C, H, W) of one time, physical units, float32 numpy.
-
-    `sample_input`: the normalised input (C_in, H, W) of a dataset's sample, checked against the training ranges
-    (a warning per channel far outside them); `time` (datetime64) seeds the members: member m of a time depends on
-    (seed, time, m) only, so any selection of times gives the same fields (with `sampler.arithmetic: physicsnemo`
-    on (seed, m) only, as in PhysicsNeMo: `corrdiff.seeding.members_seed`). The members are m = first_member …
-    first_member + sampling.members − 1 (`corrdiff.inference.input_members`: K members per input member).
-    """
-    sampling.ranges.check(sample_input, time)
-    condition = sample_input[None].to(sampling.device)
-    seed = members_seed(sampling.seed, time, sampling.sampler.arithmetic)
-    mean, ensemble = sampling.batching.run(
-        lambda size: downscale(sampling.models, condition, sampling.members, seed, sampling.sampler, size,
-                               sampling.patcher, first_member))
-    stats = sampling.models.meta.stats  # the checkpoint's own normalisation, never one the data carries
-    return stats.denormalize_target(ensemble).cpu().numpy(), stats.denormalize_target(mean)[0].cpu().numpy()
-
-
 def with_tuned_sampler(config: RunConfig, models: Models, split: str | None = None) -> RunConfig:
     """`config`, with the run folder's recommended sampler (`corrdiff tune`) when the config has no sampler section.
 
@@ -253,75 +85,84 @@ def with_tuned_sampler(config: RunConfig, models: Models, split: str | None = No
     return config.model_copy(update={"sampler": tuned})
 
 
-def resolve_patches(config: RunConfig, models: Models, grid_shape) -> RunConfig:
-    """`config` with generate.patch_shape settled (the checkpoint's training patches unless set), checked on (H, W)."""
-    gen = config.generate
-    patch_shape = checks.generation_patches("patch_shape" in gen.model_fields_set, gen.patch_shape, models.meta)
-    if patch_shape != (tuple(gen.patch_shape) if gen.patch_shape else None):
-        # The checkpoint's training patches: the copy goes into the fingerprint and the recorded config.
-        gen = gen.model_copy(update={"patch_shape": patch_shape})
-        config = config.model_copy(update={"generate": gen})
-    checks.check_patches(gen.patch_shape, gen.patch_overlap, tuple(grid_shape), models.meta.unet.channel_mult)
-    return config
+@dataclass(frozen=True)
+class GenerationRequest:
+    """What a generation reads: the two networks, the data, and which of its times."""
+
+    regression: Path | str | None = None
+    """The regression checkpoint: a checkpoint folder or a run folder (None with `models_loader`)."""
+    diffusion: Path | str | None = None
+    """The diffusion checkpoint, likewise."""
+    models_loader: Callable[[torch.device], Models] | None = None
+    """`models_loader(device)` gives both networks instead of the two checkpoints (a model package:
+    `corrdiff.inference.model_package`)."""
+    allow_mismatch: bool = False
+    """Generate with a diffusion checkpoint trained against another regression checkpoint (logged and recorded)."""
+    dataset: object = None
+    """The dataset to downscale (a `PairedDataset`, or `InputMembers`); None: opened from the config's spec."""
+    inputs: list[str] | None = None
+    """Files or globs (--input) read instead of the spec's inputs; every time they hold is downscaled."""
+    input_member: int | str | None = None
+    """Of ensemble inputs: a member's number, "mean" or "all"; over the spec's `member`."""
+    times: list[str] | None = None
+    """ISO times to downscale; None: every time of the split (or of `inputs`)."""
 
 
-def ensemble_attrs(config: RunConfig, models: Models, allow_mismatch: bool) -> dict:
-    """The global attributes of an ensemble (its fingerprint's aside): settings, checkpoints and provenance."""
-    gen = config.generate
-    return {"title": "CorrDiff downscaled ensemble", "source": f"corrdiff {__version__}",
-            "corrdiff_seed": gen.seed, "corrdiff_members": gen.members,
-            "corrdiff_config": dump_config(config), **models.provenance,
-            **{f"sampler_{k}": str(v) for k, v in dataclasses.asdict(config.sampler).items()},
-            "corrdiff_allow_mismatch": int(allow_mismatch or bool(models.mismatches)),
-            **({"corrdiff_mismatches": "; ".join(models.mismatches)} if models.mismatches else {})}
+@dataclass(frozen=True)
+class EnsembleOutput:
+    """Where and how a generation writes its ensemble."""
+
+    path: Path
+    """The ensemble file: NetCDF (.nc, .nc4) or a Zarr store (.zarr); the suffix sets the format."""
+    overwrite: bool = False
+    """Replace what is at `path` once the new file is complete, instead of resuming it."""
+    progress: bool = True
+    """A progress bar (rank 0's) of the times written."""
 
 
-def generate(config: RunConfig, regression_path, diffusion_path, out, times: list[str] | None = None,
-             dataset=None, progress: bool = True, inputs: list[str] | None = None, overwrite: bool = False,
-             allow_mismatch: bool = False, models_loader: Callable[[torch.device], Models] | None = None,
-             input_member=None) -> Path:
-    """Write an ensemble file for the chosen times (all times of the split by default); resumable.
+def generate(config: RunConfig, request: GenerationRequest, output: EnsembleOutput) -> Path:
+    """Write an ensemble file for the chosen times (all times of the split by default); resumable. `config` says
+    how to sample (the sampler and the `generate:` section), `request` what to read, `output` what to write.
 
-    A file already at `out` is resumed only when its fingerprint is this generation's; else it is refused,
-    or with `overwrite` replaced once the new file is complete. The format follows the suffix of `out`.
-    Under torchrun, ranks take every world_size-th time; NetCDF ranks write part files that rank 0
-    merges into `out`, Zarr ranks write their regions of `out` directly. `models_loader(device)`, when
-    given, replaces loading the two checkpoint paths (a model package: `corrdiff.inference.model_package`). `input_member`
-    (a member's number, "mean" or "all") chooses among the members of ensemble inputs, over the spec's `member`.
-    `out` never is, lies inside or holds what the generation reads (`corrdiff.output_paths`), and one generation at a
-    time writes it (`corrdiff.locks`: a second is refused, naming the first one's PID).
+    A file already at `output.path` is resumed only when its fingerprint is this generation's; else it is refused,
+    or with `output.overwrite` replaced once the new file is complete. Under torchrun, ranks take every
+    world_size-th time; NetCDF ranks write part files that rank 0 merges into the file, Zarr ranks write their
+    regions of the store directly. The file never is, lies inside or holds what the generation reads
+    (`corrdiff.output_paths`), and one generation at a time writes it (`corrdiff.locks`: a second is refused,
+    naming the first one's PID).
     """
     info = init_distributed(config.device)
     try:
-        return _generate(config, regression_path, diffusion_path, Path(out), times, dataset, progress, info, inputs,
-                         overwrite, allow_mismatch, models_loader, input_member)
+        return _generate(config, request, dataclasses.replace(output, path=Path(output.path)), info)
     finally:
         shutdown(info)
 
 
-def _generate(config, regression_path, diffusion_path, out: Path, times, dataset, progress, info: DistInfo,
-              inputs=None, overwrite=False, allow_mismatch=False, models_loader=None, input_member=None) -> Path:
-    gen = config.generate
-    fmt = checks.output_format(out, gen.format, "format" in gen.model_fields_set)
+def _generate(config: RunConfig, request: GenerationRequest, output: EnsembleOutput, info: DistInfo) -> Path:
+    generation = config.generate
+    out = output.path
+    file_format = checks.output_format(out, generation.format, "format" in generation.model_fields_set)
     check_folder(out)
-    if overwrite:
+    if output.overwrite:
         check_not_a_folder(out)
-    if models_loader is not None:
-        models = models_loader(info.device)
+    if request.models_loader is not None:
+        models = request.models_loader(info.device)
     else:
-        models = load_models(regression_path, diffusion_path, info.device, allow_mismatch)
-    read = generation_inputs(config, models, {"regression": regression_path, "diffusion": diffusion_path},
-                             inputs)  # before the tuned sampler replaces the config's
-    config = with_tuned_sampler(config, models, None if inputs else gen.split)
+        models = load_models(request.regression, request.diffusion, info.device, request.allow_mismatch)
+    checkpoints = {"regression": request.regression, "diffusion": request.diffusion}
+    # Before the tuned sampler replaces the config's: then the run's sampler.yaml is among what is read.
+    read_by_role = generation_inputs(config, models, checkpoints, request.inputs)
+    config = with_tuned_sampler(config, models, None if request.inputs else generation.split)
+    dataset = request.dataset
     if dataset is None:
-        dataset = open_inference_dataset(config, models.meta, gen.split, inputs, models.provenance["diffusion_checkpoint"],
-                                         input_member)
+        dataset = open_inference_dataset(config, models.meta, generation.split, request.inputs,
+                                         models.provenance["diffusion_checkpoint"], request.input_member)
     check_fits(models, dataset)
     config = resolve_patches(config, models, dataset.lat.shape)
-    check_not_an_input(out, read | spec_inputs_of(dataset))
+    check_not_an_input(out, read_by_role | spec_inputs_of(dataset))
     make_folder(out)  # as score, report and the baselines do
     with locks.for_output(out, info):  # rank 0 holds it until every rank is done
-        return _write_ensemble(config, models, dataset, out, fmt, times, overwrite, allow_mismatch, progress, info)
+        return _write_ensemble(config, models, dataset, request, output, file_format, info)
 
 
 def generation_inputs(config: RunConfig, models: Models, checkpoint_paths: dict, inputs) -> dict[str, list]:
@@ -344,79 +185,64 @@ def spec_inputs_of(dataset) -> dict[str, list[Path]]:
     return spec_inputs(spec) if spec is not None else {}
 
 
-def _write_ensemble(config: RunConfig, models: Models, dataset, out: Path, fmt: str, times, overwrite: bool,
-                    allow_mismatch: bool, progress: bool, info: DistInfo) -> Path:
-    """Generate the chosen times into `out` (checked, and locked by this run): resume, or with `overwrite` build
-    the new file beside it; under torchrun each rank its share of the times."""
-    gen = config.generate
+def _write_ensemble(config: RunConfig, models: Models, dataset, request: GenerationRequest, output: EnsembleOutput,
+                    file_format: str, info: DistInfo) -> Path:
+    """Generate the chosen times into `output.path` (checked, and locked by this run): resume, or with `overwrite`
+    build the new file beside it; under torchrun each rank its share of the times."""
+    generation = config.generate
+    out = output.path
     sampling = Sampling.build(config, models, dataset.lat.shape, info.device)
-    indices = select_times(dataset.times, times)
+    indices = select_times(dataset.times, request.times)
     chosen_times = np.asarray(dataset.times, dtype="datetime64[ns]")[indices]
-    fingerprint = generation_fingerprint_of(config, models, dataset, chosen_times, recorded_input_hashes(out, fmt))
+    fingerprint = generation_fingerprint_of(config, models, dataset, chosen_times,
+                                            recorded_input_hashes(out, file_format))
     channels = list(models.meta.target_channels)
-    attrs = ensemble_attrs(config, models, allow_mismatch)
+    attrs = ensemble_attrs(config, models, request.allow_mismatch)
     # With --overwrite the new file is built beside `out` and renamed over it once complete.
-    target = overwrite_path(out) if overwrite else out
+    target = overwrite_path(out) if output.overwrite else out
     # Ranks take every world_size-th time. NetCDF cannot take concurrent writers: each rank fills a part
     # file of its own times; a Zarr store is shared, each rank writing its own time chunks.
-    mine = list(range(len(indices)))[info.rank :: info.world_size]
-    parts = info.world_size > 1 and fmt == "netcdf"
-    if parts and not overwrite and resumable(out, fmt, fingerprint):
+    my_positions = list(range(len(indices)))[info.rank :: info.world_size]  # in `indices`, this rank's
+    in_part_files = info.world_size > 1 and file_format == "netcdf"
+    if in_part_files and not output.overwrite and resumable(out, file_format, fingerprint):
         return out  # merged already: parts are merged only once every time is written
-    if parts:
-        path, slot_times = part_path(target, info.rank, info.world_size), chosen_times[mine]
+    if in_part_files:
+        path, slot_times = part_path(target, info.rank, info.world_size), chosen_times[my_positions]
     else:
         path, slot_times = target, chosen_times
-    slots = list(range(len(mine))) if parts else mine
+    slots = list(range(len(my_positions))) if in_part_files else my_positions  # the file's time index of each
     context = output_context(dataset, slot_times)  # forecast reference/lead times, input files, projection
-    members = gen.members * (len(dataset.labels) if isinstance(dataset, InputMembers) else 1)
+    members = generation.members * (len(dataset.labels) if isinstance(dataset, InputMembers) else 1)
     if isinstance(dataset, InputMembers):
-        context = dataclasses.replace(context, coords={**context.coords, **dataset.coords(gen.members)})
+        context = dataclasses.replace(context, coords={**context.coords, **dataset.coords(generation.members)})
     open_writer = lambda: EnsembleWriter(path, slot_times, members, dataset.lat, dataset.lon, channels,
-                                         models.meta.target_attrs, {**attrs, **context.attrs}, fmt,
-                                         fingerprint=fingerprint, replace=overwrite, **context.template_options())
-    if not parts and info.world_size > 1:
+                                         models.meta.target_attrs, {**attrs, **context.attrs}, file_format,
+                                         fingerprint=fingerprint, replace=output.overwrite,
+                                         **context.template_options())
+    if not in_part_files and info.world_size > 1:
         if info.is_main:
             open_writer().close()  # rank 0 lays out the shared store before anyone writes to it
         barrier(info)
     writer = open_writer()
     done = writer.written()  # read before any write is in flight: then only the writer's thread touches the file
-    todo = [(slot, k) for slot, k in zip(slots, mine) if not done[slot]]
-    bar = progress_bar(total=len(todo), desc="generate", unit="time", disable=not (progress and info.is_main))
+    todo = [(slot, position) for slot, position in zip(slots, my_positions) if not done[slot]]
+    bar = progress_bar(total=len(todo), desc="generate", unit="time", disable=not (output.progress and info.is_main))
     # Time t is written in the background while time t+1 is sampled; the bar counts times written.
-    output = OverlappedWriter(writer, gen.overlap_writes, on_written=lambda slot: bar.update())
+    overlapped = OverlappedWriter(writer, generation.overlap_writes, on_written=lambda slot: bar.update())
     try:
-        for slot, k in todo:
-            output.write(slot, *downscale_members(downscale_time, sampling, dataset, indices[k], chosen_times[k]))
+        for slot, position in todo:
+            overlapped.write(slot, *downscale_members(downscale_time, sampling, dataset, indices[position],
+                                                      chosen_times[position]))
     finally:
         try:
-            output.close()
+            overlapped.close()
         finally:
             bar.close()
     barrier(info)
     if info.is_main:
-        _finish(target, out, fmt, info.world_size if parts else 0, overwrite)
+        _finish(target, out, file_format, info.world_size if in_part_files else 0, output.overwrite)
     barrier(info)
     return out
-
-
-def generation_fingerprint_of(config: RunConfig, models: Models, dataset, times: np.ndarray, hashes=None) -> Fingerprint:
-    """The fingerprint of generating `times` (datetime64) of `dataset` with `config` and `models`; `hashes`: the
-    input hashes an earlier file recorded (`writer.recorded_input_hashes`), so unchanged inputs are not read."""
-    gen = config.generate
-    files, spec_file = checks.input_files(dataset)
-    spec = getattr(dataset, "spec", None)
-    member = f"all: {list(dataset.labels)}" if isinstance(dataset, InputMembers) else \
-        (spec.inputs.member if spec is not None else None)
-    return generation_fingerprint(
-        regression_sha256=models.provenance["regression_checkpoint_sha256"],
-        diffusion_sha256=models.provenance["diffusion_checkpoint_sha256"],
-        sampler=dataclasses.asdict(config.sampler), seed=gen.seed, members=gen.members,
-        channels=models.meta.target_channels, bf16=models.fast.bf16, patch_shape=gen.patch_shape,
-        patch_overlap=gen.patch_overlap, times=times, lat=dataset.lat, lon=dataset.lon, input_files=files,
-        spec_file=spec_file, version=__version__,
-        tf32=gen.allow_tf32 and next(models.regression.parameters()).device.type == "cuda", input_member=member,
-        hashes=hashes)
 
 
 def _finish(target: Path, out: Path, fmt: str, parts: int, overwrite: bool) -> None:

@@ -51,7 +51,8 @@ from corrdiff.errors import CheckpointError, ConfigError, DataError, OutputError
 from corrdiff.file_integrity import as_umask_allows
 from corrdiff.inference import checks
 from corrdiff.inference.context import fine_grid_mapping
-from corrdiff.inference.generate import generate as run_generation, input_paths, Models, models_from_checkpoints
+from corrdiff.inference.downscaling import Models, models_from_checkpoints
+from corrdiff.inference.generate import EnsembleOutput, generate as run_generation, GenerationRequest, input_paths
 from corrdiff.inference.input_members import open_members, rules_with_member
 from corrdiff.inference.inputs import CoarseInputs, InputRules
 from corrdiff.output_paths import check_not_an_input, make_folder, spec_inputs
@@ -126,8 +127,8 @@ def generate(path, inputs: list[str], out, overrides: list[str] | None = None, t
                                                                      package.diffusion.meta), package.grid_mapping),
                            rules_with_member(package.rules, input_member))
     try:
-        return run_generation(config, None, None, out, times=times, dataset=dataset, progress=progress,
-                              overwrite=overwrite, models_loader=package.models)
+        return run_generation(config, GenerationRequest(models_loader=package.models, dataset=dataset, times=times),
+                              EnsembleOutput(out, overwrite=overwrite, progress=progress))
     finally:
         dataset.close()
 

@@ -21,7 +21,7 @@ from corrdiff.errors import ConfigError
 from corrdiff.evaluation import collect, compare_distributions, lead_time, report, tables
 from corrdiff.evaluation.metrics import score_models, scores_from_sums, SUMS
 from corrdiff.evaluation.scores import DIMENSIONLESS, FROM_DISTRIBUTIONS, FROM_SUMS, MEAN, named, Score, SCORES
-from corrdiff.experiments.tuning import sampler_grid
+from corrdiff.experiments.tuning import sampler_grid, TuneGrid
 from corrdiff.inference.inputs import input_rules, InputRules
 from tests.cli_runner import invoke, refused
 from tests.evaluation import evaluation_fixtures as fx
@@ -64,8 +64,8 @@ def test_a_new_solver_is_in_tunes_grid_and_on_its_command_line(leap, tmp_path, m
 
     asked = {}
 
-    def tune(*args, **kwargs):
-        asked.update(kwargs)
+    def tune(config, request, grid, *rest):
+        asked["solvers"] = grid.solvers
         raise ConfigError("stopped after the arguments")
 
     monkeypatch.setattr("corrdiff.experiments.tuning.tune", tune)
@@ -151,3 +151,7 @@ def test_a_new_input_key_of_the_spec_reaches_the_rules_and_a_packages_form():
     older = {key: value for key, value in kept.items() if key != "regrid"}  # a package written before the key
     assert rules_of.from_dict(older).regrid == "bilinear"
     assert InputRules.from_dict(kept) == InputRules.from_spec(spec)  # a reader without the key leaves it out
+
+
+def test_a_new_solver_is_in_the_default_tune_grid(leap):
+    assert "leap" in TuneGrid().solvers and list(TuneGrid().solvers) == list(SOLVERS)

@@ -300,11 +300,12 @@ class TuneGrid:
     """The sampler settings to measure: each solver × network evaluations × churn × schedule × σ_min, on the
     config's sampler (`sampler_grid`)."""
 
-    solvers: Sequence[str] = SOLVERS
+    solvers: Sequence[str] = dataclasses.field(default_factory=lambda: tuple(SOLVERS))
+    """Every solver by default (read when the grid is made, so a solver added to `SOLVERS` is in it)."""
     nfe: Sequence[int] = NFE
     """Network evaluations per member: each solver gets the most steps within each."""
     churn: Sequence[float] = CHURN
-    """S_churn, for heun and euler (the others are measured once, without)."""
+    """S_churn, for the solvers that take it (their `SOLVERS` entry lists `S_churn`; the others are measured once, without)."""
     schedules: Sequence[str] | None = None
     """karras or loglinear; None: the config's."""
     sigma_mins: Sequence[float] | None = None
@@ -384,7 +385,7 @@ def tune_inputs(config: RunConfig, request: TuneRequest) -> dict[str, list]:
     return read | (spec_inputs(spec) if spec is not None else {})
 
 
-def tune(config: RunConfig, request: TuneRequest, grid: TuneGrid = TuneGrid(),
+def tune(config: RunConfig, request: TuneRequest, grid: TuneGrid | None = None,
          rule: RecommendationRule = RecommendationRule(), outputs: TuneOutputs = TuneOutputs()) -> TuneResult:
     """Measure the `grid` on the times of `request`, recommend a sampler by `rule`, calibrate it, and write
     tune.csv, tune.nc, tune.png in `outputs.folder` (default <run_dir>/tune) and the recommendation at
@@ -405,6 +406,7 @@ def tune(config: RunConfig, request: TuneRequest, grid: TuneGrid = TuneGrid(),
     arguments.at_least("--tolerance", rule.tolerance, 0)
     if rule.lsd_tolerance is not None:
         arguments.at_least("--lsd-tolerance", rule.lsd_tolerance, 0)
+    grid = grid if grid is not None else TuneGrid()
     settings = sampler_grid(config.sampler, grid.solvers, grid.nfe, grid.churn, grid.schedules, grid.sigma_mins)
     if not settings:
         raise ConfigError("tune: the grid is empty (give at least one solver and one NFE)")

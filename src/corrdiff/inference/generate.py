@@ -30,6 +30,7 @@ from corrdiff.inference.input_members import downscale_members, InputMembers, me
 from corrdiff.inference.member_batching import MemberBatching
 from corrdiff.inference.writer import check_replaceable, EnsembleWriter, io_error, is_io_error, OverlappedWriter, \
     overwrite_path, recorded_input_hashes, remove, replace, resumable
+from corrdiff.networks import load_network
 from corrdiff.output_paths import check_folder, check_not_an_input, make_folder, spec_inputs
 from corrdiff.fast_path import FastPath, prepare_denoiser, to_channels_last
 from corrdiff.progress import bar as progress_bar
@@ -88,7 +89,7 @@ def models_from_checkpoints(regression: ModelCheckpoint, diffusion: ModelCheckpo
     grids = [(c.path, None if c.lat is None else c.lat.numpy(), None if c.lon is None else c.lon.numpy())
              for c in (regression, diffusion)]
     sources = {f"the {c.meta.kind} checkpoint": [Path(c.path)] for c in (regression, diffusion)}
-    return Models(ckpt.load_network(regression, device), ckpt.load_network(diffusion, device), diffusion.meta,
+    return Models(load_network(regression, device), load_network(diffusion, device), diffusion.meta,
                   DiffusionCondition.from_unet(diffusion.meta.unet), provenance, grids=grids, mismatches=problems,
                   sources=sources)
 

@@ -21,6 +21,7 @@ from corrdiff.errors import CheckpointError, ConfigError, TrainingError
 from corrdiff.fast_path import to_channels_last
 from corrdiff.file_integrity import atomic_write_text
 from corrdiff.models import UNetConfig
+from corrdiff.networks import load_network
 from corrdiff.training import regression_cache
 from corrdiff.training.batches import micro_batching
 from corrdiff.training.data_identity import data_fingerprint
@@ -68,7 +69,7 @@ def _frozen_regression(path, meta: CheckpointMeta) -> tuple[torch.nn.Module, Reg
             f"-> {list(checkpoint.meta.target_channels)}, but the data spec gives {list(meta.input_channels)} -> "
             f"{list(meta.target_channels)}"
         )
-    return ckpt.load_network(checkpoint), RegressionRef(str(checkpoint.path), checkpoint.sha256)
+    return load_network(checkpoint), RegressionRef(str(checkpoint.path), checkpoint.sha256)
 
 
 def check_settings(kind: str, section: TrainSection, unet: UNetConfig, target_channels) -> None:

@@ -1,7 +1,8 @@
 """Crash-safe writing (`corrdiff.file_integrity`): a write is whole or leaves the old contents as they were, it
-reaches the disk before the rename that publishes it, it leaves no temporary behind, and what it creates takes the
-umask's permissions."""
+reaches the disk before the rename that publishes it, it leaves no temporary behind, what it creates takes the
+umask's permissions, and no other module of corrdiff writes through temporary names or syncs by hand."""
 
+import ast
 import errno
 import os
 import re
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+import corrdiff
 from corrdiff.file_integrity import append_synced, atomic_file, atomic_folder, atomic_write_bytes, \
     atomic_write_text, publish, temporary_path, umask
 
@@ -188,3 +190,55 @@ def test_what_is_written_takes_the_umasks_permissions(tmp_path):
         assert (tmp_path / "package" / "model.json").stat().st_mode & 0o777 == 0o640
     finally:
         os.umask(previous)
+
+
+# --- one home ----------------------------------------------------------------------------------------------
+ROOT = Path(corrdiff.__file__).parent
+HOME = ROOT / "file_integrity.py"
+HAND_MADE_NAME = re.compile(r"\.(tmp|partial|new|old|repair|bak)\b")
+# What other modules may do by hand, and why: (module, what) -> reason.
+JUSTIFIED = {
+    ("training/regression_cache.py", "'regression_mean.partial'"):
+        "a resumable build: the cache is built under a fixed name so that a rerun finds the rows a killed build "
+        "wrote and goes on from there; it is put in place by file_integrity.publish",
+    ("inference/writer.py", "'.new'"):
+        "`generate --overwrite` builds the new ensemble under a fixed name: every torchrun rank writes into it and "
+        "an interrupted overwrite resumes it; it is put in place by file_integrity.publish",
+}
+
+
+def hand_written_safety(path: Path) -> list[str]:
+    """What `path` does that is file_integrity's: os.fsync/os.replace/os.rename, hashlib or tempfile, string
+    literals (docstrings aside) that name a temporary or partial file."""
+    tree = ast.parse(path.read_text())
+    docstrings = {id(node.value) for node in ast.walk(tree)
+                  if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)}
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "os" \
+                and node.attr in ("fsync", "replace", "rename"):
+            found.append(f"os.{node.attr}")
+        elif isinstance(node, ast.Import):
+            found += [a.name for a in node.names if a.name in ("hashlib", "tempfile")]
+        elif isinstance(node, ast.ImportFrom) and node.module in ("hashlib", "tempfile"):
+            found.append(node.module)
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings \
+                and HAND_MADE_NAME.search(node.value):
+            found.append(repr(node.value))
+    return found
+
+
+def test_no_other_module_syncs_renames_hashes_or_names_temporaries_by_hand():
+    found = {(path.relative_to(ROOT).as_posix(), what) for path in ROOT.rglob("*.py") if path != HOME
+             for what in hand_written_safety(path)}
+    assert found - JUSTIFIED.keys() == set(), "use corrdiff.file_integrity instead"
+    assert JUSTIFIED.keys() - found == set(), "a justified exception is gone: remove it from JUSTIFIED"
+
+
+def test_the_source_check_finds_what_it_looks_for(tmp_path):
+    """The checker itself, on a module that does all of it by hand."""
+    module = tmp_path / "by_hand.py"
+    module.write_text('"""A docstring may say .tmp."""\nimport hashlib\nimport os\n\n\n'
+                      'def save(path, data):\n    tmp = path.with_name(f".{path.name}.tmp")\n'
+                      '    tmp.write_bytes(data)\n    os.fsync(0)\n    os.replace(tmp, path)\n')
+    assert sorted(hand_written_safety(module)) == ["'.tmp'", "hashlib", "os.fsync", "os.replace"]

@@ -108,13 +108,6 @@ def umask() -> int:
     return mask
 
 
-def as_umask_allows(path: Path) -> Path:
-    """Give `path` the mode that creating it plainly would have: mkdtemp and mkstemp make 0700 folders and 0600
-    files, which a renamed output would keep (a package others cannot read). Returns `path`."""
-    os.chmod(path, (0o777 if Path(path).is_dir() else 0o666) & ~umask())
-    return path
-
-
 # --------------------------------------------------------------------------------------------- crash-safe writing
 TEMPORARY = ".tmp-"  # marks the temporary names of `temporary_path`
 

@@ -1,4 +1,4 @@
-"""Checkpoints: their typed metadata, their folder layout, loading them into networks, and hashing them.
+"""Checkpoints: their typed metadata (the schema), their folder layout and pointers, and reading them.
 
 Layout of one checkpoint folder, `<run>/checkpoints/step-000100/`:
   model.safetensors  EMA weights (`net.*`) and the fine grid (`grid.lat`, `grid.lon`): enough to generate
@@ -8,35 +8,32 @@ Layout of one checkpoint folder, `<run>/checkpoints/step-000100/`:
   state.json         `TrainingState`: step, samples seen, best validation loss and folder, best validation fair
                      CRPS and folder, optimizer and scheduler settings, and the SHA-256 of both .safetensors files
 `<run>/checkpoints/latest`, `best` and `best-crps` are text files naming a folder (`POINTERS`). Nothing here is pickled: loading
-a checkpoint reads tensors and JSON only, and runs no code. Folders are written atomically (a temporary
-`.step-*` folder, its files synced, renamed into place), so a crash, a kill or a full disk never leaves a
-half-written checkpoint behind; `clean_temporary` removes what an interrupted write left. Reading verifies
-the recorded hashes, so a damaged file is an error naming it, never a plausible network.
+a checkpoint reads tensors and JSON only, and runs no code. Folders are written atomically by
+`corrdiff.checkpoint_writer` (a temporary `.step-*` folder, its files synced, renamed into place), so a crash, a
+kill or a full disk never leaves a half-written checkpoint behind; `clean_temporary` removes what an interrupted
+write left. Reading verifies the recorded hashes, so a damaged file is an error naming it, never a plausible
+network. `corrdiff.networks` builds the network a checkpoint describes and loads its weights.
 """
 
 import dataclasses
-import hashlib
 import json
 import math
-import os
 import re
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load as load_tensors, save as save_tensors
-from torch import nn
+from safetensors.torch import load as load_tensors
 
 from corrdiff import __version__
 from corrdiff.data import Normalization
 from corrdiff.data.stats import ChannelRange
-from corrdiff.diffusion import diffusion_network, EDMPrecond
-from corrdiff.errors import CheckpointError
-from corrdiff.file_integrity import as_umask_allows
+from corrdiff.errors import CheckpointError, one_line
+from corrdiff.file_integrity import atomic_write_text, sha256_bytes, sha256_file
 from corrdiff.models import UNetConfig
+from corrdiff.state_tensors import optimizer_from_tensors
 
 FORMAT = "corrdiff-checkpoint-1"
 # Written instead of FORMAT when a checkpoint needs a feature a reader of FORMAT would silently ignore
@@ -201,7 +198,7 @@ class CheckpointMeta:
         except KeyError as err:
             raise CheckpointError(f"{where}: not a corrdiff checkpoint description (no {err.args[0]!r})") from None
         except (ValueError, TypeError, AttributeError) as err:
-            raise CheckpointError(f"{where}: not a corrdiff checkpoint description ({_one_line(err)})") from None
+            raise CheckpointError(f"{where}: not a corrdiff checkpoint description ({one_line(err)})") from None
 
 
 @dataclass(frozen=True)
@@ -242,7 +239,7 @@ class TrainingState:
                 raise ValueError("step and samples_seen must be integers, optimizer and scheduler objects")
             return state
         except (ValueError, TypeError) as err:
-            raise CheckpointError(f"{where}: not a corrdiff training state ({_one_line(err)})") from None
+            raise CheckpointError(f"{where}: not a corrdiff training state ({one_line(err)})") from None
 
 
 @dataclass
@@ -260,21 +257,7 @@ class ModelCheckpoint:
     @property
     def sha256(self) -> str:
         """Hex SHA-256 of model.safetensors (provenance of everything made with it)."""
-        return self.content_sha256 or file_sha256(self.path / MODEL_FILE)
-
-
-def file_sha256(path: Path) -> str:
-    """Hex SHA-256 of a file."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def nonfinite_tensors(tensors: dict[str, torch.Tensor]) -> list[str]:
-    """Names of the floating-point tensors that hold a NaN or an infinity."""
-    return [name for name, t in tensors.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+        return self.content_sha256 or sha256_file(self.path / MODEL_FILE)
 
 
 def _flag(value, key: str) -> bool:
@@ -284,132 +267,7 @@ def _flag(value, key: str) -> bool:
     return value
 
 
-def _one_line(err: BaseException) -> str:
-    return " ".join(str(err).split())[:300]
-
-
-# --------------------------------------------------------------------------------------------- writing
-def _write_bytes(path: Path, data: bytes) -> None:
-    """Write a file and sync it to disk (the rename that publishes a checkpoint must not outrun its data)."""
-    with open(path, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def _write_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> str:
-    """Write tensors as safetensors; returns the hex SHA-256 of the bytes written."""
-    data = save_tensors({k: v.detach().cpu().contiguous() for k, v in tensors.items()})
-    _write_bytes(path, data)
-    return hashlib.sha256(data).hexdigest()
-
-
-def _write_text(path: Path, text: str) -> None:
-    _write_bytes(path, text.encode())
-
-
-def _sync_folder(path: Path) -> None:
-    """Sync a folder's entries (a rename in it) to disk; a no-op where the filesystem does not allow it."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def replace_text(path: Path, text: str) -> None:
-    """Atomically set a small text file (temp file in the same folder, synced, then renamed)."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    as_umask_allows(Path(tmp))
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _sync_folder(path.parent)
-
-
-def optimizer_to_tensors(state: dict) -> tuple[dict[str, torch.Tensor], dict]:
-    """Split an optimizer state_dict into flat tensors (for safetensors) and JSON-able metadata."""
-    tensors, other = {}, {}
-    for param_id, entries in state["state"].items():
-        for key, value in entries.items():
-            if torch.is_tensor(value):
-                tensors[f"optim.{param_id}.{key}"] = value.detach().cpu().contiguous()
-            else:
-                other.setdefault(str(param_id), {})[key] = value
-    return tensors, {"param_groups": state["param_groups"], "non_tensor_state": other}
-
-
-def optimizer_from_tensors(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
-    """Rebuild an optimizer state_dict from optimizer_to_tensors' output."""
-    state: dict[int, dict] = {}
-    for name, value in tensors.items():
-        if name.startswith("optim."):
-            _, param_id, key = name.split(".", 2)
-            state.setdefault(int(param_id), {})[key] = value
-    for param_id, entries in meta.get("non_tensor_state", {}).items():
-        state.setdefault(int(param_id), {}).update(entries)
-    return {"state": state, "param_groups": meta["param_groups"]}
-
-
-def save_checkpoint(root: Path, meta: CheckpointMeta, ema_weights: dict[str, torch.Tensor], lat, lon,
-                    raw_weights: dict[str, torch.Tensor], optimizer_state: dict, scheduler_state: dict,
-                    samples_seen: int, best_val: float | None, keep_last: int, is_best: bool,
-                    best_crps: float | None = None, is_best_crps: bool = False) -> Path:
-    """Write checkpoint folder `step-NNNNNN` (step from `meta`) atomically, update `latest` (and `best`, and
-    `best-crps`), prune.
-
-    If writing fails (disk full, say), the partial folder is removed and the previous checkpoints and
-    pointers are left exactly as they were. The caller checks that the weights are finite.
-    """
-    root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
-    name = f"{STEP_PREFIX}{meta.step:06d}"
-    final = root / name
-    opt_tensors, opt_meta = optimizer_to_tensors(optimizer_state)
-    model_tensors = {f"net.{k}": v for k, v in ema_weights.items()}
-    model_tensors["grid.lat"] = torch.as_tensor(lat, dtype=torch.float64)
-    model_tensors["grid.lon"] = torch.as_tensor(lon, dtype=torch.float64)
-    state_tensors = {f"model.{k}": v for k, v in raw_weights.items()} | opt_tensors
-    best = name if is_best else read_pointer(root, "best")
-    best_crps_folder = name if is_best_crps else read_pointer(root, "best-crps")
-    tmp = as_umask_allows(Path(tempfile.mkdtemp(dir=root, prefix=f".{name}.")))
-    try:
-        model_sha256 = _write_tensors(tmp / MODEL_FILE, model_tensors)
-        _write_text(tmp / MODEL_META, meta.replace(model_sha256=model_sha256).to_json())
-        state_sha256 = _write_tensors(tmp / STATE_FILE, state_tensors)
-        state = TrainingState(meta.step, samples_seen, best_val, opt_meta, scheduler_state, best,
-                              best_crps, best_crps_folder, model_sha256, state_sha256)
-        _write_text(tmp / STATE_META, state.to_json())
-        _sync_folder(tmp)
-        if final.exists():  # re-saving a step whose folder a killed run renamed but never pointed to
-            shutil.rmtree(final)
-        os.rename(tmp, final)
-        _sync_folder(root)
-    except Exception as err:
-        shutil.rmtree(tmp, ignore_errors=True)
-        previous = read_pointer(root, "latest")
-        kept = f"; the previous checkpoint {previous} is intact" if previous else ""
-        raise CheckpointError(f"could not write checkpoint {final}: {err}{kept}") from err
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    replace_text(root / "latest", name)
-    if is_best:
-        replace_text(root / "best", name)
-    if is_best_crps:
-        replace_text(root / "best-crps", name)
-    prune(root, keep_last)
-    return final
-
-
+# --------------------------------------------------------------------------------------------- pointers
 def read_pointer(root: Path, which: str) -> str | None:
     """The folder name that a pointer (`POINTERS`) names, if the pointer exists; an error if it is unreadable."""
     pointer = Path(root) / which
@@ -418,7 +276,7 @@ def read_pointer(root: Path, which: str) -> str | None:
     except (FileNotFoundError, NotADirectoryError):
         return None
     except (OSError, UnicodeDecodeError) as err:
-        raise CheckpointError(f"{pointer}: cannot be read ({_one_line(err)})") from None
+        raise CheckpointError(f"{pointer}: cannot be read ({one_line(err)})") from None
     if not STEP_NAME.fullmatch(name):
         raise CheckpointError(f"{pointer}: expected the name of a checkpoint folder ({STEP_PREFIX}NNNNNN), "
                               f"found {name[:40]!r}; write the name of an existing {STEP_PREFIX}* folder into it")
@@ -427,7 +285,7 @@ def read_pointer(root: Path, which: str) -> str | None:
 
 def set_pointer(root: Path, which: str, name: str) -> None:
     """Point `latest`, `best` or `best-crps` at checkpoint folder `name` (atomically)."""
-    replace_text(Path(root) / which, name)
+    atomic_write_text(Path(root) / which, name)
 
 
 def prune(root: Path, keep_last: int) -> None:
@@ -513,7 +371,7 @@ def _read_text(path: Path) -> str:
     except FileNotFoundError:
         raise CheckpointError(f"{path}: missing; the checkpoint folder is incomplete") from None
     except (OSError, UnicodeDecodeError) as err:
-        raise CheckpointError(f"{path}: cannot be read ({_one_line(err)})") from None
+        raise CheckpointError(f"{path}: cannot be read ({one_line(err)})") from None
     if not text.strip():
         raise CheckpointError(f"{path}: empty; the checkpoint folder is damaged")
     return text
@@ -526,15 +384,15 @@ def _read_tensors(path: Path, expected_sha256: str | None, recorded_in: Path) ->
     except FileNotFoundError:
         raise CheckpointError(f"{path}: missing; the checkpoint folder is incomplete") from None
     except OSError as err:
-        raise CheckpointError(f"{path}: cannot be read ({_one_line(err)})") from None
-    digest = hashlib.sha256(data).hexdigest()
+        raise CheckpointError(f"{path}: cannot be read ({one_line(err)})") from None
+    digest = sha256_bytes(data)
     if expected_sha256 is not None and digest != expected_sha256:
         raise CheckpointError(f"{path}: content hash differs: the file is damaged (SHA-256 {digest[:16]}…, "
                               f"{recorded_in.name} records {str(expected_sha256)[:16]}…); use another checkpoint")
     try:
         return load_tensors(data), digest
     except (SafetensorError, ValueError, OSError, RuntimeError) as err:
-        raise CheckpointError(f"{path}: not a readable safetensors file ({_one_line(err)})") from None
+        raise CheckpointError(f"{path}: not a readable safetensors file ({one_line(err)})") from None
 
 
 def load_model(path: str | Path, which: str = "best", kind: str | None = None) -> ModelCheckpoint:
@@ -581,42 +439,5 @@ def load_training_state(folder: str | Path, meta: CheckpointMeta | None = None
     try:
         optimizer_state = optimizer_from_tensors(tensors, state.optimizer)
     except (KeyError, ValueError, TypeError, AttributeError) as err:
-        raise CheckpointError(f"{where}: its optimizer state cannot be read ({_one_line(err)})") from None
+        raise CheckpointError(f"{where}: its optimizer state cannot be read ({one_line(err)})") from None
     return raw, optimizer_state, state
-
-
-def network_for(unet: UNetConfig, kind: str, sigma_data: float | None = None,
-                scale_condition: bool = False) -> nn.Module:
-    """The untrained network of a `kind` of checkpoint: the regression UNet, or the EDM denoiser."""
-    if kind == "regression":
-        return unet.build_regression()
-    return EDMPrecond(diffusion_network(unet), sigma_data=sigma_data, scale_condition=scale_condition)
-
-
-def build_network(meta: CheckpointMeta) -> nn.Module:
-    """The untrained network a checkpoint's weights belong to."""
-    return network_for(meta.unet, meta.kind, meta.sigma_data, meta.scale_condition)
-
-
-def load_weights(module: nn.Module, weights: dict[str, torch.Tensor], where: Path) -> None:
-    """Load `weights` into `module`; a CheckpointError naming `where` if they are not finite or do not fit."""
-    bad = nonfinite_tensors(weights)
-    if bad:
-        raise CheckpointError(f"{where}: holds non-finite weights (NaN or infinity, in {', '.join(bad[:3])}"
-                              f"{', …' if len(bad) > 3 else ''}): training had diverged; use an earlier checkpoint")
-    try:
-        module.load_state_dict(weights)
-    except RuntimeError as err:
-        raise CheckpointError(f"{where}: the weights do not fit the network {MODEL_META} describes "
-                              f"({_one_line(err)})") from None
-
-
-def load_network(checkpoint: ModelCheckpoint, device="cpu") -> nn.Module:
-    """The checkpoint's EMA network on `device`, frozen (eval mode, no gradients)."""
-    try:
-        net = build_network(checkpoint.meta)
-    except (ValueError, TypeError, RuntimeError) as err:
-        raise CheckpointError(f"{checkpoint.path / MODEL_META}: describes a network that cannot be built "
-                              f"({_one_line(err)})") from None
-    load_weights(net, checkpoint.weights, checkpoint.path / MODEL_FILE)
-    return net.to(device).eval().requires_grad_(False)

@@ -24,7 +24,6 @@ evaluation can both use it.
 """
 
 import datetime as dt
-import shutil
 import warnings
 from pathlib import Path
 
@@ -35,6 +34,7 @@ import xarray as xr
 from corrdiff.data.canonical import CONVENTIONS, GRID_MAPPING  # the CF version and projection variable we write
 from corrdiff.data.cf_names import with_cf_names
 from corrdiff.errors import EvaluationError
+from corrdiff.file_integrity import atomic_file
 
 ENSEMBLE_DIMS = ("time", "member", "y", "x")
 FIELD_DIMS = ("time", "y", "x")  # a regression mean; also truth and plain forecast fields
@@ -164,22 +164,15 @@ def encoding(ds: xr.Dataset, fmt: str) -> dict:
 def write(ds: xr.Dataset, path, fmt: str) -> Path:
     """Write `ds` whole ("netcdf" or "zarr"; dask arrays chunk by chunk); returns the path.
 
-    Written to a hidden temporary name and renamed: the file appears complete, or not at all.
+    Written to a hidden temporary name and renamed (`corrdiff.file_integrity.atomic_file`): the file appears
+    complete, or not at all; one already at `path` (a NetCDF file or a Zarr store) is replaced only then.
     """
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
+    with atomic_file(path) as tmp:  # a full disk, say: no half-written temporary is left behind
         if fmt == "zarr":
             ds.to_zarr(tmp, mode="w", encoding=encoding(ds, fmt), zarr_format=3, consolidated=False)
         else:
             ds.to_netcdf(tmp, engine=ENGINES["netcdf"], encoding=encoding(ds, fmt))
-    except BaseException:  # a full disk, say: leave no half-written temporary behind
-        if tmp.is_dir():
-            shutil.rmtree(tmp, ignore_errors=True)
-        else:
-            tmp.unlink(missing_ok=True)
-        raise
-    tmp.rename(path)
     return path
 
 

@@ -40,3 +40,8 @@ def yaml_problem(err: Exception) -> str:
     parts = [getattr(err, "problem", None), getattr(err, "context", None)]
     what = "; ".join(str(p) for p in parts if p) or str(err).splitlines()[0]
     return where + what
+
+
+def one_line(err: BaseException) -> str:
+    """An exception's message on one line (its whitespace runs as single spaces), at most 300 characters."""
+    return " ".join(str(err).split())[:300]

@@ -9,7 +9,6 @@ it was recorded load without it). A recommendation for another checkpoint is nev
 import dataclasses
 import logging
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import yaml
 
 from corrdiff.diffusion.sampler import SamplerConfig
 from corrdiff.errors import ConfigError
+from corrdiff.file_integrity import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -63,10 +63,7 @@ def write(path, recommendation: Recommendation) -> Path:
             "# `corrdiff generate` uses it when the run config has no sampler section of its own.\n"
             + yaml.safe_dump(body, sort_keys=False))
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(text)
-    os.replace(partial, path)
-    return path
+    return atomic_write_text(path, text)
 
 
 def read(path) -> Recommendation:

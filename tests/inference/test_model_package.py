@@ -12,6 +12,7 @@ import corrdiff
 from corrdiff import checkpoint as ckpt, sampler_file
 from corrdiff.inference import model_package
 from corrdiff.diffusion import SamplerConfig
+from corrdiff.file_integrity import sha256_file
 from tests.api_fixtures import FIELDS, LAMBERT, projected, TIMES, trained  # noqa: F401  (fixtures)
 from tests.cli_runner import invoke, refused, succeeded
 
@@ -56,7 +57,7 @@ def test_the_package_holds_tensors_and_json_only_and_describes_the_model(package
     assert meta["grid"]["shape"] == [16, 24]
     # The networks are the run's checkpoint files, byte for byte: their SHA-256 stays the checkpoints'.
     run_file = ckpt.resolve(trained[0] / "run" / "diffusion") / ckpt.MODEL_FILE
-    assert meta["files"]["diffusion.safetensors"] == ckpt.file_sha256(run_file)
+    assert meta["files"]["diffusion.safetensors"] == sha256_file(run_file)
     assert set(meta["files"]) == {"regression.safetensors", "diffusion.safetensors", "fields.safetensors"}
 
 
@@ -109,7 +110,7 @@ def _flip_a_byte(path):
 def test_the_export_carries_the_runs_recommended_sampler(trained, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(trained[0] / "run", run)
-    diffusion_sha = ckpt.file_sha256(ckpt.resolve(run / "diffusion") / ckpt.MODEL_FILE)
+    diffusion_sha = sha256_file(ckpt.resolve(run / "diffusion") / ckpt.MODEL_FILE)
     tuned = SamplerConfig(solver="euler", num_steps=3)
     sampler_file.write(sampler_file.path_in(run), sampler_file.Recommendation(tuned, diffusion_sha, ("t2m", "u10", "refl")))
     succeeded(invoke("export", run, "--out", tmp_path / "model"))

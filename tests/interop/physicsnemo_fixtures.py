@@ -5,11 +5,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from corrdiff.checkpoint import network_for
 from corrdiff.data import ChannelStats, Normalization
 from corrdiff.diffusion import DiffusionCondition, edm_sample, SamplerConfig
 from corrdiff.diffusion.sampler import use_arithmetic
 from corrdiff.interop.convert import convert, import_physicsnemo
+from corrdiff.networks import network_for
 from corrdiff.seeding import member_generator
 
 FIXTURES = Path(__file__).parent / "fixtures"

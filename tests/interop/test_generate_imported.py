@@ -11,11 +11,13 @@ from typer.testing import CliRunner
 
 from corrdiff import checkpoint as ckpt
 from corrdiff.checkpoint import CheckpointMeta, RegressionRef
+from corrdiff.checkpoint_writer import save_checkpoint
 from corrdiff.cli.main import app
 from corrdiff.data import ChannelStats, Normalization
 from corrdiff.interop import export_physicsnemo, read_mdlus
-from corrdiff.checkpoint import network_for
+from corrdiff.file_integrity import sha256_file
 from corrdiff.models import UNetConfig
+from corrdiff.networks import network_for
 from tests.data import fixtures as data_fixtures
 
 INPUTS, TARGETS = ["t2m", "u10", "t@850", "orography"], ["t2m", "u10"]
@@ -41,9 +43,9 @@ def native_run(folder, lat, lon, scale_condition=False, residual_std=()):
                               config="{}", sigma_data=0.5 if diffusion else None, regression_checkpoint=reference,
                               scale_condition=scale_condition and diffusion,
                               residual_std=residual_std if diffusion else ())
-        saved = ckpt.save_checkpoint(folder / kind / "checkpoints", meta=meta, ema_weights=net.state_dict(),
+        saved = save_checkpoint(folder / kind / "checkpoints", meta=meta, ema_weights=net.state_dict(),
                                      lat=lat, lon=lon, **empty)
-        reference = RegressionRef(str(saved), ckpt.file_sha256(saved / ckpt.MODEL_FILE))
+        reference = RegressionRef(str(saved), sha256_file(saved / ckpt.MODEL_FILE))
 
 
 def write_spec(tmp_path):

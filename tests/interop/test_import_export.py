@@ -14,6 +14,7 @@ from corrdiff.errors import CheckpointError
 from corrdiff.inference.downscaling import load_models
 from corrdiff.interop import export_physicsnemo, import_physicsnemo, read_mdlus, read_package
 from corrdiff.interop.convert import export_args
+from corrdiff.networks import load_network
 from tests.interop.physicsnemo_fixtures import (expected, FIXTURES, grid, imported_run, INPUTS, relative_error, stats,
                                                 TARGETS, TOLERANCE)
 
@@ -31,11 +32,11 @@ def test_import_writes_checkpoints_that_load_and_match(run):
     regression = ckpt.load_model(out / "regression", kind="regression")
     assert regression.meta.input_channels == tuple(INPUTS) and regression.meta.target_channels == tuple(TARGETS)
     np.testing.assert_allclose(regression.lat.numpy(), grid()[0])
-    net = ckpt.load_network(regression)
+    net = load_network(regression)
     assert relative_error(net(torch.from_numpy(ref["y"])), ref["regression"]) <= TOLERANCE
     diffusion = ckpt.load_model(out / "diffusion", kind="diffusion")
     assert diffusion.meta.regression_checkpoint.sha256 == regression.sha256
-    denoised = ckpt.load_network(diffusion)(torch.from_numpy(ref["noisy"]), torch.full((2,), 2.5),
+    denoised = load_network(diffusion)(torch.from_numpy(ref["noisy"]), torch.full((2,), 2.5),
                                             torch.from_numpy(ref["y"]))
     assert relative_error(denoised, ref["diffusion"][3]) <= TOLERANCE
 
@@ -85,7 +86,7 @@ def test_export_round_trip(run, tmp_path):
     again = import_physicsnemo(tmp_path / "again", package.stats, package.lat, package.lon,
                                regression=package.regression, diffusion=package.diffusion)
     ref = expected()
-    net = ckpt.load_network(ckpt.load_model(again.checkpoints["diffusion"]))
+    net = load_network(ckpt.load_model(again.checkpoints["diffusion"]))
     denoised = net(torch.from_numpy(ref["noisy"]), torch.full((2,), 0.5), torch.from_numpy(ref["y"]))
     assert relative_error(denoised, ref["diffusion"][2]) <= TOLERANCE
 

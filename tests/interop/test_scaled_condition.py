@@ -14,7 +14,7 @@ import torch
 
 from corrdiff import checkpoint as ckpt
 from corrdiff.inference import model_package
-from corrdiff.checkpoint import CheckpointMeta, network_for
+from corrdiff.checkpoint import CheckpointMeta
 from corrdiff.data.spec import Source
 from corrdiff.diffusion import DiffusionCondition, edm_sample, edm_scalings, EDMPrecond, SamplerConfig
 from corrdiff.diffusion.multidiffusion import PatchedDenoiser
@@ -24,6 +24,7 @@ from corrdiff.inference.inputs import InputRules
 from corrdiff.interop import export_physicsnemo, import_physicsnemo, read_mdlus
 from corrdiff.interop.convert import convert
 from corrdiff.models import UNetConfig
+from corrdiff.networks import load_network, network_for
 from tests.interop.physicsnemo_fixtures import (expected, grid, imported_run, INPUTS, network, relative_error, stats,
                                                 TOLERANCE)
 from tests.interop.test_bad_archives import expect_error, rewrite
@@ -159,7 +160,7 @@ def test_export_writes_edmprecondsr_and_round_trips(imported, ref, tmp_path):
     diffusion = ckpt.load_model(again.checkpoints["diffusion"])
     assert diffusion.meta.scale_condition is True
     with torch.no_grad():
-        denoised = ckpt.load_network(diffusion)(ref["noisy"], torch.full((2,), 0.5),
+        denoised = load_network(diffusion)(ref["noisy"], torch.full((2,), 0.5),
                                                 condition_of(ref, diffusion.meta.unet))
     assert relative_error(denoised, ref["diffusion_scaled"][2]) <= TOLERANCE
 

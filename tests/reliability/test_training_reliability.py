@@ -27,6 +27,9 @@ from corrdiff.cli.main import app
 from corrdiff.config import load_config
 from corrdiff.distributed import init_distributed
 from corrdiff.errors import ConfigError, TrainingError
+from corrdiff.file_integrity import sha256_file
+from corrdiff.networks import load_network
+from corrdiff.state_tensors import nonfinite_tensors
 from corrdiff.training import run_training
 from corrdiff.training.ema import EMA
 from corrdiff.training.run import exclusive, LOCK_FILE
@@ -69,7 +72,7 @@ def assert_no_nonfinite_checkpoint(run_dir):
         meta = json.loads(meta_file.read_text())
         assert meta["val_loss"] is None or abs(meta["val_loss"]) < float("inf"), meta_file
         for name in (ckpt.MODEL_FILE, ckpt.STATE_FILE):
-            assert not ckpt.nonfinite_tensors(load_file(str(meta_file.parent / name))), meta_file.parent / name
+            assert not nonfinite_tensors(load_file(str(meta_file.parent / name))), meta_file.parent / name
 
 
 def test_diverging_learning_rate_stops_before_writing_a_nan_checkpoint(tmp_path):
@@ -199,7 +202,7 @@ def rewrite_tensors(folder: Path, name: str, change) -> None:
     records = [(ckpt.MODEL_META, "model_sha256"), (ckpt.STATE_META, "model_sha256")] if name == ckpt.MODEL_FILE \
         else [(ckpt.STATE_META, "state_sha256")]
     for meta_file, key in records:
-        edit_json(meta_file, lambda d: d.update({key: ckpt.file_sha256(folder / name)}))(folder)
+        edit_json(meta_file, lambda d: d.update({key: sha256_file(folder / name)}))(folder)
 
 
 def first_weight(prefix):
@@ -364,8 +367,8 @@ def test_checkpoints_without_recorded_hashes_still_load_and_resume(trained, tmp_
     edit_json(ckpt.MODEL_META, lambda d: d.pop("model_sha256"))(folder)
     edit_json(ckpt.STATE_META, lambda d: [d.pop(k) for k in ("model_sha256", "state_sha256", "best")])(folder)
     loaded = ckpt.load_model(run / "regression")
-    assert loaded.meta.model_sha256 is None and loaded.sha256 == ckpt.file_sha256(folder / ckpt.MODEL_FILE)
-    ckpt.load_network(loaded)
+    assert loaded.meta.model_sha256 is None and loaded.sha256 == sha256_file(folder / ckpt.MODEL_FILE)
+    load_network(loaded)
     resume(config_path, "regression", "regression.steps=6")
     assert json.loads((folder.parent / "step-000006" / ckpt.MODEL_META).read_text())["model_sha256"]
 
@@ -374,8 +377,8 @@ def test_recorded_hashes_are_those_of_the_files(trained):
     folder = trained.parent / "run" / "diffusion" / STEP5
     meta = json.loads((folder / ckpt.MODEL_META).read_text())
     state = json.loads((folder / ckpt.STATE_META).read_text())
-    assert meta["model_sha256"] == state["model_sha256"] == ckpt.file_sha256(folder / ckpt.MODEL_FILE)
-    assert state["state_sha256"] == ckpt.file_sha256(folder / ckpt.STATE_FILE)
+    assert meta["model_sha256"] == state["model_sha256"] == sha256_file(folder / ckpt.MODEL_FILE)
+    assert state["state_sha256"] == sha256_file(folder / ckpt.STATE_FILE)
     assert ckpt.load_model(folder).sha256 == meta["model_sha256"]
 
 
@@ -507,8 +510,8 @@ def assert_resumes_bit_identically(run_dir: Path, uninterrupted: dict):
     "_write_bytes:.step-000010.+model.safetensors:half",  # half of the EMA weights on disk
     "_write_bytes:.step-000010.+state.safetensors:half",
     "_write_bytes:.step-000010.+state.json:after",  # the whole folder written, not yet renamed
-    "replace_text:checkpoints/latest+step-000010",  # renamed into place; `latest` still names step 5
-    "replace_text:checkpoints/best+step-000015",  # the last step: `latest` names it, `best` an older one
+    "atomic_write_text:checkpoints/latest+step-000010",  # renamed into place; `latest` still names step 5
+    "atomic_write_text:checkpoints/best+step-000015",  # the last step: `latest` names it, `best` an older one
     "rmtree:step-000005:partial",  # pruning step 5, half deleted
 ])
 def test_killed_while_checkpointing_resumes_bit_identically(tmp_path, uninterrupted, kill):

@@ -4,9 +4,9 @@ usage, from the repository root: python -m tests.training.run_synthetic KIND RUN
 (under torchrun: torchrun ... -m tests.training.run_synthetic ...)
 
 For kill tests, CORRDIFF_TEST_KILL="FUNCTION:NEEDLE[+NEEDLE...][:MODE]" makes the process SIGKILL itself when
-corrdiff.checkpoint.FUNCTION (or shutil.rmtree, for "rmtree") is called with arguments whose text holds every
-NEEDLE: MODE "before" (default) the call, "after" it, "half" after writing half of `_write_bytes`' data, or
-"partial" after deleting one file of the folder `rmtree` was given.
+corrdiff.checkpoint_writer.FUNCTION (`_write_bytes`, `atomic_write_text`; or shutil.rmtree, for "rmtree") is called
+with arguments whose text holds every NEEDLE: MODE "before" (default) the call, "after" it, "half" after writing
+half of `_write_bytes`' data, or "partial" after deleting one file of the folder `rmtree` was given.
 """
 
 import csv
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from corrdiff import checkpoint as ckpt
+from corrdiff import checkpoint_writer
 from corrdiff.config import apply_overrides, RunConfig
 from corrdiff.training import run_training
 from corrdiff.distributed import init_distributed, shutdown
@@ -48,7 +48,7 @@ def kill_when_called(spec: str) -> None:
     """Patch the function that `spec` names (see the module docstring) to SIGKILL this process."""
     function, needles, *mode = spec.split(":")
     mode = mode[0] if mode else "before"
-    owner = shutil if function == "rmtree" else ckpt
+    owner = shutil if function == "rmtree" else checkpoint_writer
     real = getattr(owner, function)
 
     def killing(*args, **kwargs):

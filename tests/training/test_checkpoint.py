@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from corrdiff import checkpoint as ckpt
+from corrdiff import checkpoint as ckpt, checkpoint_writer
 from corrdiff.training import CheckpointError, run_training, TrainingError
 from corrdiff.distributed import init_distributed
 from corrdiff.training.tasks import RegressionTask
@@ -67,7 +67,7 @@ def test_failed_write_leaves_previous_checkpoint_intact(tmp_path, monkeypatch):
     train(tmp_path, 5)
     root = tmp_path / "regression" / "checkpoints"
     before = {p: p.read_bytes() for p in (root / "step-000005").iterdir()}
-    real_write = ckpt._write_bytes
+    real_write = checkpoint_writer._write_bytes
     calls = []
 
     def disk_full(path, data):
@@ -77,13 +77,13 @@ def test_failed_write_leaves_previous_checkpoint_intact(tmp_path, monkeypatch):
             raise OSError(errno.ENOSPC, "No space left on device")
         return real_write(path, data)
 
-    monkeypatch.setattr(ckpt, "_write_bytes", disk_full)
+    monkeypatch.setattr(checkpoint_writer, "_write_bytes", disk_full)
     with pytest.raises(CheckpointError, match=r"step-000010.*No space left.*step-000005 is intact"):
         train(tmp_path, 10, resume=True)
     assert ckpt.read_pointer(root, "latest") == "step-000005"
     assert sorted(p.name for p in root.iterdir()) == ["best", "latest", "step-000005"]  # no temp debris
     assert {p: p.read_bytes() for p in (root / "step-000005").iterdir()} == before
-    monkeypatch.setattr(ckpt, "_write_bytes", real_write)
+    monkeypatch.setattr(checkpoint_writer, "_write_bytes", real_write)
     assert ckpt.load_model(root).meta.step == 5
 
 

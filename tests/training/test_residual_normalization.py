@@ -11,6 +11,7 @@ from corrdiff import checkpoint as ckpt
 from corrdiff.diffusion import SamplerConfig, sample_ensemble
 from corrdiff.distributed import init_distributed
 from corrdiff.errors import CheckpointError
+from corrdiff.networks import load_network
 from corrdiff.seeding import Draws
 from corrdiff.training import run_training
 from corrdiff.training.tasks import DiffusionTask, residual_std
@@ -118,7 +119,7 @@ def test_training_measures_keeps_and_resumes_the_residual_std(regression_run, tm
     shutil.copytree(regression_run, run_dir)
     train(run_dir, "diffusion", 2)
     first = ckpt.load_model(run_dir / "diffusion", "latest", kind="diffusion")
-    regression = ckpt.load_network(ckpt.load_model(run_dir / "regression", "latest", kind="regression"))
+    regression = load_network(ckpt.load_model(run_dir / "regression", "latest", kind="regression"))
     expected = residual_std(task(regression), SyntheticDataset(), samples=256, device="cpu")
     np.testing.assert_allclose(first.meta.residual_std, expected, rtol=1e-5)
     train(run_dir, "diffusion", 4, resume=True, residual_std_samples=3)  # a resumed run keeps its measurement

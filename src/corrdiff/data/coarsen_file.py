@@ -41,6 +41,7 @@ from corrdiff.data.canonical import CONVENTIONS, GRID_MAPPING, LAT_NAMES, LON_NA
 from corrdiff.data.coarsen import axis_weights, coarse_coords, coarsen_values, Coarsening
 from corrdiff.data.readers import file_grid_mapping, files_label, grid_names, open_files, SHOWN_NAMES
 from corrdiff.errors import DataError, OutputError
+from corrdiff.file_integrity import atomic_file
 from corrdiff.output_paths import check_output
 
 KIND = "a corrdiff coarsened file"
@@ -249,7 +250,6 @@ def global_attrs(ds: xr.Dataset, coarsening: Coarsening, files: list[Path], fine
 
 def write(coarse: xr.Dataset, out: Path, progress: bool) -> dict[str, int]:
     """Write `coarse` (lazy) to `out` through a temporary name; the number of NaN values of each field."""
-    tmp = out.with_name(f".{out.name}.tmp")
     encoding = {name: {"_FillValue": None} for name in coarse.coords}
     for name, field in coarse.data_vars.items():
         if name != GRID_MAPPING:
@@ -261,14 +261,10 @@ def write(coarse: xr.Dataset, out: Path, progress: bool) -> dict[str, int]:
     bar = TqdmCallback(tqdm_class=progress_bars.bar, desc="coarsening", leave=False) if progress \
         else contextlib.nullcontext()
     try:
-        writing = coarse.to_netcdf(tmp, engine="netcdf4", encoding=encoding, compute=False)
-        with bar:
-            _, counts = dask.compute(writing, nan_counts)  # one pass: the fields are computed once for both
-    except BaseException as err:  # a full disk, an interrupt: leave no half-written temporary behind
-        tmp.unlink(missing_ok=True)
-        if isinstance(err, OSError):
-            raise OutputError(f"--out {out}: writing failed ({err}); free some space or choose another path") \
-                from None
-        raise
-    tmp.replace(out)
+        with atomic_file(out) as tmp:  # a full disk, an interrupt: no half-written temporary is left behind
+            writing = coarse.to_netcdf(tmp, engine="netcdf4", encoding=encoding, compute=False)
+            with bar:
+                _, counts = dask.compute(writing, nan_counts)  # one pass: the fields are computed once for both
+    except OSError as err:
+        raise OutputError(f"--out {out}: writing failed ({err}); free some space or choose another path") from None
     return {name: int(count) for name, count in counts.items()}

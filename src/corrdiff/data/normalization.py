@@ -14,6 +14,7 @@ import torch
 
 from corrdiff.data.transforms import forward_transform, inverse_transform, per_channel
 from corrdiff.errors import DataError
+from corrdiff.file_integrity import atomic_write_text
 
 FORMAT = "corrdiff-stats-1"  # the `format` of the statistics file
 
@@ -98,11 +99,7 @@ class Normalization:
 
     def save(self, path: Path) -> Path:
         """The path written: the statistics as JSON, under a temporary name first so a crash leaves no half file."""
-        path = Path(path)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=1))
-        tmp.replace(path)
-        return path
+        return atomic_write_text(Path(path), json.dumps(self.to_dict(), indent=1))
 
     @classmethod
     def load(cls, path: Path) -> "Normalization":

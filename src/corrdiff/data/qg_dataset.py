@@ -26,7 +26,6 @@ vorticity is the curl of the stored u, v.
 
 import functools
 import json
-import os
 import time
 from importlib.metadata import version
 from pathlib import Path
@@ -38,6 +37,7 @@ import pandas as pd
 import pyqg_jax
 import xarray as xr
 
+from corrdiff.file_integrity import atomic_file, atomic_write_text
 from corrdiff.progress import bar as progress_bar
 
 # Bump when the generator changes what it writes: cached datasets with another version are rebuilt.
@@ -119,12 +119,12 @@ def build_qg_dataset(out_dir: Path | str, progress: bool = True, force: bool = F
     _write_netcdf(_static_dataset(lat, lon, seed, attrs), out_dir / "static.nc")
     _write_netcdf(_coarse_dataset(fields, time_axis, lat, lon, attrs), out_dir / "coarse.nc")
     _write_netcdf(_fine_dataset(fields, time_axis, lat, lon, attrs), out_dir / "fine.nc")
-    _write_atomic(out_dir / "spec.yaml", _spec_text(time_axis, held_out, gap))
+    atomic_write_text(out_dir / "spec.yaml", _spec_text(time_axis, held_out, gap))
     marker = {"generator": "corrdiff.data.qg_dataset", "version": DEMO_VERSION, "parameters": params,
               "grid_spacing_km": GRID_KM, "coarse_grid_spacing_km": GRID_KM * COARSEN,
               "pyqg_jax": version("pyqg-jax"), "jax": jax.__version__,
               "build_seconds": round(time.perf_counter() - start, 1)}
-    _write_atomic(out_dir / MARKER, json.dumps(marker, indent=2) + "\n")
+    atomic_write_text(out_dir / MARKER, json.dumps(marker, indent=2) + "\n")
     return out_dir / "spec.yaml"
 
 
@@ -313,12 +313,5 @@ def _write_netcdf(dataset: xr.Dataset, path: Path) -> None:
     encoding = {name: {"dtype": "float32", "zlib": True, "complevel": 1} for name in dataset.data_vars}
     if "time" in dataset.coords:
         encoding["time"] = {"units": "hours since 2000-01-01 00:00:00", "calendar": "proleptic_gregorian"}
-    partial = path.with_name(path.name + ".partial")
-    dataset.to_netcdf(partial, engine="netcdf4", encoding=encoding)
-    os.replace(partial, path)
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(text)
-    os.replace(partial, path)
+    with atomic_file(path) as tmp:
+        dataset.to_netcdf(tmp, engine="netcdf4", encoding=encoding)

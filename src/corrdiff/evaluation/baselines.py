@@ -15,7 +15,6 @@ mean, and the flag set for every time. `check_baseline_output` is what the comma
 """
 
 import os
-import shutil
 from pathlib import Path
 
 import dask
@@ -77,24 +76,7 @@ def write_forecast(fields: xr.Dataset, out, title: str, extra_attrs: dict | None
                                 regression=False, complete=True, command="corrdiff baseline")
     for name in names:  # the template's lazy NaNs replaced by the fields, still lazy
         ds[name] = ds[name].copy(data=fields[name].transpose(*FIELD_DIMS).astype(np.float32).data[:, None])
-    fmt = ensemble_file.format_of(out)
-    if not out.exists():
-        return ensemble_file.write(ds, out, fmt)
-    staging, old = out.with_name(f".{out.name}.new"), out.with_name(f".{out.name}.old")
-    for leftover in (staging, old):
-        _remove(leftover)
-    ensemble_file.write(ds, staging, fmt)
-    out.rename(old)  # a folder (Zarr) cannot be renamed over: move the old one aside first
-    staging.rename(out)
-    _remove(old)
-    return out
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    elif path.exists() or path.is_symlink():
-        path.unlink()
+    return ensemble_file.write(ds, out, ensemble_file.format_of(out))  # whole, and only then in the place of `out`
 
 
 def interpolation_baseline(spec, out, split: str | None = "test", overwrite: bool = False,

@@ -20,6 +20,7 @@ from corrdiff import arguments
 from corrdiff.errors import EvaluationError
 from corrdiff.evaluation import case_plots, cases
 from corrdiff.evaluation.stores import Evaluation
+from corrdiff.file_integrity import atomic_file
 from corrdiff.output_paths import check_folder, check_not_an_input, check_earlier_output
 
 TITLE = "corrdiff case study"  # the title attribute of case.nc: how `corrdiff case --overwrite` knows its folder
@@ -259,12 +260,11 @@ def write_case(datasets: list[xr.Dataset], out_dir) -> Path:
         [ds.rename({n: f"{ds.attrs['case']}_{n}" for n in ds.data_vars}) for ds in datasets],
         combine_attrs="drop_conflicts")
     path = out_dir / "case.nc"
-    tmp = out_dir / ".case.nc.tmp"
     try:
-        merged.to_netcdf(tmp)
+        with atomic_file(path) as tmp:
+            merged.to_netcdf(tmp)
     except OSError as err:
         raise EvaluationError(f"{path}: cannot write the case study ({err})") from None
-    tmp.replace(path)
     return path
 
 

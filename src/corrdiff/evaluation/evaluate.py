@@ -22,6 +22,7 @@ from corrdiff.evaluation.scores_cf import cf_scores
 from corrdiff.evaluation.spectra import compare_distributions, Distributions
 from corrdiff.evaluation.stores import collect, Evaluation, is_spec, parse_baselines
 from corrdiff.failed_writes import is_write_error, write_failed
+from corrdiff.file_integrity import atomic_file
 from corrdiff.output_paths import check_output, spec_files
 
 SPECTRA_TIMES = 16  # spectra and histograms from this many evenly spaced times: enough for smooth curves
@@ -78,12 +79,10 @@ def write_scores(scores: xr.Dataset, out) -> Path:
     """Write the scores as NetCDF (whole or not at all); returns the path."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
     try:
-        cf_scores(scores).to_netcdf(tmp)
-        tmp.replace(out)
+        with atomic_file(out) as tmp:
+            cf_scores(scores).to_netcdf(tmp)
     except BaseException as err:  # a full disk (OSError, or netCDF's RuntimeError), an interrupt: no half file
-        tmp.unlink(missing_ok=True)
         if is_write_error(err):
             raise write_failed(out, err, "writing the scores") from None
         raise

@@ -36,7 +36,6 @@ or one of its files, nor a folder inside or holding one (`corrdiff.output_paths`
 writes it (`corrdiff.locks`).
 """
 
-import hashlib
 import json
 import math
 import time
@@ -53,6 +52,7 @@ from corrdiff.data.spec import spread_indices
 from corrdiff.errors import ConfigError, TrainingError
 from corrdiff.evaluation import evaluate, write_scores
 from corrdiff.experiments.data_size_table import data_size_figure, data_size_table, write_table
+from corrdiff.file_integrity import sha256_bytes
 from corrdiff.inference.generate import EnsembleOutput, generate, GenerationRequest
 from corrdiff.output_paths import check_not_an_input, make_folder, spec_inputs
 from corrdiff.training import train
@@ -161,7 +161,7 @@ def fingerprint(base: RunConfig, spec_path: Path, tests: list[str], order: str) 
         settings.pop(key, None)
     text = json.dumps({"config": settings, "spec": Path(spec_path).read_text(), "test_times": tests,
                        "order": order, "scored": SCORED}, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()
+    return sha256_bytes(text)
 
 
 def claim_out(out: Path, config_path: Path, digest: str, order: str) -> None:
@@ -263,7 +263,7 @@ def run_data_size(config_path, fractions, out, overrides: list[str] | None = Non
         for index, (fraction, count) in enumerate(zip(fractions, counts), 1):
             folder = fraction_dir(out, fraction)
             label = f"fraction {index}/{len(fractions)} ({fraction:g}: {count} training times)"
-            fraction_digest = hashlib.sha256(f"{digest} {fraction!r} {count}".encode()).hexdigest()
+            fraction_digest = sha256_bytes(f"{digest} {fraction!r} {count}")
             if is_done(folder, fraction_digest):
                 echo(f"{label}: done before, skipped")
                 continue

@@ -33,7 +33,6 @@ measures only what is missing, provided the models, data, seeds and members are 
 """
 
 import dataclasses
-import hashlib
 import itertools
 import logging
 import time as clock
@@ -53,6 +52,7 @@ from corrdiff.diffusion.sampler import SamplerConfig
 from corrdiff.diffusion.solvers import min_network_evaluations, SOLVERS, steps_for
 from corrdiff.distributed import pick_device
 from corrdiff.errors import ConfigError
+from corrdiff.file_integrity import sha256_bytes
 from corrdiff.inference import checks, downscale, Fingerprint, load_models
 from corrdiff.inference.downscaling import check_fits
 from corrdiff.inference.member_batching import MemberBatching
@@ -529,7 +529,7 @@ def run_fingerprint(models, truth: Truth, split: str, members: int, seed: int, p
     bytes), times, seed, members, patches, precision and corrdiff's version. Not the device or member batch,
     which only reorder float32 arithmetic (seconds per member are reused as measured)."""
     def digest(arrays) -> str:
-        return hashlib.sha256(b"".join(np.ascontiguousarray(a).tobytes() for a in arrays)).hexdigest()
+        return sha256_bytes(b"".join(np.ascontiguousarray(a).tobytes() for a in arrays))
 
     return Fingerprint({
         "corrdiff_version": __version__,

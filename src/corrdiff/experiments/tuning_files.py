@@ -11,7 +11,6 @@ The log is removed once the outputs are written.
 
 import json
 import logging
-import os
 from pathlib import Path
 
 import matplotlib
@@ -23,6 +22,7 @@ import xarray as xr  # noqa: E402
 
 from corrdiff import sampler_file  # noqa: E402
 from corrdiff.diffusion.sampler import SamplerConfig  # noqa: E402
+from corrdiff.file_integrity import append_synced, atomic_write_text  # noqa: E402
 from corrdiff.inference.fingerprint import Fingerprint  # noqa: E402
 from corrdiff.experiments.tuning_scores import Scores  # noqa: E402
 
@@ -49,10 +49,7 @@ class RowLog:
     def add(self, setting: SamplerConfig, scores: Scores, seconds: float) -> None:
         """Record a measured setting, on disk before returning."""
         self.rows[setting] = (scores, seconds)
-        with open(self.path, "a") as f:
-            f.write(_row_line(setting, scores, seconds))
-            f.flush()
-            os.fsync(f.fileno())
+        append_synced(self.path, _row_line(setting, scores, seconds))  # grows in place: the rows are never rewritten
 
     def remove(self) -> None:
         self.path.unlink(missing_ok=True)
@@ -93,9 +90,8 @@ class RowLog:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         header = {"format": ROWS_FORMAT, "fingerprint": self.fingerprint.digest,
                   "ingredients": self.fingerprint.ingredients}
-        partial = self.path.with_name(self.path.name + ".partial")
-        partial.write_text(json.dumps(header) + "\n" + "".join(_row_line(s, *r) for s, r in self.rows.items()))
-        os.replace(partial, self.path)
+        rows = "".join(_row_line(s, *r) for s, r in self.rows.items())
+        atomic_write_text(self.path, json.dumps(header) + "\n" + rows)
 
 
 def _row_line(setting: SamplerConfig, scores: Scores, seconds: float) -> str:

@@ -23,6 +23,7 @@ from corrdiff.inference.fingerprint import Fingerprint, generation_fingerprint
 from corrdiff.inference.input_members import InputMembers
 from corrdiff.inference.member_batching import MemberBatching
 from corrdiff.fast_path import FastPath, prepare_denoiser, to_channels_last
+from corrdiff.networks import load_network
 from corrdiff.seeding import members_seed
 
 log = logging.getLogger(__name__)
@@ -78,7 +79,7 @@ def models_from_checkpoints(regression: ModelCheckpoint, diffusion: ModelCheckpo
     grids = [(c.path, None if c.lat is None else c.lat.numpy(), None if c.lon is None else c.lon.numpy())
              for c in (regression, diffusion)]
     sources = {f"the {c.meta.kind} checkpoint": [Path(c.path)] for c in (regression, diffusion)}
-    return Models(ckpt.load_network(regression, device), ckpt.load_network(diffusion, device), diffusion.meta,
+    return Models(load_network(regression, device), load_network(diffusion, device), diffusion.meta,
                   DiffusionCondition.from_unet(diffusion.meta.unet), provenance, grids=grids, mismatches=problems,
                   sources=sources)
 

@@ -24,12 +24,8 @@ and dataset spec, so a run and its export downscale alike.
 
 import dataclasses
 import datetime as dt
-import hashlib
 import json
 import math
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -48,7 +44,7 @@ from corrdiff.data import load_spec
 from corrdiff.data.readers import open_fields
 from corrdiff.diffusion import SamplerConfig
 from corrdiff.errors import CheckpointError, ConfigError, DataError, OutputError
-from corrdiff.file_integrity import as_umask_allows
+from corrdiff.file_integrity import atomic_folder, sha256_bytes
 from corrdiff.inference import checks
 from corrdiff.inference.context import fine_grid_mapping
 from corrdiff.inference.downscaling import Models, models_from_checkpoints
@@ -224,8 +220,7 @@ def write(package: Package, out) -> Path:
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise OutputError(f"--out {out}: already exists and is not an empty folder; choose another --out")
     out.absolute().parent.mkdir(parents=True, exist_ok=True)
-    tmp = as_umask_allows(Path(tempfile.mkdtemp(dir=out.absolute().parent, prefix=f".{out.name}.")))
-    try:
+    with atomic_folder(out) as tmp:  # an empty `out` is replaced
         files = {}
         for kind, name in NETWORK_FILES.items():
             checkpoint = getattr(package, kind)
@@ -239,21 +234,13 @@ def write(package: Package, out) -> Path:
         files[FIELDS_FILE] = _write(tmp / FIELDS_FILE, save_tensors({k: v.contiguous() for k, v in tensors.items()}))
         body = _metadata(package, files)
         (tmp / META).write_text(json.dumps(body | {"metadata_sha256": _digest(body)}, indent=1))
-        if out.exists():
-            out.rmdir()
-        os.rename(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 
 def _write(path: Path, data: bytes) -> str:
-    with open(path, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    return hashlib.sha256(data).hexdigest()
+    """Write one file of the package being built (`atomic_folder` syncs it); its SHA-256."""
+    path.write_bytes(data)
+    return sha256_bytes(data)
 
 
 def _metadata(package: Package, files: dict[str, str]) -> dict:
@@ -287,7 +274,7 @@ def _json_from_netcdf(value):
 
 
 def _digest(body: dict) -> str:
-    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+    return sha256_bytes(json.dumps(body, sort_keys=True))
 
 
 def _sampler_dict(sampler: SamplerConfig) -> dict:
@@ -356,7 +343,7 @@ def _read_verified(path: Path, sha256: str) -> bytes:
         raise CheckpointError(f"{path}: missing; the model package is incomplete: export it again") from None
     except OSError as err:
         raise CheckpointError(f"{path}: cannot be read ({err})") from None
-    digest = hashlib.sha256(data).hexdigest()
+    digest = sha256_bytes(data)
     if digest != sha256:
         raise CheckpointError(f"{path}: content hash differs from the package's {META} (SHA-256 {digest[:16]}…, "
                               f"recorded {str(sha256)[:16]}…): the file is damaged or was changed; export it again")

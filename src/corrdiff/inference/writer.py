@@ -17,7 +17,6 @@
 
 import errno
 import logging
-import os
 import shutil
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -31,6 +30,7 @@ from xarray.backends.locks import combine_locks, HDF5_LOCK, NETCDFC_LOCK
 from corrdiff import ensemble_file
 from corrdiff.ensemble_file import ENGINES, ENSEMBLE_DIMS, FIELD_DIMS, FLAG, regression_name
 from corrdiff.errors import CorrdiffError, OutputError
+from corrdiff.file_integrity import atomic_file, publish
 from corrdiff.inference.fingerprint import Fingerprint
 
 log = logging.getLogger(__name__)
@@ -159,25 +159,23 @@ class EnsembleWriter:
 
     def _repair(self) -> None:
         """Replace the file by a fresh one holding its readable, finite flagged times (see the module's doc)."""
-        fresh = self.path.with_name(f".{self.path.name}.repair")
         names = [v for c in self.channels for v in (c, regression_name(c))]
         kept = 0
         try:
-            ensemble_file.write(self._layout(), fresh, "netcdf")
-            with netCDF4.Dataset(self.path, "r") as old, netCDF4.Dataset(fresh, "a") as new:
-                for index in np.flatnonzero(np.asarray(old[FLAG][:], dtype=bool)):
-                    try:
-                        fields = {name: np.ma.filled(old[name][index], np.nan) for name in names}
-                    except (OSError, RuntimeError, IndexError):
-                        continue  # unreadable: generated again
-                    if all(np.isfinite(values).all() for values in fields.values()):
-                        for name, values in fields.items():
-                            new[name][index] = values
-                        new[FLAG][index] = 1
-                        kept += 1
-            os.replace(fresh, self.path)
+            with atomic_file(self.path) as fresh:
+                ensemble_file.write(self._layout(), fresh, "netcdf")
+                with netCDF4.Dataset(self.path, "r") as old, netCDF4.Dataset(fresh, "a") as new:
+                    for index in np.flatnonzero(np.asarray(old[FLAG][:], dtype=bool)):
+                        try:
+                            fields = {name: np.ma.filled(old[name][index], np.nan) for name in names}
+                        except (OSError, RuntimeError, IndexError):
+                            continue  # unreadable: generated again
+                        if all(np.isfinite(values).all() for values in fields.values()):
+                            for name, values in fields.items():
+                                new[name][index] = values
+                            new[FLAG][index] = 1
+                            kept += 1
         except (OSError, RuntimeError) as err:
-            fresh.unlink(missing_ok=True)
             raise self._io_error(err, "repairing it after an interrupted write") from err
         self._marker.unlink(missing_ok=True)
         log.info(f"{self.path}: an earlier run stopped in the middle of a write; kept {kept} complete times")
@@ -334,7 +332,9 @@ def marker_path(path: Path) -> Path:
 
 
 def overwrite_path(out: Path) -> Path:
-    """Where `--overwrite` builds the new file: a hidden name beside `out`, renamed over it when complete."""
+    """Where `--overwrite` builds the new file: a hidden name beside `out`, renamed over it when complete. A fixed
+    name, not a temporary one (`corrdiff.file_integrity.temporary_path`): every rank of a torchrun writes there, and
+    an interrupted overwrite resumes it."""
     return Path(out).with_name(f".{Path(out).name}.new")
 
 
@@ -347,17 +347,9 @@ def check_not_a_folder(out: Path) -> None:
 
 
 def replace(new: Path, out: Path) -> None:
-    """Put the complete `new` in the place of `out`: a rename; a Zarr store moves `out` aside first."""
-    new, out = Path(new), Path(out)
-    if not (new.is_dir() or out.is_dir()):
-        os.replace(new, out)  # atomic: `out` is the old file or the new one, never neither
-        return
-    old = out.with_name(f".{out.name}.old")
-    remove(old)
-    if out.exists() or out.is_symlink():
-        os.rename(out, old)  # between these two renames both stores exist, under hidden names
-    os.rename(new, out)
-    remove(old)
+    """Put the complete `new` in the place of `out` (`corrdiff.file_integrity.publish`: synced, then a rename; a
+    Zarr store moves `out` aside first)."""
+    publish(new, out)
 
 
 def remove(path: Path) -> None:

@@ -18,12 +18,16 @@ import yaml
 
 from corrdiff import checkpoint as ckpt
 from corrdiff.checkpoint import CheckpointMeta, RegressionRef
+from corrdiff.checkpoint_writer import save_checkpoint
 from corrdiff.data import Normalization
 from corrdiff.errors import CheckpointError
+from corrdiff.file_integrity import sha256_file
 from corrdiff.interop.mdlus import MdlusFile, read_mdlus, write_mdlus
 from corrdiff.interop.physicsnemo import architecture_problem, check_group_norms, describe, Layout, \
     RESIDUAL_STD_PROBLEM
 from corrdiff.interop.weights import to_corrdiff, to_physicsnemo
+from corrdiff.networks import build_network
+from corrdiff.state_tensors import nonfinite_tensors
 
 PHYSICSNEMO_VERSION = "2.2.2"  # the release whose classes and file layout the export targets
 EXPORT_CLASSES = {
@@ -58,10 +62,10 @@ def convert(path: str | Path, kind: str, stats: Normalization) -> Converted:
     archive = read_mdlus(path)
     layout = describe(archive, len(stats.input.names), len(stats.target.names), kind)
     weights = to_corrdiff(archive.state, layout, archive.path)
-    bad = ckpt.nonfinite_tensors(weights)
+    bad = nonfinite_tensors(weights)
     if bad:
         raise CheckpointError(f"{archive.path}: holds non-finite weights (in {', '.join(bad[:3])})")
-    return Converted(archive, layout, weights, ckpt.file_sha256(archive.path))
+    return Converted(archive, layout, weights, sha256_file(archive.path))
 
 
 def _provenance(item: Converted) -> str:
@@ -118,11 +122,11 @@ def import_physicsnemo(out: str | Path, stats: Normalization, lat, lon, regressi
                               target_channels=tuple(stats.target.names), stats=stats, config=_provenance(item),
                               sigma_data=item.layout.sigma_data, regression_checkpoint=reference,
                               scale_condition=item.layout.scale_condition)
-        folder = ckpt.save_checkpoint(out / kind / "checkpoints", meta=meta, ema_weights=item.weights, lat=lat,
+        folder = save_checkpoint(out / kind / "checkpoints", meta=meta, ema_weights=item.weights, lat=lat,
                                       lon=lon, raw_weights={}, optimizer_state={"state": {}, "param_groups": []},
                                       scheduler_state={}, samples_seen=0, best_val=None, keep_last=1, is_best=True)
         if kind == "regression":
-            reference = RegressionRef(path=str(folder.resolve()), sha256=ckpt.file_sha256(folder / ckpt.MODEL_FILE))
+            reference = RegressionRef(path=str(folder.resolve()), sha256=sha256_file(folder / ckpt.MODEL_FILE))
         written[kind] = folder
         notes += _notes(item)
     return Imported(out, written, notes)
@@ -196,7 +200,7 @@ def export_physicsnemo(run_dir: str | Path, out: str | Path, which: str = "best"
         if not (run_dir / kind).exists():
             continue
         loaded = ckpt.load_model(run_dir / kind, which, kind=kind)
-        net = ckpt.build_network(loaded.meta)
+        net = build_network(loaded.meta)
         try:
             check_group_norms(net)
         except ValueError as err:

@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from corrdiff.errors import CheckpointError
+from corrdiff.file_integrity import atomic_file
 
 MEMBERS = ("args.json", "metadata.json", "model.pt")
 MAX_JSON_BYTES = 1 << 20  # args.json and metadata.json are a few kB; anything larger is not a PhysicsNeMo file
@@ -169,19 +170,18 @@ def write_mdlus(path: str | Path, class_name: str, module: str, args: dict, meta
     payload = {"model.pt": buffer.getvalue(),
                "args.json": json.dumps({"__name__": class_name, "__module__": module, "__args__": args}).encode(),
                "metadata.json": json.dumps(metadata).encode()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    if container == "zip":
-        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as archive:
-            for name, data in payload.items():
-                archive.writestr(name, data)
-    elif container == "tar":
-        with tarfile.open(tmp, "w") as archive:
-            for name, data in payload.items():
-                info = tarfile.TarInfo(name)
-                info.size = len(data)
-                archive.addfile(info, io.BytesIO(data))
-    else:
+    if container not in ("zip", "tar"):
         raise ValueError(f"container must be 'zip' or 'tar', got {container!r}")
-    tmp.replace(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_file(path) as tmp:
+        if container == "zip":
+            with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as archive:
+                for name, data in payload.items():
+                    archive.writestr(name, data)
+        else:
+            with tarfile.open(tmp, "w") as archive:
+                for name, data in payload.items():
+                    info = tarfile.TarInfo(name)
+                    info.size = len(data)
+                    archive.addfile(info, io.BytesIO(data))
     return path

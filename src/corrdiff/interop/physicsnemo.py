@@ -30,10 +30,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from corrdiff.checkpoint import network_for
 from corrdiff.errors import CheckpointError
 from corrdiff.interop.mdlus import MdlusFile
 from corrdiff.models import UNetConfig
+from corrdiff.networks import network_for
 
 REGRESSION_CLASSES = ("CorrDiffRegressionUNet", "UNet")
 DIFFUSION_CLASSES = ("EDMPrecondSuperResolution", "EDMPrecondSR")

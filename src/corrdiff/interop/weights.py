@@ -9,9 +9,9 @@ at the block's root (`norm2`, `qkv`, `proj`) rather than under `attn.`.
 import torch
 
 from corrdiff.errors import CheckpointError
-from corrdiff.checkpoint import network_for
 from corrdiff.interop.physicsnemo import check_group_norms, Layout, RESAMPLE_FILTER
 from corrdiff.models import UNetConfig
+from corrdiff.networks import network_for
 
 LEGACY_ATTENTION = {"norm2.": "attn.norm.", "qkv.": "attn.qkv.", "proj.": "attn.proj."}
 

@@ -1,8 +1,9 @@
 """The training log of a run: metrics.csv, and TensorBoard events when tensorboard is installed."""
 
 import csv
-import os
 from pathlib import Path
+
+from corrdiff.file_integrity import atomic_file
 
 
 class MetricsLog:
@@ -24,12 +25,10 @@ class MetricsLog:
                 rows = [r for r in reader if _step(r, reader.fieldnames) is not None
                         and _step(r, reader.fieldnames) <= resume_step]
         # Rewritten under a temporary name and renamed: a kill here never loses the log of the steps kept.
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        with open(tmp, "w", newline="") as f:
+        with atomic_file(self.path) as tmp, open(tmp, "w", newline="") as f:
             writer = csv.DictWriter(f, self.fields, restval="", extrasaction="ignore")
             writer.writeheader()
             writer.writerows(rows)
-        os.replace(tmp, self.path)
         self.tb = None
         try:
             from torch.utils.tensorboard import SummaryWriter
@@ -39,6 +38,8 @@ class MetricsLog:
             pass
 
     def write(self, **row) -> None:
+        # Appended in place and not synced: what a killed process wrote stays, and a resume recomputes the rows
+        # after its checkpoint anyway.
         with open(self.path, "a", newline="") as f:
             csv.DictWriter(f, self.fields, restval="").writerow(row)
         if self.tb is not None:

@@ -24,7 +24,6 @@ cache holds exactly the μ that training would recompute (another batch size dif
 
 import json
 import logging
-import os
 import shutil
 import time
 from pathlib import Path
@@ -32,10 +31,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from corrdiff import checkpoint as ckpt
 from corrdiff.data import PairedDataset, Sample
 from corrdiff.errors import TrainingError
-from corrdiff.file_integrity import is_url, sha256_bytes, size_and_mtime
+from corrdiff.file_integrity import atomic_write_text, is_url, publish, sha256_bytes, size_and_mtime, sync
 from corrdiff.progress import bar as progress_bar
 
 log = logging.getLogger(__name__)
@@ -167,16 +165,16 @@ def build(folder: Path, dataset: PairedDataset, regression: torch.nn.Module, exp
             # Recorded rows survive a kill from here on.
             if time.monotonic() - last_saved >= SAVE_EVERY_S or stop == len(dataset):
                 mean.flush()
-                ckpt.replace_text(partial / PROGRESS_FILE, json.dumps({"digest": expected["digest"], "done": stop}))
+                atomic_write_text(partial / PROGRESS_FILE, json.dumps({"digest": expected["digest"], "done": stop}))
                 last_saved = time.monotonic()
     mean.flush()
     del mean
-    with open(partial / MEAN_FILE, "rb+") as f:
-        os.fsync(f.fileno())
-    ckpt.replace_text(partial / META_FILE, json.dumps(expected, indent=1))
+    sync(partial / MEAN_FILE)  # the rows on disk before cache.json declares them complete
+    atomic_write_text(partial / META_FILE, json.dumps(expected, indent=1))
     (partial / PROGRESS_FILE).unlink()
     shutil.rmtree(final, ignore_errors=True)  # a stale cache; killed after this, the next run renames or rebuilds
-    os.replace(partial, final)
+    # Built under its own fixed name, not a temporary one, so that a killed build is found and resumed.
+    publish(partial, final)
     return final
 
 

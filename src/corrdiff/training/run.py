@@ -18,8 +18,10 @@ from corrdiff.data import DownscalingDataset, load_spec, Normalization, PairedDa
 from corrdiff.data.stats import input_ranges
 from corrdiff.distributed import broadcast_flag, DistInfo, init_distributed, shutdown
 from corrdiff.errors import CheckpointError, ConfigError, TrainingError
-from corrdiff.models import UNetConfig
 from corrdiff.fast_path import to_channels_last
+from corrdiff.file_integrity import atomic_write_text
+from corrdiff.models import UNetConfig
+from corrdiff.networks import load_network
 from corrdiff.training import regression_cache
 from corrdiff.training.batches import micro_batching
 from corrdiff.training.data_identity import data_fingerprint
@@ -67,7 +69,7 @@ def _frozen_regression(path, meta: CheckpointMeta) -> tuple[torch.nn.Module, Reg
             f"-> {list(checkpoint.meta.target_channels)}, but the data spec gives {list(meta.input_channels)} -> "
             f"{list(meta.target_channels)}"
         )
-    return ckpt.load_network(checkpoint), RegressionRef(str(checkpoint.path), checkpoint.sha256)
+    return load_network(checkpoint), RegressionRef(str(checkpoint.path), checkpoint.sha256)
 
 
 def check_settings(kind: str, section: TrainSection, unet: UNetConfig, target_channels) -> None:
@@ -206,7 +208,7 @@ def run_training(kind: str, config: RunConfig, train_set: PairedDataset, val_set
             removed = ckpt.clean_temporary(root)
             if removed:
                 log.info(f"removed what an interrupted checkpoint write left in {root}: {', '.join(removed)}")
-            ckpt.replace_text(run_dir / "config.yaml", dump_config(config))
+            atomic_write_text(run_dir / "config.yaml", dump_config(config))
         if kind == "diffusion" and _use_regression_cache(section, train_set, run_dir, info):
             train_set = _with_regression_cache(task, section, train_set, run_dir, meta, info, progress)
         if kind == "diffusion":

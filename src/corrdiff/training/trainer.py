@@ -11,13 +11,16 @@ from torch.nn.parallel import DistributedDataParallel
 
 from corrdiff import checkpoint as ckpt
 from corrdiff.checkpoint import CheckpointMeta
+from corrdiff.checkpoint_writer import save_checkpoint
 from corrdiff.config import TrainSection
 from corrdiff.data import PairedDataset
 from corrdiff.distributed import all_reduce_mean, barrier, broadcast_flag, DistInfo
 from corrdiff.errors import CheckpointError, TrainingError
 from corrdiff.fast_path import autocast, compile_module, set_fused_norm, to_channels_last
+from corrdiff.networks import load_weights
 from corrdiff.progress import bar as progress_bar
 from corrdiff.seeding import derive_seed, Draws
+from corrdiff.state_tensors import nonfinite_tensors
 from corrdiff.training.batches import collate, micro_batching, MicroBatches
 from corrdiff.training.ema import EMA
 from corrdiff.training.metrics_log import MetricsLog
@@ -86,8 +89,8 @@ class Trainer:
             checkpoint = ckpt.load_model(ckpt.resolve(root, "latest"), kind=self.task.kind)
         raw_weights, optimizer_state, state = ckpt.load_training_state(checkpoint.path, checkpoint.meta)
         state_file = checkpoint.path / ckpt.STATE_FILE
-        ckpt.load_weights(self.net, raw_weights, state_file)
-        ckpt.load_weights(self.ema.module, checkpoint.weights, checkpoint.path / ckpt.MODEL_FILE)
+        load_weights(self.net, raw_weights, state_file)
+        load_weights(self.ema.module, checkpoint.weights, checkpoint.path / ckpt.MODEL_FILE)
         self._load_optimizer(optimizer_state, state_file)
         if not isinstance(state.scheduler.get("last_epoch"), int):
             raise CheckpointError(f"{checkpoint.path / ckpt.STATE_META}: its scheduler state has no step (last_epoch)")
@@ -117,7 +120,7 @@ class Trainer:
                     expected = tuple(params[param_id].shape) if param_id < len(params) else "no such parameter"
                     raise CheckpointError(f"{where}: optimizer tensor {name} has shape {tuple(value.shape)}, "
                                           f"the network's parameter {expected}")
-                if ckpt.nonfinite_tensors({name: value}):
+                if nonfinite_tensors({name: value}):
                     raise CheckpointError(f"{where}: optimizer tensor {name} is not finite")
         try:
             self.optimizer.load_state_dict(optimizer_state)
@@ -146,7 +149,7 @@ class Trainer:
             if is_best_crps:
                 self.best_crps = val_crps
             scheduler_state = {k: v for k, v in self.scheduler.state_dict().items() if k != "lr_lambdas"}
-            folder = ckpt.save_checkpoint(
+            folder = save_checkpoint(
                 self.run_dir / "checkpoints", self.meta.replace(step=self.step, val_loss=val_loss,
                                                                 val_crps_fair=val_crps),
                 self.ema.module.state_dict(), self.train_set.lat, self.train_set.lon, self.net.state_dict(),
@@ -161,7 +164,7 @@ class Trainer:
         """Stop with a TrainingError if the weights, their EMA or the validation loss are not finite."""
         problems = []
         for what, module in (("weights", self.net), ("EMA weights", self.ema.module)):
-            bad = ckpt.nonfinite_tensors(module.state_dict())
+            bad = nonfinite_tensors(module.state_dict())
             if bad:
                 problems.append(f"non-finite {what} ({', '.join(bad[:2])}{', …' if len(bad) > 2 else ''})")
         if val_loss is not None and not math.isfinite(val_loss):

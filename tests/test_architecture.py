@@ -112,9 +112,11 @@ LAYERS = {
     "core": (
         # the method: networks, diffusion, data
         "corrdiff.models", "corrdiff.diffusion", "corrdiff.data",
-        # contracts that training, generation and evaluation share: checkpoints, the run config, the ensemble and
+        # contracts that training, generation and evaluation share: checkpoints (the schema and reading, their
+        # writer, the networks they hold, the optimizer state as tensors), the run config, the ensemble and
         # sampler files, where a command may write, the fast path
-        "corrdiff.checkpoint", "corrdiff.config", "corrdiff.ensemble_file", "corrdiff.sampler_file",
+        "corrdiff.checkpoint", "corrdiff.checkpoint_writer", "corrdiff.networks", "corrdiff.state_tensors",
+        "corrdiff.config", "corrdiff.ensemble_file", "corrdiff.sampler_file",
         "corrdiff.output_paths", "corrdiff.fast_path",
         # small helpers that import nothing of corrdiff but errors (locks: and distributed)
         "corrdiff.errors", "corrdiff.seeding", "corrdiff.file_integrity", "corrdiff.progress",

@@ -119,7 +119,7 @@ LAYERS = {
         "corrdiff.config", "corrdiff.ensemble_file", "corrdiff.sampler_file",
         "corrdiff.output_paths", "corrdiff.fast_path",
         # small helpers that import nothing of corrdiff but errors (locks: and distributed)
-        "corrdiff.errors", "corrdiff.seeding", "corrdiff.file_integrity", "corrdiff.progress",
+        "corrdiff.errors", "corrdiff.documents", "corrdiff.seeding", "corrdiff.file_integrity", "corrdiff.progress",
         "corrdiff.distributed", "corrdiff.locks", "corrdiff.arguments", "corrdiff.failed_writes",
     ),
     "library": (

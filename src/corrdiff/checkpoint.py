@@ -30,6 +30,7 @@ from safetensors.torch import load as load_tensors
 from corrdiff import __version__
 from corrdiff.data import Normalization
 from corrdiff.data.stats import ChannelRange
+from corrdiff.documents import json_object
 from corrdiff.errors import CheckpointError, one_line
 from corrdiff.file_integrity import atomic_write_text, sha256_bytes, sha256_file
 from corrdiff.models import UNetConfig
@@ -172,9 +173,7 @@ class CheckpointMeta:
     def from_json(cls, text: str, where: str = "model.json") -> "CheckpointMeta":
         """Parse model.json; a CheckpointError names `where` and what is missing or wrong."""
         try:
-            data = json.loads(text)
-            if not isinstance(data, dict):
-                raise ValueError(f"expected a JSON object, found {type(data).__name__}")
+            data = json_object(text)
             if data.get("format") not in FORMATS:
                 raise ValueError(f"format is {data.get('format')!r}, expected one of {', '.join(map(repr, FORMATS))}")
             reference = data.get("regression_checkpoint")
@@ -229,9 +228,7 @@ class TrainingState:
     @classmethod
     def from_json(cls, text: str, where: str = "state.json") -> "TrainingState":
         try:
-            data = json.loads(text)
-            if not isinstance(data, dict):
-                raise ValueError(f"expected a JSON object, found {type(data).__name__}")
+            data = json_object(text)
             # Keys a later version added are left out, so that it can still be resumed from here.
             state = cls(**{k: v for k, v in data.items() if k in {f.name for f in dataclasses.fields(cls)}})
             if not isinstance(state.step, int) or not isinstance(state.samples_seen, int) \

@@ -12,7 +12,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, create_model, Field, field_validator, model_validator, ValidationError
 
 from corrdiff.diffusion import EDMLoss, SamplerConfig
-from corrdiff.errors import ConfigError, yaml_problem
+from corrdiff.documents import read_yaml_mapping, yaml_problem
+from corrdiff.errors import ConfigError
 from corrdiff.models import presets, UNetConfig
 from corrdiff.fast_path import configure_backends, FastPath
 
@@ -272,18 +273,7 @@ def apply_overrides(raw: dict, overrides: list[str], source: str = "--set") -> d
 def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
     """Read, override and validate a run config; relative paths are resolved against the file's folder."""
     path = Path(path)
-    if path.is_dir():
-        raise ConfigError(f"config {path} is a folder; give the run config's YAML file")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path}: not a text file; give the run config's YAML file") from None
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {yaml_problem(err)}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping of sections at the top level")
+    raw = read_yaml_mapping(path, ConfigError, "run config", "sections", "configs/example.yaml")
     if "inputs" in raw and "data" not in raw:
         raise ConfigError(f"{path} is a dataset spec (it has `inputs`), not a run config; give the run config, "
                           "whose `data:` names this spec (configs/example.yaml)")

@@ -33,15 +33,6 @@ class EvaluationError(CorrdiffError, RuntimeError):
     """Forecasts and truth that cannot be scored together; the message names the file and what differs."""
 
 
-def yaml_problem(err: Exception) -> str:
-    """A YAML parser error in one line, `line L, column C: what`, without the parser's excerpt of the source."""
-    mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
-    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
-    parts = [getattr(err, "problem", None), getattr(err, "context", None)]
-    what = "; ".join(str(p) for p in parts if p) or str(err).splitlines()[0]
-    return where + what
-
-
 def one_line(err: BaseException) -> str:
     """An exception's message on one line (its whitespace runs as single spaces), at most 300 characters."""
     return " ".join(str(err).split())[:300]

@@ -100,6 +100,14 @@ def check_not_an_input(out, inputs: dict[str, Iterable], option: str = "--out") 
                                   "own inputs; choose another output path")
 
 
+def empty_or_written_by(path, wrote_it: Callable[[Path], bool]) -> bool:
+    """Whether `path` is an empty folder, or a folder that `wrote_it` recognises as a command's own output."""
+    path = Path(path)
+    if not path.is_dir():
+        return False
+    return not any(path.iterdir()) or wrote_it(path)
+
+
 def check_earlier_output(out, kind: str, is_kind: Callable[[Path], bool], overwrite: bool,
                       option: str = "--out") -> None:
     """Refuse an existing `out` unless `overwrite` is given and it is an earlier output of this `kind`."""

@@ -27,11 +27,11 @@ from typing import Annotated, Any, Literal
 
 import numpy as np
 import pandas as pd
-import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator, ValidationError
 
 from corrdiff.data.transforms import parse_transform
-from corrdiff.errors import DataError, yaml_problem
+from corrdiff.documents import read_yaml_mapping
+from corrdiff.errors import DataError
 from corrdiff.file_integrity import is_url
 
 
@@ -272,18 +272,8 @@ def load_spec(path: str | Path | DatasetSpec) -> DatasetSpec:
     if isinstance(path, DatasetSpec):
         return path
     path = Path(path)
-    if path.is_dir():
-        raise DataError(f"dataset spec {path} is a folder; give the spec's YAML file")
-    if not path.is_file():
-        raise DataError(f"dataset spec {path} does not exist")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except UnicodeDecodeError:
-        raise DataError(f"{path}: not a text file; a dataset spec is YAML (docs/data-format.md)") from None
-    except yaml.YAMLError as err:
-        raise DataError(f"{path}: not valid YAML ({yaml_problem(err)})") from None
-    if not isinstance(raw, dict):
-        raise DataError(f"{path}: expected a mapping of keys (inputs, targets, splits, ...)")
+    raw = read_yaml_mapping(path, DataError, "dataset spec", "keys (inputs, targets, splits, ...)",
+                            "docs/data-format.md")
     if "data" in raw and "inputs" not in raw:
         raise DataError(f"{path} is a run config (it has `data`), not a dataset spec; give the spec its `data:` "
                         "names (docs/data-format.md)")

@@ -21,7 +21,7 @@ from corrdiff.errors import EvaluationError
 from corrdiff.evaluation import case_plots, cases
 from corrdiff.evaluation.stores import Evaluation
 from corrdiff.file_integrity import atomic_file
-from corrdiff.output_paths import check_folder, check_not_an_input, check_earlier_output
+from corrdiff.output_paths import check_earlier_output, check_folder, check_not_an_input, empty_or_written_by
 
 TITLE = "corrdiff case study"  # the title attribute of case.nc: how `corrdiff case --overwrite` knows its folder
 SEARCH_KM = 300.0  # forecasts' centres are looked for this close to truth's
@@ -228,13 +228,12 @@ def _positions(data, distance, field, colocate) -> dict:
 
 def is_case_folder(path: Path) -> bool:
     """An empty folder, or one holding a case.nc written by `write_case`."""
-    path = Path(path)
-    if not path.is_dir():
-        return False
-    if not any(path.iterdir()):
-        return True
+    return empty_or_written_by(path, _holds_a_case)
+
+
+def _holds_a_case(folder: Path) -> bool:
     try:
-        with xr.open_dataset(path / "case.nc") as ds:
+        with xr.open_dataset(folder / "case.nc") as ds:
             return ds.attrs.get("title") == TITLE
     except (OSError, ValueError):
         return False

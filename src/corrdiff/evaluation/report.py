@@ -18,7 +18,7 @@ from corrdiff.evaluation.spectra import Distributions
 from corrdiff.evaluation.stores import Evaluation, source_of
 from corrdiff.evaluation.scores import dimensionless_titles
 from corrdiff.evaluation.tables import explained, html_table
-from corrdiff.output_paths import check_folder, check_not_an_input, check_earlier_output
+from corrdiff.output_paths import check_earlier_output, check_folder, check_not_an_input, empty_or_written_by
 from corrdiff.progress import bar as progress_bar
 
 GENERATOR = "corrdiff report"
@@ -82,12 +82,11 @@ def map_figures(evaluation: Evaluation, out_dir: Path, when: np.datetime64, done
 
 def is_report_folder(path: Path) -> bool:
     """Whether `path` is a folder that `write_report` wrote (its index.html names the generator), or empty."""
-    path = Path(path)
-    if not path.is_dir():
-        return False
-    if not any(path.iterdir()):
-        return True
-    page = path / "index.html"
+    return empty_or_written_by(path, _holds_a_report)
+
+
+def _holds_a_report(folder: Path) -> bool:
+    page = folder / "index.html"
     try:
         return page.is_file() and f'<meta name="generator" content="{GENERATOR}">' in page.read_text(errors="replace")
     except OSError:

@@ -43,6 +43,7 @@ from corrdiff.config import apply_overrides, RunConfig
 from corrdiff.data import load_spec
 from corrdiff.data.readers import open_fields
 from corrdiff.diffusion import SamplerConfig
+from corrdiff.documents import read_json_object
 from corrdiff.errors import CheckpointError, ConfigError, DataError, OutputError
 from corrdiff.file_integrity import atomic_folder, sha256_bytes
 from corrdiff.inference import checks
@@ -304,13 +305,9 @@ def load(path) -> Package:
     """The package in folder `path`, every file verified; a CheckpointError naming what is damaged or missing."""
     path = Path(path)
     where = path / META
-    try:
-        body = json.loads(where.read_text())
-    except FileNotFoundError:
-        raise CheckpointError(f"{path}: not a corrdiff model package (no {META}); write one with `corrdiff export`") from None
-    except (OSError, UnicodeDecodeError, ValueError) as err:
-        raise CheckpointError(f"{where}: cannot be read as JSON ({' '.join(str(err).split())})") from None
-    if not isinstance(body, dict) or body.get("format") != FORMAT:
+    body = read_json_object(where, CheckpointError,
+                            f"{path}: not a corrdiff model package (no {META}); write one with `corrdiff export`")
+    if body.get("format") != FORMAT:
         raise CheckpointError(f"{where}: not a corrdiff model package (expected format {FORMAT})")
     recorded = body.pop("metadata_sha256", None)
     if recorded != _digest(body):

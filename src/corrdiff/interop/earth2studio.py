@@ -15,13 +15,13 @@ Earth2Studio (0.19) reads it (`read_package`):
   output grid with a one-pixel border that Earth2Studio crops.
 """
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from corrdiff.data import ChannelStats, Normalization
+from corrdiff.documents import read_json_object
 from corrdiff.errors import CheckpointError
 
 # Earth2Studio 0.19's CorrDiffTaiwan: variable names, and the dataset channels their statistics sit at.
@@ -50,15 +50,7 @@ class Package:
 
 
 def _load_json(path: Path, what: str) -> dict:
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise CheckpointError(f"{path}: missing ({what})") from None
-    except (OSError, UnicodeDecodeError, ValueError) as err:
-        raise CheckpointError(f"{path}: not readable JSON ({' '.join(str(err).split())[:200]})") from None
-    if not isinstance(data, dict):
-        raise CheckpointError(f"{path}: expected a JSON object ({what})")
-    return data
+    return read_json_object(path, CheckpointError, f"{path}: missing ({what})")
 
 
 def _channel_stats(path: Path, table: dict, names, kind: str) -> ChannelStats:

@@ -22,7 +22,8 @@ import numpy as np
 
 from corrdiff.diffusion.sampler import SamplerConfig
 from corrdiff.evaluation.metrics import STATS, SUMS
-from corrdiff.experiments.tuning import build_table, choose, Scores, Truth
+from corrdiff.experiments.tuning import build_table, Scores, Truth
+from corrdiff.experiments.tuning_rule import choose
 
 NFE = (35, 23, 11, 7, 5)
 EXCESS = np.array([0.0, 0.003, 0.007, 0.015, 0.04])

@@ -200,3 +200,23 @@ def test_library_modules_import_corrdiff_at_module_level_only():
                     node.names[0].name if isinstance(node, ast.Import) else None
                 if target and target.split(".")[0] == "corrdiff" and (name, target) not in OPTIONAL:
                     raise AssertionError(f"{path}:{node.lineno}: {name} imports {target} inside {function.name}()")
+
+
+# Test folders that do not mirror a package, each with what it holds.
+TESTS = ROOT.parents[1] / "tests"
+OTHER_TEST_FOLDERS = {
+    "reliability": "the rules a user can provoke (bad inputs, kills, full disks, hostile files, where commands "
+                   "write), by rule across commands: docs/reliability.md's table points at them",
+    "end_to_end": "whole chains through the command line: files to ensemble, the real files, the real-data guide",
+    "benchmarks": "the repository's benchmarks/ scripts at toy sizes",
+    "scripts": "the repository's scripts/ (study cases)",
+}
+
+
+def test_test_folders_mirror_the_packages():
+    packages = {path.name for path in ROOT.iterdir() if (path / "__init__.py").is_file()}
+    folders = {path.name for path in TESTS.iterdir() if (path / "__init__.py").is_file()}
+    assert packages <= folders, f"packages without a test folder: {sorted(packages - folders)}"
+    assert folders - packages <= set(OTHER_TEST_FOLDERS), \
+        f"test folders that mirror no package (add them to OTHER_TEST_FOLDERS with what they hold): " \
+        f"{sorted(folders - packages - set(OTHER_TEST_FOLDERS))}"

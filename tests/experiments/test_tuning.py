@@ -15,8 +15,9 @@ from corrdiff.diffusion.sampler import SamplerConfig
 from corrdiff.errors import ConfigError, OutputError
 from corrdiff.inference import Fingerprint
 from corrdiff.config import load_config
-from corrdiff.experiments.tuning import calibrate, check_outputs, choose, label, RecommendationRule, sampler_grid, \
-    Scores, tune, TuneGrid, TuneOutputs, TuneRequest
+from corrdiff.experiments.tuning import check_outputs, label, sampler_grid, Scores, tune, TuneGrid, TuneOutputs, \
+    TuneRequest
+from corrdiff.experiments.tuning_rule import calibrate, choose, RecommendationRule
 from corrdiff.experiments.tuning_files import ROWS, RowLog
 from tests.data import fixtures
 from tests.training.synthetic import identity_stats

@@ -13,7 +13,8 @@ from corrdiff.config import RunConfig
 from corrdiff.diffusion.sampler import SamplerConfig
 from corrdiff.evaluation.metrics import SUMS
 from corrdiff.inference.generate import with_tuned_sampler
-from corrdiff.experiments.tuning import build_table, choose, Scores, Truth
+from corrdiff.experiments.tuning import build_table, Scores, Truth
+from corrdiff.experiments.tuning_rule import choose
 from tests.cli_runner import invoke, refused
 
 MEMBERS = 4

@@ -60,7 +60,8 @@ def tune_command(
 
     from corrdiff.config import load_config
     from corrdiff.diffusion.solvers import SOLVERS
-    from corrdiff.experiments.tuning import RecommendationRule, tune, TuneGrid, TuneOutputs, TuneRequest
+    from corrdiff.experiments.tuning import tune, TuneGrid, TuneOutputs, TuneRequest
+    from corrdiff.experiments.tuning_rule import RecommendationRule
     from corrdiff.evaluation.trust import setting_summary
     from corrdiff.experiments.tuning_files import difference_to_best
 

@@ -2,6 +2,8 @@
 (0), a forecast equal to truth (no ramp distance), ramps scaled by a known factor, a gap that splits a series,
 straight and zig-zag vortex tracks; and `corrdiff score`, `report` and `case` with and without consecutive times."""
 
+import logging
+
 import numpy as np
 import pytest
 import xarray as xr
@@ -11,6 +13,7 @@ from corrdiff.evaluation.scores import FROM_SERIES, named
 from corrdiff.evaluation.time_scores import (ANOMALY, correlation, pair_sums, REGRESSION, score_in_time, series_of,
                                              track_smoothness)
 from tests.evaluation import evaluation_fixtures as fx
+from tests.evaluation.test_cli import invoke
 
 SHAPE = (16, 16)
 RHO = 0.7
@@ -140,3 +143,27 @@ def test_a_straight_track_has_no_second_difference_and_a_zig_zag_four_times_its_
     second_with_gap = track_smoothness(lat, lon, gap)["track_second_difference_km"][0]
     assert second_with_gap[1] == pytest.approx(4 * cases.EARTH_RADIUS_KM * np.deg2rad(offset_deg))
     assert track_smoothness(lat[:1], lon[:1], times[:1]) == {}
+
+
+@pytest.mark.parametrize("times", [4, 1], ids=["consecutive", "single time"])
+def test_score_and_report_write_the_time_scores_or_leave_them_out(tmp_path, caplog, times):
+    ens, truth, _ = fx.write_case(tmp_path, times=times, members=3, shape=(12, 12), variables=("u", "v"))
+    with caplog.at_level(logging.INFO, logger="corrdiff"):
+        result = invoke("score", ens, "--truth", truth, "--out", tmp_path / "scores.nc", "--spectra-times", 2)
+    assert result.exit_code == 0, result.output
+    absent = [r.getMessage() for r in caplog.records if r.getMessage().startswith("no time scores")]
+    with xr.open_dataset(tmp_path / "scores.nc") as scores:
+        present = [n for n in named(FROM_SERIES) if n in scores]
+        if times > 1:
+            assert present == named(FROM_SERIES) and not absent
+            assert scores["ramp_std"].attrs["units"] == "m s-1" and scores.attrs["time_step"] == "6 h"
+            assert "scores over 4 times: time" in result.output and "ramp W1" in result.output
+        else:
+            assert present == [] and not any(n.startswith("truth_r") for n in scores.data_vars)
+            assert len(absent) == 1 and "the 1 scored time has none" in absent[0]
+            assert "ramp W1" not in result.output
+    result = invoke("report", ens, "--truth", truth, "--out", tmp_path / "report", "--spectra-times", 2)
+    assert result.exit_code == 0, result.output
+    page = (tmp_path / "report" / "index.html").read_text()
+    assert ((tmp_path / "report" / "time_series.png").exists() and "time_series.png" in page) == (times > 1)
+    assert ("<td>truth</td>" in page) == ("<dt>r(1)</dt>" in page) == ("Scores of time" in page) == (times > 1)

@@ -13,6 +13,7 @@ from corrdiff.evaluation.scores import FROM_SERIES, named
 from corrdiff.evaluation.time_scores import (ANOMALY, correlation, pair_sums, REGRESSION, score_in_time, series_of,
                                              track_smoothness)
 from tests.evaluation import evaluation_fixtures as fx
+from tests.evaluation.test_cases import invoke as invoke_case, rankine, vortex_fields
 from tests.evaluation.test_cli import invoke
 
 SHAPE = (16, 16)
@@ -167,3 +168,29 @@ def test_score_and_report_write_the_time_scores_or_leave_them_out(tmp_path, capl
     page = (tmp_path / "report" / "index.html").read_text()
     assert ((tmp_path / "report" / "time_series.png").exists() and "time_series.png" in page) == (times > 1)
     assert ("<td>truth</td>" in page) == ("<dt>r(1)</dt>" in page) == ("Scores of time" in page) == (times > 1)
+
+
+def test_case_command_measures_the_vortex_tracks_smoothness(tmp_path):
+    centres = [(23.41, 121.13), (23.41, 121.33), (23.41, 121.53)]  # a straight track at constant speed
+    truth, ensemble, regression = {"u": [], "v": []}, {"u": [], "v": []}, {"u": [], "v": []}
+    for centre in centres:
+        fields, _, _ = vortex_fields(rankine, centre, (32, 32))
+        for n in truth:
+            truth[n].append(fields[n])
+            regression[n].append(0.8 * fields[n])
+            ensemble[n].append([0.9 * fields[n], 1.1 * fields[n]])
+    arrays = [{n: np.asarray(a[n], np.float32) for n in a} for a in (truth, ensemble, regression)]
+    ens = fx.write_ensemble(tmp_path / "ens.nc", arrays[1], arrays[2])
+    truth_path = fx.write_truth(tmp_path / "truth.nc", arrays[0])
+    times = [str(t)[:16] for t in fx.time_axis(3)]
+    out = tmp_path / "case"
+    result = invoke_case(ens, "--truth", truth_path, *[a for t in times for a in ("--time", t)], "--vortex",
+                         "--out", out)
+    assert result.exit_code == 0, result.output
+    assert "track over consecutive times 6 h apart" in result.output and "second difference" in result.output
+    with xr.open_dataset(out / "case.nc") as ds:
+        spacing = float(ds.attrs["grid_spacing_km"])
+        step = cases.local_km(23.41, 121.33, 23.41, 121.13)[0]
+        assert ds["track_step_km"].dims == ("source",) and ds.attrs["track_step"] == "6 h"
+        np.testing.assert_allclose(ds["track_step_km"].values, step, atol=spacing / 2)
+        assert np.all(ds["track_second_difference_km"].values < spacing / 2)

@@ -14,7 +14,8 @@ from corrdiff.evaluation.plots import colour_scale, degrees_label
 from tests.evaluation import evaluation_fixtures as fx
 from tests.evaluation.test_cli import invoke, spec_case  # noqa: F401  (spec_case: a fixture)
 
-FIGURES = ["spectra.png", "pdfs.png", "rank_histograms.png", "spread_skill.png", "scores_by_time.png"]
+FIGURES = ["spectra.png", "pdfs.png", "rank_histograms.png", "spread_skill.png", "scores_by_time.png",
+           "time_series.png"]  # the last: consecutive times (all these cases; a single time has none)
 VORTEX = ["vortex_profiles.png", "vortex_map.png"]  # data with vorticity or pressure (the demo's)
 
 

@@ -138,6 +138,17 @@ def _echo_vortex(ds, np) -> None:
             row = step.sel(source=members)
             typer.echo(f"  members    max wind {_spread(row['max_wind'].values, np)} {units}, radius "
                        f"{_spread(row['rmw'].values, np)} km")
+    if "track_step_km" in ds:
+        typer.echo(f"track over consecutive times {ds.attrs['track_step']} apart (mean step; mean |second "
+                   "difference|, 0 for a straight track at constant speed):")
+        groups = [(n, [n]) for n in ("truth", "regression") if n in ds["source"].values] + \
+            ([("members", members)] if members else [])
+        for label, names in groups:
+            line = f"  {label:10s} step {_spread(ds['track_step_km'].sel(source=names).values, np)} km"
+            if "track_second_difference_km" in ds:
+                second = ds["track_second_difference_km"].sel(source=names).values
+                line += f", second difference {_spread(second, np)} km"
+            typer.echo(line)
 
 
 def _echo_section(ds, np) -> None:

@@ -88,7 +88,8 @@ def score_command(
     quiet: QuietOpt = False,
 ) -> None:
     """Score an ensemble against truth, beside the regression mean and the baselines: MAE, RMSE and bias of
-    the ensemble mean, CRPS, spread–skill, rank histograms, spectra and distribution distances.
+    the ensemble mean, CRPS, spread–skill, rank histograms, spectra and distribution distances; over consecutive
+    times, the scores of time (autocorrelation of the residual, the ramps' σ, W1 and spectra).
 
     Per variable, per time and over all times; only the times every input has (and generation finished) count.
     NaN/inf values are left out and counted (a note per model and variable, `nan_*` in the scores file).
@@ -130,7 +131,8 @@ def report_command(
     quiet: QuietOpt = False,
 ) -> None:
     """Write a report: maps (truth, baselines, two members, ensemble std), spectra, PDFs, rank histograms,
-    spread–skill and CRPS over time as PNGs, and index.html with the score table; also DIR/scores.nc."""
+    spread–skill, CRPS over time and (consecutive times) the series at three points as PNGs, and index.html with
+    the score table; also DIR/scores.nc."""
     from corrdiff.evaluation.evaluate import evaluate, evaluation_inputs, write_scores
     from corrdiff.evaluation.report import check_report_folder, write_report
 

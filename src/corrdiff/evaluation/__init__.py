@@ -3,6 +3,7 @@
     collect(predictions, truth, ...) -> Evaluation      open and align forecasts and truth (stores.py)
     score_models(evaluation) -> xr.Dataset              MAE, RMSE, bias, CRPS, spread-skill, ranks (metrics.py)
     compare_distributions(evaluation) -> Distributions  spectra, histograms, summary numbers (spectra.py)
+    score_in_time(evaluation) -> xr.Dataset | None      scores of time: autocorrelation, ramps (time_scores.py)
     evaluate(predictions, truth, ...) -> Result         all of the above in one call (evaluate.py)
     trust.flags(scores) -> [Flag]                       when an ensemble cannot be trusted, and what to try (trust.py)
     write_report(evaluation, scores, distributions, out_dir) -> index.html  (report.py, plots.py)

@@ -5,7 +5,8 @@ Runs `corrdiff.evaluation.cases` on truth, the regression mean and every member 
 "regression", "member 0", ...):
 
     vortex_case(evaluation, times, ...) -> Dataset   (time, source, radius) profiles; (time, source) centres,
-                                                      maximum wind, radius of maximum wind
+                                                      maximum wind, radius of maximum wind; (source,) the
+                                                      track's smoothness over consecutive times (`time_scores`)
     section_case(evaluation, time, ...) -> Dataset   (source, distance) values and |∇| of every channel
     write_case(dataset, figures, out_dir) -> case.nc  (`corrdiff case`; figures in `case_plots`)
 """
@@ -20,6 +21,7 @@ from corrdiff import arguments
 from corrdiff.errors import EvaluationError
 from corrdiff.evaluation import case_plots, cases
 from corrdiff.evaluation.stores import Evaluation
+from corrdiff.evaluation.time_scores import series_of, step_text, track_smoothness
 from corrdiff.file_integrity import atomic_file
 from corrdiff.output_paths import check_earlier_output, check_folder, check_not_an_input, empty_or_written_by
 
@@ -114,6 +116,8 @@ def _vortex_dataset(rows, times, attrs, roles, evaluation) -> xr.Dataset:
     }
     for key, (get, meta) in scalars.items():
         data[key] = (("time", "source"), np.array([[get(row[n]) for n in names] for row in rows]), meta)
+    track = track_smoothness(data["centre_lat"][1], data["centre_lon"][1], times)
+    data |= {key: (("source",), values, meta) for key, (values, meta) in track.items()}
     first = rows[0]["truth"][0]
     coords = {"time": np.asarray(times), "source": names,
               "radius": ("radius", radius, {"long_name": "distance from the centre (ring midpoint)", "units": "km"})}
@@ -121,7 +125,8 @@ def _vortex_dataset(rows, times, attrs, roles, evaluation) -> xr.Dataset:
         "title": TITLE, "case": "vortex", "centre_method": first.method,
         "wind_channels": f"{roles.u},{roles.v}" if roles.u and roles.v else "",
         "grid_spacing_km": evaluation.spacing_km, "members": sum(n.startswith("member") for n in names),
-        "predictions": evaluation.source("corrdiff"), "truth": evaluation.source("truth")})
+        "predictions": evaluation.source("corrdiff"), "truth": evaluation.source("truth"),
+        **({"track_step": step_text(series_of(times).step)} if track else {})})
 
 
 def _attrs_of(key: str, attrs: dict, roles: cases.Roles, prefix: str = "") -> dict:

@@ -6,6 +6,7 @@ what the commands check before they start (see `corrdiff.output_paths`).
 """
 
 import contextlib
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ from corrdiff.evaluation.metrics import nan_notes, score_models, TITLE
 from corrdiff.evaluation.scores_cf import cf_scores
 from corrdiff.evaluation.spectra import compare_distributions, Distributions
 from corrdiff.evaluation.stores import collect, Evaluation, is_spec, parse_baselines
+from corrdiff.evaluation.time_scores import score_in_time, why_absent
 from corrdiff.failed_writes import is_write_error, write_failed
 from corrdiff.file_integrity import atomic_file
 from corrdiff.output_paths import check_output, spec_files
@@ -55,6 +57,8 @@ def evaluate(predictions, truth, baselines=None, split: str | None = None, varia
     `spectra`: "2d" (isotropic, windowed) or "1d" (along x, unwindowed) spectra; `progress`: bars on stderr.
     `same_grid`: a file without lat/lon is on truth's grid points (else it is refused: `stores.collect`).
     NaN/inf values are counted and noted; a forecast or truth with no finite value is an EvaluationError.
+    The scores of time (`time_scores`) are added when two scored times are consecutive; else one log line
+    says why there are none.
     """
     start = time.perf_counter()
     evaluation = collect(predictions, truth, baselines, split=split, interp=interp, variables=variables,
@@ -67,10 +71,17 @@ def evaluate(predictions, truth, baselines=None, split: str | None = None, varia
         with progress_bar("spectra and distributions", progress):
             found = compare_distributions(evaluation, spectra_times, scores=scores, kind=spectra) \
                 if distributions else None
+        with progress_bar("scores of time", progress):
+            in_time = score_in_time(evaluation, scores, spectra_times, distributions)
     if found is not None:
         scores = scores.merge(found.summary)
         for key in ("summary_times", "spectra", "spectra_method"):
             scores.attrs[key] = found.summary.attrs[key]
+    if in_time is None:
+        logging.getLogger("corrdiff").info(why_absent(evaluation.truth.sizes["time"]))
+    else:
+        scores = scores.merge(in_time)
+        scores.attrs.update(in_time.attrs)
     scores.attrs["notes"] = "; ".join(evaluation.notes)
     return Result(evaluation, scores, found, time.perf_counter() - start)
 

@@ -319,3 +319,39 @@ def scores_by_time_figure(path: Path, scores: xr.Dataset) -> Path:
         _tidy_numbers(ax, "y")
     axes.ravel()[0].legend(fontsize=7)
     return _finish(fig, axes, len(variables), "CRPS per time (equals the MAE for one-member forecasts)", path)
+
+
+def time_series_figure(path: Path, series: xr.Dataset, members_alpha: float = 0.7) -> Path:
+    """Values against time at a few points (`time_scores.point_series`): one row of panels per variable, one
+    column per point; truth black, the regression mean green, members blue; lines break between series."""
+    variables = [v for v in series.data_vars]
+    points = series.sizes["point"]
+    row_height = min(PANEL[1], 11.0 / max(len(variables), 1))  # many variables: shorter rows, a modest figure
+    fig, axes = plt.subplots(len(variables), points, figsize=(PANEL[0] * points, row_height * len(variables) + 0.4),
+                             layout="constrained", squeeze=False)
+    times, runs = series["time"].values, series["series"].values
+    segments = [np.flatnonzero(runs == run) for run in np.unique(runs)]
+    for row, v in enumerate(variables):
+        for p in range(points):
+            ax = axes[row, p]
+            for source in series["source"].values:
+                values = series[v].sel(source=source).values[p]
+                name = str(source)
+                style = ({"color": "black", "linewidth": 1.8, "zorder": 3} if name == "truth" else
+                         {"color": MODEL_COLOURS["regression"], "linewidth": 1.3, "zorder": 2} if name == "regression"
+                         else {"color": CORRDIFF, "linewidth": 0.8, "alpha": members_alpha})
+                for n, segment in enumerate(segments):
+                    ax.plot(times[segment], values[segment], marker="." if segment.size == 1 else None,
+                            markersize=3, label=name if n == 0 else None, **style)
+            where = (f"{degrees_label(float(series['lat'][p]), 'lat', 2)} "
+                     f"{degrees_label(float(series['lon'][p]), 'lon', 2)}" if "lat" in series.coords else
+                     f"y={int(series['j'][p])}, x={int(series['i'][p])}")
+            ax.set_title(f"{v} at {where}", fontsize=9)
+            ax.set_ylabel(label_of(v, series[v]), fontsize=8)
+            ax.tick_params(axis="x", labelrotation=30, labelsize=7)
+            _tidy_numbers(ax, "y")
+    axes[0, 0].legend(fontsize=7)
+    for ax in axes[-1]:
+        ax.set_xlabel("time [UTC]")
+    fig.suptitle("time series at three points: truth, the regression mean and CorrDiff members", fontsize=10)
+    return _save(fig, path)

@@ -12,11 +12,11 @@ import numpy as np
 import xarray as xr
 
 from corrdiff.errors import EvaluationError
-from corrdiff.evaluation import case_study, lead_time, plots, trust
+from corrdiff.evaluation import case_study, lead_time, plots, time_scores, trust
 from corrdiff.evaluation.evaluate import check_scores_output
 from corrdiff.evaluation.spectra import Distributions
 from corrdiff.evaluation.stores import Evaluation, source_of
-from corrdiff.evaluation.scores import dimensionless_titles
+from corrdiff.evaluation.scores import dimensionless_titles, FROM_DISTRIBUTIONS, FROM_SERIES, FROM_SUMS
 from corrdiff.evaluation.tables import explained, html_table
 from corrdiff.output_paths import check_earlier_output, check_folder, check_not_an_input, empty_or_written_by
 from corrdiff.progress import bar as progress_bar
@@ -125,7 +125,8 @@ def write_report(evaluation: Evaluation, scores: xr.Dataset, distributions: Dist
         figures[key] = [draw(out_dir / f"{key}.png")]
         bar.update()
     bar.close()
-    extra = lead_time.report_section(scores, out_dir) + case_study.report_section(evaluation, out_dir, time)
+    extra = (lead_time.report_section(scores, out_dir) + time_scores.report_section(evaluation, scores, out_dir)
+             + case_study.report_section(evaluation, out_dir, time))
     page = render_html(evaluation, scores, figures, title, time, distributions.spectra.attrs.get("spectra", "2d"),
                        extra)
     path = out_dir / "index.html"
@@ -137,12 +138,12 @@ def render_html(evaluation: Evaluation, scores: xr.Dataset, figures: dict[str, l
                 time: np.datetime64, spectra: str = "2d", extra=()) -> str:
     """The report page: inputs, the trust warnings, score table with the meaning of each column, notes, then
     the figures; then
-    the optional sections `extra` [(heading, [(figure, caption)])] (lead time, vortex case)."""
+    the optional sections `extra` [(heading, [(figure, caption)])] (lead time, time series, vortex case)."""
     sources = [f"<li><b>{html.escape(name)}</b>: {html.escape(source_of(ds))} ({ds.sizes['member']} member"
                f"{'s' if ds.sizes['member'] > 1 else ''})</li>" for name, ds in evaluation.models.items()]
     sources.append(f"<li><b>truth</b>: {html.escape(source_of(evaluation.truth))}</li>")
     times = evaluation.truth["time"].values
-    legend = "".join(f"<dt>{html.escape(k)}</dt><dd>{html.escape(v)}</dd>" for k, v in explained().items())
+    legend = "".join(f"<dt>{html.escape(k)}</dt><dd>{html.escape(v)}</dd>" for k, v in explained(scores).items())
     notes = "".join(f"<li>{html.escape(n)}</li>" for n in evaluation.notes)
     body = [f"<h1>{html.escape(title)}</h1>",
             f"<p>{len(times)} times scored, {str(times.min())[:16]} to {str(times.max())[:16]}; grid spacing "
@@ -152,8 +153,14 @@ def render_html(evaluation: Evaluation, scores: xr.Dataset, figures: dict[str, l
             "<h2>Scores over all times</h2>", html_table(scores),
             f"<p class='small'>Spectra and distributions from {scores.attrs.get('summary_times', '?')} sampled "
             f"times; spectra shown: {'1-D, along x' if spectra == '1d' else '2-D isotropic'} (`--spectra "
-            f"{spectra}`). Units: those of the variable, except {dimensionless_titles()} (dimensionless).</p>",
-            f"<dl class='small'>{legend}</dl>"]
+            f"{spectra}`). Units: those of the variable, except "
+            f"{dimensionless_titles((FROM_SUMS, FROM_DISTRIBUTIONS))} (dimensionless).</p>"]
+    if "time_step" in scores.attrs:
+        body.append(f"<p class='small'>Scores of time ({dimensionless_titles((FROM_SERIES,))} and the ramps x(t+1) − "
+                    f"x(t)) from {html.escape(scores.attrs['time_series_description'])}; residual: "
+                    f"{html.escape(scores.attrs['time_residual'])}; the truth row holds truth's own values. Ramps "
+                    "in the variable's units per step.</p>")
+    body.append(f"<dl class='small'>{legend}</dl>")
     if notes:
         body.append(f"<h3>Notes</h3><ul>{notes}</ul>")
     body.append(f"<h2>Maps at {str(time)[:16].replace('T', ' ')} UTC</h2>")

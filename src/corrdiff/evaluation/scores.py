@@ -5,7 +5,9 @@ Per score: its long name in the scores file, its column in the score table (titl
 it), its units (the variable's, or dimensionless) and how the scores of the times of one lead time are pooled.
 Scores `FROM_SUMS` are ratios of per-time sums (`corrdiff.evaluation.metrics.scores_from_sums`), so they exist
 per time and over all times; scores `FROM_DISTRIBUTIONS` compare spectra and histograms over sampled times
-(`corrdiff.evaluation.spectra.summarise`). A new score is its row here and its computation there.
+(`corrdiff.evaluation.spectra.summarise`); scores `FROM_SERIES` are of what a forecast does from one time to the
+next, over series of consecutive times (`corrdiff.evaluation.time_scores`). A new score is its row here and its
+computation there.
 """
 
 from dataclasses import dataclass
@@ -15,6 +17,7 @@ DIMENSIONLESS = "1"
 
 FROM_SUMS = "sums"
 FROM_DISTRIBUTIONS = "distributions"
+FROM_SERIES = "series"  # consecutive times: pairs (t, t + k) of one series (`time_scores`)
 
 # How a lead time's score pools the per-time scores of its times (equal weight per time):
 MEAN = "mean"  # the mean of the per-time values
@@ -35,9 +38,12 @@ class Score:
     units: str
     """PER_VARIABLE or DIMENSIONLESS."""
     source: str
-    """FROM_SUMS or FROM_DISTRIBUTIONS."""
+    """FROM_SUMS, FROM_DISTRIBUTIONS or FROM_SERIES."""
     lead_time: str | None = None
     """How it pools over the times of a lead time: MEAN, ROOT_MEAN_SQUARE, SPREAD_SKILL, or None (not by lead time)."""
+    of_truth: bool = False
+    """Whether truth has a value of its own (`truth_<name>` (variable,) in the scores file, a "truth" row in the
+    table) to compare the models' with; False for scores that compare a model with truth."""
 
     def attrs(self, suffix: str = "") -> dict[str, str]:
         """The attributes of its array in the scores file."""
@@ -78,6 +84,37 @@ SCORES = {
     "p999_difference": Score("99.9th percentile of predictions minus that of truth", "Δp99.9",
                              "99.9th percentile of the forecast minus that of the truth", PER_VARIABLE,
                              FROM_DISTRIBUTIONS),
+    "residual_autocorrelation_lag1": Score(
+        "lag-1 autocorrelation in time of the residual (field minus the regression mean), of each member's own "
+        "series, averaged over members", "r(1)",
+        "correlation of the residual (field minus the regression mean) at t and t+1 over every point and pair of "
+        "consecutive times, of each member's own series, averaged over members; compare with truth's row: lower "
+        "means members that flicker from one time to the next", DIMENSIONLESS, FROM_SERIES, of_truth=True),
+    "residual_autocorrelation_lag2": Score(
+        "lag-2 autocorrelation in time of the residual (field minus the regression mean), of each member's own "
+        "series, averaged over members", "r(2)",
+        "as r(1), between t and t+2 (two steps apart in one series); compare with truth's row",
+        DIMENSIONLESS, FROM_SERIES, of_truth=True),
+    "residual_autocorrelation_lag3": Score(
+        "lag-3 autocorrelation in time of the residual (field minus the regression mean), of each member's own "
+        "series, averaged over members", "r(3)",
+        "as r(1), between t and t+3 (three steps apart in one series); compare with truth's row",
+        DIMENSIONLESS, FROM_SERIES, of_truth=True),
+    "ramp_std": Score(
+        "standard deviation of the ramps x(t+1) - x(t) at every point, members pooled (per time step)", "ramp σ",
+        "standard deviation of the ramps x(t+1) − x(t) at every point and pair of consecutive times, members "
+        "pooled, in the variable's units per time step; compare with truth's row", PER_VARIABLE, FROM_SERIES,
+        of_truth=True),
+    "ramp_wasserstein": Score(
+        "Wasserstein-1 distance between predicted (members pooled) and true distributions of the ramps "
+        "x(t+1) - x(t)", "ramp W1",
+        "Wasserstein-1 distance between the predicted (members pooled) and true distributions of the ramps "
+        "x(t+1) − x(t) at a point; 0 is ideal", PER_VARIABLE, FROM_SERIES),
+    "ramp_log_spectral_distance": Score(
+        "log-spectral distance between predicted (members' spectra averaged) and true isotropic spectra of the "
+        "ramps x(t+1) - x(t)", "ramp LSD",
+        "log-spectral distance (as LSD) between the isotropic spatial spectra of the ramps x(t+1) − x(t), "
+        "members' averaged, and truth's; 0 is ideal", DIMENSIONLESS, FROM_SERIES),
 }
 """Every score by its name in the scores file, in the order of the score table's columns."""
 
@@ -93,7 +130,9 @@ def table_columns() -> dict[str, Score]:
     return {name: score for name, score in SCORES.items() if score.title}
 
 
-def dimensionless_titles() -> str:
-    """The titles of the dimensionless columns, as prose: "spread/skill, power 2-4Δ and LSD"."""
-    titles = [score.title for score in table_columns().values() if score.units == DIMENSIONLESS]
+def dimensionless_titles(sources=None) -> str:
+    """The titles of the dimensionless columns (of scores from `sources`, default: every source), as prose:
+    "spread/skill, power 2-4Δ and LSD"."""
+    titles = [score.title for score in table_columns().values()
+              if score.units == DIMENSIONLESS and (sources is None or score.source in sources)]
     return " and ".join([", ".join(titles[:-1]), titles[-1]]) if len(titles) > 1 else "".join(titles)

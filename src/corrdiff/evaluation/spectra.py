@@ -208,7 +208,7 @@ def compare_distributions(evaluation: Evaluation, max_times: int = 16, window: s
     sources = {"truth": evaluation.truth.sel(time=times).expand_dims(member=[0], axis=1)}
     sources.update({name: ds.sel(time=times) for name, ds in evaluation.models.items()})
     variables = evaluation.variables
-    ranges = _ranges_of(scores) if scores is not None else _value_ranges(sources, variables)
+    ranges = ranges_of(scores) if scores is not None else value_ranges(sources, variables)
     lazy_spectra, lazy_counts, edges = {}, {}, {}
     for v in variables:
         lo, hi = ranges[v]
@@ -221,7 +221,7 @@ def compare_distributions(evaluation: Evaluation, max_times: int = 16, window: s
     return _assemble(evaluation, sources, times, spectra_values, counts, edges, kind)
 
 
-def _ranges_of(scores: xr.Dataset) -> dict[str, tuple[float, float]]:
+def ranges_of(scores: xr.Dataset) -> dict[str, tuple[float, float]]:
     """(min, max) of each variable over truth and every model, from the scores' value ranges."""
     lows = np.fmin(scores["truth_min"].values, np.fmin.reduce(scores["forecast_min"].values, axis=0))
     highs = np.fmax(scores["truth_max"].values, np.fmax.reduce(scores["forecast_max"].values, axis=0))
@@ -229,7 +229,7 @@ def _ranges_of(scores: xr.Dataset) -> dict[str, tuple[float, float]]:
             for v, lo, hi in zip(scores["variable"].values, lows, highs)}
 
 
-def _value_ranges(sources: dict[str, xr.Dataset], variables) -> dict[str, tuple[float, float]]:
+def value_ranges(sources: dict[str, xr.Dataset], variables) -> dict[str, tuple[float, float]]:
     """(min, max) of each variable over all sources, ignoring NaN: the common histogram range."""
     lazy = {(s, v): (da.nanmin(ds[v].data), da.nanmax(ds[v].data)) for s, ds in sources.items()
             for v in variables if v in ds}

@@ -1,7 +1,8 @@
 """The score table: one row per (variable, model), CorrDiff first and the baselines beside it.
 
 The same rows are rendered three ways: a rich table for the terminal, plain text for logs, HTML for the
-report; their columns, with their meanings and units, are those of `corrdiff.evaluation.scores.SCORES`. A score
+report; their columns, with their meanings and units, are those of `corrdiff.evaluation.scores.SCORES`. Scores
+that truth has too (the scores of time: its autocorrelation, its ramps' σ) get a "truth" row above the models'. A score
 that breaks a trust rule (`corrdiff.evaluation.trust`) is marked: "!" after it in the terminal and in text, under
 which the text lists the warnings; a highlighted cell with the warning as tooltip in HTML.
 """
@@ -13,22 +14,37 @@ import numpy as np
 import xarray as xr
 
 from corrdiff.evaluation import trust
-from corrdiff.evaluation.scores import dimensionless_titles, FROM_SUMS, table_columns
+from corrdiff.evaluation.scores import dimensionless_titles, FROM_DISTRIBUTIONS, FROM_SERIES, FROM_SUMS, table_columns
+
+GROUPS = (("skill", (FROM_SUMS,)), ("spectra and distributions", (FROM_DISTRIBUTIONS,)), ("time", (FROM_SERIES,)))
+"""The terminal's tables: (name, the sources of the scores in it), narrow enough for an 80-column terminal."""
 
 
-def explained() -> dict[str, str]:
-    """The meaning of each column by its title, in order."""
-    return {score.title: score.explanation for score in table_columns().values()}
+def explained(scores: xr.Dataset | None = None) -> dict[str, str]:
+    """The meaning of each column by its title, in order; of the columns present in `scores`, when given."""
+    return {score.title: score.explanation for name, score in table_columns().items()
+            if scores is None or name in scores}
 
 
-def rows(scores: xr.Dataset) -> tuple[list[str], list[list[str]]]:
-    """(header, rows of formatted cells) for the columns present in `scores`."""
+def has_truth_row(scores: xr.Dataset) -> bool:
+    """Whether `scores` hold a score of truth's own (`truth_<name>` of a column): the tables give truth a row."""
+    return any(score.of_truth and f"truth_{name}" in scores for name, score in table_columns().items())
+
+
+def rows(scores: xr.Dataset, truth: bool = False) -> tuple[list[str], list[list[str]]]:
+    """(header, rows of formatted cells) for the columns present in `scores`; with `truth`, each variable's
+    rows start with truth's own values ("truth", no members; "–" in the columns truth has no value of)."""
     present = {name: score for name, score in table_columns().items() if name in scores}
     header = ["variable", "model", "members"] + [score.title for score in present.values()]
     table = []
     for variable in scores["variable"].values:
         units = str(scores["units"].sel(variable=variable).values) if "units" in scores.coords else ""
         label = f"{variable} [{units}]" if units else str(variable)
+        if truth:
+            values = [float(scores[f"truth_{name}"].sel(variable=variable)) if f"truth_{name}" in scores
+                      else np.nan for name in present]
+            table.append([label, "truth", ""] + [_format(v) for v in values])
+            label = ""
         for model in scores["model"].values:
             values = [float(scores[name].sel(model=model, variable=variable)) for name in present]
             skill = [v for v, score in zip(values, present.values()) if score.source == FROM_SUMS] or values
@@ -68,21 +84,21 @@ def rich_tables(scores: xr.Dataset, title: str = "scores over all times") -> lis
     from rich.table import Table
     from rich.text import Text
 
-    header, body = rows(scores)
     marked = flagged_cells(scores)
-    caption = f"(members); units: the variable's, except {dimensionless_titles()} (1)"
+    caption = f"(members); units: the variable's, except {dimensionless_titles((FROM_SUMS, FROM_DISTRIBUTIONS))} (1)"
     caption += "; !: a warning below" if marked else ""
-    skill = {score.title for score in table_columns().values() if score.source == FROM_SUMS}
-    groups = [("skill", [h for h in header[3:] if h in skill]),
-              ("spectra and distributions", [h for h in header[3:] if h not in skill])]
     units = {str(v): str(u) for v, u in zip(scores["variable"].values, scores["units"].values)} \
         if "units" in scores.coords else {}
     tables = []
-    for name, columns in groups:
+    for name, sources in GROUPS:
+        titles = {score.title for score in table_columns().values() if score.source in sources}
+        truth = FROM_SERIES in sources and has_truth_row(scores)
+        header, body = rows(scores, truth)
+        columns = [h for h in header[3:] if h in titles]
         if not columns:
             continue
         table = Table(title=f"{title}: {name}", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True,
-                      caption=caption)
+                      caption=_time_caption(scores) if FROM_SERIES in sources else caption)
         table.add_column("variable", no_wrap=True)
         table.add_column("model", no_wrap=True)
         for column in columns:
@@ -102,6 +118,12 @@ def rich_tables(scores: xr.Dataset, title: str = "scores over all times") -> lis
     return tables
 
 
+def _time_caption(scores: xr.Dataset) -> str:
+    """The time table's caption: the series, the residual and the units."""
+    return (f"{scores.attrs.get('time_series_description', '')}; residual: {scores.attrs.get('time_residual', '')}; "
+            f"units: the variable's per step, except {dimensionless_titles((FROM_SERIES,))} (1); truth: its own")
+
+
 def text_table(scores: xr.Dataset, title: str = "scores over all times", width: int = 100) -> str:
     """The rich tables rendered as plain text (no colours), for logs and `echo`, then a warning line per trust
     flag."""
@@ -119,7 +141,7 @@ def text_table(scores: xr.Dataset, title: str = "scores over all times", width: 
 def html_table(scores: xr.Dataset) -> str:
     """The scores as an HTML <table>, with the column meanings as tooltips; a flagged score (`trust`) is a
     cell of class 'flag' with its warning as tooltip."""
-    header, body = rows(scores)
+    header, body = rows(scores, has_truth_row(scores))
     marked = flagged_cells(scores)
     explanations = explained()
     head = "".join(f'<th title="{html.escape(explanations.get(h, h))}">{html.escape(h)}</th>' for h in header)

@@ -15,6 +15,7 @@ try:  # imported before eccodes (cfgrib) loads: its bundled libproj otherwise br
 except ImportError:
     pass
 
+from corrdiff import ensemble_file
 from corrdiff.data.canonical import projected_xy, wrf_grid_mapping
 from corrdiff.evaluation.evaluate import evaluate, write_scores
 from corrdiff.inference.context import PROJECTION_ATTRS
@@ -39,8 +40,9 @@ def cf_errors(path: Path) -> list[str]:
     return failed + [f"checker error: {crash}" for crash in crashes]
 
 
-def write_ensemble(path: Path, forecast: bool, projection: bool) -> Path:
-    """One time of a 2-member ensemble of t2m and u, written through EnsembleWriter."""
+def write_ensemble(path: Path, forecast: bool, projection: bool, series: bool = False) -> Path:
+    """One time of a 2-member ensemble of t2m and u, written through EnsembleWriter (`series`: with the
+    `series_start` flag of members as time series)."""
     lat, lon = fx.grid((6, 8))
     times = fx.time_axis(3)
     coords, mapping = {}, None
@@ -54,6 +56,8 @@ def write_ensemble(path: Path, forecast: bool, projection: bool) -> Path:
                                     "MOAD_CEN_LAT": 22.0})
         x, y = projected_xy(mapping, lat, lon)
         coords.update(projection_x=(("x",), x, PROJECTION_ATTRS["x"]), projection_y=(("y",), y, PROJECTION_ATTRS["y"]))
+    if series:
+        coords.update(ensemble_file.series_coords([True, False, True]))
     attrs = {"t2m": {"units": "K", "long_name": "2 m temperature", "standard_name": "air_temperature"},
              "u": fx.attrs_of("u")}
     writer = EnsembleWriter(path, times, 2, lat, lon, ["t2m", "u"], attrs, {"title": "CorrDiff downscaled ensemble"},
@@ -64,9 +68,11 @@ def write_ensemble(path: Path, forecast: bool, projection: bool) -> Path:
     return path
 
 
-@pytest.mark.parametrize("forecast, projection", [(False, False), (True, True)], ids=["plain", "forecast-on-wrf-grid"])
-def test_ensemble_file_has_no_cf_errors(tmp_path, forecast, projection):
-    path = write_ensemble(tmp_path / "ens.nc", forecast, projection)
+@pytest.mark.parametrize("forecast, projection, series", [(False, False, False), (True, True, False),
+                                                          (True, False, True)],
+                         ids=["plain", "forecast-on-wrf-grid", "forecast-members-as-time-series"])
+def test_ensemble_file_has_no_cf_errors(tmp_path, forecast, projection, series):
+    path = write_ensemble(tmp_path / "ens.nc", forecast, projection, series)
     assert cf_errors(path) == []
 
 

@@ -17,20 +17,21 @@ from pathlib import Path
 import numpy as np
 import torch
 import xarray as xr
+from pydantic import ValidationError
 
 from corrdiff import arguments, ensemble_file
 from corrdiff.inference import model_package
 from corrdiff.checkpoint import POINTERS
-from corrdiff.config import load_config
+from corrdiff.config import CoherenceSection, load_config
 from corrdiff.diffusion import SamplerConfig
 from corrdiff.diffusion.sampler import use_arithmetic
 from corrdiff.distributed import pick_device
 from corrdiff.ensemble_file import FLAG, regression_name
 from corrdiff.errors import CheckpointError, ConfigError, OutputError
-from corrdiff.inference import checks
+from corrdiff.inference import checks, coherence as time_series
 from corrdiff.inference.context import output_context
 from corrdiff.inference.downscaling import check_fits, downscale_time, ensemble_attrs, generation_fingerprint_of, \
-    prepare, resolve_patches, Sampling, select_times
+    prepare, resolve_patches, Sampling, select_times, series_latents
 from corrdiff.data.open_inputs import argument_errors, input_paths, OPENED
 from corrdiff.inference.input_members import downscale_members, InputMembers, open_members, rules_with_member
 from corrdiff.inference.inputs import CoarseInputs
@@ -124,7 +125,8 @@ class Downscaler:
         return dataset
 
     def downscale(self, inputs, members: int = 8, seed: int = 0, sampler: SamplerConfig | dict | None = None,
-                  times=None, progress: bool = False, rename: dict | None = None, member=None) -> xr.Dataset:
+                  times=None, progress: bool = False, rename: dict | None = None, member=None,
+                  coherence: CoherenceSection | dict | None = None) -> xr.Dataset:
         """The ensemble of every time of `inputs` (or of `times`, ISO strings or datetimes), as `corrdiff generate`
         writes it: `<name>` (time, member, y, x) and `<name>_regression` (time, y, x), float32 in the targets' units,
         2-D lat/lon, provenance and fingerprint attributes. Member m of a time depends on (seed, time, m) only.
@@ -134,15 +136,18 @@ class Downscaler:
         m depends on (seed, m) only, docs/interop.md).
         `inputs`, `rename`, `member`: as `inputs` takes them; with member="all", `members` per input member and an
         `input_member` coordinate along `member` (`corrdiff.inference.input_members`).
+        `coherence`: members as time series over the chosen times, `{"method": "ar1", "rho": 0.9}` (the run config's
+        `generate.coherence`; default: the model's, independent unless it says otherwise): the same values as
+        `corrdiff generate --coherence ar1 --coherence-rho 0.9` (docs/sampling.md, "Members that are time series").
         """
         dataset = self.inputs(inputs, rename, member)
         try:
-            return self._downscale(dataset, members, seed, sampler, times, progress)
+            return self._downscale(dataset, members, seed, sampler, times, progress, coherence)
         finally:
             dataset.close()
 
-    def _downscale(self, dataset, members, seed, sampler, times, progress) -> xr.Dataset:
-        config = self._config(members, seed, sampler)
+    def _downscale(self, dataset, members, seed, sampler, times, progress, coherence) -> xr.Dataset:
+        config = self._config(members, seed, sampler, coherence)
         config = resolve_patches(config, self.models, dataset.lat.shape)
         sampling = Sampling.build(config, self.models, dataset.lat.shape, self.device)
         indices, chosen = self._times(dataset, times)
@@ -151,8 +156,10 @@ class Downscaler:
         total = sampling.members * (len(dataset.labels) if isinstance(dataset, InputMembers) else 1)
         ensembles = np.empty((len(indices), total, len(channels), height, width), np.float32)
         means = np.empty((len(indices), len(channels), height, width), np.float32)
+        series = series_latents(sampling, chosen, total)  # None: independent members
         for i, k in enumerate(progress_bar(indices, desc="downscale", unit="time", disable=not progress)):
-            ensembles[i], means[i] = downscale_members(downscale_time, sampling, dataset, k, chosen[i])
+            latents = series.at(i) if series is not None else None
+            ensembles[i], means[i] = downscale_members(downscale_time, sampling, dataset, k, chosen[i], latents)
             found = first_nonfinite_field(ensembles[i], means[i], channels)
             if found:  # as generation's writer refuses it
                 raise OutputError(f"the ensemble of {found[1]!r} at {np.datetime64(chosen[i], 's')} came out NaN or "
@@ -162,6 +169,8 @@ class Downscaler:
         context = output_context(dataset, chosen)  # forecast reference/lead times, as the file records them
         if isinstance(dataset, InputMembers):
             context = dataclasses.replace(context, coords={**context.coords, **dataset.coords(sampling.members)})
+        series_coords = time_series.output_coords(config.generate.coherence, chosen, range(len(chosen)))
+        context = dataclasses.replace(context, coords={**context.coords, **series_coords})
         attrs = ensemble_attrs(config, self.models, allow_mismatch=False) | context.attrs | fingerprint.attrs()
         ds = ensemble_file.template(chosen, total, dataset.lat, dataset.lon, channels, self.models.meta.target_attrs,
                                     attrs, complete=True, command="corrdiff.Downscaler.downscale",
@@ -205,9 +214,11 @@ class Downscaler:
             ds[regression_name(name)] = ds[regression_name(name)].copy(data=means[:, c])
         return ds
 
-    def _config(self, members: int, seed: int, sampler):
+    def _config(self, members: int, seed: int, sampler, coherence=None):
         members, seed = arguments.whole_number("members", members, 1), arguments.whole_number("seed", seed, 0)
         gen = self.config.generate.model_copy(update={"members": members, "seed": seed})
+        if coherence is not None:
+            gen = gen.model_copy(update={"coherence": _coherence(coherence)})
         update = {"generate": gen}
         if sampler is not None:
             try:
@@ -222,3 +233,16 @@ class Downscaler:
             times = [str(t) if isinstance(t, str) else str(np.datetime64(t, "s")) for t in np.atleast_1d(times)]
         indices = select_times(dataset.times, times)
         return indices, np.asarray(dataset.times, dtype="datetime64[ns]")[indices]
+
+
+def _coherence(value) -> CoherenceSection:
+    """`downscale`'s `coherence` argument as the config section; a ConfigError in one line naming what is wrong."""
+    if isinstance(value, CoherenceSection):
+        return value
+    if not isinstance(value, dict):
+        raise ConfigError(f"coherence {value!r}: expected a dict such as {{'method': 'ar1', 'rho': 0.9}}")
+    try:
+        return CoherenceSection(**value)
+    except ValidationError as err:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
+        raise ConfigError(f"coherence: {problems}") from None

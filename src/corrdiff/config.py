@@ -9,7 +9,8 @@ from typing import Literal
 
 import torch
 import yaml
-from pydantic import BaseModel, ConfigDict, create_model, Field, field_validator, model_validator, ValidationError
+from pydantic import BaseModel, ConfigDict, create_model, Field, field_validator, model_serializer, model_validator, \
+    ValidationError
 
 from corrdiff.diffusion import EDMLoss, SamplerConfig
 from corrdiff.documents import read_yaml_mapping, yaml_problem
@@ -208,11 +209,30 @@ class DiffusionSection(TrainSection):
         return EDMLoss(P_mean=self.P_mean, P_std=self.P_std, sigma_data=self.sigma_data)
 
 
+class CoherenceSection(Section):
+    """Members that are time series (docs/sampling.md): how each member's starting noise relates across the
+    consecutive times of one generation (`corrdiff.inference.coherence`)."""
+
+    method: Literal["independent", "ar1"] = Field(
+        "independent", description="independent: member m of time t depends on (seed, t, m) only; ar1: member m's "
+        "starting noise is an AR(1) series along each run of times with a constant step, z_t = rho·z_(t-1) + "
+        "sqrt(1 − rho²)·eps_t (eps_t: the independent draw), so that a deterministic sampler maps it to samples "
+        "that are correlated in time; a gap in time starts a new series")
+    rho: float = Field(0.0, ge=0, lt=1, description="ar1: lag-1 correlation of the starting noise between "
+                       "consecutive times of a series, 0 <= rho < 1 (0: the independent samples, bit for bit)")
+
+    @property
+    def coherent(self) -> bool:
+        """Whether the members are time series (anything but independent)."""
+        return self.method != "independent"
+
+
 class GenerateSection(FastPathSection):
     """Ensemble generation settings."""
 
     members: int = Field(8, gt=0)
-    seed: int = Field(0, ge=0, description="member m of time t depends on (seed, t, m) only")
+    seed: int = Field(0, ge=0, description="member m of time t depends on (seed, t, m) only (as time series, "
+                      "`coherence`, also on the times before t in its series)")
     member_batch: int | None = Field(None, gt=0, description="members denoised at once; default: all on a CPU, as many as fit on a GPU (halved on out-of-memory)")
     split: str = "test"
     format: Literal["netcdf", "zarr"] = "netcdf"
@@ -221,6 +241,17 @@ class GenerateSection(FastPathSection):
     cuda_graphs: Literal["auto"] | bool = Field("auto", description="replay the denoiser from a CUDA graph; auto: on CUDA")
     overlap_writes: bool = Field(True, description="write time t to the output file in a background thread while time "
                                  "t+1 is sampled (one write in flight at most); false: write each time in turn")
+    coherence: CoherenceSection = Field(default_factory=CoherenceSection, description="members as time series (method, rho); "
+                                        "default: independent")
+
+    @model_serializer(mode="wrap")
+    def _without_default_coherence(self, handler):
+        """The section's values, `coherence` left out while it is the default: the config text that checkpoints and
+        ensembles record (`dump_config`) stays what it was before the setting existed."""
+        values = handler(self)
+        if isinstance(values, dict) and self.coherence == CoherenceSection():
+            values.pop("coherence", None)
+        return values
 
 
 class RunConfig(Section):

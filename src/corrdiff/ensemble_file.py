@@ -12,6 +12,9 @@ CF-1.11 NetCDF, or a Zarr v3 store (a path ending in .zarr):
     forecast_reference_time(time)  when the input is a forecast: its initialisation time (encoded as time)
     lead_time(time)                and its lead time, float64 hours (standard_name forecast_period)
     crs                            when the fine grid has a projection: its CF grid mapping (0-D int32)
+    series_start(time)             members as time series only (generate.coherence): int8, 1 where a series of
+                                   the members' starting noise starts (the first time, and after a gap), else 0;
+                                   with global attributes corrdiff_coherence (the method) and corrdiff_coherence_rho
 
 Chunks: one time × one member × the whole field for each channel (one time × the field for the regression mean):
 each write of a time, and each read of one member's field, touches whole chunks (benchmarks/bench_netcdf.py).
@@ -50,6 +53,10 @@ ENGINES = {"netcdf": "netcdf4", "zarr": "zarr"}  # format name (as in the run co
 # Read as dask chunks of one time × every member (what scores reduce over), the store's chunks along the rest.
 OPEN_CHUNKS = {"member": -1}
 SUFFIXES = {".zarr": "zarr", ".nc": "netcdf", ".nc4": "netcdf"}  # the format a file name implies
+SERIES_START = "series_start"
+SERIES_START_ATTRS = {"long_name": "whether a series of the members' starting noise starts at this time (the first "
+                      "time, or the first after a gap in time)", "flag_values": np.array([0, 1], dtype="int8"),
+                      "flag_meanings": "continues_series starts_series"}
 
 
 def regression_name(name: str) -> str:
@@ -83,6 +90,16 @@ def format_of(path: Path) -> str:
 def format_from_suffix(path: Path) -> str | None:
     """The format the suffix of `path` names (SUFFIXES, any case), or None for another suffix."""
     return SUFFIXES.get(Path(path).suffix.lower())
+
+
+def series_coords(starts) -> dict:
+    """The `series_start` coordinate along time, for `template`'s `coords`: `starts` (time,) booleans."""
+    return {SERIES_START: (("time",), np.asarray(starts, dtype="int8"), dict(SERIES_START_ATTRS))}
+
+
+def coherence_attrs(method: str, rho: float) -> dict:
+    """The global attributes of an ensemble whose members are time series: the method and its rho."""
+    return {"corrdiff_coherence": str(method), "corrdiff_coherence_rho": float(rho)}
 
 
 def template(times, members: int, lat, lon, channels, channel_attrs: dict | None = None,

@@ -116,6 +116,8 @@ def generate(
     format_: Annotated[str | None, typer.Option("--format", help="netcdf or zarr, for an --out without .nc/.nc4/.zarr (default: generate.format).")] = None,
     input_: Annotated[list[str] | None, typer.Option("--input", help="Coarse input file or glob to downscale instead of the spec's inputs (e.g. a new forecast; no targets needed); every time it holds, unless --times. Repeatable.")] = None,
     input_member: Annotated[str | None, typer.Option("--input-member", help="Ensemble inputs (a `number` dimension): a member's number, `mean`, or `all` (--members per input member; the output's input_member coordinate says which). Default: the spec's `member`.")] = None,
+    coherence: Annotated[str | None, typer.Option("--coherence", help="Members as time series: independent, or ar1 (each member's starting noise an AR(1) series over consecutive times with a constant step; a deterministic sampler; docs/sampling.md). Default: generate.coherence.method.")] = None,
+    coherence_rho: Annotated[float | None, typer.Option("--coherence-rho", help="With --coherence ar1: lag-1 correlation of the starting noise between consecutive times, 0 <= rho < 1 (default: generate.coherence.rho).")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace what is at --out (once the new file is complete) instead of resuming it.")] = False,
     allow_mismatch: Annotated[bool, typer.Option("--allow-mismatch", help="Generate even if the diffusion checkpoint was trained against another regression checkpoint (recorded in the output).")] = False,
     set_: SetOpt = None,
@@ -138,7 +140,8 @@ def generate(
                           "give a run config, or --model with a model package (`corrdiff export`)")
     member = _input_member(input_member)
     overrides = list(set_ or [])
-    for key, value in (("members", members), ("seed", seed), ("split", split), ("format", format_)):
+    for key, value in (("members", members), ("seed", seed), ("split", split), ("format", format_),
+                       ("coherence.method", coherence), ("coherence.rho", coherence_rho)):
         if value is not None:
             overrides.append(f"generate.{key}={value}")
     if model is not None:

@@ -147,6 +147,15 @@ def _randn(shape: Sequence[int], generators: list[torch.Generator], device) -> t
     return torch.stack([torch.randn(tuple(shape), generator=g, device=device) for g in generators])
 
 
+def first_draws(shape: Sequence[int], members: Sequence[int], seed: int, arithmetic: str = "edm",
+                device=None) -> torch.Tensor:
+    """The members' first standard-normal draw, the sampler's starting noise when no `latents` are given:
+    (len(members), *shape), float32 on `device`. Drawing it costs no network evaluation (members as time
+    series build their starting noise from it: `corrdiff.inference.coherence`)."""
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    return _randn(shape, [member_generator(seed, k, device, arithmetic) for k in members], device)
+
+
 def edm_sample(
     denoise: Denoise,
     shape: Sequence[int],
@@ -160,7 +169,8 @@ def edm_sample(
     """Draw one sample per member with the solver and schedule of `config`: (len(members), *shape), float32.
 
     `shape` is (C, H, W) of one sample; members are integer ids (member k of a seed is reproducible).
-    `latents` (len(members), *shape), standard normal, replaces the members' first draw if given.
+    `latents` (len(members), *shape), standard normal, replaces the members' first draw (`first_draws`) if given;
+    the later draws (churn, SDE noise) then start their members' streams.
     `config.residual_scale` is not applied here (it belongs to the ensemble: `sample_ensemble`), nor the
     networks' part of `config.arithmetic` (`use_arithmetic`, which `downscale_ensemble` applies).
     """
@@ -187,9 +197,11 @@ def sample_ensemble(
     batch_size: int | None = None,
     patcher=None,
     residual_unit: Sequence[float] = (),
+    latents: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """CorrDiff ensemble μ + s·u·r for one time: (len(members), C, H, W); s is `config.residual_scale` (1 if ()),
     u the per-channel `residual_unit` of the denoiser's data (`CheckpointMeta.residual_unit`; 1 if ()).
+    `latents` (len(members), C, H, W): the members' starting noise, as `edm_sample` takes it (None: their first draw).
 
     `mean` (1, C, H, W) is the regression prediction μ, `condition` (1, C_cond, H, W) the diffusion
     condition; members are generated `batch_size` at a time (all at once by default). With a
@@ -213,7 +225,8 @@ def sample_ensemble(
                 return patcher(denoiser, x, sigma, cond)
             return denoiser(x, sigma, cond)
 
-        residual = edm_sample(denoise, mean.shape[1:], chunk, seed, config, device)
+        chunk_latents = None if latents is None else latents[start : start + batch_size]
+        residual = edm_sample(denoise, mean.shape[1:], chunk, seed, config, device, latents=chunk_latents)
         outputs.append(mean + residual if scale is None else mean + scale * residual)
     return torch.cat(outputs)
 
@@ -221,13 +234,15 @@ def sample_ensemble(
 @torch.no_grad()
 def downscale_ensemble(regression, denoiser, condition_builder: DiffusionCondition, inputs: torch.Tensor,
                        members: int, seed: int, config: SamplerConfig, member_batch: int | None = None, patcher=None,
-                       residual_unit: Sequence[float] = (), first_member: int = 0):
+                       residual_unit: Sequence[float] = (), first_member: int = 0,
+                       latents: torch.Tensor | None = None):
     """Regression mean (1, C, H, W) and ensemble (members, C, H, W), normalised, for one input (1, C_in, H, W).
 
     The one per-time path of CorrDiff sampling (generation, tune and the sample check of diffusion training):
     μ = regression(inputs), the denoiser's condition built from it by `condition_builder`, members
     first_member … first_member + members − 1 (each seeded by its index);
-    `residual_unit` as `sample_ensemble`'s (the checkpoint's `CheckpointMeta.residual_unit()`).
+    `residual_unit` as `sample_ensemble`'s (the checkpoint's `CheckpointMeta.residual_unit()`); `latents`
+    (members, C, H, W): the members' starting noise (None: their first draw; `corrdiff.inference.coherence`).
     """
     use_arithmetic(config.arithmetic, regression, denoiser)
     # The mean is one call per time and every member is built on it: float32, never under bf16 autocast.
@@ -236,8 +251,7 @@ def downscale_ensemble(regression, denoiser, condition_builder: DiffusionConditi
     # A patcher builds each patch's condition from the whole field; one pass over the domain takes it whole.
     denoiser_condition = field if patcher is not None else condition_builder.whole_domain(field)
     ensemble = sample_ensemble(denoiser, mean, denoiser_condition, range(first_member, first_member + members), seed,
-                               config, member_batch,
-                               patcher, residual_unit)
+                               config, member_batch, patcher, residual_unit, latents)
     return mean, ensemble
 
 

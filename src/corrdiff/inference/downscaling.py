@@ -15,10 +15,11 @@ import torch
 from corrdiff import __version__
 from corrdiff import checkpoint as ckpt
 from corrdiff.checkpoint import CheckpointMeta, ModelCheckpoint
-from corrdiff.config import dump_config, RunConfig
+from corrdiff.config import CoherenceSection, dump_config, RunConfig
 from corrdiff.diffusion import DiffusionCondition, downscale_ensemble, PatchedDenoiser, SamplerConfig
+from corrdiff.diffusion.sampler import first_draws
 from corrdiff.errors import ConfigError, DataError
-from corrdiff.inference import checks
+from corrdiff.inference import checks, coherence as time_series
 from corrdiff.inference.fingerprint import Fingerprint, generation_fingerprint
 from corrdiff.inference.input_members import InputMembers
 from corrdiff.inference.member_batching import MemberBatching
@@ -111,11 +112,13 @@ def _iso(time: np.datetime64) -> str:
 
 @torch.no_grad()
 def downscale(models: Models, condition: torch.Tensor, members: int, seed: int, sampler: SamplerConfig,
-              member_batch: int | None = None, patcher: PatchedDenoiser | None = None, first_member: int = 0):
+              member_batch: int | None = None, patcher: PatchedDenoiser | None = None, first_member: int = 0,
+              latents: torch.Tensor | None = None):
     """Regression mean (1, C, H, W) and ensemble (members, C, H, W), normalised, for one condition (1, C_in, H, W);
-    the members are first_member … first_member + members − 1 of the time's ensemble."""
+    the members are first_member … first_member + members − 1 of the time's ensemble, started from `latents`
+    (members, C, H, W) when given (members as time series), else from their first draw."""
     return downscale_ensemble(models.regression, models.denoiser, models.condition, condition, members, seed, sampler,
-                              member_batch, patcher, models.meta.residual_unit(), first_member)
+                              member_batch, patcher, models.meta.residual_unit(), first_member, latents)
 
 
 def check_fits(models: Models, dataset) -> None:
@@ -135,7 +138,8 @@ def check_fits(models: Models, dataset) -> None:
 @dataclass
 class Sampling:
     """What every time of one generation shares: the networks on their fast path and their device, the sampler,
-    members and patches, and the check of inputs against their training ranges (which warns once per channel)."""
+    members and patches, the members' coherence in time, and the check of inputs against their training ranges
+    (which warns once per channel)."""
 
     models: Models
     sampler: SamplerConfig
@@ -145,6 +149,9 @@ class Sampling:
     batching: MemberBatching
     device: torch.device
     ranges: checks.InputRanges
+    coherence: CoherenceSection = field(default_factory=CoherenceSection)
+    shape: tuple[int, ...] = ()
+    """(C, H, W) of one member: the target channels on the fine grid."""
 
     @classmethod
     def build(cls, config: RunConfig, models: Models, grid_shape, device) -> "Sampling":
@@ -152,6 +159,7 @@ class Sampling:
         gen = config.generate
         checks.check_arithmetic(config.sampler.arithmetic, models.meta, models.provenance["diffusion_checkpoint"],
                                 models.regression, models.denoiser)
+        time_series.check_sampler(gen.coherence, config.sampler)
         prepare(models, gen.fast_path(device))
         patcher = None
         if gen.patch_shape:
@@ -159,7 +167,8 @@ class Sampling:
                                       condition=models.condition)
         return cls(models, config.sampler, gen.members, gen.seed, patcher,
                    MemberBatching(gen.member_batch, gen.members, device), torch.device(device),
-                   checks.InputRanges(models.meta, models.provenance["diffusion_checkpoint"]))
+                   checks.InputRanges(models.meta, models.provenance["diffusion_checkpoint"]), gen.coherence,
+                   (len(models.meta.target_channels), *grid_shape))
 
 
 def prepare(models: Models, fast: FastPath) -> None:
@@ -173,24 +182,38 @@ def prepare(models: Models, fast: FastPath) -> None:
     models.prepared = True
 
 
-def downscale_time(sampling: Sampling, sample_input: torch.Tensor, time, first_member: int = 0) -> tuple[np.ndarray,
-                                                                                                        np.ndarray]:
+def downscale_time(sampling: Sampling, sample_input: torch.Tensor, time, first_member: int = 0,
+                   latents: torch.Tensor | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Ensemble (members, C, H, W) and regression mean (C, H, W) of one time, physical units, float32 numpy.
 
     `sample_input`: the normalised input (C_in, H, W) of a dataset's sample, checked against the training ranges
     (a warning per channel far outside them); `time` (datetime64) seeds the members: member m of a time depends on
     (seed, time, m) only, so any selection of times gives the same fields (with `sampler.arithmetic: physicsnemo`
     on (seed, m) only, as in PhysicsNeMo: `corrdiff.seeding.members_seed`). The members are m = first_member …
-    first_member + sampling.members − 1 (`corrdiff.inference.input_members`: K members per input member).
+    first_member + sampling.members − 1 (`corrdiff.inference.input_members`: K members per input member), started
+    from `latents` (sampling.members, C, H, W) when given (members as time series: `series_latents`).
     """
     sampling.ranges.check(sample_input, time)
     condition = sample_input[None].to(sampling.device)
     seed = members_seed(sampling.seed, time, sampling.sampler.arithmetic)
     mean, ensemble = sampling.batching.run(
         lambda size: downscale(sampling.models, condition, sampling.members, seed, sampling.sampler, size,
-                               sampling.patcher, first_member))
+                               sampling.patcher, first_member, latents))
     stats = sampling.models.meta.stats  # the checkpoint's own normalisation, never one the data carries
     return stats.denormalize_target(ensemble).cpu().numpy(), stats.denormalize_target(mean)[0].cpu().numpy()
+
+
+def first_draws_of(sampling: Sampling, time, members: int) -> torch.Tensor:
+    """The first draw of members 0 … members − 1 of `time`: what independent sampling starts them from,
+    (members, C, H, W) on the sampling device, drawn without the networks."""
+    seed = members_seed(sampling.seed, time, sampling.sampler.arithmetic)
+    return first_draws(sampling.shape, range(members), seed, sampling.sampler.arithmetic, sampling.device)
+
+
+def series_latents(sampling: Sampling, times, members: int) -> time_series.SeriesLatents | None:
+    """The starting noise of the `members` members (every input member's) at each of `times` (the output's, in its
+    order) when they are time series (`corrdiff.inference.coherence`); None when they are independent."""
+    return time_series.series_latents(sampling.coherence, times, lambda time: first_draws_of(sampling, time, members))
 
 
 def resolve_patches(config: RunConfig, models: Models, grid_shape) -> RunConfig:
@@ -213,7 +236,8 @@ def ensemble_attrs(config: RunConfig, models: Models, allow_mismatch: bool) -> d
             "corrdiff_config": dump_config(config), **models.provenance,
             **{f"sampler_{k}": str(v) for k, v in dataclasses.asdict(config.sampler).items()},
             "corrdiff_allow_mismatch": int(allow_mismatch or bool(models.mismatches)),
-            **({"corrdiff_mismatches": "; ".join(models.mismatches)} if models.mismatches else {})}
+            **({"corrdiff_mismatches": "; ".join(models.mismatches)} if models.mismatches else {}),
+            **time_series.output_attrs(gen.coherence)}
 
 
 def generation_fingerprint_of(config: RunConfig, models: Models, dataset, times: np.ndarray, hashes=None) -> Fingerprint:
@@ -232,4 +256,4 @@ def generation_fingerprint_of(config: RunConfig, models: Models, dataset, times:
         patch_overlap=gen.patch_overlap, times=times, lat=dataset.lat, lon=dataset.lon, input_files=files,
         spec_file=spec_file, version=__version__,
         tf32=gen.allow_tf32 and next(models.regression.parameters()).device.type == "cuda", input_member=member,
-        hashes=hashes)
+        hashes=hashes, coherence=time_series.fingerprint_settings(gen.coherence))

@@ -77,13 +77,14 @@ def generation_fingerprint(*, regression_sha256: str, diffusion_sha256: str, sam
                            channels, bf16: bool, patch_shape, patch_overlap, times: np.ndarray, lat: np.ndarray,
                            lon: np.ndarray, input_files: list[Path], spec_file: Path | None,
                            version: str, tf32: bool = False, input_member=None,
-                           hashes: ContentHashes | None = None) -> Fingerprint:
+                           hashes: ContentHashes | None = None, coherence: dict | None = None) -> Fingerprint:
     """The fingerprint of one generation: checkpoints, sampler, seed, members, precision, patches, inputs, times.
 
     `tf32`: CUDA ran float32 convolutions in TF32 (`allow_tf32`), a lower precision rather than a reordering; kept
     only when true, so that the fingerprints of files made without it stay what they were; the same for the
     sampler's `arithmetic`, kept only when it is not "edm", and `input_member` (the ensemble input member read: a
-    number, "mean" or "all: <labels>"), kept only when one is chosen. `hashes`: the input hashes an earlier run
+    number, "mean" or "all: <labels>"), kept only when one is chosen; and `coherence` ({"method", "rho"} of members
+    as time series, `corrdiff.inference.coherence`), kept only when the members are not independent. `hashes`: the input hashes an earlier run
     recorded (`Fingerprint.hashes_from_attrs`), to skip reading unchanged inputs."""
     hashes = hashes if hashes is not None else ContentHashes()
     times = np.asarray(times, dtype="datetime64[s]")
@@ -99,6 +100,7 @@ def generation_fingerprint(*, regression_sha256: str, diffusion_sha256: str, sam
         "bf16": bool(bf16),
         **({"tf32": True} if tf32 else {}),
         **({"input_member": str(input_member)} if input_member is not None else {}),
+        **{f"coherence.{k}": v for k, v in (coherence or {}).items()},
         "patch_shape": list(patch_shape) if patch_shape else None,
         "patch_overlap": list(patch_overlap) if patch_shape else None,  # no patches: the overlap is unused
         "times": f"{len(iso)} from {iso[0]} to {iso[-1]}" if iso else "none",

@@ -21,10 +21,10 @@ from corrdiff.distributed import barrier, DistInfo, init_distributed, shutdown
 from corrdiff import ensemble_file, locks, sampler_file
 from corrdiff.ensemble_file import FLAG
 from corrdiff.errors import ConfigError, OutputError
-from corrdiff.inference import checks
+from corrdiff.inference import checks, coherence as time_series
 from corrdiff.inference.context import output_context
 from corrdiff.inference.downscaling import check_fits, downscale_time, ensemble_attrs, generation_fingerprint_of, \
-    load_models, Models, resolve_patches, Sampling, select_times
+    load_models, Models, resolve_patches, Sampling, select_times, series_latents
 from corrdiff.inference.input_members import downscale_members, InputMembers, member_labels, with_member
 from corrdiff.inference.writer import check_not_a_folder, EnsembleWriter, io_error, is_io_error, OverlappedWriter, \
     overwrite_path, recorded_input_hashes, remove, replace, resumable
@@ -125,8 +125,8 @@ def generate(config: RunConfig, request: GenerationRequest, output: EnsembleOutp
     how to sample (the sampler and the `generate:` section), `request` what to read, `output` what to write.
 
     A file already at `output.path` is resumed only when its fingerprint is this generation's; else it is refused,
-    or with `output.overwrite` replaced once the new file is complete. Under torchrun, ranks take every
-    world_size-th time; NetCDF ranks write part files that rank 0 merges into the file, Zarr ranks write their
+    or with `output.overwrite` replaced once the new file is complete. Under torchrun, ranks take contiguous blocks
+    of the times (`rank_positions`); NetCDF ranks write part files that rank 0 merges into the file, Zarr ranks write their
     regions of the store directly. The file never is, lies inside or holds what the generation reads
     (`corrdiff.output_paths`), and one generation at a time writes it (`corrdiff.locks`: a second is refused,
     naming the first one's PID).
@@ -200,9 +200,9 @@ def _write_ensemble(config: RunConfig, models: Models, dataset, request: Generat
     attrs = ensemble_attrs(config, models, request.allow_mismatch)
     # With --overwrite the new file is built beside `out` and renamed over it once complete.
     target = overwrite_path(out) if output.overwrite else out
-    # Ranks take every world_size-th time. NetCDF cannot take concurrent writers: each rank fills a part
+    # Ranks take contiguous blocks of the times. NetCDF cannot take concurrent writers: each rank fills a part
     # file of its own times; a Zarr store is shared, each rank writing its own time chunks.
-    my_positions = list(range(len(indices)))[info.rank :: info.world_size]  # in `indices`, this rank's
+    my_positions = rank_positions(len(indices), info.rank, info.world_size)  # in `indices`, this rank's
     in_part_files = info.world_size > 1 and file_format == "netcdf"
     if in_part_files and not output.overwrite and resumable(out, file_format, fingerprint):
         return out  # merged already: parts are merged only once every time is written
@@ -215,6 +215,9 @@ def _write_ensemble(config: RunConfig, models: Models, dataset, request: Generat
     members = generation.members * (len(dataset.labels) if isinstance(dataset, InputMembers) else 1)
     if isinstance(dataset, InputMembers):
         context = dataclasses.replace(context, coords={**context.coords, **dataset.coords(generation.members)})
+    series_coords = time_series.output_coords(generation.coherence, chosen_times,
+                                            my_positions if in_part_files else range(len(indices)))
+    context = dataclasses.replace(context, coords={**context.coords, **series_coords})
     open_writer = lambda: EnsembleWriter(path, slot_times, members, dataset.lat, dataset.lon, channels,
                                          models.meta.target_attrs, {**attrs, **context.attrs}, file_format,
                                          fingerprint=fingerprint, replace=output.overwrite,
@@ -229,10 +232,13 @@ def _write_ensemble(config: RunConfig, models: Models, dataset, request: Generat
     bar = progress_bar(total=len(todo), desc="generate", unit="time", disable=not (output.progress and info.is_main))
     # Time t is written in the background while time t+1 is sampled; the bar counts times written.
     overlapped = OverlappedWriter(writer, generation.overlap_writes, on_written=lambda slot: bar.update())
+    # Members as time series: each time's starting noise, rebuilt from its series' start where this run starts.
+    series = series_latents(sampling, chosen_times, members)
     try:
         for slot, position in todo:
+            latents = series.at(position) if series is not None else None
             overlapped.write(slot, *downscale_members(downscale_time, sampling, dataset, indices[position],
-                                                      chosen_times[position]))
+                                                      chosen_times[position], latents))
     finally:
         try:
             overlapped.close()
@@ -243,6 +249,14 @@ def _write_ensemble(config: RunConfig, models: Models, dataset, request: Generat
         _finish(target, out, file_format, info.world_size if in_part_files else 0, output.overwrite)
     barrier(info)
     return out
+
+
+def rank_positions(times: int, rank: int, world_size: int) -> list[int]:
+    """The positions (of `times` in all) that rank `rank` of `world_size` generates: a contiguous block, the first
+    `times % world_size` ranks one time more (members as time series then rebuild one series' state per rank)."""
+    size, extra = divmod(times, world_size)
+    start = rank * size + min(rank, extra)
+    return list(range(start, start + size + (rank < extra)))
 
 
 def _finish(target: Path, out: Path, fmt: str, parts: int, overwrite: bool) -> None:

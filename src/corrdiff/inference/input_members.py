@@ -81,15 +81,20 @@ class InputMembers:
         return {INPUT_MEMBER: (("member",), values, dict(INPUT_MEMBER_ATTRS))}
 
 
-def downscale_members(downscale_time, sampling, dataset, index: int, time) -> tuple[np.ndarray, np.ndarray]:
+def downscale_members(downscale_time, sampling, dataset, index: int, time,
+                      latents=None) -> tuple[np.ndarray, np.ndarray]:
     """Ensemble (members, C, H, W) and regression mean (C, H, W) of time `index` of `dataset`; for `InputMembers`,
     K members from each input member (members i·K … i·K + K − 1) and the mean of their regression means.
-    `downscale_time(sampling, input, time, first_member)` samples one input."""
+    `downscale_time(sampling, input, time, first_member, latents)` samples one input. `latents` (every member's
+    starting noise, (members, C, H, W), for members as time series; None: their first draws): input member i's
+    members start from rows i·K … i·K + K − 1, so each (input member, member) is a series of its own."""
     if not isinstance(dataset, InputMembers):
-        return downscale_time(sampling, dataset[index].input, time, 0)
+        return downscale_time(sampling, dataset[index].input, time, 0, latents)
     ensembles, means = [], []
+    k = sampling.members
     for i, member_dataset in enumerate(dataset.datasets):
-        ensemble, mean = downscale_time(sampling, member_dataset[index].input, time, i * sampling.members)
+        ensemble, mean = downscale_time(sampling, member_dataset[index].input, time, i * k,
+                                        None if latents is None else latents[i * k : (i + 1) * k])
         ensembles.append(ensemble)
         means.append(mean)
     return np.concatenate(ensembles), np.mean(means, axis=0, dtype=np.float64).astype(np.float32)

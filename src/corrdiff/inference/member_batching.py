@@ -1,5 +1,6 @@
 """How many ensemble members the denoiser takes at once: all on a CPU, as many as fit on a GPU (measured),
-halved on out-of-memory. Members depend on (seed, time, member) only, so the batch never changes a value."""
+halved on out-of-memory. Members depend on (seed, time, member) only (as time series, also on their starting
+noise, which is split with them), so the batch never changes a value."""
 
 import logging
 

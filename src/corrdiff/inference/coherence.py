@@ -1,0 +1,121 @@
+"""Members that are time series (`generate.coherence`, docs/sampling.md): the starting noise of each member follows
+an AR(1) process along the times of a generation, so that a deterministic sampler, which maps nearby noise to nearby
+samples, gives members that are correlated from one time to the next.
+
+A *series* is a run of the output's times, in the output's order, with a constant step; its step is the one from
+its first time to its second. A time whose step from the time before differs from its series' step (a missing input
+time, a jump) starts a new series; so does the first time. Along a series, member m's starting noise is
+
+    z_(m,t0) = eps_(m,t0),    z_(m,t) = rho·z_(m,t−1) + sqrt(1 − rho²)·eps_(m,t),
+
+where eps_(m,t) is exactly the draw that independent sampling starts member m of time t from
+(`corrdiff.diffusion.sampler.first_draws`, seeded by (seed, t, m)): each z is standard normal, consecutive ones
+correlate by rho, and rho = 0 is independent sampling bit for bit. The state at any time is rebuilt from its
+series' start by drawing the eps again (no network), so a resumed file, a rank's block of times under torchrun
+and an uninterrupted run give the same values.
+"""
+
+import math
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from corrdiff import ensemble_file
+from corrdiff.config import CoherenceSection
+from corrdiff.diffusion import SamplerConfig
+from corrdiff.diffusion.solvers import SOLVERS
+from corrdiff.errors import ConfigError
+
+
+def series_starts(times) -> np.ndarray:
+    """Whether each of `times` (datetime64, in the output's order) starts a series: (time,) booleans."""
+    times = np.asarray(times, dtype="datetime64[ns]")
+    starts = np.ones(len(times), dtype=bool)
+    step = None  # of the series being followed; None until its second time sets it
+    for i in range(1, len(times)):
+        gap = times[i] - times[i - 1]
+        if step is None and gap > np.timedelta64(0, "ns"):
+            step, starts[i] = gap, False
+        elif step is not None and gap == step:
+            starts[i] = False
+        else:
+            step = None  # a gap: time i starts a series whose step time i + 1 sets
+    return starts
+
+
+def check_sampler(coherence: CoherenceSection, sampler: SamplerConfig) -> None:
+    """A ConfigError, in one line, when members as time series cannot be made with `sampler`: only a deterministic
+    sampler maps correlated starting noise to correlated samples (the later draws of churn or an SDE are not
+    correlated), and PhysicsNeMo's arithmetic draws the same noise at every time."""
+    if not coherence.coherent:
+        return
+    what = f"generate.coherence.method {coherence.method} needs a deterministic sampler"
+    if SOLVERS[sampler.solver].sde:
+        deterministic = ", ".join(name for name, solver in SOLVERS.items() if not solver.sde)
+        raise ConfigError(f"{what}: sampler.solver {sampler.solver} draws fresh noise at every step; choose one of "
+                          f"{deterministic} (without churn), or generate.coherence.method independent")
+    if sampler.S_churn > 0:
+        raise ConfigError(f"{what}: sampler.S_churn {sampler.S_churn} draws fresh noise at every step; set "
+                          "sampler.S_churn=0, or generate.coherence.method independent")
+    if sampler.arithmetic != "edm":
+        raise ConfigError(f"generate.coherence.method {coherence.method} needs sampler.arithmetic edm: "
+                          f"{sampler.arithmetic} starts every time from the same noise")
+
+
+def ar1_step(previous: torch.Tensor, draw: torch.Tensor, rho: float) -> torch.Tensor:
+    """rho·previous + sqrt(1 − rho²)·draw: the next starting noise of a series (rho = 0 gives `draw`, bit for bit)."""
+    return previous * rho + draw * math.sqrt(1.0 - rho * rho)
+
+
+class SeriesLatents:
+    """The starting noise of every member at each of a generation's times: `at(position)` (members, C, H, W).
+
+    `times` (datetime64): the output's times, in its order; `draw(time)`: the independent first draw of every
+    member at `time` (`corrdiff.inference.downscaling.first_draws`). Positions may be asked in any order: the
+    state is carried forward from the last position asked within the same series, else rebuilt from the series'
+    start, drawing only the eps of the times in between.
+    """
+
+    def __init__(self, rho: float, times, draw: Callable[[np.datetime64], torch.Tensor]):
+        self.rho, self.draw = float(rho), draw
+        self.times = np.asarray(times, dtype="datetime64[ns]")
+        self.starts = series_starts(self.times)
+        self._position: int | None = None
+        self._state: torch.Tensor | None = None
+
+    def series_start(self, position: int) -> int:
+        """The position at which the series holding `position` starts."""
+        return int(np.flatnonzero(self.starts[: position + 1])[-1])
+
+    def at(self, position: int) -> torch.Tensor:
+        """The members' starting noise at `position` of the times."""
+        start = self.series_start(position)
+        if self._position is None or not start <= self._position <= position:
+            self._position, self._state = start, self.draw(self.times[start])
+        while self._position < position:
+            self._position += 1
+            self._state = ar1_step(self._state, self.draw(self.times[self._position]), self.rho)
+        return self._state
+
+
+def series_latents(coherence: CoherenceSection, times, draw) -> SeriesLatents | None:
+    """The `SeriesLatents` of a generation of `times`; None when its members are independent."""
+    return SeriesLatents(coherence.rho, times, draw) if coherence.coherent else None
+
+
+def output_coords(coherence: CoherenceSection, times, positions) -> dict:
+    """The `series_start` coordinate of the output's times at `positions` (of all `times`); {} when independent."""
+    if not coherence.coherent:
+        return {}
+    return ensemble_file.series_coords(series_starts(times)[np.asarray(positions, dtype=int)])
+
+
+def output_attrs(coherence: CoherenceSection) -> dict:
+    """The global attributes naming the method and rho; {} when independent (files stay as they were)."""
+    return ensemble_file.coherence_attrs(coherence.method, coherence.rho) if coherence.coherent else {}
+
+
+def fingerprint_settings(coherence: CoherenceSection) -> dict | None:
+    """What of the coherence enters an ensemble's fingerprint: None when independent (fingerprints as before)."""
+    return {"method": coherence.method, "rho": float(coherence.rho)} if coherence.coherent else None

@@ -92,6 +92,31 @@ def format_from_suffix(path: Path) -> str | None:
     return SUFFIXES.get(Path(path).suffix.lower())
 
 
+def series_step(times) -> np.timedelta64 | None:
+    """The step of `times`' series (datetime64, sorted): the most common positive step between consecutive times
+    (the smaller one on a tie); None when no two times follow each other."""
+    steps = np.diff(np.asarray(times, dtype="datetime64[ns]"))
+    positive = steps[steps > np.timedelta64(0, "ns")]
+    if positive.size == 0:
+        return None
+    values, counts = np.unique(positive, return_counts=True)  # sorted: argmax takes the smaller step on a tie
+    return values[np.argmax(counts)]
+
+
+def series_starts(times, reference=None) -> np.ndarray:
+    """Whether each of `times` (datetime64, sorted) starts a series of consecutive times: (time,) booleans. A
+    series is a run of times `series_step` apart; any other step (a missing time) starts a new one, and so does a
+    change of `reference` (time,), a forecast's reference time. Generation (members that are time series) and the
+    scores of time both follow this rule."""
+    times = np.asarray(times, dtype="datetime64[ns]")
+    step = series_step(times)
+    joined = np.diff(times) == step if step is not None else np.zeros(max(len(times) - 1, 0), dtype=bool)
+    if reference is not None:
+        reference = np.asarray(reference)
+        joined &= reference[1:] == reference[:-1]
+    return np.concatenate([[True], ~joined]) if len(times) else np.zeros(0, dtype=bool)
+
+
 def series_coords(starts) -> dict:
     """The `series_start` coordinate along time, for `template`'s `coords`: `starts` (time,) booleans."""
     return {SERIES_START: (("time",), np.asarray(starts, dtype="int8"), dict(SERIES_START_ATTRS))}

@@ -194,3 +194,30 @@ def test_case_command_measures_the_vortex_tracks_smoothness(tmp_path):
         assert ds["track_step_km"].dims == ("source",) and ds.attrs["track_step"] == "6 h"
         np.testing.assert_allclose(ds["track_step_km"].values, step, atol=spacing / 2)
         assert np.all(ds["track_second_difference_km"].values < spacing / 2)
+
+
+def test_a_series_start_the_generation_recorded_splits_the_series_like_a_gap(tmp_path):
+    """Members that are time series restart where the file says (`series_start`): scored the same way."""
+    rng = np.random.default_rng(3)
+    truth = ar1(rng, 12, 1)[:, 0]
+    gap = fx.time_axis(12)
+    gap[6:] += np.timedelta64(2, "D")
+    for folder in ("gap", "recorded"):
+        (tmp_path / folder).mkdir()
+    with_gap = write(tmp_path / "gap", truth, truth[:, None], times=gap)
+    expected = score_in_time(with_gap, distributions=False)
+    with_gap.close()
+    recorded = tmp_path / "recorded"
+    evaluation = write(recorded, truth, truth[:, None])
+    evaluation.close()
+    with xr.open_dataset(recorded / "ens.nc") as ds:
+        ds = ds.load()
+    starts = np.zeros(12, dtype="int8")
+    starts[[0, 6]] = 1
+    ds.assign_coords(series_start=("time", starts)).to_netcdf(recorded / "ens2.nc")
+    evaluation = collect(recorded / "ens2.nc", recorded / "truth.nc")
+    scores = score_in_time(evaluation, distributions=False)
+    evaluation.close()
+    assert scores.attrs["time_series"] == 2 and scores.attrs["time_pairs"] == 10
+    name = "truth_residual_autocorrelation_lag1"
+    assert float(scores[name].sel(variable="u")) == pytest.approx(float(expected[name].sel(variable="u")), abs=1e-6)

@@ -19,7 +19,8 @@ from corrdiff.diffusion.sampler import edm_sample, first_draws, SamplerConfig
 from corrdiff.ensemble_file import SERIES_START
 from corrdiff.errors import ConfigError
 from corrdiff.inference import writer as writer_module
-from corrdiff.inference.coherence import check_sampler, SeriesLatents, series_starts
+from corrdiff.ensemble_file import series_starts
+from corrdiff.inference.coherence import check_sampler, SeriesLatents
 from corrdiff.inference.generate import EnsembleOutput, generate, GenerationRequest, rank_positions
 from corrdiff.inference.input_members import INPUT_MEMBER
 from corrdiff.seeding import members_seed
@@ -40,8 +41,9 @@ T0 = np.datetime64("2021-01-01T00", "ns")
 @pytest.mark.parametrize("hours, starts", [
     ([0, 1, 2, 3], [1, 0, 0, 0]),
     ([0, 1, 2, 4, 5, 6], [1, 0, 0, 1, 0, 0]),  # a missing hour restarts the series
-    ([0, 1, 2, 4, 6, 8], [1, 0, 0, 1, 0, 0]),  # the new series' step is its own (2 h)
-    ([0, 6, 7, 8], [1, 0, 1, 0]),  # the second time sets the step: 7 is a gap after 0 → 6
+    ([0, 1, 2, 4, 6, 8], [1, 1, 1, 0, 0, 0]),  # one step for all: the most common (2 h); hourly times stand alone
+    ([0, 6, 7, 8], [1, 1, 0, 0]),  # 0 → 6 is not the step (1 h): 6 starts the series
+    ([0, 1, 3, 4, 6, 7], [1, 0, 1, 0, 1, 0]),  # a tie (1 h and 2 h twice each): the smaller step
     ([3, 2, 1], [1, 1, 1]),  # backwards in time: no series
     ([0], [1]),
     ([], []),

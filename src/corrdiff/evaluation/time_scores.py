@@ -43,6 +43,7 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
+from corrdiff import ensemble_file
 from corrdiff.evaluation import cases, plots
 from corrdiff.evaluation.lead_time import REFERENCE
 from corrdiff.evaluation.scores import FROM_SERIES, named, SCORES
@@ -97,27 +98,28 @@ def step_text(step: np.timedelta64 | None) -> str:
 def series_of(times, reference=None) -> Series:
     """The series of `times` (time,), sorted: runs of consecutive times at the most common step between
     consecutive times (the smaller one on a tie); `reference` (time,): a change of it ends a series too."""
-    times = np.asarray(times).astype("datetime64[ns]")
-    steps = np.diff(times)
-    positive = steps[steps > np.timedelta64(0, "ns")]
-    if positive.size == 0:
-        return Series(np.arange(times.size), None)
-    values, counts = np.unique(positive, return_counts=True)  # sorted: argmax takes the smaller step on a tie
-    step = values[np.argmax(counts)]
-    joined = steps == step
-    if reference is not None:
-        reference = np.asarray(reference)
-        joined &= reference[1:] == reference[:-1]
-    return Series(np.concatenate([[0], np.cumsum(~joined)]), step)
+    return series_from_starts(times, ensemble_file.series_starts(times, reference))
+
+
+def series_from_starts(times, starts) -> Series:
+    """The `Series` whose series begin where `starts` (time,) is true."""
+    return Series(np.cumsum(starts) - 1, ensemble_file.series_step(times))
 
 
 def series_of_evaluation(evaluation: Evaluation) -> Series:
-    """The series of the scored times; a forecast ensemble's `forecast_reference_time` ends them too."""
+    """The series of the scored times; a forecast ensemble's `forecast_reference_time` ends them too, and so does
+    a series start the generation recorded (`series_start`, members that are time series)."""
     predictions = evaluation.predictions
+    times = evaluation.truth["time"].values
     reference = None
     if REFERENCE in predictions.coords and predictions[REFERENCE].dims == ("time",):
         reference = predictions[REFERENCE].values
-    return series_of(evaluation.truth["time"].values, reference)
+    starts = ensemble_file.series_starts(times, reference)
+    if ensemble_file.SERIES_START in predictions.coords or ensemble_file.SERIES_START in predictions:
+        recorded = predictions[ensemble_file.SERIES_START]
+        if recorded.dims == ("time",):
+            starts |= recorded.reindex(time=times, fill_value=1).values.astype(bool)
+    return series_from_starts(times, starts)
 
 
 def why_absent(times: int) -> str:

@@ -2,9 +2,9 @@
 an AR(1) process along the times of a generation, so that a deterministic sampler, which maps nearby noise to nearby
 samples, gives members that are correlated from one time to the next.
 
-A *series* is a run of the output's times, in the output's order, with a constant step; its step is the one from
-its first time to its second. A time whose step from the time before differs from its series' step (a missing input
-time, a jump) starts a new series; so does the first time. Along a series, member m's starting noise is
+A *series* is a run of the output's times at their most common step (`ensemble_file.series_starts`, the rule the
+scores of time follow too): a time whose step from the time before differs (a missing input time, a jump) starts a
+new series; so does the first time. Along a series, member m's starting noise is
 
     z_(m,t0) = eps_(m,t0),    z_(m,t) = rho·z_(m,t−1) + sqrt(1 − rho²)·eps_(m,t),
 
@@ -26,22 +26,6 @@ from corrdiff.config import CoherenceSection
 from corrdiff.diffusion import SamplerConfig
 from corrdiff.diffusion.solvers import SOLVERS
 from corrdiff.errors import ConfigError
-
-
-def series_starts(times) -> np.ndarray:
-    """Whether each of `times` (datetime64, in the output's order) starts a series: (time,) booleans."""
-    times = np.asarray(times, dtype="datetime64[ns]")
-    starts = np.ones(len(times), dtype=bool)
-    step = None  # of the series being followed; None until its second time sets it
-    for i in range(1, len(times)):
-        gap = times[i] - times[i - 1]
-        if step is None and gap > np.timedelta64(0, "ns"):
-            step, starts[i] = gap, False
-        elif step is not None and gap == step:
-            starts[i] = False
-        else:
-            step = None  # a gap: time i starts a series whose step time i + 1 sets
-    return starts
 
 
 def check_sampler(coherence: CoherenceSection, sampler: SamplerConfig) -> None:
@@ -80,7 +64,7 @@ class SeriesLatents:
     def __init__(self, rho: float, times, draw: Callable[[np.datetime64], torch.Tensor]):
         self.rho, self.draw = float(rho), draw
         self.times = np.asarray(times, dtype="datetime64[ns]")
-        self.starts = series_starts(self.times)
+        self.starts = ensemble_file.series_starts(self.times)
         self._position: int | None = None
         self._state: torch.Tensor | None = None
 
@@ -108,7 +92,7 @@ def output_coords(coherence: CoherenceSection, times, positions) -> dict:
     """The `series_start` coordinate of the output's times at `positions` (of all `times`); {} when independent."""
     if not coherence.coherent:
         return {}
-    return ensemble_file.series_coords(series_starts(times)[np.asarray(positions, dtype=int)])
+    return ensemble_file.series_coords(ensemble_file.series_starts(times)[np.asarray(positions, dtype=int)])
 
 
 def output_attrs(coherence: CoherenceSection) -> dict:

@@ -218,8 +218,27 @@ class CoherenceSection(Section):
         "starting noise is an AR(1) series along each run of times with a constant step, z_t = rho·z_(t-1) + "
         "sqrt(1 − rho²)·eps_t (eps_t: the independent draw), so that a deterministic sampler maps it to samples "
         "that are correlated in time; a gap in time starts a new series")
-    rho: float = Field(0.0, ge=0, lt=1, description="ar1: lag-1 correlation of the starting noise between "
-                       "consecutive times of a series, 0 <= rho < 1 (0: the independent samples, bit for bit)")
+    rho: float | tuple[float, ...] = Field(0.0, description="ar1: lag-1 correlation of the starting noise between "
+                                           "consecutive times of a series, 0 <= rho < 1 (0: the independent samples, "
+                                           "bit for bit); one value, or one per output channel in the checkpoint's "
+                                           "order (a member's lag-1 autocorrelation follows its channel's rho)")
+
+    @field_validator("rho")
+    @classmethod
+    def _rho_in_range(cls, rho):
+        values = rho if isinstance(rho, tuple) else (rho,)
+        if not values or not all(0 <= float(v) < 1 for v in values):  # NaN fails both comparisons
+            raise ValueError(f"rho {rho!r}: each value must be at least 0 and below 1")
+        return rho
+
+    def rho_per_channel(self, channels: list[str]) -> tuple[float, ...]:
+        """One rho per output channel; a ConfigError naming the channels when a list has another length."""
+        if not isinstance(self.rho, tuple):
+            return (float(self.rho),) * len(channels)
+        if len(self.rho) != len(channels):
+            raise ConfigError(f"generate.coherence.rho has {len(self.rho)} values for {len(channels)} output "
+                              f"channels ({', '.join(channels)}): give one value, or one per channel in that order")
+        return tuple(float(v) for v in self.rho)
 
     @property
     def coherent(self) -> bool:

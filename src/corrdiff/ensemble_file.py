@@ -122,9 +122,10 @@ def series_coords(starts) -> dict:
     return {SERIES_START: (("time",), np.asarray(starts, dtype="int8"), dict(SERIES_START_ATTRS))}
 
 
-def coherence_attrs(method: str, rho: float) -> dict:
+def coherence_attrs(method: str, rho: float | list[float]) -> dict:
     """The global attributes of an ensemble whose members are time series: the method and its rho."""
-    return {"corrdiff_coherence": str(method), "corrdiff_coherence_rho": float(rho)}
+    return {"corrdiff_coherence": str(method),
+            "corrdiff_coherence_rho": [float(v) for v in rho] if isinstance(rho, list) else float(rho)}
 
 
 def template(times, members: int, lat, lon, channels, channel_attrs: dict | None = None,

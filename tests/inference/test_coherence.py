@@ -16,10 +16,9 @@ import xarray as xr
 import corrdiff
 from corrdiff.config import CoherenceSection, load_config
 from corrdiff.diffusion.sampler import edm_sample, first_draws, SamplerConfig
-from corrdiff.ensemble_file import SERIES_START
+from corrdiff.ensemble_file import SERIES_START, series_starts
 from corrdiff.errors import ConfigError
 from corrdiff.inference import writer as writer_module
-from corrdiff.ensemble_file import series_starts
 from corrdiff.inference.coherence import check_sampler, SeriesLatents
 from corrdiff.inference.generate import EnsembleOutput, generate, GenerationRequest, rank_positions
 from corrdiff.inference.input_members import INPUT_MEMBER
@@ -100,6 +99,29 @@ def test_independent_members_do_not_correlate_and_rho_0_is_independent_bit_for_b
     assert torch.equal(samples(HOURS, 0.0), independent)
 
 
+def test_a_rho_per_channel_gives_each_channel_its_own_correlation():
+    shape = (2, 8, 8)
+    draw = lambda time: first_draws(shape, range(MEMBERS), members_seed(SEED, time))  # noqa: E731
+    series = SeriesLatents((0.3, 0.9), HOURS, draw)
+    fields = torch.stack([edm_sample(gaussian_denoiser, shape, range(MEMBERS), members_seed(SEED, time), SAMPLER,
+                                     latents=series.at(i)) for i, time in enumerate(HOURS)])
+    for channel, rho in enumerate((0.3, 0.9)):
+        lag1 = [correlation(fields[i, :, channel], fields[i + 1, :, channel]) for i in range(len(HOURS) - 1)]
+        assert all(abs(c - rho) < 0.06 for c in lag1), (channel, lag1)
+    same = SeriesLatents((0.9, 0.9), HOURS, draw)  # equal values per channel: the single rho, bit for bit
+    assert torch.equal(same.at(3), SeriesLatents(0.9, HOURS, draw).at(3))
+
+
+def test_a_rho_per_channel_names_as_many_as_there_are_channels():
+    section = CoherenceSection(method="ar1", rho=(0.5, 0.3))
+    assert section.rho_per_channel(["u", "v"]) == (0.5, 0.3)
+    assert CoherenceSection(method="ar1", rho=0.4).rho_per_channel(["u", "v"]) == (0.4, 0.4)
+    with pytest.raises(ConfigError, match="rho has 2 values for 3 output channels \\(u, v, w\\)"):
+        section.rho_per_channel(["u", "v", "w"])
+    with pytest.raises(ValueError, match="below 1"):
+        CoherenceSection(method="ar1", rho=(0.5, 1.0))
+
+
 def test_a_gap_restarts_the_series():
     times = T0 + np.array([0, 1, 2, 5, 6]) * HOUR
     series, independent = samples(times, 0.9), samples(times, None)
@@ -125,10 +147,10 @@ def test_a_stochastic_sampler_is_refused_in_one_line():
                           (SamplerConfig(S_churn=2.0), "sampler.S_churn 2.0 draws fresh noise"),
                           (SamplerConfig(arithmetic="physicsnemo"), "needs sampler.arithmetic edm")):
         with pytest.raises(ConfigError, match=says) as err:
-            check_sampler(ar1, sampler)
+            check_sampler(ar1, sampler, ["u"])
         assert "generate.coherence.method ar1" in str(err.value) and "\n" not in str(err.value)
-    check_sampler(ar1, SamplerConfig(solver="dpmpp_2m"))
-    check_sampler(CoherenceSection(), SamplerConfig(solver="dpmpp_2m_sde"))  # independent: anything goes
+    check_sampler(ar1, SamplerConfig(solver="dpmpp_2m"), ["u"])
+    check_sampler(CoherenceSection(), SamplerConfig(solver="dpmpp_2m_sde"), ["u"])  # independent: anything goes
 
 
 # ---- through `corrdiff generate`, the API and a model package (the tiny run of tests/api_fixtures.py) -------------
@@ -221,7 +243,7 @@ def test_the_api_gives_the_values_of_the_command(model, trained, files):
 
 
 @pytest.mark.parametrize("bad, says", [({"method": "ar2"}, r"^coherence: method: Input should be 'independent'"),
-                                       ({"method": "ar1", "rho": 1.0}, r"^coherence: rho: Input should be less than 1"),
+                                       ({"method": "ar1", "rho": 1.0}, r"^coherence: rho: Value error, rho 1.0: each value must be at least 0 and below 1"),
                                        ("ar1", r"^coherence 'ar1': expected a dict")])
 def test_the_api_refuses_a_bad_coherence_in_one_line(model, trained, bad, says):
     with pytest.raises(ConfigError, match=says):
@@ -329,3 +351,18 @@ def test_torchrun_ranks_take_blocks_and_give_the_file_of_one_process(trained, tm
     assert sorted(p.name for p in tmp_path.iterdir() if ".part-" in p.name) == []
     for name in ("t2m", "u10", "refl", "t2m_regression"):
         np.testing.assert_array_equal(two[name].values, one[name].values, err_msg=name)
+
+
+def test_a_rho_per_channel_through_the_command_line(trained, files, tmp_path):
+    independent = files["independent"]
+    channels = [n for n in independent.data_vars if "member" in independent[n].dims]
+    rhos = ",".join(["0.9"] * len(channels))
+    same = cli(trained, tmp_path / "same.nc", CONSECUTIVE, "--coherence", "ar1", "--coherence-rho", rhos)
+    for name in channels:  # equal values per channel: the single rho's members
+        np.testing.assert_array_equal(same[name].values, files["ar1"][name].values)
+    assert same.attrs["corrdiff_coherence_rho"].tolist() == [0.9] * len(channels)
+    folder, config = trained
+    wrong = invoke("generate", config, "--out", tmp_path / "wrong.nc", "--input", folder / "data" / "coarse.nc",
+                   "--quiet", *times_args(CONSECUTIVE), "--coherence", "ar1", "--coherence-rho", rhos + ",0.5")
+    assert wrong.exit_code == 2 and f"rho has {len(channels) + 1} values for {len(channels)} output channels" in \
+        wrong.output and not (tmp_path / "wrong.nc").exists()

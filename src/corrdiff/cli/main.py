@@ -117,7 +117,7 @@ def generate(
     input_: Annotated[list[str] | None, typer.Option("--input", help="Coarse input file or glob to downscale instead of the spec's inputs (e.g. a new forecast; no targets needed); every time it holds, unless --times. Repeatable.")] = None,
     input_member: Annotated[str | None, typer.Option("--input-member", help="Ensemble inputs (a `number` dimension): a member's number, `mean`, or `all` (--members per input member; the output's input_member coordinate says which). Default: the spec's `member`.")] = None,
     coherence: Annotated[str | None, typer.Option("--coherence", help="Members as time series: independent, or ar1 (each member's starting noise an AR(1) series over consecutive times with a constant step; a deterministic sampler; docs/sampling.md). Default: generate.coherence.method.")] = None,
-    coherence_rho: Annotated[float | None, typer.Option("--coherence-rho", help="With --coherence ar1: lag-1 correlation of the starting noise between consecutive times, 0 <= rho < 1 (default: generate.coherence.rho).")] = None,
+    coherence_rho: Annotated[str | None, typer.Option("--coherence-rho", help="With --coherence ar1: lag-1 correlation of the starting noise between consecutive times, 0 <= rho < 1; one value, or one per output channel separated by commas, e.g. 0.5,0.5,0.3 (default: generate.coherence.rho).")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace what is at --out (once the new file is complete) instead of resuming it.")] = False,
     allow_mismatch: Annotated[bool, typer.Option("--allow-mismatch", help="Generate even if the diffusion checkpoint was trained against another regression checkpoint (recorded in the output).")] = False,
     set_: SetOpt = None,
@@ -141,7 +141,8 @@ def generate(
     member = _input_member(input_member)
     overrides = list(set_ or [])
     for key, value in (("members", members), ("seed", seed), ("split", split), ("format", format_),
-                       ("coherence.method", coherence), ("coherence.rho", coherence_rho)):
+                       ("coherence.method", coherence),
+                       ("coherence.rho", f"[{coherence_rho}]" if coherence_rho and "," in coherence_rho else coherence_rho)):
         if value is not None:
             overrides.append(f"generate.{key}={value}")
     if model is not None:

@@ -28,12 +28,14 @@ from corrdiff.diffusion.solvers import SOLVERS
 from corrdiff.errors import ConfigError
 
 
-def check_sampler(coherence: CoherenceSection, sampler: SamplerConfig) -> None:
+def check_sampler(coherence: CoherenceSection, sampler: SamplerConfig, channels: list[str]) -> None:
     """A ConfigError, in one line, when members as time series cannot be made with `sampler`: only a deterministic
     sampler maps correlated starting noise to correlated samples (the later draws of churn or an SDE are not
-    correlated), and PhysicsNeMo's arithmetic draws the same noise at every time."""
+    correlated), and PhysicsNeMo's arithmetic draws the same noise at every time; or when a rho per channel does
+    not name as many as the output has `channels`."""
     if not coherence.coherent:
         return
+    coherence.rho_per_channel(channels)  # a rho per channel names as many as the output has
     what = f"generate.coherence.method {coherence.method} needs a deterministic sampler"
     if SOLVERS[sampler.solver].sde:
         deterministic = ", ".join(name for name, solver in SOLVERS.items() if not solver.sde)
@@ -47,9 +49,15 @@ def check_sampler(coherence: CoherenceSection, sampler: SamplerConfig) -> None:
                           f"{sampler.arithmetic} starts every time from the same noise")
 
 
-def ar1_step(previous: torch.Tensor, draw: torch.Tensor, rho: float) -> torch.Tensor:
-    """rho·previous + sqrt(1 − rho²)·draw: the next starting noise of a series (rho = 0 gives `draw`, bit for bit)."""
-    return previous * rho + draw * math.sqrt(1.0 - rho * rho)
+def ar1_step(previous: torch.Tensor, draw: torch.Tensor, rho: float | tuple[float, ...]) -> torch.Tensor:
+    """rho·previous + sqrt(1 − rho²)·draw: the next starting noise of a series (rho = 0 gives `draw`, bit for bit).
+    `rho`: one value, or one per channel of (members, C, H, W)."""
+    if not isinstance(rho, tuple):
+        return previous * rho + draw * math.sqrt(1.0 - rho * rho)
+    shape = (len(rho), 1, 1)  # the channel axis of (members, C, H, W)
+    keep = torch.tensor(rho, dtype=draw.dtype, device=draw.device).reshape(shape)
+    fresh = torch.tensor([math.sqrt(1.0 - r * r) for r in rho], dtype=draw.dtype, device=draw.device).reshape(shape)
+    return previous * keep + draw * fresh
 
 
 class SeriesLatents:
@@ -61,8 +69,8 @@ class SeriesLatents:
     start, drawing only the eps of the times in between.
     """
 
-    def __init__(self, rho: float, times, draw: Callable[[np.datetime64], torch.Tensor]):
-        self.rho, self.draw = float(rho), draw
+    def __init__(self, rho: float | tuple[float, ...], times, draw: Callable[[np.datetime64], torch.Tensor]):
+        self.rho, self.draw = (tuple(map(float, rho)) if isinstance(rho, tuple) else float(rho)), draw
         self.times = np.asarray(times, dtype="datetime64[ns]")
         self.starts = ensemble_file.series_starts(self.times)
         self._position: int | None = None
@@ -83,9 +91,13 @@ class SeriesLatents:
         return self._state
 
 
-def series_latents(coherence: CoherenceSection, times, draw) -> SeriesLatents | None:
-    """The `SeriesLatents` of a generation of `times`; None when its members are independent."""
-    return SeriesLatents(coherence.rho, times, draw) if coherence.coherent else None
+def series_latents(coherence: CoherenceSection, times, draw, channels: list[str]) -> SeriesLatents | None:
+    """The `SeriesLatents` of a generation of `times` of the output `channels`; None when its members are
+    independent. A rho per channel must name as many as there are channels (a ConfigError otherwise)."""
+    if not coherence.coherent:
+        return None
+    rho = coherence.rho if not isinstance(coherence.rho, tuple) else coherence.rho_per_channel(channels)
+    return SeriesLatents(rho, times, draw)
 
 
 def output_coords(coherence: CoherenceSection, times, positions) -> dict:
@@ -97,9 +109,13 @@ def output_coords(coherence: CoherenceSection, times, positions) -> dict:
 
 def output_attrs(coherence: CoherenceSection) -> dict:
     """The global attributes naming the method and rho; {} when independent (files stay as they were)."""
-    return ensemble_file.coherence_attrs(coherence.method, coherence.rho) if coherence.coherent else {}
+    return ensemble_file.coherence_attrs(coherence.method, _plain_rho(coherence.rho)) if coherence.coherent else {}
 
 
 def fingerprint_settings(coherence: CoherenceSection) -> dict | None:
     """What of the coherence enters an ensemble's fingerprint: None when independent (fingerprints as before)."""
-    return {"method": coherence.method, "rho": float(coherence.rho)} if coherence.coherent else None
+    return {"method": coherence.method, "rho": _plain_rho(coherence.rho)} if coherence.coherent else None
+
+
+def _plain_rho(rho) -> float | list[float]:
+    return [float(v) for v in rho] if isinstance(rho, tuple) else float(rho)

@@ -159,7 +159,7 @@ class Sampling:
         gen = config.generate
         checks.check_arithmetic(config.sampler.arithmetic, models.meta, models.provenance["diffusion_checkpoint"],
                                 models.regression, models.denoiser)
-        time_series.check_sampler(gen.coherence, config.sampler)
+        time_series.check_sampler(gen.coherence, config.sampler, list(models.meta.target_channels))
         prepare(models, gen.fast_path(device))
         patcher = None
         if gen.patch_shape:
@@ -213,7 +213,8 @@ def first_draws_of(sampling: Sampling, time, members: int) -> torch.Tensor:
 def series_latents(sampling: Sampling, times, members: int) -> time_series.SeriesLatents | None:
     """The starting noise of the `members` members (every input member's) at each of `times` (the output's, in its
     order) when they are time series (`corrdiff.inference.coherence`); None when they are independent."""
-    return time_series.series_latents(sampling.coherence, times, lambda time: first_draws_of(sampling, time, members))
+    return time_series.series_latents(sampling.coherence, times, lambda time: first_draws_of(sampling, time, members),
+                                      list(sampling.models.meta.target_channels))
 
 
 def resolve_patches(config: RunConfig, models: Models, grid_shape) -> RunConfig:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from corrdiff.evaluation import cases, collect
+from corrdiff.evaluation import cases, collect, evaluate
 from corrdiff.evaluation.scores import FROM_SERIES, named
 from corrdiff.evaluation.time_scores import (ANOMALY, correlation, pair_sums, REGRESSION, score_in_time, series_of,
                                              track_smoothness)
@@ -221,3 +221,13 @@ def test_a_series_start_the_generation_recorded_splits_the_series_like_a_gap(tmp
     assert scores.attrs["time_series"] == 2 and scores.attrs["time_pairs"] == 10
     name = "truth_residual_autocorrelation_lag1"
     assert float(scores[name].sel(variable="u")) == pytest.approx(float(expected[name].sel(variable="u")), abs=1e-6)
+
+
+def test_the_python_entry_point_gives_what_score_writes(tmp_path):
+    """`corrdiff.evaluation.evaluate` (docs/api.md) returns the scores of time that `corrdiff score` writes."""
+    ens, truth, _ = fx.write_case(tmp_path, times=4, members=3, shape=(12, 12), variables=("u", "v"))
+    scores = evaluate(ens, truth, spectra_times=2).scores
+    assert invoke("score", ens, "--truth", truth, "--out", tmp_path / "scores.nc", "--spectra-times", 2).exit_code == 0
+    with xr.open_dataset(tmp_path / "scores.nc") as written:
+        for name in named(FROM_SERIES) + ["truth_residual_autocorrelation_lag1"]:
+            np.testing.assert_allclose(scores[name].values, written[name].values, err_msg=name)

@@ -6,6 +6,8 @@ import netCDF4
 import pytest
 import yaml
 
+import corrdiff
+
 from tests.cli_runner import invoke, succeeded, TINY_RUN
 from tests.data import fixtures
 
@@ -51,3 +53,10 @@ def projected(trained, tmp_path_factory):
     succeeded(invoke("generate", "--model", out["package"], "--input", forecast, "--out", out["from_package"],
                      "--quiet", *times))
     return out
+
+
+@pytest.fixture(scope="module")
+def model(trained):
+    """The tiny run loaded through the API on the CPU."""
+    folder, config = trained
+    return corrdiff.load(folder / "run", config=config, device="cpu")

@@ -6,18 +6,12 @@ import xarray as xr
 
 import corrdiff
 from corrdiff.errors import CheckpointError, ConfigError, DataError
-from tests.api_fixtures import FIELDS, TIMES, trained  # noqa: F401  (trained: a fixture)
+from tests.api_fixtures import FIELDS, TIMES, trained, model  # noqa: F401  (fixtures)
 from tests.cli_runner import invoke, succeeded
 
 # Attributes that name how a result was made (its command, the input files, hence the fingerprint) differ by design.
 MADE_HOW = {"history", "corrdiff_fingerprint", "corrdiff_fingerprint_ingredients", "corrdiff_input_files",
             "corrdiff_dataset_spec", "corrdiff_input_hashes"}
-
-
-@pytest.fixture(scope="module")
-def model(trained):
-    folder, config = trained
-    return corrdiff.load(folder / "run", config=config, device="cpu")
 
 
 @pytest.fixture(scope="module")

@@ -18,12 +18,12 @@ from corrdiff.config import CoherenceSection, load_config
 from corrdiff.diffusion.sampler import edm_sample, first_draws, SamplerConfig
 from corrdiff.ensemble_file import SERIES_START, series_starts
 from corrdiff.errors import ConfigError
-from corrdiff.inference import writer as writer_module
 from corrdiff.inference.coherence import check_sampler, SeriesLatents
 from corrdiff.inference.generate import EnsembleOutput, generate, GenerationRequest, rank_positions
 from corrdiff.inference.input_members import INPUT_MEMBER
 from corrdiff.seeding import members_seed
-from tests.api_fixtures import TIMES as API_TIMES, trained  # noqa: F401  (trained: a fixture)
+from tests.api_fixtures import TIMES as API_TIMES, trained, model  # noqa: F401  (fixtures)
+from tests.inference.crashes import crash_on_write
 from tests.cli_runner import invoke, succeeded
 from tests.data.fixtures import TIMES as DATA_TIMES
 from tests.diffusion.test_sampler import gaussian_denoiser
@@ -173,12 +173,6 @@ def cli(trained, out, times, *options):
 
 
 @pytest.fixture(scope="module")
-def model(trained):
-    folder, config = trained
-    return corrdiff.load(folder / "run", config=config, device="cpu")
-
-
-@pytest.fixture(scope="module")
 def files(trained, tmp_path_factory):
     """The consecutive times, independent and as AR(1) series, written by `corrdiff generate`."""
     root = tmp_path_factory.mktemp("coherence")
@@ -280,21 +274,12 @@ def test_an_interrupted_generation_resumes_to_the_same_series(trained, files, tm
     cfg = load_config(config, ["generate.coherence.method=ar1", "generate.coherence.rho=0.9"])
     request = GenerationRequest(folder / "run" / "regression", folder / "run" / "diffusion",
                                 inputs=[str(folder / "data" / "coarse.nc")], times=CONSECUTIVE)
-    real_write = writer_module.EnsembleWriter.write
-    count = {"n": 0}
-
-    def crash_on_third(self, index, *args):
-        count["n"] += 1
-        if count["n"] == 3:
-            raise KeyboardInterrupt("simulated crash")
-        return real_write(self, index, *args)
-
-    monkeypatch.setattr(writer_module.EnsembleWriter, "write", crash_on_third)
+    undo_crash = crash_on_write(monkeypatch, 3)
     with pytest.raises(KeyboardInterrupt):
         generate(cfg, request, EnsembleOutput(out, progress=False))
     with xr.open_dataset(out) as partial:
         assert partial["generation_complete"].values.tolist() == [1, 1, 0, 0]
-    monkeypatch.setattr(writer_module.EnsembleWriter, "write", real_write)
+    undo_crash()
     generate(cfg, request, EnsembleOutput(out, progress=False))  # resumes at the third time, mid-series
     with xr.open_dataset(out) as resumed:
         for name in ("t2m", "u10", "refl"):

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from corrdiff.inference import writer as writer_module
 from corrdiff.inference.generate import EnsembleOutput, generate, GenerationRequest
+from tests.inference.crashes import crash_on_write
 from tests.training.run_synthetic import main as train_main, REPO_ROOT, synthetic_config
 from tests.training.synthetic import SyntheticDataset
 
@@ -76,21 +76,12 @@ def test_netcdf_layout_is_cf_with_provenance(ensemble):
 
 def test_interrupted_generation_resumes_to_the_same_file(run_dir, ensemble, tmp_path, monkeypatch):
     out = tmp_path / "resumed.nc"
-    real_write = writer_module.EnsembleWriter.write
-    count = {"n": 0}
-
-    def crash_on_third(self, index, *args):
-        count["n"] += 1
-        if count["n"] == 3:
-            raise KeyboardInterrupt("simulated crash")
-        return real_write(self, index, *args)
-
-    monkeypatch.setattr(writer_module.EnsembleWriter, "write", crash_on_third)
+    undo_crash = crash_on_write(monkeypatch, 3)
     with pytest.raises(KeyboardInterrupt):
         run_generate(run_dir, out)
     with xr.open_dataset(out) as partial:
         assert partial["generation_complete"].values.tolist() == [1, 1, 0, 0, 0]  # at most the crashed time lost
-    monkeypatch.setattr(writer_module.EnsembleWriter, "write", real_write)
+    undo_crash()
     run_generate(run_dir, out)
     with xr.open_dataset(out) as resumed, xr.open_dataset(ensemble) as whole:
         # The history attribute carries the wall-clock time of each run; everything else must match exactly.

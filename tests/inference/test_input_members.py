@@ -9,7 +9,7 @@ import yaml
 import corrdiff
 from corrdiff.data import DataError, PairedFields
 from corrdiff.inference.input_members import INPUT_MEMBER
-from tests.api_fixtures import TIMES, trained  # noqa: F401  (trained: a fixture)
+from tests.api_fixtures import TIMES, trained, model  # noqa: F401  (fixtures)
 from tests.cli_runner import invoke, refused, succeeded
 from tests.data import fixtures
 
@@ -33,12 +33,6 @@ def ensemble_file(trained):
         with xr.open_dataset(folder / "data" / "coarse.nc") as coarse:
             ensemble_of(coarse.load()).to_netcdf(path)
     return path
-
-
-@pytest.fixture(scope="module")
-def model(trained):
-    folder, config = trained
-    return corrdiff.load(folder / "run", config=config, device="cpu")
 
 
 def test_spec_member_picks_one_or_the_mean_and_refuses_none_naming_the_members(tmp_path):

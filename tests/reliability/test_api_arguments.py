@@ -5,14 +5,8 @@ import pytest
 
 import corrdiff
 from corrdiff.errors import ConfigError
-from tests.api_fixtures import TIMES, trained  # noqa: F401  (trained: a fixture)
+from tests.api_fixtures import TIMES, trained, model  # noqa: F401  (fixtures)
 from tests.cli_runner import invoke, succeeded
-
-
-@pytest.fixture(scope="module")
-def model(trained):
-    folder, config = trained
-    return corrdiff.load(folder / "run", config=config, device="cpu")
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,9 @@ import math
 import pytest
 import torch
 
-from corrdiff.diffusion.sampler import edm_sample, karras_sigmas, loglinear_sigmas, sample_ensemble, SamplerConfig
-from corrdiff.diffusion.solvers import dpmpp_2m, dpmpp_2m_sde, network_evaluations, SOLVERS, steps_for
+from corrdiff.diffusion.sampler import edm_sample, karras_sigmas, loglinear_sigmas, sample_ensemble, SamplerConfig, \
+    solver_levels
+from corrdiff.diffusion.solvers import dpmpp_2m, dpmpp_2m_sde, network_evaluations, SOLVERS, solvers_for, steps_for
 from corrdiff.errors import ConfigError
 from corrdiff.seeding import member_generator
 from tests.diffusion.test_sampler import gaussian_denoiser, M, S
@@ -257,3 +258,86 @@ def test_physicsnemo_churn_is_uncapped_and_draws_at_every_step(arithmetic):
         expected = sigmas[i] * (1 + gamma) if i in churned else sigmas[i]
         assert first_evals[i] == pytest.approx(expected, rel=1e-6)  # the network sees σ in float32
     assert len(draws) == (steps if arithmetic == "physicsnemo" else len(churned))
+
+
+# ---- consistency sampling of a student (corrdiff train distill) --------------------------------------------------
+# For x ~ N(M, S²) the probability-flow ODE dx/dσ = (x − D)/σ with the exact D = M + S²/(S² + σ²)·(x − M) is
+# d(x − M)/dσ = (x − M)·σ/(S² + σ²), so x − M ∝ sqrt(S² + σ²) along a trajectory, and the consistency function,
+# which maps each point to the trajectory's point at ε, is f(x, σ) = M + (x − M)·sqrt(S² + ε²)/sqrt(S² + σ²).
+
+EPS = 0.002
+
+
+def exact_student(x, sigma):
+    """The exact consistency function of N(M, S²) with boundary ε = EPS: f(x, EPS) = x."""
+    sigma = sigma.reshape(-1, 1, 1, 1)
+    return M + (x - M) * math.sqrt(S**2 + EPS**2) / (S**2 + sigma**2).sqrt()
+
+
+def test_the_exact_student_follows_the_ode_and_is_the_identity_at_its_boundary():
+    x = torch.linspace(-3, 3, 16, dtype=torch.float64).reshape(1, 1, 4, 4)
+    torch.testing.assert_close(exact_student(x, torch.tensor([EPS], dtype=torch.float64)), x, rtol=1e-15, atol=1e-15)
+    # The deterministic solvers integrate the same ODE: from σ = 5, landing near σ = 0, they agree with f.
+    from_five = SamplerConfig(solver="dpmpp_2m", num_steps=64, sigma_max=5.0, sigma_min=EPS)
+    sampled = SOLVERS["dpmpp_2m"].integrate(gaussian_denoiser, x.clone(), karras_sigmas(from_five).tolist())
+    torch.testing.assert_close(sampled, exact_student(x, torch.tensor([5.0], dtype=torch.float64)),
+                               rtol=0, atol=1e-3)
+
+
+@pytest.mark.parametrize("steps", [1, 2, 4])
+@pytest.mark.parametrize("schedule", ["karras", "loglinear"])
+def test_consistency_sampling_of_the_exact_student_draws_the_data_distribution(steps, schedule):
+    """One step maps σ_max·z onto N(M, S² + ε²) up to (S/σ_max)²; each further step re-noises to τ_i and maps back,
+    which keeps the distribution (variance S² + ε² + τ_i² − ε² at τ_i, then S² + ε² again)."""
+    config = SamplerConfig(solver="consistency", num_steps=steps, schedule=schedule, sigma_min=EPS)
+    assert config.network_evaluations == steps
+    samples = edm_sample(exact_student, (1, 20, 20), members=range(10), seed=7, config=config)
+    values = samples.flatten().double()  # 4,000 independent pixels
+    n = values.numel()
+    assert abs(values.mean().item() - M) < 3 * S / math.sqrt(n)
+    assert abs(values.std().item() - S) < 3 * S / math.sqrt(2 * (n - 1))
+
+
+def test_consistency_levels_are_those_of_the_schedule_with_one_step_more():
+    for steps in (1, 2, 4):
+        config = SamplerConfig(solver="consistency", num_steps=steps, schedule="loglinear")
+        longer = loglinear_sigmas(SamplerConfig(schedule="loglinear", num_steps=steps + 1)).tolist()
+        assert solver_levels(config) == longer[:-1]  # τ_0 … τ_{N−1}, then σ_min where every jump lands
+    assert solver_levels(SamplerConfig(solver="consistency", num_steps=1)) == pytest.approx([800.0, 0.002])
+    assert solver_levels(SamplerConfig(solver="heun", num_steps=3)) == karras_sigmas(SamplerConfig(num_steps=3)).tolist()
+
+
+def test_consistency_sampling_matches_a_hand_worked_run():
+    # levels 4, 1 and ε = 0.5 with f(x, σ) = x/σ and noise n = 1: x̂ = 8/4 = 2; x = 2 + sqrt(1 − 0.25) = 2.866…;
+    # x̂ = x/1
+    seen = []
+
+    def student(x, sigma):
+        seen.append((x.item(), sigma.item()))
+        return x / sigma.reshape(-1, 1, 1, 1)
+
+    ones = lambda: torch.ones(1, 1, 1, 1)  # noqa: E731
+    out = SOLVERS["consistency"].integrate(student, torch.full((1, 1, 1, 1), 8.0, dtype=torch.float64),
+                                           [4.0, 1.0, 0.5], ones)
+    assert seen == [(8.0, 4.0), (pytest.approx(2 + math.sqrt(0.75)), 1.0)]
+    assert out.item() == pytest.approx(2 + math.sqrt(0.75))
+
+
+@pytest.mark.parametrize("steps", [1, 2, 4])
+def test_consistency_sampling_draws_a_members_noise_from_its_own_generator(steps):
+    config = SamplerConfig(solver="consistency", num_steps=steps, schedule="loglinear")
+    batch = edm_sample(exact_student, (2, 6, 6), range(5), seed=3, config=config)
+    alone = edm_sample(exact_student, (2, 6, 6), [3], seed=3, config=config)
+    again = edm_sample(exact_student, (2, 6, 6), range(5), seed=3, config=config)
+    other = edm_sample(exact_student, (2, 6, 6), range(5), seed=4, config=config)
+    assert torch.equal(batch[3], alone[0]) and torch.equal(batch, again)
+    assert not torch.allclose(batch, other) and not torch.allclose(batch[0], batch[1])
+
+
+def test_a_student_samples_only_with_a_consistency_solver_and_a_denoiser_only_with_the_others():
+    assert solvers_for(True) == ["consistency"] and "consistency" not in solvers_for(False)
+    assert set(solvers_for(True)) | set(solvers_for(False)) == set(SOLVERS)
+    with pytest.raises(ValueError, match="S_churn applies to the solvers"):
+        SamplerConfig(solver="consistency", S_churn=1.0)
+    with pytest.raises(ValueError, match="arithmetic 'physicsnemo' reproduces"):
+        SamplerConfig(solver="consistency", arithmetic="physicsnemo")

@@ -1,4 +1,5 @@
-"""EDM preconditioning (Karras et al. 2022, Table 1): the network F wrapped into a denoiser D(x; σ, condition)."""
+"""EDM preconditioning (Karras et al. 2022, Table 1): the network F wrapped into a denoiser D(x; σ, condition);
+and the consistency student's (Song et al. 2023, Appendix C), the same network wrapped into f(x; σ, condition)."""
 
 import torch
 from torch import nn
@@ -50,7 +51,7 @@ class EDMPrecond(nn.Module):
         x = x.to(torch.float32)
         sigma = torch.as_tensor(sigma, dtype=torch.float32, device=x.device).reshape(-1)
         sigma = sigma.expand(x.shape[0]).reshape(-1, 1, 1, 1)
-        c_skip, c_out, c_in, c_noise = edm_scalings(sigma, self.sigma_data)
+        c_skip, c_out, c_in, c_noise = self.scalings(sigma)
         if condition is None:
             net_input = c_in * x
         elif self.scale_condition:
@@ -59,3 +60,38 @@ class EDMPrecond(nn.Module):
             net_input = torch.cat([c_in * x, condition.to(x.dtype)], dim=1)
         net_output = self.net(net_input, c_noise.flatten(), positions)
         return c_skip * x + c_out * net_output.to(torch.float32)
+
+    def scalings(self, sigma: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """(c_skip, c_out, c_in, c_noise) at `sigma`: EDM's."""
+        return edm_scalings(sigma, self.sigma_data)
+
+
+def consistency_scalings(sigma: torch.Tensor, sigma_data: float, sigma_min: float) -> tuple[torch.Tensor, ...]:
+    """(c_skip, c_out, c_in, c_noise) of a consistency model (Song et al. 2023, Appendix C), σ of any shape.
+
+    c_skip = σ_data² / ((σ − ε)² + σ_data²) and c_out = σ_data (σ − ε) / sqrt(σ² + σ_data²), ε = `sigma_min`, so that
+    c_skip(ε) = 1 and c_out(ε) = 0: f(x, ε) = x whatever the network. c_in and c_noise are EDM's, so that a
+    student starting from a denoiser's weights feeds its network what the denoiser's was trained on; far above ε
+    the two parameterisations agree to O(ε/σ), and the student starts out as the denoiser.
+    """
+    _, _, c_in, c_noise = edm_scalings(sigma, sigma_data)
+    c_skip = sigma_data**2 / ((sigma - sigma_min) ** 2 + sigma_data**2)
+    c_out = (sigma - sigma_min) * sigma_data / (sigma**2 + sigma_data**2).sqrt()
+    return c_skip, c_out, c_in, c_noise
+
+
+class ConsistencyPrecond(EDMPrecond):
+    """Consistency function f(x; σ, condition) = c_skip(σ)·x + c_out(σ)·F(c_in·x ⊕ condition; c_noise), with
+    f(x; ε, ·) = x (`consistency_scalings`): one evaluation maps a noisy residual at σ to one at ε ≈ 0.
+
+    The student of consistency distillation (`corrdiff.diffusion.consistency`); same network, inputs, shapes and
+    weights (`net.*`) as `EDMPrecond`, so it starts from a trained denoiser's weights and is sampled wherever a
+    denoiser is, with the `consistency` solver (`corrdiff.diffusion.solvers`).
+    """
+
+    def __init__(self, net: nn.Module, sigma_data: float, sigma_min: float, scale_condition: bool = False):
+        super().__init__(net, sigma_data, scale_condition)
+        self.sigma_min = sigma_min
+
+    def scalings(self, sigma: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return consistency_scalings(sigma, self.sigma_data, self.sigma_min)

@@ -11,6 +11,7 @@ comparing networks imported from it with PhysicsNeMo and Earth2Studio (docs/inte
 (both networks), its uncapped churn and its noise draws.
 """
 
+import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -142,6 +143,15 @@ def sigma_schedule(config: SamplerConfig, device=None) -> torch.Tensor:
     return karras_sigmas(config, device) if config.schedule == "karras" else loglinear_sigmas(config, device)
 
 
+def solver_levels(config: SamplerConfig) -> list[float]:
+    """The σ list the solver of `config` is given, where it lands last: `sigma_schedule`'s, ending at 0; for a
+    consistency solver (`Solver.consistency`), which lands at σ_min, the levels of the schedule with one step more,
+    ending at σ_min: [τ_0, …, τ_{N−1}, σ_min]."""
+    if not SOLVERS[config.solver].consistency:
+        return sigma_schedule(config).tolist()
+    return sigma_schedule(dataclasses.replace(config, num_steps=config.num_steps + 1)).tolist()[:-1]
+
+
 def _randn(shape: Sequence[int], generators: list[torch.Generator], device) -> torch.Tensor:
     """One standard-normal draw of `shape` per generator, stacked: (len(generators), *shape)."""
     return torch.stack([torch.randn(tuple(shape), generator=g, device=device) for g in generators])
@@ -177,7 +187,7 @@ def edm_sample(
     device = torch.device(device) if device is not None else torch.device("cpu")
     if generators is None:
         generators = [member_generator(seed, k, device, config.arithmetic) for k in members]
-    sigma_list = sigma_schedule(config).tolist()  # on the host: the step logic branches on them, no device syncs
+    sigma_list = solver_levels(config)  # on the host: the step logic branches on them, no device syncs
     if latents is None:
         latents = _randn(shape, generators, device)
     x = latents.to(device=device, dtype=torch.float64) * sigma_list[0]

@@ -20,6 +20,12 @@ is an Euler step), the others N.
 The first step of the multistep solvers (no previous D) and their last step (to σ = 0, where λ is infinite)
 are first order; the last step of every solver returns D(x, σ_{N−1}).
 
+- `consistency`: multistep consistency sampling (Song et al. 2023, "Consistency Models", Algorithm 1) of a
+  consistency student f (`corrdiff train distill`; the `denoise` it is given is f, not D): each evaluation jumps
+  from its level to σ_min, where f is the identity, and the next level is reached by fresh noise. It lands at
+  σ_min, not 0, so its σ list is the N levels and σ_min of the schedule with N + 1 levels (`Solver.consistency`).
+  It samples a student only, and a student samples with it only (`corrdiff.inference.checks.check_solver`).
+
 `SOLVERS` names them: a new solver is its integrator here and its row there (and a test in
 tests/diffusion/test_solvers.py); the config, the sampler and `corrdiff tune` take it from that row.
 """
@@ -136,6 +142,21 @@ def dpmpp_2m_sde(denoise: Denoise, x: torch.Tensor, sigmas: list[float], noise: 
     return x
 
 
+def consistency(denoise: Denoise, x: torch.Tensor, sigmas: list[float], noise: Noise) -> torch.Tensor:
+    """x at σ_min by multistep consistency sampling (Song et al. 2023, Algorithm 1): N evaluations of the student f.
+
+    `sigmas` are τ_0 > … > τ_{N−1} and, last, σ_min = ε, where f is the identity; x = τ_0·z. Then
+        x̂ = f(x, τ_0);  for i = 1 … N − 1:  x = x̂ + sqrt(τ_i² − ε²)·n_i,  x̂ = f(x, τ_i)
+    with n_i fresh noise of the member's own generator; x̂ is returned.
+    """
+    *levels, sigma_min = sigmas
+    sample = _denoised(denoise, x, levels[0])
+    for level in levels[1:]:
+        x = sample + math.sqrt(level**2 - sigma_min**2) * noise().to(torch.float64)
+        sample = _denoised(denoise, x, level)
+    return sample
+
+
 CHURN = ("S_churn", "S_min", "S_max", "S_noise")  # Karras et al.'s churn, as `SamplerConfig` names it
 
 
@@ -152,10 +173,14 @@ class Solver:
     last_step_evaluations: int = 1
     """Network evaluations of the last step, to σ = 0."""
     sde: bool = False
-    """It solves the reverse SDE: fresh noise at every step, stochastic without churn."""
+    """It draws fresh noise at every step (the reverse SDE; multistep consistency sampling after its first step):
+    stochastic without churn."""
     physicsnemo: str | None = None
     """The PhysicsNeMo 2.2.2 sampler it reproduces with arithmetic "physicsnemo" (None: it has none);
     its `deterministic_sampler` without churn only."""
+    consistency: bool = False
+    """It samples a consistency student f (and is the only kind of solver a student samples with): its σ list is
+    the N levels and σ_min of the schedule with N + 1 levels, and each evaluation lands at σ_min, not 0."""
 
     @property
     def takes_churn(self) -> bool:
@@ -167,9 +192,15 @@ SOLVERS = {
     "euler": Solver(euler, CHURN, physicsnemo="deterministic_sampler"),
     "dpmpp_2m": Solver(dpmpp_2m),
     "dpmpp_2m_sde": Solver(dpmpp_2m_sde, sde=True),
+    "consistency": Solver(consistency, sde=True, consistency=True),
 }
 """Every solver by the name `SamplerConfig.solver` takes, in the order `corrdiff tune` measures them: the one list
 of solvers (the sampler's dispatch, the config's check, tune's grid and its `--solver` read it)."""
+
+
+def solvers_for(student: bool) -> list[str]:
+    """The names of the solvers that can sample a consistency student (`student`), or a denoiser."""
+    return [name for name, solver in SOLVERS.items() if solver.consistency == student]
 
 
 def churn_solvers() -> list[str]:

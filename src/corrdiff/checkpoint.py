@@ -4,7 +4,8 @@ Layout of one checkpoint folder, `<run>/checkpoints/step-000100/`:
   model.safetensors  EMA weights (`net.*`) and the fine grid (`grid.lat`, `grid.lon`): enough to generate
   model.json         `CheckpointMeta`: kind, UNet config, channels, normalisation, resolved run config, step,
                      and the SHA-256 of model.safetensors
-  state.safetensors  raw weights (`model.*`) and optimizer tensors (`optim.<param>.<name>`), for --resume
+  state.safetensors  raw weights (`model.*`), optimizer tensors (`optim.<param>.<name>`) and what else the task
+                     keeps (`task.*`: the target network of consistency distillation), for --resume
   state.json         `TrainingState`: step, samples seen, best validation loss and folder, best validation fair
                      CRPS and folder, optimizer and scheduler settings, and the SHA-256 of both .safetensors files
 `<run>/checkpoints/latest`, `best` and `best-crps` are text files naming a folder (`POINTERS`). Nothing here is pickled: loading
@@ -30,6 +31,8 @@ from safetensors.torch import load as load_tensors
 from corrdiff import __version__
 from corrdiff.data import Normalization
 from corrdiff.data.stats import ChannelRange
+from corrdiff.diffusion.sampler import SamplerConfig
+from corrdiff.diffusion.solvers import SOLVERS
 from corrdiff.documents import json_object
 from corrdiff.errors import CheckpointError, one_line
 from corrdiff.file_integrity import atomic_write_text, sha256_bytes, sha256_file
@@ -42,7 +45,9 @@ FORMAT = "corrdiff-checkpoint-1"
 FORMAT_SCALED = "corrdiff-checkpoint-2"
 # The same for a denoiser of the normalised residual (`residual_std`), which a reader of 1 or 2 would sample unscaled.
 FORMAT_RESIDUAL = "corrdiff-checkpoint-3"
-FORMATS = (FORMAT, FORMAT_SCALED, FORMAT_RESIDUAL)
+# The same for a consistency student (`student`), which a reader of 1 to 3 would sample as a denoiser.
+FORMAT_STUDENT = "corrdiff-checkpoint-4"
+FORMATS = (FORMAT, FORMAT_SCALED, FORMAT_RESIDUAL, FORMAT_STUDENT)
 STEP_PREFIX = "step-"
 STEP_NAME = re.compile(rf"{STEP_PREFIX}\d{{6,}}")
 MODEL_FILE, MODEL_META, STATE_FILE, STATE_META = "model.safetensors", "model.json", "state.safetensors", "state.json"
@@ -60,6 +65,38 @@ class RegressionRef:
 
     path: str
     sha256: str
+
+
+@dataclass(frozen=True)
+class StudentRef:
+    """A consistency student's origin and sampler: the diffusion checkpoint it was distilled from
+    (`corrdiff train distill`, Song et al. 2023) and how it samples."""
+
+    teacher: str
+    """The teacher's checkpoint folder."""
+    teacher_sha256: str
+    """Hex SHA-256 of the teacher's model.safetensors."""
+    sigma_min: float
+    """ε of its parameterisation, f(x, ε) = x (`corrdiff.diffusion.ConsistencyPrecond`)."""
+    sampler: dict
+    """Its recommended sampler: fields of `corrdiff.diffusion.SamplerConfig` (solver consistency, steps, schedule,
+    σ range; the others at their defaults), used when nothing else chooses one (docs/sampling.md)."""
+
+    def __post_init__(self):
+        if not (isinstance(self.sigma_min, (int, float)) and 0 < self.sigma_min < math.inf):
+            raise ValueError(f"student.sigma_min must be a positive number, got {self.sigma_min!r}")
+        if not isinstance(self.sampler, dict):
+            raise ValueError(f"student.sampler must be a mapping of sampler settings, got {self.sampler!r}")
+        try:
+            sampler = SamplerConfig(**self.sampler)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"student.sampler: {one_line(err)}") from None
+        if not SOLVERS[sampler.solver].consistency:
+            raise ValueError(f"student.sampler: a student samples with a consistency solver, not {sampler.solver!r}")
+
+    def recommended_sampler(self) -> SamplerConfig:
+        """Its recommended sampler (`sampler`)."""
+        return SamplerConfig(**self.sampler)
 
 
 @dataclass(frozen=True)
@@ -104,6 +141,9 @@ class CheckpointMeta:
     scale_condition: bool = False
     """Diffusion only: the condition is scaled by c_in(σ) with the noisy residual (`EDMPrecond`), as in networks
     imported from PhysicsNeMo's `EDMPrecondSR(scale_cond_input=True)`; False in corrdiff-trained ones."""
+    student: StudentRef | None = None
+    """Diffusion only: the network is a consistency student f (`corrdiff train distill`), sampled with a consistency
+    solver only; None: an EDM denoiser D, sampled with the others."""
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -112,6 +152,8 @@ class CheckpointMeta:
             raise ValueError("a diffusion checkpoint needs sigma_data")
         if self.kind != "diffusion" and self.scale_condition:
             raise ValueError("scale_condition applies to a diffusion checkpoint only")
+        if self.student is not None and self.kind != "diffusion":
+            raise ValueError("student applies to a diffusion checkpoint only")
         object.__setattr__(self, "input_channels", tuple(self.input_channels))
         object.__setattr__(self, "target_channels", tuple(self.target_channels))
         object.__setattr__(self, "input_units", tuple(str(u) for u in self.input_units))
@@ -142,6 +184,8 @@ class CheckpointMeta:
 
     def format(self) -> str:
         """model.json's format: the oldest whose readers understand every feature this checkpoint uses."""
+        if self.student is not None:
+            return FORMAT_STUDENT
         if self.residual_std:
             return FORMAT_RESIDUAL
         return FORMAT_SCALED if self.scale_condition else FORMAT
@@ -164,6 +208,8 @@ class CheckpointMeta:
             data["scale_condition"] = self.scale_condition
             if self.residual_std:  # absent otherwise: checkpoints without it read as they always did
                 data["residual_std"] = list(self.residual_std)
+            if self.student is not None:  # likewise
+                data["student"] = dataclasses.asdict(self.student)
         data |= {"step": self.step, "val_loss": self.val_loss, "val_crps_fair": self.val_crps_fair,
                  "model_sha256": self.model_sha256,
                  "input_units": list(self.input_units), "input_ranges": [r.to_dict() for r in self.input_ranges]}
@@ -189,10 +235,12 @@ class CheckpointMeta:
                 input_units=data.get("input_units") or (), input_ranges=data.get("input_ranges") or (),
                 scale_condition=_flag(data.get("scale_condition", False), "scale_condition"),
                 residual_std=data.get("residual_std") or (),
+                student=StudentRef(**data["student"]) if data.get("student") is not None else None,
             )
             if meta.format() != data["format"]:
                 raise ValueError(f"format {data['format']!r} does not go with scale_condition "
-                                 f"{data.get('scale_condition')!r} and residual_std {data.get('residual_std')!r}")
+                                 f"{data.get('scale_condition')!r}, residual_std {data.get('residual_std')!r} and "
+                                 f"student {'set' if data.get('student') is not None else 'none'}")
             return meta
         except KeyError as err:
             raise CheckpointError(f"{where}: not a corrdiff checkpoint description (no {err.args[0]!r})") from None
@@ -392,6 +440,20 @@ def _read_tensors(path: Path, expected_sha256: str | None, recorded_in: Path) ->
         raise CheckpointError(f"{path}: not a readable safetensors file ({one_line(err)})") from None
 
 
+def load_meta(path: str | Path, which: str = "best", kind: str | None = None) -> CheckpointMeta:
+    """The metadata (model.json) of a checkpoint, without reading its weights; `path`, `which` and `kind` as
+    `load_model` takes them."""
+    folder = resolve(path, which)
+    return _meta_of(folder, kind)
+
+
+def _meta_of(folder: Path, kind: str | None) -> CheckpointMeta:
+    meta = CheckpointMeta.from_json(_read_text(folder / MODEL_META), str(folder / MODEL_META))
+    if kind is not None and meta.kind != kind:
+        raise CheckpointError(f"{folder} is a {meta.kind!r} checkpoint, not a {kind} one")
+    return meta
+
+
 def load_model(path: str | Path, which: str = "best", kind: str | None = None) -> ModelCheckpoint:
     """EMA weights, metadata and grid of a checkpoint (see `resolve` for what `path` may be).
 
@@ -399,9 +461,7 @@ def load_model(path: str | Path, which: str = "best", kind: str | None = None) -
     checkpoint is a CheckpointError naming the file and what is wrong.
     """
     folder = resolve(path, which)
-    meta = CheckpointMeta.from_json(_read_text(folder / MODEL_META), str(folder / MODEL_META))
-    if kind is not None and meta.kind != kind:
-        raise CheckpointError(f"{folder} is a {meta.kind!r} checkpoint, not a {kind} one")
+    meta = _meta_of(folder, kind)
     tensors, digest = _read_tensors(folder / MODEL_FILE, meta.model_sha256, folder / MODEL_META)
     weights = {k[len("net.") :]: v for k, v in tensors.items() if k.startswith("net.")}
     if not weights:
@@ -414,8 +474,9 @@ def load_model(path: str | Path, which: str = "best", kind: str | None = None) -
 
 
 def load_training_state(folder: str | Path, meta: CheckpointMeta | None = None
-                        ) -> tuple[dict[str, torch.Tensor], dict, TrainingState]:
-    """Raw weights, optimizer state_dict and TrainingState of a checkpoint folder, for --resume.
+                        ) -> tuple[dict[str, torch.Tensor], dict, TrainingState, dict[str, torch.Tensor]]:
+    """Raw weights, optimizer state_dict, TrainingState and the task's own tensors (`task.*`, without the prefix;
+    {} for the regression and diffusion tasks) of a checkpoint folder, for --resume.
 
     With the folder's `meta` (from `load_model`), the two halves are checked to belong together.
     """
@@ -431,10 +492,11 @@ def load_training_state(folder: str | Path, meta: CheckpointMeta | None = None
                                   "the folder mixes two checkpoints")
     tensors, _ = _read_tensors(folder / STATE_FILE, state.state_sha256, where)
     raw = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
+    task = {k[len("task.") :]: v for k, v in tensors.items() if k.startswith("task.")}
     if not raw:
         raise CheckpointError(f"{folder / STATE_FILE}: holds no network weights (model.*)")
     try:
         optimizer_state = optimizer_from_tensors(tensors, state.optimizer)
     except (KeyError, ValueError, TypeError, AttributeError) as err:
         raise CheckpointError(f"{where}: its optimizer state cannot be read ({one_line(err)})") from None
-    return raw, optimizer_state, state
+    return raw, optimizer_state, state, task

@@ -33,9 +33,11 @@ def _write_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> str:
 def save_checkpoint(root: Path, meta: CheckpointMeta, ema_weights: dict[str, torch.Tensor], lat, lon,
                     raw_weights: dict[str, torch.Tensor], optimizer_state: dict, scheduler_state: dict,
                     samples_seen: int, best_val: float | None, keep_last: int, is_best: bool,
-                    best_crps: float | None = None, is_best_crps: bool = False) -> Path:
+                    best_crps: float | None = None, is_best_crps: bool = False,
+                    task_state: dict[str, torch.Tensor] | None = None) -> Path:
     """Write checkpoint folder `step-NNNNNN` (step from `meta`) atomically, update `latest` (and `best`, and
-    `best-crps`), prune.
+    `best-crps`), prune. `task_state`: tensors the training task keeps besides the network and optimizer (the
+    target network of consistency distillation), kept in state.safetensors as `task.<name>`.
 
     If writing fails (disk full, say), the partial folder is removed and the previous checkpoints and
     pointers are left exactly as they were. The caller checks that the weights are finite.
@@ -49,6 +51,7 @@ def save_checkpoint(root: Path, meta: CheckpointMeta, ema_weights: dict[str, tor
     model_tensors["grid.lat"] = torch.as_tensor(lat, dtype=torch.float64)
     model_tensors["grid.lon"] = torch.as_tensor(lon, dtype=torch.float64)
     state_tensors = {f"model.{k}": v for k, v in raw_weights.items()} | opt_tensors
+    state_tensors |= {f"task.{k}": v for k, v in (task_state or {}).items()}
     best = name if is_best else read_pointer(root, "best")
     best_crps_folder = name if is_best_crps else read_pointer(root, "best-crps")
     try:

@@ -7,23 +7,27 @@ import torch
 from torch import nn
 
 from corrdiff.checkpoint import CheckpointMeta, MODEL_FILE, MODEL_META, ModelCheckpoint
-from corrdiff.diffusion import diffusion_network, EDMPrecond
+from corrdiff.diffusion import ConsistencyPrecond, diffusion_network, EDMPrecond
 from corrdiff.errors import CheckpointError, one_line
 from corrdiff.models import UNetConfig
 from corrdiff.state_tensors import nonfinite_tensors
 
 
 def network_for(unet: UNetConfig, kind: str, sigma_data: float | None = None,
-                scale_condition: bool = False) -> nn.Module:
-    """The untrained network of a `kind` of checkpoint: the regression UNet, or the EDM denoiser."""
+                scale_condition: bool = False, student_sigma_min: float | None = None) -> nn.Module:
+    """The untrained network of a `kind` of checkpoint: the regression UNet, the EDM denoiser, or with
+    `student_sigma_min` (ε) a consistency student of the same network."""
     if kind == "regression":
         return unet.build_regression()
+    if student_sigma_min is not None:
+        return ConsistencyPrecond(diffusion_network(unet), sigma_data, student_sigma_min, scale_condition)
     return EDMPrecond(diffusion_network(unet), sigma_data=sigma_data, scale_condition=scale_condition)
 
 
 def build_network(meta: CheckpointMeta) -> nn.Module:
     """The untrained network a checkpoint's weights belong to."""
-    return network_for(meta.unet, meta.kind, meta.sigma_data, meta.scale_condition)
+    return network_for(meta.unet, meta.kind, meta.sigma_data, meta.scale_condition,
+                       meta.student.sigma_min if meta.student is not None else None)
 
 
 def load_weights(module: nn.Module, weights: dict[str, torch.Tensor], where: Path) -> None:

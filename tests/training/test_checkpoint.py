@@ -140,3 +140,36 @@ def test_export_refuses_an_unknown_which_naming_the_choices(tmp_path):
     result = CliRunner().invoke(app, ["export", str(tmp_path), "--out", str(tmp_path / "out"), "--which", "worst"])
     assert result.exit_code != 0
     assert "--which must be one of latest, best, best-crps, got 'worst'" in result.output
+
+
+def test_model_json_keeps_a_consistency_student_under_its_own_format():
+    """`CheckpointMeta.student` (corrdiff train distill): written and read back, format 4 (a reader of 1–3 would
+    sample the student as a denoiser, so it must refuse it); absent, the JSON is what it always was."""
+    config = synthetic_config("unused", 1)
+    data = SyntheticDataset(n=2)
+    teacher = ckpt.CheckpointMeta(kind="diffusion", unet=config.model.unet_config((16, 16), 3, 2),
+                                  input_channels=data.input_channels, target_channels=data.target_channels,
+                                  stats=data.stats, config="{}", sigma_data=0.5, residual_std=(0.2, 0.4))
+    sampler = {"solver": "consistency", "schedule": "loglinear", "num_steps": 2, "sigma_min": 0.002, "sigma_max": 80.0}
+    student = teacher.replace(student=ckpt.StudentRef("/runs/a/diffusion/checkpoints/step-000100", "ab" * 32, 0.002,
+                                                      sampler))
+    text = student.to_json()
+    assert json.loads(text)["format"] == ckpt.FORMAT_STUDENT
+    again = ckpt.CheckpointMeta.from_json(text)
+    assert again.student == student.student and again.to_json() == text
+    assert again.student.recommended_sampler().num_steps == 2
+    assert "student" not in json.loads(teacher.to_json()) and ckpt.CheckpointMeta.from_json(teacher.to_json()).student \
+        is None
+    stripped = json.loads(text) | {"format": ckpt.FORMAT_RESIDUAL}
+    with pytest.raises(CheckpointError, match="does not go with .*student set"):
+        ckpt.CheckpointMeta.from_json(json.dumps(stripped))
+    for bad, message in (({"solver": "heun"}, "consistency solver, not 'heun'"), ({"num_steps": 0}, "num_steps"),
+                         ({"sigma_minimum": 1.0}, "sigma_minimum")):
+        spoilt = json.loads(text)
+        spoilt["student"]["sampler"] = sampler | bad
+        with pytest.raises(CheckpointError, match=message):
+            ckpt.CheckpointMeta.from_json(json.dumps(spoilt))
+    with pytest.raises(ValueError, match="diffusion checkpoint only"):
+        ckpt.CheckpointMeta(kind="regression", unet=teacher.unet, input_channels=teacher.input_channels,
+                            target_channels=teacher.target_channels, stats=teacher.stats, config="{}",
+                            student=student.student)

@@ -1,4 +1,5 @@
-"""The two CorrDiff training tasks: what network each trains and what loss a batch gives.
+"""The two CorrDiff training tasks: what network each trains and what loss a batch gives (the third, consistency
+distillation of the diffusion step, is `corrdiff.training.distill`).
 
 A task's `loss` takes normalised tensors: condition y (batch, C_in, H, W) and target x (batch, C_out, H, W),
 and a `corrdiff.seeding.Draws` from which it takes every random draw it makes (patch offsets on the host,
@@ -28,7 +29,8 @@ class Task(Protocol):
     """What the Trainer needs of a training step."""
 
     kind: str
-    """"regression" or "diffusion"; names the run folder and the checkpoint kind."""
+    """"regression", "diffusion" or "distill": the step, which names its run folder and config section (the
+    checkpoint's kind is its `CheckpointMeta`'s: a distilled student is a diffusion checkpoint)."""
     unet: UNetConfig
     net: nn.Module
     """The network being trained (its EMA is what the checkpoint keeps)."""
@@ -37,6 +39,12 @@ class Task(Protocol):
              channel_weights: torch.Tensor | None, draws: Draws) -> torch.Tensor:
         """Scalar loss of a batch computed with `module` (the network, or its DDP/compiled wrapper)."""
         ...
+
+    # A task may also keep state of its own that the Trainer updates, checks and checkpoints with the network
+    # (the target network of consistency distillation); the Trainer calls these when the task has them:
+    #   after_step(net)                 after each optimizer step and EMA update, with the trained network
+    #   extra_state() -> {name: tensor} what to keep in the checkpoint's state.safetensors (`task.<name>`)
+    #   load_extra_state(tensors, where) put back what `extra_state` gave, on --resume
 
 
 def patch_positions(batch: int, domain: tuple[int, int], patch_shape: tuple[int, int], draws: Draws | None,
@@ -128,7 +136,11 @@ class DiffusionTask:
         return torch.stack([self.condition.patches(field, offsets[:, j], patch) for j in range(per_sample)],
                            dim=1).flatten(0, 1)
 
-    def loss(self, module, condition, target, channel_weights=None, draws: Draws | None = None):
+    def residual_batch(self, condition: torch.Tensor, target: torch.Tensor, draws: Draws | None
+                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """What the denoiser learns from a batch: the residual (in `residual_unit`s) on the whole domain or on
+        random patches (batch·k, C_out, h, w), the denoiser's condition there, and the patches' offsets (None:
+        the whole domain). Draws the patch offsets only (from `draws.host`)."""
         condition, mean = self.inputs_and_mean(condition)
         residual = target - mean
         if self.residual_unit:
@@ -143,6 +155,10 @@ class DiffusionTask:
             denoiser_condition = self._patch_condition(field, positions, per_sample)
         else:
             positions, denoiser_condition = None, self.condition.whole_domain(field)
+        return residual, denoiser_condition, positions
+
+    def loss(self, module, condition, target, channel_weights=None, draws: Draws | None = None):
+        residual, denoiser_condition, positions = self.residual_batch(condition, target, draws)
         return self.edm(module, residual, denoiser_condition, positions, channel_weights,
                         draws.device if draws else None)
 

@@ -1,4 +1,4 @@
-"""Trainer: runs one CorrDiff training step (regression or diffusion) to the end, resumably."""
+"""Trainer: runs one CorrDiff training step (regression, diffusion or distill) to the end, resumably."""
 
 import contextlib
 import math
@@ -62,7 +62,7 @@ class Trainer:
             self.net.parameters(), lr=section.lr, betas=section.betas, weight_decay=section.weight_decay
         )
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: lr_factor(s, section))
-        self.micro, self.accum = micro_batching(section, info.world_size, meta.kind)
+        self.micro, self.accum = micro_batching(section, info.world_size, task.kind)
         self.channel_weights = (
             torch.tensor(section.channel_weights, device=self.device) if section.channel_weights else None
         )
@@ -86,10 +86,12 @@ class Trainer:
         if checkpoint is None:
             if ckpt.read_pointer(root, "latest") is None:
                 return False
-            checkpoint = ckpt.load_model(ckpt.resolve(root, "latest"), kind=self.task.kind)
-        raw_weights, optimizer_state, state = ckpt.load_training_state(checkpoint.path, checkpoint.meta)
+            checkpoint = ckpt.load_model(ckpt.resolve(root, "latest"), kind=self.meta.kind)
+        raw_weights, optimizer_state, state, task_state = ckpt.load_training_state(checkpoint.path, checkpoint.meta)
         state_file = checkpoint.path / ckpt.STATE_FILE
         load_weights(self.net, raw_weights, state_file)
+        if hasattr(self.task, "load_extra_state"):
+            self.task.load_extra_state(task_state, state_file)
         load_weights(self.ema.module, checkpoint.weights, checkpoint.path / ckpt.MODEL_FILE)
         self._load_optimizer(optimizer_state, state_file)
         if not isinstance(state.scheduler.get("last_epoch"), int):
@@ -155,16 +157,22 @@ class Trainer:
                 self.ema.module.state_dict(), self.train_set.lat, self.train_set.lon, self.net.state_dict(),
                 self.optimizer.state_dict(), scheduler_state, self.samples_seen,
                 None if math.isinf(self.best_val) else self.best_val, self.section.keep_last, is_best,
-                None if math.isinf(self.best_crps) else self.best_crps, is_best_crps,
+                None if math.isinf(self.best_crps) else self.best_crps, is_best_crps, self._task_state(),
             )
         barrier(self.info)
         return folder
 
+    def _task_state(self) -> dict[str, torch.Tensor] | None:
+        """What the task keeps besides the network (`Task`: `extra_state`), or None."""
+        return self.task.extra_state() if hasattr(self.task, "extra_state") else None
+
     def check_finite(self, val_loss: float | None) -> None:
-        """Stop with a TrainingError if the weights, their EMA or the validation loss are not finite."""
+        """Stop with a TrainingError if the weights, their EMA, the task's own state or the validation loss are not
+        finite."""
         problems = []
-        for what, module in (("weights", self.net), ("EMA weights", self.ema.module)):
-            bad = nonfinite_tensors(module.state_dict())
+        for what, tensors in (("weights", self.net.state_dict()), ("EMA weights", self.ema.module.state_dict()),
+                              ("training state", self._task_state() or {})):
+            bad = nonfinite_tensors(tensors)
             if bad:
                 problems.append(f"non-finite {what} ({', '.join(bad[:2])}{', …' if len(bad) > 2 else ''})")
         if val_loss is not None and not math.isfinite(val_loss):
@@ -216,6 +224,8 @@ class Trainer:
         self.scheduler.step()
         self.samples_seen += self.section.batch_size
         self.ema.update(self.net, self.section.batch_size, self.samples_seen)
+        if hasattr(self.task, "after_step"):
+            self.task.after_step(self.net)
         self.step += 1
         return loss
 

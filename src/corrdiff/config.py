@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, create_model, Field, field_validator
     ValidationError
 
 from corrdiff.diffusion import EDMLoss, SamplerConfig
+from corrdiff.diffusion.consistency import ConsistencyDistillation
 from corrdiff.documents import read_yaml_mapping, yaml_problem
 from corrdiff.errors import ConfigError
 from corrdiff.models import presets, UNetConfig
@@ -209,6 +210,55 @@ class DiffusionSection(TrainSection):
         return EDMLoss(P_mean=self.P_mean, P_std=self.P_std, sigma_data=self.sigma_data)
 
 
+class DistillSection(TrainSection):
+    """Consistency distillation of the diffusion step into a few-step student (Song et al. 2023; docs/method.md,
+    "Few-step student"): `corrdiff train distill` writes it to <run_dir>/distill as a diffusion checkpoint."""
+
+    steps: int = Field(1000, gt=0, description="optimizer steps")
+    lr: float = Field(2e-5, gt=0, description="the student starts from the teacher's weights: a fine-tuning rate")
+    warmup_steps: int = Field(0, ge=0)
+    schedule: Literal["constant", "cosine"] = "constant"
+    teacher_checkpoint: str | None = Field(
+        None, description="the diffusion checkpoint distilled (a checkpoint or run folder); default: the run's "
+        "diffusion checkpoint (its best)")
+    num_scales: int = Field(18, ge=2, description="N: noise levels of the Karras discretisation from sigma_min to "
+                            "sigma_max; the teacher takes one ODE step between neighbours")
+    sigma_min: float = Field(0.002, gt=0, description="ε: the student's boundary, f(x, ε) = x, and the lowest level")
+    sigma_max: float = Field(800.0, gt=0, description="the highest level (the sampler's starting noise)")
+    rho: float = Field(7.0, gt=0, description="ρ of the Karras discretisation")
+    target_ema: float = Field(0.95, ge=0, lt=1, description="μ: decay per step of the target network θ⁻ ← μθ⁻ + "
+                              "(1 − μ)θ (0: the student itself, without gradients)")
+    teacher_solver: Literal["heun", "euler"] = Field("heun", description="the teacher's ODE step between neighbouring "
+                                                       "levels")
+    distance: Literal["l2", "pseudo_huber"] = Field(
+        "l2", description="l2: mean squared difference; pseudo_huber: sqrt(‖Δ‖² + c²) − c per sample "
+        "(Song & Dhariwal 2023)")
+    huber_c: float | None = Field(None, gt=0, description="c of pseudo_huber; default 0.00054·sqrt(elements of a "
+                                  "sample)")
+    patches_per_sample: int = Field(1, gt=0, description="random patches drawn from each sample per step (needs "
+                                    "patch_shape)")
+    recommended_steps: int = Field(2, gt=0, description="network evaluations of the sampler the student's "
+                                   "checkpoint recommends (solver consistency, loglinear levels from sigma_max to "
+                                   "sigma_min)")
+
+    @model_validator(mode="after")
+    def _levels(self):
+        if not self.sigma_min < self.sigma_max:
+            raise ValueError(f"need sigma_min < sigma_max, got {self.sigma_min} and {self.sigma_max}")
+        return self
+
+    def distillation(self) -> ConsistencyDistillation:
+        """The loss these settings describe."""
+        return ConsistencyDistillation(self.num_scales, self.sigma_min, self.sigma_max, self.rho, self.teacher_solver,
+                                       self.distance, self.huber_c)
+
+    def recommended_sampler(self) -> dict:
+        """The settings (of `SamplerConfig`) of the sampler a student trained with these settings recommends, kept
+        in its checkpoint: the others are SamplerConfig's defaults."""
+        return {"solver": "consistency", "schedule": "loglinear", "num_steps": self.recommended_steps,
+                "sigma_min": self.sigma_min, "sigma_max": self.sigma_max}
+
+
 class CoherenceSection(Section):
     """Members that are time series (docs/sampling.md): how each member's starting noise relates across the
     consecutive times of one generation (`corrdiff.inference.coherence`)."""
@@ -282,6 +332,8 @@ class RunConfig(Section):
     model: ModelSection = ModelSection()
     regression: TrainSection = TrainSection()
     diffusion: DiffusionSection = DiffusionSection()
+    distill: DistillSection = Field(DistillSection(), description="consistency distillation of the diffusion step "
+                                    "(`corrdiff train distill`)")
     sampler: SamplerConfig = Field(SamplerConfig(), description="EDM sampler (corrdiff.diffusion.SamplerConfig)")
     generate: GenerateSection = GenerateSection()
     source: str | None = Field(None, description="(set on load) the file this config came from")
@@ -341,5 +393,9 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConf
 
 
 def dump_config(config: RunConfig) -> str:
-    """The resolved config as YAML text (saved with every run and in output provenance)."""
-    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+    """The resolved config as YAML text (saved with every run and in output provenance); `distill` left out while
+    it is the default, so that the text of a run without distillation is what it was before the section existed."""
+    values = config.model_dump(mode="json")
+    if config.distill == DistillSection():
+        values.pop("distill")
+    return yaml.safe_dump(values, sort_keys=False)

@@ -22,7 +22,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-train_app = typer.Typer(help="Train the regression (mean) or the diffusion (residual) model.", no_args_is_help=True)
+train_app = typer.Typer(help="Train the regression (mean) or the diffusion (residual) model, or distil the diffusion "
+                        "model into a few-step student.", no_args_is_help=True)
 app.add_typer(train_app, name="train")
 app.add_typer(data_app, name="data")
 app.add_typer(baseline_app, name="baseline")
@@ -99,6 +100,20 @@ def train_diffusion(
     """Train the EDM diffusion model of the residual x − μ(y), against the frozen regression checkpoint
     (diffusion.regression_checkpoint, or the run's regression folder)."""
     _train("diffusion", config, set_, resume, quiet)
+
+
+@train_app.command("distill")
+@user_errors
+def train_distill(
+    config: ConfigArg,
+    set_: SetOpt = None,
+    resume: Annotated[bool, typer.Option(help="Continue from the run's latest checkpoint (settings that decide what it learns must not change).")] = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Distil the diffusion model into a consistency student that samples in 1 to 4 network evaluations (Song et
+    al. 2023), in <run_dir>/distill: teacher distill.teacher_checkpoint, or the run's diffusion checkpoint. Generate
+    with it by giving it as the diffusion checkpoint (sampler.solver: consistency)."""
+    _train("distill", config, set_, resume, quiet)
 
 
 @app.command()

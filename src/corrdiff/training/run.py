@@ -1,4 +1,5 @@
-"""Entry points: train the regression or the diffusion step of a run config, on one process or many.
+"""Entry points: train the regression or the diffusion step of a run config, or distil the diffusion step into a
+consistency student (`corrdiff.training.distill`), on one process or many.
 
 A step's run folder (`<run_dir>/<kind>`) is trained by one process group at a time (`train.lock`, taken with
 `corrdiff.locks`), and a resumed run keeps the settings that decide what it learns (`check_resumable`).
@@ -22,15 +23,17 @@ from corrdiff.fast_path import to_channels_last
 from corrdiff.file_integrity import atomic_write_text
 from corrdiff.models import UNetConfig
 from corrdiff.networks import load_network
-from corrdiff.training import regression_cache
+from corrdiff.training import distill, regression_cache
 from corrdiff.training.batches import micro_batching
 from corrdiff.training.data_identity import data_fingerprint
+from corrdiff.training.distill import DistillTask
 from corrdiff.training.tasks import DiffusionTask, RegressionTask, residual_std
 from corrdiff.training.trainer import Trainer
 
 log = logging.getLogger(__name__)
 
 LOCK_FILE = "train.lock"
+STEPS = ("regression", "diffusion", "distill")  # the training steps, each a section of the run config and a folder
 
 # Settings of a step's section that may change when its run is resumed: they steer the rest of the
 # optimisation (learning rate and its schedule, how long, how often to log, validate and save, the EMA,
@@ -45,6 +48,7 @@ CHANGEABLE_ON_RESUME = frozenset({
                      # best-crps compares like with like
     "recipe",  # its values are compared one by one
     "residual_std_samples",  # a resumed run keeps the standard deviation it measured at its start
+    "recommended_steps",  # only what the student's checkpoint recommends for sampling
 })
 CHANGEABLE_PREFIXES = ("ema_", "lr_")
 
@@ -104,9 +108,12 @@ def check_resumable(kind: str, config: RunConfig, meta: CheckpointMeta, previous
         raise CheckpointError(f"{previous.path / ckpt.MODEL_META}: its run config is not a YAML mapping")
     new = config.model_dump(mode="json")
     applied, refused = [], []
-    old_section, new_section = saved.get(kind) or {}, new[kind]
+    section = getattr(config, kind)
+    # A section left out of the recorded config (distill: while it is the default) had its defaults.
+    old_section = saved[kind] if kind in saved else type(section)().model_dump(mode="json")
+    new_section = section.model_dump(mode="json")
     for key, value in new_section.items():
-        if key not in old_section or key == "regression_checkpoint":  # the reference is compared below
+        if key not in old_section or key in ("regression_checkpoint", "teacher_checkpoint"):  # compared below
             continue
         if old_section[key] != value:
             changeable = key in CHANGEABLE_ON_RESUME or key.startswith(CHANGEABLE_PREFIXES)
@@ -130,6 +137,11 @@ def check_resumable(kind: str, config: RunConfig, meta: CheckpointMeta, previous
     if old_ref and new_ref and old_ref.sha256 != new_ref.sha256:
         refused.append(f"diffusion.regression_checkpoint: {old_ref.path} (SHA-256 {old_ref.sha256[:12]}…) -> "
                        f"{new_ref.path} (SHA-256 {new_ref.sha256[:12]}…)")
+    old_student, new_student = previous.meta.student, meta.student
+    if old_student and new_student and old_student.teacher_sha256 != new_student.teacher_sha256:
+        refused.append(f"distill.teacher_checkpoint: {old_student.teacher} (SHA-256 "
+                       f"{old_student.teacher_sha256[:12]}…) -> {new_student.teacher} (SHA-256 "
+                       f"{new_student.teacher_sha256[:12]}…)")
     if refused:
         raise ConfigError(
             f"--resume: {previous.path.parent.parent} was trained with other settings, which cannot change within "
@@ -159,25 +171,40 @@ def exclusive(run_dir: Path, info: DistInfo):
 def run_training(kind: str, config: RunConfig, train_set: PairedDataset, val_set: PairedDataset | None,
                  info: DistInfo, resume: bool = False, progress: bool = True) -> tuple[Path, str]:
     """Train one step on the given datasets; returns the step's run folder and "finished"/"interrupted"."""
-    if kind not in ckpt.KINDS:
-        raise ConfigError(f"unknown training step {kind!r}: expected 'regression' or 'diffusion'")
-    section = config.regression if kind == "regression" else config.diffusion
-    height, width = train_set.lat.shape
-    unet = config.model.unet_config((height, width), len(train_set.input_channels), len(train_set.target_channels))
+    if kind not in STEPS:
+        raise ConfigError(f"unknown training step {kind!r}: expected one of {', '.join(map(repr, STEPS))}")
+    section = getattr(config, kind)
+    teacher = None
+    if kind == "distill":  # the student is the teacher's network, on its data and (by default) its patches
+        teacher = distill.load_teacher(config)
+        distill.check_data(teacher, train_set)
+        unet = teacher.meta.unet
+        if section.patch_shape is None and teacher.meta.patch_shape is not None:
+            section = section.model_copy(update={"patch_shape": teacher.meta.patch_shape})
+    else:
+        height, width = train_set.lat.shape
+        unet = config.model.unet_config((height, width), len(train_set.input_channels),
+                                        len(train_set.target_channels))
     check_settings(kind, section, unet, train_set.target_channels)
     micro_batching(section, info.world_size, kind)  # before the run folder is made
     run_dir = Path(config.run_dir) / kind
     spec = getattr(train_set, "spec", None)
     if spec is not None:  # what lets a copied or moved run folder resume (`check_resumable`)
         config = config.model_copy(update={"data_fingerprint": data_fingerprint(spec, run_dir)})
-    meta = CheckpointMeta(
-        kind=kind, unet=unet, input_channels=train_set.input_channels, target_channels=train_set.target_channels,
-        target_attrs=dict(getattr(train_set, "target_attrs", {}) or {}), stats=train_set.stats,
-        input_units=tuple(getattr(train_set, "input_units", ()) or ()), input_ranges=input_ranges(train_set.stats),
-        config=dump_config(config),
-        sigma_data=config.diffusion.sigma_data if kind == "diffusion" else None,
-        patch_shape=section.patch_shape if kind == "diffusion" else None,
-    )
+    if teacher is not None:
+        if not _same_stats(teacher.meta.stats, train_set.stats):
+            raise ConfigError(f"the teacher {teacher.path} was trained with other normalisation statistics than the "
+                              "data spec's (the training data or its transforms changed since)")
+        meta = distill.student_meta(teacher, section, dump_config(config), section.patch_shape)
+    else:
+        meta = CheckpointMeta(
+            kind=kind, unet=unet, input_channels=train_set.input_channels, target_channels=train_set.target_channels,
+            target_attrs=dict(getattr(train_set, "target_attrs", {}) or {}), stats=train_set.stats,
+            input_units=tuple(getattr(train_set, "input_units", ()) or ()), input_ranges=input_ranges(train_set.stats),
+            config=dump_config(config),
+            sigma_data=config.diffusion.sigma_data if kind == "diffusion" else None,
+            patch_shape=section.patch_shape if kind == "diffusion" else None,
+        )
     with exclusive(run_dir, info):
         root = run_dir / "checkpoints"
         existing = ckpt.read_pointer(root, "latest")
@@ -190,6 +217,11 @@ def run_training(kind: str, config: RunConfig, train_set: PairedDataset, val_set
         try:
             if kind == "regression":
                 task = RegressionTask(unet, section)
+            elif kind == "distill":
+                task = DistillTask(unet, section, distill.teacher_regression(config, teacher),
+                                   load_network(teacher))
+                task.set_residual_unit(meta.residual_unit())  # the teacher's data units
+                task.to_device(info.device, section.fast_path(info.device).channels_last)
             else:
                 regression, reference = _frozen_regression(
                     section.regression_checkpoint or Path(config.run_dir) / "regression", meta)
@@ -201,7 +233,7 @@ def run_training(kind: str, config: RunConfig, train_set: PairedDataset, val_set
             raise ConfigError(f"model: these settings give no {kind} network: {err}") from None
         previous = None
         if resume and existing:
-            previous = ckpt.load_model(ckpt.resolve(root, "latest"), kind=kind)
+            previous = ckpt.load_model(ckpt.resolve(root, "latest"), kind=meta.kind)
             for change in check_resumable(kind, config, meta, previous):
                 log.warning(f"--resume: {change} (applied from step {previous.meta.step})")
         if info.is_main:

@@ -67,6 +67,14 @@ class World:
         return config
 
     @cached_property
+    def student(self) -> Path:
+        """The trained run's consistency student (two steps of `corrdiff train distill`), its folder."""
+        result = invoke("train", "distill", self.config, "--quiet", "--set", "distill.steps=2", "--set",
+                        "distill.batch_size=4", "--set", "distill.num_scales=4", "--set", "distill.log_every=1")
+        assert result.exit_code == 0, result.output
+        return self.root / "run" / "distill"
+
+    @cached_property
     def ensemble(self) -> Path:
         """An ensemble of the test split (3 times, 2 members) made by `corrdiff generate`."""
         out = self.root / "ensemble.nc"
@@ -286,6 +294,11 @@ def train(change=None, *args):
     return lambda w, tmp: ["train", "regression", config_file(w, tmp, change), "--quiet", *args]
 
 
+def distill(change=None, *args):
+    """`corrdiff train distill` of a run config in tmp (its own run_dir: no teacher there unless `change` names one)."""
+    return lambda w, tmp: ["train", "distill", config_file(w, tmp, change), "--quiet", *args]
+
+
 def train_text(text: str):
     return lambda w, tmp: ["train", "regression", write(tmp / "config.yaml", text), "--quiet"]
 
@@ -497,6 +510,10 @@ CONFIG_CASES = [
     Case("config-stats-std-missing", stats_missing_a_std,
          ("stats.json", "4 channels", "std holds 3 values", "corrdiff data stats --overwrite")),
     Case("config-seed-negative", train(set_in("regression", "seed", -1)), ("config.yaml", "regression.seed")),
+    Case("config-distill-sigma-min-above-max", distill(set_in("distill", {"sigma_min": 900.0})),
+         ("config.yaml", "distill", "sigma_min < sigma_max")),
+    Case("config-distill-distance-unknown", distill(set_in("distill", {"distance": "l1"})),
+         ("config.yaml", "distill.distance", "'pseudo_huber'")),
     Case("config-set-option-without-value", lambda w, tmp: ["train", "regression", w.spec, "--set"], ("--set",),
          usage=True),
 ]
@@ -637,6 +654,16 @@ ARGUMENT_CASES = [
     Case("cli-export-out-is-a-file",
          lambda w, tmp: ["export", w.config.parent / "run", "--out", write(tmp / "model.txt", "x")],
          ("--out", "model.txt", "is a file, not a folder")),
+    Case("cli-train-distill-without-a-teacher", distill(), ("distill", "no checkpoint found", "diffusion")),
+    Case("cli-train-distill-a-student",
+         lambda w, tmp: distill(set_in("distill", {"teacher_checkpoint": str(w.student)}))(w, tmp),
+         ("distill.teacher_checkpoint", "consistency student itself")),
+    Case("cli-generate-a-student-with-heun", generate("--checkpoint-diffusion", lambda w, tmp: w.student),
+         ("sampler.solver", "is a consistency student", "sampler.solver: consistency")),
+    Case("cli-generate-a-denoiser-with-consistency", generate("--set", "sampler.solver=consistency"),
+         ("sampler.solver", "consistency", "is a denoiser", "heun")),
+    Case("cli-tune-consistency-on-a-denoiser", tune("--solver", "consistency"),
+         ("--solver consistency", "a denoiser", "heun")),
     Case("cli-export-which-unknown", lambda w, tmp: ["export", w.config.parent / "run", "--out", tmp / "m",
                                                      "--which", "worst"], ("--which", "'worst'", "best-crps")),
 ]

@@ -73,6 +73,7 @@ def export_command(
                      "(diffusion: lowest validation fair CRPS of the sample check; the regression's best) or latest.")]
     = "best",
     config: Annotated[Path | None, typer.Option(help="package: the run config whose dataset spec gives the input rules and static fields (default: the one recorded in the diffusion checkpoint).")] = None,
+    checkpoint_diffusion: Annotated[Path | None, typer.Option(help="package: the diffusion checkpoint or run folder to package instead of <run_dir>/diffusion, e.g. the consistency student <run_dir>/distill (`corrdiff train distill`).")] = None,
 ) -> None:
     """Export a run's networks: as a self-contained corrdiff model package (default), or for NVIDIA PhysicsNeMo 2.2
     (`Module.from_checkpoint`) and Earth2Studio."""
@@ -89,9 +90,13 @@ def export_command(
         from corrdiff.config import load_config
 
         with write_errors(out, "writing the model package"):  # write() removes its temporary folder itself
-            package = model_package.export(run_dir, out, load_config(config) if config else None, which)
+            package = model_package.export(run_dir, out, load_config(config) if config else None, which,
+                                           checkpoint_diffusion)
         typer.echo(f"model package written: {out} (sampler: {package.sampler_source})")
         return
+    if checkpoint_diffusion is not None:
+        raise ConfigError("--checkpoint-diffusion applies to --format package; --format physicsnemo exports the run's "
+                          "diffusion/ checkpoint (PhysicsNeMo has no consistency student)")
     from corrdiff import locks
     from corrdiff.inference.checks import checkpoint_inputs
     from corrdiff.interop import export_physicsnemo

@@ -7,8 +7,6 @@ import typer
 
 from corrdiff.cli.errors import user_errors
 
-DEFAULT_NFE = [5, 7, 9, 11, 15, 23, 35]
-
 
 @user_errors
 def tune_command(
@@ -18,10 +16,11 @@ def tune_command(
     times: Annotated[int, typer.Option("--times", help="Evenly spaced times of the split scored (0: all); "
                      "docs/sampling.md says why 32.")] = 32,
     solver: Annotated[list[str] | None, typer.Option("--solver", help="Solver to measure (repeatable); default: "
-                      "every solver (docs/sampling.md tables them; a name it does not know is refused with the "
-                      "list).")] = None,
+                      "every solver that can sample the diffusion checkpoint (consistency for a consistency "
+                      "student, the others for a denoiser; docs/sampling.md tables them; a name it does not know "
+                      "is refused with the list).")] = None,
     nfe: Annotated[list[int] | None, typer.Option("--nfe", help="Network evaluations per member (repeatable); each "
-                   "solver gets the most steps within it. Default: 5 7 9 11 15 23 35.")] = None,
+                   "solver gets the most steps within it. Default: 5 7 9 11 15 23 35 (a consistency student: 1 2 4).")] = None,
     churn: Annotated[list[float] | None, typer.Option("--churn", help="S_churn for the solvers that take churn "
                      "(repeatable); default: 0. S_min, S_max, S_noise come from the config's sampler "
                      "section.")] = None,
@@ -71,7 +70,7 @@ def tune_command(
     request = TuneRequest(checkpoint_regression or run_dir / "regression",
                           checkpoint_diffusion or run_dir / "diffusion", split=split,
                           allow_test_split=allow_test_split, times=times, members=members)
-    grid = TuneGrid(solvers=solver or list(SOLVERS), nfe=nfe or DEFAULT_NFE, churn=churn or [0.0],
+    grid = TuneGrid(solvers=solver or list(SOLVERS), nfe=nfe or None, churn=churn or [0.0],
                     schedules=schedule or None, sigma_mins=sigma_min or None)
     rule = RecommendationRule(tolerance=tolerance, lsd_tolerance=lsd_tolerance, calibration=calibrate)
     outputs = TuneOutputs(out, out / "sampler.yaml" if out is not None else None, overwrite=overwrite,

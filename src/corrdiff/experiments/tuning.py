@@ -44,12 +44,12 @@ import numpy as np
 import torch
 import xarray as xr
 
-from corrdiff import __version__, arguments, locks, sampler_file
+from corrdiff import __version__, arguments, checkpoint as ckpt, locks, sampler_file
 from corrdiff.config import RunConfig
 from corrdiff.data import DownscalingDataset, load_spec
 from corrdiff.diffusion import PatchedDenoiser
 from corrdiff.diffusion.sampler import SamplerConfig
-from corrdiff.diffusion.solvers import min_network_evaluations, SOLVERS, steps_for
+from corrdiff.diffusion.solvers import min_network_evaluations, SOLVERS, solvers_for, steps_for
 from corrdiff.distributed import pick_device
 from corrdiff.errors import ConfigError
 from corrdiff.file_integrity import sha256_bytes
@@ -68,6 +68,7 @@ from corrdiff.experiments.tuning_scores import SEED as BOOTSTRAP_SEED
 log = logging.getLogger(__name__)
 
 NFE = (5, 7, 9, 11, 15, 23, 35)
+STUDENT_NFE = (1, 2, 4)  # a consistency student's grid (corrdiff train distill)
 CHURN = (0.0,)
 HELD_OUT = ("test", "all")  # splits holding the test times: tuned on only with allow_test_split
 TUNE_KIND = "an output of corrdiff tune"
@@ -224,9 +225,12 @@ class TuneGrid:
     config's sampler (`sampler_grid`)."""
 
     solvers: Sequence[str] = dataclasses.field(default_factory=lambda: tuple(SOLVERS))
-    """Every solver by default (read when the grid is made, so a solver added to `SOLVERS` is in it)."""
-    nfe: Sequence[int] = NFE
-    """Network evaluations per member: each solver gets the most steps within each."""
+    """Every solver by default (read when the grid is made, so a solver added to `SOLVERS` is in it); of every
+    solver, tune measures those that can sample the diffusion checkpoint (`grid_solvers`): the consistency solver
+    for a consistency student, the others for a denoiser."""
+    nfe: Sequence[int] | None = None
+    """Network evaluations per member: each solver gets the most steps within each. None: `NFE`, for a consistency
+    student `STUDENT_NFE`."""
     churn: Sequence[float] = CHURN
     """S_churn, for the solvers that take it (their `SOLVERS` entry lists `S_churn`; the others are measured once, without)."""
     schedules: Sequence[str] | None = None
@@ -267,6 +271,20 @@ class TuneOutputs:
     """Replace the outputs of an earlier tune."""
     progress: bool = True
     """A progress bar of the times measured."""
+
+
+def grid_solvers(solvers: Sequence[str], meta, checkpoint) -> list[str]:
+    """The solvers to measure on diffusion checkpoint `checkpoint` (its `CheckpointMeta` `meta`): of every solver
+    (the grid's default), those that can sample it; else `solvers`, a ConfigError naming one that cannot."""
+    fitting = solvers_for(meta.student is not None)
+    if set(solvers) == set(SOLVERS):
+        return fitting
+    for name in solvers:
+        if name in SOLVERS and name not in fitting:  # an unknown name is refused by `sampler_grid`, with the choices
+            kind = "a consistency student" if meta.student is not None else "a denoiser"
+            raise ConfigError(f"tune: --solver {name} cannot sample {checkpoint}, {kind}; choose from "
+                              f"{', '.join(fitting)}")
+    return list(solvers)
 
 
 def check_split(split: str, allow_test_split: bool) -> None:
@@ -318,7 +336,13 @@ def tune(config: RunConfig, request: TuneRequest, grid: TuneGrid | None = None,
     if rule.lsd_tolerance is not None:
         arguments.at_least("--lsd-tolerance", rule.lsd_tolerance, 0)
     grid = grid if grid is not None else TuneGrid()
-    settings = sampler_grid(config.sampler, grid.solvers, grid.nfe, grid.churn, grid.schedules, grid.sigma_mins)
+    for solver in grid.solvers:  # the arguments first, then the checkpoint they are for
+        arguments.one_of("--solver", solver, list(SOLVERS))
+    meta = ckpt.load_meta(request.diffusion, kind="diffusion")
+    nfe = grid.nfe or (STUDENT_NFE if meta.student is not None else NFE)
+    # A student's base is its own recommended sampler unless the config's can sample it (`checks.sampler_for`).
+    settings = sampler_grid(checks.sampler_for(config.sampler, meta), grid_solvers(grid.solvers, meta,
+                            request.diffusion), nfe, grid.churn, grid.schedules, grid.sigma_mins)
     if not settings:
         raise ConfigError("tune: the grid is empty (give at least one solver and one NFE)")
     folder = Path(outputs.folder) if outputs.folder is not None else Path(config.run_dir) / "tune"
@@ -429,7 +453,8 @@ def _prepare(config: RunConfig, request: TuneRequest) -> Run:
     run = Run(models, truth, members, batching, patcher, fingerprint, regression_mae(models, truth))
     # One untimed pass first: lazy initialisation, compilation, CUDA graphs and the GPU's member batch are
     # not the solvers' cost.
-    warm_up = dataclasses.replace(config.sampler, solver="euler", num_steps=2, S_churn=0.0, residual_scale=())
+    warm_up = dataclasses.replace(config.sampler, solver="euler" if models.meta.student is None else "consistency",
+                                  num_steps=2, S_churn=0.0, residual_scale=())
     batching.run(lambda size: downscale(models, run.truth.conditions[0], members, 0, warm_up, size, patcher))
     return run
 

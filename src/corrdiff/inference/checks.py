@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from corrdiff import checkpoint as ckpt, ensemble_file
+from corrdiff.diffusion import SamplerConfig
+from corrdiff.diffusion.solvers import solvers_for, SOLVERS
 from corrdiff.errors import CheckpointError, ConfigError, DataError
 from corrdiff.interop.physicsnemo import physicsnemo_problem
 
@@ -29,6 +31,35 @@ def check_arithmetic(arithmetic: str, meta, checkpoint: str, *networks) -> None:
     if problem:
         raise ConfigError(f"sampler.arithmetic: physicsnemo reproduces PhysicsNeMo's CorrDiff, which cannot run "
                           f"{checkpoint}: {problem}; use sampler.arithmetic: edm")
+
+
+def check_solver(sampler: SamplerConfig, meta, checkpoint: str) -> None:
+    """A ConfigError, in one line, when `sampler.solver` cannot sample diffusion checkpoint `checkpoint` (its
+    `CheckpointMeta` `meta`): a consistency student samples with a consistency solver only, a denoiser with the
+    others only."""
+    student = meta.student is not None
+    if SOLVERS[sampler.solver].consistency == student:
+        return
+    if student:
+        recommended = meta.student.recommended_sampler()
+        raise ConfigError(f"sampler.solver: {checkpoint} is a consistency student (corrdiff train distill), which "
+                          f"samples with solver {' or '.join(solvers_for(True))} only, not {sampler.solver}; set "
+                          f"sampler.solver: {recommended.solver} (its recommended sampler: {recommended.num_steps} "
+                          f"steps, {recommended.schedule} levels from {recommended.sigma_max:g} to "
+                          f"{recommended.sigma_min:g}), or leave the sampler section out")
+    raise ConfigError(f"sampler.solver: {sampler.solver} samples a consistency student (corrdiff train distill), but "
+                      f"{checkpoint} is a denoiser; use one of {', '.join(solvers_for(False))}, or give the student "
+                      "(<run_dir>/distill) as the diffusion checkpoint")
+
+
+def sampler_for(sampler: SamplerConfig, meta) -> SamplerConfig:
+    """`sampler`, unless it cannot sample the diffusion checkpoint described by `meta` and that checkpoint is a
+    consistency student: then the student's recommended sampler. Used where no one chose the sampler for this
+    checkpoint (a config without a sampler section, a model package, tune's base); a chosen one is checked by
+    `check_solver`."""
+    if meta.student is None or SOLVERS[sampler.solver].consistency:
+        return sampler
+    return meta.student.recommended_sampler()
 
 
 def trained_input_units(meta) -> dict[str, str] | None:

@@ -159,6 +159,7 @@ class Sampling:
         gen = config.generate
         checks.check_arithmetic(config.sampler.arithmetic, models.meta, models.provenance["diffusion_checkpoint"],
                                 models.regression, models.denoiser)
+        checks.check_solver(config.sampler, models.meta, models.provenance["diffusion_checkpoint"])
         time_series.check_sampler(gen.coherence, config.sampler, list(models.meta.target_channels))
         prepare(models, gen.fast_path(device))
         patcher = None

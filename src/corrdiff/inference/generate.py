@@ -69,14 +69,16 @@ def input_paths(inputs: list[str]) -> list[Path | str]:
 
 
 def with_tuned_sampler(config: RunConfig, models: Models, split: str | None = None) -> RunConfig:
-    """`config`, with the run folder's recommended sampler (`corrdiff tune`) when the config has no sampler section.
+    """`config`, with the run folder's recommended sampler (`corrdiff tune`) when the config has no sampler section
+    (without one, a consistency student's own recommended sampler: `checks.sampler_for`).
 
     A warning when that sampler was tuned on times of `split`, the split being generated (None: new inputs)."""
     if "sampler" in config.model_fields_set:
         return config
     recommendation = sampler_file.recommended(config.run_dir, models.provenance["diffusion_checkpoint_sha256"])
     if recommendation is None:
-        return config
+        sampler = checks.sampler_for(config.sampler, models.meta)
+        return config if sampler == config.sampler else config.model_copy(update={"sampler": sampler})
     tuned, path = recommendation.sampler, sampler_file.path_in(config.run_dir)
     log.info(f"sampler: {path} ({tuned.solver}, {tuned.network_evaluations} network evaluations)")
     if split is not None and recommendation.tuned_on(split):

@@ -157,6 +157,8 @@ def from_checkpoints(regression_path, diffusion_path, config: RunConfig | None =
     tuned = sampler_file.recommended_sampler(run_dir or config.run_dir, diffusion.sha256)
     if tuned is not None:
         sampler, source = tuned, f"recommended ({sampler_file.FILE_NAME}, corrdiff tune)"
+    elif checks.sampler_for(sampler, diffusion.meta) != sampler:
+        sampler, source = checks.sampler_for(sampler, diffusion.meta), "the consistency student's recommended"
     # Settings left at None mean "the default" (e.g. the checkpoint's training patches): keep them unset.
     # The output format and split follow each command's own --out and --input.
     generate = {k: v for k, v in config.generate.model_dump(mode="json").items()
@@ -194,12 +196,15 @@ def _static_fields(spec, shape, units: dict[str, str] | None) -> dict[str, np.nd
     return values
 
 
-def export(run_dir, out, config: RunConfig | None = None, which: str = "best") -> Package:
+def export(run_dir, out, config: RunConfig | None = None, which: str = "best", diffusion=None) -> Package:
     """`corrdiff export`: the package of a run folder's two checkpoints (`from_checkpoints`), written as the folder
-    `out` (`write`). `out` is never one of what the export reads, nor inside or holding one (`corrdiff.output_paths`),
-    and one export at a time writes it (`corrdiff.locks`)."""
+    `out` (`write`). `diffusion`: another diffusion checkpoint than the run's (its consistency student,
+    <run_dir>/distill, say). `out` is never one of what the export reads, nor inside or holding one
+    (`corrdiff.output_paths`), and one export at a time writes it (`corrdiff.locks`)."""
     run_dir = Path(run_dir)
     paths = {kind: run_dir / kind for kind in ckpt.KINDS}
+    if diffusion is not None:
+        paths["diffusion"] = Path(diffusion)
     package = from_checkpoints(paths["regression"], paths["diffusion"], config, run_dir=run_dir, which=which)
     read = checks.checkpoint_inputs(paths, which) | spec_inputs(load_spec(package.config.data))
     read["the run config"] = [package.config.source] if package.config.source else []

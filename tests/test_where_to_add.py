@@ -122,6 +122,7 @@ WRITE_ONLY_THEIR_OWN = {
     "data demo": "makes the demo dataset in --out; reads nothing",
     "train regression": "writes only <run_dir>/regression/, under its lock (locks.py)",
     "train diffusion": "writes only <run_dir>/diffusion/, under its lock (locks.py)",
+    "train distill": "writes only <run_dir>/distill/, under its lock (locks.py)",
 }
 
 

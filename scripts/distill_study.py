@@ -1,0 +1,166 @@
+"""Teacher against consistency student (issue 24; docs/sampling.md, "Few-step student"): on held-out times, the
+teacher's best sampler and the student at 1, 2 and 4 network evaluations, each scored as `corrdiff tune` scores a
+setting, and what the distillation cost against the diffusion training.
+
+usage: python scripts/distill_study.py RUN_CONFIG [--split validation] [--times 16] [--members 8] [--nfe 1 2 4]
+                                      [--cores N] [--out table.csv] [--set section.key=value ...]
+
+The student is <run_dir>/distill: trained first with `corrdiff train distill`'s settings (the config's `distill:`
+section and --set) when it holds no checkpoint yet, else taken as it is. The teacher's best sampler is the run's
+recommendation for its diffusion checkpoint (<run_dir>/sampler.yaml, `corrdiff tune`) when there is one, else the
+config's `sampler:` section. Every row draws its members with the seeds generation uses, on the same times.
+
+Columns (channel means; CRPS over the truth's standard deviation, as tune's crps_fair_norm):
+  crps_fair_norm   fair CRPS / truth std          spread_skill   ≈ 1 calibrated
+  power_2_4dx      members' power over truth's at wavelengths 2–4 grid spacings (1: the right texture)
+  lsd              log-spectral distance (mean |log10| of the power ratio over all wavenumbers)
+  s_per_member     seconds per member, regression included, median over times after an untimed pass
+Then the wall-clock time of each training step from its metrics.csv (`elapsed_s`, summed over resumed segments),
+and core-hours = that × --cores (the cores or GPUs each step ran on; give what yours had).
+"""
+
+import argparse
+import csv
+import dataclasses
+import sys
+from pathlib import Path
+
+from corrdiff import checkpoint as ckpt, sampler_file
+from corrdiff.config import load_config
+from corrdiff.data import DownscalingDataset, load_spec
+from corrdiff.diffusion import PatchedDenoiser
+from corrdiff.distributed import pick_device
+from corrdiff.experiments.tuning import measure, Run, scored_times
+from corrdiff.experiments.tuning_scores import combined
+from corrdiff.fast_path import prepare_denoiser
+from corrdiff.inference import checks, downscale, Fingerprint, load_models
+from corrdiff.inference.downscaling import check_fits
+from corrdiff.inference.member_batching import MemberBatching
+from corrdiff.training import train
+
+COLUMNS = ("crps_fair_norm", "spread_skill", "power_2_4dx", "lsd", "s_per_member")
+
+
+def student_folder(config) -> Path:
+    """<run_dir>/distill, trained first when it holds no checkpoint."""
+    folder = Path(config.run_dir) / "distill"
+    if ckpt.read_pointer(folder / "checkpoints", "latest") is None:
+        print(f"training the student in {folder} (corrdiff train distill)", file=sys.stderr)
+        train("distill", config)
+    return folder
+
+
+def teacher_sampler(config, teacher_sha256: str):
+    """The teacher's best sampler and where it came from."""
+    tuned = sampler_file.recommended_sampler(config.run_dir, teacher_sha256)
+    if tuned is not None:
+        return tuned, f"{sampler_file.path_in(config.run_dir)} (corrdiff tune)"
+    return config.sampler, "the run config's sampler section"
+
+
+def prepared_run(config, regression, diffusion, dataset, truth, members: int, device) -> Run:
+    """The networks of one diffusion checkpoint, on generation's fast path, patches and member batching."""
+    models = load_models(regression, diffusion, device)
+    check_fits(models, dataset)
+    generation = config.generate
+    patch_shape = checks.generation_patches("patch_shape" in generation.model_fields_set, generation.patch_shape,
+                                            models.meta)
+    models.fast = generation.fast_path(device)
+    models.denoiser = prepare_denoiser(models.denoiser, models.fast)
+    patcher = None
+    if patch_shape:
+        patcher = PatchedDenoiser(tuple(dataset.lat.shape), tuple(patch_shape), tuple(generation.patch_overlap),
+                                  condition=models.condition)
+    return Run(models, truth, members, MemberBatching(generation.member_batch, members, device), patcher,
+               Fingerprint({}))
+
+
+def scored(run: Run, sampler) -> dict[str, float]:
+    """The row of one setting (COLUMNS), after an untimed pass on the first time (lazy set-up is no one's cost)."""
+    warm = run.truth
+    run.batching.run(lambda size: downscale(run.models, warm.conditions[0], run.members, warm.seeds[0], sampler,
+                                            size, run.patcher))
+    scores, seconds, _ = measure(run, sampler)
+    result = combined(scores.result(), run.truth.scale)
+    return {"crps_fair_norm": float(result["crps_fair_norm"]), "spread_skill": float(result["spread_skill_mean"]),
+            "power_2_4dx": float(result["power_ratio_mean"]), "lsd": float(result["lsd_mean"]),
+            "s_per_member": seconds}
+
+
+def wall_seconds(metrics_csv: Path) -> tuple[float, int]:
+    """(wall-clock seconds, last step) of a training step from its metrics.csv: `elapsed_s` restarts at every
+    resume, so the segments are summed."""
+    total, previous, step = 0.0, 0.0, 0
+    with open(metrics_csv, newline="") as f:
+        for row in csv.DictReader(f):
+            elapsed = float(row["elapsed_s"])
+            if elapsed < previous:  # a resumed run's first row
+                total += previous
+            previous, step = elapsed, int(row["step"])
+    return total + previous, step
+
+
+def cost_rows(run_dir: Path, cores: float) -> list[tuple[str, int, float, float]]:
+    """(step, steps, wall hours, core-hours) of the diffusion training and the distillation."""
+    rows = []
+    for kind in ("diffusion", "distill"):
+        path = run_dir / kind / "metrics.csv"
+        if path.exists():
+            seconds, steps = wall_seconds(path)
+            rows.append((kind, steps, seconds / 3600, seconds * cores / 3600))
+    return rows
+
+
+def main(argv=None) -> list[dict]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("config", type=Path)
+    parser.add_argument("--split", default="validation")
+    parser.add_argument("--times", type=int, default=16, help="evenly spaced times of the split (0: all)")
+    parser.add_argument("--members", type=int, default=8)
+    parser.add_argument("--nfe", type=int, nargs="+", default=[1, 2, 4], help="the student's network evaluations")
+    parser.add_argument("--cores", type=float, default=1.0, help="cores (or GPUs) each training step ran on")
+    parser.add_argument("--out", type=Path, help="also write the table as CSV")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], help="section.key=value")
+    args = parser.parse_args(argv)
+
+    config = load_config(args.config, args.overrides)
+    run_dir = Path(config.run_dir)
+    distilled = student_folder(config)
+    device = pick_device(config.device)
+    teacher = ckpt.load_model(run_dir / "diffusion", kind="diffusion")
+    student = ckpt.load_model(distilled, kind="diffusion")
+    dataset = DownscalingDataset(load_spec(config.data), split=args.split, stats=teacher.meta.stats, with_target=True)
+    truth = scored_times(dataset, args.times, config.generate.seed, device)
+    best, source = teacher_sampler(config, teacher.sha256)
+    rows = []
+    teacher_run = prepared_run(config, run_dir / "regression", teacher.path, dataset, truth, args.members, device)
+    rows.append({"model": "teacher", "solver": best.solver, "nfe": best.network_evaluations,
+                 **scored(teacher_run, best)})
+    student_run = prepared_run(config, run_dir / "regression", student.path, dataset, truth, args.members, device)
+    recommended = student.meta.student.recommended_sampler()
+    for nfe in args.nfe:
+        sampler = dataclasses.replace(recommended, num_steps=nfe)
+        rows.append({"model": "student", "solver": sampler.solver, "nfe": nfe, **scored(student_run, sampler)})
+
+    print(f"{len(truth.times)} {args.split} times, {args.members} members; teacher's sampler from {source}; "
+          f"student {student.path} ({recommended.schedule} levels from {recommended.sigma_max:g} to "
+          f"{recommended.sigma_min:g})")
+    header = ["model", "solver", "nfe", *COLUMNS]
+    print("  ".join(f"{h:>14}" for h in header))
+    for row in rows:
+        print("  ".join(f"{row[h]:>14.4g}" if isinstance(row[h], float) else f"{row[h]!s:>14}" for h in header))
+    costs = cost_rows(run_dir, args.cores)
+    for kind, steps, hours, core_hours in costs:
+        print(f"{kind:>9}: {steps} steps, {hours:.3g} h wall, {core_hours:.3g} core-hours (x {args.cores:g})")
+    if len(costs) == 2 and costs[0][2] > 0:
+        print(f"distillation / diffusion training: {costs[1][2] / costs[0][2]:.3g} of the wall-clock time")
+    if args.out is not None:
+        with open(args.out, "w", newline="") as f:
+            writer = csv.DictWriter(f, header)
+            writer.writeheader()
+            writer.writerows(rows)
+    return rows
+
+
+if __name__ == "__main__":
+    main()

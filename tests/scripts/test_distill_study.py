@@ -1,0 +1,47 @@
+"""The teacher-against-student study (scripts/distill_study.py) at toy size: it trains the student of a tiny run,
+scores the teacher's sampler and the student at 1, 2 and 4 evaluations, and reads both trainings' wall time."""
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from tests.cli_runner import invoke, succeeded, TINY_RUN
+from tests.data import fixtures
+
+REPO = Path(__file__).parents[2]
+
+
+def study_module():
+    spec = importlib.util.spec_from_file_location("distill_study", REPO / "scripts" / "distill_study.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_the_study_trains_the_student_and_tables_teacher_and_student(tmp_path, one_thread, capsys):
+    fixtures.write_generic(tmp_path / "data")
+    config = tmp_path / "config.yaml"
+    distill = {"steps": 2, "batch_size": 4, "checkpoint_every": 2, "validate_every": 2, "log_every": 1,
+               "num_scales": 4}
+    config.write_text(yaml.safe_dump({"data": "data/spec.yaml", "run_dir": "run", **TINY_RUN, "distill": distill}))
+    for kind in ("regression", "diffusion"):
+        succeeded(invoke("train", kind, config, "--quiet"))
+    rows = study_module().main([str(config), "--split", "train", "--times", "2", "--members", "2",
+                                "--out", str(tmp_path / "table.csv")])
+    assert [(r["model"], r["nfe"]) for r in rows] == [("teacher", 3), ("student", 1), ("student", 2), ("student", 4)]
+    assert all(np.isfinite(r[c]) for r in rows for c in ("crps_fair_norm", "spread_skill", "lsd", "s_per_member"))
+    printed = capsys.readouterr().out
+    assert "diffusion: 2 steps" in printed and "distill: 2 steps" in printed and "of the wall-clock time" in printed
+    assert (tmp_path / "run" / "distill" / "checkpoints" / "latest").exists() and (tmp_path / "table.csv").exists()

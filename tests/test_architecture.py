@@ -116,6 +116,7 @@ LAYERS = {
         # writer, the networks they hold, the optimizer state as tensors), the run config, the ensemble and
         # sampler files, where a command may write, the fast path
         "corrdiff.checkpoint", "corrdiff.checkpoint_writer", "corrdiff.networks", "corrdiff.state_tensors",
+        "corrdiff.training_state",
         "corrdiff.config", "corrdiff.ensemble_file", "corrdiff.sampler_file",
         "corrdiff.output_paths", "corrdiff.fast_path",
         # small helpers that import nothing of corrdiff but errors (locks: and distributed)

@@ -37,7 +37,6 @@ from corrdiff.documents import json_object
 from corrdiff.errors import CheckpointError, one_line
 from corrdiff.file_integrity import atomic_write_text, sha256_bytes, sha256_file
 from corrdiff.models import UNetConfig
-from corrdiff.state_tensors import optimizer_from_tensors
 
 FORMAT = "corrdiff-checkpoint-1"
 # Written instead of FORMAT when a checkpoint needs a feature a reader of FORMAT would silently ignore
@@ -248,45 +247,6 @@ class CheckpointMeta:
             raise CheckpointError(f"{where}: not a corrdiff checkpoint description ({one_line(err)})") from None
 
 
-@dataclass(frozen=True)
-class TrainingState:
-    """Where training stood at a checkpoint (the schema of state.json); the tensors are in state.safetensors."""
-
-    step: int
-    samples_seen: int
-    best_val: float | None
-    optimizer: dict
-    """Optimizer hyper-parameters (`param_groups`) and its non-tensor state."""
-    scheduler: dict
-    """The learning-rate scheduler's state_dict, without its (unpicklable) lambdas."""
-    best: str | None = None
-    """The folder `best` named when this checkpoint was written (None: no validation yet)."""
-    best_crps: float | None = None
-    """The lowest fair CRPS of the sample check so far (None: no check yet, or a state written before it)."""
-    best_crps_folder: str | None = None
-    """The folder `best-crps` named when this checkpoint was written."""
-    model_sha256: str | None = None
-    """Hex SHA-256 of the model.safetensors written beside this state: ties the two halves together."""
-    state_sha256: str | None = None
-    """Hex SHA-256 of state.safetensors, verified on loading."""
-
-    def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), indent=1)
-
-    @classmethod
-    def from_json(cls, text: str, where: str = "state.json") -> "TrainingState":
-        try:
-            data = json_object(text)
-            # Keys a later version added are left out, so that it can still be resumed from here.
-            state = cls(**{k: v for k, v in data.items() if k in {f.name for f in dataclasses.fields(cls)}})
-            if not isinstance(state.step, int) or not isinstance(state.samples_seen, int) \
-                    or not isinstance(state.optimizer, dict) or not isinstance(state.scheduler, dict):
-                raise ValueError("step and samples_seen must be integers, optimizer and scheduler objects")
-            return state
-        except (ValueError, TypeError) as err:
-            raise CheckpointError(f"{where}: not a corrdiff training state ({one_line(err)})") from None
-
-
 @dataclass
 class ModelCheckpoint:
     """A loaded checkpoint: its folder, metadata, EMA weights and the fine grid (H, W) it was trained on."""
@@ -410,7 +370,7 @@ def resolve(path: str | Path, which: str = "best") -> Path:
     raise CheckpointError(f"no checkpoint found at {path} (expected a folder with {MODEL_FILE}, or a run folder)")
 
 
-def _read_text(path: Path) -> str:
+def read_text(path: Path) -> str:
     try:
         text = path.read_text()
     except FileNotFoundError:
@@ -422,7 +382,7 @@ def _read_text(path: Path) -> str:
     return text
 
 
-def _read_tensors(path: Path, expected_sha256: str | None, recorded_in: Path) -> tuple[dict[str, torch.Tensor], str]:
+def read_tensors(path: Path, expected_sha256: str | None, recorded_in: Path) -> tuple[dict[str, torch.Tensor], str]:
     """Tensors of a safetensors file and the SHA-256 of its bytes, checked against the recorded one."""
     try:
         data = path.read_bytes()  # hashed and parsed from the same bytes: what is checked is what is loaded
@@ -448,7 +408,7 @@ def load_meta(path: str | Path, which: str = "best", kind: str | None = None) ->
 
 
 def _meta_of(folder: Path, kind: str | None) -> CheckpointMeta:
-    meta = CheckpointMeta.from_json(_read_text(folder / MODEL_META), str(folder / MODEL_META))
+    meta = CheckpointMeta.from_json(read_text(folder / MODEL_META), str(folder / MODEL_META))
     if kind is not None and meta.kind != kind:
         raise CheckpointError(f"{folder} is a {meta.kind!r} checkpoint, not a {kind} one")
     return meta
@@ -462,7 +422,7 @@ def load_model(path: str | Path, which: str = "best", kind: str | None = None) -
     """
     folder = resolve(path, which)
     meta = _meta_of(folder, kind)
-    tensors, digest = _read_tensors(folder / MODEL_FILE, meta.model_sha256, folder / MODEL_META)
+    tensors, digest = read_tensors(folder / MODEL_FILE, meta.model_sha256, folder / MODEL_META)
     weights = {k[len("net.") :]: v for k, v in tensors.items() if k.startswith("net.")}
     if not weights:
         raise CheckpointError(f"{folder / MODEL_FILE}: holds no network weights (net.*)")
@@ -471,32 +431,3 @@ def load_model(path: str | Path, which: str = "best", kind: str | None = None) -
         raise CheckpointError(f"{folder / MODEL_FILE}: its grid is {tuple(lat.shape)}, but {MODEL_META} describes "
                               f"a network on {tuple(meta.unet.img_shape)}")
     return ModelCheckpoint(folder, meta, weights, lat, lon, digest)
-
-
-def load_training_state(folder: str | Path, meta: CheckpointMeta | None = None
-                        ) -> tuple[dict[str, torch.Tensor], dict, TrainingState, dict[str, torch.Tensor]]:
-    """Raw weights, optimizer state_dict, TrainingState and the task's own tensors (`task.*`, without the prefix;
-    {} for the regression and diffusion tasks) of a checkpoint folder, for --resume.
-
-    With the folder's `meta` (from `load_model`), the two halves are checked to belong together.
-    """
-    folder = Path(folder)
-    where = folder / STATE_META
-    state = TrainingState.from_json(_read_text(where), str(where))
-    if meta is not None:
-        if state.step != meta.step:
-            raise CheckpointError(f"{folder}: {STATE_META} is of step {state.step} but {MODEL_META} of step "
-                                  f"{meta.step}: the folder mixes two checkpoints")
-        if state.model_sha256 and meta.model_sha256 and state.model_sha256 != meta.model_sha256:
-            raise CheckpointError(f"{folder}: {STATE_META} and {MODEL_META} record different {MODEL_FILE} hashes: "
-                                  "the folder mixes two checkpoints")
-    tensors, _ = _read_tensors(folder / STATE_FILE, state.state_sha256, where)
-    raw = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
-    task = {k[len("task.") :]: v for k, v in tensors.items() if k.startswith("task.")}
-    if not raw:
-        raise CheckpointError(f"{folder / STATE_FILE}: holds no network weights (model.*)")
-    try:
-        optimizer_state = optimizer_from_tensors(tensors, state.optimizer)
-    except (KeyError, ValueError, TypeError, AttributeError) as err:
-        raise CheckpointError(f"{where}: its optimizer state cannot be read ({one_line(err)})") from None
-    return raw, optimizer_state, state, task

@@ -11,10 +11,11 @@ import torch
 from safetensors.torch import save as save_tensors
 
 from corrdiff.checkpoint import CheckpointMeta, MODEL_FILE, MODEL_META, prune, read_pointer, STATE_FILE, STATE_META, \
-    STEP_PREFIX, TrainingState
+    STEP_PREFIX
 from corrdiff.errors import CheckpointError
 from corrdiff.file_integrity import atomic_folder, atomic_write_text, sha256_bytes
 from corrdiff.state_tensors import optimizer_to_tensors
+from corrdiff.training_state import TrainingState
 
 
 def _write_bytes(path: Path, data: bytes) -> None:

@@ -27,6 +27,7 @@ from corrdiff.training.metrics_log import MetricsLog
 from corrdiff.training.sample_check import check_fields, HEADLINE, SampleCheck
 from corrdiff.training.schedule import lr_factor
 from corrdiff.training.tasks import Task
+from corrdiff.training_state import load_training_state
 
 VALIDATION_STREAM = 2**31 - 1  # seed component reserved for validation draws
 
@@ -87,7 +88,7 @@ class Trainer:
             if ckpt.read_pointer(root, "latest") is None:
                 return False
             checkpoint = ckpt.load_model(ckpt.resolve(root, "latest"), kind=self.meta.kind)
-        raw_weights, optimizer_state, state, task_state = ckpt.load_training_state(checkpoint.path, checkpoint.meta)
+        raw_weights, optimizer_state, state, task_state = load_training_state(checkpoint.path, checkpoint.meta)
         state_file = checkpoint.path / ckpt.STATE_FILE
         load_weights(self.net, raw_weights, state_file)
         if hasattr(self.task, "load_extra_state"):

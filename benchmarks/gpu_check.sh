@@ -130,6 +130,7 @@ if (( DRY )); then
     LAYOUT=(--device cpu --size 16 --batch 1 --repeats 1)
     FUSED=(--device cpu --size 16 --batch 1 --repeats 1 --preset tiny --kinds forward)
     SAMPLING=(--device cpu --size 16 --batches 1 --steps 2 --repeats 1)
+    STUDENT=(--device cpu --quick)
     TRAINING=(--device cpu --size 16 --batch 2 --repeats 1 --workers 0)
 else
     # Trimmed to the budget: 448² at batches 1 and 4, fewer turns and 8 Heun steps (ratios are per network
@@ -139,6 +140,8 @@ else
     # Both contenders compiled (the fused norm pays only there); the sampling forward only, to fit the budget.
     FUSED=(--device cuda --size 448 --batch 4 --repeats 5 --kinds forward)
     SAMPLING=(--device cuda --size 448 --batches 1 4 --steps 8 --repeats 1 --compile)
+    # Teacher (7 and 35 NFE) against the student (1, 2, 4 NFE), one member, paper preset at 448².
+    STUDENT=(--device cuda --preset paper --sizes 448 --repeats 3)
     TRAINING=(--device cuda --size 448 --batch 4 --repeats 4)
 fi
 # The two measurements that decide fast_path.py's per-device tables run in both modes (`make bench` has neither).
@@ -151,6 +154,7 @@ else
     step "UNet forward, forward+backward (bench_unet.py)" 150 "$PY" benchmarks/bench_unet.py "${UNET[@]}"
     step "sampling per member (bench_sampling.py)" 170 "$PY" benchmarks/bench_sampling.py "${SAMPLING[@]}"
     step "training throughput (bench_training.py)" 90 "$PY" benchmarks/bench_training.py "${TRAINING[@]}"
+    step "teacher against student per member (bench_student.py)" 90 "$PY" benchmarks/bench_student.py "${STUDENT[@]}"
 fi
 
 # 5. the document

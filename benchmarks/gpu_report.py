@@ -1,6 +1,6 @@
 """Writes the GPU check's tables into docs/benchmarks.md, between the gpu-check markers of its "GPU results".
 
-Reads benchmarks' JSON results (unet, sampling, training, channels_last and fused_norm) from a
+Reads benchmarks' JSON results (unet, sampling, training, student, channels_last and fused_norm) from a
 results folder and the check's step log (one "STATUS<TAB>step<TAB>note" line per step), and replaces the
 text between `<!-- gpu-check:begin -->` and `<!-- gpu-check:end -->` with: the device, the date, what ran
 and what did not (with why), and one table per benchmark. A missing result file is reported, not fatal.
@@ -80,6 +80,15 @@ def training_section(data: dict) -> list[str]:
                           "fast/ref fast"], rows)
 
 
+def student_section(data: dict) -> list[str]:
+    rows = [[f"{r['size']}²", r["contender"], str(r["nfe"]), fmt_s(r["per_member_s"]),
+             f"{fmt_x(r['speedup_vs_dpmpp_2m_7'])}×"] for r in data["records"]]
+    lines = [f"Few-step student (`bench_student.py`, preset {data['preset']}), seconds per member (regression "
+             "included), the teacher's samplers against the consistency student; speed-up above 1: faster than "
+             "teacher `dpmpp_2m` at 7 NFE.", ""]
+    return lines + table(["grid", "sampler", "NFE", "s / member", "speed-up vs dpmpp_2m 7"], rows)
+
+
 def layout_section(data: dict) -> list[str]:
     rows = [[r["case"], fmt_s(r["nchw_s"]), fmt_s(r["channels_last_s"]), fmt_x(r["channels_last_s"] / r["nchw_s"])]
             for r in data["records"]]
@@ -100,7 +109,7 @@ def fused_norm_section(data: dict) -> list[str]:
 
 
 SECTIONS = {"unet": unet_section, "sampling": sampling_section, "training": training_section,
-            "channels_last": layout_section, "fused_norm": fused_norm_section}
+            "student": student_section, "channels_last": layout_section, "fused_norm": fused_norm_section}
 
 
 def report(results: Path, step_log: Path) -> list[str]:

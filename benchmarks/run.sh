@@ -14,7 +14,7 @@ else
     PY=.venv/bin/python
 fi
 failed=0
-for bench in bench_unet bench_sampling bench_training bench_loader bench_scoring bench_patching bench_indices bench_netcdf bench_regression_cache; do
+for bench in bench_unet bench_sampling bench_student bench_training bench_loader bench_scoring bench_patching bench_indices bench_netcdf bench_regression_cache; do
     echo
     echo "== $bench"
     # shellcheck disable=SC2086

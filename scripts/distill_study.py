@@ -28,14 +28,10 @@ from pathlib import Path
 from corrdiff import checkpoint as ckpt, sampler_file
 from corrdiff.config import load_config
 from corrdiff.data import DownscalingDataset, load_spec
-from corrdiff.diffusion import PatchedDenoiser
 from corrdiff.distributed import pick_device
-from corrdiff.experiments.tuning import measure, Run, scored_times
+from corrdiff.experiments.tuning import measure, on_generation_path, Run, scored_times
 from corrdiff.experiments.tuning_scores import combined
-from corrdiff.fast_path import prepare_denoiser
-from corrdiff.inference import checks, downscale, Fingerprint, load_models
-from corrdiff.inference.downscaling import check_fits
-from corrdiff.inference.member_batching import MemberBatching
+from corrdiff.inference import downscale, Fingerprint, load_models
 from corrdiff.training import train
 
 COLUMNS = ("crps_fair_norm", "spread_skill", "power_2_4dx", "lsd", "s_per_member")
@@ -61,18 +57,8 @@ def teacher_sampler(config, teacher_sha256: str):
 def prepared_run(config, regression, diffusion, dataset, truth, members: int, device) -> Run:
     """The networks of one diffusion checkpoint, on generation's fast path, patches and member batching."""
     models = load_models(regression, diffusion, device)
-    check_fits(models, dataset)
-    generation = config.generate
-    patch_shape = checks.generation_patches("patch_shape" in generation.model_fields_set, generation.patch_shape,
-                                            models.meta)
-    models.fast = generation.fast_path(device)
-    models.denoiser = prepare_denoiser(models.denoiser, models.fast)
-    patcher = None
-    if patch_shape:
-        patcher = PatchedDenoiser(tuple(dataset.lat.shape), tuple(patch_shape), tuple(generation.patch_overlap),
-                                  condition=models.condition)
-    return Run(models, truth, members, MemberBatching(generation.member_batch, members, device), patcher,
-               Fingerprint({}))
+    _, patcher, batching = on_generation_path(config, models, dataset, members, device)
+    return Run(models, truth, members, batching, patcher, Fingerprint({}))
 
 
 def scored(run: Run, sampler) -> dict[str, float]:

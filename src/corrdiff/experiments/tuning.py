@@ -436,17 +436,7 @@ def _prepare(config: RunConfig, request: TuneRequest) -> Run:
     if dataset is None:
         dataset = DownscalingDataset(load_spec(config.data), split=request.split, stats=models.meta.stats,
                                      with_target=True)
-    check_fits(models, dataset)
-    patch_shape = checks.generation_patches("patch_shape" in generation.model_fields_set, generation.patch_shape,
-                                            models.meta)
-    checks.check_patches(patch_shape, generation.patch_overlap, dataset.lat.shape, models.meta.unet.channel_mult)
-    models.fast = generation.fast_path(device)
-    models.denoiser = prepare_denoiser(models.denoiser, models.fast)
-    patcher = None
-    if patch_shape:
-        patcher = PatchedDenoiser(tuple(dataset.lat.shape), tuple(patch_shape), tuple(generation.patch_overlap),
-                                  condition=models.condition)
-    batching = MemberBatching(generation.member_batch, members, device)
+    patch_shape, patcher, batching = on_generation_path(config, models, dataset, members, device)
     truth = scored_times(dataset, request.times, generation.seed, device)
     fingerprint = run_fingerprint(models, truth, request.split, members, generation.seed, patch_shape,
                                   generation.patch_overlap)
@@ -457,6 +447,24 @@ def _prepare(config: RunConfig, request: TuneRequest) -> Run:
                                   num_steps=2, S_churn=0.0, residual_scale=())
     batching.run(lambda size: downscale(models, run.truth.conditions[0], members, 0, warm_up, size, patcher))
     return run
+
+
+def on_generation_path(config: RunConfig, models, dataset, members: int, device):
+    """`models` checked against `dataset` and put on generation's fast path; the patch shape, the patcher and the
+    member batching that `corrdiff generate` would use: (patch_shape or None, PatchedDenoiser or None,
+    MemberBatching)."""
+    generation = config.generate
+    check_fits(models, dataset)
+    patch_shape = checks.generation_patches("patch_shape" in generation.model_fields_set, generation.patch_shape,
+                                            models.meta)
+    checks.check_patches(patch_shape, generation.patch_overlap, dataset.lat.shape, models.meta.unet.channel_mult)
+    models.fast = generation.fast_path(device)
+    models.denoiser = prepare_denoiser(models.denoiser, models.fast)
+    patcher = None
+    if patch_shape:
+        patcher = PatchedDenoiser(tuple(dataset.lat.shape), tuple(patch_shape), tuple(generation.patch_overlap),
+                                  condition=models.condition)
+    return patch_shape, patcher, MemberBatching(generation.member_batch, members, device)
 
 
 def run_fingerprint(models, truth: Truth, split: str, members: int, seed: int, patch_shape,

@@ -187,10 +187,15 @@ def test_network_evaluations_are_counted_right(solver, steps):
                                     SamplerConfig(solver="dpmpp_2m_sde", num_steps=5, schedule="loglinear")],
                          ids=["euler-churn", "dpmpp_2m", "dpmpp_2m_sde"])
 def test_every_solver_draws_a_members_noise_from_its_own_generator(config):
-    batch = edm_sample(gaussian_denoiser, (2, 6, 6), range(5), seed=3, config=config)
-    alone = edm_sample(gaussian_denoiser, (2, 6, 6), [3], seed=3, config=config)
-    again = edm_sample(gaussian_denoiser, (2, 6, 6), range(5), seed=3, config=config)
-    other = edm_sample(gaussian_denoiser, (2, 6, 6), range(5), seed=4, config=config)
+    assert_seeded_per_member(gaussian_denoiser, config)
+
+
+def assert_seeded_per_member(denoise, config: SamplerConfig) -> None:
+    """Member 3 of five is member 3 alone; the same seed repeats, another seed and another member differ."""
+    batch = edm_sample(denoise, (2, 6, 6), range(5), seed=3, config=config)
+    alone = edm_sample(denoise, (2, 6, 6), [3], seed=3, config=config)
+    again = edm_sample(denoise, (2, 6, 6), range(5), seed=3, config=config)
+    other = edm_sample(denoise, (2, 6, 6), range(5), seed=4, config=config)
     assert torch.equal(batch[3], alone[0]) and torch.equal(batch, again)
     assert not torch.allclose(batch, other) and not torch.allclose(batch[0], batch[1])
 
@@ -325,13 +330,7 @@ def test_consistency_sampling_matches_a_hand_worked_run():
 
 @pytest.mark.parametrize("steps", [1, 2, 4])
 def test_consistency_sampling_draws_a_members_noise_from_its_own_generator(steps):
-    config = SamplerConfig(solver="consistency", num_steps=steps, schedule="loglinear")
-    batch = edm_sample(exact_student, (2, 6, 6), range(5), seed=3, config=config)
-    alone = edm_sample(exact_student, (2, 6, 6), [3], seed=3, config=config)
-    again = edm_sample(exact_student, (2, 6, 6), range(5), seed=3, config=config)
-    other = edm_sample(exact_student, (2, 6, 6), range(5), seed=4, config=config)
-    assert torch.equal(batch[3], alone[0]) and torch.equal(batch, again)
-    assert not torch.allclose(batch, other) and not torch.allclose(batch[0], batch[1])
+    assert_seeded_per_member(exact_student, SamplerConfig(solver="consistency", num_steps=steps, schedule="loglinear"))
 
 
 def test_a_student_samples_only_with_a_consistency_solver_and_a_denoiser_only_with_the_others():

@@ -10,7 +10,7 @@ import typer
 from corrdiff.cli.case import case_command
 from corrdiff.cli.data import app as data_app
 from corrdiff.cli.errors import user_errors
-from corrdiff.cli.evaluation import baseline_app, report_command, score_command
+from corrdiff.cli.evaluation import baseline_app, QuietOpt, report_command, score_command
 from corrdiff.cli.experiment import app as experiment_app
 from corrdiff.cli.interop import export_command, import_app
 from corrdiff.cli.tune import tune_command
@@ -40,7 +40,8 @@ SetOpt = Annotated[
     list[str] | None,
     typer.Option("--set", help="Override a config value, e.g. --set regression.lr=2e-4 (repeatable)."),
 ]
-QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+ResumeOpt = Annotated[bool, typer.Option(
+    help="Continue from the run's latest checkpoint (settings that decide what it learns must not change).")]
 
 
 class _CurrentStderr(logging.StreamHandler):
@@ -82,7 +83,7 @@ def _train(kind: str, config: Path, overrides, resume: bool, quiet: bool) -> Non
 def train_regression(
     config: ConfigArg,
     set_: SetOpt = None,
-    resume: Annotated[bool, typer.Option(help="Continue from the run's latest checkpoint (settings that decide what it learns must not change).")] = False,
+    resume: ResumeOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Train the UNet that predicts the mean μ(y) of the fine fields from the coarse input."""
@@ -94,7 +95,7 @@ def train_regression(
 def train_diffusion(
     config: ConfigArg,
     set_: SetOpt = None,
-    resume: Annotated[bool, typer.Option(help="Continue from the run's latest checkpoint (settings that decide what it learns must not change).")] = False,
+    resume: ResumeOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Train the EDM diffusion model of the residual x − μ(y), against the frozen regression checkpoint
@@ -107,7 +108,7 @@ def train_diffusion(
 def train_distill(
     config: ConfigArg,
     set_: SetOpt = None,
-    resume: Annotated[bool, typer.Option(help="Continue from the run's latest checkpoint (settings that decide what it learns must not change).")] = False,
+    resume: ResumeOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Distil the diffusion model into a consistency student that samples in 1 to 4 network evaluations (Song et

@@ -173,7 +173,21 @@ class TrainSection(FastPathSection):
         return filled | data
 
 
-class DiffusionSection(TrainSection):
+class SampledSection(TrainSection):
+    """A training step whose network samples ensembles (diffusion, distill): its sample check during training
+    (`corrdiff.training.sample_check`)."""
+
+    sample_every: int | None = Field(
+        100, ge=0, description="every this many steps (and at the last), sample `sample_times` validation times "
+        "with the EMA network and log fair CRPS, spread/skill, small-scale power ratio and log-spectral distance "
+        "(metrics.csv, TensorBoard); the checkpoint of the lowest fair CRPS is `best-crps` (a student's `best` too). "
+        "The sampler: DPM-Solver++(2M) with `sample_steps` steps for the diffusion step, the student's recommended "
+        "one for distill. 0 or null: off")
+    sample_times: int = Field(4, gt=0, description="validation times of the sample check, evenly spaced")
+    sample_members: int = Field(4, ge=2, description="ensemble members per time of the sample check")
+
+
+class DiffusionSection(SampledSection):
     """Training settings of the residual diffusion step, with EDM's noise distribution (the one place of its defaults)."""
 
     P_mean: float = Field(0.0, description="mean of ln σ of the training noise levels (EDM's images: -1.2)")
@@ -197,12 +211,6 @@ class DiffusionSection(TrainSection):
     residual_std_samples: int = Field(256, gt=0, description="training samples (evenly spaced) over which the "
                                       "residual's standard deviation is measured")
 
-    sample_every: int | None = Field(
-        100, ge=0, description="every this many steps (and at the last), sample `sample_times` validation times "
-        "with the EMA network and log fair CRPS, spread/skill, small-scale power ratio and log-spectral distance "
-        "(metrics.csv, TensorBoard); the checkpoint of the lowest fair CRPS is `best-crps`. 0 or null: off")
-    sample_times: int = Field(4, gt=0, description="validation times of the sample check, evenly spaced")
-    sample_members: int = Field(4, ge=2, description="ensemble members per time of the sample check")
     sample_steps: int = Field(7, gt=0, description="steps of the sample check's sampler, DPM-Solver++(2M) on "
                               "log-linear noise levels (one network evaluation per step and member)")
 
@@ -210,7 +218,7 @@ class DiffusionSection(TrainSection):
         return EDMLoss(P_mean=self.P_mean, P_std=self.P_std, sigma_data=self.sigma_data)
 
 
-class DistillSection(TrainSection):
+class DistillSection(SampledSection):
     """Consistency distillation of the diffusion step into a few-step student (Song et al. 2023; docs/method.md,
     "Few-step student"): `corrdiff train distill` writes it to <run_dir>/distill as a diffusion checkpoint."""
 

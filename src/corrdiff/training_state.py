@@ -22,6 +22,7 @@ class TrainingState:
     step: int
     samples_seen: int
     best_val: float | None
+    """The lowest value `best` follows so far: the validation loss, or a student's sample-check fair CRPS."""
     optimizer: dict
     """Optimizer hyper-parameters (`param_groups`) and its non-tensor state."""
     scheduler: dict

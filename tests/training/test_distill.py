@@ -21,14 +21,16 @@ from safetensors.torch import load_file
 from torch import nn
 
 from corrdiff import checkpoint as ckpt
-from corrdiff.diffusion import ConsistencyPrecond, EDMPrecond, consistency_scalings, diffusion_network
+from corrdiff.diffusion import ConsistencyPrecond, EDMPrecond, consistency_scalings, diffusion_network, SamplerConfig
+from corrdiff.diffusion.sampler import solver_levels
 from corrdiff.diffusion.consistency import ConsistencyDistillation, consistency_levels, teacher_step
 from corrdiff.distributed import init_distributed
 from corrdiff.errors import ConfigError, TrainingError
-from corrdiff.experiments.tuning import grid_solvers, STUDENT_NFE, TuneGrid
+from corrdiff.experiments.tuning import grid_solvers, sampler_grid, STUDENT_NFE, STUDENT_SIGMA_MIN, TuneGrid
 from corrdiff.file_integrity import sha256_file
 from corrdiff.networks import load_network
 from corrdiff.training import run_training
+from corrdiff.training.sample_check import SampleCheck
 from corrdiff.training.trainer import Trainer
 from tests.cli_runner import invoke, refused, succeeded, TINY_RUN
 from tests.data import fixtures
@@ -187,6 +189,43 @@ def test_distillation_writes_a_student_of_the_teacher(teacher_run, tmp_path):
                    if student.weights[k].is_floating_point() and student.weights[k].numel() > 1)
 
 
+def test_the_sample_check_samples_the_student_as_it_recommends(teacher_run, tmp_path, monkeypatch):
+    run_dir = copy_of(teacher_run, tmp_path)
+    used = []
+    real_run = SampleCheck.run
+
+    def run(self, denoiser):
+        used.append((self.sampler, type(denoiser)))
+        return real_run(self, denoiser)
+
+    monkeypatch.setattr(SampleCheck, "run", run)
+    train(run_dir, "distill", 2, False, "distill.sample_every=3", "distill.sample_times=2",
+          "distill.sample_members=2", "distill.recommended_steps=1")
+    assert [(s.solver, s.num_steps, s.sigma_min, k) for s, k in used] == [("consistency", 1, EPS, ConsistencyPrecond)] * 2
+    with open(run_dir / "distill" / "metrics.csv", newline="") as f:
+        logged = {int(r["step"]): r for r in csv.DictReader(f)}
+    assert [step for step, r in logged.items() if r["val_crps_fair"]] == [3, 6]  # every 3 and at the last
+    assert all(float(logged[s]["val_crps_fair"]) > 0 and math.isfinite(float(logged[s]["val_spread_skill"]))
+               for s in (3, 6))
+
+
+def test_a_students_best_checkpoint_is_its_lowest_fair_crps_not_its_loss(teacher_run, tmp_path, scripted):
+    run_dir = copy_of(teacher_run, tmp_path)
+    scripted += [0.5, 0.2, 0.4]  # steps 2, 4, 6
+    train(run_dir, "distill", 2, False, "distill.sample_every=2", "distill.checkpoint_every=2",
+          "distill.validate_every=2")
+    root = run_dir / "distill" / "checkpoints"
+    assert ckpt.read_pointer(root, "best") == ckpt.read_pointer(root, "best-crps") == "step-000004"
+    assert ckpt.load_model(run_dir / "distill", kind="diffusion").meta.step == 4  # what generate takes
+    # Without the sample check the validation loss is all there is.
+    off = copy_of(teacher_run, tmp_path / "off")
+    train(off, "distill", 2, False, "distill.sample_every=0", "distill.checkpoint_every=2",
+          "distill.validate_every=2")
+    kept = [ckpt.load_model(p, kind="diffusion").meta for p in (off / "distill" / "checkpoints").glob("step-*")]
+    best = ckpt.load_model(off / "distill", kind="diffusion").meta
+    assert best.val_loss == min(m.val_loss for m in kept) and best.val_crps_fair is None
+
+
 def test_an_interrupted_distillation_resumes_bit_for_bit(teacher_run, tmp_path, monkeypatch):
     whole = copy_of(teacher_run, tmp_path / "whole")
     train(whole)
@@ -272,6 +311,15 @@ def test_tune_measures_the_consistency_solver_of_a_student_only():
     assert STUDENT_NFE == (1, 2, 4)
 
 
+def test_one_consistency_evaluation_is_measured_at_one_sigma_min_only():
+    base = SamplerConfig(solver="consistency", schedule="loglinear", num_steps=2)
+    grid = sampler_grid(base, ["consistency"], (1, 2), sigma_mins=(0.03, 0.002))
+    assert [(s.num_steps, s.sigma_min) for s in grid] == [(1, 0.03), (2, 0.03), (2, 0.002)]
+    # the levels it samples at: NFE 1 σ_max alone; NFE 2 σ_max and sqrt(σ_max·σ_min) (log-linear)
+    assert solver_levels(grid[0]) == pytest.approx([800.0, 0.03])
+    assert solver_levels(grid[2]) == pytest.approx([800.0, math.sqrt(800 * 0.002), 0.002])
+
+
 # ---- through the command line -------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def cli_run(tmp_path_factory, one_thread):
@@ -337,5 +385,10 @@ def test_tune_of_a_student_measures_consistency_at_one_two_and_four_evaluations(
     with open(folder / "tune" / "tune.csv") as f:
         rows = list(csv.DictReader(f))
     assert {r["solver"] for r in rows} == {"consistency"}
-    assert sorted(int(r["network_evaluations"]) for r in rows) == [1, 2, 4]
-    assert math.isfinite(float(rows[0]["crps_fair_norm"]))
+    # NFE 2 and 4 at every σ_min of the student's grid; NFE 1, which σ_min cannot change, once
+    measured = sorted((int(r["network_evaluations"]), float(r["sigma_min"])) for r in rows)
+    assert measured == [(1, STUDENT_SIGMA_MIN[0])] + [(n, s) for n in (2, 4) for s in STUDENT_SIGMA_MIN]
+    assert all(math.isfinite(float(r["crps_fair_norm"])) for r in rows)
+    # σ_min places the level NFE 2 re-noises to, so it changes the members
+    two = {float(r["sigma_min"]): float(r["crps_fair_norm"]) for r in rows if r["network_evaluations"] == "2"}
+    assert len(set(two.values())) == len(STUDENT_SIGMA_MIN)

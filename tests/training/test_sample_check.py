@@ -38,20 +38,6 @@ def rows(run_dir) -> dict[int, dict]:
         return {int(r["step"]): r for r in csv.DictReader(f)}
 
 
-@pytest.fixture
-def scripted(monkeypatch):
-    """Make the check return the fair CRPS values of `values` in turn (a known answer for the pointer)."""
-    values = []
-
-    def run(self, denoiser):
-        crps = values.pop(0)
-        return {"val_crps_fair": crps, "val_spread_skill": 1.0, "val_power_ratio": 1.0, "val_lsd": 0.0,
-                "sample_s": 0.0}
-
-    monkeypatch.setattr(SampleCheck, "run", run)
-    return values
-
-
 def test_scores_are_logged_at_every_sample_every_steps_and_at_the_last(tmp_path, regression):
     train(tmp_path, regression, 5, sample_every=2, log_every=1)
     logged = rows(tmp_path)

@@ -20,7 +20,7 @@ from torch import nn
 from corrdiff import checkpoint as ckpt
 from corrdiff.checkpoint import CheckpointMeta, ModelCheckpoint, StudentRef
 from corrdiff.config import DistillSection, RunConfig
-from corrdiff.diffusion import ConsistencyPrecond, DiffusionCondition, diffusion_network
+from corrdiff.diffusion import ConsistencyPrecond, DiffusionCondition, diffusion_network, SamplerConfig
 from corrdiff.errors import CheckpointError, ConfigError
 from corrdiff.fast_path import to_channels_last
 from corrdiff.models import UNetConfig
@@ -49,6 +49,15 @@ class DistillTask(DiffusionTask):
         self.distillation = section.distillation()
         self.decay = section.target_ema
         self.residual_unit: tuple[float, ...] = ()
+
+    selects_by_samples = True
+    """The validation loss measures the student's consistency with the target network, which moves with it (a
+    constant function would score 0), so it cannot rank checkpoints: `best` is the sample check's lowest fair CRPS
+    when the check runs (`distill.sample_every`), else the lowest validation loss."""
+
+    def check_sampler(self) -> SamplerConfig:
+        """The sample check samples the student as its checkpoint recommends (consistency, `recommended_steps`)."""
+        return SamplerConfig(**self.section.recommended_sampler())
 
     def to_device(self, device, channels_last: bool = False) -> "DistillTask":
         """This task's networks on `device` (NHWC with `channels_last`, as the Trainer lays out the student)."""

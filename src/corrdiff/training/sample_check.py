@@ -1,13 +1,18 @@
-"""The sample check of diffusion training: a few validation times sampled with the EMA network, and scored.
+"""The sample check of diffusion training and distillation: a few validation times sampled with the EMA network,
+and scored.
 
-Every `diffusion.sample_every` steps (and at the last step) the trainer draws a small ensemble for
-`sample_times` evenly spaced validation times, as generation would with the network the checkpoint keeps
-(the EMA weights, μ from the frozen regression, stitched patches for a patch-trained network), but with a cheap
-sampler: DPM-Solver++(2M) on log-linear noise levels, `sample_steps` steps (one network evaluation each; the
-demo's generation sampler, which matched 35-evaluation Heun on the demo, where 6-step Heun drew ~25× the
-small-scale power of the ensembles generation then made), and `sample_members` members. Each time's members
-draw their noise from a seed fixed for the whole run (common random numbers), so that two checks differ by
-the network alone.
+Every `sample_every` steps (and at the last step) the trainer draws a small ensemble for `sample_times` evenly
+spaced validation times, as generation would with the network the checkpoint keeps (the EMA weights, μ from the
+frozen regression, stitched patches for a patch-trained network), with `sample_members` members and the task's
+sampler (`check_sampler`):
+- the diffusion step: a cheap one, DPM-Solver++(2M) on log-linear noise levels, `diffusion.sample_steps` steps
+  (one network evaluation each; the demo's generation sampler, which matched 35-evaluation Heun on the demo, where
+  6-step Heun drew ~25× the small-scale power of the ensembles generation then made);
+- a consistency student (`corrdiff train distill`): the sampler its checkpoint recommends (`consistency`,
+  `distill.recommended_steps` evaluations), whose fair CRPS also picks its `best` checkpoint, since the
+  distillation loss cannot (`DistillTask.selects_by_samples`).
+Each time's members draw their noise from a seed fixed for the whole run (common random numbers), so that two
+checks differ by the network alone.
 
 Scores, in normalised units (each channel in units of its training standard deviation, after the spec's
 transforms), over the checked times (`corrdiff.evaluation.ensemble_scores`):
@@ -27,7 +32,7 @@ import time
 import numpy as np
 import torch
 
-from corrdiff.config import DiffusionSection, GenerateSection
+from corrdiff.config import GenerateSection, SampledSection
 from corrdiff.data import PairedDataset
 from corrdiff.diffusion import downscale_ensemble, PatchedDenoiser, SamplerConfig
 from corrdiff.evaluation.ensemble_scores import Scores
@@ -48,12 +53,12 @@ def check_fields(channels) -> list[str]:
 class SampleCheck:
     """Samples and scores the fixed validation times of a diffusion run (module docstring)."""
 
-    def __init__(self, task: DiffusionTask, section: DiffusionSection, val_set: PairedDataset,
+    def __init__(self, task: DiffusionTask, section: SampledSection, val_set: PairedDataset,
                  device: torch.device, fast: FastPath):
         self.task, self.device = task, device
         self.channels = list(val_set.target_channels)
         self.members = section.sample_members
-        self.sampler = SamplerConfig(solver="dpmpp_2m", schedule="loglinear", num_steps=section.sample_steps)
+        self.sampler: SamplerConfig = task.check_sampler()
         # The training fast path without compilation, graphs or fused norms: those belong to the trained network.
         self.fast = dataclasses.replace(fast, compile=False, cuda_graphs=False, fused_norm=False)
         count = min(section.sample_times, len(val_set))

@@ -19,7 +19,8 @@ import torch
 from torch import nn
 
 from corrdiff.config import DiffusionSection, TrainSection
-from corrdiff.diffusion import crop, DiffusionCondition, diffusion_network, EDMPrecond, random_patches, regression_loss
+from corrdiff.diffusion import (crop, DiffusionCondition, diffusion_network, EDMPrecond, random_patches, regression_loss,
+                                SamplerConfig)
 from corrdiff.models import UNetConfig
 from corrdiff.seeding import Draws
 from corrdiff.training.regression_cache import regression_means
@@ -109,6 +110,15 @@ class DiffusionTask:
         self.residual_unit: tuple[float, ...] = ()
         """One value per target channel: training residuals are divided by it (`CheckpointMeta.residual_unit`);
         (): not."""
+
+    selects_by_samples = False
+    """Whether the run's `best` checkpoint is the sample check's lowest fair CRPS (else the lowest validation
+    loss; `best-crps` always follows the sample check)."""
+
+    def check_sampler(self) -> SamplerConfig:
+        """The sampler of the sample check during training (`corrdiff.training.sample_check`): DPM-Solver++(2M) on
+        log-linear levels, `sample_steps` steps."""
+        return SamplerConfig(solver="dpmpp_2m", schedule="loglinear", num_steps=self.section.sample_steps)
 
     def to_device(self, device) -> "DiffusionTask":
         """This task with its frozen regression network on `device`."""

@@ -72,9 +72,12 @@ class Trainer:
         # The sample check (diffusion only) runs on the main process: only it logs and writes pointers.
         self.sample_every = getattr(section, "sample_every", None) or 0
         self.sample_check = None
-        if task.kind == "diffusion" and self.sample_every and val_set is not None and len(val_set) and info.is_main:
+        samples = hasattr(task, "check_sampler")  # a network that samples ensembles (diffusion, distill)
+        if samples and self.sample_every and val_set is not None and len(val_set) and info.is_main:
             self.sample_check = SampleCheck(task, section, val_set, self.device, self.fast)
-        self.log_fields = check_fields(train_set.target_channels) if task.kind == "diffusion" else []
+        self.log_fields = check_fields(train_set.target_channels) if samples else []
+        # `best` follows the sample check's fair CRPS for a task whose validation loss cannot rank checkpoints
+        self.best_by_crps = bool(getattr(task, "selects_by_samples", False) and self.sample_every and val_set)
 
     # ----------------------------------------------------------------- state
     def resume(self, checkpoint: ckpt.ModelCheckpoint | None = None) -> bool:
@@ -145,9 +148,10 @@ class Trainer:
         self.check_finite(val_loss)  # every rank decides alike: same weights, all-reduced loss
         folder = None
         if self.info.is_main:
-            is_best = val_loss is not None and val_loss <= self.best_val
+            ranked = val_crps if self.best_by_crps else val_loss
+            is_best = ranked is not None and ranked <= self.best_val  # False for NaN
             if is_best:
-                self.best_val = val_loss
+                self.best_val = ranked
             is_best_crps = val_crps is not None and val_crps <= self.best_crps  # False for NaN
             if is_best_crps:
                 self.best_crps = val_crps

@@ -3,12 +3,15 @@ teacher's best sampler and the student at 1, 2 and 4 network evaluations, each s
 setting, and what the distillation cost against the diffusion training.
 
 usage: python scripts/distill_study.py RUN_CONFIG [--split validation] [--times 16] [--members 8] [--nfe 1 2 4]
-                                      [--cores N] [--out table.csv] [--set section.key=value ...]
+                                      [--student-sigma-min S] [--cores N] [--out table.csv]
+                                      [--set section.key=value ...]
 
 The student is <run_dir>/distill: trained first with `corrdiff train distill`'s settings (the config's `distill:`
 section and --set) when it holds no checkpoint yet, else taken as it is. The teacher's best sampler is the run's
 recommendation for its diffusion checkpoint (<run_dir>/sampler.yaml, `corrdiff tune`) when there is one, else the
-config's `sampler:` section. Every row draws its members with the seeds generation uses, on the same times.
+config's `sampler:` section. The student samples with its recommended sampler at each --nfe, ending its log-linear
+levels at --student-sigma-min when given (the σ_min `corrdiff tune` chose for it on the validation split; it places
+the levels the student re-noises to). Every row draws its members with the seeds generation uses, on the same times.
 
 Columns (channel means; CRPS over the truth's standard deviation, as tune's crps_fair_norm):
   crps_fair_norm   fair CRPS / truth std          spread_skill   ≈ 1 calibrated
@@ -104,6 +107,8 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--times", type=int, default=16, help="evenly spaced times of the split (0: all)")
     parser.add_argument("--members", type=int, default=8)
     parser.add_argument("--nfe", type=int, nargs="+", default=[1, 2, 4], help="the student's network evaluations")
+    parser.add_argument("--student-sigma-min", type=float, help="where the student's levels end (default: its "
+                        "recommended sampler's)")
     parser.add_argument("--cores", type=float, default=1.0, help="cores (or GPUs) each training step ran on")
     parser.add_argument("--out", type=Path, help="also write the table as CSV")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="section.key=value")
@@ -121,17 +126,20 @@ def main(argv=None) -> list[dict]:
     rows = []
     teacher_run = prepared_run(config, run_dir / "regression", teacher.path, dataset, truth, args.members, device)
     rows.append({"model": "teacher", "solver": best.solver, "nfe": best.network_evaluations,
-                 **scored(teacher_run, best)})
+                 "sigma_min": best.sigma_min, **scored(teacher_run, best)})
     student_run = prepared_run(config, run_dir / "regression", student.path, dataset, truth, args.members, device)
     recommended = student.meta.student.recommended_sampler()
+    if args.student_sigma_min is not None:
+        recommended = dataclasses.replace(recommended, sigma_min=args.student_sigma_min)
     for nfe in args.nfe:
         sampler = dataclasses.replace(recommended, num_steps=nfe)
-        rows.append({"model": "student", "solver": sampler.solver, "nfe": nfe, **scored(student_run, sampler)})
+        rows.append({"model": "student", "solver": sampler.solver, "nfe": nfe, "sigma_min": sampler.sigma_min,
+                     **scored(student_run, sampler)})
 
     print(f"{len(truth.times)} {args.split} times, {args.members} members; teacher's sampler from {source}; "
           f"student {student.path} ({recommended.schedule} levels from {recommended.sigma_max:g} to "
           f"{recommended.sigma_min:g})")
-    header = ["model", "solver", "nfe", *COLUMNS]
+    header = ["model", "solver", "nfe", "sigma_min", *COLUMNS]
     print("  ".join(f"{h:>14}" for h in header))
     for row in rows:
         print("  ".join(f"{row[h]:>14.4g}" if isinstance(row[h], float) else f"{row[h]!s:>14}" for h in header))

@@ -69,6 +69,10 @@ log = logging.getLogger(__name__)
 
 NFE = (5, 7, 9, 11, 15, 23, 35)
 STUDENT_NFE = (1, 2, 4)  # a consistency student's grid (corrdiff train distill)
+STUDENT_SIGMA_MIN = (0.002, 0.008, 0.03, 0.1)
+"""A consistency student's σ_min grid: where its log-linear levels end, which places the levels it re-noises to
+(NFE 2: τ_1 = sqrt(σ_max·σ_min), 1.3 to 8.9 for σ_max 800). The best level depends on the data and on how far
+distillation went (docs/sampling.md, "Few-step student"), so tune measures it."""
 CHURN = (0.0,)
 HELD_OUT = ("test", "all")  # splits holding the test times: tuned on only with allow_test_split
 TUNE_KIND = "an output of corrdiff tune"
@@ -78,7 +82,8 @@ def sampler_grid(base: SamplerConfig, solvers=SOLVERS, nfe=NFE, churn=CHURN, sch
                  sigma_mins=None) -> list[SamplerConfig]:
     """The settings to measure: `base` with each solver (default: every one of `SOLVERS`), schedule, smallest noise
     level σ_min (default: the config's), step count (the most steps within each NFE) and churn (for the solvers
-    that take it; the others are measured once, without). Duplicates are dropped."""
+    that take it; the others are measured once, without). Duplicates are dropped, and so is a σ_min that changes
+    nothing: one consistency evaluation samples at σ_max alone, so it is measured at the first σ_min only."""
     for solver in solvers:
         arguments.one_of("--solver", solver, list(SOLVERS))
         for evaluations in nfe:
@@ -88,9 +93,12 @@ def sampler_grid(base: SamplerConfig, solvers=SOLVERS, nfe=NFE, churn=CHURN, sch
                                                          sigma_mins or (base.sigma_min,)):
         for evaluations in sorted(nfe):
             for s_churn in churn if SOLVERS[solver].takes_churn else (0.0,):
+                level = sigma_min
+                if SOLVERS[solver].consistency and evaluations == 1:
+                    level = (sigma_mins or (base.sigma_min,))[0]
                 try:
                     setting = dataclasses.replace(base, solver=solver, schedule=schedule, S_churn=float(s_churn),
-                                                  sigma_min=float(sigma_min),
+                                                  sigma_min=float(level),
                                                   num_steps=steps_for(solver, evaluations), residual_scale=())
                 except ValueError as err:
                     raise ConfigError(f"tune: {err}") from None
@@ -236,7 +244,8 @@ class TuneGrid:
     schedules: Sequence[str] | None = None
     """karras or loglinear; None: the config's."""
     sigma_mins: Sequence[float] | None = None
-    """Smallest noise levels the sampler stops at; None: the config's sampler.sigma_min."""
+    """Smallest noise levels the sampler stops at; None: the config's sampler.sigma_min, for a consistency student
+    `STUDENT_SIGMA_MIN`."""
 
 
 @dataclass(frozen=True)
@@ -339,10 +348,12 @@ def tune(config: RunConfig, request: TuneRequest, grid: TuneGrid | None = None,
     for solver in grid.solvers:  # the arguments first, then the checkpoint they are for
         arguments.one_of("--solver", solver, list(SOLVERS))
     meta = ckpt.load_meta(request.diffusion, kind="diffusion")
-    nfe = grid.nfe or (STUDENT_NFE if meta.student is not None else NFE)
+    student = meta.student is not None
+    nfe = grid.nfe or (STUDENT_NFE if student else NFE)
+    sigma_mins = grid.sigma_mins or (STUDENT_SIGMA_MIN if student else None)
     # A student's base is its own recommended sampler unless the config's can sample it (`checks.sampler_for`).
     settings = sampler_grid(checks.sampler_for(config.sampler, meta), grid_solvers(grid.solvers, meta,
-                            request.diffusion), nfe, grid.churn, grid.schedules, grid.sigma_mins)
+                            request.diffusion), nfe, grid.churn, grid.schedules, sigma_mins)
     if not settings:
         raise ConfigError("tune: the grid is empty (give at least one solver and one NFE)")
     folder = Path(outputs.folder) if outputs.folder is not None else Path(config.run_dir) / "tune"

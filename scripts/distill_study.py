@@ -20,12 +20,19 @@ Columns (channel means; CRPS over the truth's standard deviation, as tune's crps
   s_per_member     seconds per member, regression included, median over times after an untimed pass
 Then the wall-clock time of each training step from its metrics.csv (`elapsed_s`, summed over resumed segments),
 and core-hours = that × --cores (the cores or GPUs each step ran on; give what yours had).
+
+Those two times are only comparable when both runs had the machine alike. --time-steps N measures them side by
+side instead: it trains N steps of the diffusion step (from scratch, against the run's regression) and N steps of
+the distillation (of the run's teacher) one after the other in a temporary folder, with the settings of the run
+config (sample checks, validation and checkpoints off), and prices each step's whole run at the seconds per step
+of steps 10 to N: cost ratio = distill steps × its s/step over diffusion steps × its s/step.
 """
 
 import argparse
 import csv
 import dataclasses
 import sys
+import tempfile
 from pathlib import Path
 
 from corrdiff import checkpoint as ckpt, sampler_file
@@ -100,6 +107,27 @@ def cost_rows(run_dir: Path, cores: float) -> list[tuple[str, int, float, float]
     return rows
 
 
+def seconds_per_step(config, kind: str, steps: int, overrides: list[str]) -> float:
+    """Seconds per optimizer step of `kind` over steps 10 … `steps` of a fresh run in a temporary folder."""
+    quiet = [f"{kind}.{key}={value}" for key, value in (("steps", steps), ("log_every", 10), ("sample_every", 0),
+                                                        ("validate_every", 10**6), ("checkpoint_every", 10**6))]
+    with tempfile.TemporaryDirectory() as folder:
+        timed = load_config(config.source, overrides + quiet + [f"run_dir={folder}"])
+        train(kind, timed, progress=False)
+        with open(Path(folder) / kind / "metrics.csv", newline="") as f:
+            elapsed = {int(row["step"]): float(row["elapsed_s"]) for row in csv.DictReader(f)}
+    return (elapsed[steps] - elapsed[10]) / (steps - 10)
+
+
+def side_by_side(config, steps: int, overrides: list[str]) -> dict[str, float]:
+    """{kind: seconds per step} of the diffusion step and the distillation, timed one after the other."""
+    run_dir = Path(config.run_dir)
+    return {"diffusion": seconds_per_step(config, "diffusion", steps, overrides + [
+                f"diffusion.regression_checkpoint={run_dir / 'regression'}"]),
+            "distill": seconds_per_step(config, "distill", steps, overrides + [
+                f"distill.teacher_checkpoint={run_dir / 'diffusion'}"])}
+
+
 def main(argv=None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("config", type=Path)
@@ -110,9 +138,13 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--student-sigma-min", type=float, help="where the student's levels end (default: its "
                         "recommended sampler's)")
     parser.add_argument("--cores", type=float, default=1.0, help="cores (or GPUs) each training step ran on")
+    parser.add_argument("--time-steps", type=int, default=0, help="time this many steps of each training step side "
+                        "by side (at least 20; 0: only read the runs' own metrics.csv)")
     parser.add_argument("--out", type=Path, help="also write the table as CSV")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="section.key=value")
     args = parser.parse_args(argv)
+    if args.time_steps and args.time_steps < 20:
+        parser.error("--time-steps must be at least 20 (steps 10 to N are timed)")
 
     config = load_config(args.config, args.overrides)
     run_dir = Path(config.run_dir)
@@ -148,6 +180,13 @@ def main(argv=None) -> list[dict]:
         print(f"{kind:>9}: {steps} steps, {hours:.3g} h wall, {core_hours:.3g} core-hours (x {args.cores:g})")
     if len(costs) == 2 and costs[0][2] > 0:
         print(f"distillation / diffusion training: {costs[1][2] / costs[0][2]:.3g} of the wall-clock time")
+    if args.time_steps and len(costs) == 2:
+        per_step = side_by_side(config, args.time_steps, args.overrides)
+        (_, diffusion_steps, _, _), (_, distill_steps, _, _) = costs
+        ratio = distill_steps * per_step["distill"] / (diffusion_steps * per_step["diffusion"])
+        print(f"side by side, {args.time_steps} steps each: diffusion {per_step['diffusion']:.3g} s/step, distill "
+              f"{per_step['distill']:.3g} s/step ({per_step['distill'] / per_step['diffusion']:.3g}x); "
+              f"{distill_steps} distill steps / {diffusion_steps} diffusion steps cost {ratio:.3g}x")
     if args.out is not None:
         with open(args.out, "w", newline="") as f:
             writer = csv.DictWriter(f, header)

@@ -223,7 +223,8 @@ class DistillSection(SampledSection):
     "Few-step student"): `corrdiff train distill` writes it to <run_dir>/distill as a diffusion checkpoint."""
 
     steps: int = Field(1000, gt=0, description="optimizer steps")
-    lr: float = Field(2e-5, gt=0, description="the student starts from the teacher's weights: a fine-tuning rate")
+    lr: float = Field(2e-4, gt=0, description="the training default: at 2e-5 a demo student had barely moved from "
+                      "the teacher after its diffusion training's cost (docs/sampling.md, 'Few-step student')")
     warmup_steps: int = Field(0, ge=0)
     schedule: Literal["constant", "cosine"] = "constant"
     teacher_checkpoint: str | None = Field(
@@ -245,6 +246,10 @@ class DistillSection(SampledSection):
                                   "sample)")
     patches_per_sample: int = Field(1, gt=0, description="random patches drawn from each sample per step (needs "
                                     "patch_shape)")
+    sample_times: int = Field(16, gt=0, description="validation times of the sample check, evenly spaced: more "
+                              "than the diffusion step's 4, since a student's checkpoints differ by less and its "
+                              "sampling costs 2 evaluations, and its fair CRPS picks `best`")
+    sample_members: int = Field(8, ge=2, description="ensemble members per time of the sample check")
     recommended_steps: int = Field(2, gt=0, description="network evaluations of the sampler the student's "
                                    "checkpoint recommends (solver consistency, loglinear levels from sigma_max to "
                                    "sigma_min)")

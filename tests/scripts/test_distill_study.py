@@ -46,8 +46,12 @@ def test_the_study_trains_the_student_and_tables_teacher_and_student(tmp_path, o
     assert "diffusion: 2 steps" in printed and "distill: 2 steps" in printed and "of the wall-clock time" in printed
     assert (tmp_path / "run" / "distill" / "checkpoints" / "latest").exists() and (tmp_path / "table.csv").exists()
     # Again, the student now trained: its levels ending where --student-sigma-min says, which moves its members
+    capsys.readouterr()
     again = study_module().main([str(config), "--split", "train", "--times", "2", "--members", "2", "--nfe", "2",
-                                 "--student-sigma-min", "0.1"])
+                                 "--student-sigma-min", "0.1", "--time-steps", "20"])
+    timed = capsys.readouterr().out  # and both steps timed side by side, in a folder of their own
+    assert "side by side, 20 steps each: diffusion" in timed and "2 distill steps / 2 diffusion steps cost" in timed
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["diffusion", "distill", "regression"]
     untimed = [{k: v for k, v in r.items() if k != "s_per_member"} for r in (again[0], rows[0])]
     assert untimed[0] == untimed[1] and (again[1]["nfe"], again[1]["sigma_min"]) == (2, 0.1)
     assert rows[2]["sigma_min"] == 0.002 and again[1]["crps_fair_norm"] != rows[2]["crps_fair_norm"]

@@ -69,9 +69,9 @@ log = logging.getLogger(__name__)
 
 NFE = (5, 7, 9, 11, 15, 23, 35)
 STUDENT_NFE = (1, 2, 4)  # a consistency student's grid (corrdiff train distill)
-STUDENT_SIGMA_MIN = (0.002, 0.008, 0.03, 0.1)
+STUDENT_SIGMA_MIN = (0.0005, 0.002, 0.008, 0.03, 0.1)
 """A consistency student's σ_min grid: where its log-linear levels end, which places the levels it re-noises to
-(NFE 2: τ_1 = sqrt(σ_max·σ_min), 1.3 to 8.9 for σ_max 800). The best level depends on the data and on how far
+(NFE 2: τ_1 = sqrt(σ_max·σ_min), 0.63 to 8.9 for σ_max 800). The best level depends on the data and on how far
 distillation went (docs/sampling.md, "Few-step student"), so tune measures it."""
 CHURN = (0.0,)
 HELD_OUT = ("test", "all")  # splits holding the test times: tuned on only with allow_test_split

@@ -3,7 +3,8 @@ teacher's best sampler and the student at 1, 2 and 4 network evaluations, each s
 setting, and what the distillation cost against the diffusion training.
 
 usage: python scripts/distill_study.py RUN_CONFIG [--split validation] [--times 16] [--members 8] [--nfe 1 2 4]
-                                      [--student-sigma-min S] [--cores N] [--out table.csv]
+                                      [--student-sigma-min S] [--every-checkpoint] [--time-steps N]
+                                      [--cores N] [--out table.csv]
                                       [--set section.key=value ...]
 
 The student is <run_dir>/distill: trained first with `corrdiff train distill`'s settings (the config's `distill:`
@@ -137,6 +138,8 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--nfe", type=int, nargs="+", default=[1, 2, 4], help="the student's network evaluations")
     parser.add_argument("--student-sigma-min", type=float, help="where the student's levels end (default: its "
                         "recommended sampler's)")
+    parser.add_argument("--every-checkpoint", action="store_true", help="score every kept checkpoint of the "
+                        "student (a learning curve; keep them with distill.keep_last), not only its best")
     parser.add_argument("--cores", type=float, default=1.0, help="cores (or GPUs) each training step ran on")
     parser.add_argument("--time-steps", type=int, default=0, help="time this many steps of each training step side "
                         "by side (at least 20; 0: only read the runs' own metrics.csv)")
@@ -157,21 +160,26 @@ def main(argv=None) -> list[dict]:
     best, source = teacher_sampler(config, teacher.sha256)
     rows = []
     teacher_run = prepared_run(config, run_dir / "regression", teacher.path, dataset, truth, args.members, device)
-    rows.append({"model": "teacher", "solver": best.solver, "nfe": best.network_evaluations,
+    rows.append({"model": "teacher", "step": teacher.meta.step, "solver": best.solver, "nfe": best.network_evaluations,
                  "sigma_min": best.sigma_min, **scored(teacher_run, best)})
-    student_run = prepared_run(config, run_dir / "regression", student.path, dataset, truth, args.members, device)
     recommended = student.meta.student.recommended_sampler()
     if args.student_sigma_min is not None:
         recommended = dataclasses.replace(recommended, sigma_min=args.student_sigma_min)
-    for nfe in args.nfe:
-        sampler = dataclasses.replace(recommended, num_steps=nfe)
-        rows.append({"model": "student", "solver": sampler.solver, "nfe": nfe, "sigma_min": sampler.sigma_min,
-                     **scored(student_run, sampler)})
+    students = [student.path]
+    if args.every_checkpoint:
+        students = sorted((distilled / "checkpoints").glob("step-*"))
+    for path in students:
+        student_run = prepared_run(config, run_dir / "regression", path, dataset, truth, args.members, device)
+        step = student_run.models.meta.step
+        for nfe in args.nfe:
+            sampler = dataclasses.replace(recommended, num_steps=nfe)
+            rows.append({"model": "student", "step": step, "solver": sampler.solver, "nfe": nfe,
+                         "sigma_min": sampler.sigma_min, **scored(student_run, sampler)})
 
     print(f"{len(truth.times)} {args.split} times, {args.members} members; teacher's sampler from {source}; "
           f"student {student.path} ({recommended.schedule} levels from {recommended.sigma_max:g} to "
           f"{recommended.sigma_min:g})")
-    header = ["model", "solver", "nfe", "sigma_min", *COLUMNS]
+    header = ["model", "step", "solver", "nfe", "sigma_min", *COLUMNS]
     print("  ".join(f"{h:>14}" for h in header))
     for row in rows:
         print("  ".join(f"{row[h]:>14.4g}" if isinstance(row[h], float) else f"{row[h]!s:>14}" for h in header))

@@ -33,8 +33,8 @@ def one_thread():
 def test_the_study_trains_the_student_and_tables_teacher_and_student(tmp_path, one_thread, capsys):
     fixtures.write_generic(tmp_path / "data")
     config = tmp_path / "config.yaml"
-    distill = {"steps": 2, "batch_size": 4, "checkpoint_every": 2, "validate_every": 2, "log_every": 1,
-               "num_scales": 4}
+    distill = {"steps": 2, "batch_size": 4, "checkpoint_every": 1, "validate_every": 1, "log_every": 1,
+               "num_scales": 4, "keep_last": 5, "sample_every": 1, "sample_times": 2, "sample_members": 2}
     config.write_text(yaml.safe_dump({"data": "data/spec.yaml", "run_dir": "run", **TINY_RUN, "distill": distill}))
     for kind in ("regression", "diffusion"):
         succeeded(invoke("train", kind, config, "--quiet"))
@@ -48,10 +48,13 @@ def test_the_study_trains_the_student_and_tables_teacher_and_student(tmp_path, o
     # Again, the student now trained: its levels ending where --student-sigma-min says, which moves its members
     capsys.readouterr()
     again = study_module().main([str(config), "--split", "train", "--times", "2", "--members", "2", "--nfe", "2",
-                                 "--student-sigma-min", "0.1", "--time-steps", "20"])
+                                 "--student-sigma-min", "0.1", "--every-checkpoint", "--time-steps", "20"])
     timed = capsys.readouterr().out  # and both steps timed side by side, in a folder of their own
     assert "side by side, 20 steps each: diffusion" in timed and "2 distill steps / 2 diffusion steps cost" in timed
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["diffusion", "distill", "regression"]
     untimed = [{k: v for k, v in r.items() if k != "s_per_member"} for r in (again[0], rows[0])]
-    assert untimed[0] == untimed[1] and (again[1]["nfe"], again[1]["sigma_min"]) == (2, 0.1)
-    assert rows[2]["sigma_min"] == 0.002 and again[1]["crps_fair_norm"] != rows[2]["crps_fair_norm"]
+    assert untimed[0] == untimed[1]
+    # every kept checkpoint, its levels ending where --student-sigma-min says, which moves its members
+    assert [(r["step"], r["nfe"], r["sigma_min"]) for r in again[1:]] == [(1, 2, 0.1), (2, 2, 0.1)]
+    best = next(r for r in again[1:] if r["step"] == rows[2]["step"])
+    assert rows[2]["sigma_min"] == 0.002 and best["crps_fair_norm"] != rows[2]["crps_fair_norm"]

@@ -3,7 +3,8 @@ teacher's best sampler and the student at 1, 2 and 4 network evaluations, each s
 setting, and what the distillation cost against the diffusion training.
 
 usage: python scripts/distill_study.py RUN_CONFIG [--split validation] [--times 16] [--members 8] [--nfe 1 2 4]
-                                      [--student-sigma-min S] [--every-checkpoint] [--time-steps N]
+                                      [--student-sigma-min S | --student-tune FOLDER] [--every-checkpoint]
+                                      [--time-steps N]
                                       [--cores N] [--out table.csv]
                                       [--set section.key=value ...]
 
@@ -11,8 +12,9 @@ The student is <run_dir>/distill: trained first with `corrdiff train distill`'s 
 section and --set) when it holds no checkpoint yet, else taken as it is. The teacher's best sampler is the run's
 recommendation for its diffusion checkpoint (<run_dir>/sampler.yaml, `corrdiff tune`) when there is one, else the
 config's `sampler:` section. The student samples with its recommended sampler at each --nfe, ending its log-linear
-levels at --student-sigma-min when given (the σ_min `corrdiff tune` chose for it on the validation split; it places
-the levels the student re-noises to). Every row draws its members with the seeds generation uses, on the same times.
+levels at --student-sigma-min when given, or, with --student-tune, at the σ_min of each NFE's lowest fair CRPS in
+that `corrdiff tune` folder of the student (tuned on the validation split; σ_min places the levels the student
+re-noises to). Every row draws its members with the seeds generation uses, on the same times.
 
 Columns (channel means; CRPS over the truth's standard deviation, as tune's crps_fair_norm):
   crps_fair_norm   fair CRPS / truth std          spread_skill   ≈ 1 calibrated
@@ -108,6 +110,15 @@ def cost_rows(run_dir: Path, cores: float) -> list[tuple[str, int, float, float]
     return rows
 
 
+def tuned_sigma_min(folder: Path, nfe: int) -> float:
+    """The σ_min of the lowest fair CRPS at `nfe` network evaluations in tune.csv of a `corrdiff tune` folder."""
+    with open(folder / "tune.csv", newline="") as f:
+        rows = [r for r in csv.DictReader(f) if int(r["network_evaluations"]) == nfe]
+    if not rows:
+        sys.exit(f"error: {folder / 'tune.csv'} measured no setting at NFE {nfe}; tune it with --nfe {nfe}")
+    return float(min(rows, key=lambda r: float(r["crps_fair_norm"]))["sigma_min"])
+
+
 def seconds_per_step(config, kind: str, steps: int, overrides: list[str]) -> float:
     """Seconds per optimizer step of `kind` over steps 10 … `steps` of a fresh run in a temporary folder."""
     quiet = [f"{kind}.{key}={value}" for key, value in (("steps", steps), ("log_every", 10), ("sample_every", 0),
@@ -138,6 +149,8 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--nfe", type=int, nargs="+", default=[1, 2, 4], help="the student's network evaluations")
     parser.add_argument("--student-sigma-min", type=float, help="where the student's levels end (default: its "
                         "recommended sampler's)")
+    parser.add_argument("--student-tune", type=Path, help="a `corrdiff tune` folder of the student: each --nfe "
+                        "takes the sigma_min of its lowest fair CRPS there (tuned on another split)")
     parser.add_argument("--every-checkpoint", action="store_true", help="score every kept checkpoint of the "
                         "student (a learning curve; keep them with distill.keep_last), not only its best")
     parser.add_argument("--cores", type=float, default=1.0, help="cores (or GPUs) each training step ran on")
@@ -173,6 +186,8 @@ def main(argv=None) -> list[dict]:
         step = student_run.models.meta.step
         for nfe in args.nfe:
             sampler = dataclasses.replace(recommended, num_steps=nfe)
+            if args.student_tune is not None:
+                sampler = dataclasses.replace(sampler, sigma_min=tuned_sigma_min(args.student_tune, nfe))
             rows.append({"model": "student", "step": step, "solver": sampler.solver, "nfe": nfe,
                          "sigma_min": sampler.sigma_min, **scored(student_run, sampler)})
 

@@ -58,3 +58,15 @@ def test_the_study_trains_the_student_and_tables_teacher_and_student(tmp_path, o
     assert [(r["step"], r["nfe"], r["sigma_min"]) for r in again[1:]] == [(1, 2, 0.1), (2, 2, 0.1)]
     best = next(r for r in again[1:] if r["step"] == rows[2]["step"])
     assert rows[2]["sigma_min"] == 0.002 and best["crps_fair_norm"] != rows[2]["crps_fair_norm"]
+
+
+def test_each_nfe_takes_the_sigma_min_of_its_lowest_fair_crps_in_a_tune_folder(tmp_path):
+    rows = [("consistency", 2, 0.1, 0.5), ("consistency", 2, 0.03, 0.4), ("consistency", 4, 0.002, 0.3),
+            ("consistency", 4, 0.1, 0.35)]
+    with open(tmp_path / "tune.csv", "w") as f:
+        f.write("solver,network_evaluations,sigma_min,crps_fair_norm\n")
+        f.writelines(f"{s},{n},{m},{c}\n" for s, n, m, c in rows)
+    study = study_module()
+    assert study.tuned_sigma_min(tmp_path, 2) == 0.03 and study.tuned_sigma_min(tmp_path, 4) == 0.002
+    with pytest.raises(SystemExit, match="measured no setting at NFE 1; tune it with --nfe 1"):
+        study.tuned_sigma_min(tmp_path, 1)

@@ -226,6 +226,31 @@ def test_a_students_best_checkpoint_is_its_lowest_fair_crps_not_its_loss(teacher
     assert best.val_loss == min(m.val_loss for m in kept) and best.val_crps_fair is None
 
 
+def test_a_distillation_under_bf16_autocast_follows_the_float32_one(teacher_run, tmp_path, monkeypatch):
+    """precision: bf16 runs the student, the target network and the teacher under bf16 autocast (here on the CPU,
+    as on CUDA): its losses follow float32's to bf16's precision, and what it keeps is float32 and finite."""
+    casts = []
+    real_loss = ConsistencyDistillation.__call__
+
+    def recording(self, *args, **kwargs):
+        casts.append(torch.is_autocast_enabled("cpu"))
+        return real_loss(self, *args, **kwargs)
+
+    monkeypatch.setattr(ConsistencyDistillation, "__call__", recording)
+    runs = {}
+    for precision in ("fp32", "bf16"):
+        runs[precision] = copy_of(teacher_run, tmp_path / precision)
+        casts.clear()
+        train(runs[precision], "distill", 2, False, f"distill.precision={precision}", "distill.sample_every=0")
+        assert casts and all(casts) == (precision == "bf16") and any(casts) == (precision == "bf16")
+    full, half = (losses(runs[p], "distill") for p in ("fp32", "bf16"))
+    assert full.keys() == half.keys() and full != half  # autocast ran: not the float32 arithmetic
+    assert all(half[step] == pytest.approx(full[step], rel=0.1, abs=1e-4) for step in full)
+    student = ckpt.load_model(runs["bf16"] / "distill", kind="diffusion")
+    assert all(w.dtype == torch.float32 and torch.isfinite(w).all() for w in student.weights.values()
+               if w.is_floating_point())
+
+
 def test_an_interrupted_distillation_resumes_bit_for_bit(teacher_run, tmp_path, monkeypatch):
     whole = copy_of(teacher_run, tmp_path / "whole")
     train(whole)

@@ -356,7 +356,11 @@ def cli_run(tmp_path_factory, one_thread):
                "num_scales": 4}
     config.write_text(yaml.safe_dump({"data": "data/spec.yaml", "run_dir": "run", **TINY_RUN, "distill": distill}))
     for kind in ("regression", "diffusion", "distill"):
-        succeeded(invoke("train", kind, config, "--quiet"))
+        result = succeeded(invoke("train", kind, config, "--quiet"))
+    # the last line says how to choose the student's sampler, in a folder tune may write (beside the student)
+    assert result.output.splitlines()[-1] == (
+        f"choose its sampler (NFE 1, 2, 4 and where its levels end) on the validation split: corrdiff tune {config} "
+        f"--checkpoint-diffusion {folder / 'run' / 'distill'} --out {folder / 'run' / 'distill-tune'}")
     return folder, config
 
 

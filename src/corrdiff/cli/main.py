@@ -76,6 +76,9 @@ def _train(kind: str, config: Path, overrides, resume: bool, quiet: bool) -> Non
         typer.echo(f"stopped by SIGTERM; checkpoint saved in {run_dir / 'checkpoints'}; continue with --resume")
         raise typer.Exit(143)
     typer.echo(f"{kind} model trained: {run_dir / 'checkpoints'}")
+    if kind == "distill":  # its sampler's levels matter, and which are best is measured (docs/sampling.md)
+        typer.echo(f"choose its sampler (NFE 1, 2, 4 and where its levels end) on the validation split: corrdiff tune "
+                   f"{config} --checkpoint-diffusion {run_dir} --out {run_dir.parent / 'distill-tune'}")
 
 
 @train_app.command("regression")

@@ -226,6 +226,18 @@ def test_a_students_best_checkpoint_is_its_lowest_fair_crps_not_its_loss(teacher
     assert best.val_loss == min(m.val_loss for m in kept) and best.val_crps_fair is None
 
 
+def test_a_distillation_begun_without_the_check_lets_it_pick_best_once_resumed_with_it(teacher_run, tmp_path,
+                                                                                         scripted):
+    run_dir = copy_of(teacher_run, tmp_path)
+    every_two = ["distill.checkpoint_every=2", "distill.validate_every=2", "distill.keep_last=10"]
+    train(run_dir, "distill", 2, False, "distill.steps=4", "distill.sample_every=0", *every_two)
+    root = run_dir / "distill" / "checkpoints"
+    assert ckpt.read_pointer(root, "best") in {"step-000002", "step-000004"}  # by validation loss
+    scripted += [50.0, 30.0, 40.0]  # steps 6, 8, 10: fair CRPS made far above any loss of steps 2 and 4
+    train(run_dir, "distill", 2, True, "distill.steps=10", "distill.sample_every=2", *every_two)
+    assert ckpt.read_pointer(root, "best") == ckpt.read_pointer(root, "best-crps") == "step-000008"
+
+
 def test_a_distillation_under_bf16_autocast_follows_the_float32_one(teacher_run, tmp_path, monkeypatch):
     """precision: bf16 runs the student, the target network and the teacher under bf16 autocast (here on the CPU,
     as on CUDA): its losses follow float32's to bf16's precision, and what it keeps is float32 and finite."""

@@ -105,6 +105,8 @@ class Trainer:
         self.step, self.samples_seen = state.step, state.samples_seen
         self.best_val = state.best_val if state.best_val is not None else math.inf
         self.best_crps = state.best_crps if state.best_crps is not None else math.inf
+        if self.best_by_crps:  # `best` is `best-crps`, also when the run began with its check off (by loss)
+            self.best_val = self.best_crps
         if self.info.is_main:
             # A kill between updating `latest` and `best` (or `best-crps`), or while pruning, leaves a pointer
             # behind and folders to delete: the state knows which checkpoints were best.

@@ -81,43 +81,22 @@ def _train(kind: str, config: Path, overrides, resume: bool, quiet: bool) -> Non
                    f"{config} --checkpoint-diffusion {run_dir} --out {run_dir.parent / 'distill-tune'}")
 
 
-@train_app.command("regression")
-@user_errors
-def train_regression(
-    config: ConfigArg,
-    set_: SetOpt = None,
-    resume: ResumeOpt = False,
-    quiet: QuietOpt = False,
-) -> None:
-    """Train the UNet that predicts the mean μ(y) of the fine fields from the coarse input."""
-    _train("regression", config, set_, resume, quiet)
+def _train_command(kind: str, summary: str) -> None:
+    """Register `corrdiff train <kind>`: the three steps take the same options and differ in their help only."""
+
+    def command(config: ConfigArg, set_: SetOpt = None, resume: ResumeOpt = False, quiet: QuietOpt = False) -> None:
+        _train(kind, config, set_, resume, quiet)
+
+    command.__name__, command.__qualname__, command.__doc__ = f"train_{kind}", f"train_{kind}", summary
+    train_app.command(kind)(user_errors(command))
 
 
-@train_app.command("diffusion")
-@user_errors
-def train_diffusion(
-    config: ConfigArg,
-    set_: SetOpt = None,
-    resume: ResumeOpt = False,
-    quiet: QuietOpt = False,
-) -> None:
-    """Train the EDM diffusion model of the residual x − μ(y), against the frozen regression checkpoint
-    (diffusion.regression_checkpoint, or the run's regression folder)."""
-    _train("diffusion", config, set_, resume, quiet)
-
-
-@train_app.command("distill")
-@user_errors
-def train_distill(
-    config: ConfigArg,
-    set_: SetOpt = None,
-    resume: ResumeOpt = False,
-    quiet: QuietOpt = False,
-) -> None:
-    """Distil the diffusion model into a consistency student that samples in 1 to 4 network evaluations (Song et
-    al. 2023), in <run_dir>/distill: teacher distill.teacher_checkpoint, or the run's diffusion checkpoint. Generate
-    with it by giving it as the diffusion checkpoint (sampler.solver: consistency)."""
-    _train("distill", config, set_, resume, quiet)
+_train_command("regression", "Train the UNet that predicts the mean μ(y) of the fine fields from the coarse input.")
+_train_command("diffusion", """Train the EDM diffusion model of the residual x − μ(y), against the frozen regression
+    checkpoint (diffusion.regression_checkpoint, or the run's regression folder).""")
+_train_command("distill", """Distil the diffusion model into a consistency student that samples in 1 to 4 network
+    evaluations (Song et al. 2023), in <run_dir>/distill: teacher distill.teacher_checkpoint, or the run's diffusion
+    checkpoint. Generate with it by giving it as the diffusion checkpoint (sampler.solver: consistency).""")
 
 
 @app.command()

@@ -69,7 +69,7 @@ class Trainer:
         )
         self.step, self.samples_seen, self.best_val, self.best_crps = 0, 0, math.inf, math.inf
         self.stop_requested = False
-        # The sample check (diffusion only) runs on the main process: only it logs and writes pointers.
+        # The sample check (diffusion, distill) runs on the main process: only it logs and writes pointers.
         self.sample_every = getattr(section, "sample_every", None) or 0
         self.sample_check = None
         samples = hasattr(task, "check_sampler")  # a network that samples ensembles (diffusion, distill)
@@ -77,7 +77,7 @@ class Trainer:
             self.sample_check = SampleCheck(task, section, val_set, self.device, self.fast)
         self.log_fields = check_fields(train_set.target_channels) if samples else []
         # `best` follows the sample check's fair CRPS for a task whose validation loss cannot rank checkpoints
-        self.best_by_crps = bool(getattr(task, "selects_by_samples", False) and self.sample_every and val_set)
+        self.best_by_crps = getattr(task, "selects_by_samples", False) and self.sample_check is not None
 
     # ----------------------------------------------------------------- state
     def resume(self, checkpoint: ckpt.ModelCheckpoint | None = None) -> bool:

@@ -86,16 +86,20 @@ def scored(run: Run, sampler) -> dict[str, float]:
             "s_per_member": seconds}
 
 
+def elapsed(metrics_csv: Path) -> list[tuple[int, float]]:
+    """(step, `elapsed_s`) of each row of a training step's metrics.csv, in order."""
+    with open(metrics_csv, newline="") as f:
+        return [(int(row["step"]), float(row["elapsed_s"])) for row in csv.DictReader(f)]
+
+
 def wall_seconds(metrics_csv: Path) -> tuple[float, int]:
     """(wall-clock seconds, last step) of a training step from its metrics.csv: `elapsed_s` restarts at every
     resume, so the segments are summed."""
     total, previous, step = 0.0, 0.0, 0
-    with open(metrics_csv, newline="") as f:
-        for row in csv.DictReader(f):
-            elapsed = float(row["elapsed_s"])
-            if elapsed < previous:  # a resumed run's first row
-                total += previous
-            previous, step = elapsed, int(row["step"])
+    for step, seconds in elapsed(metrics_csv):
+        if seconds < previous:  # a resumed run's first row
+            total += previous
+        previous = seconds
     return total + previous, step
 
 
@@ -126,9 +130,8 @@ def seconds_per_step(config, kind: str, steps: int, overrides: list[str]) -> flo
     with tempfile.TemporaryDirectory() as folder:
         timed = load_config(config.source, overrides + quiet + [f"run_dir={folder}"])
         train(kind, timed, progress=False)
-        with open(Path(folder) / kind / "metrics.csv", newline="") as f:
-            elapsed = {int(row["step"]): float(row["elapsed_s"]) for row in csv.DictReader(f)}
-    return (elapsed[steps] - elapsed[10]) / (steps - 10)
+        seconds = dict(elapsed(Path(folder) / kind / "metrics.csv"))
+    return (seconds[steps] - seconds[10]) / (steps - 10)
 
 
 def side_by_side(config, steps: int, overrides: list[str]) -> dict[str, float]:

@@ -27,7 +27,7 @@ from corrdiff.diffusion import SamplerConfig
 from corrdiff.diffusion.sampler import use_arithmetic
 from corrdiff.distributed import pick_device
 from corrdiff.ensemble_file import FLAG, regression_name
-from corrdiff.errors import CheckpointError, ConfigError, OutputError
+from corrdiff.errors import CheckpointError, ConfigError, OutputError, validation_problems
 from corrdiff.inference import checks, coherence as time_series
 from corrdiff.inference.context import output_context
 from corrdiff.inference.downscaling import check_fits, downscale_time, ensemble_attrs, generation_fingerprint_of, \
@@ -244,5 +244,4 @@ def _coherence(value) -> CoherenceSection:
     try:
         return CoherenceSection(**value)
     except ValidationError as err:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
-        raise ConfigError(f"coherence: {problems}") from None
+        raise ConfigError(f"coherence: {validation_problems(err)}") from None

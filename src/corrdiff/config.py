@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, create_model, Field, field_validator
 from corrdiff.diffusion import EDMLoss, SamplerConfig
 from corrdiff.diffusion.consistency import ConsistencyDistillation
 from corrdiff.documents import read_yaml_mapping, yaml_problem
-from corrdiff.errors import ConfigError
+from corrdiff.errors import ConfigError, validation_problems
 from corrdiff.models import presets, UNetConfig
 from corrdiff.fast_path import configure_backends, FastPath
 
@@ -396,8 +396,7 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConf
     try:
         config = RunConfig(**raw)
     except ValidationError as err:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
-        raise ConfigError(f"{path}: {problems}") from None
+        raise ConfigError(f"{path}: {validation_problems(err)}") from None
     base = path.resolve().parent
     config.data = str((base / config.data).resolve())
     config.run_dir = str((base / config.run_dir).resolve())

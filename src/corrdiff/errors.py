@@ -36,3 +36,8 @@ class EvaluationError(CorrdiffError, RuntimeError):
 def one_line(err: BaseException) -> str:
     """An exception's message on one line (its whitespace runs as single spaces), at most 300 characters."""
     return " ".join(str(err).split())[:300]
+
+
+def validation_problems(err, top: str = "") -> str:
+    """A pydantic ValidationError's problems on one line, "where: what; …" (`top` names an error of the whole)."""
+    return "; ".join(f"{'.'.join(map(str, e['loc'])) or top}: {e['msg']}" for e in err.errors())

@@ -31,7 +31,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_valida
 
 from corrdiff.data.transforms import parse_transform
 from corrdiff.documents import read_yaml_mapping
-from corrdiff.errors import DataError
+from corrdiff.errors import DataError, validation_problems
 from corrdiff.file_integrity import is_url
 
 
@@ -280,9 +280,7 @@ def load_spec(path: str | Path | DatasetSpec) -> DatasetSpec:
     try:
         spec = DatasetSpec.model_validate(raw)
     except ValidationError as err:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or '(top)'}: {e['msg']}" for e in err.errors())
-        raise DataError(f"{path}: {problems}") from None
+        raise DataError(f"{path}: {validation_problems(err, '(top)')}") from None
     spec = spec.model_copy(update={"root": path.resolve().parent, "source_file": path.resolve()})
     if spec.layout == "cwa":
         spec = _cwa_defaults(spec)

@@ -44,7 +44,7 @@ from corrdiff.data import load_spec
 from corrdiff.data.readers import open_fields
 from corrdiff.diffusion import SamplerConfig
 from corrdiff.documents import read_json_object
-from corrdiff.errors import CheckpointError, ConfigError, DataError, OutputError
+from corrdiff.errors import CheckpointError, ConfigError, DataError, OutputError, validation_problems
 from corrdiff.file_integrity import atomic_folder, sha256_bytes
 from corrdiff.inference import checks
 from corrdiff.inference.context import fine_grid_mapping
@@ -106,8 +106,7 @@ class Package:
         try:
             return RunConfig(**raw)
         except ValidationError as err:
-            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
-            raise ConfigError(f"--set: {problems}") from None
+            raise ConfigError(f"--set: {validation_problems(err)}") from None
 
 
 def generate(path, inputs: list[str], out, overrides: list[str] | None = None, times: list[str] | None = None,
